@@ -1,0 +1,30 @@
+// Package cluster is what a worker binary links to run under the prefork
+// supervisor. Run without a supervisor, it behaves like plain net.Listen, so
+// the same binary works on its own.
+//
+// A worker replaces net.Listen with [Listen], serves on the listener it
+// returns, and shuts down when [Drain] is closed:
+//
+//	ln, err := cluster.Listen(":3000")   // the address is ignored under the supervisor
+//	if err != nil { log.Fatal(err) }
+//	srv := &http.Server{Handler: cluster.CountRequests(mux)}
+//	go srv.Serve(ln)                     // the first Accept tells the supervisor "ready"
+//	<-cluster.Drain()                    // the supervisor asks us to stop (or is gone)
+//	ctx, cancel := context.WithTimeout(context.Background(), cluster.DrainTimeout())
+//	defer cancel()
+//	srv.Shutdown(ctx)                    // finish in-flight requests, then exit
+//
+// Under the supervisor the listener yields, depending on the mode, the
+// connections handed over the IPC channel (rr) or those accepted on the
+// listening socket the worker inherited (shared, reuseport). When the
+// supervisor asks for a drain, the package stops taking new connections at
+// once (so the port refuses them once every worker has), while Accept keeps
+// blocking until the application closes the listener, so that
+// http.Server.Serve returns http.ErrServerClosed rather than an error. A
+// worker that never calls Drain is sent SIGTERM instead.
+//
+// The package also sends a heartbeat every second (open connections,
+// requests counted by [CountRequests], RSS, goroutines, and the result of the
+// check set with [SetHealthCheck]) so the supervisor can tell a hung worker
+// from a busy one, and it exits the process if the supervisor disappears.
+package cluster

@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// HeartbeatInterval is how often a worker reports to the supervisor.
+const HeartbeatInterval = time.Second
+
+// SetHealthCheck sets the check run before every heartbeat. A heartbeat
+// should prove that the worker can still serve, not only that one goroutine
+// runs: run the application's own health handler in process, say. A check
+// that returns an error marks the heartbeat unhealthy; one that blocks delays
+// the heartbeat, and the supervisor treats a long silence as a hang.
+func SetHealthCheck(check func() error) {
+	w, err := get()
+	if err != nil {
+		return
+	}
+	w.check.Store(&check)
+}
+
+// CountRequests wraps h so that heartbeats report requests served (and
+// -max-requests recycling can count them).
+func CountRequests(h http.Handler) http.Handler {
+	w, err := get()
+	if err != nil {
+		return h
+	}
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.requests.Add(1)
+		h.ServeHTTP(rw, r)
+	})
+}
+
+func (w *worker) heartbeat() {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	buf := make([]byte, 0, 64)
+	for range t.C {
+		healthy := true
+		if check := w.check.Load(); check != nil {
+			healthy = (*check)() == nil
+		}
+		closed := w.closed.Load()
+		hb := ipc.Heartbeat{
+			Conns:      w.accepted.Load() - closed,
+			Requests:   w.requests.Load(),
+			RSS:        rss(),
+			Goroutines: uint32(runtime.NumGoroutine()),
+			Healthy:    healthy,
+		}
+		buf = ipc.AppendHeartbeat(buf[:0], hb)
+		w.ctl.Send(buf, nil)
+	}
+}
+
+// kickLoad asks reportLoad to send the closed count; bursts coalesce.
+func (w *worker) kickLoad() {
+	select {
+	case w.loadKick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) reportLoad() {
+	buf := make([]byte, 0, 8)
+	for range w.loadKick {
+		buf = ipc.AppendUint32(buf[:0], ipc.TypeLoad, uint32(w.closed.Load()))
+		w.ctl.Send(buf, nil)
+	}
+}
+
+var pageSize = uint64(os.Getpagesize())
+
+// rss reads the resident set size from /proc/self/statm.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := bytes.Fields(b)
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(string(f[1]), 10, 64)
+	return n * pageSize
+}

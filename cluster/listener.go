@@ -1,0 +1,152 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// Listen returns the listener the worker serves on. Under the supervisor
+// addr is ignored: the supervisor alone decides the address. Standalone it
+// is net.Listen("tcp", addr).
+func Listen(addr string) (net.Listener, error) {
+	w, err := get()
+	if err != nil {
+		return nil, err
+	}
+	if w.ctl == nil {
+		return net.Listen("tcp", addr)
+	}
+	l := &listener{w: w, closed: make(chan struct{}), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
+	f := os.NewFile(ipc.ListenFD, "prefork-listen")
+	if w.mode == ModeRR {
+		ch, err := ipc.NewChannel(f)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: handoff channel: %w", err)
+		}
+		l.handoff = ch
+		l.buf = make([]byte, ipc.MaxFrame)
+		w.setSource(ch)
+	} else {
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
+		}
+		l.inner = ln
+		l.addr = ln.Addr()
+		w.setSource(ln)
+	}
+	return l, nil
+}
+
+// listener yields connections from the supervisor (rr) or from an inherited
+// listening socket (shared, reuseport), and counts them for heartbeats.
+type listener struct {
+	w       *worker
+	addr    net.Addr
+	inner   net.Listener // shared, reuseport
+	handoff *ipc.Channel // rr
+	buf     []byte       // rr: frame buffer
+	pending []int        // rr: descriptors received but not yet returned
+
+	mu        sync.Mutex // serialises Accept's use of buf and pending
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	l.w.ready()
+	for {
+		c, err := l.next()
+		if err == nil {
+			l.w.accepted.Add(1)
+			return track(c, l.w), nil
+		}
+		select {
+		case <-l.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+		if isTemporary(err) {
+			continue
+		}
+		// The source was closed by a drain: block until the application
+		// closes the listener, so http.Server.Serve sees shutdown first.
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+			<-l.closed
+			return nil, net.ErrClosed
+		}
+		return nil, err
+	}
+}
+
+func isTemporary(err error) bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary()
+}
+
+func (l *listener) next() (net.Conn, error) {
+	if l.inner != nil {
+		return l.inner.Accept()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.pending) == 0 {
+		var err error
+		var f ipc.Frame
+		f, l.pending, err = l.handoff.Recv(l.buf, l.pending[:0])
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil, net.ErrClosed
+			}
+			// A malformed frame: its descriptors are closed; go on.
+			fmt.Fprintf(os.Stderr, "cluster: handoff: %v\n", err)
+			continue
+		}
+		if f.Type != ipc.TypeConns {
+			continue
+		}
+	}
+	fd := l.pending[0]
+	l.pending = l.pending[1:]
+	f := os.NewFile(uintptr(fd), "conn")
+	c, err := net.FileConn(f) // a duplicate: close ours
+	f.Close()
+	if err != nil {
+		// Not a socket we can use; the client sees a reset.
+		l.w.closed.Add(1)
+		l.w.kickLoad()
+		return nil, tempErr{err}
+	}
+	return c, nil
+}
+
+type tempErr struct{ error }
+
+func (tempErr) Temporary() bool { return true }
+
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		if l.inner != nil {
+			l.inner.Close()
+		}
+		if l.handoff != nil {
+			l.handoff.Close()
+		}
+	})
+	return nil
+}
+
+func (l *listener) Addr() net.Addr { return l.addr }
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "tcp" }
+func (a fakeAddr) String() string  { return string(a) }

@@ -1,0 +1,21 @@
+// Command supervisor is prefork's primary process: it binds the port, runs
+// the workers, hands them connections and keeps them alive.
+//
+//	supervisor [flags] [-- COMMAND [ARGS...]]
+//	supervisor probe [flags] [URL]
+package main
+
+import (
+	"os"
+
+	"github.com/prefork/prefork/internal/probe"
+	"github.com/prefork/prefork/internal/supervisor"
+)
+
+func main() {
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "probe" {
+		os.Exit(probe.Main(args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(supervisor.Main(args, os.Stderr))
+}

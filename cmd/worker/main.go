@@ -1,0 +1,79 @@
+// Command worker is prefork's demo service: a chi app that serves /health,
+// /pid, /heavy and /sleep. Under the supervisor it takes its connections
+// from it; run alone (worker -listen :3000) it listens itself.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/internal/demo"
+)
+
+func main() {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	addr := fs.String("listen", ":3000", "`HOST:PORT` to listen on when run without a supervisor")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if err := run(*addr); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr string) error {
+	log, err := zap.NewProduction()
+	if err != nil {
+		return err
+	}
+	log = log.With(zap.Int("worker", cluster.ID()), zap.Int("pid", os.Getpid()))
+	defer log.Sync()
+
+	// Catch SIGTERM before serving: standalone it is the stop signal; under
+	// the supervisor the drain arrives over IPC instead.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+
+	ln, err := cluster.Listen(addr)
+	if err != nil {
+		return err
+	}
+	router := demo.NewRouter(demo.Info{
+		WorkerID:   cluster.ID(),
+		Mode:       cluster.Mode(),
+		Generation: cluster.Generation(),
+		Started:    time.Now(),
+	}, log)
+	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
+	srv := demo.NewServer(cluster.CountRequests(router), log)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case <-cluster.Drain():
+	case <-sigs:
+	case err := <-served:
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cluster.DrainTimeout())
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package ipc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Channel is one end of a SEQPACKET socketpair.
+//
+// Send is safe for concurrent use and never blocks. Recv and TryRecv are for
+// one reader at a time.
+type Channel struct {
+	uc *net.UnixConn
+	rc syscall.RawConn
+
+	// Send scratch, guarded by mu. sendFn is the method value c.send, made
+	// once so that the hot path hands RawConn.Control no new closure.
+	mu      sync.Mutex
+	sbuf    []byte
+	soob    []byte
+	serr    error
+	sendFn  func(uintptr)
+	roob    []byte // Recv scratch
+	tryFn   func(uintptr)
+	tbuf    []byte
+	tn      int
+	tflags  int
+	toobn   int
+	terr    error
+	closeMu sync.Once
+}
+
+// Pair makes a socketpair and returns the local end as a Channel and the
+// remote end as a file for exec.Cmd.ExtraFiles. Both ends are close-on-exec;
+// os/exec clears the flag on the child's copy only. The remote file is
+// non-blocking and stays so: os.NewFile of a non-blocking descriptor does not
+// switch it to blocking mode when os/exec calls Fd.
+func Pair() (*Channel, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ipc: socketpair: %w", err)
+	}
+	remote := os.NewFile(uintptr(fds[1]), "ipc-remote")
+	local, err := NewChannel(os.NewFile(uintptr(fds[0]), "ipc-local"))
+	if err != nil {
+		remote.Close()
+		return nil, nil, err
+	}
+	return local, remote, nil
+}
+
+// NewChannel takes ownership of f, a SEQPACKET socket, and closes it:
+// net.FileConn works on its own duplicate.
+func NewChannel(f *os.File) (*Channel, error) {
+	defer f.Close()
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("ipc: %w", err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("ipc: descriptor %d is not a unix socket", f.Fd())
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("ipc: %w", err)
+	}
+	c := &Channel{
+		uc:   uc,
+		rc:   rc,
+		soob: make([]byte, 0, unix.CmsgSpace(MaxFDs*4)),
+		roob: make([]byte, unix.CmsgSpace(MaxFDs*4)),
+	}
+	c.sendFn = c.send
+	c.tryFn = c.tryRecv
+	return c, nil
+}
+
+// Send sends one frame, with fds attached as SCM_RIGHTS if any. It returns
+// ErrWouldBlock at once when the peer's queue is full, so one worker that
+// stops reading never stalls the caller. The caller still owns fds.
+func (c *Channel) Send(frame []byte, fds []int) error {
+	c.mu.Lock()
+	c.sbuf = frame
+	c.soob = appendRights(c.soob[:0], fds)
+	err := c.rc.Control(c.sendFn)
+	if err == nil {
+		err = c.serr
+	}
+	c.sbuf, c.serr = nil, nil
+	c.mu.Unlock()
+	return mapSendErr(err)
+}
+
+func (c *Channel) send(fd uintptr) {
+	// MSG_DONTWAIT: never block, whatever the descriptor's mode.
+	// MSG_NOSIGNAL: a closed peer is an error, not a SIGPIPE.
+	_, c.serr = unix.SendmsgN(int(fd), c.sbuf, c.soob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+}
+
+// ErrPeerClosed is returned by Send when the other end is gone.
+var ErrPeerClosed = errors.New("ipc: peer closed")
+
+func mapSendErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EAGAIN):
+		return ErrWouldBlock
+	case errors.Is(err, unix.EPIPE), errors.Is(err, unix.ECONNRESET), errors.Is(err, unix.ECONNREFUSED):
+		return ErrPeerClosed
+	}
+	return fmt.Errorf("ipc: send: %w", err)
+}
+
+// Recv waits for one frame. buf must hold MaxFrame bytes to receive any frame;
+// received descriptors are appended to fds (close-on-exec, as Go's
+// ReadMsgUnix asks for MSG_CMSG_CLOEXEC on Linux, so they cannot leak into a
+// child spawned meanwhile). On any error, descriptors that arrived are closed.
+// A closed peer gives io.EOF.
+func (c *Channel) Recv(buf []byte, fds []int) (Frame, []int, error) {
+	n, oobn, flags, _, err := c.uc.ReadMsgUnix(buf, c.roob)
+	if err != nil {
+		return Frame{}, fds, err
+	}
+	return finishRecv(buf, n, c.roob[:oobn], flags, fds)
+}
+
+// TryRecv is Recv without waiting: ErrWouldBlock when nothing is queued.
+func (c *Channel) TryRecv(buf []byte, fds []int) (Frame, []int, error) {
+	c.tbuf = buf
+	err := c.rc.Control(c.tryFn)
+	if err == nil {
+		err = c.terr
+	}
+	n, oobn, flags := c.tn, c.toobn, c.tflags
+	c.tbuf, c.terr = nil, nil
+	if errors.Is(err, unix.EAGAIN) {
+		return Frame{}, fds, ErrWouldBlock
+	}
+	if err != nil {
+		return Frame{}, fds, fmt.Errorf("ipc: recv: %w", err)
+	}
+	return finishRecv(buf, n, c.roob[:oobn], flags, fds)
+}
+
+func (c *Channel) tryRecv(fd uintptr) {
+	c.tn, c.toobn, c.tflags, _, c.terr = unix.Recvmsg(int(fd), c.tbuf, c.roob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+}
+
+func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []int, error) {
+	start := len(fds)
+	fds, perr := parseRights(oob, fds)
+	fail := func(err error) (Frame, []int, error) {
+		closeAll(fds[start:])
+		return Frame{}, fds[:start], err
+	}
+	if perr != nil {
+		return fail(perr)
+	}
+	if flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0 {
+		return fail(ErrTruncated)
+	}
+	if n == 0 {
+		// A SEQPACKET read of zero bytes is the peer's close; this
+		// protocol never sends empty packets.
+		return fail(io.EOF)
+	}
+	f, err := Decode(buf[:n])
+	if err != nil {
+		return fail(err)
+	}
+	got := len(fds) - start
+	if (f.Type == TypeConns && f.Count() != got) || (f.Type != TypeConns && got != 0) {
+		return fail(ErrFDs)
+	}
+	return f, fds, nil
+}
+
+// Close closes the channel; closing twice is harmless. It waits for a Send in
+// progress, so that once Close returns every Send either completed before it
+// (its frame is in the peer's queue) or fails.
+func (c *Channel) Close() error {
+	var err error
+	c.closeMu.Do(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		err = c.uc.Close()
+	})
+	return err
+}
+
+// CloseAll closes every descriptor in fds, ignoring errors.
+func CloseAll(fds []int) { closeAll(fds) }
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,26 @@
+// Package ipc is the wire between the supervisor and one worker.
+//
+// Each worker gets two private channels, both socketpair(AF_UNIX,
+// SOCK_SEQPACKET) ends inherited as file descriptors, so no filesystem path
+// exists and no other process can connect:
+//
+//   - the control channel (fd 3) carries typed frames both ways: ready,
+//     heartbeat, load and messages from the worker; drain and messages from
+//     the supervisor. EOF on it tells the worker that the supervisor is gone.
+//   - in rr mode, the handoff channel (fd 4) carries accepted connections
+//     from the supervisor to the worker as SCM_RIGHTS, several per frame when
+//     they arrive in a burst. In shared and reuseport mode fd 4 is a listening
+//     socket instead.
+//
+// SEQPACKET keeps message boundaries, so one frame is one packet. Every frame
+// starts with a 4-byte header: version, type, and the payload length
+// (little-endian uint16). [Decode] checks all of it and returns an error, never
+// a panic, for any malformed, truncated, oversized or unknown-version frame.
+//
+// The supervisor keeps its own duplicate of the worker's end of the handoff
+// channel. When a worker dies, connections that were queued for it but never
+// received are still in that socket's queue; the supervisor reads them back
+// and hands them to another worker instead of letting the kernel reset them.
+//
+// The environment contract is in env.go.
+package ipc

@@ -1,0 +1,32 @@
+package ipc
+
+// The contract between the supervisor and a worker process. The supervisor
+// sets these variables; the cluster package reads them.
+const (
+	// EnvWorkerID is the worker's slot, 1..N. A replacement keeps its slot.
+	EnvWorkerID = "PREFORK_WORKER_ID"
+	// EnvMode is the scheduling mode: "rr", "shared" or "reuseport".
+	EnvMode = "PREFORK_MODE"
+	// EnvGeneration counts reloads: 1 for the first workers, +1 per reload.
+	EnvGeneration = "PREFORK_GENERATION"
+	// EnvControlFD names the control channel's descriptor (always "3").
+	EnvControlFD = "PREFORK_CONTROL_FD"
+	// EnvListenFD names the descriptor connections come from (always "4"):
+	// the handoff channel in rr mode, a listening TCP socket otherwise.
+	EnvListenFD = "PREFORK_LISTEN_FD"
+	// EnvListenAddr is the address the supervisor listens on, for logs.
+	EnvListenAddr = "PREFORK_LISTEN_ADDR"
+)
+
+// Descriptor numbers in the worker. os/exec places ExtraFiles[i] at 3+i.
+const (
+	ControlFD = 3
+	ListenFD  = 4
+)
+
+// Modes, as they appear in EnvMode and in the -mode flag.
+const (
+	ModeRR        = "rr"
+	ModeShared    = "shared"
+	ModeReusePort = "reuseport"
+)

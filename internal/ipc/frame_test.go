@@ -1,0 +1,127 @@
+package ipc
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func TestDecodeRoundTrip(t *testing.T) {
+	hb := Heartbeat{Conns: 3, Requests: 1 << 40, RSS: 12 << 20, Goroutines: 17, Healthy: true}
+	msg, err := AppendFrame(nil, TypeMessage, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, _ := AppendFrame(nil, TypeReady, nil)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		check func(Frame) bool
+	}{
+		{"ready", ready, func(f Frame) bool { return f.Type == TypeReady }},
+		{"heartbeat", AppendHeartbeat(nil, hb), func(f Frame) bool { return f.Type == TypeHeartbeat && f.Heartbeat() == hb }},
+		{"load", AppendUint32(nil, TypeLoad, 42), func(f Frame) bool { return f.Type == TypeLoad && f.Uint32() == 42 }},
+		{"drain", AppendUint32(nil, TypeDrain, 30000), func(f Frame) bool { return f.Type == TypeDrain && f.Uint32() == 30000 }},
+		{"conns", AppendConns(nil, 7), func(f Frame) bool { return f.Type == TypeConns && f.Count() == 7 }},
+		{"message", msg, func(f Frame) bool { return f.Type == TypeMessage && bytes.Equal(f.Payload, []byte("hello")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Decode(tc.frame)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if !tc.check(f) {
+				t.Fatalf("decoded %v %x: does not match what was encoded", f.Type, f.Payload)
+			}
+		})
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	big := make([]byte, MaxFrame+1)
+	big[0], big[1] = Version, byte(TypeMessage)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  error
+	}{
+		{"empty", nil, ErrShort},
+		{"short header", []byte{Version, byte(TypeReady), 0}, ErrShort},
+		{"bad version", []byte{2, byte(TypeReady), 0, 0}, ErrVersion},
+		{"version zero", []byte{0, byte(TypeReady), 0, 0}, ErrVersion},
+		{"type zero", []byte{Version, 0, 0, 0}, ErrType},
+		{"unknown type", []byte{Version, byte(typeEnd), 0, 0}, ErrType},
+		{"length past end", []byte{Version, byte(TypeMessage), 5, 0, 'a'}, ErrLength},
+		{"trailing bytes", []byte{Version, byte(TypeReady), 0, 0, 'x'}, ErrLength},
+		{"heartbeat too short", []byte{Version, byte(TypeHeartbeat), 1, 0, 0}, ErrPayload},
+		{"load wrong size", []byte{Version, byte(TypeLoad), 2, 0, 1, 2}, ErrPayload},
+		{"conns zero", []byte{Version, byte(TypeConns), 1, 0, 0}, ErrPayload},
+		{"conns too many", []byte{Version, byte(TypeConns), 1, 0, MaxFDs + 1}, ErrPayload},
+		{"oversized", big, ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, have := Decode(tc.frame)
+			if !errors.Is(have, tc.want) {
+				t.Fatalf("want %v, have %v", tc.want, have)
+			}
+		})
+	}
+}
+
+func TestAppendFrameTooLarge(t *testing.T) {
+	if _, err := AppendFrame(nil, TypeMessage, make([]byte, MaxFrame)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("want ErrTooLarge, have %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	ready, _ := AppendFrame(nil, TypeReady, nil)
+	msg, _ := AppendFrame(nil, TypeMessage, []byte("x"))
+	for _, seed := range [][]byte{
+		nil, ready, msg,
+		AppendHeartbeat(nil, Heartbeat{Conns: 1, Healthy: true}),
+		AppendUint32(nil, TypeLoad, 1), AppendUint32(nil, TypeDrain, 5),
+		AppendConns(nil, 1), AppendConns(nil, MaxFDs),
+		{Version, 0xff, 0xff, 0xff}, {0xff}, {Version, byte(TypeConns), 1, 0, 0},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := Decode(b)
+		if err != nil {
+			return
+		}
+		// A frame that decodes re-encodes to the same bytes, and its
+		// accessors do not panic.
+		re, err := AppendFrame(nil, fr.Type, fr.Payload)
+		if err != nil || !bytes.Equal(re, b) {
+			t.Fatalf("re-encode of %x: %x, %v", b, re, err)
+		}
+		switch fr.Type {
+		case TypeHeartbeat:
+			_ = fr.Heartbeat()
+		case TypeLoad, TypeDrain:
+			_ = fr.Uint32()
+		case TypeConns:
+			_ = fr.Count()
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	frame := AppendHeartbeat(nil, Heartbeat{Conns: 1, Requests: 2, RSS: 3, Goroutines: 4, Healthy: true})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeConns(b *testing.B) {
+	buf := make([]byte, 0, 16)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendConns(buf[:0], 4)
+	}
+}

@@ -1,0 +1,21 @@
+// Package listener creates the supervisor's listening sockets and the
+// duplicates that workers inherit.
+//
+// The supervisor binds every socket itself, so that it can bind a privileged
+// port and run workers as another user, and so that nothing but the
+// supervisor decides the listening address:
+//
+//   - [Listen] binds one TCP socket (rr and shared mode);
+//
+//   - [ListenReusePort] binds n SO_REUSEPORT sockets to one address, one per
+//     worker slot (reuseport mode);
+//
+//   - [Inherited] takes sockets passed by systemd socket activation
+//     (LISTEN_FDS, LISTEN_PID);
+//
+//   - [Dup] makes the close-on-exec duplicate that exec.Cmd.ExtraFiles takes.
+//
+//     ln, err := listener.Listen("127.0.0.1:3000")
+//     if err != nil { ... }            // "address already in use" names the port
+//     f, err := listener.Dup(ln)       // for cmd.ExtraFiles; close after Start
+package listener

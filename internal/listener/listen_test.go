@@ -1,0 +1,137 @@
+package listener
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseAddr(t *testing.T) {
+	for _, ok := range []string{":3000", "127.0.0.1:0", "[::1]:80", "localhost:8080", "0.0.0.0:65535"} {
+		if err := ParseAddr(ok); err != nil {
+			t.Errorf("ParseAddr(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "3000", ":http", ":70000", "127.0.0.1:-1", "a b:80", "host:port:1"} {
+		if err := ParseAddr(bad); !errors.Is(err, ErrAddr) {
+			t.Errorf("ParseAddr(%q): want ErrAddr, have %v", bad, err)
+		}
+	}
+}
+
+func TestListenAddressInUse(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = Listen(ln.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("want address already in use, have %v", err)
+	}
+}
+
+func TestListenReusePortSharesPort(t *testing.T) {
+	lns, err := ListenReusePort("127.0.0.1:0", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	want := lns[0].Addr().String()
+	for i, l := range lns {
+		if have := l.Addr().String(); have != want {
+			t.Fatalf("listener %d on %s, want %s", i, have, want)
+		}
+	}
+	one, err := ListenOne(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one.Close()
+}
+
+func TestDupKeepsOriginalNonBlocking(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := Dup(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// What os/exec does with ExtraFiles.
+	fd := f.Fd()
+	flags, _ := unix.FcntlInt(fd, unix.F_GETFD, 0)
+	if flags&unix.FD_CLOEXEC == 0 {
+		t.Error("duplicate is not close-on-exec")
+	}
+	rc, _ := ln.SyscallConn()
+	var fl int
+	rc.Control(func(fd uintptr) { fl, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	if fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("original listener became blocking after Fd() on the duplicate")
+	}
+}
+
+// TestInherited runs the test binary as a helper with LISTEN_FDS set, the way
+// systemd starts a socket-activated service.
+func TestInherited(t *testing.T) {
+	if os.Getenv("PREFORK_TEST_INHERITED") == "1" {
+		lns, err := Inherited()
+		if err != nil {
+			os.Stdout.WriteString("error: " + err.Error())
+			os.Exit(1)
+		}
+		if os.Getenv("LISTEN_FDS") != "" {
+			os.Stdout.WriteString("LISTEN_FDS still set")
+			os.Exit(1)
+		}
+		os.Stdout.WriteString(lns[0].Addr().String())
+		os.Exit(0)
+	}
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := Dup(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A shell sets LISTEN_PID to its own pid and execs the test binary, so
+	// the pid matches, as with systemd.
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run '^TestInherited$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), "PREFORK_TEST_INHERITED=1", "LISTEN_FDS=1")
+	cmd.ExtraFiles = []*os.File{f}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	if want, have := ln.Addr().String(), string(out); want != have {
+		t.Fatalf("want %s, have %s", want, have)
+	}
+}
+
+func TestInheritedWrongPID(t *testing.T) {
+	t.Setenv("LISTEN_FDS", "1")
+	t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()+1))
+	if _, err := Inherited(); !errors.Is(err, ErrNotActivated) {
+		t.Fatalf("want ErrNotActivated, have %v", err)
+	}
+}
+
+var _ syscall.Conn = (*net.TCPListener)(nil)

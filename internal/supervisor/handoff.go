@@ -1,0 +1,310 @@
+package supervisor
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// maxBatch bounds the connections accepted per wake-up and so the
+// descriptors sent in one frame.
+const maxBatch = ipc.MaxFDs
+
+// handoff moves accepted connections to workers: it runs the accept loops
+// in rr mode, asks the balancer for a worker, sends the descriptor over that
+// worker's handoff channel and closes its own copy. A connection no worker
+// takes waits in a bounded queue until one is ready; one whose worker died
+// is read back and offered to another. It is safe for concurrent use: accept
+// loops and the supervisor's owner goroutine call it.
+type handoff struct {
+	bal          balancer.Balancer[*target]
+	log          *zap.Logger
+	queueMax     int
+	queueTimeout time.Duration
+
+	mu      sync.Mutex
+	pending []pendingConn
+	timer   *time.Timer
+	npend   atomic.Int32
+	closing atomic.Bool // set before the listeners close: accept errors are expected
+
+	handed    atomic.Uint64 // connections handed to a worker
+	retried   atomic.Uint64 // handoffs that failed and went to another worker
+	dropped   atomic.Uint64 // connections closed unserved: queue full or too old
+	recovered atomic.Uint64 // connections read back from a dead worker's queue
+}
+
+type pendingConn struct {
+	fd    int
+	since time.Time
+}
+
+func newHandoff(bal balancer.Balancer[*target], log *zap.Logger, queueMax int, queueTimeout time.Duration) *handoff {
+	return &handoff{bal: bal, log: log, queueMax: queueMax, queueTimeout: queueTimeout}
+}
+
+// serve accepts on ln until it is closed, handing every connection off. ln
+// is an *os.File duplicate of the listening socket (see listener.Dup): a
+// net.TCPListener's RawConn refuses Read, while an os.File of a non-blocking
+// socket is registered with the runtime poller and its RawConn.Read waits
+// for readiness, which is what a raw accept4 loop needs.
+func (h *handoff) serve(ln *os.File) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var batch [maxBatch]int
+	n := 0
+	var aerr error
+	acceptSome := func(fd uintptr) bool {
+		for n < len(batch) {
+			nfd, err := accept4(int(fd))
+			switch {
+			case err == nil:
+				batch[n] = nfd
+				n++
+			case errors.Is(err, unix.EAGAIN):
+				return n > 0 // false: wait until the socket is readable
+			case errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EINTR):
+			default:
+				aerr = err
+				return true
+			}
+		}
+		return true
+	}
+	backoff := 5 * time.Millisecond
+	for {
+		n, aerr = 0, nil
+		err := rc.Read(acceptSome)
+		if n > 0 {
+			h.dispatch(batch[:n])
+		}
+		if err != nil {
+			if h.closing.Load() {
+				return nil
+			}
+			return err
+		}
+		if aerr != nil {
+			// EMFILE, ENFILE, ENOBUFS: the connection stays in the backlog;
+			// back off as net/http does rather than spin.
+			h.log.Warn("accept failed; retrying", zap.Error(aerr), zap.Duration("delay", backoff))
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+	}
+}
+
+// dispatch hands off a batch of accepted descriptors. Connections picked for
+// the same worker travel in one frame. It closes every descriptor it is given
+// (after sending it, or after giving up on it) or queues it.
+func (h *handoff) dispatch(fds []int) {
+	if h.npend.Load() > 0 {
+		h.flush() // keep order: earlier connections first
+	}
+	var groups [maxBatch]struct {
+		t   *target
+		fds [maxBatch]int
+		n   int
+	}
+	ng := 0
+	for _, fd := range fds {
+		t, ok := h.bal.Pick()
+		if !ok {
+			h.enqueue(fd)
+			continue
+		}
+		i := 0
+		for i < ng && groups[i].t != t {
+			i++
+		}
+		if i == ng {
+			groups[i].t, groups[i].n = t, 0
+			ng++
+		}
+		groups[i].fds[groups[i].n] = fd
+		groups[i].n++
+	}
+	var frame [ipc.HeaderSize + 1]byte
+	for i := range ng {
+		g := &groups[i]
+		batch := g.fds[:g.n]
+		if err := g.t.ch.Send(ipc.AppendConns(frame[:0], len(batch)), batch); err == nil {
+			h.sent(g.t, batch)
+			continue
+		} else {
+			h.failed(g.t, err)
+		}
+		for _, fd := range batch {
+			h.one(fd, g.t)
+		}
+	}
+}
+
+// one hands off a single descriptor, avoiding the worker that just failed,
+// and queues it if no worker takes it.
+func (h *handoff) one(fd int, failed *target) {
+	var buf [8]*target
+	tried := append(buf[:0], failed)
+	var frame [ipc.HeaderSize + 1]byte
+	fds := [1]int{fd}
+	for {
+		t, ok := h.bal.PickExcluding(tried)
+		if !ok {
+			h.enqueue(fd)
+			return
+		}
+		h.retried.Add(1)
+		err := t.ch.Send(ipc.AppendConns(frame[:0], 1), fds[:])
+		if err == nil {
+			h.sent(t, fds[:])
+			return
+		}
+		h.failed(t, err)
+		tried = append(tried, t)
+	}
+}
+
+func (h *handoff) sent(t *target, fds []int) {
+	t.handed.Add(uint32(len(fds)))
+	t.total.Add(uint64(len(fds)))
+	h.handed.Add(uint64(len(fds)))
+	// The worker has its own copy now; without closing ours the client
+	// would never see FIN when the worker closes.
+	ipc.CloseAll(fds)
+}
+
+func (h *handoff) failed(t *target, err error) {
+	if !errors.Is(err, ipc.ErrWouldBlock) {
+		// Gone or closed: no later pick should choose it. The owner
+		// goroutine removes it too when it learns of the exit; Remove is
+		// idempotent.
+		h.bal.Remove(t)
+	}
+}
+
+// enqueue holds fd until a worker is ready, within the queue's bounds.
+func (h *handoff) enqueue(fd int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.pending) >= h.queueMax {
+		unix.Close(fd)
+		if h.dropped.Add(1)&(h.dropped.Load()-1) == 0 { // log at powers of two
+			h.log.Warn("no worker ready and queue full; connection closed",
+				zap.Int("queue_max", h.queueMax), zap.Uint64("dropped_total", h.dropped.Load()))
+		}
+		return
+	}
+	h.pending = append(h.pending, pendingConn{fd: fd, since: time.Now()})
+	h.npend.Store(int32(len(h.pending)))
+	if h.timer == nil {
+		h.timer = time.AfterFunc(h.queueTimeout, h.flush)
+	} else {
+		h.timer.Reset(h.queueTimeout)
+	}
+}
+
+// flush hands queued connections to ready workers and closes those that
+// waited longer than the queue timeout. The owner calls it when a worker
+// becomes ready; a timer calls it to expire old ones.
+func (h *handoff) flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	keep := h.pending[:0]
+	var frame [ipc.HeaderSize + 1]byte
+	for _, p := range h.pending {
+		if now.Sub(p.since) >= h.queueTimeout {
+			unix.Close(p.fd)
+			h.dropped.Add(1)
+			h.log.Warn("connection waited too long for a ready worker; closed", zap.Duration("queue_timeout", h.queueTimeout))
+			continue
+		}
+		if !h.sendAny(p.fd, &frame) {
+			keep = append(keep, p)
+		}
+	}
+	clear(h.pending[len(keep):])
+	h.pending = keep
+	h.npend.Store(int32(len(keep)))
+	if len(keep) > 0 && h.timer != nil {
+		h.timer.Reset(h.queueTimeout - now.Sub(keep[0].since))
+	}
+}
+
+// sendAny tries every ready worker once for fd.
+func (h *handoff) sendAny(fd int, frame *[ipc.HeaderSize + 1]byte) bool {
+	var buf [8]*target
+	tried := buf[:0]
+	fds := [1]int{fd}
+	for {
+		t, ok := h.bal.PickExcluding(tried)
+		if !ok {
+			return false
+		}
+		err := t.ch.Send(ipc.AppendConns(frame[:0], 1), fds[:])
+		if err == nil {
+			h.sent(t, fds[:])
+			return true
+		}
+		h.failed(t, err)
+		tried = append(tried, t)
+	}
+}
+
+// recover reads back the connections still queued in a dead or drained
+// worker's handoff channel and hands them to other workers, returning how
+// many. Call it after the worker has exited.
+func (h *handoff) recover(t *target) int {
+	h.bal.Remove(t)
+	t.ch.Close() // after this no Send to t can succeed
+	defer t.keep.Close()
+	buf := make([]byte, ipc.MaxFrame)
+	var fds []int
+	n := 0
+	// Bounded: the queue holds at most max_dgram_qlen frames, and malformed
+	// ones cannot appear (only this process writes to the channel).
+	for range 1 << 16 {
+		var err error
+		_, fds, err = t.keep.TryRecv(buf, fds[:0])
+		if err != nil {
+			if !errors.Is(err, ipc.ErrWouldBlock) && !errors.Is(err, io.EOF) {
+				h.log.Warn("reading back queued connections", zap.Int("slot", t.slot), zap.Error(err))
+			}
+			break
+		}
+		n += len(fds)
+		h.recovered.Add(uint64(len(fds)))
+		h.dispatch(fds)
+	}
+	return n
+}
+
+// closeQueue closes every queued connection (at stop, when no worker is left
+// to take them).
+func (h *handoff) closeQueue() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := len(h.pending)
+	for _, p := range h.pending {
+		unix.Close(p.fd)
+	}
+	h.pending = nil
+	h.npend.Store(0)
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	return n
+}

@@ -1,0 +1,224 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/listener"
+)
+
+// procState is where a worker process is in its life.
+type procState int
+
+const (
+	stateStarting procState = iota
+	stateReady
+	stateDraining
+	stateExited
+)
+
+func (s procState) String() string {
+	return [...]string{"starting", "ready", "draining", "exited"}[s]
+}
+
+// process is one worker process. Only the owner goroutine touches it, except
+// the fields its reader and waiter goroutines were given at spawn.
+type process struct {
+	slot    *slot
+	gen     int
+	pid     int
+	cmd     *exec.Cmd
+	ctl     *ipc.Channel
+	t       *target // rr mode
+	state   procState
+	started time.Time
+	readyAt time.Time
+	beatAt  time.Time
+	beat    ipc.Heartbeat
+	asked   bool   // the supervisor asked it to exit
+	reason  string // why it was asked: stop, reload, scale, hang, recycle
+}
+
+func (p *process) uptime() time.Duration { return time.Since(p.started) }
+
+// Events from a process's goroutines to the owner goroutine.
+type (
+	evExit struct {
+		p   *process
+		err error // from cmd.Wait
+	}
+	evReady struct{ p *process }
+	evBeat  struct {
+		p  *process
+		hb ipc.Heartbeat
+	}
+	evMessage struct {
+		p   *process
+		msg []byte
+	}
+)
+
+// spawn starts a worker for slot in generation gen.
+func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
+	ctl, ctlRemote, err := ipc.Pair()
+	if err != nil {
+		return nil, err
+	}
+	defer ctlRemote.Close()
+	var t *target
+	var src *os.File // the worker's fd 4
+	switch s.cfg.Mode {
+	case ipc.ModeRR:
+		local, remote, err := ipc.Pair()
+		if err != nil {
+			ctl.Close()
+			return nil, err
+		}
+		t = &target{slot: sl.id, ch: local}
+		src = remote
+	case ipc.ModeShared:
+		src, err = listener.Dup(s.ln)
+	case ipc.ModeReusePort:
+		src, err = listener.Dup(sl.ln)
+	}
+	if err != nil {
+		ctl.Close()
+		return nil, err
+	}
+	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	cmd.Env = append(workerEnv(),
+		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
+		ipc.EnvMode+"="+s.cfg.Mode,
+		ipc.EnvGeneration+"="+strconv.Itoa(gen),
+		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
+		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
+		ipc.EnvListenAddr+"="+s.addr,
+	)
+	cmd.ExtraFiles = []*os.File{ctlRemote, src} // fds 3 and 4
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Die with the supervisor (see spawner for the thread caveat).
+		Pdeathsig: syscall.SIGKILL,
+		// Own process group: a terminal's Ctrl-C reaches the supervisor
+		// only, which then drains the workers in order.
+		Setpgid: true,
+	}
+	err = s.spawner.start(cmd)
+	if err != nil || t == nil {
+		src.Close()
+	}
+	if err != nil {
+		ctl.Close()
+		if t != nil {
+			t.ch.Close()
+		}
+		return nil, fmt.Errorf("worker %s: %w", s.cfg.Command[0], unwrapExec(err))
+	}
+	if t != nil {
+		// Keep the worker's end of the handoff channel: see target.keep.
+		if t.keep, err = ipc.NewChannel(src); err != nil {
+			s.log.Error("keeping handoff channel", zap.Error(err))
+		}
+		t.pid = cmd.Process.Pid
+	}
+	p := &process{slot: sl, gen: gen, pid: cmd.Process.Pid, cmd: cmd, ctl: ctl, t: t, started: time.Now()}
+	// Wait exactly once, from a goroutine started right after Start.
+	go func() { s.post(evExit{p: p, err: cmd.Wait()}) }()
+	go s.readControl(p)
+	return p, nil
+}
+
+// unwrapExec turns "fork/exec /x: no such file or directory" into a message
+// that names the path once.
+func unwrapExec(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// workerEnv is the supervisor's environment minus what belongs to the
+// supervisor alone.
+func workerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "PREFORK_"),
+			k == "LISTEN_FDS", k == "LISTEN_PID", k == "LISTEN_FDNAMES",
+			k == "NOTIFY_SOCKET", k == "WATCHDOG_USEC", k == "WATCHDOG_PID":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// readControl forwards a worker's frames to the owner goroutine until the
+// channel closes. Load frames, the hot ones, update the target directly.
+func (s *Supervisor) readControl(p *process) {
+	buf := make([]byte, ipc.MaxFrame)
+	bad := 0
+	for {
+		f, _, err := p.ctl.Recv(buf, nil)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A malformed frame is the worker's bug: log it (boundedly)
+			// and go on; it loses nothing.
+			if bad++; bad <= 10 {
+				s.log.Warn("malformed frame from worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Error(err))
+			}
+			continue
+		}
+		switch f.Type {
+		case ipc.TypeReady:
+			s.post(evReady{p: p})
+		case ipc.TypeHeartbeat:
+			s.post(evBeat{p: p, hb: f.Heartbeat()})
+		case ipc.TypeLoad:
+			if p.t != nil {
+				p.t.closed.Store(f.Uint32())
+			}
+		case ipc.TypeMessage:
+			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})
+		default:
+			s.log.Warn("unexpected frame from worker", zap.Int("slot", p.slot.id), zap.Stringer("type", f.Type))
+		}
+	}
+}
+
+// exitFields describes how a process ended, for logs.
+func exitFields(err error, st *os.ProcessState) []zap.Field {
+	if st == nil {
+		return []zap.Field{zap.Error(err)}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return []zap.Field{zap.String("signal", ws.Signal().String())}
+	}
+	return []zap.Field{zap.Int("code", st.ExitCode())}
+}
+
+func exitString(st *os.ProcessState) string {
+	if st == nil {
+		return "unknown status"
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return "exit code " + strconv.Itoa(st.ExitCode())
+}

@@ -1,0 +1,22 @@
+package supervisor
+
+const usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
+
+Runs N copies of COMMAND (default: the worker binary beside the supervisor)
+and spreads connections to -listen over them.
+
+flags:
+  -listen HOST:PORT     address to listen on (default :3000)
+  -workers N            worker processes, 1..1024 (default: number of CPUs)
+  -mode MODE            rr, shared or reuseport (default rr)
+  -balance POLICY       rr mode: round-robin or least-conn (default round-robin)
+  -grace DURATION       drain time on stop before SIGKILL (default 30s)
+  -ready-timeout DUR    time a new worker has to become ready (default 30s)
+  -queue-max N          connections held while no worker is ready (default 4096)
+  -queue-timeout DUR    how long a held connection may wait (default 10s)
+  -max-crashes N        crashes of one slot within -crash-window before giving up (default 10)
+  -crash-window DUR     (default 1m)
+  -log-format FORMAT    console or json (default console)
+
+subcommands:
+  supervisor probe [flags] [URL]   send requests and show how they spread over workers`
