@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
 )
@@ -22,7 +23,7 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
-	l := &listener{w: w, closed: make(chan struct{}), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
+	l := &listener{w: w, closed: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
 	if w.mode == ModeRR {
 		ch, err := ipc.NewChannel(f)
@@ -39,9 +40,13 @@ func Listen(addr string) (net.Listener, error) {
 			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
 		}
 		l.inner = ln
+		l.deadliner, _ = ln.(interface{ SetDeadline(time.Time) error })
 		l.addr = ln.Addr()
 		w.setSource(ln)
 	}
+	w.mu.Lock()
+	w.lst = l
+	w.mu.Unlock()
 	return l, nil
 }
 
@@ -55,6 +60,13 @@ type listener struct {
 	buf     []byte       // rr: frame buffer
 	pending []int        // rr: descriptors received but not yet returned
 
+	// extra holds connections sent over the control channel (reuseport:
+	// another slot's orphaned backlog). inject wakes an Accept blocked on
+	// inner through a past deadline, which the runtime poller applies to
+	// this process only.
+	extra     chan net.Conn
+	deadliner interface{ SetDeadline(time.Time) error }
+
 	mu        sync.Mutex // serialises Accept's use of buf and pending
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -63,6 +75,12 @@ type listener struct {
 func (l *listener) Accept() (net.Conn, error) {
 	l.w.ready()
 	for {
+		select {
+		case c := <-l.extra:
+			l.w.accepted.Add(1)
+			return track(c, l.w), nil
+		default:
+		}
 		c, err := l.next()
 		if err == nil {
 			l.w.accepted.Add(1)
@@ -72,6 +90,10 @@ func (l *listener) Accept() (net.Conn, error) {
 		case <-l.closed:
 			return nil, net.ErrClosed
 		default:
+		}
+		if isTimeout(err) && l.deadliner != nil {
+			l.deadliner.SetDeadline(time.Time{}) // woken by inject
+			continue
 		}
 		if isTemporary(err) {
 			continue
@@ -84,6 +106,32 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
+}
+
+// inject queues connections received on the control channel for Accept.
+func (l *listener) inject(fds []int) {
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "conn")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		select {
+		case l.extra <- c:
+		case <-l.closed:
+			c.Close()
+			continue
+		}
+		if l.deadliner != nil {
+			l.deadliner.SetDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func isTemporary(err error) bool {

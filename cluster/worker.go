@@ -52,6 +52,7 @@ type worker struct {
 
 	mu     sync.Mutex
 	source io.Closer // the connection source to close on drain
+	lst    *listener // set by Listen; receives connections sent on the control channel
 }
 
 var (
@@ -107,7 +108,8 @@ func start() (*worker, error) {
 func (w *worker) readControl() {
 	buf := make([]byte, ipc.MaxFrame)
 	for {
-		f, _, err := w.ctl.Recv(buf, nil)
+		var fds []int
+		f, fds, err := w.ctl.Recv(buf, fds[:0])
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 			w.orphaned()
@@ -120,6 +122,17 @@ func (w *worker) readControl() {
 		case ipc.TypeDrain:
 			w.drainMS.Store(f.Uint32())
 			w.drain()
+		case ipc.TypeConns:
+			// In reuseport mode the supervisor sends connections here
+			// that waited in the backlog of a slot whose worker died.
+			w.mu.Lock()
+			l := w.lst
+			w.mu.Unlock()
+			if l == nil {
+				ipc.CloseAll(fds)
+				continue
+			}
+			l.inject(fds)
 		case ipc.TypeMessage:
 			select {
 			case w.msgs <- append([]byte(nil), f.Payload...):

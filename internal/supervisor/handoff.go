@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/listener"
 )
 
 // maxBatch bounds the connections accepted per wake-up and so the
@@ -35,7 +37,6 @@ type handoff struct {
 	pending []pendingConn
 	timer   *time.Timer
 	npend   atomic.Int32
-	closing atomic.Bool // set before the listeners close: accept errors are expected
 
 	handed    atomic.Uint64 // connections handed to a worker
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
@@ -52,13 +53,48 @@ func newHandoff(bal balancer.Balancer[*target], log *zap.Logger, queueMax int, q
 	return &handoff{bal: bal, log: log, queueMax: queueMax, queueTimeout: queueTimeout}
 }
 
-// serve accepts on ln until it is closed, handing every connection off. ln
-// is an *os.File duplicate of the listening socket (see listener.Dup): a
-// net.TCPListener's RawConn refuses Read, while an os.File of a non-blocking
-// socket is registered with the runtime poller and its RawConn.Read waits
-// for readiness, which is what a raw accept4 loop needs.
-func (h *handoff) serve(ln *os.File) error {
-	rc, err := ln.SyscallConn()
+// acceptLoop is one goroutine accepting on one listening socket.
+type acceptLoop struct {
+	f       *os.File
+	closing atomic.Bool
+	done    chan struct{}
+}
+
+// accept starts an accept loop on a duplicate of ln.
+func (h *handoff) accept(ln syscall.Conn) (*acceptLoop, error) {
+	f, err := listener.Dup(ln)
+	if err != nil {
+		return nil, err
+	}
+	l := &acceptLoop{f: f, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		if err := h.serve(l); err != nil {
+			h.log.Error("accept loop ended", zap.Error(err))
+		}
+	}()
+	return l, nil
+}
+
+// stop closes the loop's socket and waits for the loop to end. The
+// listening socket itself stays open while other descriptors refer to it.
+func (l *acceptLoop) stop() {
+	if l == nil {
+		return
+	}
+	if l.closing.CompareAndSwap(false, true) {
+		l.f.Close()
+	}
+	<-l.done
+}
+
+// serve accepts until the loop is stopped, handing every connection off. It
+// reads an *os.File duplicate of the listening socket: a net.TCPListener's
+// RawConn refuses Read, while an os.File of a non-blocking socket is
+// registered with the runtime poller and its RawConn.Read waits for
+// readiness, which is what a raw accept4 loop needs.
+func (h *handoff) serve(l *acceptLoop) error {
+	rc, err := l.f.SyscallConn()
 	if err != nil {
 		return err
 	}
@@ -90,7 +126,7 @@ func (h *handoff) serve(ln *os.File) error {
 			h.dispatch(batch[:n])
 		}
 		if err != nil {
-			if h.closing.Load() {
+			if l.closing.Load() {
 				return nil
 			}
 			return err

@@ -25,6 +25,11 @@ func Main(args []string, stderr io.Writer) int {
 	log := NewLogger(cfg.LogFormat)
 	defer log.Sync()
 	if err := Run(cfg, log); err != nil {
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "supervisor: %v\n", err)
+			return 2
+		}
 		log.Error("exiting", zap.Error(err))
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 1

@@ -75,7 +75,10 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer ctlRemote.Close()
+	keepCtl := s.cfg.Mode == ipc.ModeReusePort // see below
+	if !keepCtl {
+		defer ctlRemote.Close()
+	}
 	var t *target
 	var src *os.File // the worker's fd 4
 	switch s.cfg.Mode {
@@ -120,6 +123,9 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 		src.Close()
 	}
 	if err != nil {
+		if keepCtl {
+			ctlRemote.Close()
+		}
 		ctl.Close()
 		if t != nil {
 			t.ch.Close()
@@ -132,6 +138,15 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 			s.log.Error("keeping handoff channel", zap.Error(err))
 		}
 		t.pid = cmd.Process.Pid
+	}
+	if keepCtl {
+		// In reuseport mode connections reach a worker over its control
+		// channel only when another slot's backlog is adopted; keep the
+		// worker's end so that those, too, survive its death.
+		t = &target{slot: sl.id, pid: cmd.Process.Pid, ch: ctl}
+		if t.keep, err = ipc.NewChannel(ctlRemote); err != nil {
+			s.log.Error("keeping control channel", zap.Error(err))
+		}
 	}
 	p := &process{slot: sl, gen: gen, pid: cmd.Process.Pid, cmd: cmd, ctl: ctl, t: t, started: time.Now()}
 	// Wait exactly once, from a goroutine started right after Start.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -36,14 +35,14 @@ type Supervisor struct {
 	addr          string             // the address actually bound
 	ln            *net.TCPListener   // rr and shared
 	slotListeners []*net.TCPListener // reuseport, one per slot
-	acceptFile    *os.File           // rr: what the accept loop reads
+	acceptLoops   []*acceptLoop      // rr: on ln
+	activated     bool               // ln came from systemd (LISTEN_FDS)
 	bal           balancer.Balancer[*target]
 	handoff       *handoff
 	spawner       *spawner
 
-	events   chan any
-	done     chan struct{}
-	acceptWG sync.WaitGroup
+	events chan any
+	done   chan struct{}
 
 	slots   []*slot
 	live    map[int]*process // by pid, every process not yet waited for
@@ -63,6 +62,9 @@ type slot struct {
 	crashes []time.Time      // unrequested exits within the crash window
 	young   int              // consecutive exits before minUptime
 	waiting bool             // a respawn is scheduled
+	// orphan accepts on ln while the slot has no ready worker, handing the
+	// backlog to the other workers (reuseport).
+	orphan *acceptLoop
 }
 
 // minUptime: a worker that exits sooner died young, and its slot's next
@@ -96,7 +98,7 @@ func Run(cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer s.closeListeners()
-	s.log.Info("listening", zap.String("addr", s.addr), zap.String("mode", cfg.Mode),
+	s.log.Info("listening", zap.String("addr", s.addr), zap.Bool("socket_activated", s.activated), zap.String("mode", cfg.Mode),
 		zap.Int("workers", cfg.Workers), zap.Strings("command", cfg.Command))
 
 	sigs := make(chan os.Signal, 8)
@@ -107,18 +109,17 @@ func Run(cfg Config, log *zap.Logger) error {
 	if cfg.Mode == ipc.ModeRR {
 		s.bal, _ = balancer.New[*target](cfg.Balance)
 		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
-		af, err := listener.Dup(s.ln)
+		loop, err := s.handoff.accept(s.ln)
 		if err != nil {
 			return err
 		}
-		s.acceptFile = af
-		s.acceptWG.Add(1)
-		go func() {
-			defer s.acceptWG.Done()
-			if err := s.handoff.serve(af); err != nil {
-				s.log.Error("accept loop ended", zap.Error(err))
-			}
-		}()
+		s.acceptLoops = append(s.acceptLoops, loop)
+	}
+	if cfg.Mode == ipc.ModeReusePort {
+		// Workers take their own connections; this handoff only serves
+		// the backlog of slots left without a ready worker.
+		s.bal = balancer.NewRoundRobin[*target]()
+		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
 	}
 	for i := range cfg.Workers {
 		sl := &slot{id: i + 1}
@@ -243,6 +244,10 @@ func (s *Supervisor) onReady(p *process) {
 		s.bal.Add(p.t)
 		s.handoff.flush()
 	}
+	if p.slot.orphan != nil && p.slot.cur == p {
+		p.slot.orphan.stop()
+		p.slot.orphan = nil
+	}
 	if s.phase == phaseStarting && s.allReady() {
 		s.phase = phaseRunning
 		s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", time.Since(s.begun)))
@@ -275,6 +280,7 @@ func (s *Supervisor) onExit(p *process, werr error) {
 	}
 	if p.slot.cur == p {
 		p.slot.cur = nil
+		s.adoptBacklog(p.slot)
 	}
 	if p.asked || s.phase == phaseStopping {
 		s.log.Info("worker exited", append(fields, zap.String("reason", p.reason))...)
@@ -369,7 +375,6 @@ func (s *Supervisor) beginStop(err error) {
 
 // finish runs once every worker has exited.
 func (s *Supervisor) finish() {
-	s.acceptWG.Wait()
 	if s.handoff != nil {
 		if n := s.handoff.closeQueue(); n > 0 {
 			s.log.Warn("closed connections still queued at stop", zap.Int("connections", n))
@@ -378,7 +383,39 @@ func (s *Supervisor) finish() {
 	s.log.Info("stopped", zap.Duration("uptime", time.Since(s.begun)))
 }
 
+// adoptBacklog makes the supervisor accept on a reuseport slot's socket
+// while the slot has no worker, so connections the kernel queued there are
+// handed to the other workers instead of waiting for the respawn.
+func (s *Supervisor) adoptBacklog(sl *slot) {
+	if sl.ln == nil || sl.orphan != nil || s.phase == phaseStopping {
+		return
+	}
+	loop, err := s.handoff.accept(sl.ln)
+	if err != nil {
+		s.log.Error("cannot adopt the backlog of a slot", zap.Int("slot", sl.id), zap.Error(err))
+		return
+	}
+	sl.orphan = loop
+}
+
 func (s *Supervisor) bind() error {
+	inherited, err := listener.Inherited()
+	switch {
+	case err == nil && s.cfg.Mode == ipc.ModeReusePort:
+		for _, l := range inherited {
+			l.Close()
+		}
+		return usagef("socket activation (LISTEN_FDS) cannot be used with -mode reuseport: it needs one socket per worker, bound by the supervisor; use -mode rr or shared")
+	case err == nil:
+		for _, l := range inherited[1:] {
+			s.log.Warn("ignoring extra inherited socket", zap.Stringer("addr", l.Addr()))
+			l.Close()
+		}
+		s.ln, s.addr, s.activated = inherited[0], inherited[0].Addr().String(), true
+		return nil
+	case !errors.Is(err, listener.ErrNotActivated):
+		return err
+	}
 	if s.cfg.Mode == ipc.ModeReusePort {
 		lns, err := listener.ListenReusePort(s.cfg.Listen, s.cfg.Workers)
 		if err != nil {
@@ -397,14 +434,15 @@ func (s *Supervisor) bind() error {
 }
 
 func (s *Supervisor) closeListeners() {
-	if s.handoff != nil {
-		s.handoff.closing.Store(true)
-	}
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	if s.acceptFile != nil {
-		s.acceptFile.Close()
+	for _, l := range s.acceptLoops {
+		l.stop()
+	}
+	for _, sl := range s.slots {
+		sl.orphan.stop()
+		sl.orphan = nil
 	}
 	for _, l := range s.slotListeners {
 		l.Close()

@@ -1,0 +1,383 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	osexec "os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var modes = []string{"rr", "shared", "reuseport"}
+
+// TestAlternation: with round-robin, sequential new connections alternate
+// between the two workers exactly, and never reach the supervisor itself.
+func TestAlternation(t *testing.T) {
+	s := startReady(t, "-workers", "2")
+	var pids []int
+	for range 20 {
+		pid, err := s.pid()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	for i := 2; i < len(pids); i++ {
+		if pids[i] != pids[i-2] || pids[i] == pids[i-1] {
+			t.Fatalf("pids do not alternate: %v", pids)
+		}
+	}
+	kids := s.children()
+	for _, p := range pids[:2] {
+		if p == s.cmd.Process.Pid {
+			t.Fatal("/pid answered with the supervisor's pid")
+		}
+		if !slices.Contains(kids, p) {
+			t.Fatalf("pid %d is not a child of the supervisor (children %v)", p, kids)
+		}
+	}
+}
+
+// TestHealthAndRoutes checks the demo worker's routes through the
+// supervisor, in every mode.
+func TestHealthAndRoutes(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			code, body, err := s.get("/health")
+			if err != nil || code != 200 {
+				t.Fatalf("/health: %d %v", code, err)
+			}
+			var h struct {
+				Status  string   `json:"status"`
+				PID     int      `json:"pid"`
+				Worker  int      `json:"worker"`
+				Mode    string   `json:"mode"`
+				UptimeS *float64 `json:"uptime_s"`
+			}
+			if err := json.Unmarshal([]byte(body), &h); err != nil {
+				t.Fatalf("/health body %q: %v", body, err)
+			}
+			if h.Status != "ok" || h.PID == 0 || h.Worker < 1 || h.Worker > 2 || h.Mode != mode || h.UptimeS == nil {
+				t.Fatalf("/health fields wrong: %s", body)
+			}
+			seen := map[int]bool{}
+			eventually(t, 5*time.Second, "both workers answer /pid", func() bool {
+				pid, err := s.pid()
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[pid] = true
+				return len(seen) == 2
+			})
+			for pid := range seen {
+				if pid == s.cmd.Process.Pid {
+					t.Fatal("/pid answered with the supervisor's pid")
+				}
+			}
+			if code, _, _ := s.get("/heavy?n=abc"); code != 400 {
+				t.Fatalf("/heavy?n=abc: want 400, have %d", code)
+			}
+			if code, body, _ := s.get("/heavy?n=100"); code != 200 || !strings.Contains(body, `"primes":25`) {
+				t.Fatalf("/heavy?n=100: %d %s", code, body)
+			}
+		})
+	}
+}
+
+// TestKillRespawn: kill -9 of a worker gets a replacement in the same slot
+// within a second, and requests sent meanwhile are all served.
+func TestKillRespawn(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			victim := s.log.all("spawned worker")[0]
+			slot, pid := victim.int("slot"), victim.int("pid")
+
+			// A client that keeps sending sequential requests on new
+			// connections across the kill.
+			stop := make(chan struct{})
+			errs := make(chan error, 1)
+			served := make(chan int, 1)
+			go func() {
+				n := 0
+				defer func() { served <- n }()
+				for i := 0; i < 5000; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := s.pid(); err != nil {
+						errs <- err
+						return
+					}
+					n++
+				}
+			}()
+
+			killed := time.Now()
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			e := s.waitLog(2*time.Second, "worker ready", func(e entry) bool { return e.int("slot") == slot && e.int("pid") != pid })
+			if d := time.Since(killed); d > time.Second {
+				t.Errorf("replacement ready after %s, want within 1s", d)
+			}
+			newPID := e.int("pid")
+			eventually(t, 2*time.Second, "replacement serves /pid", func() bool {
+				p, err := s.pid()
+				return err == nil && p == newPID
+			})
+			close(stop)
+			if n := <-served; n == 0 {
+				t.Fatal("client served nothing")
+			}
+			select {
+			case err := <-errs:
+				t.Fatalf("request during respawn failed: %v", err)
+			default:
+			}
+			code, body, _ := s.get("/health")
+			if code != 200 {
+				t.Fatalf("/health after respawn: %d", code)
+			}
+			_ = body
+		})
+	}
+}
+
+// TestGracefulStop: SIGTERM during a slow request lets it finish with 200;
+// the supervisor exits 0 after its workers, and the port is closed.
+func TestGracefulStop(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			workers := s.children()
+			conn, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET /sleep?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+			eventually(t, 3*time.Second, "slow request inside a worker", func() bool {
+				_, ok := connOwner(conn.LocalAddr(), workers)
+				return ok
+			})
+			s.signal(syscall.SIGTERM)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("in-flight request: %v", err)
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("in-flight request: status %d", resp.StatusCode)
+			}
+			if code := s.waitExit(10 * time.Second); code != 0 {
+				t.Fatalf("exit status %d, want 0", code)
+			}
+			for _, pid := range workers {
+				if alive(pid) {
+					t.Errorf("worker %d alive after the supervisor exited", pid)
+				}
+			}
+			if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+				c.Close()
+				t.Fatal("port still accepts connections after stop")
+			}
+		})
+	}
+}
+
+// TestStopRefusesNewConnections: once a stop begins, the port refuses new
+// connections while the in-flight request finishes.
+func TestStopRefusesNewConnections(t *testing.T) {
+	s := startReady(t, "-workers", "1")
+	workers := s.children()
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /sleep?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+	eventually(t, 3*time.Second, "slow request inside the worker", func() bool {
+		_, ok := connOwner(conn.LocalAddr(), workers)
+		return ok
+	})
+	s.signal(syscall.SIGTERM)
+	s.waitLog(2*time.Second, "draining worker", nil)
+	eventually(t, 2*time.Second, "port refuses", func() bool {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+	if code := s.waitExit(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestSecondSignalStopsAtOnce: a second SIGINT kills the workers without
+// waiting for the grace period.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	s := startReady(t, "-workers", "1", "-grace", "60s")
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	workers := s.children()
+	fmt.Fprintf(conn, "GET /sleep?ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n")
+	eventually(t, 3*time.Second, "slow request inside the worker", func() bool {
+		_, ok := connOwner(conn.LocalAddr(), workers)
+		return ok
+	})
+	s.signal(syscall.SIGINT)
+	s.waitLog(2*time.Second, "draining worker", nil)
+	s.signal(syscall.SIGINT)
+	start := time.Now()
+	code := s.waitExit(5 * time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("second SIGINT took %s", d)
+	}
+	if code == 0 {
+		t.Fatal("forced stop exited 0; want non-zero")
+	}
+}
+
+// TestSupervisorKilledNoOrphans: SIGKILL of the supervisor takes its workers
+// with it within a second.
+func TestSupervisorKilledNoOrphans(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			workers := s.children()
+			if len(workers) != 2 {
+				t.Fatalf("want 2 workers, have %v", workers)
+			}
+			s.signal(syscall.SIGKILL)
+			<-s.done
+			for _, pid := range workers {
+				waitGone(t, pid, time.Second)
+			}
+		})
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"-workers", "abc"}, "-workers"},
+		{[]string{"-workers", "0"}, "-workers"},
+		{[]string{"-workers", "1025"}, "-workers"},
+		{[]string{"-mode", "roundrobin"}, "-mode"},
+		{[]string{"-listen", "nonsense"}, "-listen"},
+		{[]string{"-listen", ":99999"}, "-listen"},
+		{[]string{"-grace", "soon"}, "-grace"},
+		{[]string{"-balance", "random"}, "-balance"},
+		{[]string{"-no-such-flag"}, "-no-such-flag"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := osexec.Command(supervisorBin, tc.args...)
+			out, err := cmd.CombinedOutput()
+			if code := exitCode(err); code != 2 {
+				t.Fatalf("exit %d, want 2: %s", code, out)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.flag) {
+				t.Fatalf("want one line naming %s, have %q", tc.flag, out)
+			}
+		})
+	}
+}
+
+func TestPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, err := osexec.Command(supervisorBin, "-listen", ln.Addr().String(), "-workers", "1").CombinedOutput()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, out)
+	}
+	if !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("message lacks 'address already in use': %s", out)
+	}
+}
+
+func TestMissingWorkerBinary(t *testing.T) {
+	missing := binDir + "/no-such-worker"
+	out, err := osexec.Command(supervisorBin, "-listen", freeAddr(t), "-workers", "2", "--", missing).CombinedOutput()
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, out)
+	}
+	if !strings.Contains(string(out), missing) {
+		t.Fatalf("message does not name %s: %s", missing, out)
+	}
+}
+
+// TestWorkerExitsAtBoot: a worker that exits before it is ready makes the
+// supervisor exit 1 promptly, having spawned no more than one per slot.
+func TestWorkerExitsAtBoot(t *testing.T) {
+	s := start(t, "-workers", "2", "--", "/bin/sh", "-c", "echo boot failure >&2; exit 3")
+	start := time.Now()
+	if code := s.waitExit(5 * time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %s to give up", d)
+	}
+	if n := len(s.log.all("spawned worker")); n > 2 {
+		t.Fatalf("%d spawns for 2 slots: a respawn storm", n)
+	}
+	out := s.stderr.String()
+	if !strings.Contains(out, "exited before it was ready") || !strings.Contains(out, "boot failure") {
+		t.Fatalf("output lacks the worker's error:\n%s", out)
+	}
+}
+
+// TestCrashBudget: a worker that dies right after becoming ready is
+// respawned with growing delays until the crash budget is spent, then the
+// supervisor exits 1 saying why.
+func TestCrashBudget(t *testing.T) {
+	s := start(t, append([]string{"-workers", "1", "-max-crashes", "4"}, roleCommand("crash-after-ready")...)...)
+	if code := s.waitExit(20 * time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if n := len(s.log.all("spawned worker")); n != 5 {
+		t.Fatalf("%d spawns, want 5 (first + 4 respawns)", n)
+	}
+	var delays []string
+	for _, e := range s.log.all("respawning worker") {
+		delays = append(delays, e.str("delay"))
+	}
+	if want := []string{"0s", "100ms", "200ms", "400ms"}; !slices.Equal(delays, want) {
+		t.Fatalf("respawn delays %v, want %v", delays, want)
+	}
+	if !strings.Contains(s.stderr.String(), "giving up") {
+		t.Fatalf("no reason given:\n%s", s.stderr.String())
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(interface{ ExitCode() int }); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}

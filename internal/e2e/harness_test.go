@@ -1,0 +1,378 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binDir        string // built binaries
+	supervisorBin string
+	workerBin     string
+)
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv("PREFORK_E2E_ROLE"); role != "" {
+		os.Exit(runRole(role))
+	}
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "prefork-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	supervisorBin = filepath.Join(dir, "supervisor")
+	workerBin = filepath.Join(dir, "worker")
+	for _, b := range []struct{ out, pkg string }{{supervisorBin, "../../cmd/supervisor"}, {workerBin, "../../cmd/worker"}} {
+		// -race: a data race in a real run fails the test through the
+		// exit status (66).
+		cmd := exec.Command("go", "build", "-race", "-o", b.out, b.pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", b.pkg, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// sup is one supervisor process under test.
+type sup struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	addr   string
+	log    *logBook
+	done   chan struct{}
+	exit   int
+	stderr *lockedBuffer
+	client *http.Client
+}
+
+// start runs the supervisor with args (a free -listen address and JSON logs
+// are added) and does not wait for it.
+func start(t testing.TB, args ...string) *sup {
+	t.Helper()
+	addr := freeAddr(t)
+	full := append([]string{"-listen", addr, "-log-format", "json"}, args...)
+	return adopt(t, exec.Command(supervisorBin, full...), addr)
+}
+
+// adopt starts cmd, a supervisor listening on addr, and watches it.
+func adopt(t testing.TB, cmd *exec.Cmd, addr string) *sup {
+	t.Helper()
+	s := &sup{t: t, addr: addr, log: newLogBook(), done: make(chan struct{}), stderr: &lockedBuffer{}, cmd: cmd}
+	pr, pw := io.Pipe()
+	s.cmd.Stderr = pw
+	s.cmd.Stdout = pw
+	s.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go s.log.read(pr, s.stderr)
+	go func() {
+		s.cmd.Wait()
+		s.exit = s.cmd.ProcessState.ExitCode()
+		pw.Close()
+		close(s.done)
+	}()
+	s.client = &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}
+	t.Cleanup(s.cleanup)
+	return s
+}
+
+// startReady starts the supervisor and waits until all its workers are ready.
+func startReady(t testing.TB, args ...string) *sup {
+	t.Helper()
+	s := start(t, args...)
+	s.waitLog(10*time.Second, "all workers ready", nil)
+	return s
+}
+
+// cleanup kills the supervisor and every worker it left, by PID, and checks
+// that no worker survives.
+func (s *sup) cleanup() {
+	kids := s.children()
+	select {
+	case <-s.done:
+	default:
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		<-s.done
+	}
+	for _, pid := range kids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range append(kids, s.log.workerPIDs()...) {
+		waitGone(s.t, pid, 3*time.Second)
+	}
+	if s.t.Failed() {
+		s.t.Logf("supervisor output:\n%s", s.stderr.String())
+	}
+}
+
+// waitGone fails the test unless pid is gone (or a zombie) within d.
+func waitGone(t testing.TB, pid int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Errorf("process %d still alive after %s", pid, d)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// children lists the live processes whose parent is the supervisor.
+func (s *sup) children() []int { return childrenOf(s.cmd.Process.Pid) }
+
+func childrenOf(ppid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		f := strings.Fields(string(b[i+2:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) && f[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// waitExit waits up to d for the supervisor to exit and returns its status.
+func (s *sup) waitExit(d time.Duration) int {
+	s.t.Helper()
+	select {
+	case <-s.done:
+		return s.exit
+	case <-time.After(d):
+		s.t.Fatalf("supervisor still running after %s", d)
+		return -1
+	}
+}
+
+func (s *sup) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *sup) url(path string) string { return "http://" + s.addr + path }
+
+// get does one request on a new connection.
+func (s *sup) get(path string) (int, string, error) {
+	resp, err := s.client.Get(s.url(path))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// pid asks /pid on a new connection.
+func (s *sup) pid() (int, error) {
+	code, body, err := s.get("/pid")
+	if err != nil {
+		return 0, err
+	}
+	if code != 200 {
+		return 0, fmt.Errorf("/pid: status %d", code)
+	}
+	return strconv.Atoi(body)
+}
+
+// waitLog waits up to d for a supervisor log line with message msg whose
+// fields match (a nil match takes any) and returns it.
+func (s *sup) waitLog(d time.Duration, msg string, match func(entry) bool) entry {
+	s.t.Helper()
+	e, ok := s.log.wait(d, s.done, func(e entry) bool { return e.Msg == msg && (match == nil || match(e)) })
+	if !ok {
+		s.t.Fatalf("no log %q within %s", msg, d)
+	}
+	return e
+}
+
+// entry is one JSON log line of the supervisor.
+type entry struct {
+	Msg    string
+	Fields map[string]any
+	Raw    string
+}
+
+func (e entry) int(k string) int {
+	f, _ := e.Fields[k].(float64)
+	return int(f)
+}
+
+func (e entry) str(k string) string {
+	v, _ := e.Fields[k].(string)
+	return v
+}
+
+// logBook collects the supervisor's log lines and lets tests wait for one.
+type logBook struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	entries []entry
+	closed  bool
+}
+
+func newLogBook() *logBook {
+	b := &logBook{}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *logBook) read(r io.Reader, raw *lockedBuffer) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		raw.WriteString(line + "\n")
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["logger"] != "supervisor" {
+			continue
+		}
+		msg, _ := m["msg"].(string)
+		b.mu.Lock()
+		b.entries = append(b.entries, entry{Msg: msg, Fields: m, Raw: line})
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	}
+	io.Copy(io.Discard, r)
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// wait returns the first entry (old or new) that matches, or false after d
+// or once the log ends.
+func (b *logBook) wait(d time.Duration, done <-chan struct{}, match func(entry) bool) (entry, bool) {
+	timer := time.AfterFunc(d, func() {
+		b.mu.Lock()
+		b.closed = true
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer timer.Stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := 0; ; {
+		for ; i < len(b.entries); i++ {
+			if match(b.entries[i]) {
+				return b.entries[i], true
+			}
+		}
+		if b.closed {
+			return entry{}, false
+		}
+		b.cond.Wait()
+	}
+}
+
+// all returns the entries with message msg so far.
+func (b *logBook) all(msg string) []entry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []entry
+	for _, e := range b.entries {
+		if e.Msg == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// workerPIDs lists every pid the supervisor logged as spawned.
+func (b *logBook) workerPIDs() []int {
+	var pids []int
+	for _, e := range b.all("spawned worker") {
+		pids = append(pids, e.int("pid"))
+	}
+	return pids
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) WriteString(s string) {
+	l.mu.Lock()
+	l.b.WriteString(s)
+	l.mu.Unlock()
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// eventually polls cond every few milliseconds until it is true or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// connOwner returns the pid, among pids, that holds the server side of the
+// TCP connection whose client end is local: the connection is inside that
+// process. It reads /proc/net/tcp for the socket's inode and each process's
+// fd table for a link to it.
+func connOwner(local net.Addr, pids []int) (int, bool) {
+	la, ok := local.(*net.TCPAddr)
+	if !ok {
+		return 0, false
+	}
+	inode := serverInode(la.Port)
+	if inode == "" {
+		return 0, false
+	}
+	want := "socket:[" + inode + "]"
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == want {
+				return pid, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// serverInode finds, in /proc/net/tcp, the inode of the socket whose remote
+// port is clientPort (the server's end of our connection).
+func serverInode(clientPort int) string {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	want := fmt.Sprintf(":%04X", clientPort)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		// sl local_address rem_address st ... inode is field 9
+		if len(fs) > 9 && strings.HasSuffix(fs[2], want) && fs[3] == "01" {
+			return fs[9]
+		}
+	}
+	return ""
+}

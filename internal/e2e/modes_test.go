@@ -1,0 +1,311 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// load is a bounded stream of requests, each on a new connection, from c
+// goroutines. It records the client port of every failed request.
+type load struct {
+	url      string
+	ok       atomic.Int64
+	mu       sync.Mutex
+	failures []failure
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+type failure struct {
+	port int
+	err  error
+}
+
+func startLoad(t testing.TB, url string, c int, maxPerWorker int, d time.Duration) *load {
+	l := &load{url: url, stop: make(chan struct{})}
+	deadline := time.Now().Add(d)
+	for range c {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; i < maxPerWorker && time.Now().Before(deadline); i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				l.one()
+			}
+		}()
+	}
+	t.Cleanup(l.finish)
+	return l
+}
+
+func (l *load) one() {
+	var port atomic.Int64
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				port.Store(int64(c.LocalAddr().(*net.TCPAddr).Port))
+			}
+			return c, err
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, err := client.Get(l.url)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+	}
+	if err != nil {
+		l.mu.Lock()
+		l.failures = append(l.failures, failure{port: int(port.Load()), err: err})
+		l.mu.Unlock()
+		return
+	}
+	l.ok.Add(1)
+}
+
+func (l *load) finish() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+// waitOK waits until the load has n more successes than now.
+func (l *load) waitOK(t testing.TB, n int64, d time.Duration) {
+	t.Helper()
+	want := l.ok.Load() + n
+	eventually(t, d, fmt.Sprintf("%d more successful requests", n), func() bool { return l.ok.Load() >= want })
+}
+
+// clientPortsInside returns the client ports of the connections whose server
+// side is in pid's descriptor table.
+func clientPortsInside(pid int, serverPort int) map[int]bool {
+	inodes := map[string]bool{}
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	ports := map[int]bool{}
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return ports
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 10 || !inodes[fs[9]] {
+			continue
+		}
+		lp := hexPort(fs[1])
+		if lp != serverPort {
+			continue
+		}
+		if rp := hexPort(fs[2]); rp > 0 {
+			ports[rp] = true
+		}
+	}
+	return ports
+}
+
+func hexPort(addr string) int {
+	_, p, ok := strings.Cut(addr, ":")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.ParseInt(p, 16, 32)
+	return int(n)
+}
+
+// stopped reports whether every thread of pid is stopped.
+func stopped(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return false
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/stat")
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
+
+// TestKillUnderLoadLosesNothing: under a continuous stream of new
+// connections, kill -9 of a worker fails no request except those already
+// inside the killed worker. The worker is stopped first so that "inside" can
+// be read from its descriptor table before it dies.
+func TestKillUnderLoadLosesNothing(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			_, portStr, _ := net.SplitHostPort(s.addr)
+			serverPort, _ := strconv.Atoi(portStr)
+			l := startLoad(t, s.url("/pid"), 8, 20000, 20*time.Second)
+			l.waitOK(t, 200, 5*time.Second)
+
+			victim := s.log.all("spawned worker")[0]
+			pid, slot := victim.int("pid"), victim.int("slot")
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
+			inside := clientPortsInside(pid, serverPort)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			s.waitLog(3*time.Second, "worker ready", func(e entry) bool { return e.int("slot") == slot && e.int("pid") != pid })
+			l.waitOK(t, 500, 10*time.Second)
+			l.finish()
+
+			lost := 0
+			for _, f := range l.failures {
+				if !inside[f.port] {
+					lost++
+					t.Errorf("request from port %d failed and was not inside the killed worker: %v", f.port, f.err)
+				}
+			}
+			t.Logf("%d ok, %d failed (all inside the killed worker: %d connections there)", l.ok.Load(), len(l.failures), len(inside))
+			if lost > 0 {
+				t.Fatalf("%d requests lost", lost)
+			}
+		})
+	}
+}
+
+// TestLeastConn: while one worker holds long requests, least-conn sends new
+// connections to the other. Four long requests spread two and two; the
+// client then abandons the two on one worker, which leaves it with none and
+// the other with two: every new connection must go to the idle one (plain
+// round-robin would alternate).
+func TestLeastConn(t *testing.T) {
+	s := startReady(t, "-workers", "2", "-balance", "least-conn")
+	workers := s.children()
+	byOwner := map[int][]net.Conn{}
+	for range 4 {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /sleep?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
+		var owner int
+		eventually(t, 3*time.Second, "long request inside a worker", func() bool {
+			var ok bool
+			owner, ok = connOwner(c.LocalAddr(), workers)
+			return ok
+		})
+		byOwner[owner] = append(byOwner[owner], c)
+	}
+	if len(byOwner) != 2 || len(byOwner[workers[0]]) != 2 {
+		t.Fatalf("least-conn did not spread 4 long requests 2 and 2: %v", byOwner)
+	}
+	idle, busy := workers[0], workers[1]
+	for _, c := range byOwner[idle] {
+		c.Close()
+	}
+	for _, c := range byOwner[idle] {
+		eventually(t, 3*time.Second, "abandoned request closed by the worker", func() bool {
+			_, inside := connOwner(c.LocalAddr(), workers)
+			return !inside
+		})
+	}
+	for range 10 {
+		pid, err := s.pid()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pid != idle {
+			t.Fatalf("new connection went to worker %d holding 2 long requests, not to idle %d", pid, idle)
+		}
+	}
+	_ = busy
+}
+
+// TestSocketActivation starts the supervisor the way systemd does, with the
+// listening socket inherited as fd 3 and LISTEN_FDS/LISTEN_PID set.
+func TestSocketActivation(t *testing.T) {
+	for _, mode := range []string{"rr", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := ln.(*net.TCPListener).File()
+			ln.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			addr := ln.Addr().String()
+			// The wrapper sets LISTEN_PID to its own pid, then execs.
+			cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`,
+				supervisorBin, "-listen", "127.0.0.1:1", "-workers", "2", "-mode", mode, "-log-format", "json")
+			cmd.ExtraFiles = []*os.File{f}
+			s := adopt(t, cmd, addr)
+			s.waitLog(10*time.Second, "all workers ready", nil)
+			if e := s.waitLog(time.Second, "listening", nil); e.str("addr") != addr || e.Fields["socket_activated"] != true {
+				t.Fatalf("listening on %v (activated %v), want %s", e.str("addr"), e.Fields["socket_activated"], addr)
+			}
+			seen := map[int]bool{}
+			eventually(t, 5*time.Second, "both workers serve the inherited socket", func() bool {
+				pid, err := s.pid()
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[pid] = true
+				return len(seen) == 2
+			})
+			s.signal(syscall.SIGTERM)
+			if code := s.waitExit(10 * time.Second); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+	t.Run("reuseport refused", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		f, _ := ln.(*net.TCPListener).File()
+		ln.Close()
+		defer f.Close()
+		cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, supervisorBin, "-mode", "reuseport", "-workers", "1")
+		cmd.ExtraFiles = []*os.File{f}
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "reuseport") {
+			t.Fatalf("exit %d, want 2 with a reason: %s", code, out)
+		}
+	})
+}

@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/prefork/prefork/cluster"
+)
+
+// runRole runs the test binary as a worker program of the given role.
+func runRole(role string) int {
+	switch role {
+	case "crash-after-ready":
+		// Becomes ready, then dies: a respawn storm if nothing stops it.
+		if _, err := cluster.Listen(":0"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := cluster.Ready(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "crash-after-ready: exiting on purpose")
+		return 3
+	case "serve":
+		// A minimal worker: /pid only.
+		ln, err := cluster.Listen(":0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, os.Getpid())
+		})}
+		go srv.Serve(ln)
+		<-cluster.Drain()
+		srv.Close()
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "unknown role", role)
+	return 2
+}
+
+// roleCommand is the supervisor arguments that run this test binary as a
+// worker in role.
+func roleCommand(role string) []string {
+	return []string{"--", "/usr/bin/env", "PREFORK_E2E_ROLE=" + role, os.Args[0]}
+}
