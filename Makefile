@@ -17,5 +17,10 @@ test:
 	$(GO) test -race -count=1 -timeout 10m ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
+bench: build
+	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
+	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
+	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BIN)

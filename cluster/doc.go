@@ -12,7 +12,7 @@
 //	<-cluster.Drain()                    // the supervisor asks us to stop (or is gone)
 //	ctx, cancel := context.WithTimeout(context.Background(), cluster.DrainTimeout())
 //	defer cancel()
-//	srv.Shutdown(ctx)                    // finish in-flight requests, then exit
+//	cluster.Shutdown(ctx, srv)           // finish every accepted connection, then srv.Shutdown
 //
 // Under the supervisor the listener yields, depending on the mode, the
 // connections handed over the IPC channel (rr) or those accepted on the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
@@ -23,7 +24,7 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
-	l := &listener{w: w, closed: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
+	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
 	if w.mode == ModeRR {
 		ch, err := ipc.NewChannel(f)
@@ -32,7 +33,6 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		l.handoff = ch
 		l.buf = make([]byte, ipc.MaxFrame)
-		w.setSource(ch)
 	} else {
 		ln, err := net.FileListener(f)
 		f.Close()
@@ -42,11 +42,14 @@ func Listen(addr string) (net.Listener, error) {
 		l.inner = ln
 		l.deadliner, _ = ln.(interface{ SetDeadline(time.Time) error })
 		l.addr = ln.Addr()
-		w.setSource(ln)
 	}
 	w.mu.Lock()
 	w.lst = l
+	drained := w.draining
 	w.mu.Unlock()
+	if drained {
+		l.stopTaking()
+	}
 	return l, nil
 }
 
@@ -70,6 +73,41 @@ type listener struct {
 	mu        sync.Mutex // serialises Accept's use of buf and pending
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	// A drain stops taking connections (stopTaking); Accept hands out what
+	// already arrived, then parks until Close. parked tells the drain that
+	// every connection Accept returned has been taken by the server: an
+	// http.Server calls Accept again only after it tracks the previous
+	// connection, so Shutdown will wait for it.
+	draining atomic.Bool
+	parkOnce sync.Once
+	parked   chan struct{}
+}
+
+// errExhausted: draining, and nothing more is queued for this worker.
+var errExhausted = errors.New("cluster: drained")
+
+// stopTaking stops new connections reaching this listener. Shared and
+// reuseport: close this process's copy of the listening socket. rr: wake a
+// blocked receive with a past deadline; Accept then takes what is queued
+// without waiting and leaves later arrivals to the supervisor, which reads
+// them back from the channel once this worker exits.
+func (l *listener) stopTaking() {
+	l.draining.Store(true)
+	if l.inner != nil {
+		l.inner.Close()
+	} else {
+		l.handoff.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (l *listener) park() {
+	l.parkOnce.Do(func() {
+		if l.handoff != nil {
+			l.handoff.Close()
+		}
+		close(l.parked)
+	})
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -91,6 +129,19 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		default:
 		}
+		if l.draining.Load() {
+			select {
+			case c := <-l.extra:
+				l.w.accepted.Add(1)
+				return track(c, l.w), nil
+			default:
+			}
+			// Nothing more will come: block until the application closes
+			// the listener, so http.Server.Serve sees its shutdown first.
+			l.park()
+			<-l.closed
+			return nil, net.ErrClosed
+		}
 		if isTimeout(err) && l.deadliner != nil {
 			l.deadliner.SetDeadline(time.Time{}) // woken by inject
 			continue
@@ -98,9 +149,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		if isTemporary(err) {
 			continue
 		}
-		// The source was closed by a drain: block until the application
-		// closes the listener, so http.Server.Serve sees shutdown first.
 		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+			l.park()
 			<-l.closed
 			return nil, net.ErrClosed
 		}
@@ -148,10 +198,23 @@ func (l *listener) next() (net.Conn, error) {
 	for len(l.pending) == 0 {
 		var err error
 		var f ipc.Frame
-		f, l.pending, err = l.handoff.Recv(l.buf, l.pending[:0])
+		if l.draining.Load() {
+			f, l.pending, err = l.handoff.TryRecv(l.buf, l.pending[:0])
+			if errors.Is(err, ipc.ErrWouldBlock) {
+				return nil, errExhausted
+			}
+		} else {
+			f, l.pending, err = l.handoff.Recv(l.buf, l.pending[:0])
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil, net.ErrClosed
+			}
+			if isTimeout(err) {
+				if !l.draining.Load() {
+					l.handoff.SetReadDeadline(time.Time{})
+				}
+				continue // draining: take what is queued without waiting
 			}
 			// A malformed frame: its descriptors are closed; go on.
 			fmt.Fprintf(os.Stderr, "cluster: handoff: %v\n", err)

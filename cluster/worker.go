@@ -50,10 +50,14 @@ type worker struct {
 	check                      atomic.Pointer[func() error]
 	loadKick                   chan struct{}
 
-	mu     sync.Mutex
-	source io.Closer // the connection source to close on drain
-	lst    *listener // set by Listen; receives connections sent on the control channel
+	mu       sync.Mutex
+	lst      *listener // set by Listen
+	draining bool      // drain began (guarded by mu, for Listen)
 }
+
+// parkWait bounds how long a drain waits for Accept to hand out what already
+// arrived before it tells the application.
+const parkWait = time.Second
 
 var (
 	self     *worker
@@ -151,13 +155,25 @@ func (w *worker) orphaned() {
 	time.AfterFunc(orphanExit, func() { os.Exit(1) })
 }
 
+// drain stops taking connections, waits until every connection already
+// handed to this worker has been accepted by the server, then tells the
+// application (Drain) so that its Shutdown waits for all of them.
 func (w *worker) drain() {
 	w.drainOnce.Do(func() {
 		w.mu.Lock()
-		if w.source != nil {
-			w.source.Close()
-		}
+		w.draining = true
+		l := w.lst
 		w.mu.Unlock()
+		if l != nil {
+			l.stopTaking()
+			t := time.NewTimer(parkWait)
+			select {
+			case <-l.parked:
+			case <-l.closed:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		close(w.drainCh)
 		if !w.watched.Load() {
 			syscall.Kill(os.Getpid(), syscall.SIGTERM)
@@ -175,17 +191,6 @@ func (w *worker) ready() error {
 		err = w.ctl.Send(frame, nil)
 	})
 	return err
-}
-
-func (w *worker) setSource(c io.Closer) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case <-w.drainCh:
-		c.Close()
-	default:
-		w.source = c
-	}
 }
 
 // ID returns the worker's slot, 1..N, kept across respawns; 0 standalone.

@@ -2,20 +2,27 @@
 // the workers, hands them connections and keeps them alive.
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
+//	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
 //	supervisor probe [flags] [URL]
 package main
 
 import (
 	"os"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/probe"
 	"github.com/prefork/prefork/internal/supervisor"
 )
 
 func main() {
 	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "probe" {
-		os.Exit(probe.Main(args[1:], os.Stdout, os.Stderr))
+	if len(args) > 0 {
+		switch args[0] {
+		case "probe":
+			os.Exit(probe.Main(args[1:], os.Stdout, os.Stderr))
+		case "ctl":
+			os.Exit(control.Main(args[1:], os.Stdout, os.Stderr))
+		}
 	}
 	os.Exit(supervisor.Main(args, os.Stderr))
 }

@@ -69,7 +69,7 @@ func run(addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cluster.DrainTimeout())
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := cluster.Shutdown(ctx, srv); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {

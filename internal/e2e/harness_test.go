@@ -39,6 +39,8 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Workers may run as another user (-user): let them reach the binaries.
+	os.Chmod(dir, 0o755)
 	binDir = dir
 	supervisorBin = filepath.Join(dir, "supervisor")
 	workerBin = filepath.Join(dir, "worker")
@@ -68,14 +70,15 @@ func freeAddr(t testing.TB) string {
 
 // sup is one supervisor process under test.
 type sup struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	addr   string
-	log    *logBook
-	done   chan struct{}
-	exit   int
-	stderr *lockedBuffer
-	client *http.Client
+	t       testing.TB
+	cmd     *exec.Cmd
+	addr    string
+	log     *logBook
+	done    chan struct{}
+	exit    int
+	stderr  *lockedBuffer
+	client  *http.Client
+	ctlPath string
 }
 
 // start runs the supervisor with args (a free -listen address and JSON logs
@@ -83,8 +86,19 @@ type sup struct {
 func start(t testing.TB, args ...string) *sup {
 	t.Helper()
 	addr := freeAddr(t)
-	full := append([]string{"-listen", addr, "-log-format", "json"}, args...)
-	return adopt(t, exec.Command(supervisorBin, full...), addr)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	full := append([]string{"-listen", addr, "-log-format", "json", "-control", ctl}, args...)
+	s := adopt(t, exec.Command(supervisorBin, full...), addr)
+	s.ctlPath = ctl
+	return s
+}
+
+// ctl runs `supervisor ctl -control <this supervisor's socket> args...`.
+func (s *sup) ctl(args ...string) (string, int) {
+	s.t.Helper()
+	cmd := exec.Command(supervisorBin, append([]string{"ctl", "-control", s.ctlPath}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), exitCode(err)
 }
 
 // adopt starts cmd, a supervisor listening on addr, and watches it.
@@ -268,8 +282,29 @@ func (e entry) str(k string) string {
 type logBook struct {
 	mu      sync.Mutex
 	cond    *sync.Cond
-	entries []entry
+	entries []entry          // the supervisor's own lines
+	objects []map[string]any // every JSON line, workers' included
 	closed  bool
+}
+
+// waitAny waits for any JSON line (the supervisor's or a worker's) that
+// matches.
+func (b *logBook) waitAny(d time.Duration, match func(map[string]any) bool) (map[string]any, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		b.mu.Lock()
+		for _, m := range b.objects {
+			if match(m) {
+				b.mu.Unlock()
+				return m, true
+			}
+		}
+		b.mu.Unlock()
+		if time.Now().After(deadline) {
+			return nil, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func newLogBook() *logBook {
@@ -285,12 +320,15 @@ func (b *logBook) read(r io.Reader, raw *lockedBuffer) {
 		line := sc.Text()
 		raw.WriteString(line + "\n")
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["logger"] != "supervisor" {
+		if json.Unmarshal([]byte(line), &m) != nil {
 			continue
 		}
 		msg, _ := m["msg"].(string)
 		b.mu.Lock()
-		b.entries = append(b.entries, entry{Msg: msg, Fields: m, Raw: line})
+		b.objects = append(b.objects, m)
+		if m["logger"] == "supervisor" {
+			b.entries = append(b.entries, entry{Msg: msg, Fields: m, Raw: line})
+		}
 		b.cond.Broadcast()
 		b.mu.Unlock()
 	}
@@ -375,4 +413,11 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// execAs prepares a command that runs as uid (and the same gid).
+func execAs(uid uint32, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	return cmd
 }

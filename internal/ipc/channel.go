@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -185,6 +186,10 @@ func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []i
 	}
 	return f, fds, nil
 }
+
+// SetReadDeadline sets the deadline for Recv, as net.Conn's does; a past
+// deadline wakes a blocked Recv with a timeout error.
+func (c *Channel) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
 
 // Close closes the channel; closing twice is harmless. It waits for a Send in
 // progress, so that once Close returns every Send either completed before it

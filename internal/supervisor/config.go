@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,16 @@ type Config struct {
 	MaxCrashes  int
 	CrashWindow time.Duration
 
+	// Operations.
+	HangTimeout       time.Duration // a ready worker silent this long is hung
+	MaxRequests       int           // recycle a worker after this many requests; 0: never
+	MaxRequestsJitter int           // plus a random 0..J per worker, so they do not recycle together
+	MaxRSS            uint64        // recycle a worker above this resident size; 0: never
+	Control           string        // control socket path; "" for the default, "none" for none
+	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
+	User, Group       string        // run workers as this user and group
+	WorkerOutput      string        // "inherit" or "capture"
+
 	// Command is the worker program and its arguments.
 	Command []string
 }
@@ -55,6 +66,7 @@ const (
 	DefaultQueueTimeout = 10 * time.Second
 	DefaultMaxCrashes   = 10
 	DefaultCrashWindow  = time.Minute
+	DefaultHangTimeout  = 30 * time.Second
 	MaxWorkers          = 1024
 )
 
@@ -76,11 +88,27 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", DefaultQueueTimeout, "how long a held connection may wait")
 	fs.IntVar(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "crashes of one slot within -crash-window before giving up")
 	fs.DurationVar(&c.CrashWindow, "crash-window", DefaultCrashWindow, "window for -max-crashes")
+	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung")
+	fs.IntVar(&c.MaxRequests, "max-requests", 0, "recycle a worker after this many requests (0: never)")
+	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "add a random 0..J to -max-requests per worker")
+	maxRSS := fs.String("max-rss", "", "recycle a worker whose RSS exceeds SIZE, e.g. 512MiB (empty: never)")
+	fs.StringVar(&c.Control, "control", "", "control socket `PATH` (default: per listening address; \"none\" to disable)")
+	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on `HOST:PORT` (default: off)")
+	fs.StringVar(&c.User, "user", "", "run workers as this user (the supervisor must be root)")
+	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
+	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
 		}
 		return c, &UsageError{Msg: err.Error()}
+	}
+	if *maxRSS != "" {
+		n, err := ParseSize(*maxRSS)
+		if err != nil {
+			return c, usagef("invalid value %q for flag -max-rss: %v", *maxRSS, err)
+		}
+		c.MaxRSS = n
 	}
 	if err := c.validate(); err != nil {
 		return c, err
@@ -123,6 +151,28 @@ func (c *Config) validate() error {
 	if c.QueueMax < 0 {
 		return usagef("invalid value %d for flag -queue-max: must not be negative", c.QueueMax)
 	}
+	if c.HangTimeout <= 0 {
+		return usagef("invalid value %s for flag -hang-timeout: must be positive", c.HangTimeout)
+	}
+	if c.MaxRequests < 0 {
+		return usagef("invalid value %d for flag -max-requests: must not be negative", c.MaxRequests)
+	}
+	if c.MaxRequestsJitter < 0 {
+		return usagef("invalid value %d for flag -max-requests-jitter: must not be negative", c.MaxRequestsJitter)
+	}
+	switch c.WorkerOutput {
+	case "inherit", "capture":
+	default:
+		return usagef("invalid value %q for flag -worker-output: must be inherit or capture", c.WorkerOutput)
+	}
+	if c.Metrics != "" {
+		if err := listener.ParseAddr(c.Metrics); err != nil {
+			return usagef("invalid value %q for flag -metrics: want HOST:PORT", c.Metrics)
+		}
+	}
+	if c.Group != "" && c.User == "" {
+		return usagef("flag -group needs -user")
+	}
 	if c.MaxCrashes < 1 {
 		return usagef("invalid value %d for flag -max-crashes: must be at least 1", c.MaxCrashes)
 	}
@@ -136,4 +186,25 @@ func defaultWorker() string {
 		return "worker"
 	}
 	return filepath.Join(filepath.Dir(exe), "worker")
+}
+
+// ParseSize parses a byte size: a number with an optional unit B, KB, MB,
+// GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+func ParseSize(s string) (uint64, error) {
+	units := []struct {
+		suffix string
+		mult   uint64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), uint64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || n == 0 {
+		return 0, errors.New("want a positive size such as 512MiB")
+	}
+	return n * mult, nil
 }

@@ -38,10 +38,19 @@ type handoff struct {
 	timer   *time.Timer
 	npend   atomic.Int32
 
+	obs observer // metrics; nil for none. Set before the first accept.
+
+	failures  atomic.Uint64 // sends that failed
 	handed    atomic.Uint64 // connections handed to a worker
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
 	dropped   atomic.Uint64 // connections closed unserved: queue full or too old
 	recovered atomic.Uint64 // connections read back from a dead worker's queue
+}
+
+// observer receives timings from the handoff path; it must not allocate.
+type observer interface {
+	ObserveHandoff(time.Duration)
+	ObservePendingWait(time.Duration)
 }
 
 type pendingConn struct {
@@ -123,7 +132,13 @@ func (h *handoff) serve(l *acceptLoop) error {
 		n, aerr = 0, nil
 		err := rc.Read(acceptSome)
 		if n > 0 {
-			h.dispatch(batch[:n])
+			if h.obs != nil {
+				t0 := time.Now()
+				h.dispatch(batch[:n])
+				h.obs.ObserveHandoff(time.Since(t0))
+			} else {
+				h.dispatch(batch[:n])
+			}
 		}
 		if err != nil {
 			if l.closing.Load() {
@@ -223,6 +238,7 @@ func (h *handoff) sent(t *target, fds []int) {
 }
 
 func (h *handoff) failed(t *target, err error) {
+	h.failures.Add(1)
 	if !errors.Is(err, ipc.ErrWouldBlock) {
 		// Gone or closed: no later pick should choose it. The owner
 		// goroutine removes it too when it learns of the exit; Remove is
@@ -270,6 +286,8 @@ func (h *handoff) flush() {
 		}
 		if !h.sendAny(p.fd, &frame) {
 			keep = append(keep, p)
+		} else if h.obs != nil {
+			h.obs.ObservePendingWait(now.Sub(p.since))
 		}
 	}
 	clear(h.pending[len(keep):])

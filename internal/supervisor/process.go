@@ -48,6 +48,12 @@ type process struct {
 	beat    ipc.Heartbeat
 	asked   bool   // the supervisor asked it to exit
 	reason  string // why it was asked: stop, reload, scale, hang, recycle
+
+	exitCounted bool // its exit cause was counted when it was asked to go
+	maxRequests int  // recycle after this many requests; 0: never
+	cpuTicks    uint64
+	cpuAt       time.Time
+	cpuPct      float64
 }
 
 func (p *process) uptime() time.Duration { return time.Since(p.started) }
@@ -111,14 +117,27 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 	cmd.ExtraFiles = []*os.File{ctlRemote, src} // fds 3 and 4
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	var capture *outputCapture
+	if s.cfg.WorkerOutput == "capture" {
+		if capture, err = newOutputCapture(); err != nil {
+			ctl.Close()
+			src.Close()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = capture.stdoutW, capture.stderrW
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Die with the supervisor (see spawner for the thread caveat).
 		Pdeathsig: syscall.SIGKILL,
 		// Own process group: a terminal's Ctrl-C reaches the supervisor
 		// only, which then drains the workers in order.
-		Setpgid: true,
+		Setpgid:    true,
+		Credential: s.cred,
 	}
 	err = s.spawner.start(cmd)
+	if capture != nil {
+		capture.started(err == nil, s.log, sl.id, cmd)
+	}
 	if err != nil || t == nil {
 		src.Close()
 	}

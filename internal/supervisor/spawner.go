@@ -3,6 +3,8 @@ package supervisor
 import (
 	"os/exec"
 	"runtime"
+
+	"github.com/prefork/prefork/internal/reaper"
 )
 
 // spawner starts worker processes from one OS thread that never exits.
@@ -13,7 +15,8 @@ import (
 // it, so the forking goroutine locks itself to its thread and never returns:
 // the workers then get their death signal exactly when the supervisor dies.
 type spawner struct {
-	reqs chan spawnReq
+	reqs  chan spawnReq
+	owned *reaper.Owned
 }
 
 type spawnReq struct {
@@ -21,8 +24,11 @@ type spawnReq struct {
 	done chan error
 }
 
-func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq)}
+// newSpawner starts the spawning thread. Every pid it starts is recorded in
+// owned before any reaper can see the child exit, so that the reaper of
+// orphaned grandchildren never takes a worker's exit status.
+func newSpawner(owned *reaper.Owned) *spawner {
+	s := &spawner{reqs: make(chan spawnReq), owned: owned}
 	go s.loop()
 	return s
 }
@@ -30,7 +36,7 @@ func newSpawner() *spawner {
 func (s *spawner) loop() {
 	runtime.LockOSThread() // never unlocked, and the loop never ends
 	for r := range s.reqs {
-		r.done <- r.cmd.Start()
+		r.done <- s.owned.Start(r.cmd)
 	}
 	select {} // unreachable: reqs is never closed
 }

@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -13,8 +15,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/reaper"
+	"github.com/prefork/prefork/internal/sdnotify"
 )
 
 // phase is where the supervisor is in its life.
@@ -34,34 +39,50 @@ type Supervisor struct {
 	log           *zap.Logger
 	addr          string             // the address actually bound
 	ln            *net.TCPListener   // rr and shared
-	slotListeners []*net.TCPListener // reuseport, one per slot
+	slotListeners []*net.TCPListener // reuseport, one per initial slot
 	acceptLoops   []*acceptLoop      // rr: on ln
 	activated     bool               // ln came from systemd (LISTEN_FDS)
 	bal           balancer.Balancer[*target]
 	handoff       *handoff
 	spawner       *spawner
+	owned         reaper.Owned
+	cred          *syscall.Credential // -user/-group
+	notify        *sdnotify.Notifier
+	bus           *control.Broadcaster
+	ctl           *control.Server
 
 	events chan any
 	done   chan struct{}
 
-	slots   []*slot
-	live    map[int]*process // by pid, every process not yet waited for
-	phase   phase
-	gen     int
-	begun   time.Time
-	stopErr error
-	forced  bool
+	slots        []*slot
+	live         map[int]*process // by pid, every process not yet waited for
+	phase        phase
+	gen          int
+	begun        time.Time
+	stopErr      error
+	roll         *rollout
+	reloadAfter  []chan control.Response
+	scaling      *scaling
+	retired      map[int]*net.TCPListener // reuseport sockets of removed slots
+	retiredLoops map[int]*acceptLoop
+
+	// Counters for metrics, by cause.
+	spawnCauses map[string]uint64
+	exitCauses  map[string]uint64
+	reloads     map[string]uint64
 }
 
 // slot is a worker position, 1..N. Its worker's replacements keep its id
 // (PREFORK_WORKER_ID) and, in reuseport mode, its listening socket.
 type slot struct {
-	id      int
-	cur     *process
-	ln      *net.TCPListener // reuseport
-	crashes []time.Time      // unrequested exits within the crash window
-	young   int              // consecutive exits before minUptime
-	waiting bool             // a respawn is scheduled
+	id         int
+	cur        *process
+	ln         *net.TCPListener // reuseport
+	crashes    []time.Time      // unrequested exits within the crash window
+	young      int              // consecutive exits before minUptime
+	restarts   int
+	removed    bool   // scaled away
+	handedPast uint64 // connections handed to its exited workers
 	// orphan accepts on ln while the slot has no ready worker, handing the
 	// backlog to the other workers (reuseport).
 	orphan *acceptLoop
@@ -73,26 +94,46 @@ const minUptime = 2 * time.Second
 
 // Internal events.
 type (
-	evRespawn  struct{ sl *slot }
+	evRespawn struct {
+		sl    *slot
+		cause string
+	}
 	evReadyDue struct{ p *process }
 	evKillDue  struct{ p *process }
+	evControl  struct {
+		req   control.Request
+		reply chan control.Response
+	}
+	evSnapshot struct{ reply chan snapshot }
 )
 
 // Run binds, starts the workers and supervises them until a stop signal or a
 // fatal error. It returns nil after a clean stop.
 func Run(cfg Config, log *zap.Logger) error {
 	s := &Supervisor{
-		cfg:    cfg,
-		log:    log,
-		events: make(chan any, 1024),
-		done:   make(chan struct{}),
-		live:   map[int]*process{},
-		gen:    1,
-		begun:  time.Now(),
+		cfg:          cfg,
+		log:          log,
+		events:       make(chan any, 1024),
+		done:         make(chan struct{}),
+		live:         map[int]*process{},
+		gen:          1,
+		begun:        time.Now(),
+		bus:          &control.Broadcaster{},
+		retired:      map[int]*net.TCPListener{},
+		retiredLoops: map[int]*acceptLoop{},
+		spawnCauses:  map[string]uint64{},
+		exitCauses:   map[string]uint64{},
+		reloads:      map[string]uint64{},
 	}
 	defer close(s.done)
+	// Take the systemd variables now: workers must not inherit them.
+	s.notify = sdnotify.New()
+	sdnotify.Unsetenv()
 	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
 		return fmt.Errorf("worker command: %w", unwrapExec(err))
+	}
+	if err := s.credentials(); err != nil {
+		return err
 	}
 	if err := s.bind(); err != nil {
 		return err
@@ -101,12 +142,19 @@ func Run(cfg Config, log *zap.Logger) error {
 	s.log.Info("listening", zap.String("addr", s.addr), zap.Bool("socket_activated", s.activated), zap.String("mode", cfg.Mode),
 		zap.Int("workers", cfg.Workers), zap.Strings("command", cfg.Command))
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	stopServices, err := s.startServices()
+	if err != nil {
+		return err
+	}
+	defer stopServices()
+
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 
-	s.spawner = newSpawner()
-	if cfg.Mode == ipc.ModeRR {
+	s.spawner = newSpawner(&s.owned)
+	switch cfg.Mode {
+	case ipc.ModeRR:
 		s.bal, _ = balancer.New[*target](cfg.Balance)
 		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
 		loop, err := s.handoff.accept(s.ln)
@@ -114,10 +162,9 @@ func Run(cfg Config, log *zap.Logger) error {
 			return err
 		}
 		s.acceptLoops = append(s.acceptLoops, loop)
-	}
-	if cfg.Mode == ipc.ModeReusePort {
-		// Workers take their own connections; this handoff only serves
-		// the backlog of slots left without a ready worker.
+	case ipc.ModeReusePort:
+		// Workers take their own connections; this handoff serves only the
+		// backlog of slots left without a worker.
 		s.bal = balancer.NewRoundRobin[*target]()
 		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
 	}
@@ -127,7 +174,7 @@ func Run(cfg Config, log *zap.Logger) error {
 			sl.ln = s.slotListeners[i]
 		}
 		s.slots = append(s.slots, sl)
-		if err := s.start(sl); err != nil {
+		if err := s.start(sl, "start"); err != nil {
 			s.beginStop(err)
 			break
 		}
@@ -135,7 +182,62 @@ func Run(cfg Config, log *zap.Logger) error {
 	return s.loop(sigs)
 }
 
+// startServices starts what runs beside the workers: the control socket,
+// the metrics listener, the systemd watchdog and the reaper of orphaned
+// grandchildren. The returned function stops them.
+func (s *Supervisor) startServices() (func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+		cancel()
+	}
+	if path := s.controlPath(); path != "" {
+		srv, err := control.Listen(path, s.log.Named("control"))
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		s.ctl = srv
+		go srv.Serve(handler{s}, s.bus)
+		stops = append(stops, func() { srv.Close() })
+		s.log.Info("control socket", zap.String("path", path))
+	}
+	if s.cfg.Metrics != "" {
+		closeMetrics, err := s.serveMetrics()
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, closeMetrics)
+	}
+	go s.notify.RunWatchdog(ctx)
+	// As PID 1 in a container, orphaned grandchildren are re-parented to
+	// us; reap them without taking the exit status of our own workers.
+	if err := reaper.SetSubreaper(); err != nil {
+		s.log.Warn("cannot become a child subreaper", zap.Error(err))
+	}
+	go reaper.Run(ctx, s.owned.Has, func(pid int) {
+		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
+	})
+	return stop, nil
+}
+
+func (s *Supervisor) controlPath() string {
+	switch s.cfg.Control {
+	case "none":
+		return ""
+	case "":
+		return control.DefaultPath(s.cfg.Listen)
+	}
+	return s.cfg.Control
+}
+
 func (s *Supervisor) loop(sigs <-chan os.Signal) error {
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
 	for {
 		if s.phase == phaseStopping && len(s.live) == 0 {
 			s.finish()
@@ -146,6 +248,8 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 			s.onSignal(sig)
 		case ev := <-s.events:
 			s.onEvent(ev)
+		case <-tick.C:
+			s.onTick()
 		}
 	}
 }
@@ -168,7 +272,6 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGTERM, syscall.SIGINT:
 		if s.phase == phaseStopping {
 			s.log.Warn("second stop signal: killing workers now", zap.Stringer("signal", sig))
-			s.forced = true
 			if s.stopErr == nil {
 				s.stopErr = errors.New("stopped by a second signal; workers killed")
 			}
@@ -179,6 +282,15 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		}
 		s.log.Info("stopping", zap.Stringer("signal", sig), zap.Duration("grace", s.cfg.Grace))
 		s.beginStop(nil)
+	case syscall.SIGHUP:
+		s.log.Info("reload requested", zap.Stringer("signal", sig))
+		s.reload(nil)
+	case syscall.SIGTTIN:
+		s.scale(len(s.slots)+1, nil)
+	case syscall.SIGTTOU:
+		if len(s.slots) > 1 {
+			s.scale(len(s.slots)-1, nil)
+		}
 	}
 }
 
@@ -189,45 +301,72 @@ func (s *Supervisor) onEvent(ev any) {
 	case evReady:
 		s.onReady(ev.p)
 	case evBeat:
-		ev.p.beat, ev.p.beatAt = ev.hb, time.Now()
+		s.onBeat(ev.p, ev.hb)
 	case evMessage:
 		s.log.Info("message from worker", zap.Int("slot", ev.p.slot.id), zap.Int("pid", ev.p.pid), zap.ByteString("msg", ev.msg))
 	case evRespawn:
-		ev.sl.waiting = false
-		if s.phase != phaseStopping && ev.sl.cur == nil {
-			if err := s.start(ev.sl); err != nil {
+		if s.phase != phaseStopping && ev.sl.cur == nil && !ev.sl.removed {
+			if err := s.start(ev.sl, ev.cause); err != nil {
 				s.log.Error("respawn failed", zap.Int("slot", ev.sl.id), zap.Error(err))
-				s.crashed(ev.sl, 0)
+				s.crashed(ev.sl, 0, "crash")
 			}
 		}
 	case evReadyDue:
-		p := ev.p
-		if p.state == stateStarting && s.live[p.pid] == p {
-			s.log.Error("worker not ready in time; killing it", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("ready_timeout", s.cfg.ReadyTimeout))
-			if s.phase == phaseStarting {
-				s.beginStop(fmt.Errorf("worker %d (pid %d) not ready within -ready-timeout %s", p.slot.id, p.pid, s.cfg.ReadyTimeout))
-			}
-			p.cmd.Process.Kill()
-		}
+		s.readyDue(ev.p)
 	case evKillDue:
 		if p := ev.p; s.live[p.pid] == p {
-			s.log.Warn("worker still running after grace; killing it", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("grace", s.cfg.Grace))
+			s.log.Warn("worker still running; killing it", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.String("reason", p.reason))
 			p.cmd.Process.Kill()
 		}
+	case evControl:
+		s.onControl(ev.req, ev.reply)
+	case evSnapshot:
+		ev.reply <- s.snapshot()
 	}
 }
 
-// start spawns a worker into sl.
-func (s *Supervisor) start(sl *slot) error {
+// start spawns a worker into sl; cause says why, for logs and metrics.
+func (s *Supervisor) start(sl *slot, cause string) error {
 	p, err := s.spawn(sl, s.gen)
 	if err != nil {
 		return err
 	}
 	sl.cur = p
-	s.live[p.pid] = p
-	s.log.Info("spawned worker", zap.Int("slot", sl.id), zap.Int("pid", p.pid), zap.Int("generation", p.gen))
-	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
+	s.track(p, cause)
 	return nil
+}
+
+// track registers a new process with the owner goroutine.
+func (s *Supervisor) track(p *process, cause string) {
+	s.live[p.pid] = p
+	s.spawnCauses[cause]++
+	if s.cfg.MaxRequests > 0 {
+		p.maxRequests = s.cfg.MaxRequests + rand.IntN(s.cfg.MaxRequestsJitter+1)
+	}
+	s.log.Info("spawned worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Int("generation", p.gen), zap.String("cause", cause))
+	s.emit("fork", p, "cause", cause)
+	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
+}
+
+func (s *Supervisor) readyDue(p *process) {
+	if p.state != stateStarting || s.live[p.pid] != p {
+		return
+	}
+	s.log.Error("worker not ready in time; killing it", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("ready_timeout", s.cfg.ReadyTimeout))
+	err := fmt.Errorf("worker %d (pid %d) not ready within -ready-timeout %s", p.slot.id, p.pid, s.cfg.ReadyTimeout)
+	p.asked, p.reason = true, "ready-timeout"
+	p.cmd.Process.Kill()
+	switch {
+	case s.roll != nil && s.roll.next == p:
+		s.rollFailed(err)
+	case s.scaling != nil && s.scaling.adding[p.slot]:
+		s.scaleFailed(p.slot, err)
+	case s.phase == phaseStarting:
+		s.beginStop(err)
+	case p.slot.cur == p:
+		p.slot.cur = nil
+		s.crashed(p.slot, p.uptime(), "crash")
+	}
 }
 
 func (s *Supervisor) onReady(p *process) {
@@ -236,21 +375,42 @@ func (s *Supervisor) onReady(p *process) {
 	}
 	p.state, p.readyAt = stateReady, time.Now()
 	s.log.Info("worker ready", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("boot", p.readyAt.Sub(p.started)))
-	if s.phase == phaseStopping {
+	s.emit("ready", p, "boot_ms", float64(p.readyAt.Sub(p.started).Microseconds())/1000)
+	switch {
+	case s.phase == phaseStopping:
 		s.drain(p, "stop")
 		return
+	case s.roll != nil && s.roll.next == p:
+		s.rollReady(p)
+		return
+	case p.slot.cur != p:
+		return
 	}
+	s.route(p)
+	if s.phase == phaseStarting && s.allReady() {
+		s.phase = phaseRunning
+		s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", time.Since(s.begun)))
+		s.notify.Ready(s.statusLine())
+	}
+	s.scaleProgress()
+}
+
+// route lets p receive connections from the supervisor, and stops the
+// supervisor accepting for p's slot.
+func (s *Supervisor) route(p *process) {
 	if p.t != nil {
 		s.bal.Add(p.t)
 		s.handoff.flush()
 	}
-	if p.slot.orphan != nil && p.slot.cur == p {
+	if p.slot.orphan != nil {
 		p.slot.orphan.stop()
 		p.slot.orphan = nil
 	}
-	if s.phase == phaseStarting && s.allReady() {
-		s.phase = phaseRunning
-		s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", time.Since(s.begun)))
+}
+
+func (s *Supervisor) unroute(p *process) {
+	if p.t != nil {
+		s.bal.Remove(p.t)
 	}
 }
 
@@ -263,17 +423,30 @@ func (s *Supervisor) allReady() bool {
 	return true
 }
 
+func (s *Supervisor) statusLine() string {
+	ready := 0
+	for _, p := range s.live {
+		if p.state == stateReady {
+			ready++
+		}
+	}
+	return fmt.Sprintf("%d of %d workers ready, generation %d, %s mode on %s", ready, len(s.slots), s.gen, s.cfg.Mode, s.addr)
+}
+
 func (s *Supervisor) onExit(p *process, werr error) {
 	if s.live[p.pid] != p {
 		return
 	}
 	delete(s.live, p.pid)
+	s.owned.Forget(p.pid)
 	wasReady := p.state == stateReady || p.state == stateDraining
 	p.state = stateExited
 	p.ctl.Close()
 	fields := append([]zap.Field{zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Int("generation", p.gen),
 		zap.Duration("uptime", p.uptime())}, exitFields(werr, p.cmd.ProcessState)...)
+	s.emit("exit", p, exitEventFields(p.cmd.ProcessState, p.reason)...)
 	if p.t != nil {
+		p.slot.handedPast += p.t.total.Load()
 		if n := s.handoff.recover(p.t); n > 0 {
 			s.log.Info("re-routed connections queued for an exited worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Int("connections", n))
 		}
@@ -282,21 +455,36 @@ func (s *Supervisor) onExit(p *process, werr error) {
 		p.slot.cur = nil
 		s.adoptBacklog(p.slot)
 	}
+	defer s.scaleProgress()
 	if p.asked || s.phase == phaseStopping {
+		if !p.exitCounted {
+			cause := p.reason
+			if cause == "" {
+				cause = "stop"
+			}
+			s.exitCauses[cause]++
+		}
 		s.log.Info("worker exited", append(fields, zap.String("reason", p.reason))...)
 		return
 	}
+	s.exitCauses["crash"]++
 	s.log.Warn("worker exited unexpectedly", fields...)
-	if s.phase == phaseStarting && !wasReady {
-		s.beginStop(fmt.Errorf("worker %d (pid %d) exited before it was ready: %s", p.slot.id, p.pid, exitString(p.cmd.ProcessState)))
-		return
+	why := fmt.Errorf("worker %d (pid %d) exited before it was ready: %s", p.slot.id, p.pid, exitString(p.cmd.ProcessState))
+	switch {
+	case s.roll != nil && s.roll.next == p:
+		s.rollFailed(why)
+	case s.scaling != nil && s.scaling.adding[p.slot] && !wasReady:
+		s.scaleFailed(p.slot, why)
+	case s.phase == phaseStarting && !wasReady:
+		s.beginStop(why)
+	case p.slot.cur == nil && !p.slot.removed:
+		s.crashed(p.slot, p.uptime(), "crash")
 	}
-	s.crashed(p.slot, p.uptime())
 }
 
-// crashed schedules the respawn of sl after an unrequested exit, or stops
-// the supervisor when the slot's crash budget is spent.
-func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
+// crashed schedules the respawn of sl after an unrequested exit (or a hang),
+// or stops the supervisor when the slot's crash budget is spent.
+func (s *Supervisor) crashed(sl *slot, uptime time.Duration, cause string) {
 	now := time.Now()
 	recent := sl.crashes[:0]
 	for _, t := range sl.crashes {
@@ -315,14 +503,15 @@ func (s *Supervisor) crashed(sl *slot, uptime time.Duration) {
 	} else {
 		sl.young = 0
 	}
+	sl.restarts++
 	delay := respawnDelay(sl.young)
 	s.log.Info("respawning worker", zap.Int("slot", sl.id), zap.Duration("delay", delay), zap.Int("recent_crashes", len(sl.crashes)))
-	sl.waiting = true
+	s.emit("respawn", nil, "slot", sl.id, "delay_ms", delay.Milliseconds(), "cause", cause)
 	if delay == 0 {
-		s.onEvent(evRespawn{sl: sl})
+		s.onEvent(evRespawn{sl: sl, cause: cause})
 		return
 	}
-	s.after(delay, evRespawn{sl: sl})
+	s.after(delay, evRespawn{sl: sl, cause: cause})
 }
 
 // respawnDelay is 0 for the first young death in a row, then 100ms doubling
@@ -340,9 +529,7 @@ func (s *Supervisor) drain(p *process, reason string) {
 		return
 	}
 	p.asked, p.reason = true, reason
-	if p.t != nil {
-		s.bal.Remove(p.t)
-	}
+	s.unroute(p)
 	p.state = stateDraining
 	grace := uint32(min(s.cfg.Grace.Milliseconds(), 1<<32-1))
 	if err := p.ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, grace), nil); err != nil {
@@ -351,6 +538,7 @@ func (s *Supervisor) drain(p *process, reason string) {
 		return
 	}
 	s.log.Info("draining worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.String("reason", reason))
+	s.emit("drain", p, "reason", reason)
 	s.after(s.cfg.Grace, evKillDue{p: p})
 }
 
@@ -363,7 +551,18 @@ func (s *Supervisor) beginStop(err error) {
 	if err != nil {
 		s.log.Error("stopping", zap.Error(err))
 	}
+	s.notify.Stopping()
+	s.emit("stop", nil)
 	s.phase, s.stopErr = phaseStopping, err
+	if s.roll != nil {
+		s.rollFailed(errors.New("supervisor is stopping"))
+	}
+	if s.scaling != nil {
+		for _, w := range s.scaling.waiters {
+			respond(w, control.Response{Error: "scale: supervisor is stopping"})
+		}
+		s.scaling = nil
+	}
 	s.closeListeners()
 	if s.handoff != nil {
 		s.handoff.flush() // queued connections to whoever is still ready
@@ -387,7 +586,7 @@ func (s *Supervisor) finish() {
 // while the slot has no worker, so connections the kernel queued there are
 // handed to the other workers instead of waiting for the respawn.
 func (s *Supervisor) adoptBacklog(sl *slot) {
-	if sl.ln == nil || sl.orphan != nil || s.phase == phaseStopping {
+	if sl.ln == nil || sl.orphan != nil || sl.removed || s.phase == phaseStopping {
 		return
 	}
 	loop, err := s.handoff.accept(sl.ln)
@@ -440,9 +639,21 @@ func (s *Supervisor) closeListeners() {
 	for _, l := range s.acceptLoops {
 		l.stop()
 	}
+	s.acceptLoops = nil
 	for _, sl := range s.slots {
 		sl.orphan.stop()
 		sl.orphan = nil
+		if sl.ln != nil {
+			sl.ln.Close()
+		}
+	}
+	for id, l := range s.retiredLoops {
+		l.stop()
+		delete(s.retiredLoops, id)
+	}
+	for id, ln := range s.retired {
+		ln.Close()
+		delete(s.retired, id)
 	}
 	for _, l := range s.slotListeners {
 		l.Close()

@@ -18,5 +18,18 @@ flags:
   -crash-window DUR     (default 1m)
   -log-format FORMAT    console or json (default console)
 
+  -hang-timeout DUR     a ready worker without a heartbeat this long is hung (default 30s)
+  -max-requests N       recycle a worker after N requests (default 0: never)
+  -max-requests-jitter J  plus a random 0..J per worker
+  -max-rss SIZE         recycle a worker above SIZE resident, e.g. 512MiB
+  -control PATH         control socket (default per listening address; none: off)
+  -metrics HOST:PORT    Prometheus metrics listener (default off)
+  -user NAME, -group NAME  run workers as this user and group
+  -worker-output MODE   inherit or capture (default inherit)
+
+signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
+TTIN add a worker, TTOU remove one.
+
 subcommands:
+  supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
   supervisor probe [flags] [URL]   send requests and show how they spread over workers`

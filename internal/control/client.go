@@ -1,0 +1,139 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+)
+
+// MaxResponseLine bounds a line the client reads: a Status of a few
+// thousand workers fits many times over.
+const MaxResponseLine = 16 << 20
+
+// Call sends req to the server at path and returns its answer. An error
+// means no answer came: the server could not be reached (the error wraps the
+// *net.OpError, so errors.Is finds fs.ErrNotExist, syscall.ECONNREFUSED or
+// fs.ErrPermission), it closed without answering, or ctx ended first (the
+// error wraps ctx.Err(), and the server cancels the request). A refusal by
+// the supervisor is a Response with OK false.
+func Call(ctx context.Context, path string, req Request) (Response, error) {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return Response{}, err
+	}
+	defer c.Close()
+	defer context.AfterFunc(ctx, func() { c.Close() })()
+
+	// A write error does not end the call: a server that refuses a peer
+	// answers and closes without reading, and the answer is still there to
+	// be read.
+	werr := writeRequest(c, req)
+	line, err := readLine(bufio.NewReader(c))
+	if err != nil {
+		if ctx.Err() != nil {
+			return Response{}, fmt.Errorf("control: %s: %w", req.Cmd, ctx.Err())
+		}
+		if werr != nil {
+			err = werr
+		}
+		return Response{}, fmt.Errorf("control: %s: no answer from %s: %w", req.Cmd, path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("control: %s: malformed answer from %s: %v", req.Cmd, path, err)
+	}
+	return resp, nil
+}
+
+// Events subscribes to the server's events at path and calls fn with each,
+// starting with {"event":"subscribed"} once the subscription is in place.
+// It returns fn's error if fn fails, ctx.Err() when ctx ends, nil when the
+// server ends the stream (the supervisor stopped), and an error carrying
+// the server's message if it refuses. Numbers are json.Number, so that they
+// print exactly as sent.
+func Events(ctx context.Context, path string, fn func(Event) error) error {
+	c, err := dial(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	defer context.AfterFunc(ctx, func() { c.Close() })()
+	werr := writeRequest(c, Request{Cmd: CmdEvents})
+	br := bufio.NewReader(c)
+	for first := true; ; first = false {
+		line, err := readLine(br)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err == io.EOF && !first:
+			return nil
+		case err != nil && werr != nil:
+			return fmt.Errorf("control: events: %w", werr)
+		case err != nil:
+			return fmt.Errorf("control: events from %s: %w", path, err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.UseNumber()
+		var e Event
+		if err := dec.Decode(&e); err != nil {
+			return fmt.Errorf("control: events: malformed line from %s: %v", path, err)
+		}
+		if _, ok := e["event"]; !ok { // a Response: the server refused
+			var resp Response
+			json.Unmarshal(line, &resp)
+			if resp.Error == "" {
+				resp.Error = "control: events: unexpected line " + string(line)
+			}
+			return errors.New(resp.Error)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
+
+func dial(ctx context.Context, path string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	return c.(*net.UnixConn), nil
+}
+
+func writeRequest(c net.Conn, req Request) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(b, '\n'))
+	return err
+}
+
+// readLine reads one line, without its "\n", of at most MaxResponseLine
+// bytes. EOF before any byte is io.EOF; EOF within a line is
+// io.ErrUnexpectedEOF.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line[:len(line)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(line) > MaxResponseLine {
+				return nil, fmt.Errorf("line longer than %d bytes", MaxResponseLine)
+			}
+		case err == io.EOF && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}

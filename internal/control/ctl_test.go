@@ -1,0 +1,394 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// ctlRun runs `supervisor ctl args...` and returns its exit status and output.
+func ctlRun(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = runCtl(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCtlStatusTable(t *testing.T) {
+	checkLeaks(t)
+	_, path := serve(t, statusHandler(testStatus), nil)
+	code, out, errOut := ctlRun(t, t.Context(), "-control", path, "status")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	want := `supervisor pid=4242 listen=:3000 mode=rr generation=3 uptime=1h2m3s workers=2
+SLOT  PID   GEN  STATE     UPTIME  RESTARTS  CONNS  REQUESTS  RSS      CPU%  BEAT
+0     4243  3    ready     1h2m3s  0         12     34567     12.3MiB  1.5   0.4s ago
+1     4250  3    starting  4.2s    2         0      0         -        0.0   -
+`
+	if out != want {
+		t.Errorf("have\n%s\nwant\n%s", out, want)
+	}
+}
+
+func TestCtlStatusJSON(t *testing.T) {
+	checkLeaks(t)
+	_, path := serve(t, statusHandler(testStatus), nil)
+	code, out, _ := ctlRun(t, t.Context(), "status", "-json", "-control", path) // flags after the command too
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var have Status
+	if err := json.Unmarshal([]byte(out), &have); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if !reflect.DeepEqual(&have, testStatus) {
+		t.Errorf("have %+v\nwant %+v", have, testStatus)
+	}
+	if !strings.Contains(out, "\n  \"pid\": 4242,") {
+		t.Errorf("not indented: %s", out)
+	}
+}
+
+func TestCtlActions(t *testing.T) {
+	checkLeaks(t)
+	var mu sync.Mutex
+	var got []Request
+	_, path := serve(t, HandlerFunc(func(_ context.Context, req Request) Response {
+		mu.Lock()
+		got = append(got, req)
+		mu.Unlock()
+		switch req.Cmd {
+		case CmdReload:
+			return Response{Error: "reload: workers are still starting"}
+		case CmdScale:
+			return Response{OK: true, Message: "scaled from 2 to 4 workers in 310ms"}
+		}
+		return Response{OK: true}
+	}), nil)
+
+	for _, tc := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"reload"}, 1, "", "ctl: reload: workers are still starting\n"},
+		{[]string{"scale", "4"}, 0, "scaled from 2 to 4 workers in 310ms\n", ""},
+		{[]string{"stop"}, 0, "stop: done\n", ""},
+		{[]string{"-json", "reload"}, 1, "{\n  \"ok\": false,\n  \"error\": \"reload: workers are still starting\"\n}\n", "ctl: reload: workers are still starting\n"},
+		{[]string{"-json", "scale", "4"}, 0, "{\n  \"ok\": true,\n  \"message\": \"scaled from 2 to 4 workers in 310ms\"\n}\n", ""},
+	} {
+		code, out, errOut := ctlRun(t, t.Context(), append([]string{"-control", path}, tc.args...)...)
+		if code != tc.code || out != tc.stdout || errOut != tc.stderr {
+			t.Errorf("ctl %v: exit %d, stdout %q, stderr %q; want %d, %q, %q",
+				tc.args, code, out, errOut, tc.code, tc.stdout, tc.stderr)
+		}
+	}
+	want := []Request{{Cmd: CmdReload}, {Cmd: CmdScale, N: 4}, {Cmd: CmdStop}, {Cmd: CmdReload}, {Cmd: CmdScale, N: 4}}
+	mu.Lock()
+	defer mu.Unlock()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("handler got %+v, want %+v", got, want)
+	}
+}
+
+func TestCtlUsageErrors(t *testing.T) {
+	checkLeaks(t)
+	for _, tc := range []struct {
+		args []string
+		want string // the bad argument, named in the message
+	}{
+		{nil, "missing command"},
+		{[]string{"-json"}, "missing command"},
+		{[]string{"frob"}, `"frob"`},
+		{[]string{"scale"}, "scale needs a worker count"},
+		{[]string{"scale", "x"}, `"x"`},
+		{[]string{"scale", "0"}, `"0"`},
+		{[]string{"scale", "-1"}, `"-1"`},
+		{[]string{"scale", "2.5"}, `"2.5"`},
+		{[]string{"scale", "4", "5"}, `"5"`},
+		{[]string{"status", "now"}, `"now"`},
+		{[]string{"-bogus", "status"}, "-bogus"},
+		{[]string{"status", "--verbose"}, "-verbose"},
+		{[]string{"-timeout", "soon", "reload"}, `"soon"`},
+		{[]string{"-timeout", "0s", "reload"}, "-timeout"},
+		{[]string{"-control"}, "-control"},
+	} {
+		code, out, errOut := ctlRun(t, t.Context(), tc.args...)
+		if code != 2 || out != "" || !strings.HasPrefix(errOut, "ctl: ") || !strings.Contains(errOut, tc.want) {
+			t.Errorf("ctl %q: exit %d, stdout %q, stderr %q; want 2 and a message with %s", tc.args, code, out, errOut, tc.want)
+		}
+	}
+	code, _, errOut := ctlRun(t, t.Context(), "-h")
+	if code != 0 || !strings.Contains(errOut, "usage: supervisor ctl") {
+		t.Errorf("-h: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCtlUnreachable(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.sock")
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	for _, tc := range []struct{ path, want string }{
+		{missing, "connect: no such file or directory"},
+		{stale, "connect: connection refused"},
+	} {
+		for _, cmd := range [][]string{{"status"}, {"reload"}, {"events"}} {
+			code, out, errOut := ctlRun(t, t.Context(), append([]string{"-control", tc.path}, cmd...)...)
+			if code != 1 || out != "" || !strings.Contains(errOut, tc.path) || !strings.Contains(errOut, tc.want) {
+				t.Errorf("ctl %s at %s: exit %d, stdout %q, stderr %q; want 1 naming the path and %q",
+					cmd, tc.path, code, out, errOut, tc.want)
+			}
+		}
+	}
+}
+
+func TestCtlTimeoutCancelsRequest(t *testing.T) {
+	checkLeaks(t)
+	h := newBlockingHandler()
+	_, path := serve(t, h, nil)
+	code, _, errOut := ctlRun(t, t.Context(), "-control", path, "-timeout", "50ms", "reload")
+	if code != 1 || !strings.Contains(errOut, "no answer from the supervisor within 50ms") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	recv(t, h.entered, "reload call")
+	if err := recv(t, h.exited, "end of Do"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Do's ctx ended with %v, want context.Canceled", err)
+	}
+}
+
+// lineWriter passes each line written to it on a channel.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	lines chan string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err != nil {
+			w.buf.WriteString(line) // incomplete: keep it
+			return len(p), nil
+		}
+		w.lines <- line
+	}
+}
+
+func TestCtlEvents(t *testing.T) {
+	checkLeaks(t)
+	var bus Broadcaster
+	_, path := serve(t, statusHandler(testStatus), &bus)
+	ctx, interrupt := context.WithCancel(t.Context()) // as SIGINT does
+	out := &lineWriter{lines: make(chan string, 100)}
+	var errOut bytes.Buffer
+	exited := make(chan int, 1)
+	go func() { exited <- runCtl(ctx, []string{"-control", path, "events"}, out, &errOut) }()
+
+	if line := recv(t, out.lines, "subscribed line"); !strings.HasPrefix(line, `{"event":"subscribed","time":"`) {
+		t.Fatalf("first line %q", line)
+	}
+	bus.Publish(Event{"event": "fork", "time": "T1", "slot": 0, "pid": 4243, "generation": 1})
+	bus.Publish(Event{"event": "exit", "time": "T2", "slot": 0, "pid": 4243, "code": 2, "requests": uint64(1) << 60})
+	for _, want := range []string{
+		`{"event":"fork","time":"T1","generation":1,"pid":4243,"slot":0}` + "\n",
+		`{"event":"exit","time":"T2","code":2,"pid":4243,"requests":1152921504606846976,"slot":0}` + "\n",
+	} {
+		if line := recv(t, out.lines, "event line"); line != want {
+			t.Errorf("have %q\nwant %q", line, want)
+		}
+	}
+	interrupt()
+	if code := recv(t, exited, "ctl events to exit"); code != 0 || errOut.Len() != 0 {
+		t.Errorf("exit %d, stderr %q; want 0", code, errOut.String())
+	}
+}
+
+func TestCtlEventsLostEventsAddUp(t *testing.T) {
+	checkLeaks(t)
+	var bus Broadcaster
+	_, path := serve(t, statusHandler(testStatus), &bus)
+	const n = 10000
+	subscribed := make(chan struct{})
+	published := make(chan struct{})
+	total, drops := 0, 0
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	err := Events(ctx, path, func(e Event) error {
+		switch e["event"] {
+		case "subscribed":
+			close(subscribed)
+			go func() { // while this client does not read
+				defer close(published)
+				for i := range n {
+					bus.Publish(Event{"event": "fork", "seq": i})
+				}
+			}()
+			recv(t, published, "end of Publish calls while the client does not read")
+		case "fork":
+			total++
+		case "dropped":
+			c, err := e["count"].(json.Number).Int64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += int(c)
+			drops++
+		}
+		if total == n {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Events: %v, with %d of %d events accounted for", err, total, n)
+	}
+	if drops == 0 {
+		t.Error("no event was dropped: the test did not overrun the buffers")
+	}
+	t.Logf("%d dropped notices", drops)
+}
+
+func TestCtlEventsEndsWithSupervisor(t *testing.T) {
+	checkLeaks(t)
+	var bus Broadcaster
+	s, path := serve(t, statusHandler(testStatus), &bus)
+	out := &lineWriter{lines: make(chan string, 100)}
+	var errOut bytes.Buffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runCtl(context.Background(), []string{"-control", path, "-json", "events"}, out, &errOut)
+	}()
+	recv(t, out.lines, "subscribed line")
+	s.Close()
+	if code := recv(t, exited, "ctl events to exit"); code != 0 || !strings.Contains(errOut.String(), "ended the stream") {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+func TestCtlEventsTimeout(t *testing.T) {
+	checkLeaks(t)
+	var bus Broadcaster
+	_, path := serve(t, statusHandler(testStatus), &bus)
+	start := time.Now()
+	code, out, errOut := ctlRun(t, t.Context(), "-control", path, "-timeout", "100ms", "events")
+	if code != 0 || !strings.Contains(out, `"subscribed"`) || errOut != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("returned after %v", d)
+	}
+}
+
+func TestDefaultPath(t *testing.T) {
+	for _, tc := range []struct{ xdg, addr, want string }{
+		{"", ":3000", "/tmp/prefork-3000.sock"},
+		{"", "0.0.0.0:3000", "/tmp/prefork-3000.sock"},
+		{"", "[::]:3000", "/tmp/prefork-3000.sock"},
+		{"", "127.0.0.1:3000", "/tmp/prefork-127.0.0.1-3000.sock"},
+		{"", "[::1]:8080", "/tmp/prefork-::1-8080.sock"},
+		{"", "[fe80::1%eth0]:80", "/tmp/prefork-fe80::1_eth0-80.sock"},
+		{"", "localhost:3000", "/tmp/prefork-localhost-3000.sock"},
+		{"/run/user/1000", ":3000", "/run/user/1000/prefork-3000.sock"},
+		{"/run/user/1000", "10.0.0.5:443", "/run/user/1000/prefork-10.0.0.5-443.sock"},
+	} {
+		t.Setenv("XDG_RUNTIME_DIR", tc.xdg)
+		if have := DefaultPath(tc.addr); have != tc.want {
+			t.Errorf("XDG_RUNTIME_DIR=%q DefaultPath(%q) = %q, want %q", tc.xdg, tc.addr, have, tc.want)
+		}
+	}
+}
+
+func TestCtlDefaultPathFromListen(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	serveAt(t, DefaultPath("127.0.0.1:4100"), statusHandler(testStatus), nil)
+	if code, _, errOut := ctlRun(t, t.Context(), "-listen", "127.0.0.1:4100", "status"); code != 0 {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut := ctlRun(t, t.Context(), "status") // :3000
+	if want := filepath.Join(dir, "prefork-3000.sock"); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, stderr %q; want 1 naming %s", code, errOut, want)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	for _, tc := range []struct {
+		s    float64
+		want string
+	}{{-1, "-"}, {0, "0.0s"}, {4.24, "4.2s"}, {59.94, "59.9s"}, {60, "1m0s"}, {3723.9, "1h2m3s"}, {1e12, "1000000000000s"}} {
+		if have := seconds(tc.s); have != tc.want {
+			t.Errorf("seconds(%v) = %q, want %q", tc.s, have, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		n    uint64
+		want string
+	}{{0, "-"}, {512, "512B"}, {1536, "1.5KiB"}, {12897485, "12.3MiB"}, {3 << 30, "3.0GiB"}} {
+		if have := bytesIEC(tc.n); have != tc.want {
+			t.Errorf("bytesIEC(%d) = %q, want %q", tc.n, have, tc.want)
+		}
+	}
+}
+
+// TestCtlEventsInterrupt runs `ctl events` as a process and interrupts it
+// as an operator's Ctrl-C does.
+func TestCtlEventsInterrupt(t *testing.T) {
+	checkLeaks(t)
+	var bus Broadcaster
+	_, path := serve(t, statusHandler(testStatus), &bus)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-control", path, "events")
+	cmd.Env = append(os.Environ(), ctlEnv+"=1")
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"subscribed"`) {
+		t.Fatalf("first line %q, %v; stderr %q", lines.Text(), lines.Err(), errOut.String())
+	}
+	bus.Publish(Event{"event": "respawn", "slot": 2})
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), `{"event":"respawn","time":"`) {
+		t.Fatalf("second line %q, %v", lines.Text(), lines.Err())
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if lines.Scan() {
+		t.Errorf("unexpected line %q", lines.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("ctl events after SIGINT: %v, want exit 0; stderr %q", err, errOut.String())
+	}
+}

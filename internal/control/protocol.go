@@ -1,0 +1,104 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Commands a Request carries.
+const (
+	CmdStatus = "status" // answer with a Status
+	CmdReload = "reload" // rolling reload of every slot; answered when it is over
+	CmdScale  = "scale"  // change the number of slots to N; answered when it is over
+	CmdStop   = "stop"   // graceful stop; answered once the stop has begun
+	CmdEvents = "events" // no Response: Event lines until the client closes
+)
+
+// Worker states in WorkerStatus.State.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateDraining = "draining"
+)
+
+// Request is the one line a client sends.
+type Request struct {
+	Cmd string `json:"cmd"`
+	N   int    `json:"n,omitempty"` // scale target, at least 1
+}
+
+// Validate returns the error the server answers with for a request it does
+// not pass to the Handler: an unknown command, or scale without n >= 1.
+func (r Request) Validate() error {
+	switch r.Cmd {
+	case CmdStatus, CmdReload, CmdStop, CmdEvents:
+		return nil
+	case CmdScale:
+		if r.N < 1 {
+			return fmt.Errorf("control: scale needs n >= 1, got %d", r.N)
+		}
+		return nil
+	case "":
+		return errors.New(`control: request has no "cmd"`)
+	}
+	return fmt.Errorf("control: unknown command %q (want status, reload, scale, stop or events)", r.Cmd)
+}
+
+// Response is the one line the server answers a Request with (except
+// events). OK false comes with Error; a Response that could not be produced
+// at all (the supervisor is gone) is an error from Call instead.
+type Response struct {
+	OK      bool    `json:"ok"`
+	Error   string  `json:"error,omitempty"`
+	Message string  `json:"message,omitempty"` // e.g. "reloaded 2 workers in 85ms"
+	Status  *Status `json:"status,omitempty"`  // set for status
+}
+
+// Status describes the supervisor and its workers.
+type Status struct {
+	PID        int            `json:"pid"`
+	Listen     string         `json:"listen"`
+	Mode       string         `json:"mode"`
+	Generation int            `json:"generation"`
+	UptimeS    float64        `json:"uptime_s"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus describes one worker process. A slot may show two workers
+// during a reload: the draining one and its replacement.
+type WorkerStatus struct {
+	Slot          int     `json:"slot"`
+	PID           int     `json:"pid"`
+	Generation    int     `json:"generation"`
+	State         string  `json:"state"` // StateStarting, StateReady or StateDraining
+	UptimeS       float64 `json:"uptime_s"`
+	Restarts      int     `json:"restarts"` // of the slot
+	OpenConns     int64   `json:"open_conns"`
+	Requests      uint64  `json:"requests"`
+	RSSBytes      uint64  `json:"rss_bytes"` // 0 until first measured
+	CPUPercent    float64 `json:"cpu_percent"`
+	HeartbeatAgeS float64 `json:"heartbeat_age_s"` // seconds since the last heartbeat; -1 if none yet
+}
+
+// Event is one line of the events stream. It has at least "time"
+// (RFC 3339 with nanoseconds) and "event" (fork, ready, exit, respawn,
+// reload, scale, hang, recycle, stop, ..., and "dropped" with a "count" when
+// a slow subscriber missed events), plus fields of the event such as "slot"
+// and "pid". Events are shared between subscribers: do not modify one.
+type Event map[string]any
+
+// Handler carries out requests; the supervisor implements it. Do is called
+// on its own goroutine per connection, only with requests that pass
+// Validate, never with events. It may block until the action is done;
+// ctx is cancelled when the client disconnects or the server closes, and Do
+// should then return promptly (Serve waits for it).
+type Handler interface {
+	Do(ctx context.Context, req Request) Response
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, req Request) Response
+
+// Do calls f(ctx, req).
+func (f HandlerFunc) Do(ctx context.Context, req Request) Response { return f(ctx, req) }

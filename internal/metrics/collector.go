@@ -1,0 +1,153 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ScrapeTimeout bounds how long one scrape waits for the supervisor's
+// Snapshot, so that a busy or stopping supervisor cannot pile up scrapes.
+const ScrapeTimeout = time.Second
+
+// snapshotCollector turns one Snapshot per scrape into const metrics. It
+// holds no state of its own besides the descriptors, so concurrent scrapes
+// are independent of each other.
+type snapshotCollector struct {
+	source func(ctx context.Context) (Snapshot, error)
+
+	workers         *prometheus.Desc
+	spawns          *prometheus.Desc
+	exits           *prometheus.Desc
+	handoffs        *prometheus.Desc
+	handoffFailures *prometheus.Desc
+	reroutes        *prometheus.Desc
+	dropped         *prometheus.Desc
+	pending         *prometheus.Desc
+	reloads         *prometheus.Desc
+	openConns       *prometheus.Desc
+	requests        *prometheus.Desc
+	rss             *prometheus.Desc
+	heartbeatAge    *prometheus.Desc
+}
+
+func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *snapshotCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+	}
+	return &snapshotCollector{
+		source:          source,
+		workers:         d("workers", "Live worker processes by lifecycle state.", "state"),
+		spawns:          d("worker_spawns_total", "Worker processes started, by cause.", "cause"),
+		exits:           d("worker_exits_total", "Worker processes that exited, by cause.", "cause"),
+		handoffs:        d("handoffs_total", "Connections handed off to the worker in each slot.", "slot"),
+		handoffFailures: d("handoff_failures_total", "Connection handoffs that failed because the worker was gone or its queue was full."),
+		reroutes:        d("handoff_reroutes_total", "Connections re-routed to another worker after a failed handoff, including ones read back from a dead worker's queue."),
+		dropped:         d("connections_dropped_total", "Connections closed unserved because the pending queue was full or they waited too long."),
+		pending:         d("pending_connections", "Connections waiting for a ready worker."),
+		reloads:         d("reloads_total", "Reloads of all workers, by result.", "result"),
+		openConns:       d("worker_open_connections", "Connections the worker in each slot has open.", "slot"),
+		requests:        d("worker_requests_total", "Requests served by the worker in each slot; resets when the slot's worker is replaced.", "slot"),
+		rss:             d("worker_resident_memory_bytes", "Resident set size of the worker in each slot.", "slot"),
+		heartbeatAge:    d("worker_heartbeat_age_seconds", "Time since the last heartbeat from the worker in each slot; absent until the first one.", "slot"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
+		c.reroutes, c.dropped, c.pending, c.reloads, c.openConns,
+		c.requests, c.rss, c.heartbeatAge,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. If the supervisor cannot answer,
+// it reports one invalid metric: the registry then returns the error from
+// Gather while still gathering the other collectors.
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), ScrapeTimeout)
+	defer cancel()
+	s, err := c.source(ctx)
+	if err != nil {
+		err = fmt.Errorf("metrics: supervisor snapshot: %w", err)
+		ch <- prometheus.NewInvalidMetric(prometheus.NewInvalidDesc(err), err)
+		return
+	}
+	c.collectSupervisor(ch, &s)
+	c.collectWorkers(ch, s.Workers)
+}
+
+func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Snapshot) {
+	labeled(ch, c.workers, prometheus.GaugeValue, states, s.StateCounts)
+	labeled(ch, c.spawns, prometheus.CounterValue, spawnCauses, s.Spawns)
+	labeled(ch, c.exits, prometheus.CounterValue, exitCauses, s.Exits)
+	labeled(ch, c.reloads, prometheus.CounterValue, reloadResults, s.Reloads)
+	for slot, n := range s.Handoffs {
+		ch <- constMetric(c.handoffs, prometheus.CounterValue, float64(n), strconv.Itoa(slot))
+	}
+	ch <- constMetric(c.handoffFailures, prometheus.CounterValue, float64(s.HandoffFailures))
+	ch <- constMetric(c.reroutes, prometheus.CounterValue, float64(s.Reroutes))
+	ch <- constMetric(c.dropped, prometheus.CounterValue, float64(s.Dropped))
+	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
+}
+
+// collectWorkers reports one set of series per slot. During a rollout a
+// slot holds two workers, the draining one and its replacement: their
+// connections, requests and memory add up, and the slot's heartbeat age is
+// the older of the two, so a stuck worker is not hidden by a healthy one.
+func (c *snapshotCollector) collectWorkers(ch chan<- prometheus.Metric, workers []Worker) {
+	bySlot := make(map[int]Worker, len(workers))
+	for _, w := range workers {
+		t, ok := bySlot[w.Slot]
+		if !ok {
+			bySlot[w.Slot] = w
+			continue
+		}
+		t.OpenConns += w.OpenConns
+		t.Requests += w.Requests
+		t.RSSBytes += w.RSSBytes
+		t.HeartbeatAge = max(t.HeartbeatAge, w.HeartbeatAge)
+		bySlot[w.Slot] = t
+	}
+	for _, w := range bySlot {
+		slot := strconv.Itoa(w.Slot)
+		ch <- constMetric(c.openConns, prometheus.GaugeValue, float64(w.OpenConns), slot)
+		ch <- constMetric(c.requests, prometheus.CounterValue, float64(w.Requests), slot)
+		ch <- constMetric(c.rss, prometheus.GaugeValue, float64(w.RSSBytes), slot)
+		if w.HeartbeatAge >= 0 {
+			ch <- constMetric(c.heartbeatAge, prometheus.GaugeValue, w.HeartbeatAge.Seconds(), slot)
+		}
+	}
+}
+
+// labeled emits one metric per value of d's single label: every value in
+// known, zero if absent from values, then any further value the supervisor
+// reported, so an unexpected cause is shown rather than lost.
+func labeled[V int | uint64](ch chan<- prometheus.Metric, d *prometheus.Desc, typ prometheus.ValueType, known []string, values map[string]V) {
+	for _, k := range known {
+		ch <- constMetric(d, typ, float64(values[k]), k)
+	}
+	for k, n := range values {
+		if !slices.Contains(known, k) {
+			ch <- constMetric(d, typ, float64(n), k)
+		}
+	}
+}
+
+// constMetric is prometheus.MustNewConstMetric without the panic: a label
+// value the registry rejects (invalid UTF-8) fails that one metric, not the
+// scrape.
+func constMetric(d *prometheus.Desc, typ prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, typ, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
+}

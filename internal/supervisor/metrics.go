@@ -1,0 +1,91 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/metrics"
+)
+
+type snapshot = metrics.Snapshot
+
+// serveMetrics starts the Prometheus listener (-metrics). Scrapes ask the
+// owner goroutine for a snapshot, so the numbers agree with each other.
+func (s *Supervisor) serveMetrics() (func(), error) {
+	m := metrics.New(func(ctx context.Context) (snapshot, error) {
+		reply := make(chan snapshot, 1)
+		select {
+		case s.events <- evSnapshot{reply: reply}:
+		case <-ctx.Done():
+			return snapshot{}, ctx.Err()
+		case <-s.done:
+			return snapshot{}, errors.New("supervisor stopped")
+		}
+		select {
+		case snap := <-reply:
+			return snap, nil
+		case <-ctx.Done():
+			return snapshot{}, ctx.Err()
+		case <-s.done:
+			return snapshot{}, errors.New("supervisor stopped")
+		}
+	})
+	if s.handoff != nil {
+		s.handoff.obs = m
+	}
+	srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
+	return func() { srv.Close() }, nil
+}
+
+// snapshot reports the supervisor's state for a metrics scrape.
+func (s *Supervisor) snapshot() snapshot {
+	snap := snapshot{
+		StateCounts: map[string]int{},
+		Spawns:      clone(s.spawnCauses),
+		Exits:       clone(s.exitCauses),
+		Reloads:     clone(s.reloads),
+		Handoffs:    map[int]uint64{},
+	}
+	now := time.Now()
+	for _, sl := range s.slots {
+		snap.Handoffs[sl.id] += sl.handedPast
+	}
+	for _, p := range s.live {
+		if p.state != stateExited {
+			snap.StateCounts[p.state.String()]++
+		}
+		w := metrics.Worker{Slot: p.slot.id, OpenConns: int64(p.beat.Conns), Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: -1}
+		if !p.beatAt.IsZero() {
+			w.HeartbeatAge = now.Sub(p.beatAt)
+		}
+		if p.t != nil {
+			snap.Handoffs[p.slot.id] += p.t.total.Load()
+			if s.cfg.Mode == "rr" {
+				w.OpenConns = p.t.Load()
+			}
+		}
+		snap.Workers = append(snap.Workers, w)
+	}
+	if h := s.handoff; h != nil {
+		snap.HandoffFailures = h.failures.Load()
+		snap.Reroutes = h.retried.Load() + h.recovered.Load()
+		snap.Dropped = h.dropped.Load()
+		snap.PendingDepth = int(h.npend.Load())
+	}
+	return snap
+}
+
+func clone[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
