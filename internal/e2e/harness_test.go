@@ -108,7 +108,10 @@ func adopt(t testing.TB, cmd *exec.Cmd, addr string) *sup {
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw
 	s.cmd.Stdout = pw
-	s.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	if s.cmd.Env == nil {
+		s.cmd.Env = os.Environ()
+	}
+	s.cmd.Env = append(s.cmd.Env, "GORACE=halt_on_error=1")
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

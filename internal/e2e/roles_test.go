@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 
 	"github.com/prefork/prefork/cluster"
 )
@@ -23,6 +24,14 @@ func runRole(role string) int {
 		}
 		fmt.Fprintln(os.Stderr, "crash-after-ready: exiting on purpose")
 		return 3
+	case "orphan":
+		// Leaves a grandchild behind: sh starts sleep in the background
+		// and exits, so sleep is re-parented to the nearest subreaper.
+		if err := exec.Command("/bin/sh", "-c", "sleep 0.2 & exit 0").Run(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fallthrough
 	case "serve":
 		// A minimal worker: /pid only.
 		ln, err := cluster.Listen(":0")

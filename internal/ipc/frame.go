@@ -143,6 +143,19 @@ func AppendConns(dst []byte, n int) []byte {
 	return append(dst, Version, byte(TypeConns), 1, 0, byte(n))
 }
 
+// connsFrames holds the conns frame for every count, so the handoff path
+// sends a frame without building (and allocating) one.
+var connsFrames = func() (f [MaxFDs + 1][]byte) {
+	for n := 1; n <= MaxFDs; n++ {
+		f[n] = AppendConns(nil, n)
+	}
+	return f
+}()
+
+// ConnsFrame returns the conns frame announcing n descriptors, 1..MaxFDs.
+// The slice is shared: do not modify it.
+func ConnsFrame(n int) []byte { return connsFrames[n] }
+
 // Count is the number of descriptors a conns frame announces.
 func (f Frame) Count() int { return int(f.Payload[0]) }
 

@@ -107,15 +107,16 @@ func (h *handoff) serve(l *acceptLoop) error {
 	if err != nil {
 		return err
 	}
-	var batch [maxBatch]int
+	var accepted [maxBatch]int
+	scratch := new(batch)
 	n := 0
 	var aerr error
 	acceptSome := func(fd uintptr) bool {
-		for n < len(batch) {
+		for n < len(accepted) {
 			nfd, err := accept4(int(fd))
 			switch {
 			case err == nil:
-				batch[n] = nfd
+				accepted[n] = nfd
 				n++
 			case errors.Is(err, unix.EAGAIN):
 				return n > 0 // false: wait until the socket is readable
@@ -134,10 +135,10 @@ func (h *handoff) serve(l *acceptLoop) error {
 		if n > 0 {
 			if h.obs != nil {
 				t0 := time.Now()
-				h.dispatch(batch[:n])
+				h.dispatch(accepted[:n], scratch)
 				h.obs.ObserveHandoff(time.Since(t0))
 			} else {
-				h.dispatch(batch[:n])
+				h.dispatch(accepted[:n], scratch)
 			}
 		}
 		if err != nil {
@@ -158,17 +159,26 @@ func (h *handoff) serve(l *acceptLoop) error {
 	}
 }
 
-// dispatch hands off a batch of accepted descriptors. Connections picked for
-// the same worker travel in one frame. It closes every descriptor it is given
-// (after sending it, or after giving up on it) or queues it.
-func (h *handoff) dispatch(fds []int) {
-	if h.npend.Load() > 0 {
-		h.flush() // keep order: earlier connections first
-	}
-	var groups [maxBatch]struct {
+// batch groups the connections of one dispatch by worker, so that those
+// picked for the same worker travel in one frame. Each accept loop owns one;
+// it is too large to build on every call.
+type batch struct {
+	groups [maxBatch]struct {
 		t   *target
 		fds [maxBatch]int
 		n   int
+	}
+}
+
+// dispatch hands off a batch of accepted descriptors. It closes every
+// descriptor it is given (after sending it, or after giving up on it) or
+// queues it. b is the caller's scratch space; nil allocates one.
+func (h *handoff) dispatch(fds []int, b *batch) {
+	if h.npend.Load() > 0 {
+		h.flush() // keep order: earlier connections first
+	}
+	if b == nil {
+		b = new(batch)
 	}
 	ng := 0
 	for _, fd := range fds {
@@ -178,29 +188,30 @@ func (h *handoff) dispatch(fds []int) {
 			continue
 		}
 		i := 0
-		for i < ng && groups[i].t != t {
+		for i < ng && b.groups[i].t != t {
 			i++
 		}
 		if i == ng {
-			groups[i].t, groups[i].n = t, 0
+			b.groups[i].t, b.groups[i].n = t, 0
 			ng++
 		}
-		groups[i].fds[groups[i].n] = fd
-		groups[i].n++
+		g := &b.groups[i]
+		g.fds[g.n] = fd
+		g.n++
 	}
-	var frame [ipc.HeaderSize + 1]byte
 	for i := range ng {
-		g := &groups[i]
-		batch := g.fds[:g.n]
-		if err := g.t.ch.Send(ipc.AppendConns(frame[:0], len(batch)), batch); err == nil {
-			h.sent(g.t, batch)
-			continue
+		g := &b.groups[i]
+		sent := g.fds[:g.n]
+		err := g.t.ch.Send(ipc.ConnsFrame(len(sent)), sent)
+		if err == nil {
+			h.sent(g.t, sent)
 		} else {
 			h.failed(g.t, err)
+			for _, fd := range sent {
+				h.one(fd, g.t)
+			}
 		}
-		for _, fd := range batch {
-			h.one(fd, g.t)
-		}
+		g.t = nil // do not keep an exited worker's target alive
 	}
 }
 
@@ -209,7 +220,6 @@ func (h *handoff) dispatch(fds []int) {
 func (h *handoff) one(fd int, failed *target) {
 	var buf [8]*target
 	tried := append(buf[:0], failed)
-	var frame [ipc.HeaderSize + 1]byte
 	fds := [1]int{fd}
 	for {
 		t, ok := h.bal.PickExcluding(tried)
@@ -218,7 +228,7 @@ func (h *handoff) one(fd int, failed *target) {
 			return
 		}
 		h.retried.Add(1)
-		err := t.ch.Send(ipc.AppendConns(frame[:0], 1), fds[:])
+		err := t.ch.Send(ipc.ConnsFrame(1), fds[:])
 		if err == nil {
 			h.sent(t, fds[:])
 			return
@@ -276,7 +286,6 @@ func (h *handoff) flush() {
 	defer h.mu.Unlock()
 	now := time.Now()
 	keep := h.pending[:0]
-	var frame [ipc.HeaderSize + 1]byte
 	for _, p := range h.pending {
 		if now.Sub(p.since) >= h.queueTimeout {
 			unix.Close(p.fd)
@@ -284,7 +293,7 @@ func (h *handoff) flush() {
 			h.log.Warn("connection waited too long for a ready worker; closed", zap.Duration("queue_timeout", h.queueTimeout))
 			continue
 		}
-		if !h.sendAny(p.fd, &frame) {
+		if !h.sendAny(p.fd) {
 			keep = append(keep, p)
 		} else if h.obs != nil {
 			h.obs.ObservePendingWait(now.Sub(p.since))
@@ -299,7 +308,7 @@ func (h *handoff) flush() {
 }
 
 // sendAny tries every ready worker once for fd.
-func (h *handoff) sendAny(fd int, frame *[ipc.HeaderSize + 1]byte) bool {
+func (h *handoff) sendAny(fd int) bool {
 	var buf [8]*target
 	tried := buf[:0]
 	fds := [1]int{fd}
@@ -308,7 +317,7 @@ func (h *handoff) sendAny(fd int, frame *[ipc.HeaderSize + 1]byte) bool {
 		if !ok {
 			return false
 		}
-		err := t.ch.Send(ipc.AppendConns(frame[:0], 1), fds[:])
+		err := t.ch.Send(ipc.ConnsFrame(1), fds[:])
 		if err == nil {
 			h.sent(t, fds[:])
 			return true
@@ -341,7 +350,7 @@ func (h *handoff) recover(t *target) int {
 		}
 		n += len(fds)
 		h.recovered.Add(uint64(len(fds)))
-		h.dispatch(fds)
+		h.dispatch(fds, nil)
 	}
 	return n
 }

@@ -1,0 +1,76 @@
+package supervisor
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsDefaults(t *testing.T) {
+	c, err := ParseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":3000" || c.Mode != "rr" || c.Grace != 30*time.Second || c.Workers < 1 || len(c.Command) != 1 || !strings.HasSuffix(c.Command[0], "/worker") {
+		t.Fatalf("defaults wrong: %+v", c)
+	}
+}
+
+func TestParseFlagsCommand(t *testing.T) {
+	c, err := ParseFlags([]string{"-workers", "3", "-max-rss", "512MiB", "--", "/bin/app", "-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 3 || c.MaxRSS != 512<<20 || len(c.Command) != 2 || c.Command[0] != "/bin/app" {
+		t.Fatalf("have %+v", c)
+	}
+}
+
+func TestParseFlagsUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"-workers", "0"}, "-workers"},
+		{[]string{"-mode", "x"}, "-mode"},
+		{[]string{"-listen", "x"}, "-listen"},
+		{[]string{"-max-rss", "lots"}, "-max-rss"},
+		{[]string{"-worker-output", "file"}, "-worker-output"},
+		{[]string{"-metrics", "nohost"}, "-metrics"},
+		{[]string{"-group", "g"}, "-group"},
+		{[]string{"-hang-timeout", "0s"}, "-hang-timeout"},
+		{[]string{"-queue-max", "-1"}, "-queue-max"},
+	} {
+		_, err := ParseFlags(tc.args)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%v: want a usage error naming %s, have %v", tc.args, tc.flag, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{"100": 100, "1KiB": 1024, "512MiB": 512 << 20, "2GB": 2e9, "3M": 3 << 20} {
+		if have, err := ParseSize(in); err != nil || have != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, have, err, want)
+		}
+	}
+	for _, bad := range []string{"", "0", "-1", "1TB", "MiB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q): no error", bad)
+		}
+	}
+}
+
+func TestRespawnDelay(t *testing.T) {
+	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+	for young, w := range want {
+		if have := respawnDelay(young); have != w {
+			t.Errorf("respawnDelay(%d) = %s, want %s", young, have, w)
+		}
+	}
+	if have := respawnDelay(40); have != 10*time.Second {
+		t.Errorf("respawnDelay(40) = %s, want the 10s cap", have)
+	}
+}

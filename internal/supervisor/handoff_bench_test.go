@@ -1,0 +1,105 @@
+package supervisor
+
+import (
+	"net"
+	"os"
+	"testing"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// benchTarget is a target with a reader on the far end of its channel,
+// standing in for a worker.
+func benchTarget(b *testing.B, slot int) (*target, *ipc.Channel) {
+	local, remote, err := ipc.Pair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := ipc.NewChannel(remote)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { local.Close(); peer.Close() })
+	return &target{slot: slot, ch: local}, peer
+}
+
+// BenchmarkDispatch measures the supervisor's side of one handoff: pick a
+// worker, send the descriptor, close the supervisor's copy. The worker side
+// receives and closes it in the same loop.
+func BenchmarkDispatch(b *testing.B) {
+	bal := balancer.NewRoundRobin[*target]()
+	t, peer := benchTarget(b, 1)
+	bal.Add(t)
+	h := newHandoff(bal, zap.NewNop(), 16, 1e9)
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	buf := make([]byte, ipc.MaxFrame)
+	got := make([]int, 0, ipc.MaxFDs)
+	fds := make([]int, 1)
+	scratch := new(batch)
+	b.ReportAllocs()
+	for b.Loop() {
+		fd, err := unix.Dup(int(r.Fd()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		fds[0] = fd
+		h.dispatch(fds, scratch)
+		_, got, err = peer.Recv(buf, got[:0])
+		if err != nil || len(got) != 1 {
+			b.Fatal(err, got)
+		}
+		unix.Close(got[0])
+	}
+}
+
+// BenchmarkHandoffTCP measures a connection end to end in process: a client
+// connects, the accept loop hands the connection over, and the "worker"
+// turns the received descriptor into a net.Conn the way cluster's listener
+// does, then closes it.
+func BenchmarkHandoffTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	bal := balancer.NewRoundRobin[*target]()
+	t, peer := benchTarget(b, 1)
+	bal.Add(t)
+	h := newHandoff(bal, zap.NewNop(), 16, 1e9)
+	loop, err := h.accept(ln.(*net.TCPListener))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer loop.stop()
+	buf := make([]byte, ipc.MaxFrame)
+	got := make([]int, 0, ipc.MaxFDs)
+	addr := ln.Addr().String()
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, got, err = peer.Recv(buf, got[:0])
+		if err != nil || len(got) != 1 {
+			b.Fatal(err, got)
+		}
+		f := os.NewFile(uintptr(got[0]), "conn")
+		wc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		wc.Close()
+		c.Close()
+	}
+}
