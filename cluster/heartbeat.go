@@ -64,6 +64,9 @@ func (w *worker) heartbeat() {
 
 // kickLoad asks reportLoad to send the closed count; bursts coalesce.
 func (w *worker) kickLoad() {
+	if !w.loadReports {
+		return
+	}
 	select {
 	case w.loadKick <- struct{}{}:
 	default:

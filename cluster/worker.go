@@ -47,6 +47,7 @@ type worker struct {
 	msgs chan []byte
 
 	accepted, closed, requests atomic.Uint64
+	loadReports                bool
 	check                      atomic.Pointer[func() error]
 	loadKick                   chan struct{}
 
@@ -97,12 +98,15 @@ func start() (*worker, error) {
 		return nil, fmt.Errorf("cluster: control channel: %w", err)
 	}
 	// Children this worker may spawn must not think they are workers.
-	for _, k := range []string{ipc.EnvControlFD, ipc.EnvListenFD, ipc.EnvWorkerID, ipc.EnvMode, ipc.EnvGeneration, ipc.EnvListenAddr} {
+	// Load frames cost a sendmsg per closed connection here and a wake-up
+	// in the supervisor; only least-conn needs them.
+	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
+	for _, k := range []string{ipc.EnvControlFD, ipc.EnvListenFD, ipc.EnvWorkerID, ipc.EnvMode, ipc.EnvGeneration, ipc.EnvListenAddr, ipc.EnvLoadReports} {
 		os.Unsetenv(k)
 	}
 	go w.readControl()
 	go w.heartbeat()
-	if w.mode == ModeRR {
+	if w.loadReports {
 		go w.reportLoad()
 	}
 	return w, nil

@@ -16,6 +16,9 @@ const (
 	EnvListenFD = "PREFORK_LISTEN_FD"
 	// EnvListenAddr is the address the supervisor listens on, for logs.
 	EnvListenAddr = "PREFORK_LISTEN_ADDR"
+	// EnvLoadReports is "1" when the supervisor balances by open
+	// connections (least-conn) and wants a load frame after each close.
+	EnvLoadReports = "PREFORK_LOAD_REPORTS"
 )
 
 // Descriptor numbers in the worker. os/exec places ExtraFiles[i] at 3+i.

@@ -135,3 +135,43 @@ func TestInheritedWrongPID(t *testing.T) {
 }
 
 var _ syscall.Conn = (*net.TCPListener)(nil)
+
+func TestDetachKeepsSocketOpen(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Detach(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The socket still listens: a client connects, and a duplicate made
+	// from the Socket accepts it.
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("dial after detach: %v", err)
+	}
+	defer c.Close()
+	f, err := Dup(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	conn, err := l2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

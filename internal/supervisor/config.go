@@ -45,6 +45,7 @@ type Config struct {
 	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
 	User, Group       string        // run workers as this user and group
 	WorkerOutput      string        // "inherit" or "capture"
+	Sched             string        // workers' CPU scheduling policy: "batch" or "normal"
 
 	// Command is the worker program and its arguments.
 	Command []string
@@ -97,6 +98,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.User, "user", "", "run workers as this user (the supervisor must be root)")
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
+	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -164,6 +166,11 @@ func (c *Config) validate() error {
 	case "inherit", "capture":
 	default:
 		return usagef("invalid value %q for flag -worker-output: must be inherit or capture", c.WorkerOutput)
+	}
+	switch c.Sched {
+	case "batch", "normal":
+	default:
+		return usagef("invalid value %q for flag -sched: must be batch or normal", c.Sched)
 	}
 	if c.Metrics != "" {
 		if err := listener.ParseAddr(c.Metrics); err != nil {

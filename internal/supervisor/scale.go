@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -127,7 +126,7 @@ func (s *Supervisor) scaleFailed(sl *slot, err error) {
 
 // slotSocket returns a reuseport socket for a new slot: a retired one if
 // there is one (its backlog is then served by a worker again), else a new one.
-func (s *Supervisor) slotSocket(id int) (*net.TCPListener, error) {
+func (s *Supervisor) slotSocket(id int) (*listener.Socket, error) {
 	if ln, ok := s.retired[id]; ok {
 		delete(s.retired, id)
 		if l := s.retiredLoops[id]; l != nil {
@@ -136,7 +135,11 @@ func (s *Supervisor) slotSocket(id int) (*net.TCPListener, error) {
 		}
 		return ln, nil
 	}
-	return listener.ListenOne(s.addr)
+	ln, err := listener.ListenOne(s.addr)
+	if err != nil {
+		return nil, err
+	}
+	return listener.Detach(ln)
 }
 
 // retire keeps a removed reuseport slot's socket open, with the supervisor

@@ -1,8 +1,11 @@
 package supervisor
 
 import (
+	"fmt"
 	"os/exec"
 	"runtime"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/reaper"
 )
@@ -17,6 +20,8 @@ import (
 type spawner struct {
 	reqs  chan spawnReq
 	owned *reaper.Owned
+	batch bool // workers run under SCHED_BATCH
+	err   chan error
 }
 
 type spawnReq struct {
@@ -27,14 +32,28 @@ type spawnReq struct {
 // newSpawner starts the spawning thread. Every pid it starts is recorded in
 // owned before any reaper can see the child exit, so that the reaper of
 // orphaned grandchildren never takes a worker's exit status.
-func newSpawner(owned *reaper.Owned) *spawner {
-	s := &spawner{reqs: make(chan spawnReq), owned: owned}
+//
+// With batch, the spawning thread switches itself to SCHED_BATCH before the
+// first fork, so every worker (each of its threads, since new threads
+// inherit the policy of the thread that creates them) starts under it and
+// nothing needs changing after exec; the supervisor's other threads keep the
+// normal policy and still preempt workers to accept and hand off.
+func newSpawner(owned *reaper.Owned, batch bool) (*spawner, error) {
+	s := &spawner{reqs: make(chan spawnReq), owned: owned, batch: batch, err: make(chan error, 1)}
 	go s.loop()
-	return s
+	return s, <-s.err
 }
 
 func (s *spawner) loop() {
 	runtime.LockOSThread() // never unlocked, and the loop never ends
+	var err error
+	if s.batch {
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH}
+		if serr := unix.SchedSetAttr(0, &attr, 0); serr != nil {
+			err = fmt.Errorf("-sched batch: %w", serr)
+		}
+	}
+	s.err <- err
 	for r := range s.reqs {
 		r.done <- s.owned.Start(r.cmd)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,8 +38,8 @@ type Supervisor struct {
 	cfg           Config
 	log           *zap.Logger
 	addr          string             // the address actually bound
-	ln            *net.TCPListener   // rr and shared
-	slotListeners []*net.TCPListener // reuseport, one per initial slot
+	ln            *listener.Socket   // rr and shared
+	slotListeners []*listener.Socket // reuseport, one per initial slot
 	acceptLoops   []*acceptLoop      // rr: on ln
 	activated     bool               // ln came from systemd (LISTEN_FDS)
 	bal           balancer.Balancer[*target]
@@ -65,7 +64,7 @@ type Supervisor struct {
 	roll         *rollout
 	reloadAfter  []chan control.Response
 	scaling      *scaling
-	retired      map[int]*net.TCPListener // reuseport sockets of removed slots
+	retired      map[int]*listener.Socket // reuseport sockets of removed slots
 	retiredLoops map[int]*acceptLoop
 
 	// Counters for metrics, by cause.
@@ -79,7 +78,7 @@ type Supervisor struct {
 type slot struct {
 	id         int
 	cur        *process
-	ln         *net.TCPListener // reuseport
+	ln         *listener.Socket // reuseport
 	crashes    []time.Time      // unrequested exits within the crash window
 	young      int              // consecutive exits before minUptime
 	restarts   int
@@ -121,7 +120,7 @@ func Run(cfg Config, log *zap.Logger) error {
 		gen:          1,
 		begun:        time.Now(),
 		bus:          &control.Broadcaster{},
-		retired:      map[int]*net.TCPListener{},
+		retired:      map[int]*listener.Socket{},
 		retiredLoops: map[int]*acceptLoop{},
 		spawnCauses:  map[string]uint64{},
 		exitCauses:   map[string]uint64{},
@@ -154,7 +153,9 @@ func Run(cfg Config, log *zap.Logger) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 
-	s.spawner = newSpawner(&s.owned)
+	if s.spawner, err = newSpawner(&s.owned, cfg.Sched == "batch"); err != nil {
+		return err
+	}
 	switch cfg.Mode {
 	case ipc.ModeRR:
 		s.bal, _ = balancer.New[*target](cfg.Balance)
@@ -623,6 +624,8 @@ func (s *Supervisor) adoptBacklog(sl *slot) {
 	sl.orphan = loop
 }
 
+// bind creates the listening sockets. The supervisor keeps them as bare
+// descriptors (listener.Socket), outside its runtime poller: see Socket.
 func (s *Supervisor) bind() error {
 	inherited, err := listener.Inherited()
 	switch {
@@ -636,7 +639,11 @@ func (s *Supervisor) bind() error {
 			s.log.Warn("ignoring extra inherited socket", zap.Stringer("addr", l.Addr()))
 			l.Close()
 		}
-		s.ln, s.addr, s.activated = inherited[0], inherited[0].Addr().String(), true
+		sock, err := listener.Detach(inherited[0])
+		if err != nil {
+			return err
+		}
+		s.ln, s.addr, s.activated = sock, sock.Addr().String(), true
 		return nil
 	case !errors.Is(err, listener.ErrNotActivated):
 		return err
@@ -646,15 +653,20 @@ func (s *Supervisor) bind() error {
 		if err != nil {
 			return err
 		}
-		s.slotListeners = lns
-		s.addr = lns[0].Addr().String()
+		if s.slotListeners, err = listener.DetachAll(lns); err != nil {
+			return err
+		}
+		s.addr = s.slotListeners[0].Addr().String()
 		return nil
 	}
 	ln, err := listener.Listen(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
-	s.ln, s.addr = ln, ln.Addr().String()
+	if s.ln, err = listener.Detach(ln); err != nil {
+		return err
+	}
+	s.addr = s.ln.Addr().String()
 	return nil
 }
 

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The machine is shared: other people's builds and tests run while the
+// harness measures, and a 2-core box has no spare core to absorb them. So
+// each measured run also records how much CPU went to everything else:
+// user+system time of the whole machine (/proc/stat) minus that of the
+// server's processes, of wrk and of the harness. Interrupt and softirq time
+// (the loopback traffic itself) are left out on both sides, and steal (the
+// hypervisor's share) is reported apart.
+
+// clockTicks is USER_HZ, the unit of /proc/stat and /proc/PID/stat; it is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuSnap is the machine's and our processes' CPU time at one instant.
+type cpuSnap struct {
+	at    time.Time
+	busy  uint64 // user + nice + system + irq + softirq, all CPUs, in ticks
+	steal uint64
+	ours  uint64 // utime + stime of the watched pids
+	procs map[int]procTime
+}
+
+// procTime is one process's CPU time, to name who made the noise.
+type procTime struct {
+	comm  string
+	ticks uint64
+}
+
+func snapCPU(pids []int) cpuSnap {
+	s := cpuSnap{at: time.Now()}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		if len(f) > 8 && f[0] == "cpu" {
+			for _, i := range []int{1, 2, 3, 6, 7} {
+				n, _ := strconv.ParseUint(f[i], 10, 64)
+				s.busy += n
+			}
+			s.steal, _ = strconv.ParseUint(f[8], 10, 64)
+		}
+	}
+	for _, pid := range pids {
+		s.ours += procTicks(pid)
+	}
+	s.procs = map[int]procTime{}
+	if ents, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+			s.procs[pid] = procTime{strings.TrimSpace(string(comm)), procTicks(pid)}
+		}
+	}
+	return s
+}
+
+// busiest names the processes outside pids that used the most CPU between
+// a and b (those using at least 5% of a core), e.g. "compile 62%, node 20%".
+func busiest(a, b cpuSnap, pids []int) string {
+	ours := map[int]bool{}
+	for _, p := range pids {
+		ours[p] = true
+	}
+	secs := b.at.Sub(a.at).Seconds()
+	type use struct {
+		name string
+		frac float64
+	}
+	var us []use
+	for pid, pt := range b.procs {
+		if ours[pid] || pt.comm == "wrk" || pt.comm == "taskset" {
+			continue
+		}
+		d := pt.ticks - a.procs[pid].ticks // a new process counts in full
+		if f := float64(d) / clockTicks / secs; f >= 0.05 {
+			us = append(us, use{fmt.Sprintf("%s[%d]", pt.comm, pid), f})
+		}
+	}
+	sort.Slice(us, func(i, j int) bool { return us[i].frac > us[j].frac })
+	var parts []string
+	for i, u := range us {
+		if i == 3 {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", u.name, u.frac*100))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// procTicks returns utime + stime of pid (fields 14 and 15 of its stat).
+func procTicks(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	s, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + s
+}
+
+// noise is the CPU, in cores, that went to other processes between a and b,
+// given extra (wrk's CPU time, from its rusage), and the steal in cores.
+func noise(a, b cpuSnap, extra time.Duration) (other, steal float64) {
+	secs := b.at.Sub(a.at).Seconds()
+	if secs <= 0 {
+		return 0, 0
+	}
+	busy := float64(b.busy - a.busy)
+	ours := float64(b.ours-a.ours) + extra.Seconds()*clockTicks
+	other = max(busy-ours, 0) / clockTicks / secs
+	steal = float64(b.steal-a.steal) / clockTicks / secs
+	return other, steal
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// report collects what is printed (tables) and what only goes to the
+// results file (raw wrk reports, server logs).
+type report struct {
+	w      io.Writer // stdout
+	mu     sync.Mutex
+	tables strings.Builder
+	raws   strings.Builder
+}
+
+// print writes s to stdout and to the tables of the results file.
+func (r *report) print(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	io.WriteString(r.w, s)
+	r.tables.WriteString(s)
+}
+
+// raw appends to the raw section of the results file only.
+func (r *report) raw(format string, a ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(&r.raws, format, a...)
+	r.raws.WriteString("\n")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func joinArgs(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if strings.ContainsAny(a, " '\"$^*?") {
+			a = "'" + a + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+func median[T int | int64 | float64 | time.Duration](xs []T) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fms", float64(d)/1e6)
+}
+
+func mib(kb int) string {
+	if kb == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(kb)/1024)
+}
+
+// loadTable prints the main table: medians over the quiet reps (all reps
+// when none was quiet), ratio to the single Go process in the same
+// placement and load.
+func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep *report) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-10s  %-9s  %-9s  %8s  %4s  %6s  %8s  %8s  %6s  %5s  %7s  %5s\n",
+		"server", "placement", "load", "req/s", "reps", "spread", "p50", "p99", "errors", "ratio", "primary", "noise")
+	for _, pl := range pls {
+		for _, ld := range loads {
+			base := median(rpsOf(m.quiet(cellKey{"go-single", pl.name, ld.name})))
+			for _, sp := range servers {
+				k := cellKey{sp.name, pl.name, ld.name}
+				rs := m.quiet(k)
+				if len(rs) == 0 {
+					fmt.Fprintf(&b, "%-10s  %-9s  %-9s  %8s\n", sp.name, pl.name, ld.name, "FAILED")
+					continue
+				}
+				rps := rpsOf(rs)
+				med := median(rps)
+				spread := (slices.Max(rps) - slices.Min(rps)) / med * 100
+				var p50, p99 []time.Duration
+				var prim []float64
+				var errs int64
+				var noise float64
+				for _, r := range m.runs[k] {
+					errs += r.errors() // errors count in every run, quiet or not
+				}
+				for _, r := range rs {
+					p50 = append(p50, r.p50)
+					p99 = append(p99, r.p99)
+					prim = append(prim, r.primaryCPU)
+					noise = max(noise, r.noise)
+				}
+				ratio := "-"
+				if base > 0 {
+					ratio = fmt.Sprintf("%.2f", med/base)
+				}
+				primary := "-"
+				if sp.procs > 1 {
+					primary = fmt.Sprintf("%.0f%%", median(prim)*100)
+				}
+				fmt.Fprintf(&b, "%-10s  %-9s  %-9s  %8.0f  %4s  %5.1f%%  %8s  %8s  %6d  %5s  %7s  %4.0f%%\n",
+					sp.name, pl.name, ld.name, med, fmt.Sprintf("%d/%d", len(rs), reps), spread,
+					ms(median(p50)), ms(median(p99)), errs, ratio, primary, noise*100)
+			}
+			b.WriteString("\n")
+		}
+	}
+	rep.print(b.String())
+}
+
+func rpsOf(rs []wrkResult) []float64 {
+	var out []float64
+	for _, r := range rs {
+		out = append(out, r.rps)
+	}
+	return out
+}
+
+// ratio returns median req/s of server over the one of than, in a cell,
+// over quiet runs as in the table.
+func (m *matrix) ratio(server, than, pl, ld string) (float64, bool) {
+	a := median(rpsOf(m.quiet(cellKey{server, pl, ld})))
+	b := median(rpsOf(m.quiet(cellKey{than, pl, ld})))
+	if a == 0 || b == 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
+// rssTable prints memory per server: medians over launches.
+func (m *matrix) rssTable(servers []serverSpec, pls []placement, rep *report) {
+	var b strings.Builder
+	b.WriteString("memory: VmRSS in MiB, median over reps; root = supervisor / Node primary / the single Go process,\n")
+	b.WriteString("worker = largest worker, total = root + all workers; load = peak during the measured runs\n")
+	fmt.Fprintf(&b, "%-10s  %-9s  %6s %6s %6s   %6s %6s %6s   %11s\n",
+		"server", "placement", "idle:", "", "", "load:", "", "", "after load:")
+	fmt.Fprintf(&b, "%-10s  %-9s  %6s %6s %6s   %6s %6s %6s   %11s\n",
+		"", "", "root", "worker", "total", "root", "worker", "total", "total")
+	for _, pl := range pls {
+		for _, sp := range servers {
+			rr := m.rss[[2]string{sp.name, pl.name}]
+			if rr == nil {
+				continue
+			}
+			idle, load, after := medStat(rr.idle), medStat(rr.load), medStat(rr.after)
+			fmt.Fprintf(&b, "%-10s  %-9s  %6s %6s %6s   %6s %6s %6s   %11s\n", sp.name, pl.name,
+				mib(idle.root), mib(idle.worker), mib(idle.total),
+				mib(load.root), mib(load.worker), mib(load.total), mib(after.total))
+		}
+	}
+	b.WriteString("\n")
+	rep.print(b.String())
+}
+
+func medStat(ss []rssStat) rssStat {
+	var r, w, t []int
+	for _, s := range ss {
+		r, w, t = append(r, s.root), append(w, s.worker), append(t, s.total)
+	}
+	return rssStat{median(r), median(w), median(t)}
+}
+
+// lifecycleTable prints the cold start and kill → replacement medians.
+func (lc *lifecycle) table(samples int, rep *report) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lifecycle: median of %d [min–max]; unpinned; every sample a fresh launch\n", samples)
+	fmt.Fprintf(&b, "%-32s  %-22s  %-22s  %s\n", "cold start (launch → ...)", "N pids answer GET /pid", "\"all workers ready\" read", "startup (self-reported)")
+	for _, l := range lc.order {
+		cs := lc.cold[l]
+		if len(cs) == 0 {
+			continue
+		}
+		var h, g, s []time.Duration
+		for _, c := range cs {
+			h, g, s = append(h, c.http), append(g, c.log), append(s, c.self)
+		}
+		fmt.Fprintf(&b, "%-32s  %-22s  %-22s  %s\n", l, spread(h), spread(g), ms(median(s)))
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "%-32s  %-22s  %-10s  %-10s  %-10s  %s\n", "kill -9 of a worker (kill → ...)", "new pid answers /pid", "spawned", "ready", "boot(self)", "failed polls")
+	for _, l := range lc.order {
+		ks := lc.kill[l]
+		if len(ks) == 0 {
+			continue
+		}
+		var h, sp, rd, bt []time.Duration
+		failed := 0
+		for _, k := range ks {
+			h, sp, rd, bt = append(h, k.http), append(sp, k.spawned), append(rd, k.ready), append(bt, k.boot)
+			failed += k.failed
+		}
+		fmt.Fprintf(&b, "%-32s  %-22s  %-10s  %-10s  %-10s  %d in %d kills\n", l, spread(h),
+			ms(median(sp)), ms(median(rd)), ms(median(bt)), failed, len(ks))
+	}
+	for _, n := range lc.notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	b.WriteString("\n")
+	rep.print(b.String())
+}
+
+// spread formats a median with its range.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 || slices.Max(ds) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s [%.1f–%.1f]", ms(median(ds)), float64(slices.Min(ds))/1e6, float64(slices.Max(ds))/1e6)
+}
+
+// targets checks the numbers against the goals the project set itself.
+func targets(m *matrix, lc *lifecycle, rep *report) {
+	var b strings.Builder
+	b.WriteString("targets (pinned ratios are to the single Go process in the same run):\n")
+	check := func(what string, have float64, ok bool, cmp string, want float64, unit string) {
+		if !ok {
+			fmt.Fprintf(&b, "  %-44s  %10s\n", what, "n/a")
+			return
+		}
+		pass := have >= want
+		if cmp == "≤" {
+			pass = have <= want
+		}
+		verdict := "MISS"
+		if pass {
+			verdict = "ok"
+		}
+		fmt.Fprintf(&b, "  %-44s  %8.2f%-2s  (want %s %g%s)  %s\n", what, have, unit, cmp, want, unit, verdict)
+	}
+	if m != nil {
+		r, ok := m.ratio("rr", "go-single", "pinned", "keepalive")
+		check("rr keep-alive / go-single", r, ok, "≥", 0.95, "")
+		r, ok = m.ratio("rr", "go-single", "pinned", "close")
+		check("rr close / go-single", r, ok, "≥", 0.85, "")
+		r, ok = m.ratio("rr", "node-rr", "pinned", "close")
+		check("rr close / node-rr close", r, ok, "≥", 2, "")
+		r, ok = m.ratio("shared", "go-single", "pinned", "close")
+		check("shared close / go-single", r, ok, "≥", 0.95, "")
+		r, ok = m.ratio("reuseport", "go-single", "pinned", "close")
+		check("reuseport close / go-single", r, ok, "≥", 0.95, "")
+	}
+	if lc != nil {
+		var h, k []time.Duration
+		for _, c := range lc.cold["rr, 2 workers"] {
+			h = append(h, c.http)
+		}
+		for _, c := range lc.kill["rr, 2 workers"] {
+			k = append(k, c.http)
+		}
+		check("cold start, 2 workers (HTTP, median)", float64(median(h))/1e6, len(h) > 0, "≤", 20, "ms")
+		check("kill → replacement serving (HTTP, median)", float64(median(k))/1e6, len(k) > 0, "≤", 15, "ms")
+	}
+	if m != nil {
+		// Idle memory: the worst median over modes and placements.
+		sup, wrk := 0, 0
+		for key, rr := range m.rss {
+			if key[0] == "rr" || key[0] == "shared" || key[0] == "reuseport" {
+				st := medStat(rr.idle)
+				sup, wrk = max(sup, st.root), max(wrk, st.worker)
+			}
+		}
+		check("idle RSS supervisor (worst mode)", float64(sup)/1024, sup > 0, "≤", 15, "MiB")
+		check("idle RSS worker (worst mode)", float64(wrk)/1024, wrk > 0, "≤", 15, "MiB")
+	}
+	b.WriteString("\n")
+	rep.print(b.String())
+}

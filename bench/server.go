@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// serverSpec says how to start one kind of server under test.
+type serverSpec struct {
+	name    string
+	procs   int  // worker processes that serve: 1 for the single Go process
+	logged  bool // prints "all workers ready" on its output when serving
+	command func(port int) []string
+	env     []string
+}
+
+// specs returns the servers compared, in the order each rep runs them.
+func specs(root string, workers int) []serverSpec {
+	sup := filepath.Join(root, "bin", "supervisor")
+	worker := filepath.Join(root, "bin", "worker")
+	script := filepath.Join(root, "bench", "node", "cluster.js")
+	n := itoa(workers)
+	prefork := func(mode string) serverSpec {
+		return serverSpec{
+			name: mode, procs: workers, logged: true,
+			command: func(port int) []string {
+				return []string{sup, "-listen", addr(port), "-workers", n, "-mode", mode,
+					"-grace", "2s", "-log-format", "json"}
+			},
+		}
+	}
+	node := func(policy string) serverSpec {
+		return serverSpec{
+			name: "node-" + policy, procs: workers, logged: true,
+			command: func(port int) []string { return []string{"node", script, itoa(port), n} },
+			env:     []string{"NODE_CLUSTER_SCHED_POLICY=" + policy},
+		}
+	}
+	return []serverSpec{
+		{
+			name: "go-single", procs: 1,
+			command: func(port int) []string { return []string{worker, "-listen", addr(port)} },
+		},
+		prefork("rr"), prefork("shared"), prefork("reuseport"),
+		node("rr"), node("none"),
+	}
+}
+
+func addr(port int) string { return "127.0.0.1:" + itoa(port) }
+
+// freePort asks the kernel for a free port on 127.0.0.1 and releases it.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("bench: free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// server is one running server under test: the launched process (which
+// leads its own process group) and every descendant seen so far.
+type server struct {
+	spec    serverSpec
+	port    int
+	pinned  bool
+	cmd     *exec.Cmd
+	started time.Time // just before fork
+	log     *logWatch
+	done    chan struct{} // closed when cmd.Wait has returned
+	waitErr error
+
+	mu    sync.Mutex
+	known map[int]proc // descendants ever seen, by pid
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// live holds the servers not yet stopped, for the interrupt path.
+var live struct {
+	sync.Mutex
+	m map[*server]bool
+}
+
+// launch starts spec on a free port; pinned puts it on CPU 0 with taskset,
+// whose affinity every process it forks inherits.
+//
+// The process gets its own process group (so a terminal's Ctrl-C reaches
+// the harness only, which then stops servers in order) and Pdeathsig, so it
+// dies with the harness even on SIGKILL. Pdeathsig fires when the forking
+// *thread* exits: the harness starts processes only from the main
+// goroutine, locked to the main thread in init.
+func launch(spec serverSpec, pinned bool) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	argv := spec.command(port)
+	if pinned {
+		argv = append([]string{"taskset", "-c", "0"}, argv...)
+	}
+	s := &server{spec: spec, port: port, pinned: pinned, log: newLogWatch(),
+		done: make(chan struct{}), known: map[int]proc{}}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.Env = append(os.Environ(), spec.env...)
+	s.cmd.Stdout = s.log
+	s.cmd.Stderr = s.log
+	// Workers inherit the output pipe; if one outlived the launched process,
+	// Wait would block on the pipe forever without this bound.
+	s.cmd.WaitDelay = 2 * time.Second
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	s.started = time.Now()
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start %s: %w", spec.name, err)
+	}
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		close(s.done)
+	}()
+	live.Lock()
+	if live.m == nil {
+		live.m = map[*server]bool{}
+	}
+	live.m[s] = true
+	live.Unlock()
+	return s, nil
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ready waits until the server serves: its "all workers ready" line when it
+// prints one, then a 200 from GET /health.
+func (s *server) ready(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if s.spec.logged {
+		_, _, err := s.log.wait(ctx, 0, s.done, func(e logEvent) bool { return e.msg() == "all workers ready" })
+		if err != nil {
+			return fmt.Errorf("bench: %s not ready: %w", s.spec.name, err)
+		}
+	}
+	for {
+		code, _, err := httpGet(ctx, s.port, "/health", time.Second)
+		if err == nil && code == 200 {
+			s.track()
+			return nil
+		}
+		if s.exited() {
+			return fmt.Errorf("bench: %s exited before serving (%v)", s.spec.name, s.waitErr)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("bench: %s not serving /health within %v (last: %d %v)", s.spec.name, timeout, code, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// track records the server's current descendants so that stop can reach
+// them even after their parent is gone, and returns them.
+func (s *server) track() []proc {
+	ds := descendants(s.pid())
+	s.mu.Lock()
+	for _, p := range ds {
+		s.known[p.pid] = p
+	}
+	s.mu.Unlock()
+	return ds
+}
+
+// workers returns the pids of the live direct children of the launched
+// process, sorted; for a single process, that process itself.
+func (s *server) workers() []int {
+	var pids []int
+	for _, p := range s.track() {
+		if p.ppid == s.pid() {
+			pids = append(pids, p.pid)
+		}
+	}
+	if s.spec.procs == 1 && len(pids) == 0 {
+		pids = []int{s.pid()}
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// rss is one memory sample: the launched process and each worker, in KiB.
+type rss struct {
+	root    int
+	workers []int
+}
+
+func (r rss) maxWorker() int {
+	m := 0
+	for _, w := range r.workers {
+		m = max(m, w)
+	}
+	return m
+}
+
+func (r rss) total() int {
+	t := r.root
+	for _, w := range r.workers {
+		t += w
+	}
+	return t
+}
+
+// sampleRSS reads VmRSS of the launched process and of its workers. For the
+// single Go process, root is the process and workers is empty.
+func (s *server) sampleRSS() rss {
+	var r rss
+	r.root, _ = rssKB(s.pid())
+	if s.spec.procs == 1 {
+		return r
+	}
+	for _, pid := range s.workers() {
+		if kb, err := rssKB(pid); err == nil {
+			r.workers = append(r.workers, kb)
+		}
+	}
+	return r
+}
+
+// Stop timing: the supervisor gets -grace 2s, Node's primary gives its
+// workers 2s; a server still up after stopWait is killed.
+const stopWait = 5 * time.Second
+
+// errStray reports processes that outlived an orderly stop.
+var errStray = errors.New("bench: processes outlived the stop")
+
+// stop ends the server and everything it started: SIGTERM to its process
+// group, a bounded wait, then SIGKILL to the group and, by pid, to every
+// descendant ever seen (the supervisor puts each worker in a group of its
+// own, so the group signal does not reach them). It returns errStray (with
+// the pids) when something had to be killed that should have exited by
+// itself, or survived SIGKILL. Stop twice is harmless.
+func (s *server) stop() error {
+	s.stopOnce.Do(func() { s.stopErr = s.doStop() })
+	return s.stopErr
+}
+
+func (s *server) doStop() error {
+	defer func() {
+		live.Lock()
+		delete(live.m, s)
+		live.Unlock()
+	}()
+	s.track()
+	pgid := s.pid()
+	syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(stopWait):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		select {
+		case <-s.done:
+		case <-time.After(stopWait):
+			return fmt.Errorf("bench: %s (pid %d) survived SIGKILL", s.spec.name, pgid)
+		}
+	}
+	s.mu.Lock()
+	var known []proc
+	for _, p := range s.known {
+		known = append(known, p)
+	}
+	s.mu.Unlock()
+	// Workers exit once drained or on IPC EOF; give them a moment.
+	left := waitGone(known, 2*time.Second)
+	if len(left) == 0 {
+		return nil
+	}
+	var pids []int
+	for _, p := range left {
+		pids = append(pids, p.pid)
+		killProc(p)
+	}
+	if still := waitGone(left, 2*time.Second); len(still) > 0 {
+		return fmt.Errorf("%w: %s: pids %v survived SIGKILL", errStray, s.spec.name, pids)
+	}
+	return fmt.Errorf("%w: %s: killed pids %v", errStray, s.spec.name, pids)
+}
+
+// kill is the interrupt path: SIGKILL at once to the group and every
+// descendant, without waiting for a drain.
+func (s *server) kill() {
+	s.track()
+	syscall.Kill(-s.pid(), syscall.SIGKILL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.known {
+		killProc(p)
+	}
+}
+
+// stopAll stops every server still running, in parallel: the cleanup path
+// on failure or interrupt. hard skips the orderly SIGTERM.
+func stopAll(hard bool) {
+	live.Lock()
+	var ss []*server
+	for s := range live.m {
+		ss = append(ss, s)
+	}
+	live.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		if hard {
+			s.kill()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.stop(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
