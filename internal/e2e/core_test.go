@@ -2,16 +2,20 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	osexec "os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/probe"
 )
 
 var modes = []string{"rr", "shared", "reuseport"}
@@ -41,6 +45,26 @@ func TestAlternation(t *testing.T) {
 		if !slices.Contains(kids, p) {
 			t.Fatalf("pid %d is not a child of the supervisor (children %v)", p, kids)
 		}
+	}
+}
+
+// TestConcurrentEven: with round-robin, 16 concurrent clients opening a new
+// connection per request spread within 5% of even, measured with the probe.
+func TestConcurrentEven(t *testing.T) {
+	for _, workers := range []int{2, 4} {
+		t.Run(strconv.Itoa(workers), func(t *testing.T) {
+			s := startReady(t, "-workers", strconv.Itoa(workers))
+			res, err := probe.Run(context.Background(), probe.Options{URL: s.url("/pid"), Requests: 800 * workers, Concurrency: 16, Duration: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Failed > 0 || len(res.Counts) != workers {
+				t.Fatalf("%d failed, %d pids: %v %v", res.Failed, len(res.Counts), res.Counts, res.Failures)
+			}
+			if r := res.MaxMinRatio(); r > 1.05 {
+				t.Fatalf("max/min %.3f > 1.05: %v", r, res.Counts)
+			}
+		})
 	}
 }
 
@@ -197,7 +221,13 @@ func TestGracefulStop(t *testing.T) {
 // TestStopRefusesNewConnections: once a stop begins, the port refuses new
 // connections while the in-flight request finishes.
 func TestStopRefusesNewConnections(t *testing.T) {
-	s := startReady(t, "-workers", "1")
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testStopRefuses(t, mode) })
+	}
+}
+
+func testStopRefuses(t *testing.T, mode string) {
+	s := startReady(t, "-workers", "1", "-mode", mode)
 	workers := s.children()
 	conn, err := net.Dial("tcp", s.addr)
 	if err != nil {
@@ -304,12 +334,18 @@ func TestBadFlags(t *testing.T) {
 }
 
 func TestPortInUse(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testPortInUse(t, mode) })
+	}
+}
+
+func testPortInUse(t *testing.T, mode string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	out, err := osexec.Command(supervisorBin, "-listen", ln.Addr().String(), "-workers", "1").CombinedOutput()
+	out, err := osexec.Command(supervisorBin, "-listen", ln.Addr().String(), "-workers", "1", "-mode", mode).CombinedOutput()
 	if code := exitCode(err); code != 1 {
 		t.Fatalf("exit %d, want 1: %s", code, out)
 	}
@@ -332,7 +368,13 @@ func TestMissingWorkerBinary(t *testing.T) {
 // TestWorkerExitsAtBoot: a worker that exits before it is ready makes the
 // supervisor exit 1 promptly, having spawned no more than one per slot.
 func TestWorkerExitsAtBoot(t *testing.T) {
-	s := start(t, "-workers", "2", "--", "/bin/sh", "-c", "echo boot failure >&2; exit 3")
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testWorkerExitsAtBoot(t, mode) })
+	}
+}
+
+func testWorkerExitsAtBoot(t *testing.T, mode string) {
+	s := start(t, "-workers", "2", "-mode", mode, "--", "/bin/sh", "-c", "echo boot failure >&2; exit 3")
 	start := time.Now()
 	if code := s.waitExit(5 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
@@ -353,7 +395,13 @@ func TestWorkerExitsAtBoot(t *testing.T) {
 // respawned with growing delays until the crash budget is spent, then the
 // supervisor exits 1 saying why.
 func TestCrashBudget(t *testing.T) {
-	s := start(t, append([]string{"-workers", "1", "-max-crashes", "4"}, roleCommand("crash-after-ready")...)...)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testCrashBudget(t, mode) })
+	}
+}
+
+func testCrashBudget(t *testing.T, mode string) {
+	s := start(t, append([]string{"-workers", "1", "-mode", mode, "-max-crashes", "4"}, roleCommand("crash-after-ready")...)...)
 	if code := s.waitExit(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}

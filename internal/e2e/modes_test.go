@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,7 +279,8 @@ func TestSocketActivation(t *testing.T) {
 			addr := ln.Addr().String()
 			// The wrapper sets LISTEN_PID to its own pid, then execs.
 			cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`,
-				supervisorBin, "-listen", "127.0.0.1:1", "-workers", "2", "-mode", mode, "-log-format", "json")
+				supervisorBin, "-listen", "127.0.0.1:1", "-workers", "2", "-mode", mode, "-log-format", "json",
+				"-control", filepath.Join(t.TempDir(), "ctl.sock"))
 			cmd.ExtraFiles = []*os.File{f}
 			s := adopt(t, cmd, addr)
 			s.waitLog(10*time.Second, "all workers ready", nil)

@@ -153,6 +153,11 @@ func Run(cfg Config, log *zap.Logger) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 
+	if cfg.Sched == "batch" {
+		if err := schedBatchProcess(); err != nil {
+			return err
+		}
+	}
 	if s.spawner, err = newSpawner(&s.owned, cfg.Sched == "batch"); err != nil {
 		return err
 	}
