@@ -37,6 +37,7 @@ type handoff struct {
 	pending []pendingConn
 	timer   *time.Timer
 	npend   atomic.Int32
+	retry   atomic.Bool // a quick flush is scheduled
 
 	obs observer // metrics; nil for none. Set before the first accept.
 
@@ -218,23 +219,9 @@ func (h *handoff) dispatch(fds []int, b *batch) {
 // one hands off a single descriptor, avoiding the worker that just failed,
 // and queues it if no worker takes it.
 func (h *handoff) one(fd int, failed *target) {
-	var buf [8]*target
-	tried := append(buf[:0], failed)
-	fds := [1]int{fd}
-	for {
-		t, ok := h.bal.PickExcluding(tried)
-		if !ok {
-			h.enqueue(fd)
-			return
-		}
-		h.retried.Add(1)
-		err := t.ch.Send(ipc.ConnsFrame(1), fds[:])
-		if err == nil {
-			h.sent(t, fds[:])
-			return
-		}
-		h.failed(t, err)
-		tried = append(tried, t)
+	h.retried.Add(1)
+	if !h.sendAny(fd, failed) {
+		h.enqueue(fd)
 	}
 }
 
@@ -271,11 +258,31 @@ func (h *handoff) enqueue(fd int) {
 	}
 	h.pending = append(h.pending, pendingConn{fd: fd, since: time.Now()})
 	h.npend.Store(int32(len(h.pending)))
+	h.armRetry()
 	if h.timer == nil {
 		h.timer = time.AfterFunc(h.queueTimeout, h.flush)
 	} else {
 		h.timer.Reset(h.queueTimeout)
 	}
+}
+
+// retryEvery is how soon queued connections are offered again while
+// workers exist but all their queues are full (the kernel bounds a
+// SEQPACKET queue by net.unix.max_dgram_qlen frames, 10 by default).
+const retryEvery = 2 * time.Millisecond
+
+// armRetry schedules a flush soon if some worker is ready: connections were
+// queued because every ready worker's queue was full, not because none was
+// ready, and they must not wait for the next accept or the expiry timer.
+// Called with h.mu held.
+func (h *handoff) armRetry() {
+	if h.bal.Len() == 0 || !h.retry.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(retryEvery, func() {
+		h.retry.Store(false)
+		h.flush()
+	})
 }
 
 // flush hands queued connections to ready workers and closes those that
@@ -293,7 +300,7 @@ func (h *handoff) flush() {
 			h.log.Warn("connection waited too long for a ready worker; closed", zap.Duration("queue_timeout", h.queueTimeout))
 			continue
 		}
-		if !h.sendAny(p.fd) {
+		if !h.sendAny(p.fd, nil) {
 			keep = append(keep, p)
 		} else if h.obs != nil {
 			h.obs.ObservePendingWait(now.Sub(p.since))
@@ -302,15 +309,21 @@ func (h *handoff) flush() {
 	clear(h.pending[len(keep):])
 	h.pending = keep
 	h.npend.Store(int32(len(keep)))
+	if len(keep) > 0 {
+		h.armRetry()
+	}
 	if len(keep) > 0 && h.timer != nil {
 		h.timer.Reset(h.queueTimeout - now.Sub(keep[0].since))
 	}
 }
 
-// sendAny tries every ready worker once for fd.
-func (h *handoff) sendAny(fd int) bool {
+// sendAny tries every ready worker but avoid once for fd.
+func (h *handoff) sendAny(fd int, avoid *target) bool {
 	var buf [8]*target
 	tried := buf[:0]
+	if avoid != nil {
+		tried = append(tried, avoid)
+	}
 	fds := [1]int{fd}
 	for {
 		t, ok := h.bal.PickExcluding(tried)
