@@ -41,6 +41,7 @@ type spawnReq struct {
 // inherit the policy of the thread that creates them) starts under it and
 // nothing needs changing after exec; the supervisor's other threads keep the
 // normal policy and still preempt workers to accept and hand off.
+// An error means only that batch could not be set; the spawner works.
 func newSpawner(owned *reaper.Owned, batch bool) (*spawner, error) {
 	s := &spawner{reqs: make(chan spawnReq), owned: owned, batch: batch, err: make(chan error, 1)}
 	go s.loop()

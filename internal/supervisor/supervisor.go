@@ -153,13 +153,16 @@ func Run(cfg Config, log *zap.Logger) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 
-	if cfg.Sched == "batch" {
+	batch := cfg.Sched == "batch"
+	if batch {
 		if err := schedBatchProcess(); err != nil {
-			return err
+			// A seccomp profile may forbid it: run on under the normal policy.
+			s.log.Warn("cannot use SCHED_BATCH; keeping the normal policy", zap.Error(err))
+			batch = false
 		}
 	}
-	if s.spawner, err = newSpawner(&s.owned, cfg.Sched == "batch"); err != nil {
-		return err
+	if s.spawner, err = newSpawner(&s.owned, batch); err != nil {
+		s.log.Warn("cannot use SCHED_BATCH for workers", zap.Error(err))
 	}
 	switch cfg.Mode {
 	case ipc.ModeRR:

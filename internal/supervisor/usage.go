@@ -26,6 +26,7 @@ flags:
   -metrics HOST:PORT    Prometheus metrics listener (default off)
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
+  -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
 TTIN add a worker, TTOU remove one.
