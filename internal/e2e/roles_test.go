@@ -32,6 +32,16 @@ func runRole(role string) int {
 			return 1
 		}
 		fallthrough
+	case "garbage":
+		// Writes malformed frames on the control channel (fd 3) before
+		// serving: the supervisor must log them and carry on.
+		f := os.NewFile(3, "control")
+		for _, frame := range [][]byte{{0xff}, {9, 1, 0, 0}, {1, 200, 0, 0}, {1, 1, 9, 0}, {1, 5, 1, 0, 3}} {
+			if _, err := f.Write(frame); err != nil {
+				fmt.Fprintln(os.Stderr, "garbage:", err)
+			}
+		}
+		fallthrough
 	case "serve":
 		// A minimal worker: /pid only.
 		ln, err := cluster.Listen(":0")
