@@ -77,7 +77,7 @@ func (s *Supervisor) status() *control.Status {
 			CPUPercent:    p.cpuPct,
 			HeartbeatAgeS: -1,
 		}
-		if p.t != nil && s.cfg.Mode == "rr" {
+		if p.t != nil && s.loadReports() {
 			w.OpenConns = p.t.Load()
 		}
 		if !p.beatAt.IsZero() {
@@ -123,4 +123,11 @@ func (s *Supervisor) credentials() error {
 	// Groups empty: drop the supervisor's supplementary groups (root's).
 	s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	return nil
+}
+
+// loadReports says whether workers report closed connections (least-conn
+// needs them), which makes the supervisor's own open-connection count exact;
+// otherwise the heartbeat's count is used.
+func (s *Supervisor) loadReports() bool {
+	return s.cfg.Mode == "rr" && s.cfg.Balance == "least-conn"
 }

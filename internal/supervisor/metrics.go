@@ -67,7 +67,7 @@ func (s *Supervisor) snapshot() snapshot {
 		}
 		if p.t != nil {
 			snap.Handoffs[p.slot.id] += p.t.total.Load()
-			if s.cfg.Mode == "rr" {
+			if s.loadReports() {
 				w.OpenConns = p.t.Load()
 			}
 		}

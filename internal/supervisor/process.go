@@ -114,7 +114,7 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+s.addr,
 	)
-	if s.cfg.Mode == ipc.ModeRR && s.cfg.Balance == "least-conn" {
+	if s.loadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
 	cmd.ExtraFiles = []*os.File{ctlRemote, src} // fds 3 and 4
