@@ -315,3 +315,32 @@ func TestSocketActivation(t *testing.T) {
 		}
 	})
 }
+
+// TestNoWorkerReady: while the only worker is being replaced, new
+// connections wait in the supervisor's queue and are served once the
+// replacement is ready (rr mode).
+func TestNoWorkerReady(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "slow")
+	args := append([]string{"-workers", "1"}, "--", "/usr/bin/env", "PREFORK_E2E_ROLE=slow-respawn", "PREFORK_E2E_SLOW="+marker, os.Args[0])
+	s := startReady(t, args...)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	victim := s.children()[0]
+	syscall.Kill(victim, syscall.SIGKILL)
+	s.waitLog(3*time.Second, "spawned worker", func(e entry) bool { return e.int("pid") != victim })
+	results := make(chan error, 5)
+	for range 5 {
+		go func() {
+			_, err := s.pid()
+			results <- err
+		}()
+	}
+	for range 5 {
+		if err := <-results; err != nil {
+			t.Fatalf("request while no worker was ready: %v", err)
+		}
+	}
+	// They were served by the replacement, after it became ready.
+	s.waitLog(time.Second, "worker ready", func(e entry) bool { return e.int("pid") != victim })
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"time"
 
 	"github.com/prefork/prefork/cluster"
 )
@@ -40,6 +41,13 @@ func runRole(role string) int {
 			if _, err := f.Write(frame); err != nil {
 				fmt.Fprintln(os.Stderr, "garbage:", err)
 			}
+		}
+		fallthrough
+	case "slow-respawn":
+		// Boots slowly once PREFORK_E2E_SLOW names a file that exists, so
+		// that a test can hold the slot empty for a while.
+		if _, err := os.Stat(os.Getenv("PREFORK_E2E_SLOW")); err == nil {
+			time.Sleep(time.Second) // the boot time being simulated, not synchronisation
 		}
 		fallthrough
 	case "serve":
