@@ -259,13 +259,13 @@ func (o Options) normalize() (Options, error) {
 	}
 	switch {
 	case o.Requests < 1 || o.Requests > MaxRequests:
-		return o, fmt.Errorf("Requests must be between 1 and %d (got %d)", MaxRequests, o.Requests)
+		return o, fmt.Errorf("probe: Requests must be between 1 and %d (got %d)", MaxRequests, o.Requests)
 	case o.Concurrency < 1 || o.Concurrency > MaxConcurrency:
-		return o, fmt.Errorf("Concurrency must be between 1 and %d (got %d)", MaxConcurrency, o.Concurrency)
+		return o, fmt.Errorf("probe: Concurrency must be between 1 and %d (got %d)", MaxConcurrency, o.Concurrency)
 	case o.Timeout < 0:
-		return o, fmt.Errorf("Timeout must be positive (got %v)", o.Timeout)
+		return o, fmt.Errorf("probe: Timeout must be positive (got %v)", o.Timeout)
 	case o.Duration < 0:
-		return o, fmt.Errorf("Duration must be positive (got %v)", o.Duration)
+		return o, fmt.Errorf("probe: Duration must be positive (got %v)", o.Duration)
 	}
 	return o, nil
 }

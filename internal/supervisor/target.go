@@ -26,8 +26,3 @@ type target struct {
 // Load is the worker's open connections: sent minus closed. Both counters
 // wrap at 2^32; their difference does not.
 func (t *target) Load() int64 { return int64(int32(t.handed.Load() - t.closed.Load())) }
-
-func (t *target) close() {
-	t.ch.Close()
-	t.keep.Close()
-}
