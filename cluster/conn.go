@@ -35,9 +35,25 @@ func (c *conn) Close() error {
 	return c.Conn.Close()
 }
 
+// handed is a connection from the supervisor that counts its close; its
+// methods are handedConn's.
+type handed struct {
+	*handedConn
+	w    *worker
+	once sync.Once
+}
+
+func (c *handed) Close() error {
+	c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad() })
+	return c.handedConn.Close()
+}
+
 func track(c net.Conn, w *worker) net.Conn {
-	if tc, ok := c.(*net.TCPConn); ok {
+	switch tc := c.(type) {
+	case *net.TCPConn:
 		return &tcpConn{TCPConn: tc, w: w}
+	case *handedConn:
+		return &handed{handedConn: tc, w: w}
 	}
 	return &conn{Conn: c, w: w}
 }

@@ -161,9 +161,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // inject queues connections received on the control channel for Accept.
 func (l *listener) inject(fds []int) {
 	for _, fd := range fds {
-		f := os.NewFile(uintptr(fd), "conn")
-		c, err := net.FileConn(f)
-		f.Close()
+		c, err := adoptConn(fd)
 		if err != nil {
 			continue
 		}
@@ -226,11 +224,11 @@ func (l *listener) next() (net.Conn, error) {
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	f := os.NewFile(uintptr(fd), "conn")
-	c, err := net.FileConn(f) // a duplicate: close ours
-	f.Close()
+	c, err := adoptConn(fd)
 	if err != nil {
-		// Not a socket we can use; the client sees a reset.
+		// Not a socket we can use, or its client already left. Count it
+		// as accepted and closed: the supervisor counted it as handed.
+		l.w.accepted.Add(1)
 		l.w.closed.Add(1)
 		l.w.kickLoad()
 		return nil, tempErr{err}

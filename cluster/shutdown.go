@@ -21,7 +21,7 @@ func Shutdown(ctx context.Context, srv *http.Server) error {
 	srv.SetKeepAlivesEnabled(false)
 	if w, err := get(); err == nil && w.ctl != nil {
 		t := time.NewTicker(5 * time.Millisecond)
-		for w.accepted.Load() != w.closed.Load() {
+		for w.accepted.Load() > w.closed.Load() {
 			select {
 			case <-ctx.Done():
 				t.Stop()

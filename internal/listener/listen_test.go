@@ -175,3 +175,43 @@ func TestDetachKeepsSocketOpen(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// Connections accepted on a detached socket inherit TCP_NODELAY and the
+// keep-alive settings.
+func TestDetachTunesAccepted(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Detach(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var nfd int
+	var aerr error
+	rc, _ := s.SyscallConn()
+	rc.Control(func(fd uintptr) { nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC) })
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	defer unix.Close(nfd)
+	for _, o := range []struct {
+		name       string
+		level, opt int
+		want       int
+	}{
+		{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
+	} {
+		if have, err := unix.GetsockoptInt(nfd, o.level, o.opt); err != nil || have != o.want {
+			t.Errorf("%s on the accepted socket: %d, %v; want %d", o.name, have, err, o.want)
+		}
+	}
+}

@@ -43,9 +43,33 @@ func Detach(ln *net.TCPListener) (*Socket, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("listener: detach: %w", derr)
 	}
+	if err := tuneAccepted(nfd); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("listener: detach: %w", err)
+	}
 	addr := ln.Addr()
 	ln.Close()
 	return &Socket{fd: nfd, addr: addr}, nil
+}
+
+// tuneAccepted sets, on a listening socket, the options Go sets on every
+// connection it accepts: TCP_NODELAY and keep-alive probes after 15s idle,
+// every 15s, 9 of them. Linux copies a listening socket's options to the
+// sockets it accepts, so connections the supervisor hands over arrive with
+// them and a worker need not spend five setsockopt calls on each.
+func tuneAccepted(fd int) error {
+	for _, o := range []struct{ level, opt, v int }{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DetachAll detaches every listener, closing all of them on error.

@@ -1,0 +1,146 @@
+package cluster
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// handedConn is a TCP connection the supervisor handed over (rr mode),
+// adopted without net.FileConn.
+//
+// net.FileConn would duplicate the descriptor, set it non-blocking with two
+// fcntl calls, ask its socket type, set TCP_NODELAY and four keep-alive
+// options, and close the original: about ten syscalls per connection on the
+// hot path, for what the worker can do in four. The supervisor sets the same
+// options on its listening socket, and Linux copies them to every accepted
+// socket, so nothing needs setting here; the descriptor arrives in blocking
+// mode (so that it is not registered with the poller twice) and is made
+// non-blocking with one fcntl before os.NewFile registers it.
+//
+// It offers what net/http and common middleware look for on a
+// *net.TCPConn: CloseWrite, CloseRead, SetKeepAlive, SetNoDelay,
+// SetLinger and SyscallConn; deadlines work through the runtime poller as
+// for any net.Conn.
+type handedConn struct {
+	f      *os.File
+	fd     int
+	la, ra net.Addr
+}
+
+func adoptConn(fd int) (*handedConn, error) {
+	// The accepted socket's status flags are O_RDWR: set, do not read.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	c := &handedConn{fd: fd}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		c.la = tcpAddr(sa)
+	}
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		// The client is already gone (ENOTCONN).
+		unix.Close(fd)
+		return nil, err
+	}
+	c.ra = tcpAddr(sa)
+	c.f = os.NewFile(uintptr(fd), "tcp")
+	return c, nil
+}
+
+func tcpAddr(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}
+
+func (c *handedConn) Read(b []byte) (int, error) {
+	n, err := c.f.Read(b)
+	return n, netErr("read", c, err)
+}
+
+func (c *handedConn) Write(b []byte) (int, error) {
+	n, err := c.f.Write(b)
+	return n, netErr("write", c, err)
+}
+
+func (c *handedConn) Close() error                       { return c.f.Close() }
+func (c *handedConn) LocalAddr() net.Addr                { return c.la }
+func (c *handedConn) RemoteAddr() net.Addr               { return c.ra }
+func (c *handedConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
+func (c *handedConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
+func (c *handedConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
+
+// SyscallConn gives raw access to the socket, as *net.TCPConn's does.
+func (c *handedConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
+
+func (c *handedConn) CloseWrite() error { return c.shutdown(unix.SHUT_WR) }
+func (c *handedConn) CloseRead() error  { return c.shutdown(unix.SHUT_RD) }
+
+func (c *handedConn) SetNoDelay(on bool) error {
+	return c.setInt(unix.IPPROTO_TCP, unix.TCP_NODELAY, boolInt(on))
+}
+
+func (c *handedConn) SetKeepAlive(on bool) error {
+	return c.setInt(unix.SOL_SOCKET, unix.SO_KEEPALIVE, boolInt(on))
+}
+
+func (c *handedConn) SetLinger(sec int) error {
+	l := unix.Linger{}
+	if sec >= 0 {
+		l.Onoff, l.Linger = 1, int32(sec)
+	}
+	return c.control(func(fd int) error { return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &l) })
+}
+
+func (c *handedConn) shutdown(how int) error {
+	return c.control(func(fd int) error { return unix.Shutdown(fd, how) })
+}
+
+func (c *handedConn) setInt(level, opt, v int) error {
+	return c.control(func(fd int) error { return unix.SetsockoptInt(fd, level, opt, v) })
+}
+
+func (c *handedConn) control(f func(fd int) error) error {
+	rc, err := c.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// netErr turns os.File's errors into the *net.OpError a net.Conn returns,
+// so that callers checking net.Error (timeouts) or io.EOF see what they
+// expect from a socket.
+func netErr(op string, c *handedConn, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	if pe, ok := err.(*os.PathError); ok {
+		err = pe.Err
+	}
+	if err == os.ErrClosed {
+		err = net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.la, Addr: c.ra, Err: err}
+}
