@@ -24,7 +24,7 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
-	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(os.Getenv(ipc.EnvListenAddr))}
+	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(w.listenAddr)}
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
 	if w.mode == ModeRR {
 		ch, err := ipc.NewChannel(f)
@@ -33,15 +33,18 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		l.handoff = ch
 		l.buf = make([]byte, ipc.MaxFrame)
+		if a, err := net.ResolveTCPAddr("tcp", w.listenAddr); err == nil && !a.IP.IsUnspecified() && a.IP != nil {
+			l.local = a // every connection on a socket bound to one IP has it as local address
+		}
 	} else {
-		ln, err := net.FileListener(f)
-		f.Close()
+		a, err := newSocketAcceptor(f)
 		if err != nil {
+			f.Close()
 			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
 		}
-		l.inner = ln
-		l.deadliner, _ = ln.(interface{ SetDeadline(time.Time) error })
-		l.addr = ln.Addr()
+		l.inner = a
+		l.deadliner = a
+		l.addr = a.Addr()
 	}
 	w.mu.Lock()
 	w.lst = l
@@ -58,10 +61,11 @@ func Listen(addr string) (net.Listener, error) {
 type listener struct {
 	w       *worker
 	addr    net.Addr
-	inner   net.Listener // shared, reuseport
-	handoff *ipc.Channel // rr
-	buf     []byte       // rr: frame buffer
-	pending []int        // rr: descriptors received but not yet returned
+	inner   *socketAcceptor // shared, reuseport
+	local   net.Addr        // rr: the local address of every connection, if one IP
+	handoff *ipc.Channel    // rr
+	buf     []byte          // rr: frame buffer
+	pending []int           // rr: descriptors received but not yet returned
 
 	// extra holds connections sent over the control channel (reuseport:
 	// another slot's orphaned backlog). inject wakes an Accept blocked on
@@ -161,7 +165,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // inject queues connections received on the control channel for Accept.
 func (l *listener) inject(fds []int) {
 	for _, fd := range fds {
-		c, err := adoptConn(fd)
+		c, err := adoptConn(fd, nil, nil, true)
 		if err != nil {
 			continue
 		}
@@ -224,7 +228,7 @@ func (l *listener) next() (net.Conn, error) {
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	c, err := adoptConn(fd)
+	c, err := adoptConn(fd, nil, l.local, true)
 	if err != nil {
 		// Not a socket we can use, or its client already left. Count it
 		// as accepted and closed: the supervisor counted it as handed.

@@ -32,23 +32,32 @@ type handedConn struct {
 	la, ra net.Addr
 }
 
-func adoptConn(fd int) (*handedConn, error) {
-	// The accepted socket's status flags are O_RDWR: set, do not read.
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
-		unix.Close(fd)
-		return nil, err
+// adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
+// the addresses when the caller knows them (nil: ask the kernel); blocking
+// says the descriptor must first be made non-blocking. On error fd is closed.
+func adoptConn(fd int, peer unix.Sockaddr, local net.Addr, blocking bool) (*handedConn, error) {
+	if blocking {
+		// The accepted socket's status flags are O_RDWR: set, do not read.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
-	c := &handedConn{fd: fd}
-	if sa, err := unix.Getsockname(fd); err == nil {
-		c.la = tcpAddr(sa)
+	c := &handedConn{fd: fd, la: local}
+	if c.la == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			c.la = tcpAddr(sa)
+		}
 	}
-	sa, err := unix.Getpeername(fd)
-	if err != nil {
-		// The client is already gone (ENOTCONN).
-		unix.Close(fd)
-		return nil, err
+	if peer == nil {
+		var err error
+		if peer, err = unix.Getpeername(fd); err != nil {
+			// The client is already gone (ENOTCONN).
+			unix.Close(fd)
+			return nil, err
+		}
 	}
-	c.ra = tcpAddr(sa)
+	c.ra = tcpAddr(peer)
 	c.f = os.NewFile(uintptr(fd), "tcp")
 	return c, nil
 }

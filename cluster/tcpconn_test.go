@@ -37,7 +37,7 @@ func handedPair(t *testing.T) (net.Conn, *handedConn) {
 		t.Fatal(err)
 	}
 	unix.SetNonblock(fd, false)
-	c, err := adoptConn(fd)
+	c, err := adoptConn(fd, nil, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,9 +34,10 @@ const orphanExit = 900 * time.Millisecond
 // made on first use: the descriptors and environment it reads are
 // process-wide.
 type worker struct {
-	id, gen int
-	mode    string
-	ctl     *ipc.Channel // nil when standalone
+	id, gen    int
+	mode       string
+	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
+	ctl        *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
 	drainOnce sync.Once
@@ -87,6 +88,7 @@ func start() (*worker, error) {
 		return nil, fmt.Errorf("cluster: bad %s=%q", ipc.EnvWorkerID, os.Getenv(ipc.EnvWorkerID))
 	}
 	w.gen, _ = strconv.Atoi(os.Getenv(ipc.EnvGeneration))
+	w.listenAddr = os.Getenv(ipc.EnvListenAddr)
 	w.mode = os.Getenv(ipc.EnvMode)
 	switch w.mode {
 	case ModeRR, ModeShared, ModeReusePort:

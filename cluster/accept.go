@@ -1,0 +1,85 @@
+package cluster
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketAcceptor accepts on the listening socket a worker inherits in
+// shared and reuseport mode.
+//
+// net.TCPListener's Accept spends, on every connection, a getsockname and
+// five setsockopt calls (TCP_NODELAY and the keep-alive settings). The
+// supervisor sets those options once on the listening socket, and Linux
+// copies them to each accepted socket; the local address of a socket bound
+// to one IP is the bound address. So this acceptor asks accept4 for the peer
+// address, takes the connection non-blocking, and registers it with the
+// poller: three syscalls where net.TCPListener makes nine.
+type socketAcceptor struct {
+	f     *os.File
+	rc    syscall.RawConn
+	addr  *net.TCPAddr
+	local net.Addr // nil when bound to a wildcard address: ask per connection
+}
+
+func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	a := &socketAcceptor{f: f, rc: rc}
+	var sa unix.Sockaddr
+	var serr error
+	rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) })
+	if serr != nil {
+		return nil, serr
+	}
+	a.addr = tcpAddr(sa).(*net.TCPAddr)
+	if !a.addr.IP.IsUnspecified() {
+		a.local = a.addr
+	}
+	return a, nil
+}
+
+// Accept waits for a connection. Only one goroutine calls it at a time (the
+// listener's Accept), as with any accept loop.
+func (a *socketAcceptor) Accept() (net.Conn, error) {
+	var nfd int
+	var peer unix.Sockaddr
+	var aerr error
+	err := a.rc.Read(func(fd uintptr) bool {
+		for {
+			nfd, peer, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			switch {
+			case aerr == nil:
+				return true
+			case errors.Is(aerr, unix.EAGAIN):
+				return false // wait until the socket is readable
+			case errors.Is(aerr, unix.ECONNABORTED), errors.Is(aerr, unix.EINTR):
+				continue
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return nil, err // closed, or a deadline passed
+	}
+	if aerr != nil {
+		// EMFILE and the like: let the server back off and retry.
+		return nil, tempErr{&net.OpError{Op: "accept", Net: "tcp", Addr: a.addr, Err: aerr}}
+	}
+	c, err := adoptConn(nfd, peer, a.local, false)
+	if err != nil {
+		return nil, tempErr{err}
+	}
+	return c, nil
+}
+
+func (a *socketAcceptor) Close() error                  { return a.f.Close() }
+func (a *socketAcceptor) Addr() net.Addr                { return a.addr }
+func (a *socketAcceptor) SetDeadline(t time.Time) error { return a.f.SetDeadline(t) }
