@@ -48,7 +48,7 @@ func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
 
 // Accept waits for a connection. Only one goroutine calls it at a time (the
 // listener's Accept), as with any accept loop.
-func (a *socketAcceptor) Accept() (net.Conn, error) {
+func (a *socketAcceptor) Accept() (*handedConn, error) {
 	var nfd int
 	var peer unix.Sockaddr
 	var aerr error

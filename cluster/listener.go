@@ -24,7 +24,7 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
-	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan net.Conn, 256), addr: fakeAddr(w.listenAddr)}
+	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan *handedConn, 256), addr: fakeAddr(w.listenAddr)}
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
 	if w.mode == ModeRR {
 		ch, err := ipc.NewChannel(f)
@@ -71,7 +71,7 @@ type listener struct {
 	// another slot's orphaned backlog). inject wakes an Accept blocked on
 	// inner through a past deadline, which the runtime poller applies to
 	// this process only.
-	extra     chan net.Conn
+	extra     chan *handedConn
 	deadliner interface{ SetDeadline(time.Time) error }
 
 	mu        sync.Mutex // serialises Accept's use of buf and pending
@@ -119,14 +119,12 @@ func (l *listener) Accept() (net.Conn, error) {
 	for {
 		select {
 		case c := <-l.extra:
-			l.w.accepted.Add(1)
-			return track(c, l.w), nil
+			return l.took(c), nil
 		default:
 		}
 		c, err := l.next()
 		if err == nil {
-			l.w.accepted.Add(1)
-			return track(c, l.w), nil
+			return l.took(c), nil
 		}
 		select {
 		case <-l.closed:
@@ -136,8 +134,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if l.draining.Load() {
 			select {
 			case c := <-l.extra:
-				l.w.accepted.Add(1)
-				return track(c, l.w), nil
+				return l.took(c), nil
 			default:
 			}
 			// Nothing more will come: block until the application closes
@@ -191,7 +188,14 @@ func isTemporary(err error) bool {
 	return errors.As(err, &ne) && ne.Temporary()
 }
 
-func (l *listener) next() (net.Conn, error) {
+// took counts a connection Accept returns; its Close counts the close.
+func (l *listener) took(c *handedConn) net.Conn {
+	l.w.accepted.Add(1)
+	c.w = l.w
+	return c
+}
+
+func (l *listener) next() (*handedConn, error) {
 	if l.inner != nil {
 		return l.inner.Accept()
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,8 +29,9 @@ import (
 // for any net.Conn.
 type handedConn struct {
 	f      *os.File
-	fd     int
 	la, ra net.Addr
+	w      *worker // counts the close; nil outside a listener
+	once   sync.Once
 }
 
 // adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
@@ -43,7 +45,7 @@ func adoptConn(fd int, peer unix.Sockaddr, local net.Addr, blocking bool) (*hand
 			return nil, err
 		}
 	}
-	c := &handedConn{fd: fd, la: local}
+	c := &handedConn{la: local}
 	if c.la == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {
 			c.la = tcpAddr(sa)
@@ -82,7 +84,13 @@ func (c *handedConn) Write(b []byte) (int, error) {
 	return n, netErr("write", c, err)
 }
 
-func (c *handedConn) Close() error                       { return c.f.Close() }
+func (c *handedConn) Close() error {
+	if c.w != nil {
+		c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad() })
+	}
+	return c.f.Close()
+}
+
 func (c *handedConn) LocalAddr() net.Addr                { return c.la }
 func (c *handedConn) RemoteAddr() net.Addr               { return c.ra }
 func (c *handedConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -423,4 +424,64 @@ func execAs(uid uint32, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
 	return cmd
+}
+
+// clients runs request loops on goroutines, each bounded in count and
+// time, until finished, and counts the requests that succeeded.
+type clients struct {
+	ok   atomic.Int64
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func newClients() clients { return clients{stop: make(chan struct{})} }
+
+// run starts one loop calling one (true: success) up to max times for d.
+func (c *clients) run(max int, d time.Duration, one func() bool) {
+	deadline := time.Now().Add(d)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for i := 0; i < max && time.Now().Before(deadline); i++ {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			if one() {
+				c.ok.Add(1)
+			}
+		}
+	}()
+}
+
+// finish stops the loops and waits for them.
+func (c *clients) finish() {
+	c.once.Do(func() { close(c.stop) })
+	c.wg.Wait()
+}
+
+// waitOK waits until n more requests than now have succeeded.
+func (c *clients) waitOK(t testing.TB, n int64, d time.Duration) {
+	t.Helper()
+	want := c.ok.Load() + n
+	eventually(t, d, fmt.Sprintf("%d more successful requests", n), func() bool { return c.ok.Load() >= want })
+}
+
+// fetch GETs url and reads the whole answer; a status other than 200 is an
+// error.
+func fetch(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
 }

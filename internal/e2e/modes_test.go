@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,12 +21,10 @@ import (
 // load is a bounded stream of requests, each on a new connection, from c
 // goroutines. It records the client port of every failed request.
 type load struct {
+	clients
 	url      string
-	ok       atomic.Int64
 	mu       sync.Mutex
 	failures []failure
-	stop     chan struct{}
-	wg       sync.WaitGroup
 }
 
 type failure struct {
@@ -36,27 +33,16 @@ type failure struct {
 }
 
 func startLoad(t testing.TB, url string, c int, maxPerWorker int, d time.Duration) *load {
-	l := &load{url: url, stop: make(chan struct{})}
-	deadline := time.Now().Add(d)
+	l := &load{clients: newClients(), url: url}
 	for range c {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for i := 0; i < maxPerWorker && time.Now().Before(deadline); i++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				l.one()
-			}
-		}()
+		l.run(maxPerWorker, d, l.one)
 	}
 	t.Cleanup(l.finish)
 	return l
 }
 
-func (l *load) one() {
+// one sends a request on a new connection, remembering its client port.
+func (l *load) one() bool {
 	var port atomic.Int64
 	tr := &http.Transport{
 		DisableKeepAlives: true,
@@ -69,38 +55,13 @@ func (l *load) one() {
 		},
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	resp, err := client.Get(l.url)
-	if err == nil {
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != 200 {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-	}
-	if err != nil {
+	if err := fetch(&http.Client{Transport: tr, Timeout: 5 * time.Second}, l.url); err != nil {
 		l.mu.Lock()
 		l.failures = append(l.failures, failure{port: int(port.Load()), err: err})
 		l.mu.Unlock()
-		return
+		return false
 	}
-	l.ok.Add(1)
-}
-
-func (l *load) finish() {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
-	l.wg.Wait()
-}
-
-// waitOK waits until the load has n more successes than now.
-func (l *load) waitOK(t testing.TB, n int64, d time.Duration) {
-	t.Helper()
-	want := l.ok.Load() + n
-	eventually(t, d, fmt.Sprintf("%d more successful requests", n), func() bool { return l.ok.Load() >= want })
+	return true
 }
 
 // clientPortsInside returns the client ports of the connections whose server

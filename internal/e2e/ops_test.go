@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -23,32 +22,17 @@ import (
 // retries an idempotent request once on a fresh connection when a reused
 // one turns out to be closed, as browsers do; anything else counts.
 type mixedLoad struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	errs       []string
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	clients
+	failed atomic.Int64
+	mu     sync.Mutex
+	errs   []string
 }
 
 func startMixedLoad(t testing.TB, url string, keepAlive, fresh int) *mixedLoad {
-	m := &mixedLoad{stop: make(chan struct{})}
-	deadline := time.Now().Add(60 * time.Second)
-	run := func(client *http.Client, kind string) {
-		defer m.wg.Done()
-		for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
-			select {
-			case <-m.stop:
-				return
-			default:
-			}
-			resp, err := client.Get(url)
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
-				}
-			}
+	m := &mixedLoad{clients: newClients()}
+	loop := func(client *http.Client, kind string) {
+		m.run(100000, 60*time.Second, func() bool {
+			err := fetch(client, url)
 			if err != nil {
 				m.failed.Add(1)
 				m.mu.Lock()
@@ -56,36 +40,18 @@ func startMixedLoad(t testing.TB, url string, keepAlive, fresh int) *mixedLoad {
 					m.errs = append(m.errs, kind+": "+err.Error())
 				}
 				m.mu.Unlock()
-				continue
 			}
-			m.ok.Add(1)
-		}
+			return err == nil
+		})
 	}
 	for range keepAlive {
-		m.wg.Add(1)
-		go run(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}, "keep-alive")
+		loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}, "keep-alive")
 	}
 	for range fresh {
-		m.wg.Add(1)
-		go run(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, "new-connection")
+		loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, "new-connection")
 	}
 	t.Cleanup(m.finish)
 	return m
-}
-
-func (m *mixedLoad) finish() {
-	select {
-	case <-m.stop:
-	default:
-		close(m.stop)
-	}
-	m.wg.Wait()
-}
-
-func (m *mixedLoad) waitOK(t testing.TB, n int64, d time.Duration) {
-	t.Helper()
-	want := m.ok.Load() + n
-	eventually(t, d, fmt.Sprintf("%d more successful requests", n), func() bool { return m.ok.Load() >= want })
 }
 
 func (m *mixedLoad) check(t testing.TB) {

@@ -104,19 +104,24 @@ func ListenOne(addr string) (*net.TCPListener, error) {
 // (golang/go#43894). os.NewFile of a non-blocking descriptor keeps it
 // non-blocking.
 func Dup(c syscall.Conn) (*os.File, error) {
-	rc, err := c.SyscallConn()
+	fd, err := dupCloexec(c)
 	if err != nil {
 		return nil, fmt.Errorf("listener: dup: %w", err)
 	}
-	var nfd int
-	var derr error
+	return os.NewFile(uintptr(fd), "listener"), nil
+}
+
+// dupCloexec duplicates c's descriptor with F_DUPFD_CLOEXEC.
+func dupCloexec(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
 	if err := rc.Control(func(fd uintptr) {
 		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, fmt.Errorf("listener: dup: %w", err)
+		return -1, err
 	}
-	if derr != nil {
-		return nil, fmt.Errorf("listener: dup: %w", derr)
-	}
-	return os.NewFile(uintptr(nfd), "listener"), nil
+	return nfd, derr
 }

@@ -136,7 +136,9 @@ func TestInheritedWrongPID(t *testing.T) {
 
 var _ syscall.Conn = (*net.TCPListener)(nil)
 
-func TestDetachKeepsSocketOpen(t *testing.T) {
+// detachedWithClient detaches a new listener and connects a client to it.
+func detachedWithClient(t *testing.T) *Socket {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -145,14 +147,19 @@ func TestDetachKeepsSocketOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	// The socket still listens: a client connects, and a duplicate made
-	// from the Socket accepts it.
+	t.Cleanup(func() { s.Close() })
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatalf("dial after detach: %v", err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return s
+}
+
+func TestDetachKeepsSocketOpen(t *testing.T) {
+	// The socket still listens: a client connects, and a duplicate made
+	// from the Socket accepts it.
+	s := detachedWithClient(t)
 	f, err := Dup(s)
 	if err != nil {
 		t.Fatal(err)
@@ -179,20 +186,7 @@ func TestDetachKeepsSocketOpen(t *testing.T) {
 // Connections accepted on a detached socket inherit TCP_NODELAY and the
 // keep-alive settings.
 func TestDetachTunesAccepted(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Detach(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := net.Dial("tcp", s.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := detachedWithClient(t)
 	var nfd int
 	var aerr error
 	rc, _ := s.SyscallConn()

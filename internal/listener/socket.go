@@ -29,19 +29,9 @@ type Socket struct {
 // Detach moves ln's socket to a Socket and closes ln, which takes it out of
 // the runtime poller.
 func Detach(ln *net.TCPListener) (*Socket, error) {
-	rc, err := ln.SyscallConn()
+	nfd, err := dupCloexec(ln)
 	if err != nil {
 		return nil, fmt.Errorf("listener: detach: %w", err)
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, fmt.Errorf("listener: detach: %w", err)
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("listener: detach: %w", derr)
 	}
 	if err := tuneAccepted(nfd); err != nil {
 		unix.Close(nfd)

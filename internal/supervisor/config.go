@@ -145,16 +145,13 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"grace", c.Grace}, {"ready-timeout", c.ReadyTimeout}, {"queue-timeout", c.QueueTimeout}, {"crash-window", c.CrashWindow}} {
+	}{{"grace", c.Grace}, {"ready-timeout", c.ReadyTimeout}, {"queue-timeout", c.QueueTimeout}, {"crash-window", c.CrashWindow}, {"hang-timeout", c.HangTimeout}} {
 		if d.v <= 0 {
 			return usagef("invalid value %s for flag -%s: must be positive", d.v, d.name)
 		}
 	}
 	if c.QueueMax < 0 {
 		return usagef("invalid value %d for flag -queue-max: must not be negative", c.QueueMax)
-	}
-	if c.HangTimeout <= 0 {
-		return usagef("invalid value %s for flag -hang-timeout: must be positive", c.HangTimeout)
 	}
 	if c.MaxRequests < 0 {
 		return usagef("invalid value %d for flag -max-requests: must not be negative", c.MaxRequests)

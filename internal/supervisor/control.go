@@ -18,21 +18,35 @@ import (
 type handler struct{ s *Supervisor }
 
 func (h handler) Do(ctx context.Context, req control.Request) control.Response {
-	reply := make(chan control.Response, 1)
+	r, err := ask(ctx, h.s, func(reply chan control.Response) any { return evControl{req: req, reply: reply} })
+	if err != nil {
+		return control.Response{Error: err.Error()}
+	}
+	return r
+}
+
+// errStopped is what a question to a supervisor that has stopped gets.
+var errStopped = errors.New("supervisor has stopped")
+
+// ask posts the event made by ev to the owner goroutine and waits for its
+// reply, or for ctx, or for the supervisor to stop.
+func ask[T any](ctx context.Context, s *Supervisor, ev func(reply chan T) any) (T, error) {
+	var zero T
+	reply := make(chan T, 1)
 	select {
-	case h.s.events <- evControl{req: req, reply: reply}:
+	case s.events <- ev(reply):
 	case <-ctx.Done():
-		return control.Response{Error: ctx.Err().Error()}
-	case <-h.s.done:
-		return control.Response{Error: "supervisor has stopped"}
+		return zero, ctx.Err()
+	case <-s.done:
+		return zero, errStopped
 	}
 	select {
 	case r := <-reply:
-		return r
+		return r, nil
 	case <-ctx.Done():
-		return control.Response{Error: ctx.Err().Error()}
-	case <-h.s.done:
-		return control.Response{Error: "supervisor has stopped"}
+		return zero, ctx.Err()
+	case <-s.done:
+		return zero, errStopped
 	}
 }
 

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
@@ -25,15 +24,16 @@ func (s *Supervisor) emit(kind string, p *process, kv ...any) {
 
 // exitEventFields describes an exit for the event stream.
 func exitEventFields(st *os.ProcessState, reason string) []any {
-	kv := []any{"reason", reason}
 	if reason == "" {
-		kv[1] = "crash"
+		reason = "crash"
 	}
-	if st == nil {
+	kv := []any{"reason", reason}
+	sig, code, ok := exitStatus(st)
+	switch {
+	case !ok:
 		return kv
+	case sig != "":
+		return append(kv, "signal", sig)
 	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return append(kv, "signal", ws.Signal().String())
-	}
-	return append(kv, "code", st.ExitCode())
+	return append(kv, "code", code)
 }

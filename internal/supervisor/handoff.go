@@ -35,14 +35,12 @@ type handoff struct {
 
 	mu      sync.Mutex
 	pending []pendingConn
-	timer   *time.Timer
+	timer   *time.Timer // the next flush: expiry, or a retry (see rearm)
 	npend   atomic.Int32
-	retry   atomic.Bool // a quick flush is scheduled
 
 	obs observer // metrics; nil for none. Set before the first accept.
 
 	failures  atomic.Uint64 // sends that failed
-	handed    atomic.Uint64 // connections handed to a worker
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
 	dropped   atomic.Uint64 // connections closed unserved: queue full or too old
 	recovered atomic.Uint64 // connections read back from a dead worker's queue
@@ -115,13 +113,13 @@ func (h *handoff) serve(l *acceptLoop) error {
 	acceptSome := func(fd uintptr) bool {
 		for n < len(accepted) {
 			nfd, err := accept4(int(fd))
-			switch {
-			case err == nil:
+			switch err {
+			case nil:
 				accepted[n] = nfd
 				n++
-			case errors.Is(err, unix.EAGAIN):
+			case unix.EAGAIN:
 				return n > 0 // false: wait until the socket is readable
-			case errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EINTR):
+			case unix.ECONNABORTED, unix.EINTR:
 			default:
 				aerr = err
 				return true
@@ -226,9 +224,7 @@ func (h *handoff) one(fd int, failed *target) {
 }
 
 func (h *handoff) sent(t *target, fds []int) {
-	t.handed.Add(uint32(len(fds)))
-	t.total.Add(uint64(len(fds)))
-	h.handed.Add(uint64(len(fds)))
+	t.handed.Add(uint64(len(fds)))
 	// The worker has its own copy now; without closing ours the client
 	// would never see FIN when the worker closes.
 	ipc.CloseAll(fds)
@@ -250,20 +246,16 @@ func (h *handoff) enqueue(fd int) {
 	defer h.mu.Unlock()
 	if len(h.pending) >= h.queueMax {
 		unix.Close(fd)
-		if h.dropped.Add(1)&(h.dropped.Load()-1) == 0 { // log at powers of two
+		if n := h.dropped.Add(1); n&(n-1) == 0 { // log at powers of two
 			h.log.Warn("no worker ready and queue full; connection closed",
-				zap.Int("queue_max", h.queueMax), zap.Uint64("dropped_total", h.dropped.Load()))
+				zap.Int("queue_max", h.queueMax), zap.Uint64("dropped_total", n))
 		}
 		return
 	}
-	h.pending = append(h.pending, pendingConn{fd: fd, since: time.Now()})
+	now := time.Now()
+	h.pending = append(h.pending, pendingConn{fd: fd, since: now})
 	h.npend.Store(int32(len(h.pending)))
-	h.armRetry()
-	if h.timer == nil {
-		h.timer = time.AfterFunc(h.queueTimeout, h.flush)
-	} else {
-		h.timer.Reset(h.queueTimeout)
-	}
+	h.rearm(now)
 }
 
 // retryEvery is how soon queued connections are offered again while
@@ -271,18 +263,26 @@ func (h *handoff) enqueue(fd int) {
 // SEQPACKET queue by net.unix.max_dgram_qlen frames, 10 by default).
 const retryEvery = 2 * time.Millisecond
 
-// armRetry schedules a flush soon if some worker is ready: connections were
-// queued because every ready worker's queue was full, not because none was
-// ready, and they must not wait for the next accept or the expiry timer.
-// Called with h.mu held.
-func (h *handoff) armRetry() {
-	if h.bal.Len() == 0 || !h.retry.CompareAndSwap(false, true) {
+// rearm sets the one timer that flushes the queue: when its oldest
+// connection expires, or within retryEvery if a worker is ready (then the
+// connections wait only because every ready worker's queue was full, and
+// must not wait for the next accept). Called with h.mu held.
+func (h *handoff) rearm(now time.Time) {
+	if len(h.pending) == 0 {
+		if h.timer != nil {
+			h.timer.Stop()
+		}
 		return
 	}
-	time.AfterFunc(retryEvery, func() {
-		h.retry.Store(false)
-		h.flush()
-	})
+	d := h.queueTimeout - now.Sub(h.pending[0].since)
+	if h.bal.Len() > 0 {
+		d = min(d, retryEvery)
+	}
+	if h.timer == nil {
+		h.timer = time.AfterFunc(d, h.flush)
+		return
+	}
+	h.timer.Reset(d)
 }
 
 // flush hands queued connections to ready workers and closes those that
@@ -309,12 +309,7 @@ func (h *handoff) flush() {
 	clear(h.pending[len(keep):])
 	h.pending = keep
 	h.npend.Store(int32(len(keep)))
-	if len(keep) > 0 {
-		h.armRetry()
-	}
-	if len(keep) > 0 && h.timer != nil {
-		h.timer.Reset(h.queueTimeout - now.Sub(keep[0].since))
-	}
+	h.rearm(now)
 }
 
 // sendAny tries every ready worker but avoid once for fd.

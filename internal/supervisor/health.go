@@ -80,8 +80,6 @@ func (s *Supervisor) hung(p *process, silent time.Duration) {
 		zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("silent", silent), zap.Duration("hang_timeout", s.cfg.HangTimeout))
 	s.emit("hang", p, "silent_s", silent.Seconds())
 	p.asked, p.reason, p.state = true, "hang", stateDraining
-	s.exitCauses["hang"]++
-	p.exitCounted = true
 	s.unroute(p)
 	p.cmd.Process.Signal(syscall.SIGQUIT)
 	p.cmd.Process.Signal(syscall.SIGCONT)

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,22 +15,7 @@ type snapshot = metrics.Snapshot
 // owner goroutine for a snapshot, so the numbers agree with each other.
 func (s *Supervisor) serveMetrics() (func(), error) {
 	m := metrics.New(func(ctx context.Context) (snapshot, error) {
-		reply := make(chan snapshot, 1)
-		select {
-		case s.events <- evSnapshot{reply: reply}:
-		case <-ctx.Done():
-			return snapshot{}, ctx.Err()
-		case <-s.done:
-			return snapshot{}, errors.New("supervisor stopped")
-		}
-		select {
-		case snap := <-reply:
-			return snap, nil
-		case <-ctx.Done():
-			return snapshot{}, ctx.Err()
-		case <-s.done:
-			return snapshot{}, errors.New("supervisor stopped")
-		}
+		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
 	})
 	if s.handoff != nil {
 		s.handoff.obs = m
@@ -66,7 +50,7 @@ func (s *Supervisor) snapshot() snapshot {
 			w.HeartbeatAge = now.Sub(p.beatAt)
 		}
 		if p.t != nil {
-			snap.Handoffs[p.slot.id] += p.t.total.Load()
+			snap.Handoffs[p.slot.id] += p.t.handed.Load()
 			if s.loadReports() {
 				w.OpenConns = p.t.Load()
 			}

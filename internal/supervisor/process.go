@@ -49,8 +49,7 @@ type process struct {
 	asked   bool   // the supervisor asked it to exit
 	reason  string // why it was asked: stop, reload, scale, hang, recycle
 
-	exitCounted bool // its exit cause was counted when it was asked to go
-	maxRequests int  // recycle after this many requests; 0: never
+	maxRequests int // recycle after this many requests; 0: never
 	cpuTicks    uint64
 	cpuAt       time.Time
 	cpuPct      float64
@@ -239,23 +238,38 @@ func (s *Supervisor) readControl(p *process) {
 	}
 }
 
-// exitFields describes how a process ended, for logs.
-func exitFields(err error, st *os.ProcessState) []zap.Field {
+// exitStatus says how a process ended: the signal that killed it, or its
+// exit code. ok is false when Wait could not tell (st nil).
+func exitStatus(st *os.ProcessState) (signal string, code int, ok bool) {
 	if st == nil {
-		return []zap.Field{zap.Error(err)}
+		return "", 0, false
 	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return []zap.Field{zap.String("signal", ws.Signal().String())}
+	if ws, isWS := st.Sys().(syscall.WaitStatus); isWS && ws.Signaled() {
+		return ws.Signal().String(), 0, true
 	}
-	return []zap.Field{zap.Int("code", st.ExitCode())}
+	return "", st.ExitCode(), true
 }
 
+// exitFields describes how a process ended, for logs.
+func exitFields(err error, st *os.ProcessState) []zap.Field {
+	sig, code, ok := exitStatus(st)
+	switch {
+	case !ok:
+		return []zap.Field{zap.Error(err)}
+	case sig != "":
+		return []zap.Field{zap.String("signal", sig)}
+	}
+	return []zap.Field{zap.Int("code", code)}
+}
+
+// exitString describes how a process ended, for error messages.
 func exitString(st *os.ProcessState) string {
-	if st == nil {
+	sig, code, ok := exitStatus(st)
+	switch {
+	case !ok:
 		return "unknown status"
+	case sig != "":
+		return "killed by " + sig
 	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return "killed by " + ws.Signal().String()
-	}
-	return "exit code " + strconv.Itoa(st.ExitCode())
+	return "exit code " + strconv.Itoa(code)
 }

@@ -44,18 +44,16 @@ func (s *Supervisor) scale(n int, reply chan control.Response) {
 	s.log.Info("scaling", zap.Int("from", from), zap.Int("to", n))
 	s.emit("scale", nil, "from", from, "to", n)
 	for len(s.slots) < n {
-		sl := &slot{id: len(s.slots) + 1}
-		if s.cfg.Mode == ipc.ModeReusePort {
-			ln, err := s.slotSocket(sl.id)
-			if err != nil {
-				respond(reply, control.Response{Error: fmt.Sprintf("scale: slot %d: %v", sl.id, err)})
-				return
-			}
-			sl.ln = ln
+		sl, err := s.newSlot(len(s.slots) + 1)
+		if err != nil {
+			respond(reply, control.Response{Error: fmt.Sprintf("scale: slot %d: %v", len(s.slots)+1, err)})
+			return
 		}
 		s.slots = append(s.slots, sl)
 		if err := s.start(sl, "scale"); err != nil {
 			s.slots = s.slots[:len(s.slots)-1]
+			sl.removed = true
+			s.retire(sl)
 			respond(reply, control.Response{Error: fmt.Sprintf("scale: slot %d: %v", sl.id, err)})
 			return
 		}
@@ -124,25 +122,31 @@ func (s *Supervisor) scaleFailed(sl *slot, err error) {
 	}
 }
 
-// slotSocket returns a reuseport socket for a new slot: a retired one if
-// there is one (its backlog is then served by a worker again), else a new one.
-func (s *Supervisor) slotSocket(id int) (*listener.Socket, error) {
-	if ln, ok := s.retired[id]; ok {
+// newSlot returns slot id for a scale-up. In reuseport mode a slot removed
+// earlier comes back with its socket, whose backlog the supervisor keeps
+// serving until the new worker is ready (route stops that); otherwise the
+// slot gets a new socket.
+func (s *Supervisor) newSlot(id int) (*slot, error) {
+	if sl, ok := s.retired[id]; ok {
 		delete(s.retired, id)
-		if l := s.retiredLoops[id]; l != nil {
-			l.stop()
-			delete(s.retiredLoops, id)
-		}
-		return ln, nil
+		sl.removed = false
+		return sl, nil
+	}
+	sl := &slot{id: id}
+	if s.cfg.Mode != ipc.ModeReusePort {
+		return sl, nil
 	}
 	ln, err := listener.ListenOne(s.addr)
 	if err != nil {
 		return nil, err
 	}
-	return listener.Detach(ln)
+	if sl.ln, err = listener.Detach(ln); err != nil {
+		return nil, err
+	}
+	return sl, nil
 }
 
-// retire keeps a removed reuseport slot's socket open, with the supervisor
+// retire keeps a removed reuseport slot, socket open, with the supervisor
 // accepting on it and handing its connections to the remaining workers. The
 // kernel keeps hashing new connections to every socket of the group, and
 // closing one resets whatever is queued on it, so a socket is never closed
@@ -151,14 +155,6 @@ func (s *Supervisor) retire(sl *slot) {
 	if sl.ln == nil {
 		return
 	}
-	if sl.orphan != nil {
-		sl.orphan.stop()
-		sl.orphan = nil
-	}
-	loop, err := s.handoff.accept(sl.ln)
-	if err != nil {
-		s.log.Error("cannot serve a retired slot's socket", zap.Int("slot", sl.id), zap.Error(err))
-	}
-	s.retired[sl.id] = sl.ln
-	s.retiredLoops[sl.id] = loop
+	s.adoptBacklog(sl)
+	s.retired[sl.id] = sl
 }

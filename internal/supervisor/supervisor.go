@@ -55,17 +55,16 @@ type Supervisor struct {
 	done   chan struct{}
 	loopAt atomic.Int64 // unix nanoseconds of the owner loop's last tick
 
-	slots        []*slot
-	live         map[int]*process // by pid, every process not yet waited for
-	phase        phase
-	gen          int
-	begun        time.Time
-	stopErr      error
-	roll         *rollout
-	reloadAfter  []chan control.Response
-	scaling      *scaling
-	retired      map[int]*listener.Socket // reuseport sockets of removed slots
-	retiredLoops map[int]*acceptLoop
+	slots       []*slot
+	live        map[int]*process // by pid, every process not yet waited for
+	phase       phase
+	gen         int
+	begun       time.Time
+	stopErr     error
+	roll        *rollout
+	reloadAfter []chan control.Response
+	scaling     *scaling
+	retired     map[int]*slot // reuseport slots scaled away, their sockets still served
 
 	// Counters for metrics, by cause.
 	spawnCauses map[string]uint64
@@ -87,6 +86,16 @@ type slot struct {
 	// orphan accepts on ln while the slot has no ready worker, handing the
 	// backlog to the other workers (reuseport).
 	orphan *acceptLoop
+}
+
+// closeSocket stops the supervisor's accept loop on the slot's socket and
+// closes the socket (reuseport).
+func (sl *slot) closeSocket() {
+	sl.orphan.stop()
+	sl.orphan = nil
+	if sl.ln != nil {
+		sl.ln.Close()
+	}
 }
 
 // minUptime: a worker that exits sooner died young, and its slot's next
@@ -112,19 +121,18 @@ type (
 // fatal error. It returns nil after a clean stop.
 func Run(cfg Config, log *zap.Logger) error {
 	s := &Supervisor{
-		cfg:          cfg,
-		log:          log,
-		events:       make(chan any, 1024),
-		done:         make(chan struct{}),
-		live:         map[int]*process{},
-		gen:          1,
-		begun:        time.Now(),
-		bus:          &control.Broadcaster{},
-		retired:      map[int]*listener.Socket{},
-		retiredLoops: map[int]*acceptLoop{},
-		spawnCauses:  map[string]uint64{},
-		exitCauses:   map[string]uint64{},
-		reloads:      map[string]uint64{},
+		cfg:         cfg,
+		log:         log,
+		events:      make(chan any, 1024),
+		done:        make(chan struct{}),
+		live:        map[int]*process{},
+		gen:         1,
+		begun:       time.Now(),
+		bus:         &control.Broadcaster{},
+		retired:     map[int]*slot{},
+		spawnCauses: map[string]uint64{},
+		exitCauses:  map[string]uint64{},
+		reloads:     map[string]uint64{},
 	}
 	defer close(s.done)
 	// Take the systemd variables now: workers must not inherit them.
@@ -481,7 +489,7 @@ func (s *Supervisor) onExit(p *process, werr error) {
 		zap.Duration("uptime", p.uptime())}, exitFields(werr, p.cmd.ProcessState)...)
 	s.emit("exit", p, exitEventFields(p.cmd.ProcessState, p.reason)...)
 	if p.t != nil {
-		p.slot.handedPast += p.t.total.Load()
+		p.slot.handedPast += p.t.handed.Load()
 		if n := s.handoff.recover(p.t); n > 0 {
 			s.log.Info("re-routed connections queued for an exited worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Int("connections", n))
 		}
@@ -492,13 +500,11 @@ func (s *Supervisor) onExit(p *process, werr error) {
 	}
 	defer s.scaleProgress()
 	if p.asked || s.phase == phaseStopping {
-		if !p.exitCounted {
-			cause := p.reason
-			if cause == "" {
-				cause = "stop"
-			}
-			s.exitCauses[cause]++
+		cause := p.reason
+		if cause == "" {
+			cause = "stop"
 		}
+		s.exitCauses[cause]++
 		s.log.Info("worker exited", append(fields, zap.String("reason", p.reason))...)
 		return
 	}
@@ -621,7 +627,7 @@ func (s *Supervisor) finish() {
 // while the slot has no worker, so connections the kernel queued there are
 // handed to the other workers instead of waiting for the respawn.
 func (s *Supervisor) adoptBacklog(sl *slot) {
-	if sl.ln == nil || sl.orphan != nil || sl.removed || s.phase == phaseStopping {
+	if sl.ln == nil || sl.orphan != nil || s.phase == phaseStopping {
 		return
 	}
 	loop, err := s.handoff.accept(sl.ln)
@@ -687,18 +693,10 @@ func (s *Supervisor) closeListeners() {
 	}
 	s.acceptLoops = nil
 	for _, sl := range s.slots {
-		sl.orphan.stop()
-		sl.orphan = nil
-		if sl.ln != nil {
-			sl.ln.Close()
-		}
+		sl.closeSocket()
 	}
-	for id, l := range s.retiredLoops {
-		l.stop()
-		delete(s.retiredLoops, id)
-	}
-	for id, ln := range s.retired {
-		ln.Close()
+	for id, sl := range s.retired {
+		sl.closeSocket()
 		delete(s.retired, id)
 	}
 	for _, l := range s.slotListeners {

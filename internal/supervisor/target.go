@@ -18,11 +18,10 @@ type target struct {
 	// the worker's death, and recover reads them back out.
 	keep *ipc.Channel
 
-	handed atomic.Uint32 // connections sent, wrapping
+	handed atomic.Uint64 // connections sent
 	closed atomic.Uint32 // connections the worker reports closed, wrapping
-	total  atomic.Uint64 // connections sent, for metrics
 }
 
-// Load is the worker's open connections: sent minus closed. Both counters
-// wrap at 2^32; their difference does not.
-func (t *target) Load() int64 { return int64(int32(t.handed.Load() - t.closed.Load())) }
+// Load is the worker's open connections: sent minus closed. The worker's
+// count wraps at 2^32, so the difference is taken in 32 bits.
+func (t *target) Load() int64 { return int64(int32(uint32(t.handed.Load()) - t.closed.Load())) }
