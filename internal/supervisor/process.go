@@ -158,13 +158,12 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 		if t.keep, err = ipc.NewChannel(src); err != nil {
 			s.log.Error("keeping handoff channel", zap.Error(err))
 		}
-		t.pid = cmd.Process.Pid
 	}
 	if keepCtl {
 		// In reuseport mode connections reach a worker over its control
 		// channel only when another slot's backlog is adopted; keep the
 		// worker's end so that those, too, survive its death.
-		t = &target{slot: sl.id, pid: cmd.Process.Pid, ch: ctl}
+		t = &target{slot: sl.id, ch: ctl}
 		if t.keep, err = ipc.NewChannel(ctlRemote); err != nil {
 			s.log.Error("keeping control channel", zap.Error(err))
 		}

@@ -18,7 +18,6 @@ type rollout struct {
 	gen     int
 	todo    []*slot
 	next    *process // the new worker starting now
-	old     *process // the worker it replaces
 	done    int
 	began   time.Time
 	waiters []chan control.Response
@@ -79,7 +78,7 @@ func (s *Supervisor) rollStep() {
 			return
 		}
 		s.track(p, r.reason)
-		r.next, r.old = p, sl.cur
+		r.next = p
 		s.emit(r.reason, p, "step", "fork", "slot", sl.id)
 		return
 	}
@@ -109,7 +108,7 @@ func (s *Supervisor) rollReady(p *process) {
 		s.drain(prev, r.reason)
 	}
 	r.done++
-	r.next, r.old = nil, nil
+	r.next = nil
 	s.rollStep()
 }
 

@@ -14,7 +14,6 @@ import (
 // scaling is a scale operation waiting for its new workers to be ready or
 // its removed ones to exit.
 type scaling struct {
-	want    int
 	adding  map[*slot]bool
 	leaving map[*process]bool
 	began   time.Time
@@ -36,7 +35,7 @@ func (s *Supervisor) scale(n int, reply chan control.Response) {
 		respond(reply, control.Response{Error: "scale: another reload or scale is in progress; try again when it is done"})
 		return
 	}
-	op := &scaling{want: n, adding: map[*slot]bool{}, leaving: map[*process]bool{}, began: time.Now()}
+	op := &scaling{adding: map[*slot]bool{}, leaving: map[*process]bool{}, began: time.Now()}
 	if reply != nil {
 		op.waiters = append(op.waiters, reply)
 	}

@@ -11,7 +11,6 @@ import (
 // balancer picks.
 type target struct {
 	slot int
-	pid  int
 	ch   *ipc.Channel // supervisor's end: send accepted connections here
 	// keep is a duplicate of the worker's end of the handoff channel. While
 	// the supervisor holds it, connections queued for the worker survive
