@@ -73,7 +73,7 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 		// EMFILE and the like: let the server back off and retry.
 		return nil, tempErr{&net.OpError{Op: "accept", Net: "tcp", Addr: a.addr, Err: aerr}}
 	}
-	c, err := adoptConn(nfd, peer, a.local, false)
+	c, err := adoptConn(nfd, peer, a.local)
 	if err != nil {
 		return nil, tempErr{err}
 	}

@@ -162,7 +162,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // inject queues connections received on the control channel for Accept.
 func (l *listener) inject(fds []int) {
 	for _, fd := range fds {
-		c, err := adoptConn(fd, nil, nil, true)
+		c, err := adoptConn(fd, nil, nil)
 		if err != nil {
 			continue
 		}
@@ -232,7 +232,7 @@ func (l *listener) next() (*handedConn, error) {
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	c, err := adoptConn(fd, nil, l.local, true)
+	c, err := adoptConn(fd, nil, l.local)
 	if err != nil {
 		// Not a socket we can use, or its client already left. Count it
 		// as accepted and closed: the supervisor counted it as handed.

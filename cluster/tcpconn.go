@@ -17,11 +17,11 @@ import (
 // net.FileConn would duplicate the descriptor, set it non-blocking with two
 // fcntl calls, ask its socket type, set TCP_NODELAY and four keep-alive
 // options, and close the original: about ten syscalls per connection on the
-// hot path, for what the worker can do in four. The supervisor sets the same
-// options on its listening socket, and Linux copies them to every accepted
-// socket, so nothing needs setting here; the descriptor arrives in blocking
-// mode (so that it is not registered with the poller twice) and is made
-// non-blocking with one fcntl before os.NewFile registers it.
+// hot path, for what the worker can do in three. The supervisor sets the
+// same options on its listening socket, and Linux copies them to every
+// accepted socket, so nothing needs setting here; the descriptor arrives
+// non-blocking (the supervisor accepts it so), and os.NewFile only checks
+// that before registering it with the poller.
 //
 // It offers what net/http and common middleware look for on a
 // *net.TCPConn: CloseWrite, CloseRead, SetKeepAlive, SetNoDelay,
@@ -35,16 +35,10 @@ type handedConn struct {
 }
 
 // adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
-// the addresses when the caller knows them (nil: ask the kernel); blocking
-// says the descriptor must first be made non-blocking. On error fd is closed.
-func adoptConn(fd int, peer unix.Sockaddr, local net.Addr, blocking bool) (*handedConn, error) {
-	if blocking {
-		// The accepted socket's status flags are O_RDWR: set, do not read.
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
-			unix.Close(fd)
-			return nil, err
-		}
-	}
+// the addresses when the caller knows them (nil: ask the kernel). fd must
+// be non-blocking: os.NewFile leaves a blocking descriptor out of the
+// poller, and deadlines would then never fire. On error fd is closed.
+func adoptConn(fd int, peer unix.Sockaddr, local net.Addr) (*handedConn, error) {
 	c := &handedConn{la: local}
 	if c.la == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {

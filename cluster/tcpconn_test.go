@@ -29,15 +29,14 @@ func handedPair(t *testing.T) (net.Conn, *handedConn) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	// A blocking duplicate, as the supervisor hands over.
+	// A duplicate, non-blocking as the supervisor hands it over.
 	rc, _ := srv.(*net.TCPConn).SyscallConn()
 	var fd int
 	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	unix.SetNonblock(fd, false)
-	c, err := adoptConn(fd, nil, nil, true)
+	c, err := adoptConn(fd, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

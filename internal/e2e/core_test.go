@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prefork/prefork/internal/probe"
 )
 
@@ -67,6 +69,50 @@ func TestConcurrentEven(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOneCPUEven: a supervisor confined to one CPU (as under taskset or a
+// one-CPU cpuset) gives each burst of connections accepted together to one
+// worker; over many bursts the spread stays within 10% of even, and every
+// request is served.
+func TestOneCPUEven(t *testing.T) {
+	taskset, err := osexec.LookPath("taskset")
+	if err != nil {
+		t.Fatal("taskset (util-linux) is needed to confine the supervisor to one CPU")
+	}
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !set.IsSet(cpu) {
+		cpu++
+	}
+	addr := freeAddr(t)
+	s := adopt(t, osexec.Command(taskset, "-c", strconv.Itoa(cpu), supervisorBin,
+		"-listen", addr, "-log-format", "json", "-workers", "2"), addr)
+	s.waitLog(10*time.Second, "all workers ready", nil)
+	for _, pid := range s.children() {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "Cpus_allowed_list:\t" + strconv.Itoa(cpu) + "\n"; !strings.Contains(string(status), want) {
+			t.Fatalf("worker %d is not confined to CPU %d", pid, cpu)
+		}
+	}
+	res, err := probe.Run(context.Background(), probe.Options{URL: s.url("/pid"), Requests: 3200, Concurrency: 16, Duration: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed > 0 || len(res.Counts) != 2 {
+		t.Fatalf("%d failed, %d pids: %v %v", res.Failed, len(res.Counts), res.Counts, res.Failures)
+	}
+	r := res.MaxMinRatio()
+	if r > 1.10 {
+		t.Fatalf("max/min %.3f > 1.10: %v", r, res.Counts)
+	}
+	t.Logf("max/min %.3f: %v", r, res.Counts)
 }
 
 // TestHealthAndRoutes checks the demo worker's routes through the

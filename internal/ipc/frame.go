@@ -35,7 +35,8 @@ const (
 	// Payload: the grace period in milliseconds, uint32.
 	TypeDrain
 	// TypeConns (supervisor → worker, handoff channel): accepted
-	// connections as SCM_RIGHTS. Payload: their count, uint8.
+	// connections as SCM_RIGHTS, non-blocking (the flag belongs to the open
+	// file, so the worker need not set it). Payload: their count, uint8.
 	TypeConns
 	// TypeMessage (either way): opaque bytes for the application.
 	TypeMessage

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -74,132 +75,64 @@ func newTestHandoff(queueMax int, queueTimeout time.Duration) (*handoff, balance
 	return newHandoff(bal, zap.NewNop(), queueMax, queueTimeout), bal
 }
 
+// frames drains a worker's channel without waiting and returns the number
+// of descriptors in each frame (closing them).
+func frames(t *testing.T, w *ipc.Channel) []int {
+	t.Helper()
+	buf := make([]byte, ipc.MaxFrame)
+	var sizes []int
+	for {
+		_, fds, err := w.TryRecv(buf, nil)
+		if err != nil {
+			return sizes
+		}
+		sizes = append(sizes, len(fds))
+		ipc.CloseAll(fds)
+	}
+}
+
 func TestHandoffSpreadsAndBatches(t *testing.T) {
 	h, bal := newTestHandoff(16, time.Minute)
+	h.oneCPU = false
 	a, wa := testTarget(t, 1)
 	b, wb := testTarget(t, 2)
 	bal.Add(a)
 	bal.Add(b)
 	h.dispatch(pipeFDs(t, 10), nil)
-	if na, nb := received(t, wa), received(t, wb); na != 5 || nb != 5 {
-		t.Fatalf("want 5 and 5, have %d and %d", na, nb)
+	// One frame each: connections are picked one by one, then those for
+	// the same worker travel together.
+	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{5}) || !slices.Equal(fb, []int{5}) {
+		t.Fatalf("want one frame of 5 each, have %v and %v", fa, fb)
 	}
 	if a.Load() != 5 || b.Load() != 5 {
 		t.Fatalf("loads %d %d", a.Load(), b.Load())
 	}
-}
-
-func TestHandoffSkipsDeadWorker(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	a, _ := testTarget(t, 1)
-	b, wb := testTarget(t, 2)
-	bal.Add(a)
-	bal.Add(b)
-	a.ch.Close() // died between pick and send
-	h.dispatch(pipeFDs(t, 6), nil)
-	if n := received(t, wb); n != 6 {
-		t.Fatalf("live worker got %d of 6", n)
-	}
-	if bal.Len() != 1 {
-		t.Fatal("dead worker still in rotation")
-	}
-}
-
-// A worker that stops reading fills its queue; the others keep getting
-// connections and nothing is lost.
-func TestHandoffStuckWorkerDoesNotStall(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	a, wa := testTarget(t, 1)
-	b, wb := testTarget(t, 2)
-	bal.Add(a)
-	bal.Add(b)
-	sentB, total := 0, 0
-	// Until a's queue is full, then 50 rounds more; bounded either way.
-	for i, extra := 0, 0; i < 20000 && extra < 50; i++ {
-		h.dispatch(pipeFDs(t, 2), nil)
-		total += 2
-		sentB += received(t, wb) // b keeps reading; a never does
-		if h.failures.Load() > 0 {
-			extra++
-		}
-	}
-	if h.failures.Load() == 0 {
-		t.Fatal("the stuck worker's queue never filled: the test did not test anything")
-	}
-	inA := received(t, wa)
-	if inA+sentB != total {
-		t.Fatalf("%d in the stuck worker + %d in the live one, want %d", inA, sentB, total)
-	}
-}
-
-func TestHandoffQueueBounds(t *testing.T) {
-	h, bal := newTestHandoff(3, 50*time.Millisecond)
-	h.dispatch(pipeFDs(t, 5), nil) // nobody ready: 3 queued, 2 dropped
-	if h.npend.Load() != 3 || h.dropped.Load() != 2 {
-		t.Fatalf("pending %d dropped %d, want 3 and 2", h.npend.Load(), h.dropped.Load())
-	}
-	a, wa := testTarget(t, 1)
-	bal.Add(a)
-	h.flush() // a worker became ready
-	if n := received(t, wa); n != 3 || h.npend.Load() != 0 {
-		t.Fatalf("flushed %d, pending %d", n, h.npend.Load())
-	}
-	bal.Remove(a)
-	h.dispatch(pipeFDs(t, 1), nil)
-	deadline := time.Now().Add(5 * time.Second)
-	for h.npend.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("queued connection never expired")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if h.dropped.Load() != 3 {
-		t.Fatalf("dropped %d, want 3", h.dropped.Load())
-	}
-}
-
-// Connections queued for a worker that died are read back and handed to
-// another one.
-func TestHandoffRecover(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	a, wa := testTarget(t, 1)
-	bal.Add(a)
-	h.dispatch(pipeFDs(t, 4), nil)
-	wa.Close() // the worker dies with 4 connections unread
-	b, wb := testTarget(t, 2)
-	bal.Add(b)
-	if n := h.recover(a); n != 4 {
-		t.Fatalf("recovered %d, want 4", n)
-	}
-	if n := received(t, wb); n != 4 {
-		t.Fatalf("other worker got %d, want 4", n)
-	}
-	if bal.Len() != 1 {
-		t.Fatal("recovered target still in rotation")
-	}
-}
-
-// Connections queued because every worker's queue was full are offered
-// again soon, without waiting for another accept.
-func TestHandoffRetriesFullQueues(t *testing.T) {
-	h, bal := newTestHandoff(1<<16, time.Minute)
-	a, wa := testTarget(t, 1)
-	bal.Add(a)
-	total := 0
-	for i := 0; i < 20000 && h.npend.Load() == 0; i++ {
+	// A burst of one is one pick: sequential connections alternate.
+	for i := range 4 {
 		h.dispatch(pipeFDs(t, 1), nil)
-		total++
-	}
-	if h.npend.Load() == 0 {
-		t.Fatal("the worker's queue never filled")
-	}
-	got := 0
-	deadline := time.Now().Add(5 * time.Second)
-	for got < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker got %d of %d; %d still queued", got, total, h.npend.Load())
+		want := []*ipc.Channel{wa, wb}[i%2]
+		if n := received(t, want); n != 1 {
+			t.Fatalf("connection %d: want it at worker %d, have %d there", i, i%2+1, n)
 		}
-		got += received(t, wa)
-		time.Sleep(time.Millisecond)
+	}
+}
+
+// With one CPU, a burst goes whole to one worker (waking two workers that
+// must take turns on the CPU only adds context switches); the next burst
+// goes to the next worker.
+func TestHandoffOneCPUBurstsGoWhole(t *testing.T) {
+	h, bal := newTestHandoff(16, time.Minute)
+	h.oneCPU = true
+	a, wa := testTarget(t, 1)
+	b, wb := testTarget(t, 2)
+	bal.Add(a)
+	bal.Add(b)
+	h.dispatch(pipeFDs(t, 7), nil)
+	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{7}) || len(fb) != 0 {
+		t.Fatalf("first burst: want [7] and [], have %v and %v", fa, fb)
+	}
+	h.dispatch(pipeFDs(t, 3), nil)
+	if fa, fb := frames(t, wa), frames(t, wb); len(fa) != 0 || !slices.Equal(fb, []int{3}) {
+		t.Fatalf("second burst: want [] and [3], have %v and %v", fa, fb)
 	}
 }
