@@ -73,7 +73,11 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 		// EMFILE and the like: let the server back off and retry.
 		return nil, tempErr{&net.OpError{Op: "accept", Net: "tcp", Addr: a.addr, Err: aerr}}
 	}
-	c, err := adoptConn(nfd, peer, a.local)
+	var ra net.Addr
+	if peer != nil {
+		ra = tcpAddr(peer)
+	}
+	c, err := adoptConn(nfd, ra, a.local)
 	if err != nil {
 		return nil, tempErr{err}
 	}

@@ -66,6 +66,7 @@ type listener struct {
 	handoff *ipc.Channel    // rr
 	buf     []byte          // rr: frame buffer
 	pending []int           // rr: descriptors received but not yet returned
+	peers   []byte          // rr: their peer records (ipc.PeerSize each), if the frame had them
 
 	// extra holds connections sent over the control channel (reuseport:
 	// another slot's orphaned backlog). inject wakes an Accept blocked on
@@ -229,10 +230,18 @@ func (l *listener) next() (*handedConn, error) {
 		if f.Type != ipc.TypeConns {
 			continue
 		}
+		l.peers = f.Peers() // aliases buf, which the next Recv reuses only once pending is empty
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	c, err := adoptConn(fd, nil, l.local)
+	var peer net.Addr
+	if a := ipc.PeerAddr(l.peers); a != nil {
+		peer = a // else unknown or not sent: adoptConn asks the kernel
+	}
+	if len(l.peers) >= ipc.PeerSize {
+		l.peers = l.peers[ipc.PeerSize:]
+	}
+	c, err := adoptConn(fd, peer, l.local)
 	if err != nil {
 		// Not a socket we can use, or its client already left. Count it
 		// as accepted and closed: the supervisor counted it as handed.

@@ -38,22 +38,22 @@ type handedConn struct {
 // the addresses when the caller knows them (nil: ask the kernel). fd must
 // be non-blocking: os.NewFile leaves a blocking descriptor out of the
 // poller, and deadlines would then never fire. On error fd is closed.
-func adoptConn(fd int, peer unix.Sockaddr, local net.Addr) (*handedConn, error) {
-	c := &handedConn{la: local}
+func adoptConn(fd int, peer net.Addr, local net.Addr) (*handedConn, error) {
+	c := &handedConn{la: local, ra: peer}
 	if c.la == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {
 			c.la = tcpAddr(sa)
 		}
 	}
-	if peer == nil {
-		var err error
-		if peer, err = unix.Getpeername(fd); err != nil {
+	if c.ra == nil {
+		sa, err := unix.Getpeername(fd)
+		if err != nil {
 			// The client is already gone (ENOTCONN).
 			unix.Close(fd)
 			return nil, err
 		}
+		c.ra = tcpAddr(sa)
 	}
-	c.ra = tcpAddr(peer)
 	c.f = os.NewFile(uintptr(fd), "tcp")
 	return c, nil
 }

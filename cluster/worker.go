@@ -49,6 +49,7 @@ type worker struct {
 
 	accepted, closed, requests atomic.Uint64
 	loadReports                bool
+	uses                       ipc.Features // protocol features agreed with the supervisor
 	check                      atomic.Pointer[func() error]
 	loadKick                   chan struct{}
 
@@ -99,11 +100,16 @@ func start() (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: control channel: %w", err)
 	}
-	// Children this worker may spawn must not think they are workers.
 	// Load frames cost a sendmsg per closed connection here and a wake-up
 	// in the supervisor; only least-conn needs them.
 	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
-	for _, k := range []string{ipc.EnvControlFD, ipc.EnvListenFD, ipc.EnvWorkerID, ipc.EnvMode, ipc.EnvGeneration, ipc.EnvListenAddr, ipc.EnvLoadReports} {
+	// What the supervisor offers and this package implements; the ready
+	// frame says so. An older supervisor offers nothing.
+	if offered, err := strconv.ParseUint(os.Getenv(ipc.EnvFeatures), 10, 32); err == nil {
+		w.uses = ipc.Features(offered) & ipc.Supported
+	}
+	// Children this worker may spawn must not think they are workers.
+	for _, k := range []string{ipc.EnvControlFD, ipc.EnvListenFD, ipc.EnvWorkerID, ipc.EnvMode, ipc.EnvGeneration, ipc.EnvListenAddr, ipc.EnvLoadReports, ipc.EnvFeatures} {
 		os.Unsetenv(k)
 	}
 	go w.readControl()
@@ -193,8 +199,7 @@ func (w *worker) ready() error {
 	}
 	var err error
 	w.readyOnce.Do(func() {
-		frame, _ := ipc.AppendFrame(nil, ipc.TypeReady, nil)
-		err = w.ctl.Send(frame, nil)
+		err = w.ctl.Send(ipc.AppendReady(nil, w.uses), nil)
 	})
 	return err
 }

@@ -6,6 +6,7 @@
 //
 //	GET /health        JSON liveness report (see [Health])
 //	GET /pid           the serving process ID, as plain text
+//	GET /ip            the client's address (host:port), as plain text
 //	GET /heavy?n=N     CPU-bound: counts primes below N on every P
 //	GET /sleep?ms=N    I/O-bound: holds the request for N milliseconds
 //

@@ -43,6 +43,7 @@ func NewRouter(info Info, log *zap.Logger) http.Handler {
 	r.Use(recoverer(log))
 	r.Get("/health", newHealthHandler(info, pid))
 	r.Get("/pid", newPIDHandler(pid))
+	r.Get("/ip", ipHandler)
 	r.Get("/heavy", heavyHandler)
 	r.Get("/sleep", sleepHandler)
 	return r
@@ -55,6 +56,14 @@ func newPIDHandler(pid int) http.HandlerFunc {
 		w.Header()["Content-Type"] = contentTypeText
 		w.Write(body)
 	}
+}
+
+// ipHandler answers with the client's address, host:port, as the serving
+// process sees it (under the supervisor, the address the connection came
+// from, not the supervisor's).
+func ipHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header()["Content-Type"] = contentTypeText
+	w.Write([]byte(r.RemoteAddr))
 }
 
 // recoverer turns a panic in next into a 500 and an error log entry.

@@ -25,6 +25,14 @@ func TestPID(t *testing.T) {
 	}
 }
 
+func TestIP(t *testing.T) {
+	rec := serve(t, "/ip")
+	// httptest.NewRequest's client is 192.0.2.1:1234.
+	if want, have := "192.0.2.1:1234", rec.Body.String(); rec.Code != http.StatusOK || want != have {
+		t.Fatalf("want 200 %q, have %d %q", want, rec.Code, have)
+	}
+}
+
 func TestNotFound(t *testing.T) {
 	for _, target := range []string{"/", "/nope", "/pid/extra"} {
 		if want, have := http.StatusNotFound, serve(t, target).Code; want != have {
@@ -35,7 +43,7 @@ func TestNotFound(t *testing.T) {
 
 func TestMethodNotAllowed(t *testing.T) {
 	h := NewRouter(Info{}, nil)
-	for _, path := range []string{"/health", "/pid", "/heavy?n=10", "/sleep?ms=0"} {
+	for _, path := range []string{"/health", "/pid", "/ip", "/heavy?n=10", "/sleep?ms=0"} {
 		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -117,6 +118,48 @@ func TestOneCPUEven(t *testing.T) {
 
 // TestHealthAndRoutes checks the demo worker's routes through the
 // supervisor, in every mode.
+// TestClientAddress: handlers see the client's own address in every mode.
+// In rr mode it comes with the connection in the handoff frame (the
+// supervisor offers the feature, the worker takes it in its ready frame),
+// and a connection read back from a dead worker still gets it from the
+// kernel; that path is unit-tested in cluster.
+func TestClientAddress(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode)
+			ready := s.log.all("worker ready")
+			if len(ready) != 2 {
+				t.Fatalf("%d ready workers logged, want 2", len(ready))
+			}
+			for _, e := range ready {
+				if want, have := "peers", e.str("features"); want != have {
+					t.Fatalf("worker %d: features %q, want %q", e.int("pid"), have, want)
+				}
+			}
+			for range 4 { // both workers, twice
+				c, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(c, "GET /ip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					c.Close()
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				c.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want, have := c.LocalAddr().String(), string(body); resp.StatusCode != 200 || want != have {
+					t.Fatalf("/ip: want 200 %q, have %d %q", want, resp.StatusCode, have)
+				}
+			}
+		})
+	}
+}
+
 func TestHealthAndRoutes(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {

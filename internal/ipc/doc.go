@@ -17,6 +17,14 @@
 // (little-endian uint16). [Decode] checks all of it and returns an error, never
 // a panic, for any malformed, truncated, oversized or unknown-version frame.
 //
+// Optional parts of the protocol are [Features]: the supervisor offers what
+// it understands in an environment variable, the worker answers in its ready
+// frame, and neither sends the other what it did not agree to, so a
+// supervisor and a worker built from different releases still work together.
+// The one feature so far carries each handed connection's peer address in the
+// conns frame (accept4 yields it for free), which spares the worker a
+// getpeername per connection.
+//
 // The supervisor keeps its own duplicate of the worker's end of the handoff
 // channel. When a worker dies, connections that were queued for it but never
 // received are still in that socket's queue; the supervisor reads them back

@@ -19,6 +19,9 @@ const (
 	// EnvLoadReports is "1" when the supervisor balances by open
 	// connections (least-conn) and wants a load frame after each close.
 	EnvLoadReports = "PREFORK_LOAD_REPORTS"
+	// EnvFeatures is the protocol [Features] the supervisor understands,
+	// as a decimal bit set; absent means none.
+	EnvFeatures = "PREFORK_FEATURES"
 )
 
 // Descriptor numbers in the worker. os/exec places ExtraFiles[i] at 3+i.

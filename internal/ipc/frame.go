@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Version is the frame format version this package speaks.
@@ -22,7 +23,10 @@ const MaxFDs = 64
 type Type uint8
 
 const (
-	// TypeReady (worker → supervisor): the worker serves. Empty payload.
+	// TypeReady (worker → supervisor): the worker serves. Payload: empty,
+	// or the [Features] the worker uses, uint32, when the supervisor
+	// offered some in EnvFeatures (a supervisor that offered none expects
+	// an empty payload).
 	TypeReady Type = 1 + iota
 	// TypeHeartbeat (worker → supervisor): a [Heartbeat], sent every second.
 	TypeHeartbeat
@@ -36,7 +40,9 @@ const (
 	TypeDrain
 	// TypeConns (supervisor → worker, handoff channel): accepted
 	// connections as SCM_RIGHTS, non-blocking (the flag belongs to the open
-	// file, so the worker need not set it). Payload: their count, uint8.
+	// file, so the worker need not set it). Payload: their count, uint8;
+	// then, only to a worker that uses [FeaturePeers], one [Peer] per
+	// connection in the order of the descriptors.
 	TypeConns
 	// TypeMessage (either way): opaque bytes for the application.
 	TypeMessage
@@ -64,12 +70,44 @@ func (t Type) String() string {
 // payloadSize is the exact payload size of each fixed-size type; -1 means
 // variable.
 var payloadSize = [typeEnd]int{
-	TypeReady:     0,
+	TypeReady:     -1, // 0 or 4: see Decode
 	TypeHeartbeat: heartbeatSize,
 	TypeLoad:      4,
 	TypeDrain:     4,
-	TypeConns:     1,
+	TypeConns:     -1, // 1, or 1 + PeerSize per connection: see Decode
 	TypeMessage:   -1,
+}
+
+// Features are optional parts of the protocol, as a bit set. The supervisor
+// offers the ones it understands in EnvFeatures; the worker answers in its
+// ready frame with the ones it uses. Either side may be older than the
+// other: a worker that was offered nothing sends an empty ready frame, and
+// a supervisor sends a worker only what the worker said it uses.
+type Features uint32
+
+const (
+	// FeaturePeers: conns frames carry each connection's peer address, so
+	// the worker need not ask the kernel (a getpeername per connection).
+	FeaturePeers Features = 1 << iota
+
+	// Supported is every feature this package implements.
+	Supported = FeaturePeers
+)
+
+// String names the features, "none" for none: an older worker shows as
+// "none" in the supervisor's log.
+func (f Features) String() string {
+	if f == 0 {
+		return "none"
+	}
+	var names []string
+	if f&FeaturePeers != 0 {
+		names = append(names, "peers")
+	}
+	if rest := f &^ Supported; rest != 0 {
+		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
+	}
+	return strings.Join(names, ",")
 }
 
 // Errors returned by Decode and the channel methods.
@@ -114,8 +152,25 @@ func Decode(b []byte) (Frame, error) {
 		return Frame{}, ErrPayload
 	}
 	f := Frame{Type: t, Payload: b[HeaderSize:]}
-	if t == TypeConns && (f.Payload[0] == 0 || f.Payload[0] > MaxFDs) {
-		return Frame{}, ErrPayload
+	switch t {
+	case TypeReady:
+		if n != 0 && n != 4 {
+			return Frame{}, ErrPayload
+		}
+	case TypeConns:
+		if n == 0 || f.Payload[0] == 0 || f.Payload[0] > MaxFDs {
+			return Frame{}, ErrPayload
+		}
+		if peers := n - 1; peers != 0 {
+			if peers != int(f.Payload[0])*PeerSize {
+				return Frame{}, ErrPayload
+			}
+			for i := 1; i < n; i += PeerSize {
+				if fam := f.Payload[i]; fam != peerUnknown && fam != peer4 && fam != peer6 {
+					return Frame{}, ErrPayload
+				}
+			}
+		}
 	}
 	return f, nil
 }
@@ -159,6 +214,37 @@ func ConnsFrame(n int) []byte { return connsFrames[n] }
 
 // Count is the number of descriptors a conns frame announces.
 func (f Frame) Count() int { return int(f.Payload[0]) }
+
+// Peers returns the peer records of a conns frame, PeerSize bytes each, or
+// nothing when it carries none. They alias the frame's buffer.
+func (f Frame) Peers() []byte { return f.Payload[1:] }
+
+// AppendReady appends a ready frame announcing the features the worker uses
+// (none: an empty payload, which every supervisor accepts).
+func AppendReady(dst []byte, uses Features) []byte {
+	if uses == 0 {
+		return append(dst, Version, byte(TypeReady), 0, 0)
+	}
+	return AppendUint32(dst, TypeReady, uint32(uses))
+}
+
+// Features returns what a ready frame announces.
+func (f Frame) Features() Features {
+	if len(f.Payload) < 4 {
+		return 0
+	}
+	return Features(f.Uint32())
+}
+
+// AppendConnsPeers appends the start of a conns frame for n descriptors,
+// 1..MaxFDs, that carries their peers: the caller appends the n records.
+func AppendConnsPeers(dst []byte, n int) []byte {
+	size := 1 + n*PeerSize
+	return append(dst, Version, byte(TypeConns), byte(size), byte(size>>8), byte(n))
+}
+
+// MaxConnsFrame is the size of the largest conns frame.
+const MaxConnsFrame = HeaderSize + 1 + MaxFDs*PeerSize
 
 // Heartbeat is what a worker reports every second.
 type Heartbeat struct {

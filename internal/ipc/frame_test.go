@@ -2,8 +2,12 @@ package ipc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDecodeRoundTrip(t *testing.T) {
@@ -22,7 +26,13 @@ func TestDecodeRoundTrip(t *testing.T) {
 		{"heartbeat", AppendHeartbeat(nil, hb), func(f Frame) bool { return f.Type == TypeHeartbeat && f.Heartbeat() == hb }},
 		{"load", AppendUint32(nil, TypeLoad, 42), func(f Frame) bool { return f.Type == TypeLoad && f.Uint32() == 42 }},
 		{"drain", AppendUint32(nil, TypeDrain, 30000), func(f Frame) bool { return f.Type == TypeDrain && f.Uint32() == 30000 }},
-		{"conns", AppendConns(nil, 7), func(f Frame) bool { return f.Type == TypeConns && f.Count() == 7 }},
+		{"conns", AppendConns(nil, 7), func(f Frame) bool { return f.Type == TypeConns && f.Count() == 7 && len(f.Peers()) == 0 }},
+		{"conns with peers", connsPeers(2), func(f Frame) bool {
+			return f.Type == TypeConns && f.Count() == 2 && len(f.Peers()) == 2*PeerSize &&
+				PeerAddr(f.Peers()).String() == "10.0.0.1:80" && PeerAddr(f.Peers()[PeerSize:]).String() == "10.0.0.1:81"
+		}},
+		{"ready, no features", AppendReady(nil, 0), func(f Frame) bool { return f.Type == TypeReady && len(f.Payload) == 0 && f.Features() == 0 }},
+		{"ready, features", AppendReady(nil, FeaturePeers), func(f Frame) bool { return f.Type == TypeReady && f.Features() == FeaturePeers }},
 		{"message", msg, func(f Frame) bool { return f.Type == TypeMessage && bytes.Equal(f.Payload, []byte("hello")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,6 +67,11 @@ func TestDecodeMalformed(t *testing.T) {
 		{"load wrong size", []byte{Version, byte(TypeLoad), 2, 0, 1, 2}, ErrPayload},
 		{"conns zero", []byte{Version, byte(TypeConns), 1, 0, 0}, ErrPayload},
 		{"conns too many", []byte{Version, byte(TypeConns), 1, 0, MaxFDs + 1}, ErrPayload},
+		{"conns empty", []byte{Version, byte(TypeConns), 0, 0}, ErrPayload},
+		{"conns peers short", connsPeers(2)[:len(connsPeers(2))-1], ErrLength},
+		{"conns peers fewer than count", fixLen(connsPeers(2)[:HeaderSize+1+PeerSize]), ErrPayload},
+		{"conns peer family", badFamily(), ErrPayload},
+		{"ready wrong size", []byte{Version, byte(TypeReady), 2, 0, 1, 0}, ErrPayload},
 		{"oversized", big, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +96,8 @@ func FuzzDecode(f *testing.F) {
 		nil, ready, msg,
 		AppendHeartbeat(nil, Heartbeat{Conns: 1, Healthy: true}),
 		AppendUint32(nil, TypeLoad, 1), AppendUint32(nil, TypeDrain, 5),
-		AppendConns(nil, 1), AppendConns(nil, MaxFDs),
+		AppendConns(nil, 1), AppendConns(nil, MaxFDs), connsPeers(1), connsPeers(3),
+		AppendReady(nil, FeaturePeers),
 		{Version, 0xff, 0xff, 0xff}, {0xff}, {Version, byte(TypeConns), 1, 0, 0},
 	} {
 		f.Add(seed)
@@ -104,6 +120,11 @@ func FuzzDecode(f *testing.F) {
 			_ = fr.Uint32()
 		case TypeConns:
 			_ = fr.Count()
+			for p := fr.Peers(); len(p) > 0; p = p[PeerSize:] {
+				_ = PeerAddr(p)
+			}
+		case TypeReady:
+			_ = fr.Features()
 		}
 	})
 }
@@ -123,5 +144,72 @@ func BenchmarkEncodeConns(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendConns(buf[:0], 4)
+	}
+}
+
+// connsPeers is a conns frame for n connections from 10.0.0.1, ports 80 up.
+func connsPeers(n int) []byte {
+	b := AppendConnsPeers(nil, n)
+	for i := range n {
+		sa := unix.RawSockaddrAny{}
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		in.Family = unix.AF_INET
+		in.Addr = [4]byte{10, 0, 0, 1}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.Port))[:], uint16(80+i))
+		p := PeerOf(&sa)
+		b = append(b, p[:]...)
+	}
+	return b
+}
+
+// fixLen sets a frame's length field to what follows its header.
+func fixLen(b []byte) []byte {
+	binary.LittleEndian.PutUint16(b[2:4], uint16(len(b)-HeaderSize))
+	return b
+}
+
+func badFamily() []byte {
+	b := connsPeers(1)
+	b[HeaderSize+1] = 5
+	return b
+}
+
+func TestPeerOf(t *testing.T) {
+	v6 := func(scope uint32) *unix.RawSockaddrAny {
+		sa := &unix.RawSockaddrAny{}
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		in.Family = unix.AF_INET6
+		in.Addr = [16]byte{0: 0x20, 1: 0x01, 2: 0x0d, 3: 0xb8, 15: 1}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.Port))[:], 443)
+		in.Scope_id = scope
+		return sa
+	}
+	unixSA := &unix.RawSockaddrAny{}
+	unixSA.Addr.Family = unix.AF_UNIX
+	for _, tc := range []struct {
+		name string
+		sa   *unix.RawSockaddrAny
+		want string // "" when the worker must ask the kernel
+	}{
+		{"ipv6", v6(0), "[2001:db8::1]:443"},
+		{"ipv6 with a scope", v6(2), ""},
+		{"another family", unixSA, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := PeerOf(tc.sa)
+			a := PeerAddr(p[:])
+			if tc.want == "" {
+				if a != nil {
+					t.Fatalf("want unknown, have %v", a)
+				}
+				return
+			}
+			if a == nil || a.String() != tc.want {
+				t.Fatalf("want %s, have %v", tc.want, a)
+			}
+		})
+	}
+	if PeerAddr(nil) != nil {
+		t.Fatal("PeerAddr of no records is not nil")
 	}
 }

@@ -118,15 +118,18 @@ func (h *handoff) serve(l *acceptLoop) error {
 		return err
 	}
 	var accepted [maxBatch]int
+	var peers [maxBatch]ipc.Peer
+	var sa unix.RawSockaddrAny
 	scratch := new(batch)
 	n := 0
 	var aerr error
 	acceptSome := func(fd uintptr) bool {
 		for n < len(accepted) {
-			nfd, err := accept4(int(fd))
+			nfd, err := accept4(int(fd), &sa)
 			switch err {
 			case nil:
 				accepted[n] = nfd
+				peers[n] = ipc.PeerOf(&sa)
 				n++
 			case unix.EAGAIN:
 				return n > 0 // false: wait until the socket is readable
@@ -145,10 +148,10 @@ func (h *handoff) serve(l *acceptLoop) error {
 		if n > 0 {
 			if h.obs != nil {
 				t0 := time.Now()
-				h.dispatch(accepted[:n], scratch)
+				h.dispatch(accepted[:n], peers[:n], scratch)
 				h.obs.ObserveHandoff(time.Since(t0))
 			} else {
-				h.dispatch(accepted[:n], scratch)
+				h.dispatch(accepted[:n], peers[:n], scratch)
 			}
 		}
 		if err != nil {
@@ -176,14 +179,17 @@ type batch struct {
 	groups [maxBatch]struct {
 		t   *target
 		fds [maxBatch]int
+		at  [maxBatch]uint8 // where each is in the burst, for its peer
 		n   int
 	}
+	frame [ipc.MaxConnsFrame]byte
 }
 
 // dispatch hands off a batch of accepted descriptors. It closes every
 // descriptor it is given (after sending it, or after giving up on it) or
-// queues it. b is the caller's scratch space; nil allocates one.
-func (h *handoff) dispatch(fds []int, b *batch) {
+// queues it. peers are their addresses, or nil; workers that take them get
+// them in the frame. b is the caller's scratch space; nil allocates one.
+func (h *handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 	if h.npend.Load() > 0 {
 		h.flush() // keep order: earlier connections first
 	}
@@ -211,12 +217,20 @@ func (h *handoff) dispatch(fds []int, b *batch) {
 		}
 		g := &b.groups[i]
 		g.fds[g.n] = fd
+		g.at[g.n] = uint8(k)
 		g.n++
 	}
 	for i := range ng {
 		g := &b.groups[i]
 		sent := g.fds[:g.n]
-		err := g.t.ch.Send(ipc.ConnsFrame(len(sent)), sent)
+		frame := ipc.ConnsFrame(len(sent))
+		if peers != nil && g.t.peers.Load() {
+			frame = ipc.AppendConnsPeers(b.frame[:0], g.n)
+			for _, k := range g.at[:g.n] {
+				frame = append(frame, peers[k][:]...)
+			}
+		}
+		err := g.t.ch.Send(frame, sent)
 		if err == nil {
 			h.sent(g.t, sent)
 		} else {
@@ -373,7 +387,7 @@ func (h *handoff) recover(t *target) int {
 		}
 		n += len(fds)
 		h.recovered.Add(uint64(len(fds)))
-		h.dispatch(fds, nil)
+		h.dispatch(fds, nil, nil) // without addresses: the next worker asks
 	}
 	return n
 }

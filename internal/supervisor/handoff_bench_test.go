@@ -52,7 +52,7 @@ func BenchmarkDispatch(b *testing.B) {
 			b.Fatal(err)
 		}
 		fds[0] = fd
-		h.dispatch(fds, scratch)
+		h.dispatch(fds, nil, scratch)
 		_, got, err = peer.Recv(buf, got[:0])
 		if err != nil || len(got) != 1 {
 			b.Fatal(err, got)

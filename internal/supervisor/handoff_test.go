@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -98,7 +99,7 @@ func TestHandoffSpreadsAndBatches(t *testing.T) {
 	b, wb := testTarget(t, 2)
 	bal.Add(a)
 	bal.Add(b)
-	h.dispatch(pipeFDs(t, 10), nil)
+	h.dispatch(pipeFDs(t, 10), nil, nil)
 	// One frame each: connections are picked one by one, then those for
 	// the same worker travel together.
 	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{5}) || !slices.Equal(fb, []int{5}) {
@@ -109,7 +110,7 @@ func TestHandoffSpreadsAndBatches(t *testing.T) {
 	}
 	// A burst of one is one pick: sequential connections alternate.
 	for i := range 4 {
-		h.dispatch(pipeFDs(t, 1), nil)
+		h.dispatch(pipeFDs(t, 1), nil, nil)
 		want := []*ipc.Channel{wa, wb}[i%2]
 		if n := received(t, want); n != 1 {
 			t.Fatalf("connection %d: want it at worker %d, have %d there", i, i%2+1, n)
@@ -127,12 +128,51 @@ func TestHandoffOneCPUBurstsGoWhole(t *testing.T) {
 	b, wb := testTarget(t, 2)
 	bal.Add(a)
 	bal.Add(b)
-	h.dispatch(pipeFDs(t, 7), nil)
+	h.dispatch(pipeFDs(t, 7), nil, nil)
 	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{7}) || len(fb) != 0 {
 		t.Fatalf("first burst: want [7] and [], have %v and %v", fa, fb)
 	}
-	h.dispatch(pipeFDs(t, 3), nil)
+	h.dispatch(pipeFDs(t, 3), nil, nil)
 	if fa, fb := frames(t, wa), frames(t, wb); len(fa) != 0 || !slices.Equal(fb, []int{3}) {
 		t.Fatalf("second burst: want [] and [3], have %v and %v", fa, fb)
+	}
+}
+
+// Peer addresses go only to a worker that said it takes them; the other
+// gets the frame every worker understands.
+func TestHandoffPeersOnlyToWorkersThatTakeThem(t *testing.T) {
+	h, bal := newTestHandoff(16, time.Minute)
+	h.oneCPU = false
+	a, wa := testTarget(t, 1)
+	b, wb := testTarget(t, 2)
+	a.peers.Store(true)
+	bal.Add(a)
+	bal.Add(b)
+	var peers []ipc.Peer
+	for i := range 4 {
+		sa := unix.RawSockaddrAny{}
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		in.Family = unix.AF_INET
+		in.Addr = [4]byte{192, 0, 2, byte(i)}
+		peers = append(peers, ipc.PeerOf(&sa))
+	}
+	h.dispatch(pipeFDs(t, 4), peers, nil)
+	buf := make([]byte, ipc.MaxFrame)
+	f, fds, err := wa.TryRecv(buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipc.CloseAll(fds)
+	// a got connections 0 and 2 of the burst, with their own addresses.
+	if f.Count() != 2 || ipc.PeerAddr(f.Peers()).IP.String() != "192.0.2.0" || ipc.PeerAddr(f.Peers()[ipc.PeerSize:]).IP.String() != "192.0.2.2" {
+		t.Fatalf("worker taking peers got %d connections, peers %x", f.Count(), f.Peers())
+	}
+	f, fds, err = wb.TryRecv(buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipc.CloseAll(fds)
+	if f.Count() != 2 || len(f.Peers()) != 0 {
+		t.Fatalf("worker not taking peers got %d connections, peers %x", f.Count(), f.Peers())
 	}
 }

@@ -63,8 +63,11 @@ type (
 		p   *process
 		err error // from cmd.Wait
 	}
-	evReady struct{ p *process }
-	evBeat  struct {
+	evReady struct {
+		p    *process
+		uses ipc.Features // what the worker's ready frame announced
+	}
+	evBeat struct {
 		p  *process
 		hb ipc.Heartbeat
 	}
@@ -112,6 +115,7 @@ func (s *Supervisor) spawn(sl *slot, gen int) (*process, error) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+s.addr,
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
 	)
 	if s.loadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
@@ -222,7 +226,10 @@ func (s *Supervisor) readControl(p *process) {
 		}
 		switch f.Type {
 		case ipc.TypeReady:
-			s.post(evReady{p: p})
+			if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
+				p.t.peers.Store(true) // before the owner adds it to the balancer
+			}
+			s.post(evReady{p: p, uses: f.Features()})
 		case ipc.TypeHeartbeat:
 			s.post(evBeat{p: p, hb: f.Heartbeat()})
 		case ipc.TypeLoad:

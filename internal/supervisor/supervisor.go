@@ -342,7 +342,7 @@ func (s *Supervisor) onEvent(ev any) {
 	case evExit:
 		s.onExit(ev.p, ev.err)
 	case evReady:
-		s.onReady(ev.p)
+		s.onReady(ev.p, ev.uses)
 	case evBeat:
 		s.onBeat(ev.p, ev.hb)
 	case evMessage:
@@ -412,12 +412,13 @@ func (s *Supervisor) readyDue(p *process) {
 	}
 }
 
-func (s *Supervisor) onReady(p *process) {
+func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	if p.state != stateStarting || s.live[p.pid] != p {
 		return
 	}
 	p.state, p.readyAt = stateReady, time.Now()
-	s.log.Info("worker ready", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("boot", p.readyAt.Sub(p.started)))
+	s.log.Info("worker ready", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("boot", p.readyAt.Sub(p.started)),
+		zap.Stringer("features", uses))
 	s.emit("ready", p, "boot_ms", float64(p.readyAt.Sub(p.started).Microseconds())/1000)
 	switch {
 	case s.phase == phaseStopping:

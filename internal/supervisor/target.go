@@ -18,6 +18,7 @@ type target struct {
 	keep *ipc.Channel
 
 	handed atomic.Uint64 // connections sent
+	peers  atomic.Bool   // the worker takes peer addresses in conns frames
 	closed atomic.Uint32 // connections the worker reports closed, wrapping
 }
 

@@ -1,0 +1,107 @@
+package cluster
+
+import (
+	"net"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// rrListener is a listener on one end of a handoff channel, as Listen makes
+// it in rr mode, and the supervisor's end.
+func rrListener(t *testing.T) (*listener, *ipc.Channel) {
+	t.Helper()
+	sup, remote, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := ipc.NewChannel(remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &listener{w: &worker{}, closed: make(chan struct{}), parked: make(chan struct{}),
+		extra: make(chan *handedConn, 1), handoff: ch, buf: make([]byte, ipc.MaxFrame)}
+	t.Cleanup(func() { sup.Close(); ch.Close() })
+	return l, sup
+}
+
+// acceptedFD returns a client and the server side's descriptor, as the
+// supervisor accepts it (non-blocking).
+func acceptedFD(t *testing.T) (net.Conn, int) {
+	t.Helper()
+	client, srv := handedPair(t)
+	rc, err := srv.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, fd
+}
+
+// A conns frame's peer records become the connections' remote addresses
+// (the worker does not ask the kernel); without them the worker asks.
+func TestListenerTakesPeersFromFrame(t *testing.T) {
+	l, sup := rrListener(t)
+	_, fd1 := acceptedFD(t)
+	client2, fd2 := acceptedFD(t)
+
+	// The first record names an address that is not the real peer, so
+	// that the test sees where the listener took it from; the second is
+	// unknown, so the listener must ask the kernel.
+	sa := unix.RawSockaddrAny{}
+	in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+	in.Family = unix.AF_INET
+	in.Addr = [4]byte{192, 0, 2, 7}
+	in.Port = 0x3930 // 12345, network order
+	p1 := ipc.PeerOf(&sa)
+	var p2 ipc.Peer
+	frame := append(append(ipc.AppendConnsPeers(nil, 2), p1[:]...), p2[:]...)
+	if err := sup.Send(frame, []int{fd1, fd2}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd1)
+	unix.Close(fd2)
+
+	c1, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if want, have := "192.0.2.7:12345", c1.RemoteAddr().String(); want != have {
+		t.Fatalf("first connection: RemoteAddr %s, want %s from the frame", have, want)
+	}
+	c2, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if want, have := client2.LocalAddr().String(), c2.RemoteAddr().String(); want != have {
+		t.Fatalf("second connection: RemoteAddr %s, want %s from the kernel", have, want)
+	}
+}
+
+// A frame without peer records (an older supervisor, or a connection read
+// back from a dead worker) still gives every connection its address.
+func TestListenerWithoutPeers(t *testing.T) {
+	l, sup := rrListener(t)
+	client, fd := acceptedFD(t)
+	if err := sup.Send(ipc.ConnsFrame(1), []int{fd}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if want, have := client.LocalAddr().String(), c.RemoteAddr().String(); want != have {
+		t.Fatalf("RemoteAddr %s, want %s", have, want)
+	}
+}

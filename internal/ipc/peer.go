@@ -1,0 +1,61 @@
+package ipc
+
+import (
+	"encoding/binary"
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// PeerSize is the size of a peer record in a conns frame: a family byte
+// (peer4, peer6, or peerUnknown: ask the kernel), the port (big-endian) and
+// the address (16 bytes, IPv4 in the first 4).
+const PeerSize = 1 + 2 + 16
+
+// Peer is one connection's peer address, as a conns frame carries it.
+type Peer [PeerSize]byte
+
+const (
+	peerUnknown = 0
+	peer4       = 4
+	peer6       = 6
+)
+
+// PeerOf records the address accept4 wrote to sa. An address it cannot
+// carry whole (another family, an IPv6 scope) is recorded as unknown, and
+// the worker asks the kernel for it.
+func PeerOf(sa *unix.RawSockaddrAny) Peer {
+	var p Peer
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		p[0] = peer4
+		copy(p[1:3], (*[2]byte)(unsafe.Pointer(&in.Port))[:]) // network order already
+		copy(p[3:], in.Addr[:])
+	case unix.AF_INET6:
+		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		if in.Scope_id == 0 {
+			p[0] = peer6
+			copy(p[1:3], (*[2]byte)(unsafe.Pointer(&in.Port))[:])
+			copy(p[3:], in.Addr[:])
+		}
+	}
+	return p
+}
+
+// PeerAddr decodes the first record of recs (as Frame.Peers returns them)
+// into a TCP address; nil when the record says unknown.
+func PeerAddr(recs []byte) *net.TCPAddr {
+	if len(recs) < PeerSize {
+		return nil
+	}
+	port := int(binary.BigEndian.Uint16(recs[1:3]))
+	switch recs[0] {
+	case peer4:
+		return &net.TCPAddr{IP: net.IP(append(make([]byte, 0, 4), recs[3:7]...)), Port: port}
+	case peer6:
+		return &net.TCPAddr{IP: net.IP(append(make([]byte, 0, 16), recs[3:19]...)), Port: port}
+	}
+	return nil
+}
