@@ -89,9 +89,7 @@ func TestOneCPUEven(t *testing.T) {
 	for !set.IsSet(cpu) {
 		cpu++
 	}
-	addr := freeAddr(t)
-	s := adopt(t, osexec.Command(taskset, "-c", strconv.Itoa(cpu), supervisorBin,
-		"-listen", addr, "-log-format", "json", "-workers", "2"), addr)
+	s := startUnder(t, []string{taskset, "-c", strconv.Itoa(cpu)}, "-workers", "2")
 	s.waitLog(10*time.Second, "all workers ready", nil)
 	for _, pid := range s.children() {
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/control"
 )
 
 var (
@@ -84,12 +86,16 @@ type sup struct {
 
 // start runs the supervisor with args (a free -listen address and JSON logs
 // are added) and does not wait for it.
-func start(t testing.TB, args ...string) *sup {
+func start(t testing.TB, args ...string) *sup { return startUnder(t, nil, args...) }
+
+// startUnder is start with the supervisor run by wrapper (a command that
+// execs its arguments, such as taskset), so its pid is the supervisor's.
+func startUnder(t testing.TB, wrapper []string, args ...string) *sup {
 	t.Helper()
 	addr := freeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
-	full := append([]string{"-listen", addr, "-log-format", "json", "-control", ctl}, args...)
-	s := adopt(t, exec.Command(supervisorBin, full...), addr)
+	argv := append(append(wrapper, supervisorBin, "-listen", addr, "-log-format", "json", "-control", ctl), args...)
+	s := adopt(t, exec.Command(argv[0], argv[1:]...), addr)
 	s.ctlPath = ctl
 	return s
 }
@@ -155,9 +161,20 @@ func (s *sup) cleanup() {
 	for _, pid := range append(kids, s.log.workerPIDs()...) {
 		waitGone(s.t, pid, 3*time.Second)
 	}
+	// A test that leaves -control out gets the default path, which a
+	// killed supervisor cannot remove.
+	if p := control.DefaultPath(s.addr); fileExists(p) {
+		os.Remove(p)
+		s.t.Errorf("control socket %s left behind: give the supervisor -control in the test's temp dir", p)
+	}
 	if s.t.Failed() {
 		s.t.Logf("supervisor output:\n%s", s.stderr.String())
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // waitGone fails the test unless pid is gone (or a zombie) within d.
