@@ -160,10 +160,12 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// inject queues connections received on the control channel for Accept.
-func (l *listener) inject(fds []int) {
+// inject queues connections received on the control channel for Accept;
+// peers are their records, if the frame had them.
+func (l *listener) inject(fds []int, peers []byte) {
 	for _, fd := range fds {
-		c, err := adoptConn(fd, nil, nil)
+		peer := popPeer(&peers)
+		c, err := adoptConn(fd, peer, nil)
 		if err != nil {
 			continue
 		}
@@ -187,6 +189,20 @@ func isTimeout(err error) bool {
 func isTemporary(err error) bool {
 	var ne interface{ Temporary() bool }
 	return errors.As(err, &ne) && ne.Temporary()
+}
+
+// popPeer takes the first record off recs and returns its address: nil
+// when the record says unknown or there is none, and adoptConn then asks
+// the kernel.
+func popPeer(recs *[]byte) net.Addr {
+	a := ipc.PeerAddr(*recs)
+	if len(*recs) >= ipc.PeerSize {
+		*recs = (*recs)[ipc.PeerSize:]
+	}
+	if a == nil {
+		return nil // not a typed nil in the interface
+	}
+	return a
 }
 
 // took counts a connection Accept returns; its Close counts the close.
@@ -234,14 +250,7 @@ func (l *listener) next() (*handedConn, error) {
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	var peer net.Addr
-	if a := ipc.PeerAddr(l.peers); a != nil {
-		peer = a // else unknown or not sent: adoptConn asks the kernel
-	}
-	if len(l.peers) >= ipc.PeerSize {
-		l.peers = l.peers[ipc.PeerSize:]
-	}
-	c, err := adoptConn(fd, peer, l.local)
+	c, err := adoptConn(fd, popPeer(&l.peers), l.local)
 	if err != nil {
 		// Not a socket we can use, or its client already left. Count it
 		// as accepted and closed: the supervisor counted it as handed.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"net"
 	"testing"
 	"unsafe"
@@ -26,6 +27,16 @@ func rrListener(t *testing.T) (*listener, *ipc.Channel) {
 		extra: make(chan *handedConn, 1), handoff: ch, buf: make([]byte, ipc.MaxFrame)}
 	t.Cleanup(func() { sup.Close(); ch.Close() })
 	return l, sup
+}
+
+// peer4 is the record accept4 would give for an IPv4 client.
+func peer4(ip [4]byte, port uint16) ipc.Peer {
+	sa := unix.RawSockaddrAny{}
+	in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+	in.Family = unix.AF_INET
+	in.Addr = ip
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.Port))[:], port)
+	return ipc.PeerOf(&sa)
 }
 
 // acceptedFD returns a client and the server side's descriptor, as the
@@ -55,12 +66,7 @@ func TestListenerTakesPeersFromFrame(t *testing.T) {
 	// The first record names an address that is not the real peer, so
 	// that the test sees where the listener took it from; the second is
 	// unknown, so the listener must ask the kernel.
-	sa := unix.RawSockaddrAny{}
-	in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-	in.Family = unix.AF_INET
-	in.Addr = [4]byte{192, 0, 2, 7}
-	in.Port = 0x3930 // 12345, network order
-	p1 := ipc.PeerOf(&sa)
+	p1 := peer4([4]byte{192, 0, 2, 7}, 12345)
 	var p2 ipc.Peer
 	frame := append(append(ipc.AppendConnsPeers(nil, 2), p1[:]...), p2[:]...)
 	if err := sup.Send(frame, []int{fd1, fd2}); err != nil {
@@ -103,5 +109,19 @@ func TestListenerWithoutPeers(t *testing.T) {
 	defer c.Close()
 	if want, have := client.LocalAddr().String(), c.RemoteAddr().String(); want != have {
 		t.Fatalf("RemoteAddr %s, want %s", have, want)
+	}
+}
+
+// Connections sent over the control channel (reuseport: a retired slot's
+// backlog) take their peer records the same way.
+func TestInjectTakesPeers(t *testing.T) {
+	l, _ := rrListener(t)
+	_, fd := acceptedFD(t)
+	p := peer4([4]byte{192, 0, 2, 9}, 80)
+	l.inject([]int{fd}, p[:])
+	c := <-l.extra
+	defer c.Close()
+	if want, have := "192.0.2.9:80", c.RemoteAddr().String(); want != have {
+		t.Fatalf("RemoteAddr %s, want %s from the frame", have, want)
 	}
 }

@@ -148,7 +148,7 @@ func (w *worker) readControl() {
 				ipc.CloseAll(fds)
 				continue
 			}
-			l.inject(fds)
+			l.inject(fds, f.Peers())
 		case ipc.TypeMessage:
 			select {
 			case w.msgs <- append([]byte(nil), f.Payload...):
