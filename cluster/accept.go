@@ -79,7 +79,7 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 	}
 	c, err := adoptConn(nfd, ra, a.local)
 	if err != nil {
-		return nil, tempErr{err}
+		return nil, unusable{err}
 	}
 	return c, nil
 }

@@ -132,6 +132,15 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		default:
 		}
+		if isTimeout(err) && l.deadliner != nil {
+			l.deadliner.SetDeadline(time.Time{}) // woken by inject
+			continue
+		}
+		if errors.As(err, new(unusable)) {
+			// One connection could not be adopted (its client gone): go
+			// on to the next, draining or not.
+			continue
+		}
 		if l.draining.Load() {
 			select {
 			case c := <-l.extra:
@@ -143,13 +152,6 @@ func (l *listener) Accept() (net.Conn, error) {
 			l.park()
 			<-l.closed
 			return nil, net.ErrClosed
-		}
-		if isTimeout(err) && l.deadliner != nil {
-			l.deadliner.SetDeadline(time.Time{}) // woken by inject
-			continue
-		}
-		if isTemporary(err) {
-			continue
 		}
 		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 			l.park()
@@ -184,11 +186,6 @@ func (l *listener) inject(fds []int, peers []byte) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func isTemporary(err error) bool {
-	var ne interface{ Temporary() bool }
-	return errors.As(err, &ne) && ne.Temporary()
 }
 
 // popPeer takes the first record off recs and returns its address: nil
@@ -257,14 +254,20 @@ func (l *listener) next() (*handedConn, error) {
 		l.w.accepted.Add(1)
 		l.w.closed.Add(1)
 		l.w.kickLoad()
-		return nil, tempErr{err}
+		return nil, unusable{err}
 	}
 	return c, nil
 }
 
+// tempErr is an accept error the server should back off from and retry
+// (EMFILE and the like): http.Server checks Temporary.
 type tempErr struct{ error }
 
 func (tempErr) Temporary() bool { return true }
+
+// unusable: one accepted connection could not be adopted and is closed;
+// Accept goes on to the next.
+type unusable struct{ error }
 
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {

@@ -3,7 +3,9 @@ package cluster
 import (
 	"encoding/binary"
 	"net"
+	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -119,9 +121,55 @@ func TestInjectTakesPeers(t *testing.T) {
 	_, fd := acceptedFD(t)
 	p := peer4([4]byte{192, 0, 2, 9}, 80)
 	l.inject([]int{fd}, p[:])
-	c := <-l.extra
+	var c *handedConn
+	select { // inject is synchronous: the connection is queued or dropped
+	case c = <-l.extra:
+	default:
+		t.Fatal("inject queued nothing")
+	}
 	defer c.Close()
 	if want, have := "192.0.2.9:80", c.RemoteAddr().String(); want != have {
 		t.Fatalf("RemoteAddr %s, want %s from the frame", have, want)
+	}
+}
+
+// A connection that cannot be adopted (here not a socket at all) must not
+// end a drain early: the connections after it in the same frame are still
+// served.
+func TestDrainSkipsUnusableConnection(t *testing.T) {
+	l, sup := rrListener(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	client, fd := acceptedFD(t)
+	if err := sup.Send(ipc.ConnsFrame(2), []int{int(r.Fd()), fd}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	l.stopTaking()
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			c = nil
+		}
+		got <- c
+	}()
+	select {
+	case c := <-got:
+		if c == nil {
+			t.Fatal("Accept failed instead of returning the second connection")
+		}
+		defer c.Close()
+		if want, have := client.LocalAddr().String(), c.RemoteAddr().String(); want != have {
+			t.Fatalf("RemoteAddr %s, want %s", have, want)
+		}
+	case <-time.After(5 * time.Second):
+		l.Close() // unblocks the parked Accept
+		<-got
+		t.Fatal("Accept parked with a usable connection still queued")
 	}
 }

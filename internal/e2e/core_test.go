@@ -384,7 +384,7 @@ func TestSupervisorKilledNoOrphans(t *testing.T) {
 				t.Fatalf("want 2 workers, have %v", workers)
 			}
 			s.signal(syscall.SIGKILL)
-			<-s.done
+			s.waitExit(5 * time.Second)
 			for _, pid := range workers {
 				waitGone(t, pid, time.Second)
 			}

@@ -267,8 +267,12 @@ func TestControlSocket(t *testing.T) {
 			t.Fatalf("status lacks worker %d:\n%s", pid, out)
 		}
 	}
-	if st, err := os.Stat(s.ctlPath); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("control socket mode %v, %v; want 0600", st.Mode(), err)
+	st, err := os.Stat(s.ctlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %v, want 0600", st.Mode())
 	}
 	for _, garbage := range []string{"not json\n", `{"cmd":"explode"}` + "\n", `{"cmd":"scale","n":-4}` + "\n", strings.Repeat("x", 10000) + "\n"} {
 		c, err := net.Dial("unix", s.ctlPath)

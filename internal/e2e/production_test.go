@@ -71,6 +71,11 @@ func TestMetrics(t *testing.T) {
 	if want, have := before+n, scrape(t, url, "prefork_handoffs_total"); want != have {
 		t.Fatalf("prefork_handoffs_total: want %v, have %v", want, have)
 	}
+	// Every accepted burst is timed: at least one observation, and no more
+	// than one per connection.
+	if got := scrape(t, url, "prefork_handoff_duration_seconds_count"); got < 1 || got > before+n {
+		t.Fatalf("prefork_handoff_duration_seconds_count = %v, want 1..%v", got, before+n)
+	}
 	if got := scrape(t, url, "prefork_worker_spawns_total", `cause="start"`); got != 2 {
 		t.Fatalf("spawns by start = %v, want 2", got)
 	}

@@ -146,12 +146,13 @@ func (h *handoff) serve(l *acceptLoop) error {
 		n, aerr = 0, nil
 		err := rc.Read(acceptSome)
 		if n > 0 {
+			var t0 time.Time
 			if h.obs != nil {
-				t0 := time.Now()
-				h.dispatch(accepted[:n], peers[:n], scratch)
+				t0 = time.Now()
+			}
+			h.dispatch(accepted[:n], peers[:n], scratch)
+			if h.obs != nil {
 				h.obs.ObserveHandoff(time.Since(t0))
-			} else {
-				h.dispatch(accepted[:n], peers[:n], scratch)
 			}
 		}
 		if err != nil {
@@ -188,13 +189,10 @@ type batch struct {
 // dispatch hands off a batch of accepted descriptors. It closes every
 // descriptor it is given (after sending it, or after giving up on it) or
 // queues it. peers are their addresses, or nil; workers that take them get
-// them in the frame. b is the caller's scratch space; nil allocates one.
+// them in the frame. b is the caller's scratch space.
 func (h *handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 	if h.npend.Load() > 0 {
 		h.flush() // keep order: earlier connections first
-	}
-	if b == nil {
-		b = new(batch)
 	}
 	var t *target
 	ok := false
@@ -274,17 +272,24 @@ func (h *handoff) enqueue(fd int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.pending) >= h.queueMax {
-		unix.Close(fd)
-		if n := h.dropped.Add(1); n&(n-1) == 0 { // log at powers of two
-			h.log.Warn("no worker ready and queue full; connection closed",
-				zap.Int("queue_max", h.queueMax), zap.Uint64("dropped_total", n))
-		}
+		h.drop(fd, "no worker ready and queue full")
 		return
 	}
 	now := time.Now()
 	h.pending = append(h.pending, pendingConn{fd: fd, since: now})
 	h.npend.Store(int32(len(h.pending)))
 	h.rearm(now)
+}
+
+// drop closes a connection no worker will take and counts it. It logs at
+// powers of two of the total, so that a full queue expiring at once is a
+// few lines, not thousands.
+func (h *handoff) drop(fd int, why string) {
+	unix.Close(fd)
+	if n := h.dropped.Add(1); n&(n-1) == 0 {
+		h.log.Warn("connection closed unserved: "+why, zap.Int("queue_max", h.queueMax),
+			zap.Duration("queue_timeout", h.queueTimeout), zap.Uint64("dropped_total", n))
+	}
 }
 
 // retryEvery is how soon queued connections are offered again while
@@ -324,9 +329,7 @@ func (h *handoff) flush() {
 	keep := h.pending[:0]
 	for _, p := range h.pending {
 		if now.Sub(p.since) >= h.queueTimeout {
-			unix.Close(p.fd)
-			h.dropped.Add(1)
-			h.log.Warn("connection waited too long for a ready worker; closed", zap.Duration("queue_timeout", h.queueTimeout))
+			h.drop(p.fd, "waited too long for a ready worker")
 			continue
 		}
 		if !h.sendAny(p.fd, nil) {
@@ -372,22 +375,33 @@ func (h *handoff) recover(t *target) int {
 	t.ch.Close() // after this no Send to t can succeed
 	defer t.keep.Close()
 	buf := make([]byte, ipc.MaxFrame)
+	scratch := new(batch)
 	var fds []int
+	var peers []ipc.Peer
 	n := 0
 	// Bounded: the queue holds at most max_dgram_qlen frames, and malformed
 	// ones cannot appear (only this process writes to the channel).
 	for range 1 << 16 {
-		var err error
-		_, fds, err = t.keep.TryRecv(buf, fds[:0])
+		f, got, err := t.keep.TryRecv(buf, fds[:0])
 		if err != nil {
 			if !errors.Is(err, ipc.ErrWouldBlock) && !errors.Is(err, io.EOF) {
 				h.log.Warn("reading back queued connections", zap.Int("slot", t.slot), zap.Error(err))
 			}
 			break
 		}
+		fds = got
+		// The frame keeps its peer records, if it had them, for the next
+		// worker (Decode checked there is one per descriptor).
+		peers = peers[:0]
+		for p := f.Peers(); len(p) >= ipc.PeerSize; p = p[ipc.PeerSize:] {
+			peers = append(peers, ipc.Peer(p[:ipc.PeerSize]))
+		}
+		if len(peers) == 0 {
+			peers = nil
+		}
 		n += len(fds)
 		h.recovered.Add(uint64(len(fds)))
-		h.dispatch(fds, nil, nil) // without addresses: the next worker asks
+		h.dispatch(fds, peers, scratch)
 	}
 	return n
 }

@@ -59,21 +59,28 @@ func pipeFDs(t *testing.T, n int) []int {
 // descriptors it got (closing them).
 func received(t *testing.T, w *ipc.Channel) int {
 	t.Helper()
-	buf := make([]byte, ipc.MaxFrame)
 	n := 0
-	for {
-		_, fds, err := w.TryRecv(buf, nil)
-		if err != nil {
-			return n
-		}
-		n += len(fds)
-		ipc.CloseAll(fds)
+	for _, size := range frames(t, w) {
+		n += size
 	}
+	return n
 }
 
 func newTestHandoff(queueMax int, queueTimeout time.Duration) (*handoff, balancer.Balancer[*target]) {
 	bal := balancer.NewRoundRobin[*target]()
 	return newHandoff(bal, zap.NewNop(), queueMax, queueTimeout), bal
+}
+
+// twoWorkers is a handoff to two ready workers, a and b, with the worker
+// ends of their channels; oneCPU as the supervisor would find it.
+func twoWorkers(t *testing.T, oneCPU bool) (h *handoff, a, b *target, wa, wb *ipc.Channel) {
+	h, bal := newTestHandoff(16, time.Minute)
+	h.oneCPU = oneCPU
+	a, wa = testTarget(t, 1)
+	b, wb = testTarget(t, 2)
+	bal.Add(a)
+	bal.Add(b)
+	return h, a, b, wa, wb
 }
 
 // frames drains a worker's channel without waiting and returns the number
@@ -93,13 +100,8 @@ func frames(t *testing.T, w *ipc.Channel) []int {
 }
 
 func TestHandoffSpreadsAndBatches(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	h.oneCPU = false
-	a, wa := testTarget(t, 1)
-	b, wb := testTarget(t, 2)
-	bal.Add(a)
-	bal.Add(b)
-	h.dispatch(pipeFDs(t, 10), nil, nil)
+	h, a, b, wa, wb := twoWorkers(t, false)
+	h.dispatch(pipeFDs(t, 10), nil, new(batch))
 	// One frame each: connections are picked one by one, then those for
 	// the same worker travel together.
 	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{5}) || !slices.Equal(fb, []int{5}) {
@@ -110,7 +112,7 @@ func TestHandoffSpreadsAndBatches(t *testing.T) {
 	}
 	// A burst of one is one pick: sequential connections alternate.
 	for i := range 4 {
-		h.dispatch(pipeFDs(t, 1), nil, nil)
+		h.dispatch(pipeFDs(t, 1), nil, new(batch))
 		want := []*ipc.Channel{wa, wb}[i%2]
 		if n := received(t, want); n != 1 {
 			t.Fatalf("connection %d: want it at worker %d, have %d there", i, i%2+1, n)
@@ -122,17 +124,12 @@ func TestHandoffSpreadsAndBatches(t *testing.T) {
 // must take turns on the CPU only adds context switches); the next burst
 // goes to the next worker.
 func TestHandoffOneCPUBurstsGoWhole(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	h.oneCPU = true
-	a, wa := testTarget(t, 1)
-	b, wb := testTarget(t, 2)
-	bal.Add(a)
-	bal.Add(b)
-	h.dispatch(pipeFDs(t, 7), nil, nil)
+	h, _, _, wa, wb := twoWorkers(t, true)
+	h.dispatch(pipeFDs(t, 7), nil, new(batch))
 	if fa, fb := frames(t, wa), frames(t, wb); !slices.Equal(fa, []int{7}) || len(fb) != 0 {
 		t.Fatalf("first burst: want [7] and [], have %v and %v", fa, fb)
 	}
-	h.dispatch(pipeFDs(t, 3), nil, nil)
+	h.dispatch(pipeFDs(t, 3), nil, new(batch))
 	if fa, fb := frames(t, wa), frames(t, wb); len(fa) != 0 || !slices.Equal(fb, []int{3}) {
 		t.Fatalf("second burst: want [] and [3], have %v and %v", fa, fb)
 	}
@@ -141,13 +138,8 @@ func TestHandoffOneCPUBurstsGoWhole(t *testing.T) {
 // Peer addresses go only to a worker that said it takes them; the other
 // gets the frame every worker understands.
 func TestHandoffPeersOnlyToWorkersThatTakeThem(t *testing.T) {
-	h, bal := newTestHandoff(16, time.Minute)
-	h.oneCPU = false
-	a, wa := testTarget(t, 1)
-	b, wb := testTarget(t, 2)
+	h, a, _, wa, wb := twoWorkers(t, false)
 	a.peers.Store(true)
-	bal.Add(a)
-	bal.Add(b)
 	var peers []ipc.Peer
 	for i := range 4 {
 		sa := unix.RawSockaddrAny{}
@@ -156,7 +148,7 @@ func TestHandoffPeersOnlyToWorkersThatTakeThem(t *testing.T) {
 		in.Addr = [4]byte{192, 0, 2, byte(i)}
 		peers = append(peers, ipc.PeerOf(&sa))
 	}
-	h.dispatch(pipeFDs(t, 4), peers, nil)
+	h.dispatch(pipeFDs(t, 4), peers, new(batch))
 	buf := make([]byte, ipc.MaxFrame)
 	f, fds, err := wa.TryRecv(buf, nil)
 	if err != nil {

@@ -151,6 +151,18 @@ func Run(cfg Config, log *zap.Logger) error {
 	s.log.Info("listening", zap.String("addr", s.addr), zap.Bool("socket_activated", s.activated), zap.String("mode", cfg.Mode),
 		zap.Int("workers", cfg.Workers), zap.Strings("command", cfg.Command))
 
+	switch cfg.Mode {
+	case ipc.ModeRR:
+		s.bal, _ = balancer.New[*target](cfg.Balance)
+		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
+	case ipc.ModeReusePort:
+		// Workers take their own connections; this handoff serves only the
+		// backlog of slots left without a worker.
+		s.bal = balancer.NewRoundRobin[*target]()
+		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
+	}
+	// After the handoff exists (the metrics observe it) and before it
+	// accepts anything.
 	stopServices, err := s.startServices()
 	if err != nil {
 		return err
@@ -172,20 +184,12 @@ func Run(cfg Config, log *zap.Logger) error {
 	if s.spawner, err = newSpawner(&s.owned, batch); err != nil {
 		s.log.Warn("cannot use SCHED_BATCH for workers", zap.Error(err))
 	}
-	switch cfg.Mode {
-	case ipc.ModeRR:
-		s.bal, _ = balancer.New[*target](cfg.Balance)
-		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
+	if cfg.Mode == ipc.ModeRR {
 		loop, err := s.handoff.accept(s.ln)
 		if err != nil {
 			return err
 		}
 		s.acceptLoops = append(s.acceptLoops, loop)
-	case ipc.ModeReusePort:
-		// Workers take their own connections; this handoff serves only the
-		// backlog of slots left without a worker.
-		s.bal = balancer.NewRoundRobin[*target]()
-		s.handoff = newHandoff(s.bal, log, cfg.QueueMax, cfg.QueueTimeout)
 	}
 	for i := range cfg.Workers {
 		sl := &slot{id: i + 1}
