@@ -1,13 +1,15 @@
 package cluster
 
 import (
-	"errors"
 	"net"
 	"os"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/ipc"
+	listensock "github.com/prefork/prefork/internal/listener" // cluster has its own listener type
 )
 
 // socketAcceptor accepts on the listening socket a worker inherits in
@@ -25,6 +27,13 @@ type socketAcceptor struct {
 	rc    syscall.RawConn
 	addr  *net.TCPAddr
 	local net.Addr // nil when bound to a wildcard address: ask per connection
+
+	// What one accept leaves for Accept: set by try, which is made once
+	// (a closure per call would allocate on every connection).
+	try  func(fd uintptr) bool
+	nfd  int
+	sa   unix.RawSockaddrAny
+	aerr error
 }
 
 func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
@@ -33,6 +42,20 @@ func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
 		return nil, err
 	}
 	a := &socketAcceptor{f: f, rc: rc}
+	a.try = func(fd uintptr) bool {
+		for {
+			a.nfd, a.aerr = listensock.Accept4(int(fd), &a.sa)
+			switch a.aerr {
+			case nil:
+				return true
+			case unix.EAGAIN:
+				return false // wait until the socket is readable
+			case unix.ECONNABORTED, unix.EINTR:
+				continue
+			}
+			return true
+		}
+	}
 	var sa unix.Sockaddr
 	var serr error
 	rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) })
@@ -49,35 +72,15 @@ func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
 // Accept waits for a connection. Only one goroutine calls it at a time (the
 // listener's Accept), as with any accept loop.
 func (a *socketAcceptor) Accept() (*handedConn, error) {
-	var nfd int
-	var peer unix.Sockaddr
-	var aerr error
-	err := a.rc.Read(func(fd uintptr) bool {
-		for {
-			nfd, peer, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			switch {
-			case aerr == nil:
-				return true
-			case errors.Is(aerr, unix.EAGAIN):
-				return false // wait until the socket is readable
-			case errors.Is(aerr, unix.ECONNABORTED), errors.Is(aerr, unix.EINTR):
-				continue
-			}
-			return true
-		}
-	})
-	if err != nil {
+	if err := a.rc.Read(a.try); err != nil {
 		return nil, err // closed, or a deadline passed
 	}
-	if aerr != nil {
+	if a.aerr != nil {
 		// EMFILE and the like: let the server back off and retry.
-		return nil, tempErr{&net.OpError{Op: "accept", Net: "tcp", Addr: a.addr, Err: aerr}}
+		return nil, tempErr{&net.OpError{Op: "accept", Net: "tcp", Addr: a.addr, Err: a.aerr}}
 	}
-	var ra net.Addr
-	if peer != nil {
-		ra = tcpAddr(peer)
-	}
-	c, err := adoptConn(nfd, ra, a.local)
+	peer := ipc.PeerOf(&a.sa)
+	c, err := adoptConn(a.nfd, peerAddr(peer[:]), a.local)
 	if err != nil {
 		return nil, unusable{err}
 	}

@@ -188,18 +188,24 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// popPeer takes the first record off recs and returns its address: nil
-// when the record says unknown or there is none, and adoptConn then asks
-// the kernel.
+// popPeer takes the first record off recs and returns its address (see
+// peerAddr).
 func popPeer(recs *[]byte) net.Addr {
-	a := ipc.PeerAddr(*recs)
+	a := peerAddr(*recs)
 	if len(*recs) >= ipc.PeerSize {
 		*recs = (*recs)[ipc.PeerSize:]
 	}
-	if a == nil {
-		return nil // not a typed nil in the interface
-	}
 	return a
+}
+
+// peerAddr is the address in the peer record at the start of rec: nil when
+// the record says unknown or there is none, and adoptConn then asks the
+// kernel.
+func peerAddr(rec []byte) net.Addr {
+	if a := ipc.PeerAddr(rec); a != nil {
+		return a
+	}
+	return nil // not a typed nil in the interface
 }
 
 // took counts a connection Accept returns; its Close counts the close.

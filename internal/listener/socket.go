@@ -27,8 +27,9 @@ type Socket struct {
 }
 
 // Detach moves ln's socket to a Socket and closes ln, which takes it out of
-// the runtime poller.
+// the runtime poller. ln is closed on error too: the caller never has to.
 func Detach(ln *net.TCPListener) (*Socket, error) {
+	defer ln.Close()
 	nfd, err := dupCloexec(ln)
 	if err != nil {
 		return nil, fmt.Errorf("listener: detach: %w", err)
@@ -37,9 +38,7 @@ func Detach(ln *net.TCPListener) (*Socket, error) {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("listener: detach: %w", err)
 	}
-	addr := ln.Addr()
-	ln.Close()
-	return &Socket{fd: nfd, addr: addr}, nil
+	return &Socket{fd: nfd, addr: ln.Addr()}, nil
 }
 
 // tuneAccepted sets, on a listening socket, the options Go sets on every
@@ -71,7 +70,7 @@ func DetachAll(lns []*net.TCPListener) ([]*Socket, error) {
 			for _, o := range out {
 				o.Close()
 			}
-			for _, l := range lns[i:] {
+			for _, l := range lns[i+1:] { // Detach closed lns[i]
 				l.Close()
 			}
 			return nil, err

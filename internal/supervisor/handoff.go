@@ -125,7 +125,7 @@ func (h *handoff) serve(l *acceptLoop) error {
 	var aerr error
 	acceptSome := func(fd uintptr) bool {
 		for n < len(accepted) {
-			nfd, err := accept4(int(fd), &sa)
+			nfd, err := listener.Accept4(int(fd), &sa)
 			switch err {
 			case nil:
 				accepted[n] = nfd

@@ -1,4 +1,4 @@
-package supervisor
+package listener
 
 import (
 	"net"
@@ -35,7 +35,7 @@ func TestAccept4(t *testing.T) {
 		// Bounded wait for the connection in the backlog.
 		pfd := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
 		if _, aerr = unix.Poll(pfd, 5000); aerr == nil {
-			fd, aerr = accept4(int(lfd), &sa)
+			fd, aerr = Accept4(int(lfd), &sa)
 		}
 	})
 	if aerr != nil {

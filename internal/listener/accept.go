@@ -1,0 +1,26 @@
+package listener
+
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Accept4 accepts one connection on the listening socket fd and writes its
+// peer address to sa (unix.Accept4 would decode the address into a freshly
+// allocated Sockaddr on every call; ipc.PeerOf reads sa as it is). The new
+// descriptor is close-on-exec (a worker spawned meanwhile must not inherit
+// it) and non-blocking: the flag belongs to the open file, which a worker
+// shares once it receives a duplicate, so it registers the connection with
+// its poller without another fcntl. The supervisor's accept loop and the
+// workers' (shared and reuseport) both use it.
+func Accept4(fd int, sa *unix.RawSockaddrAny) (int, error) {
+	n := uint32(unix.SizeofSockaddrAny)
+	nfd, _, errno := syscall.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&n)),
+		unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(nfd), nil
+}
