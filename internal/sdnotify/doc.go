@@ -15,7 +15,8 @@
 //
 //	n := sdnotify.New()
 //	sdnotify.Unsetenv()
-//	go n.RunWatchdog(ctx)
+//	// every n.WatchdogInterval(), from the loop whose liveness it vouches for:
+//	n.Notify("WATCHDOG=1")
 //	// ... spawn workers, wait until they are ready ...
 //	n.Ready(fmt.Sprintf("%d workers ready", len(workers)))
 //	// on SIGHUP:

@@ -1,7 +1,6 @@
 package sdnotify
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -140,28 +139,4 @@ func (n *Notifier) WatchdogInterval() time.Duration {
 		return 0
 	}
 	return n.watchdog
-}
-
-// RunWatchdog sends WATCHDOG=1 at once and then every WatchdogInterval until
-// ctx is done. It returns immediately when no watchdog applies. Send errors
-// are dropped: a missed keep-alive is exactly what the watchdog detects.
-//
-// Run it from the goroutine (or next to the loop) whose liveness it vouches
-// for; a keep-alive from an independent goroutine only proves the Go runtime
-// is alive.
-func (n *Notifier) RunWatchdog(ctx context.Context) {
-	d := n.WatchdogInterval()
-	if d <= 0 {
-		return
-	}
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		n.Notify("WATCHDOG=1")
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -1,7 +1,6 @@
 package sdnotify_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -176,23 +175,7 @@ func TestDisabledIsNoop(t *testing.T) {
 			if have := n.WatchdogInterval(); have != 0 {
 				t.Errorf("WatchdogInterval: want 0, have %v", have)
 			}
-			returnsAtOnce(t, n)
 		})
-	}
-}
-
-// returnsAtOnce fails unless RunWatchdog returns without ctx being cancelled.
-func returnsAtOnce(t *testing.T, n *sdnotify.Notifier) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n.RunWatchdog(context.Background())
-	}()
-	select {
-	case <-done:
-	case <-time.After(deadline):
-		t.Fatal("RunWatchdog did not return although no watchdog applies")
 	}
 }
 
@@ -243,43 +226,16 @@ func TestWatchdogInterval(t *testing.T) {
 	}
 }
 
-func TestRunWatchdogTicks(t *testing.T) {
-	clearEnv(t)
-	c, addr := listenAbstract(t)
-	t.Setenv("NOTIFY_SOCKET", addr)
-	t.Setenv("WATCHDOG_USEC", "20000") // 20ms timeout: a keep-alive every 10ms
-	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	n := sdnotify.New()
-	if want, have := 10*time.Millisecond, n.WatchdogInterval(); want != have {
-		t.Fatalf("WatchdogInterval: want %v, have %v", want, have)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n.RunWatchdog(ctx)
-	}()
-	for i := 0; i < 3; i++ {
-		if want, have := "WATCHDOG=1", recv(t, c); want != have {
-			t.Fatalf("tick %d: want %q, have %q", i, want, have)
-		}
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(deadline):
-		t.Fatal("RunWatchdog did not return after cancel")
-	}
-}
-
-func TestRunWatchdogForAnotherProcess(t *testing.T) {
+// A watchdog meant for another process (WATCHDOG_PID) does not apply.
+func TestWatchdogForAnotherProcess(t *testing.T) {
 	clearEnv(t)
 	_, addr := listenAbstract(t)
 	t.Setenv("NOTIFY_SOCKET", addr)
 	t.Setenv("WATCHDOG_USEC", "20000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
-	returnsAtOnce(t, sdnotify.New())
+	if have := sdnotify.New().WatchdogInterval(); have != 0 {
+		t.Fatalf("WatchdogInterval: want 0, have %v", have)
+	}
 }
 
 func TestUnsetenv(t *testing.T) {

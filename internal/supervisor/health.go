@@ -110,3 +110,16 @@ func cpuTicks(pid int) (uint64, bool) {
 	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
 	return u + st, err1 == nil && err2 == nil
 }
+
+// keepAlive pings systemd's watchdog (WatchdogSec=) from the owner loop, so
+// that a stuck loop stops the pings and systemd restarts the supervisor; a
+// ping from a goroutine of its own would only prove the runtime alive. It
+// pings on the first tick once WatchdogInterval (half the timeout) is less
+// than a tick away, so pings stay within the timeout whenever that exceeds
+// two ticks.
+func (s *Supervisor) keepAlive(now time.Time) {
+	if every := s.notify.WatchdogInterval(); every > 0 && now.Sub(s.pinged) >= every-tickEvery {
+		s.notify.Notify("WATCHDOG=1")
+		s.pinged = now
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,7 +52,7 @@ type Supervisor struct {
 
 	events chan any
 	done   chan struct{}
-	loopAt atomic.Int64 // unix nanoseconds of the owner loop's last tick
+	pinged time.Time // last WATCHDOG=1 (owner loop)
 
 	slots       []*slot
 	live        map[int]*process // by pid, every process not yet waited for
@@ -236,7 +235,6 @@ func (s *Supervisor) startServices() (func(), error) {
 		}
 		stops = append(stops, closeMetrics)
 	}
-	go s.watchdog(ctx)
 	// As PID 1 in a container, orphaned grandchildren are re-parented to
 	// us; reap them without taking the exit status of our own workers.
 	if err := reaper.SetSubreaper(); err != nil {
@@ -246,29 +244,6 @@ func (s *Supervisor) startServices() (func(), error) {
 		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
 	})
 	return stop, nil
-}
-
-// watchdog pings systemd's watchdog (WatchdogSec=) while the owner loop is
-// alive: a supervisor whose loop is stuck stops pinging and systemd restarts
-// it, where a free-running ping would hide the hang.
-func (s *Supervisor) watchdog(ctx context.Context) {
-	every := s.notify.WatchdogInterval()
-	if every <= 0 {
-		return
-	}
-	s.loopAt.Store(time.Now().UnixNano())
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if now.Sub(time.Unix(0, s.loopAt.Load())) < 2*every+tickEvery {
-				s.notify.Notify("WATCHDOG=1")
-			}
-		}
-	}
 }
 
 func (s *Supervisor) controlPath() string {
@@ -295,8 +270,8 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 		case ev := <-s.events:
 			s.onEvent(ev)
 		case now := <-tick.C:
-			s.loopAt.Store(now.UnixNano())
 			s.onTick()
+			s.keepAlive(now)
 		}
 	}
 }
