@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -134,7 +135,7 @@ func (c *Config) validate() error {
 	default:
 		return usagef("invalid value %q for flag -mode: must be rr, shared or reuseport", c.Mode)
 	}
-	if _, err := balancer.New[*target](c.Balance); err != nil {
+	if !slices.Contains(balancer.Policies, c.Balance) {
 		return usagef("invalid value %q for flag -balance: must be %s", c.Balance, strings.Join(balancer.Policies, " or "))
 	}
 	switch c.LogFormat {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
 )
 
 // handler serves control requests by passing them to the owner goroutine.
@@ -143,5 +144,5 @@ func (s *Supervisor) credentials() error {
 // needs them), which makes the supervisor's own open-connection count exact;
 // otherwise the heartbeat's count is used.
 func (s *Supervisor) loadReports() bool {
-	return s.cfg.Mode == "rr" && s.cfg.Balance == "least-conn"
+	return s.cfg.Mode == ipc.ModeRR && s.cfg.Balance == "least-conn"
 }

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"os"
-	"time"
 
 	"github.com/prefork/prefork/internal/control"
 )
@@ -10,7 +9,7 @@ import (
 // emit publishes an operator event (Node's cluster events: fork, ready,
 // exit, ...) to `supervisor ctl events` subscribers. kv are field pairs.
 func (s *Supervisor) emit(kind string, p *process, kv ...any) {
-	e := control.Event{"time": time.Now().Format(time.RFC3339Nano), "event": kind}
+	e := control.Event{"event": kind} // Publish stamps the time
 	if p != nil {
 		e["slot"], e["pid"], e["generation"] = p.slot.id, p.pid, p.gen
 	}

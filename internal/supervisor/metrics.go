@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,9 +33,9 @@ func (s *Supervisor) serveMetrics() (func(), error) {
 func (s *Supervisor) snapshot() snapshot {
 	snap := snapshot{
 		StateCounts: map[string]int{},
-		Spawns:      clone(s.spawnCauses),
-		Exits:       clone(s.exitCauses),
-		Reloads:     clone(s.reloads),
+		Spawns:      maps.Clone(s.spawnCauses),
+		Exits:       maps.Clone(s.exitCauses),
+		Reloads:     maps.Clone(s.reloads),
 		Handoffs:    map[int]uint64{},
 	}
 	now := time.Now()
@@ -42,9 +43,7 @@ func (s *Supervisor) snapshot() snapshot {
 		snap.Handoffs[sl.id] += sl.handedPast
 	}
 	for _, p := range s.live {
-		if p.state != stateExited {
-			snap.StateCounts[p.state.String()]++
-		}
+		snap.StateCounts[p.state.String()]++ // s.live holds no exited process
 		w := metrics.Worker{Slot: p.slot.id, OpenConns: int64(p.beat.Conns), Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: -1}
 		if !p.beatAt.IsZero() {
 			w.HeartbeatAge = now.Sub(p.beatAt)
@@ -64,12 +63,4 @@ func (s *Supervisor) snapshot() snapshot {
 		snap.PendingDepth = int(h.npend.Load())
 	}
 	return snap
-}
-
-func clone[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
