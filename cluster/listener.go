@@ -43,7 +43,6 @@ func Listen(addr string) (net.Listener, error) {
 			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
 		}
 		l.inner = a
-		l.deadliner = a
 		l.addr = a.Addr()
 	}
 	w.mu.Lock()
@@ -72,8 +71,7 @@ type listener struct {
 	// another slot's orphaned backlog). inject wakes an Accept blocked on
 	// inner through a past deadline, which the runtime poller applies to
 	// this process only.
-	extra     chan *handedConn
-	deadliner interface{ SetDeadline(time.Time) error }
+	extra chan *handedConn
 
 	mu        sync.Mutex // serialises Accept's use of buf and pending
 	closeOnce sync.Once
@@ -132,8 +130,8 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		default:
 		}
-		if isTimeout(err) && l.deadliner != nil {
-			l.deadliner.SetDeadline(time.Time{}) // woken by inject
+		if isTimeout(err) && l.inner != nil {
+			l.inner.SetDeadline(time.Time{}) // woken by inject
 			continue
 		}
 		if errors.As(err, new(unusable)) {
@@ -153,7 +151,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			<-l.closed
 			return nil, net.ErrClosed
 		}
-		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+		if errors.Is(err, net.ErrClosed) { // next maps EOF to it
 			l.park()
 			<-l.closed
 			return nil, net.ErrClosed
@@ -177,8 +175,8 @@ func (l *listener) inject(fds []int, peers []byte) {
 			c.Close()
 			continue
 		}
-		if l.deadliner != nil {
-			l.deadliner.SetDeadline(time.Unix(1, 0))
+		if l.inner != nil {
+			l.inner.SetDeadline(time.Unix(1, 0))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,7 +81,7 @@ func start() (*worker, error) {
 		msgs:     make(chan []byte, 64),
 		loadKick: make(chan struct{}, 1),
 	}
-	w.drainMS.Store(30_000)
+	w.drainMS.Store(uint32(defaultDrain / time.Millisecond))
 	if os.Getenv(ipc.EnvControlFD) == "" {
 		return w, nil
 	}
@@ -109,8 +110,10 @@ func start() (*worker, error) {
 		w.uses = ipc.Features(offered) & ipc.Supported
 	}
 	// Children this worker may spawn must not think they are workers.
-	for _, k := range []string{ipc.EnvControlFD, ipc.EnvListenFD, ipc.EnvWorkerID, ipc.EnvMode, ipc.EnvGeneration, ipc.EnvListenAddr, ipc.EnvLoadReports, ipc.EnvFeatures} {
-		os.Unsetenv(k)
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, ipc.EnvPrefix) {
+			os.Unsetenv(k)
+		}
 	}
 	go w.readControl()
 	go w.heartbeat()
@@ -123,9 +126,11 @@ func start() (*worker, error) {
 // readControl handles frames from the supervisor until the channel closes.
 func (w *worker) readControl() {
 	buf := make([]byte, ipc.MaxFrame)
+	var fds []int
 	for {
-		var fds []int
-		f, fds, err := w.ctl.Recv(buf, fds[:0])
+		var f ipc.Frame
+		var err error
+		f, fds, err = w.ctl.Recv(buf, fds[:0])
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 			w.orphaned()
@@ -257,12 +262,16 @@ func Drain() <-chan struct{} {
 	return w.drainCh
 }
 
+// defaultDrain is DrainTimeout standalone and until a drain frame says
+// otherwise: the supervisor's default -grace.
+const defaultDrain = 30 * time.Second
+
 // DrainTimeout is how long the supervisor waits after a drain before it
 // kills the worker (its -grace); 30s standalone.
 func DrainTimeout() time.Duration {
 	w, err := get()
 	if err != nil {
-		return 30 * time.Second
+		return defaultDrain
 	}
 	return time.Duration(w.drainMS.Load()) * time.Millisecond
 }

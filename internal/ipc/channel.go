@@ -28,13 +28,7 @@ type Channel struct {
 	soob    []byte
 	serr    error
 	sendFn  func(uintptr)
-	roob    []byte // Recv scratch
-	tryFn   func(uintptr)
-	tbuf    []byte
-	tn      int
-	tflags  int
-	toobn   int
-	terr    error
+	roob    []byte // Recv and TryRecv scratch
 	closeMu sync.Once
 }
 
@@ -82,7 +76,6 @@ func NewChannel(f *os.File) (*Channel, error) {
 		roob: make([]byte, unix.CmsgSpace(MaxFDs*4)),
 	}
 	c.sendFn = c.send
-	c.tryFn = c.tryRecv
 	return c, nil
 }
 
@@ -137,14 +130,16 @@ func (c *Channel) Recv(buf []byte, fds []int) (Frame, []int, error) {
 }
 
 // TryRecv is Recv without waiting: ErrWouldBlock when nothing is queued.
+// It runs off the hot path (drains, read-backs), so its closure may allocate.
 func (c *Channel) TryRecv(buf []byte, fds []int) (Frame, []int, error) {
-	c.tbuf = buf
-	err := c.rc.Control(c.tryFn)
+	var n, oobn, flags int
+	var rerr error
+	err := c.rc.Control(func(fd uintptr) {
+		n, oobn, flags, _, rerr = unix.Recvmsg(int(fd), buf, c.roob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	})
 	if err == nil {
-		err = c.terr
+		err = rerr
 	}
-	n, oobn, flags := c.tn, c.toobn, c.tflags
-	c.tbuf, c.terr = nil, nil
 	if errors.Is(err, unix.EAGAIN) {
 		return Frame{}, fds, ErrWouldBlock
 	}
@@ -152,10 +147,6 @@ func (c *Channel) TryRecv(buf []byte, fds []int) (Frame, []int, error) {
 		return Frame{}, fds, fmt.Errorf("ipc: recv: %w", err)
 	}
 	return finishRecv(buf, n, c.roob[:oobn], flags, fds)
-}
-
-func (c *Channel) tryRecv(fd uintptr) {
-	c.tn, c.toobn, c.tflags, _, c.terr = unix.Recvmsg(int(fd), c.tbuf, c.roob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 }
 
 func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []int, error) {

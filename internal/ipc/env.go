@@ -1,8 +1,12 @@
 package ipc
 
 // The contract between the supervisor and a worker process. The supervisor
-// sets these variables; the cluster package reads them.
+// sets these variables; the cluster package reads them. All begin with
+// EnvPrefix, by which the supervisor keeps its own out of a worker's
+// environment and a worker keeps them from its children.
 const (
+	EnvPrefix = "PREFORK_"
+
 	// EnvWorkerID is the worker's slot, 1..N. A replacement keeps its slot.
 	EnvWorkerID = "PREFORK_WORKER_ID"
 	// EnvMode is the scheduling mode: "rr", "shared" or "reuseport".

@@ -175,20 +175,23 @@ func Decode(b []byte) (Frame, error) {
 	return f, nil
 }
 
+// appendHeader appends the header of a frame of type t whose payload is n
+// bytes (n ≤ MaxFrame-HeaderSize).
+func appendHeader(dst []byte, t Type, n int) []byte {
+	return binary.LittleEndian.AppendUint16(append(dst, Version, byte(t)), uint16(n))
+}
+
 // AppendFrame appends a frame of type t with payload p to dst.
 func AppendFrame(dst []byte, t Type, p []byte) ([]byte, error) {
 	if len(p) > MaxFrame-HeaderSize {
 		return dst, ErrTooLarge
 	}
-	dst = append(dst, Version, byte(t), 0, 0)
-	binary.LittleEndian.PutUint16(dst[len(dst)-2:], uint16(len(p)))
-	return append(dst, p...), nil
+	return append(appendHeader(dst, t, len(p)), p...), nil
 }
 
 // AppendUint32 appends a frame whose payload is one uint32 (load, drain).
 func AppendUint32(dst []byte, t Type, v uint32) []byte {
-	dst = append(dst, Version, byte(t), 4, 0)
-	return binary.LittleEndian.AppendUint32(dst, v)
+	return binary.LittleEndian.AppendUint32(appendHeader(dst, t, 4), v)
 }
 
 // Uint32 reads the payload of a load or drain frame.
@@ -196,7 +199,7 @@ func (f Frame) Uint32() uint32 { return binary.LittleEndian.Uint32(f.Payload) }
 
 // AppendConns appends the header frame of a handoff carrying n descriptors.
 func AppendConns(dst []byte, n int) []byte {
-	return append(dst, Version, byte(TypeConns), 1, 0, byte(n))
+	return append(appendHeader(dst, TypeConns, 1), byte(n))
 }
 
 // connsFrames holds the conns frame for every count, so the handoff path
@@ -223,7 +226,7 @@ func (f Frame) Peers() []byte { return f.Payload[1:] }
 // (none: an empty payload, which every supervisor accepts).
 func AppendReady(dst []byte, uses Features) []byte {
 	if uses == 0 {
-		return append(dst, Version, byte(TypeReady), 0, 0)
+		return appendHeader(dst, TypeReady, 0)
 	}
 	return AppendUint32(dst, TypeReady, uint32(uses))
 }
@@ -239,8 +242,7 @@ func (f Frame) Features() Features {
 // AppendConnsPeers appends the start of a conns frame for n descriptors,
 // 1..MaxFDs, that carries their peers: the caller appends the n records.
 func AppendConnsPeers(dst []byte, n int) []byte {
-	size := 1 + n*PeerSize
-	return append(dst, Version, byte(TypeConns), byte(size), byte(size>>8), byte(n))
+	return append(appendHeader(dst, TypeConns, 1+n*PeerSize), byte(n))
 }
 
 // MaxConnsFrame is the size of the largest conns frame.
@@ -259,7 +261,7 @@ const heartbeatSize = 8 + 8 + 8 + 4 + 1
 
 // AppendHeartbeat appends a heartbeat frame to dst.
 func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
-	dst = append(dst, Version, byte(TypeHeartbeat), heartbeatSize, 0)
+	dst = appendHeader(dst, TypeHeartbeat, heartbeatSize)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Conns)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Requests)
 	dst = binary.LittleEndian.AppendUint64(dst, h.RSS)

@@ -196,7 +196,7 @@ func workerEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case strings.HasPrefix(k, "PREFORK_"),
+		case strings.HasPrefix(k, ipc.EnvPrefix),
 			k == "LISTEN_FDS", k == "LISTEN_PID", k == "LISTEN_FDNAMES",
 			k == "NOTIFY_SOCKET", k == "WATCHDOG_USEC", k == "WATCHDOG_PID":
 			continue
