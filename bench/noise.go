@@ -24,7 +24,7 @@ const clockTicks = 100
 // cpuSnap is the machine's and our processes' CPU time at one instant.
 type cpuSnap struct {
 	at    time.Time
-	busy  uint64 // user + nice + system + irq + softirq, all CPUs, in ticks
+	busy  uint64 // user + nice + system, all CPUs, in ticks
 	steal uint64
 	ours  uint64 // utime + stime of the watched pids
 	procs map[int]procTime
@@ -42,7 +42,7 @@ func snapCPU(pids []int) cpuSnap {
 		line, _, _ := strings.Cut(string(b), "\n")
 		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
 		if len(f) > 8 && f[0] == "cpu" {
-			for _, i := range []int{1, 2, 3, 6, 7} {
+			for _, i := range []int{1, 2, 3} { // not irq, softirq: see above
 				n, _ := strconv.ParseUint(f[i], 10, 64)
 				s.busy += n
 			}
