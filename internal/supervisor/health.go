@@ -79,14 +79,12 @@ func (s *Supervisor) hung(p *process, silent time.Duration) {
 	s.log.Error("worker hung: no heartbeat; sending SIGQUIT for a goroutine dump, then SIGKILL",
 		zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("silent", silent), zap.Duration("hang_timeout", s.cfg.HangTimeout))
 	s.emit("hang", p, "silent_s", silent.Seconds())
-	p.asked, p.reason, p.state = true, "hang", stateDraining
-	s.unroute(p)
+	s.dismiss(p, "hang")
 	p.cmd.Process.Signal(syscall.SIGQUIT)
 	p.cmd.Process.Signal(syscall.SIGCONT)
 	s.after(hangKillWait, evKillDue{p: p})
 	if p.slot.cur == p {
-		p.slot.cur = nil
-		s.adoptBacklog(p.slot)
+		s.vacate(p.slot)
 		s.crashed(p.slot, p.uptime(), "hang")
 	}
 }

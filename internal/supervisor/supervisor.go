@@ -378,17 +378,35 @@ func (s *Supervisor) readyDue(p *process) {
 	err := fmt.Errorf("worker %d (pid %d) not ready within -ready-timeout %s", p.slot.id, p.pid, s.cfg.ReadyTimeout)
 	p.asked, p.reason = true, "ready-timeout"
 	p.cmd.Process.Kill()
+	if !s.failedStarting(p, err, false) && p.slot.cur == p {
+		s.vacate(p.slot)
+		s.crashed(p.slot, p.uptime(), "crash")
+	}
+}
+
+// failedStarting handles a worker that failed (exited, or missed
+// -ready-timeout) where something waits for it: the rollout or the
+// scale-up that started it fails, and a supervisor still starting stops.
+// It reports false when nothing waited for it.
+func (s *Supervisor) failedStarting(p *process, err error, wasReady bool) bool {
 	switch {
 	case s.roll != nil && s.roll.next == p:
 		s.rollFailed(err)
-	case s.scaling != nil && s.scaling.adding[p.slot]:
+	case s.scaling != nil && s.scaling.adding[p.slot] && !wasReady:
 		s.scaleFailed(p.slot, err)
-	case s.phase == phaseStarting:
+	case s.phase == phaseStarting && !wasReady:
 		s.beginStop(err)
-	case p.slot.cur == p:
-		p.slot.cur = nil
-		s.crashed(p.slot, p.uptime(), "crash")
+	default:
+		return false
 	}
+	return true
+}
+
+// vacate leaves sl without a current worker; in reuseport mode its socket's
+// backlog goes to the other workers until a new one takes the slot.
+func (s *Supervisor) vacate(sl *slot) {
+	sl.cur = nil
+	s.adoptBacklog(sl)
 }
 
 func (s *Supervisor) onReady(p *process, uses ipc.Features) {
@@ -475,8 +493,7 @@ func (s *Supervisor) onExit(p *process, werr error) {
 		}
 	}
 	if p.slot.cur == p {
-		p.slot.cur = nil
-		s.adoptBacklog(p.slot)
+		s.vacate(p.slot)
 	}
 	defer s.scaleProgress()
 	if p.asked || s.phase == phaseStopping {
@@ -491,14 +508,7 @@ func (s *Supervisor) onExit(p *process, werr error) {
 	s.exitCauses["crash"]++
 	s.log.Warn("worker exited unexpectedly", fields...)
 	why := fmt.Errorf("worker %d (pid %d) exited before it was ready: %s", p.slot.id, p.pid, exitString(p.cmd.ProcessState))
-	switch {
-	case s.roll != nil && s.roll.next == p:
-		s.rollFailed(why)
-	case s.scaling != nil && s.scaling.adding[p.slot] && !wasReady:
-		s.scaleFailed(p.slot, why)
-	case s.phase == phaseStarting && !wasReady:
-		s.beginStop(why)
-	case p.slot.cur == nil && !p.slot.removed:
+	if !s.failedStarting(p, why, wasReady) && p.slot.cur == nil && !p.slot.removed {
 		s.crashed(p.slot, p.uptime(), "crash")
 	}
 }
@@ -549,9 +559,7 @@ func (s *Supervisor) drain(p *process, reason string) {
 	if p.asked {
 		return
 	}
-	p.asked, p.reason = true, reason
-	s.unroute(p)
-	p.state = stateDraining
+	s.dismiss(p, reason)
 	grace := uint32(min(s.cfg.Grace.Milliseconds(), 1<<32-1))
 	if err := p.ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, grace), nil); err != nil {
 		s.log.Warn("could not ask worker to drain; killing it", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Error(err))
@@ -561,6 +569,13 @@ func (s *Supervisor) drain(p *process, reason string) {
 	s.log.Info("draining worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.String("reason", reason))
 	s.emit("drain", p, "reason", reason)
 	s.after(s.cfg.Grace, evKillDue{p: p})
+}
+
+// dismiss takes p out of rotation for good: it was asked to go (reason), and
+// its exit is not a crash.
+func (s *Supervisor) dismiss(p *process, reason string) {
+	p.asked, p.reason, p.state = true, reason, stateDraining
+	s.unroute(p)
 }
 
 // beginStop stops accepting and drains every worker. err is what Run will
