@@ -86,17 +86,11 @@ func (s *Supervisor) status() *control.Status {
 			State:         p.state.String(),
 			UptimeS:       p.uptime().Seconds(),
 			Restarts:      p.slot.restarts,
-			OpenConns:     int64(p.beat.Conns),
+			OpenConns:     s.openConns(p),
 			Requests:      p.beat.Requests,
 			RSSBytes:      p.beat.RSS,
 			CPUPercent:    p.cpuPct,
-			HeartbeatAgeS: -1,
-		}
-		if p.t != nil && s.loadReports() {
-			w.OpenConns = p.t.Load()
-		}
-		if !p.beatAt.IsZero() {
-			w.HeartbeatAgeS = now.Sub(p.beatAt).Seconds()
+			HeartbeatAgeS: p.heartbeatAge(now).Seconds(),
 		}
 		st.Workers = append(st.Workers, w)
 	}
@@ -138,6 +132,23 @@ func (s *Supervisor) credentials() error {
 	// Groups empty: drop the supervisor's supplementary groups (root's).
 	s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	return nil
+}
+
+// openConns is p's open connections: exact from the handoff counts when
+// workers report closes (least-conn), else from p's last heartbeat.
+func (s *Supervisor) openConns(p *process) int64 {
+	if p.t != nil && s.loadReports() {
+		return p.t.Load()
+	}
+	return int64(p.beat.Conns)
+}
+
+// heartbeatAge is the time since p's last heartbeat; -1s before the first.
+func (p *process) heartbeatAge(now time.Time) time.Duration {
+	if p.beatAt.IsZero() {
+		return -time.Second
+	}
+	return now.Sub(p.beatAt)
 }
 
 // loadReports says whether workers report closed connections (least-conn

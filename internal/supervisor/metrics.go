@@ -44,17 +44,11 @@ func (s *Supervisor) snapshot() snapshot {
 	}
 	for _, p := range s.live {
 		snap.StateCounts[p.state.String()]++ // s.live holds no exited process
-		w := metrics.Worker{Slot: p.slot.id, OpenConns: int64(p.beat.Conns), Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: -1}
-		if !p.beatAt.IsZero() {
-			w.HeartbeatAge = now.Sub(p.beatAt)
-		}
+		snap.Workers = append(snap.Workers, metrics.Worker{Slot: p.slot.id, OpenConns: s.openConns(p),
+			Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: p.heartbeatAge(now)})
 		if p.t != nil {
 			snap.Handoffs[p.slot.id] += p.t.handed.Load()
-			if s.loadReports() {
-				w.OpenConns = p.t.Load()
-			}
 		}
-		snap.Workers = append(snap.Workers, w)
 	}
 	if h := s.handoff; h != nil {
 		snap.HandoffFailures = h.failures.Load()
