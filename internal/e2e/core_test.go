@@ -272,16 +272,7 @@ func TestGracefulStop(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
 			workers := s.children()
-			conn, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			fmt.Fprintf(conn, "GET /sleep?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
-			eventually(t, 3*time.Second, "slow request inside a worker", func() bool {
-				_, ok := connOwner(conn.LocalAddr(), workers)
-				return ok
-			})
+			conn, _ := s.slowRequest(workers, 1500)
 			s.signal(syscall.SIGTERM)
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {
@@ -316,17 +307,7 @@ func TestStopRefusesNewConnections(t *testing.T) {
 
 func testStopRefuses(t *testing.T, mode string) {
 	s := startReady(t, "-workers", "1", "-mode", mode)
-	workers := s.children()
-	conn, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /sleep?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
-	eventually(t, 3*time.Second, "slow request inside the worker", func() bool {
-		_, ok := connOwner(conn.LocalAddr(), workers)
-		return ok
-	})
+	conn, _ := s.slowRequest(s.children(), 2000)
 	s.signal(syscall.SIGTERM)
 	s.waitLog(2*time.Second, "draining worker", nil)
 	eventually(t, 2*time.Second, "port refuses", func() bool {
@@ -349,17 +330,7 @@ func testStopRefuses(t *testing.T, mode string) {
 // waiting for the grace period.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	s := startReady(t, "-workers", "1", "-grace", "60s")
-	conn, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	workers := s.children()
-	fmt.Fprintf(conn, "GET /sleep?ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n")
-	eventually(t, 3*time.Second, "slow request inside the worker", func() bool {
-		_, ok := connOwner(conn.LocalAddr(), workers)
-		return ok
-	})
+	s.slowRequest(s.children(), 30000)
 	s.signal(syscall.SIGINT)
 	s.waitLog(2*time.Second, "draining worker", nil)
 	s.signal(syscall.SIGINT)

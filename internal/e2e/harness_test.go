@@ -275,7 +275,7 @@ func (s *sup) pid() (int, error) {
 // fields match (a nil match takes any) and returns it.
 func (s *sup) waitLog(d time.Duration, msg string, match func(entry) bool) entry {
 	s.t.Helper()
-	e, ok := s.log.wait(d, s.done, func(e entry) bool { return e.Msg == msg && (match == nil || match(e)) })
+	e, ok := s.log.wait(d, func(e entry) bool { return e.Msg == msg && (match == nil || match(e)) })
 	if !ok {
 		s.t.Fatalf("no log %q within %s", msg, d)
 	}
@@ -362,10 +362,11 @@ func (b *logBook) read(r io.Reader, raw *lockedBuffer) {
 
 // wait returns the first entry (old or new) that matches, or false after d
 // or once the log ends.
-func (b *logBook) wait(d time.Duration, done <-chan struct{}, match func(entry) bool) (entry, bool) {
+func (b *logBook) wait(d time.Duration, match func(entry) bool) (entry, bool) {
+	expired := false // guarded by b.mu; b.closed is for the log's end only
 	timer := time.AfterFunc(d, func() {
 		b.mu.Lock()
-		b.closed = true
+		expired = true
 		b.cond.Broadcast()
 		b.mu.Unlock()
 	})
@@ -378,7 +379,7 @@ func (b *logBook) wait(d time.Duration, done <-chan struct{}, match func(entry) 
 				return b.entries[i], true
 			}
 		}
-		if b.closed {
+		if b.closed || expired {
 			return entry{}, false
 		}
 		b.cond.Wait()

@@ -7,7 +7,28 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// slowRequest opens a connection, sends GET /sleep?ms=ms on it and waits
+// until the connection is inside one of workers; it returns the connection
+// (closed at the end of the test) and that worker's pid.
+func (s *sup) slowRequest(workers []int, ms int) (net.Conn, int) {
+	s.t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /sleep?ms=%d HTTP/1.1\r\nHost: x\r\n\r\n", ms)
+	var owner int
+	eventually(s.t, 3*time.Second, "slow request inside a worker", func() bool {
+		var ok bool
+		owner, ok = connOwner(c.LocalAddr(), workers)
+		return ok
+	})
+	return c, owner
+}
 
 // connOwner returns the pid, among pids, that holds the server side of the
 // TCP connection whose client end is local: the connection is inside that

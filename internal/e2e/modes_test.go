@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -179,18 +178,7 @@ func TestLeastConn(t *testing.T) {
 	workers := s.children()
 	byOwner := map[int][]net.Conn{}
 	for range 4 {
-		c, err := net.Dial("tcp", s.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		fmt.Fprintf(c, "GET /sleep?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
-		var owner int
-		eventually(t, 3*time.Second, "long request inside a worker", func() bool {
-			var ok bool
-			owner, ok = connOwner(c.LocalAddr(), workers)
-			return ok
-		})
+		c, owner := s.slowRequest(workers, 20000)
 		byOwner[owner] = append(byOwner[owner], c)
 	}
 	if len(byOwner) != 2 || len(byOwner[workers[0]]) != 2 {
