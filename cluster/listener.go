@@ -43,7 +43,7 @@ func Listen(addr string) (net.Listener, error) {
 			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
 		}
 		l.inner = a
-		l.addr = a.Addr()
+		l.addr, l.local = a.Addr(), a.local
 	}
 	w.mu.Lock()
 	w.lst = l
@@ -61,7 +61,7 @@ type listener struct {
 	w       *worker
 	addr    net.Addr
 	inner   *socketAcceptor // shared, reuseport
-	local   net.Addr        // rr: the local address of every connection, if one IP
+	local   net.Addr        // the local address of every connection, if bound to one IP
 	handoff *ipc.Channel    // rr
 	buf     []byte          // rr: frame buffer
 	pending []int           // rr: descriptors received but not yet returned
@@ -165,7 +165,7 @@ func (l *listener) Accept() (net.Conn, error) {
 func (l *listener) inject(fds []int, peers []byte) {
 	for _, fd := range fds {
 		peer := popPeer(&peers)
-		c, err := adoptConn(fd, peer, nil)
+		c, err := adoptConn(fd, peer, l.local)
 		if err != nil {
 			continue
 		}

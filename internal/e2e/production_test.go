@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bufio"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -236,10 +238,21 @@ func TestDeployFlags(t *testing.T) {
 
 func swapFlags(args []string, repl map[string]string) []string {
 	out := append([]string(nil), args...)
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(out); i++ {
 		if v, ok := repl[out[i]]; ok {
 			out[i+1] = v
+			seen[out[i]] = true
 		}
 	}
-	return out
+	// A flag the deployment leaves at its default is added in front (before
+	// any "--" and worker command), so that the test still runs with the
+	// values it needs (a free port, 2 workers).
+	var missing []string
+	for _, k := range slices.Sorted(maps.Keys(repl)) {
+		if !seen[k] {
+			missing = append(missing, k, repl[k])
+		}
+	}
+	return append(missing, out...)
 }

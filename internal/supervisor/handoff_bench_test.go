@@ -4,37 +4,20 @@ import (
 	"net"
 	"os"
 	"testing"
+	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
 )
-
-// benchTarget is a target with a reader on the far end of its channel,
-// standing in for a worker.
-func benchTarget(b *testing.B, slot int) (*target, *ipc.Channel) {
-	local, remote, err := ipc.Pair()
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := ipc.NewChannel(remote)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { local.Close(); peer.Close() })
-	return &target{slot: slot, ch: local}, peer
-}
 
 // BenchmarkDispatch measures the supervisor's side of one handoff: pick a
 // worker, send the descriptor, close the supervisor's copy. The worker side
 // receives and closes it in the same loop.
 func BenchmarkDispatch(b *testing.B) {
-	bal := balancer.NewRoundRobin[*target]()
-	t, peer := benchTarget(b, 1)
+	h, bal := newTestHandoff(16, time.Second)
+	t, peer := testTarget(b, 1)
 	bal.Add(t)
-	h := newHandoff(bal, zap.NewNop(), 16, 1e9)
 	r, w, err := os.Pipe()
 	if err != nil {
 		b.Fatal(err)
@@ -71,10 +54,9 @@ func BenchmarkHandoffTCP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	bal := balancer.NewRoundRobin[*target]()
-	t, peer := benchTarget(b, 1)
+	h, bal := newTestHandoff(16, time.Second)
+	t, peer := testTarget(b, 1)
 	bal.Add(t)
-	h := newHandoff(bal, zap.NewNop(), 16, 1e9)
 	loop, err := h.accept(ln.(*net.TCPListener))
 	if err != nil {
 		b.Fatal(err)

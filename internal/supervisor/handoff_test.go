@@ -16,7 +16,7 @@ import (
 
 // testTarget is a target and the worker's end of its channel; keep is set
 // as the supervisor keeps it.
-func testTarget(t *testing.T, slot int) (*target, *ipc.Channel) {
+func testTarget(t testing.TB, slot int) (*target, *ipc.Channel) {
 	t.Helper()
 	local, remote, err := ipc.Pair()
 	if err != nil {
