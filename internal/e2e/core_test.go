@@ -179,16 +179,7 @@ func TestHealthAndRoutes(t *testing.T) {
 			if h.Status != "ok" || h.PID == 0 || h.Worker < 1 || h.Worker > 2 || h.Mode != mode || h.UptimeS == nil {
 				t.Fatalf("/health fields wrong: %s", body)
 			}
-			seen := map[int]bool{}
-			eventually(t, 5*time.Second, "both workers answer /pid", func() bool {
-				pid, err := s.pid()
-				if err != nil {
-					t.Fatal(err)
-				}
-				seen[pid] = true
-				return len(seen) == 2
-			})
-			for pid := range seen {
+			for pid := range s.waitPIDs(2) {
 				if pid == s.cmd.Process.Pid {
 					t.Fatal("/pid answered with the supervisor's pid")
 				}

@@ -271,6 +271,22 @@ func (s *sup) pid() (int, error) {
 	return strconv.Atoi(body)
 }
 
+// waitPIDs polls /pid until n distinct pids have answered (within 5s) and
+// returns them.
+func (s *sup) waitPIDs(n int) map[int]bool {
+	s.t.Helper()
+	seen := map[int]bool{}
+	eventually(s.t, 5*time.Second, fmt.Sprintf("%d workers answer /pid", n), func() bool {
+		pid, err := s.pid()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		seen[pid] = true
+		return len(seen) == n
+	})
+	return seen
+}
+
 // waitLog waits up to d for a supervisor log line with message msg whose
 // fields match (a nil match takes any) and returns it.
 func (s *sup) waitLog(d time.Duration, msg string, match func(entry) bool) entry {

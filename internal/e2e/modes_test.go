@@ -236,15 +236,7 @@ func TestSocketActivation(t *testing.T) {
 			if e := s.waitLog(time.Second, "listening", nil); e.str("addr") != addr || e.Fields["socket_activated"] != true {
 				t.Fatalf("listening on %v (activated %v), want %s", e.str("addr"), e.Fields["socket_activated"], addr)
 			}
-			seen := map[int]bool{}
-			eventually(t, 5*time.Second, "both workers serve the inherited socket", func() bool {
-				pid, err := s.pid()
-				if err != nil {
-					t.Fatal(err)
-				}
-				seen[pid] = true
-				return len(seen) == 2
-			})
+			s.waitPIDs(2) // both workers serve the inherited socket
 			s.signal(syscall.SIGTERM)
 			if code := s.waitExit(10 * time.Second); code != 0 {
 				t.Fatalf("exit %d", code)

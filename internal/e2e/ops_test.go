@@ -96,8 +96,7 @@ func (st statusJSON) pids(state string) []int {
 			out = append(out, w.PID)
 		}
 	}
-	slices.Sort(out)
-	return out
+	return sorted(out)
 }
 
 // TestReloadUnderLoad: SIGHUP replaces every worker while keep-alive and
