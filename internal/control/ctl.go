@@ -52,7 +52,7 @@ type ctl struct {
 	path    string
 	json    bool
 	timeout time.Duration // 0: the command's default
-	cmd     string
+	cmd     Command
 	n       int
 
 	stdout, stderr io.Writer
@@ -106,7 +106,7 @@ func parseCtl(args []string) (*ctl, error) {
 	if len(pos) == 0 {
 		return nil, errors.New("missing command: status, reload, scale N, stop or events")
 	}
-	c.cmd, pos = pos[0], pos[1:]
+	c.cmd, pos = Command(pos[0]), pos[1:]
 	switch c.cmd {
 	case CmdStatus, CmdReload, CmdStop, CmdEvents:
 		if len(pos) > 0 {
@@ -204,7 +204,7 @@ func (c *ctl) action(ctx context.Context) int {
 		return c.fail(refusal(c.cmd, resp))
 	}
 	if !c.json {
-		fmt.Fprintln(c.stdout, cmp.Or(resp.Message, c.cmd+": done"))
+		fmt.Fprintln(c.stdout, cmp.Or(resp.Message, string(c.cmd)+": done"))
 	}
 	return 0
 }
@@ -271,8 +271,8 @@ func (c *ctl) unreachable(err error) error {
 }
 
 // refusal is the error of a Response with OK false.
-func refusal(cmd string, r Response) error {
-	return errors.New(cmp.Or(r.Error, cmd+": failed, without a reason"))
+func refusal(cmd Command, r Response) error {
+	return errors.New(cmp.Or(r.Error, string(cmd)+": failed, without a reason"))
 }
 
 func (c *ctl) fail(err error) int {

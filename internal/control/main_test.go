@@ -158,7 +158,7 @@ func statusHandler(st *Status) Handler {
 		if req.Cmd == CmdStatus {
 			return Response{OK: true, Status: st}
 		}
-		return Response{OK: true, Message: req.Cmd + " done"}
+		return Response{OK: true, Message: string(req.Cmd) + " done"}
 	})
 }
 

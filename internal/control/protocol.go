@@ -6,26 +6,10 @@ import (
 	"fmt"
 )
 
-// Commands a Request carries.
-const (
-	CmdStatus = "status" // answer with a Status
-	CmdReload = "reload" // rolling reload of every slot; answered when it is over
-	CmdScale  = "scale"  // change the number of slots to N; answered when it is over
-	CmdStop   = "stop"   // graceful stop; answered once the stop has begun
-	CmdEvents = "events" // no Response: Event lines until the client closes
-)
-
-// Worker states in WorkerStatus.State.
-const (
-	StateStarting = "starting"
-	StateReady    = "ready"
-	StateDraining = "draining"
-)
-
 // Request is the one line a client sends.
 type Request struct {
-	Cmd string `json:"cmd"`
-	N   int    `json:"n,omitempty"` // scale target, at least 1
+	Cmd Command `json:"cmd"`
+	N   int     `json:"n,omitempty"` // scale target, at least 1
 }
 
 // Validate returns the error the server answers with for a request it does
@@ -71,7 +55,7 @@ type WorkerStatus struct {
 	Slot          int     `json:"slot"`
 	PID           int     `json:"pid"`
 	Generation    int     `json:"generation"`
-	State         string  `json:"state"` // StateStarting, StateReady or StateDraining
+	State         State   `json:"state"` // StateStarting, StateReady or StateDraining
 	UptimeS       float64 `json:"uptime_s"`
 	Restarts      int     `json:"restarts"` // of the slot
 	OpenConns     int64   `json:"open_conns"`

@@ -291,7 +291,7 @@ func (s *Server) serveConn(c *net.UnixConn, h Handler, events *Broadcaster) {
 		}
 		return
 	}
-	s.log.Debug("request", zap.String("cmd", req.Cmd), zap.Int("n", req.N))
+	s.log.Debug("request", zap.String("cmd", string(req.Cmd)), zap.Int("n", req.N))
 	if req.Cmd == CmdEvents {
 		s.stream(ctx, cancel, c, br, events)
 		return
@@ -334,7 +334,7 @@ func (s *Server) do(ctx context.Context, cancel context.CancelFunc, c *net.UnixC
 	defer s.watchPeer(c, br, cancel)()
 	defer func() {
 		if v := recover(); v != nil {
-			s.log.Error("handler panicked", zap.String("cmd", req.Cmd), zap.Any("panic", v), zap.StackSkip("stack", 2))
+			s.log.Error("handler panicked", zap.String("cmd", string(req.Cmd)), zap.Any("panic", v), zap.StackSkip("stack", 2))
 			resp = Response{Error: fmt.Sprintf("control: %s: internal error", req.Cmd)}
 		}
 	}()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prefork/prefork/internal/control"
 )
 
 // ScrapeTimeout bounds how long one scrape waits for the supervisor's
@@ -85,9 +87,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Snapshot) {
-	labeled(ch, c.workers, prometheus.GaugeValue, states, s.StateCounts)
-	labeled(ch, c.spawns, prometheus.CounterValue, spawnCauses, s.Spawns)
-	labeled(ch, c.exits, prometheus.CounterValue, exitCauses, s.Exits)
+	labeled(ch, c.workers, prometheus.GaugeValue, control.States, s.StateCounts)
+	labeled(ch, c.spawns, prometheus.CounterValue, control.SpawnCauses, s.Spawns)
+	labeled(ch, c.exits, prometheus.CounterValue, control.ExitCauses, s.Exits)
 	labeled(ch, c.reloads, prometheus.CounterValue, reloadResults, s.Reloads)
 	for slot, n := range s.Handoffs {
 		ch <- constMetric(c.handoffs, prometheus.CounterValue, float64(n), strconv.Itoa(slot))
@@ -130,13 +132,13 @@ func (c *snapshotCollector) collectWorkers(ch chan<- prometheus.Metric, workers 
 // labeled emits one metric per value of d's single label: every value in
 // known, zero if absent from values, then any further value the supervisor
 // reported, so an unexpected cause is shown rather than lost.
-func labeled[V int | uint64](ch chan<- prometheus.Metric, d *prometheus.Desc, typ prometheus.ValueType, known []string, values map[string]V) {
+func labeled[K ~string, V int | uint64](ch chan<- prometheus.Metric, d *prometheus.Desc, typ prometheus.ValueType, known []K, values map[K]V) {
 	for _, k := range known {
-		ch <- constMetric(d, typ, float64(values[k]), k)
+		ch <- constMetric(d, typ, float64(values[k]), string(k))
 	}
 	for k, n := range values {
 		if !slices.Contains(known, k) {
-			ch <- constMetric(d, typ, float64(n), k)
+			ch <- constMetric(d, typ, float64(n), string(k))
 		}
 	}
 }

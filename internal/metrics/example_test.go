@@ -8,13 +8,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/metrics"
 )
 
 func Example() {
 	// The supervisor's owner goroutine answers this at each scrape.
 	snapshot := func(ctx context.Context) (metrics.Snapshot, error) {
-		return metrics.Snapshot{StateCounts: map[string]int{"ready": 4}}, nil
+		return metrics.Snapshot{StateCounts: map[control.State]int{control.StateReady: 4}}, nil
 	}
 	m := metrics.New(snapshot)
 	srv, err := metrics.Serve("127.0.0.1:0", m, nil)

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -20,9 +22,9 @@ func busySnapshot() Snapshot {
 			{Slot: 0, OpenConns: 3, Requests: 120, RSSBytes: 12 << 20, HeartbeatAge: 250 * time.Millisecond},
 			{Slot: 1, OpenConns: 0, Requests: 0, RSSBytes: 8 << 20, HeartbeatAge: -1},
 		},
-		StateCounts:     map[string]int{"ready": 1, "starting": 1},
-		Spawns:          map[string]uint64{"start": 2, "crash": 1},
-		Exits:           map[string]uint64{"crash": 1},
+		StateCounts:     map[control.State]int{"ready": 1, "starting": 1},
+		Spawns:          map[control.Cause]uint64{"start": 2, "crash": 1},
+		Exits:           map[control.Cause]uint64{"crash": 1},
 		Handoffs:        map[int]uint64{0: 120, 1: 4},
 		HandoffFailures: 2,
 		Reroutes:        1,
@@ -112,8 +114,8 @@ func TestScrapeReportsSnapshot(t *testing.T) {
 		{Slot: 0, OpenConns: 1, Requests: 150, RSSBytes: 13 << 20, HeartbeatAge: time.Second},
 		{Slot: 2, OpenConns: 2, Requests: 9, RSSBytes: 9 << 20, HeartbeatAge: 0},
 	}
-	next.StateCounts = map[string]int{"ready": 2}
-	next.Spawns = map[string]uint64{"start": 2, "crash": 1, "reload": 2, "mystery": 1}
+	next.StateCounts = map[control.State]int{"ready": 2}
+	next.Spawns = map[control.Cause]uint64{"start": 2, "crash": 1, "reload": 2, "mystery": 1}
 	next.Handoffs = map[int]uint64{0: 150, 1: 4, 2: 9}
 	next.PendingDepth = 0
 	next.Reloads = map[string]uint64{"success": 2}

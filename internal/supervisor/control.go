@@ -83,7 +83,7 @@ func (s *Supervisor) status() *control.Status {
 			Slot:          p.slot.id,
 			PID:           p.pid,
 			Generation:    p.gen,
-			State:         p.state.String(),
+			State:         control.State(p.state.String()),
 			UptimeS:       p.uptime().Seconds(),
 			Restarts:      p.slot.restarts,
 			OpenConns:     s.openConns(p),

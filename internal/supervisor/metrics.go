@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/metrics"
 )
 
@@ -32,7 +33,7 @@ func (s *Supervisor) serveMetrics() (func(), error) {
 // snapshot reports the supervisor's state for a metrics scrape.
 func (s *Supervisor) snapshot() snapshot {
 	snap := snapshot{
-		StateCounts: map[string]int{},
+		StateCounts: map[control.State]int{},
 		Spawns:      maps.Clone(s.spawnCauses),
 		Exits:       maps.Clone(s.exitCauses),
 		Reloads:     maps.Clone(s.reloads),
@@ -43,7 +44,7 @@ func (s *Supervisor) snapshot() snapshot {
 		snap.Handoffs[sl.id] += sl.handedPast
 	}
 	for _, p := range s.live {
-		snap.StateCounts[p.state.String()]++ // s.live holds no exited process
+		snap.StateCounts[control.State(p.state.String())]++ // s.live holds no exited process
 		snap.Workers = append(snap.Workers, metrics.Worker{Slot: p.slot.id, OpenConns: s.openConns(p),
 			Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: p.heartbeatAge(now)})
 		if p.t != nil {

@@ -66,8 +66,8 @@ type Supervisor struct {
 	retired     map[int]*slot // reuseport slots scaled away, their sockets still served
 
 	// Counters for metrics, by cause.
-	spawnCauses map[string]uint64
-	exitCauses  map[string]uint64
+	spawnCauses map[control.Cause]uint64
+	exitCauses  map[control.Cause]uint64
 	reloads     map[string]uint64
 }
 
@@ -129,8 +129,8 @@ func Run(cfg Config, log *zap.Logger) error {
 		begun:       time.Now(),
 		bus:         &control.Broadcaster{},
 		retired:     map[int]*slot{},
-		spawnCauses: map[string]uint64{},
-		exitCauses:  map[string]uint64{},
+		spawnCauses: map[control.Cause]uint64{},
+		exitCauses:  map[control.Cause]uint64{},
 		reloads:     map[string]uint64{},
 	}
 	defer close(s.done)
@@ -361,7 +361,7 @@ func (s *Supervisor) start(sl *slot, cause string) error {
 // track registers a new process with the owner goroutine.
 func (s *Supervisor) track(p *process, cause string) {
 	s.live[p.pid] = p
-	s.spawnCauses[cause]++
+	s.spawnCauses[control.Cause(cause)]++
 	if s.cfg.MaxRequests > 0 {
 		p.maxRequests = s.cfg.MaxRequests + rand.IntN(s.cfg.MaxRequestsJitter+1)
 	}
@@ -501,7 +501,7 @@ func (s *Supervisor) onExit(p *process, werr error) {
 		if cause == "" {
 			cause = "stop"
 		}
-		s.exitCauses[cause]++
+		s.exitCauses[control.Cause(cause)]++
 		s.log.Info("worker exited", append(fields, zap.String("reason", p.reason))...)
 		return
 	}
