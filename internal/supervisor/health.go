@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -16,8 +17,11 @@ import (
 // goroutine dump before SIGKILL.
 const hangKillWait = 2 * time.Second
 
-// tickEvery is how often the owner goroutine checks heartbeats.
-const tickEvery = 250 * time.Millisecond
+// freezeGap: a gap this long between two ticks of the owner loop means the
+// supervisor itself did not run (docker pause, systemctl freeze, SIGSTOP of
+// the whole group, a log pipe that blocked it). Its workers were frozen
+// too, or their heartbeats waited unread: their silence says nothing.
+const freezeGap = 2 * time.Second
 
 // clockTicks is the kernel's USER_HZ, the unit of utime and stime in
 // /proc/PID/stat; 100 on every Linux architecture Go supports.
@@ -26,23 +30,23 @@ const clockTicks = 100
 // onBeat records a heartbeat. Only a healthy beat (the worker's own health
 // check passed) counts as a sign of life.
 func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
-	now := time.Now()
+	if s.live[p.pid] != p {
+		return
+	}
+	now := s.sys.Now()
 	p.beat = hb
 	if hb.Healthy {
 		p.beatAt = now
-	} else if p.state == stateReady {
-		s.log.Warn("worker reports unhealthy", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid))
+	} else if p.state == control.StateReady {
+		s.log.Warn("worker reports unhealthy", p.fields()...)
 	}
-	if t, ok := cpuTicks(p.pid); ok {
-		if !p.cpuAt.IsZero() {
-			secs := now.Sub(p.cpuAt).Seconds()
-			if secs > 0 {
-				p.cpuPct = float64(t-p.cpuTicks) / clockTicks / secs * 100
-			}
+	if t, ok := s.sys.CPUTicks(p.pid); ok {
+		if secs := now.Sub(p.cpuAt).Seconds(); !p.cpuAt.IsZero() && secs > 0 {
+			p.cpuPct = float64(t-p.cpuTicks) / clockTicks / secs * 100
 		}
 		p.cpuTicks, p.cpuAt = t, now
 	}
-	if p.state != stateReady || p.asked || p.slot.cur != p {
+	if p.state != control.StateReady || p.asked || p.slot.cur != p {
 		return
 	}
 	switch {
@@ -53,12 +57,36 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	}
 }
 
-// onTick finds hung workers: ready, and without a healthy heartbeat for
-// -hang-timeout.
+// onTick runs every tickEvery: it notices its own stalls, finds hung
+// workers and pings systemd's watchdog.
 func (s *Supervisor) onTick() {
-	now := time.Now()
+	now := s.sys.Now()
+	if gap := now.Sub(s.lastTick); !s.lastTick.IsZero() && gap > freezeGap {
+		s.thawed(now, gap)
+	}
+	s.lastTick = now
+	s.findHung(now)
+	s.keepAlive(now)
+}
+
+// thawed restarts every heartbeat clock after the supervisor was frozen for
+// gap: a worker is hung only if it stays silent for -hang-timeout from now.
+func (s *Supervisor) thawed(now time.Time, gap time.Duration) {
+	s.counts.freezes++
+	s.log.Warn("the supervisor did not run for a while; restarting heartbeat clocks", zap.Duration("gap", gap))
+	s.emit(control.EventFreeze, nil, "gap_s", gap.Seconds())
 	for _, p := range s.live {
-		if p.state != stateReady || p.asked {
+		if p.state == control.StateReady {
+			p.beatAt = now
+		}
+	}
+}
+
+// findHung replaces ready workers without a healthy heartbeat for
+// -hang-timeout.
+func (s *Supervisor) findHung(now time.Time) {
+	for _, p := range s.live {
+		if p.state != control.StateReady || p.asked {
 			continue
 		}
 		last := p.beatAt
@@ -66,26 +94,31 @@ func (s *Supervisor) onTick() {
 			last = p.readyAt
 		}
 		if silent := now.Sub(last); silent > s.cfg.HangTimeout {
-			s.hung(p, silent)
+			s.log.Error("worker hung: no heartbeat; sending SIGQUIT for a goroutine dump, then SIGKILL",
+				p.fields(zap.Duration("silent", silent), zap.Duration("hang_timeout", s.cfg.HangTimeout))...)
+			s.emit(control.EventHang, p, "silent_s", silent.Seconds())
+			s.replace(p, control.CauseHang)
 		}
 	}
 }
 
-// hung replaces a worker that stopped answering. SIGQUIT makes a Go worker
-// print every goroutine's stack to stderr (so the log says where it hung)
-// and exit; SIGCONT resumes it first if it was stopped, since a stopped
-// process does not act on SIGQUIT. SIGKILL follows after hangKillWait.
-func (s *Supervisor) hung(p *process, silent time.Duration) {
-	s.log.Error("worker hung: no heartbeat; sending SIGQUIT for a goroutine dump, then SIGKILL",
-		zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Duration("silent", silent), zap.Duration("hang_timeout", s.cfg.HangTimeout))
-	s.emit("hang", p, "silent_s", silent.Seconds())
-	s.dismiss(p, "hang")
-	p.cmd.Process.Signal(syscall.SIGQUIT)
-	p.cmd.Process.Signal(syscall.SIGCONT)
-	s.after(hangKillWait, evKillDue{p: p})
+// replace takes p out of service at once and respawns its slot through the
+// crash budget. A hung worker gets SIGQUIT, which makes a Go worker print
+// every goroutine's stack (so the log says where it hung) and exit, after
+// SIGCONT in case it was stopped, since a stopped process does not act on
+// SIGQUIT; SIGKILL follows after hangKillWait. Any other cause is killed.
+func (s *Supervisor) replace(p *process, cause control.Cause) {
+	s.dismiss(p, cause)
+	if cause == control.CauseHang {
+		p.proc.Signal(syscall.SIGQUIT)
+		p.proc.Signal(syscall.SIGCONT)
+		s.after(hangKillWait, evKillDue{p: p})
+	} else {
+		p.proc.Signal(syscall.SIGKILL)
+	}
 	if p.slot.cur == p {
 		s.vacate(p.slot)
-		s.crashed(p.slot, p.uptime(), "hang")
+		s.crashed(p.slot, p.uptime(s.sys.Now()), cause)
 	}
 }
 
@@ -107,17 +140,4 @@ func cpuTicks(pid int) (uint64, bool) {
 	u, err1 := strconv.ParseUint(string(f[11]), 10, 64)
 	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
 	return u + st, err1 == nil && err2 == nil
-}
-
-// keepAlive pings systemd's watchdog (WatchdogSec=) from the owner loop, so
-// that a stuck loop stops the pings and systemd restarts the supervisor; a
-// ping from a goroutine of its own would only prove the runtime alive. It
-// pings on the first tick once WatchdogInterval (half the timeout) is less
-// than a tick away, so pings stay within the timeout whenever that exceeds
-// two ticks.
-func (s *Supervisor) keepAlive(now time.Time) {
-	if every := s.notify.WatchdogInterval(); every > 0 && now.Sub(s.pinged) >= every-tickEvery {
-		s.notify.Notify("WATCHDOG=1")
-		s.pinged = now
-	}
 }

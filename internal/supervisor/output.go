@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"os"
-	"os/exec"
 
 	"go.uber.org/zap"
 )
@@ -34,7 +33,7 @@ func newOutputCapture() (*outputCapture, error) {
 // started closes the write ends (the child has its own copies) and, if the
 // child runs, starts a reader per stream; a reader ends at EOF, when the
 // worker and anything it started have closed the pipe.
-func (c *outputCapture) started(ok bool, log *zap.Logger, slot int, cmd *exec.Cmd) {
+func (c *outputCapture) started(ok bool, log *zap.Logger, slot, pid int) {
 	c.stdoutW.Close()
 	c.stderrW.Close()
 	if !ok {
@@ -42,7 +41,7 @@ func (c *outputCapture) started(ok bool, log *zap.Logger, slot int, cmd *exec.Cm
 		c.stderrR.Close()
 		return
 	}
-	l := log.Named("worker").With(zap.Int("slot", slot), zap.Int("pid", cmd.Process.Pid))
+	l := log.Named("worker").With(zap.Int("slot", slot), zap.Int("pid", pid))
 	go relay(c.stdoutR, l, "stdout")
 	go relay(c.stderrR, l, "stderr")
 }

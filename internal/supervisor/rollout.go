@@ -14,7 +14,7 @@ import (
 // the slot and the old worker drain. A new worker that fails to become ready
 // stops the rollout; the old workers keep serving.
 type rollout struct {
-	reason  string // "reload" or "recycle"
+	reason  control.Cause // reload or recycle
 	gen     int
 	todo    []*slot
 	next    *process // the new worker starting now
@@ -23,43 +23,58 @@ type rollout struct {
 	waiters []chan control.Response
 }
 
+// event is the kind of event a rollout's steps are reported as.
+func (r *rollout) event() control.EventKind {
+	if r.reason == control.CauseRecycle {
+		return control.EventRecycle
+	}
+	return control.EventReload
+}
+
 // reload starts a rolling reload of every slot into a new generation; reply
 // (may be nil) gets the result when it is over. A reload asked for while
-// another rollout runs starts after it, so that it picks up a binary
+// the workers are still starting starts once they are ready, and one asked
+// for during another rollout starts after it, so that it picks up a binary
 // replaced meanwhile.
 func (s *Supervisor) reload(reply chan control.Response) {
 	switch {
-	case s.phase == phaseStarting:
-		respond(reply, control.Response{Error: "reload: workers are still starting"})
-		return
 	case s.phase == phaseStopping:
 		respond(reply, control.Response{Error: "reload: supervisor is stopping"})
 		return
-	case s.roll != nil:
+	case s.phase == phaseStarting && reply != nil:
+		respond(reply, control.Response{Error: "reload: workers are still starting"})
+		return
+	case s.phase == phaseStarting:
+		s.reloadQueued = true
+		s.log.Info("reload deferred until the workers are ready")
+		s.emit(control.EventDeferred, nil, "request", "reload", "until", "running")
+		return
+	case s.roll != nil || s.scaling != nil:
 		s.reloadAfter = append(s.reloadAfter, reply)
-		s.log.Info("reload queued behind the rollout in progress", zap.String("current", s.roll.reason))
+		s.log.Info("reload queued behind the operation in progress")
+		s.emit(control.EventDeferred, nil, "request", "reload", "until", "idle")
 		return
 	}
 	s.gen++
-	r := &rollout{reason: "reload", gen: s.gen, todo: append([]*slot(nil), s.slots...), began: time.Now()}
+	r := &rollout{reason: control.CauseReload, gen: s.gen, todo: append([]*slot(nil), s.slots...), began: s.sys.Now()}
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
 	s.roll = r
 	s.notify.Reloading()
 	s.log.Info("reload started", zap.Int("generation", r.gen), zap.Int("slots", len(r.todo)))
-	s.emit("reload", nil, "step", "start", "generation", r.gen)
+	s.emit(control.EventReload, nil, "step", control.StepStart, "generation", r.gen)
 	s.rollStep()
 }
 
 // recycle replaces one slot's worker through the rollout path.
 func (s *Supervisor) recycle(p *process, why string) {
-	if s.roll != nil || s.phase != phaseRunning {
+	if s.roll != nil || s.scaling != nil || s.phase != phaseRunning {
 		return
 	}
-	s.log.Info("recycling worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.String("why", why))
-	s.emit("recycle", p, "why", why)
-	s.roll = &rollout{reason: "recycle", gen: s.gen, todo: []*slot{p.slot}, began: time.Now()}
+	s.log.Info("recycling worker", p.fields(zap.String("why", why))...)
+	s.emit(control.EventRecycle, p, "why", why)
+	s.roll = &rollout{reason: control.CauseRecycle, gen: s.gen, todo: []*slot{p.slot}, began: s.sys.Now()}
 	s.rollStep()
 }
 
@@ -72,38 +87,37 @@ func (s *Supervisor) rollStep() {
 		if sl.removed || sl.cur == nil {
 			continue // scaled away, or respawning (into the new generation)
 		}
-		p, err := s.spawn(sl, r.gen)
+		p, err := s.spawn(sl, r.gen, r.reason)
 		if err != nil {
 			s.rollFailed(fmt.Errorf("slot %d: %w", sl.id, err))
 			return
 		}
-		s.track(p, r.reason)
 		r.next = p
-		s.emit(r.reason, p, "step", "fork", "slot", sl.id)
+		s.emit(r.event(), p, "step", control.StepFork)
 		return
 	}
 	s.roll = nil
-	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, time.Since(r.began).Round(time.Millisecond))
-	s.log.Info(r.reason+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", time.Since(r.began)))
-	s.emit(r.reason, nil, "step", "done", "generation", r.gen, "replaced", r.done)
-	if r.reason == "reload" {
-		s.reloads["success"]++
+	took := s.sys.Now().Sub(r.began)
+	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
+	s.emit(r.event(), nil, "step", control.StepDone, "generation", r.gen, "replaced", r.done)
+	if r.reason == control.CauseReload {
+		s.counts.reloads["success"]++
 		s.notify.Ready(s.statusLine())
 	}
 	for _, w := range r.waiters {
 		respond(w, control.Response{OK: true, Message: msg})
 	}
-	s.afterRollout()
+	s.idle()
 }
 
 // rollReady runs when the rollout's new worker is ready: it takes the slot
 // and the worker it replaces drains.
 func (s *Supervisor) rollReady(p *process) {
 	r := s.roll
-	sl := p.slot
-	prev := sl.cur
-	sl.cur = p
-	s.route(p)
+	prev := p.slot.cur
+	p.slot.cur = p
+	s.mode.route(p)
 	if prev != nil && s.live[prev.pid] == prev {
 		s.drain(prev, r.reason)
 	}
@@ -118,47 +132,38 @@ func (s *Supervisor) rollFailed(err error) {
 	r := s.roll
 	s.roll = nil
 	err = fmt.Errorf("%s failed after %d of %d slots: %w", r.reason, r.done, r.done+1+len(r.todo), err)
-	s.log.Error(r.reason+" failed; old workers keep serving", zap.Error(err))
-	s.emit(r.reason, nil, "step", "failed", "error", err.Error())
-	if r.reason == "reload" {
-		s.reloads["failure"]++
+	s.log.Error(string(r.reason)+" failed; old workers keep serving", zap.Error(err))
+	s.emit(r.event(), nil, "step", control.StepFailed, "error", err.Error())
+	if r.reason == control.CauseReload {
+		s.counts.reloads["failure"]++
 		s.notify.Ready(s.statusLine())
 	}
 	for _, w := range r.waiters {
 		respond(w, control.Response{Error: err.Error()})
 	}
-	s.afterRollout()
+	s.idle()
 }
 
-// afterRollout starts a reload that was asked for during the last rollout.
-func (s *Supervisor) afterRollout() {
-	if len(s.reloadAfter) == 0 || s.phase != phaseRunning {
-		for _, w := range s.reloadAfter {
-			respond(w, control.Response{Error: "reload: supervisor is stopping"})
-		}
-		s.reloadAfter = nil
+// idle runs when a rollout or a scale ends: it starts what was queued
+// behind it, a reload first.
+func (s *Supervisor) idle() {
+	if s.phase != phaseRunning || s.roll != nil || s.scaling != nil {
 		return
 	}
-	waiters := s.reloadAfter
-	s.reloadAfter = nil
-	s.reload(nil)
-	if s.roll != nil {
-		s.roll.waiters = append(s.roll.waiters, waiters...)
-	} else {
+	if len(s.reloadAfter) > 0 {
+		waiters := s.reloadAfter
+		s.reloadAfter = nil
+		s.reload(nil)
+		if s.roll != nil {
+			s.roll.waiters = append(s.roll.waiters, waiters...)
+			return
+		}
 		for _, w := range waiters {
 			respond(w, control.Response{Error: "reload: could not start"})
 		}
 	}
-}
-
-// respond sends a control reply without ever blocking the owner goroutine:
-// reply channels are buffered.
-func respond(reply chan control.Response, r control.Response) {
-	if reply == nil {
-		return
-	}
-	select {
-	case reply <- r:
-	default:
+	if n := s.scaleQueued; n != 0 {
+		s.scaleQueued = 0
+		s.scaleBy(n)
 	}
 }

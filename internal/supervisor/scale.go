@@ -1,88 +1,111 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
-	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 )
 
-// scaling is a scale operation waiting for its new workers to be ready or
+// scaling is a scale operation waiting for its new workers to be ready and
 // its removed ones to exit.
 type scaling struct {
+	from    int // slots before the scale, to return to if it fails
 	adding  map[*slot]bool
 	leaving map[*process]bool
 	began   time.Time
 	waiters []chan control.Response
 }
 
+// scaleBy is TTIN (+1) and TTOU (-1). While another operation runs, or the
+// workers are still starting, the change is queued and applied when it can
+// be; TTOU never removes the last worker.
+func (s *Supervisor) scaleBy(d int) {
+	if s.phase == phaseStopping {
+		return
+	}
+	if s.phase == phaseStarting || s.roll != nil || s.scaling != nil {
+		s.scaleQueued += d
+		s.log.Info("scale deferred until the operation in progress ends", zap.Int("queued", s.scaleQueued))
+		s.emit(control.EventDeferred, nil, "request", "scale", "by", d, "queued", s.scaleQueued)
+		return
+	}
+	if n := len(s.slots) + d; n >= 1 && n <= MaxWorkers {
+		s.scale(n, nil)
+	}
+}
+
 // scale sets the number of slots to n. New slots get workers at once;
 // removed slots (the highest ids) drain theirs. reply gets the result when
-// the new workers are ready and the removed ones have exited.
+// the new workers are ready and the removed ones have exited. A scale-up
+// one of whose new workers fails is undone as a whole: every slot it added
+// is removed again, so that no slot is left without a worker.
 func (s *Supervisor) scale(n int, reply chan control.Response) {
 	switch {
 	case n < 1 || n > MaxWorkers:
 		respond(reply, control.Response{Error: fmt.Sprintf("scale: %d is out of range 1..%d", n, MaxWorkers)})
 		return
 	case s.phase != phaseRunning:
-		respond(reply, control.Response{Error: "scale: supervisor is " + [...]string{"starting", "running", "stopping"}[s.phase]})
+		respond(reply, control.Response{Error: "scale: supervisor is " + s.phase.String()})
 		return
 	case s.roll != nil || s.scaling != nil:
 		respond(reply, control.Response{Error: "scale: another reload or scale is in progress; try again when it is done"})
 		return
+	case n == len(s.slots):
+		respond(reply, control.Response{OK: true, Message: fmt.Sprintf("scale: already %d workers", n)})
+		return
 	}
-	op := &scaling{adding: map[*slot]bool{}, leaving: map[*process]bool{}, began: time.Now()}
+	op := &scaling{from: len(s.slots), adding: map[*slot]bool{}, leaving: map[*process]bool{}, began: s.sys.Now()}
 	if reply != nil {
 		op.waiters = append(op.waiters, reply)
 	}
-	from := len(s.slots)
-	s.log.Info("scaling", zap.Int("from", from), zap.Int("to", n))
-	s.emit("scale", nil, "from", from, "to", n)
+	s.scaling = op
+	s.log.Info("scaling", zap.Int("from", op.from), zap.Int("to", n))
+	s.emit(control.EventScale, nil, "from", op.from, "to", n, "step", control.StepStart)
 	for len(s.slots) < n {
-		sl, err := s.newSlot(len(s.slots) + 1)
-		if err != nil {
-			respond(reply, control.Response{Error: fmt.Sprintf("scale: slot %d: %v", len(s.slots)+1, err)})
-			return
-		}
+		sl := &slot{id: len(s.slots) + 1}
 		s.slots = append(s.slots, sl)
-		if err := s.start(sl, "scale"); err != nil {
-			s.slots = s.slots[:len(s.slots)-1]
-			sl.removed = true
-			s.retire(sl)
-			respond(reply, control.Response{Error: fmt.Sprintf("scale: slot %d: %v", sl.id, err)})
+		op.adding[sl] = true
+		if err := s.start(sl, control.CauseScale); err != nil {
+			s.scaleFailed(sl, err)
 			return
 		}
-		op.adding[sl] = true
 	}
+	s.removeSlots(n, op)
+	s.scaleProgress()
+}
+
+// removeSlots removes the slots above n: their workers drain, and op (if
+// any) waits for them to exit.
+func (s *Supervisor) removeSlots(n int, op *scaling) {
 	for len(s.slots) > n {
 		sl := s.slots[len(s.slots)-1]
 		s.slots = s.slots[:len(s.slots)-1]
 		sl.removed = true
 		for _, p := range s.live {
 			if p.slot == sl {
-				op.leaving[p] = true
-				s.drain(p, "scale")
+				if op != nil {
+					op.leaving[p] = true
+				}
+				s.drain(p, control.CauseScale)
 			}
 		}
 		sl.cur = nil
-		s.retire(sl)
+		s.mode.retire(sl)
 	}
-	s.scaling = op
-	s.scaleProgress()
 }
 
-// scaleProgress answers the scale operation once it is complete.
+// scaleProgress ends the scale operation once it is complete.
 func (s *Supervisor) scaleProgress() {
 	op := s.scaling
 	if op == nil {
 		return
 	}
 	for sl := range op.adding {
-		if sl.cur != nil && sl.cur.state == stateReady {
+		if sl.cur != nil && sl.cur.state == control.StateReady {
 			delete(op.adding, sl)
 		}
 	}
@@ -91,69 +114,44 @@ func (s *Supervisor) scaleProgress() {
 			delete(op.leaving, p)
 		}
 	}
-	if len(op.adding) > 0 || len(op.leaving) > 0 {
-		return
-	}
-	s.scaling = nil
-	msg := fmt.Sprintf("scale: %d workers in %s", len(s.slots), time.Since(op.began).Round(time.Millisecond))
-	s.log.Info("scale done", zap.Int("workers", len(s.slots)), zap.Duration("took", time.Since(op.began)))
-	s.notify.Status(s.statusLine())
-	for _, w := range op.waiters {
-		respond(w, control.Response{OK: true, Message: msg})
+	if len(op.adding) == 0 && len(op.leaving) == 0 {
+		s.scaleEnded(nil)
 	}
 }
 
-// scaleFailed ends a scale-up whose new worker could not start: the slot is
-// removed again.
+// scaleFailed undoes a scale-up one of whose new workers (in sl) could not
+// start: the slots it added are removed again, whatever their workers'
+// state, and the supervisor stays at the size it had.
 func (s *Supervisor) scaleFailed(sl *slot, err error) {
 	op := s.scaling
+	s.removeSlots(op.from, nil)
+	s.scaleEnded(fmt.Errorf("slot %d: %w; staying at %d workers", sl.id, err, op.from))
+}
+
+// scaleEnded answers the scale operation's waiters, with err if it failed,
+// and starts what was queued behind it.
+func (s *Supervisor) scaleEnded(err error) {
+	op := s.scaling
 	s.scaling = nil
-	if len(s.slots) > 0 && s.slots[len(s.slots)-1] == sl {
-		s.slots = s.slots[:len(s.slots)-1]
-		sl.removed = true
-		sl.cur = nil
-		s.retire(sl)
-	}
-	e := fmt.Sprintf("scale failed: slot %d: %v", sl.id, err)
-	s.log.Error(e)
-	for _, w := range op.waiters {
-		respond(w, control.Response{Error: e})
-	}
-}
-
-// newSlot returns slot id for a scale-up. In reuseport mode a slot removed
-// earlier comes back with its socket, whose backlog the supervisor keeps
-// serving until the new worker is ready (route stops that); otherwise the
-// slot gets a new socket.
-func (s *Supervisor) newSlot(id int) (*slot, error) {
-	if sl, ok := s.retired[id]; ok {
-		delete(s.retired, id)
-		sl.removed = false
-		return sl, nil
-	}
-	sl := &slot{id: id}
-	if s.cfg.Mode != ipc.ModeReusePort {
-		return sl, nil
-	}
-	ln, err := listener.ListenOne(s.addr)
+	took := s.sys.Now().Sub(op.began)
 	if err != nil {
-		return nil, err
+		err = fmt.Errorf("scale failed: %w", err)
+		if errors.Is(err, errStopping) {
+			err = errors.New("scale: supervisor is stopping")
+		}
+		s.log.Error("scale failed", zap.Error(err))
+		s.emit(control.EventScale, nil, "step", control.StepFailed, "error", err.Error())
+		for _, w := range op.waiters {
+			respond(w, control.Response{Error: err.Error()})
+		}
+	} else {
+		msg := fmt.Sprintf("scale: %d workers in %s", len(s.slots), took.Round(time.Millisecond))
+		s.log.Info("scale done", zap.Int("workers", len(s.slots)), zap.Duration("took", took))
+		s.emit(control.EventScale, nil, "step", control.StepDone, "workers", len(s.slots))
+		s.notify.Status(s.statusLine())
+		for _, w := range op.waiters {
+			respond(w, control.Response{OK: true, Message: msg})
+		}
 	}
-	if sl.ln, err = listener.Detach(ln); err != nil {
-		return nil, err
-	}
-	return sl, nil
-}
-
-// retire keeps a removed reuseport slot, socket open, with the supervisor
-// accepting on it and handing its connections to the remaining workers. The
-// kernel keeps hashing new connections to every socket of the group, and
-// closing one resets whatever is queued on it, so a socket is never closed
-// while the supervisor runs: a later scale-up gives it a worker again.
-func (s *Supervisor) retire(sl *slot) {
-	if sl.ln == nil {
-		return
-	}
-	s.adoptBacklog(sl)
-	s.retired[sl.id] = sl
+	s.idle()
 }

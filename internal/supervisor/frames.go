@@ -1,0 +1,137 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// Limits on what one worker's control channel can make the supervisor do.
+const (
+	// maxProtocolErrors: a worker that sends this many frames that break
+	// the worker protocol is replaced.
+	maxProtocolErrors = 64
+	// messageBurst application messages are passed on at once; past that,
+	// messageRate a second, and the rest are counted and dropped.
+	messageBurst = 100
+	messageRate  = 100
+)
+
+// readControl forwards a worker's frames to the owner goroutine until the
+// channel closes. Load frames, the hot ones, update the target directly.
+// It is the first line of defence against a worker that breaks the
+// protocol: descriptors a control frame carries are closed (Recv closes
+// what it is not asked for), and malformed frames and message floods are
+// counted here and reach the owner boundedly.
+func (s *Supervisor) readControl(p *process) {
+	buf := make([]byte, ipc.MaxFrame)
+	var fds []int
+	bad := 0
+	msgs := newBucket(messageBurst, messageRate, time.Now())
+	for {
+		f, got, err := p.ctl.Recv(buf, fds[:0])
+		// A worker sends no descriptors on its control channel: whatever
+		// came is closed here, or each would stay open in the supervisor.
+		ipc.CloseAll(got)
+		fds = got
+		if err == nil && len(got) > 0 {
+			err = fmt.Errorf("supervisor: %d descriptors on a worker's control channel", len(got))
+		}
+		var op *net.OpError
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &op) {
+			return // the worker is gone (ECONNRESET: it left frames unread)
+		}
+		if err == nil {
+			err = s.onFrame(p, f, msgs)
+		}
+		if err == nil {
+			continue
+		}
+		// A frame that breaks the protocol is the worker's bug: it loses
+		// the supervisor nothing. Tell the owner at powers of two, and
+		// stop listening once the worker is to be replaced.
+		if bad++; bad&(bad-1) == 0 || bad == maxProtocolErrors {
+			s.post(evProtocol{p: p, err: err, count: bad})
+		}
+		if bad >= maxProtocolErrors {
+			return
+		}
+	}
+}
+
+// onFrame handles one well-formed frame on the reader's goroutine.
+func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs *bucket) error {
+	switch f.Type {
+	case ipc.TypeReady:
+		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
+			p.t.peers.Store(true) // before the owner adds it to the balancer
+		}
+		s.post(evReady{p: p, uses: f.Features()})
+	case ipc.TypeHeartbeat:
+		s.post(evBeat{p: p, hb: f.Heartbeat()})
+	case ipc.TypeLoad:
+		if p.t != nil {
+			p.t.closed.Store(f.Uint32())
+		}
+	case ipc.TypeMessage:
+		if msgs.take(time.Now()) {
+			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})
+		}
+	default:
+		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
+	}
+	return nil
+}
+
+// onMessage passes an application message on to the log and the event
+// stream (Node's cluster 'message' event).
+func (s *Supervisor) onMessage(p *process, msg []byte) {
+	s.log.Info("message from worker", p.fields(zap.ByteString("msg", msg))...)
+	s.emit(control.EventMessage, p, "msg", string(msg))
+}
+
+// onProtocol counts a worker's protocol errors and replaces a worker that
+// keeps making them.
+func (s *Supervisor) onProtocol(p *process, err error, count int) {
+	s.counts.protocol++
+	if s.live[p.pid] != p {
+		return
+	}
+	s.log.Warn("worker broke the worker protocol", p.fields(zap.Error(err), zap.Int("count", count))...)
+	s.emit(control.EventProtocol, p, "error", err.Error(), "count", count)
+	if count < maxProtocolErrors || p.asked {
+		return
+	}
+	s.log.Error("replacing a worker that keeps breaking the protocol", p.fields(zap.Int("limit", maxProtocolErrors))...)
+	s.replace(p, control.CauseProtocol)
+}
+
+// bucket is a token bucket: burst at once, then rate a second.
+type bucket struct {
+	tokens, burst, rate float64
+	at                  time.Time
+	dropped             uint64
+}
+
+func newBucket(burst, rate int, now time.Time) *bucket {
+	return &bucket{tokens: float64(burst), burst: float64(burst), rate: float64(rate), at: now}
+}
+
+// take reports whether one more may pass at now.
+func (b *bucket) take(now time.Time) bool {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	b.at = now
+	if b.tokens < 1 {
+		b.dropped++
+		return false
+	}
+	b.tokens--
+	return true
+}

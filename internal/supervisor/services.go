@@ -1,0 +1,92 @@
+package supervisor
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/metrics"
+	"github.com/prefork/prefork/internal/reaper"
+)
+
+// startServices starts what runs beside the workers: the control socket,
+// the metrics listener and the reaper of orphaned grandchildren. The
+// returned function stops them.
+func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+		cancel()
+	}
+	if path := s.controlPath(); path != "" {
+		srv, err := control.Listen(path, s.log.Named("control"))
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		go srv.Serve(handler{s}, bus)
+		stops = append(stops, func() { srv.Close() })
+		s.log.Info("control socket", zap.String("path", path))
+	}
+	if s.cfg.Metrics != "" {
+		closeMetrics, err := s.serveMetrics()
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, closeMetrics)
+	}
+	// As PID 1 in a container, orphaned grandchildren are re-parented to
+	// us; reap them without taking the exit status of our own workers.
+	if err := reaper.SetSubreaper(); err != nil {
+		s.log.Warn("cannot become a child subreaper", zap.Error(err))
+	}
+	go reaper.Run(ctx, s.owned.Has, func(pid int) {
+		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
+		s.emit(control.EventReap, nil, "pid", pid)
+	})
+	return stop, nil
+}
+
+func (s *Supervisor) controlPath() string {
+	switch s.cfg.Control {
+	case "none":
+		return ""
+	case "":
+		return control.DefaultPath(s.cfg.Listen)
+	}
+	return s.cfg.Control
+}
+
+// serveMetrics starts the Prometheus listener (-metrics). Scrapes ask the
+// owner goroutine for a snapshot, so the numbers agree with each other.
+func (s *Supervisor) serveMetrics() (func(), error) {
+	m := metrics.New(func(ctx context.Context) (snapshot, error) {
+		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
+	})
+	s.mode.observe(m)
+	srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
+	return func() { srv.Close() }, nil
+}
+
+// keepAlive pings systemd's watchdog (WatchdogSec=) from the owner loop, so
+// that a stuck loop stops the pings and systemd restarts the supervisor; a
+// ping from a goroutine of its own would only prove the runtime alive. It
+// pings on the first tick once WatchdogInterval (half the timeout) is less
+// than a tick away, so pings stay within the timeout whenever that exceeds
+// two ticks.
+func (s *Supervisor) keepAlive(now time.Time) {
+	if every := s.notify.WatchdogInterval(); every > 0 && now.Sub(s.pinged) >= every-tickEvery {
+		s.notify.Notify("WATCHDOG=1")
+		s.pinged = now
+	}
+}

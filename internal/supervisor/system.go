@@ -1,0 +1,109 @@
+package supervisor
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// system is the supervisor's seam to the operating system, as tableflip's
+// env struct is: starting a process, signalling it, learning of its exit,
+// reading /proc and telling time all go through it. The production
+// implementation is osSystem; the state-machine tests use fake processes
+// and a clock they advance by hand (fake_test.go).
+type system interface {
+	// Now is the time on the supervisor's clock.
+	Now() time.Time
+	// AfterFunc calls f on its own goroutine once d has passed; stop
+	// cancels it.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+	// Start starts cmd. exited is called exactly once, from another
+	// goroutine, when the process has exited and been waited for.
+	Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error)
+	// CPUTicks is a process's user+system CPU time in clock ticks
+	// (clockTicks a second).
+	CPUTicks(pid int) (uint64, bool)
+}
+
+// proc is a started worker process.
+type proc interface {
+	Pid() int
+	Signal(sig syscall.Signal) error
+}
+
+// exitStatus says how a process ended: the signal that killed it, or its
+// exit code. known is false when Wait could not tell; err is Wait's error.
+type exitStatus struct {
+	signal string
+	code   int
+	known  bool
+	err    error
+}
+
+func exitOf(st *os.ProcessState, err error) exitStatus {
+	if st == nil {
+		return exitStatus{err: err}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return exitStatus{signal: ws.Signal().String(), known: true, err: err}
+	}
+	return exitStatus{code: st.ExitCode(), known: true, err: err}
+}
+
+// String describes the exit for error messages: "killed by SIGKILL",
+// "exit code 3".
+func (e exitStatus) String() string {
+	switch {
+	case !e.known:
+		return "unknown status"
+	case e.signal != "":
+		return "killed by " + e.signal
+	}
+	return "exit code " + strconv.Itoa(e.code)
+}
+
+// fields describes the exit as key-value pairs, for the event stream and
+// the log alike.
+func (e exitStatus) fields() []any {
+	switch {
+	case !e.known:
+		if e.err != nil {
+			return []any{"error", e.err.Error()}
+		}
+		return nil
+	case e.signal != "":
+		return []any{"signal", e.signal}
+	}
+	return []any{"code", e.code}
+}
+
+// osSystem is the real operating system.
+type osSystem struct {
+	spawner *spawner
+}
+
+func (osSystem) Now() time.Time { return time.Now() }
+
+func (osSystem) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+
+func (s osSystem) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
+	if err := s.spawner.start(cmd); err != nil {
+		return nil, err
+	}
+	// Wait exactly once, from a goroutine started right after Start.
+	go func() {
+		err := cmd.Wait()
+		exited(exitOf(cmd.ProcessState, err))
+	}()
+	return osProc{cmd.Process}, nil
+}
+
+func (osSystem) CPUTicks(pid int) (uint64, bool) { return cpuTicks(pid) }
+
+type osProc struct{ p *os.Process }
+
+func (p osProc) Pid() int { return p.p.Pid }
+
+func (p osProc) Signal(sig syscall.Signal) error { return p.p.Signal(sig) }

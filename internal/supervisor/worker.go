@@ -1,0 +1,351 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// process is one worker process: starting → ready → draining → exited.
+// Only the owner goroutine touches it, except the fields its control
+// reader was given at spawn.
+type process struct {
+	slot    *slot
+	gen     int
+	pid     int
+	proc    proc
+	ctl     *ipc.Channel // the supervisor's end of the control channel
+	t       *target      // the worker as the handoff sees it; nil in shared mode
+	state   control.State
+	started time.Time
+	readyAt time.Time
+	beatAt  time.Time // last healthy heartbeat, on the supervisor's clock
+	beat    ipc.Heartbeat
+	asked   bool          // the supervisor asked it to exit
+	reason  control.Cause // why it was asked
+
+	maxRequests int // recycle after this many requests; 0: never
+	cpuTicks    uint64
+	cpuAt       time.Time
+	cpuPct      float64
+}
+
+func (p *process) uptime(now time.Time) time.Duration { return now.Sub(p.started) }
+
+// log fields naming p.
+func (p *process) fields(more ...zap.Field) []zap.Field {
+	return append([]zap.Field{zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Int("generation", p.gen)}, more...)
+}
+
+// start spawns a worker into sl; cause says why, for logs and metrics.
+func (s *Supervisor) start(sl *slot, cause control.Cause) error {
+	p, err := s.spawn(sl, s.gen, cause)
+	if err != nil {
+		return err
+	}
+	sl.cur = p
+	return nil
+}
+
+// spawn starts a worker for sl in generation gen. Every descriptor the
+// worker and the supervisor need is made before the process starts, so a
+// failure at any step (EMFILE, say) is a clean failed start: nothing runs
+// and nothing is left open.
+func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, error) {
+	ctl, ctlRemote, err := ipc.Pair()
+	if err != nil {
+		return nil, fmt.Errorf("worker control channel: %w", err)
+	}
+	defer ctlRemote.Close() // the worker has its own copy once started
+	h, err := s.mode.prepare(sl, ctl, ctlRemote)
+	if err != nil {
+		ctl.Close()
+		return nil, err
+	}
+	defer h.file.Close()
+	cmd := s.command(sl, gen, ctlRemote, h.file)
+	var capture *outputCapture
+	if s.cfg.WorkerOutput == "capture" {
+		if capture, err = newOutputCapture(); err != nil {
+			h.abort()
+			ctl.Close()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = capture.stdoutW, capture.stderrW
+	}
+	p := &process{slot: sl, gen: gen, ctl: ctl, t: h.t, state: control.StateStarting, started: s.sys.Now()}
+	// The exit callback runs on the waiter goroutine; it only passes p on,
+	// and the owner reads p only after spawn has returned.
+	pr, err := s.sys.Start(cmd, func(st exitStatus) { s.post(evExit{p: p, st: st}) })
+	if capture != nil {
+		pid := 0
+		if err == nil {
+			pid = pr.Pid()
+		}
+		capture.started(err == nil, s.log, sl.id, pid)
+	}
+	if err != nil {
+		h.abort()
+		ctl.Close()
+		return nil, fmt.Errorf("worker %s: %w", s.cfg.Command[0], unwrapExec(err))
+	}
+	p.proc, p.pid = pr, pr.Pid()
+	s.live[p.pid] = p
+	s.counts.spawns[cause]++
+	if s.cfg.MaxRequests > 0 {
+		p.maxRequests = s.cfg.MaxRequests + rand.IntN(s.cfg.MaxRequestsJitter+1)
+	}
+	s.log.Info("spawned worker", p.fields(zap.String("cause", string(cause)))...)
+	s.emit(control.EventFork, p, "cause", cause)
+	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
+	go s.readControl(p)
+	return p, nil
+}
+
+// command is the worker's command line, environment and descriptors: the
+// control channel at fd 3 and what the mode gives it at fd 4.
+func (s *Supervisor) command(sl *slot, gen int, ctlRemote, fd4 *os.File) *exec.Cmd {
+	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	cmd.Env = append(workerEnv(),
+		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
+		ipc.EnvMode+"="+s.cfg.Mode,
+		ipc.EnvGeneration+"="+strconv.Itoa(gen),
+		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
+		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
+		ipc.EnvListenAddr+"="+s.mode.addr(),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
+	)
+	if s.mode.loadReports() {
+		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
+	}
+	cmd.ExtraFiles = []*os.File{ctlRemote, fd4} // fds 3 and 4
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Die with the supervisor (see spawner for the thread caveat).
+		Pdeathsig: syscall.SIGKILL,
+		// Own process group: a terminal's Ctrl-C reaches the supervisor
+		// only, which then drains the workers in order.
+		Setpgid:    true,
+		Credential: s.cred,
+	}
+	return cmd
+}
+
+// unwrapExec turns "fork/exec /x: no such file or directory" into a message
+// that names the path once.
+func unwrapExec(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// workerEnv is the supervisor's environment minus what belongs to the
+// supervisor alone.
+func workerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, ipc.EnvPrefix),
+			k == "LISTEN_FDS", k == "LISTEN_PID", k == "LISTEN_FDNAMES",
+			k == "NOTIFY_SOCKET", k == "WATCHDOG_USEC", k == "WATCHDOG_PID":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func (s *Supervisor) onReady(p *process, uses ipc.Features) {
+	if p.state != control.StateStarting || s.live[p.pid] != p {
+		return
+	}
+	now := s.sys.Now()
+	p.state, p.readyAt = control.StateReady, now
+	boot := now.Sub(p.started)
+	s.log.Info("worker ready", p.fields(zap.Duration("boot", boot), zap.Stringer("features", uses))...)
+	s.emit(control.EventReady, p, "boot_ms", float64(boot.Microseconds())/1000)
+	switch {
+	case s.phase == phaseStopping:
+		s.drain(p, control.CauseStop)
+		return
+	case s.roll != nil && s.roll.next == p:
+		s.rollReady(p)
+		return
+	case p.slot.cur != p:
+		return
+	}
+	s.mode.route(p)
+	if s.phase == phaseStarting && s.allReady() {
+		s.running()
+	}
+	s.scaleProgress()
+}
+
+// running ends start-up: every slot has a ready worker.
+func (s *Supervisor) running() {
+	s.phase = phaseRunning
+	took := s.sys.Now().Sub(s.begun)
+	s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", took))
+	s.emit(control.EventRunning, nil, "workers", len(s.slots), "startup_ms", took.Milliseconds())
+	s.notify.Ready(s.statusLine())
+	if s.reloadQueued {
+		s.reloadQueued = false
+		s.reloadAfter = append(s.reloadAfter, nil)
+	}
+	s.idle()
+}
+
+// readyDue fails a worker that was not ready within -ready-timeout.
+func (s *Supervisor) readyDue(p *process) {
+	if p.state != control.StateStarting || s.live[p.pid] != p {
+		return
+	}
+	s.log.Error("worker not ready in time; killing it", p.fields(zap.Duration("ready_timeout", s.cfg.ReadyTimeout))...)
+	p.asked, p.reason = true, control.CauseReadyTimeout
+	p.proc.Signal(syscall.SIGKILL)
+	err := fmt.Errorf("worker %d (pid %d) not ready within -ready-timeout %s", p.slot.id, p.pid, s.cfg.ReadyTimeout)
+	if !s.failedStarting(p, err) && p.slot.cur == p {
+		s.vacate(p.slot)
+		s.crashed(p.slot, p.uptime(s.sys.Now()), control.CauseCrash)
+	}
+}
+
+// failedStarting handles a worker that failed before it was ready (exited,
+// or missed -ready-timeout) where something waits for it: the rollout or
+// the scale-up that started it fails, and a supervisor still starting
+// stops. It reports false when nothing waited for it.
+func (s *Supervisor) failedStarting(p *process, err error) bool {
+	switch {
+	case s.roll != nil && s.roll.next == p:
+		s.rollFailed(err)
+	case s.scaling != nil && s.scaling.adding[p.slot]:
+		s.scaleFailed(p.slot, err)
+	case s.phase == phaseStarting:
+		s.beginStop(err)
+	default:
+		return false
+	}
+	return true
+}
+
+// vacate leaves sl without a current worker; the mode decides what happens
+// to connections meant for the slot meanwhile.
+func (s *Supervisor) vacate(sl *slot) {
+	sl.cur = nil
+	if s.phase != phaseStopping {
+		s.mode.vacant(sl)
+	}
+}
+
+func (s *Supervisor) onExit(p *process, st exitStatus) {
+	if s.live[p.pid] != p {
+		return
+	}
+	delete(s.live, p.pid)
+	s.owned.Forget(p.pid)
+	wasStarting := p.state == control.StateStarting
+	p.state = control.StateExited
+	p.ctl.Close()
+	now := s.sys.Now()
+	cause := p.reason
+	if !p.asked && s.phase != phaseStopping {
+		cause = control.CauseCrash
+	} else if cause == "" {
+		cause = control.CauseStop
+	}
+	s.counts.exits[cause]++
+	s.emit(control.EventExit, p, append([]any{"reason", cause}, st.fields()...)...)
+	fields := p.fields(zap.Duration("uptime", p.uptime(now)), zap.String("reason", string(cause)))
+	for kv := st.fields(); len(kv) >= 2; kv = kv[2:] {
+		fields = append(fields, zap.Any(kv[0].(string), kv[1]))
+	}
+	if p.t != nil {
+		p.slot.handedPast += p.t.handed.Load()
+		if n := s.mode.exited(p); n > 0 {
+			s.log.Info("re-routed connections queued for an exited worker", p.fields(zap.Int("connections", n))...)
+		}
+	}
+	if p.slot.cur == p {
+		s.vacate(p.slot)
+	}
+	defer s.scaleProgress()
+	if cause != control.CauseCrash {
+		s.log.Info("worker exited", fields...)
+		return
+	}
+	s.log.Warn("worker exited unexpectedly", fields...)
+	if wasStarting {
+		why := fmt.Errorf("worker %d (pid %d) exited before it was ready: %s", p.slot.id, p.pid, st)
+		if s.failedStarting(p, why) {
+			return
+		}
+	}
+	if p.slot.cur == nil && !p.slot.removed {
+		s.crashed(p.slot, p.uptime(now), control.CauseCrash)
+	}
+}
+
+// drain asks p to finish its connections and exit, and arms its kill timer.
+func (s *Supervisor) drain(p *process, reason control.Cause) {
+	if p.asked {
+		return
+	}
+	s.dismiss(p, reason)
+	s.log.Info("draining worker", p.fields(zap.String("reason", string(reason)))...)
+	s.emit(control.EventDrain, p, "reason", reason)
+	s.after(s.cfg.Grace, evKillDue{p: p})
+	s.sendDrain(p)
+}
+
+// drainRetry is how soon a drain frame that met a full control channel is
+// sent again. The worker has until -grace (its kill timer) either way.
+const drainRetry = 50 * time.Millisecond
+
+// sendDrain sends p the drain frame. A full channel (a reuseport worker
+// busy taking a backlog handed to it over that channel) is retried until the
+// kill timer fires; any other failure means the worker cannot hear us, and
+// it is killed.
+func (s *Supervisor) sendDrain(p *process) {
+	if s.live[p.pid] != p {
+		return
+	}
+	grace := uint32(min(s.cfg.Grace.Milliseconds(), 1<<32-1))
+	err := p.ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, grace), nil)
+	switch {
+	case err == nil:
+	case errors.Is(err, ipc.ErrWouldBlock):
+		s.after(drainRetry, evDrainDue{p: p})
+	default:
+		s.log.Warn("could not ask worker to drain; killing it", p.fields(zap.Error(err))...)
+		p.proc.Signal(syscall.SIGKILL)
+	}
+}
+
+// killDue kills a worker that outlived its grace period.
+func (s *Supervisor) killDue(p *process) {
+	if s.live[p.pid] == p {
+		s.log.Warn("worker still running; killing it", p.fields(zap.String("reason", string(p.reason)))...)
+		p.proc.Signal(syscall.SIGKILL)
+	}
+}
+
+// dismiss takes p out of rotation for good: it was asked to go (reason), and
+// its exit is not a crash.
+func (s *Supervisor) dismiss(p *process, reason control.Cause) {
+	p.asked, p.reason, p.state = true, reason, control.StateDraining
+	s.mode.unroute(p)
+}
