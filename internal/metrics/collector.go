@@ -35,6 +35,8 @@ type snapshotCollector struct {
 	requests        *prometheus.Desc
 	rss             *prometheus.Desc
 	heartbeatAge    *prometheus.Desc
+	protocolErrors  *prometheus.Desc
+	freezes         *prometheus.Desc
 }
 
 func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *snapshotCollector {
@@ -56,6 +58,8 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		requests:        d("worker_requests_total", "Requests served by the worker in each slot; resets when the slot's worker is replaced.", "slot"),
 		rss:             d("worker_resident_memory_bytes", "Resident set size of the worker in each slot.", "slot"),
 		heartbeatAge:    d("worker_heartbeat_age_seconds", "Time since the last heartbeat from the worker in each slot; absent until the first one.", "slot"),
+		protocolErrors:  d("worker_protocol_errors_total", "Frames from workers that broke the worker protocol (malformed, unexpected, or carrying descriptors)."),
+		freezes:         d("supervisor_freezes_total", "Times the supervisor found it had not run for a while (frozen, paused or stopped) and restarted its workers' heartbeat clocks."),
 	}
 }
 
@@ -64,7 +68,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
 		c.reroutes, c.dropped, c.pending, c.reloads, c.openConns,
-		c.requests, c.rss, c.heartbeatAge,
+		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 	} {
 		ch <- d
 	}
@@ -98,6 +102,8 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.reroutes, prometheus.CounterValue, float64(s.Reroutes))
 	ch <- constMetric(c.dropped, prometheus.CounterValue, float64(s.Dropped))
 	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
+	ch <- constMetric(c.protocolErrors, prometheus.CounterValue, float64(s.ProtocolErrors))
+	ch <- constMetric(c.freezes, prometheus.CounterValue, float64(s.Freezes))
 }
 
 // collectWorkers reports one set of series per slot. During a rollout a

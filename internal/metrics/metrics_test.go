@@ -31,6 +31,8 @@ func busySnapshot() Snapshot {
 		Dropped:         3,
 		PendingDepth:    5,
 		Reloads:         map[string]uint64{"success": 1},
+		ProtocolErrors:  7,
+		Freezes:         1,
 	}
 }
 
@@ -86,6 +88,8 @@ func TestScrapeReportsSnapshot(t *testing.T) {
 		{"prefork_worker_resident_memory_bytes", []string{"slot", "0"}, 12 << 20},
 		{"prefork_worker_resident_memory_bytes", []string{"slot", "1"}, 8 << 20},
 		{"prefork_worker_heartbeat_age_seconds", []string{"slot", "0"}, 0.25},
+		{"prefork_worker_protocol_errors_total", nil, 7},
+		{"prefork_supervisor_freezes_total", nil, 1},
 	})
 	if _, ok := sample(mfs, "prefork_worker_heartbeat_age_seconds", "slot", "1"); ok {
 		t.Error("heartbeat age reported for a worker that never sent one")

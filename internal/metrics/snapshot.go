@@ -20,6 +20,8 @@ type Snapshot struct {
 	Dropped         uint64                   // connections closed unserved (queue full or too old)
 	PendingDepth    int                      // connections waiting for a ready worker now
 	Reloads         map[string]uint64        // "success", "failure"
+	ProtocolErrors  uint64                   // frames from workers that broke the worker protocol
+	Freezes         uint64                   // stalls of the supervisor itself that restarted the heartbeat clocks
 }
 
 // Worker is one live worker process as seen by the supervisor.

@@ -17,6 +17,9 @@ func (s *Supervisor) snapshot() snapshot {
 		Exits:       maps.Clone(s.counts.exits),
 		Reloads:     maps.Clone(s.counts.reloads),
 		Handoffs:    map[int]uint64{},
+
+		ProtocolErrors: s.counts.protocol,
+		Freezes:        s.counts.freezes,
 	}
 	now := s.sys.Now()
 	for _, sl := range s.slots {
