@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -414,3 +415,29 @@ func (h *harness) stopped() (bool, error) { return h.s.stopped(), h.s.stopErr }
 var errEMFILE = errors.New("too many open files")
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// await handles events as they arrive, from the fakes or from goroutines
+// such as a worker's control reader, until one matches, or fails the test
+// after a deadline. It returns how many events of each type it handled.
+func (h *harness) await(what string, match func(ev any) bool) map[string]int {
+	h.t.Helper()
+	seen := map[string]int{}
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for {
+		select {
+		case ev := <-h.s.events:
+			seen[fmt.Sprintf("%T", ev)]++
+			h.s.handle(ev)
+			for q, ok := h.s.dequeue(); ok; q, ok = h.s.dequeue() {
+				h.s.handle(q)
+			}
+			if match(ev) {
+				return seen
+			}
+		case <-deadline.C:
+			h.t.Fatalf("no %s within 5s", what)
+			return nil
+		}
+	}
+}

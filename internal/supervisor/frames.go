@@ -22,6 +22,10 @@ const (
 	// messageRate a second, and the rest are counted and dropped.
 	messageBurst = 100
 	messageRate  = 100
+	// A worker beats once a second; beats past beatBurst, then beatRate a
+	// second, are dropped rather than cost the owner a /proc read each.
+	beatBurst = 10
+	beatRate  = 10
 )
 
 // readControl forwards a worker's frames to the owner goroutine until the
@@ -35,6 +39,7 @@ func (s *Supervisor) readControl(p *process) {
 	var fds []int
 	bad := 0
 	msgs := newBucket(messageBurst, messageRate, time.Now())
+	beats := newBucket(beatBurst, beatRate, time.Now())
 	for {
 		f, got, err := p.ctl.Recv(buf, fds[:0])
 		// A worker sends no descriptors on its control channel: whatever
@@ -49,7 +54,7 @@ func (s *Supervisor) readControl(p *process) {
 			return // the worker is gone (ECONNRESET: it left frames unread)
 		}
 		if err == nil {
-			err = s.onFrame(p, f, msgs)
+			err = s.onFrame(p, f, msgs, beats)
 		}
 		if err == nil {
 			continue
@@ -67,7 +72,7 @@ func (s *Supervisor) readControl(p *process) {
 }
 
 // onFrame handles one well-formed frame on the reader's goroutine.
-func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs *bucket) error {
+func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs, beats *bucket) error {
 	switch f.Type {
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
@@ -75,7 +80,9 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs *bucket) error {
 		}
 		s.post(evReady{p: p, uses: f.Features()})
 	case ipc.TypeHeartbeat:
-		s.post(evBeat{p: p, hb: f.Heartbeat()})
+		if beats.take(time.Now()) {
+			s.post(evBeat{p: p, hb: f.Heartbeat()})
+		}
 	case ipc.TypeLoad:
 		if p.t != nil {
 			p.t.closed.Store(f.Uint32())
@@ -83,6 +90,8 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs *bucket) error {
 	case ipc.TypeMessage:
 		if msgs.take(time.Now()) {
 			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})
+		} else if n := msgs.dropped; n&(n-1) == 0 {
+			s.log.Warn("worker sends messages too fast; dropping some", p.fields(zap.Uint64("dropped", n))...)
 		}
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)

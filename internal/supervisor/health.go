@@ -37,9 +37,16 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	p.beat = hb
 	if hb.Healthy {
 		p.beatAt = now
-	} else if p.state == control.StateReady {
-		s.log.Warn("worker reports unhealthy", p.fields()...)
 	}
+	if p.unhealthy != !hb.Healthy && p.state == control.StateReady {
+		// Logged when it changes, not at every beat.
+		if hb.Healthy {
+			s.log.Info("worker reports healthy again", p.fields()...)
+		} else {
+			s.log.Warn("worker reports unhealthy", p.fields()...)
+		}
+	}
+	p.unhealthy = !hb.Healthy
 	if t, ok := s.sys.CPUTicks(p.pid); ok {
 		if secs := now.Sub(p.cpuAt).Seconds(); !p.cpuAt.IsZero() && secs > 0 {
 			p.cpuPct = float64(t-p.cpuTicks) / clockTicks / secs * 100

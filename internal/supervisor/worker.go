@@ -32,8 +32,10 @@ type process struct {
 	readyAt time.Time
 	beatAt  time.Time // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
-	asked   bool          // the supervisor asked it to exit
-	reason  control.Cause // why it was asked
+	// unhealthy: its last heartbeat said its own health check failed.
+	unhealthy bool
+	asked     bool          // the supervisor asked it to exit
+	reason    control.Cause // why it was asked
 
 	maxRequests int // recycle after this many requests; 0: never
 	cpuTicks    uint64

@@ -1,0 +1,113 @@
+package supervisor
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// A worker that sends descriptors on its control channel must not leave
+// them open in the supervisor: 20 frames of 64 used to leave 1,280.
+func TestControlChannelDescriptorsAreClosed(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	p := h.cur(1)
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	fds := make([]int, ipc.MaxFDs)
+	for i := range fds {
+		fds[i] = int(devnull.Fd())
+	}
+	before := countFDs(t)
+	for range 20 {
+		if err := h.fake(p).ctl.Send(ipc.ConnsFrame(len(fds)), fds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reader reports protocol errors at powers of two: the 16th is
+	// the last one reported, after which it has read 20 frames once a
+	// heartbeat sent behind them arrives.
+	hb := ipc.AppendHeartbeat(nil, ipc.Heartbeat{Healthy: true})
+	if err := h.fake(p).ctl.Send(hb, nil); err != nil {
+		t.Fatal(err)
+	}
+	seen := h.await("heartbeat", func(ev any) bool { _, ok := ev.(evBeat); return ok })
+	if after := countFDs(t); after > before {
+		t.Errorf("the supervisor holds %d more descriptors after 20 frames of %d", after-before, len(fds))
+	}
+	if seen["supervisor.evProtocol"] != 5 || h.s.counts.protocol != 5 {
+		t.Errorf("protocol events %d, counted %d; want 5 (at 1, 2, 4, 8 and 16 errors)", seen["supervisor.evProtocol"], h.s.counts.protocol)
+	}
+	if h.fake(p).got(syscall.SIGKILL) {
+		t.Error("replaced below the protocol-error limit")
+	}
+}
+
+// A worker that keeps breaking the protocol is replaced, through the crash
+// budget, and its reader stops reading it.
+func TestProtocolBreakerIsReplaced(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	p := h.cur(1)
+	for range maxProtocolErrors {
+		if err := h.fake(p).ctl.Send([]byte{9, 9, 9}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.await("the protocol-error limit", func(ev any) bool { e, ok := ev.(evProtocol); return ok && e.count == maxProtocolErrors })
+	h.run() // the kill's exit, and the respawn
+	if !h.fake(p).got(syscall.SIGKILL) {
+		t.Fatal("the worker was not replaced")
+	}
+	if h.cur(1) == nil || h.cur(1) == p || h.s.counts.exits[control.CauseProtocol] != 1 || h.forks(control.CauseProtocol) != 1 {
+		t.Fatalf("slot 1 not refilled: exits %v", h.s.counts.exits)
+	}
+}
+
+// A message flood reaches the owner goroutine (and the log) boundedly.
+func TestMessageFloodIsBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	p := h.cur(1)
+	msg, err := ipc.AppendFrame(nil, ipc.TypeMessage, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	sent := 0
+	for range 2000 {
+		if h.fake(p).ctl.Send(msg, nil) != nil {
+			break // the queue is full; what is queued is enough
+		}
+		sent++
+	}
+	// A heartbeat behind the messages says when the reader has read them
+	// all; until it fits in the queue, take what the reader passes on.
+	passed := 0
+	count := func(seen map[string]int) { passed += seen["supervisor.evMessage"] }
+	for h.fake(p).ctl.Send(ipc.AppendHeartbeat(nil, ipc.Heartbeat{Healthy: true}), nil) != nil {
+		count(h.await("any event", func(any) bool { return true }))
+	}
+	count(h.await("heartbeat", func(ev any) bool { _, ok := ev.(evBeat); return ok }))
+	limit := messageBurst + int(time.Since(began).Seconds()*messageRate) + 1
+	if passed > limit || passed < messageBurst || sent <= limit {
+		t.Errorf("%d of %d messages passed; want from %d to %d", passed, sent, messageBurst, limit)
+	}
+}
+
+// countFDs is the number of descriptors this process has open.
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
