@@ -15,6 +15,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	_ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS
 	"github.com/prefork/prefork/internal/listener"
 )
 
