@@ -369,6 +369,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-grace", "soon"}, "-grace"},
 		{[]string{"-balance", "random"}, "-balance"},
 		{[]string{"-no-such-flag"}, "-no-such-flag"},
+		{[]string{"-hang-timeout", "500ms"}, "-hang-timeout"},
+		{[]string{"-max-requests", "100", "-max-requests-jitter", "9223372036854775807"}, "-max-requests-jitter"},
+		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cmd := osexec.Command(supervisorBin, tc.args...)
