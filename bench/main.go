@@ -10,6 +10,8 @@
 // log, to bench/results/<timestamp>.txt. Load goes to 127.0.0.1 only and
 // every process it starts is bounded in time and killed by pid (and process
 // group) when its run ends, on failure and on Ctrl-C too.
+//
+// Linux only.
 package main
 
 import (
@@ -26,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	_ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS
 )
 
 // The harness forks servers and wrk with Pdeathsig, which fires when the

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // The machine is shared: other people's builds and tests run while the
@@ -17,9 +19,8 @@ import (
 // (the loopback traffic itself) are left out on both sides, and steal (the
 // hypervisor's share) is reported apart.
 
-// clockTicks is USER_HZ, the unit of /proc/stat and /proc/PID/stat; it is
-// 100 on every Linux architecture Go supports.
-const clockTicks = 100
+// clockTicks is USER_HZ, the unit of /proc/stat as of /proc/PID/stat.
+const clockTicks = procfs.ClockTicks
 
 // cpuSnap is the machine's and our processes' CPU time at one instant.
 type cpuSnap struct {
@@ -53,15 +54,10 @@ func snapCPU(pids []int) cpuSnap {
 		s.ours += procTicks(pid)
 	}
 	s.procs = map[int]procTime{}
-	if ents, err := os.ReadDir("/proc"); err == nil {
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
-			s.procs[pid] = procTime{strings.TrimSpace(string(comm)), procTicks(pid)}
-		}
+	all, _ := procfs.PIDs()
+	for _, pid := range all {
+		st, _ := procfs.ReadStat(pid) // zero once pid is gone
+		s.procs[pid] = procTime{st.Comm, st.CPUTicks()}
 	}
 	return s
 }
@@ -99,20 +95,10 @@ func busiest(a, b cpuSnap, pids []int) string {
 	return strings.Join(parts, ", ")
 }
 
-// procTicks returns utime + stime of pid (fields 14 and 15 of its stat).
+// procTicks returns utime + stime of pid, 0 once it is gone.
 func procTicks(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseUint(f[11], 10, 64)
-	s, _ := strconv.ParseUint(f[12], 10, 64)
-	return u + s
+	st, _ := procfs.ReadStat(pid)
+	return st.CPUTicks()
 }
 
 // noise is the CPU, in cores, that went to other processes between a and b,

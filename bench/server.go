@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // serverSpec says how to start one kind of server under test.
@@ -80,7 +82,7 @@ type server struct {
 	waitErr error
 
 	mu    sync.Mutex
-	known map[int]proc // descendants ever seen, by pid
+	known map[int]procfs.Stat // descendants ever seen, by pid
 
 	stopOnce sync.Once
 	stopErr  error
@@ -110,7 +112,7 @@ func launch(spec serverSpec, pinned bool) (*server, error) {
 		argv = append([]string{"taskset", "-c", "0"}, argv...)
 	}
 	s := &server{spec: spec, port: port, pinned: pinned, log: newLogWatch(),
-		done: make(chan struct{}), known: map[int]proc{}}
+		done: make(chan struct{}), known: map[int]procfs.Stat{}}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), spec.env...)
 	s.cmd.Stdout = s.log
@@ -176,11 +178,11 @@ func (s *server) ready(ctx context.Context, timeout time.Duration) error {
 
 // track records the server's current descendants so that stop can reach
 // them even after their parent is gone, and returns them.
-func (s *server) track() []proc {
+func (s *server) track() []procfs.Stat {
 	ds := descendants(s.pid())
 	s.mu.Lock()
 	for _, p := range ds {
-		s.known[p.pid] = p
+		s.known[p.PID] = p
 	}
 	s.mu.Unlock()
 	return ds
@@ -191,8 +193,8 @@ func (s *server) track() []proc {
 func (s *server) workers() []int {
 	var pids []int
 	for _, p := range s.track() {
-		if p.ppid == s.pid() {
-			pids = append(pids, p.pid)
+		if p.PPID == s.pid() {
+			pids = append(pids, p.PID)
 		}
 	}
 	if s.spec.procs == 1 && len(pids) == 0 {
@@ -278,7 +280,7 @@ func (s *server) doStop() error {
 		}
 	}
 	s.mu.Lock()
-	var known []proc
+	var known []procfs.Stat
 	for _, p := range s.known {
 		known = append(known, p)
 	}
@@ -290,7 +292,7 @@ func (s *server) doStop() error {
 	}
 	var pids []int
 	for _, p := range left {
-		pids = append(pids, p.pid)
+		pids = append(pids, p.PID)
 		killProc(p)
 	}
 	if still := waitGone(left, 2*time.Second); len(still) > 0 {

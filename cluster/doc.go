@@ -27,4 +27,8 @@
 // requests counted by [CountRequests], RSS, goroutines, and the result of the
 // check set with [SetHealthCheck]) so the supervisor can tell a hung worker
 // from a busy one, and it exits the process if the supervisor disappears.
+//
+// Linux only.
 package cluster
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

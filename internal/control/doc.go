@@ -26,4 +26,8 @@
 // Reload and scale are answered once they are over; a client that hangs up
 // first (closes, not just shuts down its write side) cancels the request's
 // context.
+//
+// Linux only.
 package control
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/prefork/prefork/internal/fdtest"
 )
 
 // Environment variables that make the test binary a helper program.
@@ -58,7 +60,10 @@ func helperDial(path string) int {
 // its cleanup runs last.
 func checkLeaks(t *testing.T) {
 	t.Helper()
-	before := openFDs(t)
+	before, err := fdtest.List(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
@@ -77,27 +82,14 @@ func checkLeaks(t *testing.T) {
 
 // newFDs returns the fds open now that were not in before.
 func newFDs(t *testing.T, before []string) []string {
-	var fds []string
-	for _, fd := range openFDs(t) {
-		if !slices.Contains(before, fd) {
-			fds = append(fds, fd)
-		}
-	}
-	return fds
-}
-
-// openFDs lists this process's fds as "N->target", but for the one ReadDir
-// itself used.
-func openFDs(t *testing.T) []string {
-	ents, err := os.ReadDir("/proc/self/fd")
+	now, err := fdtest.List(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var fds []string
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		if err == nil {
-			fds = append(fds, e.Name()+"->"+target)
+	for _, fd := range now {
+		if !slices.Contains(before, fd) {
+			fds = append(fds, fd)
 		}
 	}
 	return fds

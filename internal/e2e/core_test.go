@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/probe"
 )
 
@@ -368,6 +369,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-grace", "soon"}, "-grace"},
 		{[]string{"-balance", "random"}, "-balance"},
 		{[]string{"-no-such-flag"}, "-no-such-flag"},
+		{[]string{"-hang-timeout", "500ms"}, "-hang-timeout"},
+		{[]string{"-max-requests", "100", "-max-requests-jitter", "9223372036854775807"}, "-max-requests-jitter"},
+		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cmd := osexec.Command(supervisorBin, tc.args...)
@@ -480,16 +484,6 @@ func exitCode(err error) int {
 	return -1
 }
 
-// openFDs counts a process's open descriptors.
-func openFDs(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestNoDescriptorLeak: respawns, a reload and a scale cycle leave the
 // supervisor with the descriptors it started with.
 func TestNoDescriptorLeak(t *testing.T) {
@@ -500,7 +494,10 @@ func TestNoDescriptorLeak(t *testing.T) {
 				t.Fatal(err)
 			}
 			sup := s.cmd.Process.Pid
-			before := openFDs(t, sup)
+			before, err := fdtest.Count(sup)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := range 5 {
 				victim := s.children()[0]
 				syscall.Kill(victim, syscall.SIGKILL)
@@ -530,15 +527,17 @@ func TestNoDescriptorLeak(t *testing.T) {
 				extra = 2 // the retired socket and its accept loop's duplicate
 			}
 			deadline := time.Now().Add(3 * time.Second)
-			for openFDs(t, sup) > before+extra {
+			for {
+				n, err := fdtest.Count(sup)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n <= before+extra {
+					break
+				}
 				if time.Now().After(deadline) {
-					ents, _ := os.ReadDir("/proc/" + strconv.Itoa(sup) + "/fd")
-					var links []string
-					for _, e := range ents {
-						l, _ := os.Readlink("/proc/" + strconv.Itoa(sup) + "/fd/" + e.Name())
-						links = append(links, e.Name()+"->"+l)
-					}
-					t.Fatalf("%d descriptors, started with %d (+%d allowed): %v", openFDs(t, sup), before, extra, links)
+					now, _ := fdtest.List(sup)
+					t.Fatalf("%d descriptors, started with %d (+%d allowed): %v", n, before, extra, now)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}

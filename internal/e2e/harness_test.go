@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 var (
@@ -192,35 +192,18 @@ func waitGone(t testing.TB, pid int, d time.Duration) {
 
 // alive reports whether pid is a running (not zombie) process.
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	st, err := procfs.ReadStat(pid)
+	return err == nil && !st.Exited()
 }
 
 // children lists the live processes whose parent is the supervisor.
 func (s *sup) children() []int { return childrenOf(s.cmd.Process.Pid) }
 
 func childrenOf(ppid int) []int {
-	ents, _ := os.ReadDir("/proc")
+	pids, _ := procfs.PIDs()
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) {
-			continue
-		}
-		f := strings.Fields(string(b[i+2:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) && f[0] != "Z" {
+	for _, pid := range pids {
+		if st, err := procfs.ReadStat(pid); err == nil && st.PPID == ppid && st.State != 'Z' {
 			out = append(out, pid)
 		}
 	}

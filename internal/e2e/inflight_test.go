@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prefork/prefork/internal/fdtest"
 )
 
 // slowRequest opens a connection, sends GET /sleep?ms=ms on it and waits
@@ -45,13 +46,9 @@ func connOwner(local net.Addr, pids []int) (int, bool) {
 	}
 	want := "socket:[" + inode + "]"
 	for _, pid := range pids {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == want {
+		targets, _ := fdtest.Targets(pid) // none once pid is gone
+		for _, target := range targets {
+			if target == want {
 				return pid, true
 			}
 		}

@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // load is a bounded stream of requests, each on a new connection, from c
@@ -67,10 +70,9 @@ func (l *load) one() bool {
 // side is in pid's descriptor table.
 func clientPortsInside(pid int, serverPort int) map[int]bool {
 	inodes := map[string]bool{}
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
+	targets, _ := fdtest.Targets(pid) // none once pid is gone
+	for _, l := range targets {
+		if strings.HasPrefix(l, "socket:[") {
 			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
 		}
 	}
@@ -108,18 +110,14 @@ func hexPort(addr string) int {
 
 // stopped reports whether every thread of pid is stopped.
 func stopped(pid int) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/task"
-	ents, err := os.ReadDir(dir)
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil || len(ents) == 0 {
 		return false
 	}
 	for _, e := range ents {
-		b, err := os.ReadFile(dir + "/" + e.Name() + "/stat")
-		if err != nil {
-			return false
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+		tid, _ := strconv.Atoi(e.Name())
+		st, err := procfs.ReadTaskStat(pid, tid)
+		if err != nil || (st.State != 'T' && st.State != 't') {
 			return false
 		}
 	}

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/fdtest"
 )
 
 // pair returns two Channels connected to each other.
@@ -163,7 +166,10 @@ func TestChannelMalformedClosesDescriptors(t *testing.T) {
 				}
 			}()
 			rawSend(t, a, tc.frame, fds)
-			before := openFDs(t)
+			before, err := fdtest.List(os.Getpid())
+			if err != nil {
+				t.Fatal(err)
+			}
 			_, got, err := b.Recv(make([]byte, tc.bufLen), nil)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("want %v, have %v", tc.want, err)
@@ -171,8 +177,12 @@ func TestChannelMalformedClosesDescriptors(t *testing.T) {
 			if len(got) != 0 {
 				t.Fatalf("fds returned with an error: %v", got)
 			}
-			if want, have := before, openFDs(t); want != have {
-				t.Fatalf("open fds: want %d, have %d: received descriptors leaked", want, have)
+			after, err := fdtest.List(os.Getpid())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(before, after) {
+				t.Fatalf("received descriptors leaked: open fds were %v, are %v", before, after)
 			}
 		})
 	}
@@ -188,15 +198,6 @@ func TestAppendParseRights(t *testing.T) {
 	if _, err := parseRights([]byte{0xff, 0xff, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0}, nil); !errors.Is(err, ErrTruncated) {
 		t.Fatalf("bad cmsg length: want ErrTruncated, have %v", err)
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func BenchmarkHandoff(b *testing.B) {

@@ -31,4 +31,8 @@
 // and hands them to another worker instead of letting the kernel reset them.
 //
 // The environment contract is in env.go.
+//
+// Linux only.
 package ipc
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

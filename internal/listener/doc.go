@@ -18,4 +18,8 @@
 //     ln, err := listener.Listen("127.0.0.1:3000")
 //     if err != nil { ... }            // "address already in use" names the port
 //     f, err := listener.Dup(ln)       // for cmd.ExtraFiles; close after Start
+//
+// Linux only.
 package listener
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

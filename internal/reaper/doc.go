@@ -19,4 +19,8 @@
 //	go reaper.Run(ctx, owned.Has, func(pid int) { log.Info("reaped orphan", "pid", pid) })
 //	if err := owned.Start(cmd); err != nil { ... }       // instead of cmd.Start()
 //	go func() { err := cmd.Wait(); owned.Forget(cmd.Process.Pid); ... }()
+//
+// Linux only.
 package reaper
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

@@ -1,17 +1,17 @@
 package reaper
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // sweepInterval bounds how long a zombie can wait when its SIGCHLD was
@@ -72,55 +72,23 @@ func waitNoHang(pid int) bool {
 // child is stopped. Zombies never leave on their own, so a full scan is
 // exact; it costs one small read per process, only after a SIGCHLD.
 func zombieChildren() []int {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
+	all, err := procfs.PIDs()
 	if err != nil {
 		return nil
 	}
 	self := os.Getpid()
 	var pids []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil || pid == self {
+	for _, pid := range all {
+		if pid == self {
 			continue
 		}
-		state, ppid, ok := readStat(pid)
-		if ok && state == 'Z' && ppid == self {
+		// An error means the process is gone meanwhile, or not ours to read.
+		st, err := procfs.ReadStat(pid)
+		if err == nil && st.State == 'Z' && st.PPID == self {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
-}
-
-// readStat returns the state and parent pid from /proc/<pid>/stat, whose
-// format is "pid (comm) state ppid ...". comm may contain spaces and
-// parentheses, so fields are counted from the last ')'.
-func readStat(pid int) (state byte, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false // gone meanwhile, or not ours to read
-	}
-	return parseStat(b)
-}
-
-func parseStat(b []byte) (state byte, ppid int, ok bool) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 || len(f[0]) != 1 {
-		return 0, 0, false
-	}
-	ppid, err := strconv.Atoi(string(f[1]))
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], ppid, true
 }
 
 // Run calls Reap at once, on every SIGCHLD and every few seconds until ctx is

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // The test binary doubles as the helper programs, chosen by this variable.
@@ -81,19 +83,10 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 // children lists every process whose parent is this one, in any state.
 func children() []int {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(-1)
+	all, _ := procfs.PIDs()
 	var pids []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		if _, ppid, ok := readStat(pid); ok && ppid == os.Getpid() {
+	for _, pid := range all {
+		if isChild(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -109,8 +102,8 @@ func noLeakedChildren(t *testing.T) {
 }
 
 func isChild(pid int) bool {
-	_, ppid, ok := readStat(pid)
-	return ok && ppid == os.Getpid()
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.PPID == os.Getpid()
 }
 
 // waitable reports whether pid is a child that a wait would collect now,
@@ -277,27 +270,5 @@ func TestRunReapsOnSIGCHLD(t *testing.T) {
 	case extra := <-reaped:
 		t.Errorf("Run reaped unexpected pid %d", extra)
 	default:
-	}
-}
-
-func TestParseStat(t *testing.T) {
-	for _, tc := range []struct {
-		in        string
-		wantState byte
-		wantPPID  int
-		wantOK    bool
-	}{
-		{"42 (worker) Z 7 42 42 0 -1", 'Z', 7, true},
-		{"42 (a) b) (c) S 1 42 42 0 -1", 'S', 1, true},
-		{"42 (two words) R 3 0", 'R', 3, true},
-		{"42 (no close paren Z 7", 0, 0, false},
-		{"42 (x) Z", 0, 0, false},
-		{"42 (x) Z notanumber", 0, 0, false},
-	} {
-		state, ppid, ok := parseStat([]byte(tc.in))
-		if state != tc.wantState || ppid != tc.wantPPID || ok != tc.wantOK {
-			t.Errorf("parseStat(%q) = %q, %d, %v; want %q, %d, %v",
-				tc.in, state, ppid, ok, tc.wantState, tc.wantPPID, tc.wantOK)
-		}
 	}
 }

@@ -3,7 +3,8 @@
 // workers serves, RELOADING=1 while a rolling reload runs, STOPPING=1 while
 // workers drain, free-form STATUS= lines, and WATCHDOG=1 keep-alives.
 //
-// It depends on the standard library and golang.org/x/sys only. A Notifier
+// It depends on the standard library and golang.org/x/sys only (and on
+// internal/linuxonly, which is empty on Linux). A Notifier
 // built without $NOTIFY_SOCKET (not started by systemd, or started with
 // Type=simple) turns every call into a no-op that returns nil, so callers
 // never branch on how they were started.
@@ -23,4 +24,8 @@
 //	n.Reloading() // then Ready(...) again when the new generation serves
 //	// on SIGTERM:
 //	n.Stopping()
+//
+// Linux only.
 package sdnotify
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

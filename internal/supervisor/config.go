@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	_ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS
 	"github.com/prefork/prefork/internal/listener"
 )
 
@@ -70,6 +72,12 @@ const (
 	DefaultCrashWindow  = time.Minute
 	DefaultHangTimeout  = 30 * time.Second
 	MaxWorkers          = 1024
+
+	// MinHangTimeout is two worker heartbeats (cluster.HeartbeatInterval
+	// is 1s): with less, a healthy worker is silent that long between two
+	// beats and is killed as hung. A constant, not an import of cluster,
+	// which is the worker's side and may one day import this package.
+	MinHangTimeout = 2 * time.Second
 )
 
 // ParseFlags parses the supervisor's arguments (without the program name):
@@ -90,9 +98,9 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", DefaultQueueTimeout, "how long a held connection may wait")
 	fs.IntVar(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "crashes of one slot within -crash-window before giving up")
 	fs.DurationVar(&c.CrashWindow, "crash-window", DefaultCrashWindow, "window for -max-crashes")
-	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung")
+	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung (at least 2s)")
 	fs.IntVar(&c.MaxRequests, "max-requests", 0, "recycle a worker after this many requests (0: never)")
-	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "add a random 0..J to -max-requests per worker")
+	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "add a random 0..J to -max-requests per worker (J <= -max-requests)")
 	maxRSS := fs.String("max-rss", "", "recycle a worker whose RSS exceeds SIZE, e.g. 512MiB (empty: never)")
 	fs.StringVar(&c.Control, "control", "", "control socket `PATH` (default: per listening address; \"none\" to disable)")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on `HOST:PORT` (default: off)")
@@ -151,14 +159,26 @@ func (c *Config) validate() error {
 			return usagef("invalid value %s for flag -%s: must be positive", d.v, d.name)
 		}
 	}
+	if c.HangTimeout < MinHangTimeout {
+		return usagef("invalid value %s for flag -hang-timeout: must be at least %s, two worker heartbeats", c.HangTimeout, MinHangTimeout)
+	}
 	if c.QueueMax < 0 {
 		return usagef("invalid value %d for flag -queue-max: must not be negative", c.QueueMax)
 	}
 	if c.MaxRequests < 0 {
 		return usagef("invalid value %d for flag -max-requests: must not be negative", c.MaxRequests)
 	}
-	if c.MaxRequestsJitter < 0 {
-		return usagef("invalid value %d for flag -max-requests-jitter: must not be negative", c.MaxRequestsJitter)
+	// Each worker's limit is MaxRequests + rand.IntN(MaxRequestsJitter+1):
+	// both the +1 and the sum must stay within an int.
+	switch j := c.MaxRequestsJitter; {
+	case j < 0:
+		return usagef("invalid value %d for flag -max-requests-jitter: must not be negative", j)
+	case j > 0 && c.MaxRequests == 0:
+		return usagef("flag -max-requests-jitter needs -max-requests")
+	case j > c.MaxRequests:
+		return usagef("invalid value %d for flag -max-requests-jitter: must be at most -max-requests (%d)", j, c.MaxRequests)
+	case c.MaxRequests > math.MaxInt-j:
+		return usagef("invalid value %d for flag -max-requests-jitter: -max-requests plus jitter must be at most %d", j, math.MaxInt)
 	}
 	switch c.WorkerOutput {
 	case "inherit", "capture":
@@ -208,8 +228,11 @@ func ParseSize(s string) (uint64, error) {
 		}
 	}
 	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || n == 0 {
+	if err != nil && !errors.Is(err, strconv.ErrRange) || n == 0 {
 		return 0, errors.New("want a positive size such as 512MiB")
+	}
+	if err != nil || n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("size too large: at most %d bytes", uint64(math.MaxUint64))
 	}
 	return n * mult, nil
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,19 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 		{[]string{"-group", "g"}, "-group"},
 		{[]string{"-hang-timeout", "0s"}, "-hang-timeout"},
 		{[]string{"-queue-max", "-1"}, "-queue-max"},
+		// Below two heartbeats every healthy worker would be killed as hung.
+		{[]string{"-hang-timeout", "1s"}, "-hang-timeout"},
+		{[]string{"-hang-timeout", "1999ms"}, "-hang-timeout"},
+		// rand.IntN(J+1) panics once J+1 wraps, and N+J must not wrap.
+		{[]string{"-max-requests", "100", "-max-requests-jitter", "9223372036854775807"}, "-max-requests-jitter"},
+		{[]string{"-max-requests-jitter", "9223372036854775807"}, "-max-requests-jitter"},
+		{[]string{"-max-requests-jitter", "10"}, "-max-requests"},
+		{[]string{"-max-requests", "100", "-max-requests-jitter", "101"}, "-max-requests-jitter"},
+		{[]string{"-max-requests", "9223372036854775807", "-max-requests-jitter", "1"}, "-max-requests-jitter"},
+		{[]string{"-max-requests", "-1"}, "-max-requests"},
+		// n * unit must not wrap around to a small limit.
+		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
+		{[]string{"-max-rss", "18446744073709551616"}, "-max-rss"},
 	} {
 		_, err := ParseFlags(tc.args)
 		var ue *UsageError
@@ -50,13 +64,37 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 	}
 }
 
+func TestParseFlagsLimits(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		check func(Config) bool
+	}{
+		{[]string{"-hang-timeout", "2s"}, func(c Config) bool { return c.HangTimeout == MinHangTimeout }},
+		{[]string{"-max-requests", "100", "-max-requests-jitter", "100"}, func(c Config) bool { return c.MaxRequestsJitter == 100 }},
+		{[]string{"-max-requests", "4611686018427387904", "-max-requests-jitter", "4611686018427387903"}, func(c Config) bool {
+			return c.MaxRequests+c.MaxRequestsJitter == math.MaxInt
+		}},
+		{[]string{"-max-requests", "9223372036854775807"}, func(c Config) bool { return c.MaxRequests == math.MaxInt }},
+		{[]string{"-max-rss", "17179869183GiB"}, func(c Config) bool { return c.MaxRSS == 17179869183<<30 }},
+	} {
+		c, err := ParseFlags(tc.args)
+		if err != nil || !tc.check(c) {
+			t.Errorf("%v: want accepted, have %v, %+v", tc.args, err, c)
+		}
+	}
+}
+
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]uint64{"100": 100, "1KiB": 1024, "512MiB": 512 << 20, "2GB": 2e9, "3M": 3 << 20} {
+	for in, want := range map[string]uint64{
+		"100": 100, "1KiB": 1024, "512MiB": 512 << 20, "2GB": 2e9, "3M": 3 << 20,
+		"18446744073709551615": math.MaxUint64, "18446744073GB": 18446744073e9,
+	} {
 		if have, err := ParseSize(in); err != nil || have != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, have, err, want)
 		}
 	}
-	for _, bad := range []string{"", "0", "-1", "1TB", "MiB"} {
+	for _, bad := range []string{"", "0", "-1", "1TB", "MiB",
+		"18446744073709551616", "18446744074GB", "17179869184GiB", "20000000000G", "99999999999999999999999KiB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q): no error", bad)
 		}

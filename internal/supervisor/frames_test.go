@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -105,9 +106,9 @@ func TestMessageFloodIsBounded(t *testing.T) {
 // countFDs is the number of descriptors this process has open.
 func countFDs(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	n, err := fdtest.Count(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	return n
 }

@@ -1,8 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
-	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // hangKillWait is how long a hung worker has, after SIGQUIT, to print its
@@ -22,10 +21,6 @@ const hangKillWait = 2 * time.Second
 // the whole group, a log pipe that blocked it). Its workers were frozen
 // too, or their heartbeats waited unread: their silence says nothing.
 const freezeGap = 2 * time.Second
-
-// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
-// /proc/PID/stat; 100 on every Linux architecture Go supports.
-const clockTicks = 100
 
 // onBeat records a heartbeat. Only a healthy beat (the worker's own health
 // check passed) counts as a sign of life.
@@ -49,7 +44,7 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	p.unhealthy = !hb.Healthy
 	if t, ok := s.sys.CPUTicks(p.pid); ok {
 		if secs := now.Sub(p.cpuAt).Seconds(); !p.cpuAt.IsZero() && secs > 0 {
-			p.cpuPct = float64(t-p.cpuTicks) / clockTicks / secs * 100
+			p.cpuPct = float64(t-p.cpuTicks) / procfs.ClockTicks / secs * 100
 		}
 		p.cpuTicks, p.cpuAt = t, now
 	}
@@ -127,24 +122,4 @@ func (s *Supervisor) replace(p *process, cause control.Cause) {
 		s.vacate(p.slot)
 		s.crashed(p.slot, p.uptime(s.sys.Now()), cause)
 	}
-}
-
-// cpuTicks reads a process's user+system CPU time in clock ticks.
-func cpuTicks(pid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := bytes.Fields(b[i+1:])
-	// After the command: state(0) ppid(1) ... utime(11) stime(12).
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, err1 := strconv.ParseUint(string(f[11]), 10, 64)
-	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
-	return u + st, err1 == nil && err2 == nil
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // system is the supervisor's seam to the operating system, as tableflip's
@@ -23,7 +25,7 @@ type system interface {
 	// goroutine, when the process has exited and been waited for.
 	Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error)
 	// CPUTicks is a process's user+system CPU time in clock ticks
-	// (clockTicks a second).
+	// (procfs.ClockTicks a second).
 	CPUTicks(pid int) (uint64, bool)
 }
 
@@ -100,7 +102,10 @@ func (s osSystem) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 	return osProc{cmd.Process}, nil
 }
 
-func (osSystem) CPUTicks(pid int) (uint64, bool) { return cpuTicks(pid) }
+func (osSystem) CPUTicks(pid int) (uint64, bool) {
+	st, err := procfs.ReadStat(pid)
+	return st.CPUTicks(), err == nil
+}
 
 type osProc struct{ p *os.Process }
 

@@ -18,9 +18,9 @@ flags:
   -crash-window DUR     (default 1m)
   -log-format FORMAT    console or json (default console)
 
-  -hang-timeout DUR     a ready worker without a heartbeat this long is hung (default 30s)
+  -hang-timeout DUR     a ready worker without a heartbeat this long is hung, at least 2s (default 30s)
   -max-requests N       recycle a worker after N requests (default 0: never)
-  -max-requests-jitter J  plus a random 0..J per worker
+  -max-requests-jitter J  plus a random 0..J per worker (J at most N)
   -max-rss SIZE         recycle a worker above SIZE resident, e.g. 512MiB
   -control PATH         control socket (default per listening address; none: off)
   -metrics HOST:PORT    Prometheus metrics listener (default off)
