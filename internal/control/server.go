@@ -384,43 +384,50 @@ func (s *Server) reply(c *net.UnixConn, r Response) {
 }
 
 // stream writes a "subscribed" event, then every event published, until
-// the client goes away or the server closes. Events that a slow client
-// misses are the Broadcaster's to count; the write itself has no deadline,
-// so a client that stops reading holds its connection until it reads again
-// or closes.
+// the client goes away or the server closes. It waits for the subscription
+// to be ready and writes everything queued at once. Events that a slow
+// client misses are the Broadcaster's to count; the write itself has no
+// deadline, so a client that stops reading holds its connection until it
+// reads again or closes.
 func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, c *net.UnixConn, br *bufio.Reader, events *Broadcaster) {
 	if events == nil {
 		s.reply(c, Response{Error: "control: this supervisor publishes no events"})
 		return
 	}
-	ch, unsubscribe := events.Subscribe()
-	defer unsubscribe()
+	sub := events.Subscribe()
+	defer sub.Close()
 	defer s.watchPeer(c, br, cancel)()
 	defer context.AfterFunc(ctx, func() { c.Close() })() // interrupts a blocked write
-	if !s.send(c, Event{"time": now(), "event": "subscribed"}) {
-		return
-	}
-	for {
+	var buf bytes.Buffer
+	batch := []Event{{"time": now(), "event": "subscribed"}}
+	for s.send(c, &buf, batch) {
+		clear(batch) // let the events go while waiting
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-ch:
-			if !ok || !s.send(c, e) {
-				return
-			}
+		case <-sub.Ready():
 		}
+		batch = sub.Take(batch[:0])
 	}
 }
 
-// send writes e as one line; false if the client is gone. An event that
-// cannot be encoded is logged and skipped.
-func (s *Server) send(c *net.UnixConn, e Event) bool {
-	b, err := marshalEvent(e)
-	if err != nil {
-		s.log.Error("cannot encode event", zap.Any("event", e["event"]), zap.Error(err))
+// send writes events, one line each, in one write; false if the client is
+// gone. An event that cannot be encoded is logged and skipped.
+func (s *Server) send(c *net.UnixConn, buf *bytes.Buffer, events []Event) bool {
+	buf.Reset()
+	for _, e := range events {
+		b, err := marshalEvent(e)
+		if err != nil {
+			s.log.Error("cannot encode event", zap.Any("event", e["event"]), zap.Error(err))
+			continue
+		}
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	if buf.Len() == 0 {
 		return true
 	}
-	_, err = c.Write(append(b, '\n'))
+	_, err := c.Write(buf.Bytes())
 	return err == nil
 }
 
