@@ -140,7 +140,8 @@ func (b *Broadcaster) subscribers() int {
 func now() string { return time.Now().Format(time.RFC3339Nano) }
 
 // marshalEvent encodes e as one JSON object with "event" and "time" first
-// and the other fields sorted, so that lines read well in a terminal.
+// and the other fields sorted, so that lines read well in a terminal, and
+// with no control character left unescaped (see printableJSON).
 func marshalEvent(e Event) ([]byte, error) {
 	keys := slices.Sorted(maps.Keys(e))
 	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "time" || k == "event" })
@@ -165,5 +166,5 @@ func marshalEvent(e Event) ([]byte, error) {
 		buf.Write(vb)
 	}
 	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return printableJSON(buf.Bytes()), nil
 }

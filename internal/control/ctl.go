@@ -30,8 +30,9 @@ Commands:
 
 Flags, before or after the command:
   -control PATH  the supervisor's control socket (default: derived from
-                 -listen, /tmp/prefork-PORT.sock or prefork-HOST-PORT.sock,
-                 in $XDG_RUNTIME_DIR instead of /tmp if that is set)
+                 -listen, PORT.sock or HOST-PORT.sock in the private
+                 directory $XDG_RUNTIME_DIR/prefork, or /tmp/prefork-UID
+                 without XDG_RUNTIME_DIR)
   -listen ADDR   the supervisor's -listen address, only to derive the
                  socket (default ":3000")
   -json          machine-readable output
@@ -174,7 +175,7 @@ func (c *ctl) action(ctx context.Context) int {
 		return c.fail(refusal(c.cmd, resp))
 	}
 	if !c.json {
-		fmt.Fprintln(c.stdout, cmp.Or(resp.Message, string(c.cmd)+": done"))
+		fmt.Fprintln(c.stdout, printable(cmp.Or(resp.Message, string(c.cmd)+": done")))
 	}
 	return 0
 }
@@ -246,7 +247,7 @@ func refusal(cmd Command, r Response) error {
 }
 
 func (c *ctl) fail(err error) int {
-	fmt.Fprintf(c.stderr, "ctl: %v\n", err)
+	fmt.Fprintf(c.stderr, "ctl: %s\n", printable(err.Error())) // it may quote the server
 	return 1
 }
 
@@ -255,6 +256,6 @@ func writeJSON(w io.Writer, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(append(printableJSON(b), '\n'))
 	return err
 }

@@ -33,8 +33,6 @@ const (
 const maxPathLen = 107
 
 var (
-	// ErrServerClosed is returned by Serve after Close.
-	ErrServerClosed = errors.New("control: server closed")
 	// ErrInUse is returned by Listen when a server answers on the path.
 	ErrInUse = errors.New("control: a live supervisor already answers on this socket")
 	// ErrNotSocket is returned by Listen when the path is taken by something
@@ -72,7 +70,9 @@ type Server struct {
 	conns     sync.WaitGroup
 }
 
-// Listen creates the control socket at path, mode 0600. It fails with
+// Listen creates the control socket at path, mode 0600. A path in
+// DefaultDir has that directory made private first (see DefaultDir), or
+// fails with ErrUnsafeDir. It fails with
 // ErrInUse if a server answers there, and with ErrNotSocket if path is
 // anything but a socket; a socket nobody answers on, left by a supervisor
 // that died, is removed and replaced. log is used as given (name it, as in
@@ -83,6 +83,11 @@ func Listen(path string, log *zap.Logger) (*Server, error) {
 	}
 	if len(path) > maxPathLen {
 		return nil, fmt.Errorf("control: socket path %s is %d bytes long, more than the %d a unix socket takes", path, len(path), maxPathLen)
+	}
+	if inDefaultDir(path) {
+		if err := makePrivateDir(filepath.Dir(path)); err != nil {
+			return nil, err
+		}
 	}
 	if err := removeStale(path, log); err != nil {
 		return nil, err
@@ -177,10 +182,21 @@ func bindPrivate(path string) (*net.UnixListener, os.FileInfo, error) {
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Serve accepts connections until Close, then waits for the connections'
-// goroutines (a Handler that ignores its ctx delays it) and returns
-// ErrServerClosed. Requests go to h; "events" streams events's events, or
-// is answered with an error if events is nil.
+// Serve accepts connections and serves them until Close. Requests go to h;
+// "events" streams events's events, or is answered with an error if events
+// is nil.
+//
+// Serve returns nil once Close has been called, after waiting for the
+// connections' goroutines (a Handler that ignores its ctx delays it).
+// Accept errors that pass (out of fds or memory: EMFILE, ENFILE, ENOBUFS,
+// ENOMEM; a client that gave up: ECONNABORTED; EINTR) are logged and
+// retried after a pause that doubles from 5ms up to 1s, as net/http does;
+// the connections waiting meanwhile stay in the listen backlog. Any other
+// error means the socket no longer works: Serve returns it, wrapped, after
+// waiting for the connections as above, and the control socket is dead
+// until the caller acts. The caller should log it, Close the server and,
+// to keep `ctl` working, Listen again on the same path. Serve returns an
+// error at once if h is nil or if it was called before.
 func (s *Server) Serve(h Handler, events *Broadcaster) error {
 	if h == nil {
 		return errors.New("control: Serve needs a Handler")
@@ -195,7 +211,7 @@ func (s *Server) Serve(h Handler, events *Broadcaster) error {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			if s.ctx.Err() != nil {
-				return ErrServerClosed
+				return nil
 			}
 			if !retryable(err) {
 				return fmt.Errorf("control: accept: %w", err)
@@ -207,7 +223,7 @@ func (s *Server) Serve(h Handler, events *Broadcaster) error {
 			case <-t.C:
 			case <-s.ctx.Done():
 				t.Stop()
-				return ErrServerClosed
+				return nil
 			}
 			continue
 		}
