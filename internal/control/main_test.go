@@ -29,6 +29,8 @@ const (
 	// its stdin closes; TestCtlRefusesServerOfAnotherUser runs it as
 	// another user.
 	serveEnv = "PREFORK_CONTROL_TEST_SERVE"
+	// emfileEnv: a server that runs out of fds; see TestServeSurvivesEMFILE.
+	emfileEnv = "PREFORK_CONTROL_TEST_EMFILE"
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +39,9 @@ func TestMain(m *testing.M) {
 	}
 	if path := os.Getenv(serveEnv); path != "" {
 		os.Exit(helperServe(path))
+	}
+	if path := os.Getenv(emfileEnv); path != "" {
+		os.Exit(helperEMFILE(path))
 	}
 	if os.Getenv(ctlEnv) != "" {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
