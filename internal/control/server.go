@@ -23,7 +23,13 @@ import (
 // Limits of the server.
 const (
 	MaxRequestLine = 4096 // bytes of a request line, "\n" included
-	MaxConns       = 64   // connections served at once; more are answered "busy"
+	// MaxConns bounds the connections served at once; more are answered
+	// "busy". It is high enough that dozens of idle event subscribers and
+	// hundreds of clients that connect and say nothing (each held until
+	// its request times out) still leave room for an operator's ctl, and
+	// low enough to bound the fds and memory (a goroutine and a 4 KiB
+	// buffer each) that the control socket can take from the supervisor.
+	MaxConns = 512
 
 	defaultRequestTimeout = 5 * time.Second  // to send the request line after connecting
 	defaultWriteTimeout   = 10 * time.Second // for a client to take an answer
