@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -82,40 +81,10 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), emfileEnv+"="+path)
 	logs := &lineWriter{lines: make(chan string, 1000)}
-	cmd.Stderr = logs
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	out := bufio.NewReader(stdout)
-	expect := func(want string) {
-		t.Helper()
-		if line, err := out.ReadString('\n'); line != want+"\n" {
-			t.Fatalf("helper said %q, %v; want %q", line, err, want)
-		}
-	}
-	defer func() { // not Fatal: the helper is waited for whatever it says
-		stdin.Close()
-		if line, err := out.ReadString('\n'); line != "served: <nil>\n" {
-			t.Errorf("helper said %q, %v; want Serve to return nil after Close", line, err)
-		}
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("helper: %v", err)
-		}
-	}()
-	expect("full")
+	h := startHelper(t, exe, emfileEnv+"="+path, -1, logs)
+	defer h.stop(t, "served: <nil>")
+	h.expect(t, "full")
 
 	answered := make(chan error, 1)
 	go func() {
@@ -138,8 +107,8 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 		t.Fatalf("answered while out of fds: %v", err)
 	default:
 	}
-	io.WriteString(stdin, "free\n")
-	expect("freed")
+	io.WriteString(h.stdin, "free\n")
+	h.expect(t, "freed")
 	if err := recv(t, answered, "answer once fds are free"); err != nil {
 		t.Errorf("status after EMFILE: %v", err)
 	}

@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 	"unicode"
@@ -418,46 +417,12 @@ func TestCtlRefusesServerOfAnotherUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: starting a server as uid 65534 takes root, and this test runs as uid", os.Geteuid())
 	}
-	// A directory, and a test binary, that uid 65534 can use.
-	dir, err := os.MkdirTemp("/tmp", "prefork-control-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	exe := filepath.Join(dir, "control.test")
-	copyFile(t, exe)
-	if err := os.Chown(dir, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	dir, exe := nobodyDir(t)
 	path := filepath.Join(dir, "ctl.sock")
-
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), serveEnv+"="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
 	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stdin.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("server helper: %v; stderr %q", err, errOut.String())
-		}
-	}()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("server helper: %q, %v; stderr %q", line, err, errOut.String())
-	}
+	h := startHelper(t, exe, serveEnv+"="+path, nobody, &errOut)
+	defer h.stop(t, "served: <nil>")
+	h.expect(t, "ready")
 
 	code, out, stderr := ctlRun(t, t.Context(), "-control", path, "status")
 	if code != 1 || out != "" || !strings.Contains(stderr, "uid 65534") || !strings.Contains(stderr, "runs as another user") {

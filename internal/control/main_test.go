@@ -77,8 +77,9 @@ func helperServe(path string) int {
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin) // until the test closes it
 	s.Close()
-	if err := <-served; err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	err = <-served
+	fmt.Println("served:", err)
+	if err != nil {
 		return 1
 	}
 	return 0
