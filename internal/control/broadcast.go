@@ -16,27 +16,26 @@ const SubscriberBuffer = 256
 // Broadcaster fans events out to subscribers without ever blocking the
 // publisher. Each subscriber has a queue of SubscriberBuffer events; one
 // that falls further behind loses the events that do not fit, and receives
-// {"event":"dropped","count":N} where they are missing: before the next
-// event that fits, or as soon as it has read everything queued. The zero
+// {"event":"dropped","count":N} where they are missing: right after the
+// queue that was full, when it takes it. A
+// subscription costs its queue and one channel: no goroutine. The zero
 // value is ready to use.
 type Broadcaster struct {
 	mu   sync.Mutex
-	subs map[*subscriber]struct{}
+	subs map[*Subscription]struct{}
 }
 
-// subscriber queues events for one Subscribe; its pump goroutine feeds them
-// to the unbuffered out channel, so that it can tell when the reader has
-// caught up and report what was lost even if nothing more is published.
-type subscriber struct {
-	out    chan Event
-	wake   chan struct{} // cap 1: something was queued
-	done   chan struct{} // closed by cancel
-	exited chan struct{} // closed by the pump
+// Subscription is one subscriber's queue. Its reader waits on Ready and
+// then calls Take, which returns everything queued.
+type Subscription struct {
+	b     *Broadcaster
+	ready chan struct{} // cap 1: something was queued since the last Take
 
-	// guarded by Broadcaster.mu
+	// guarded by b.mu
 	queue   [SubscriberBuffer]Event // a ring: n events from head
 	head, n int
-	dropped int // lost since the last event queued
+	dropped int  // lost since the queue filled up
+	closed  bool // Close was called: nothing more is queued
 }
 
 // Publish queues e for every subscriber that has room for it. It fills in
@@ -56,104 +55,79 @@ func (b *Broadcaster) Publish(e Event) {
 	}
 }
 
-// push queues e, after the notice of what was lost before it, or counts it
-// as lost. It never blocks.
-func (s *subscriber) push(e Event) {
-	room := len(s.queue) - s.n
-	switch {
-	case s.dropped == 0 && room >= 1:
-	case s.dropped > 0 && room >= 2:
-		s.put(droppedNotice(s.dropped))
-		s.dropped = 0
-	default:
+// Subscribe returns a subscription to the events published from now on.
+// Close it when done.
+func (b *Broadcaster) Subscribe() *Subscription {
+	s := &Subscription{b: b, ready: make(chan struct{}, 1)}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.subs == nil {
+		b.subs = make(map[*Subscription]struct{})
+	}
+	b.subs[s] = struct{}{}
+	return s
+}
+
+// push queues e, or counts it as lost if the queue is full; then wakes the
+// reader. It never blocks. Called with b.mu held. Since Take empties the
+// queue and reports the loss, events are lost only behind a full queue, and
+// the notice of their loss goes right after it.
+func (s *Subscription) push(e Event) {
+	if s.n == len(s.queue) {
 		s.dropped++
-		return
+		return // the reader is already due to look
 	}
 	s.put(e)
 	select {
-	case s.wake <- struct{}{}:
-	default: // the pump is already due to look
+	case s.ready <- struct{}{}:
+	default: // the reader is already due to look
 	}
 }
 
-func (s *subscriber) put(e Event) {
+func (s *Subscription) put(e Event) {
 	s.queue[(s.head+s.n)%len(s.queue)] = e
 	s.n++
 }
 
-// pop takes the next event to deliver: the oldest queued one, or once the
-// queue is empty, the notice of events lost after it.
-func (b *Broadcaster) pop(s *subscriber) (Event, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch {
-	case s.n > 0:
-		e := s.queue[s.head]
+// Ready returns a channel that has a value when events may have been queued
+// since the last Take. A receive from it may find nothing to Take, never the
+// other way round.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take appends everything queued to dst, oldest first, followed by the
+// notice of events lost after them, and returns the extended slice. It
+// never blocks; after Close it appends nothing.
+func (s *Subscription) Take(dst []Event) []Event {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	for ; s.n > 0; s.n-- {
+		dst = append(dst, s.queue[s.head])
 		s.queue[s.head] = nil
-		s.head, s.n = (s.head+1)%len(s.queue), s.n-1
-		return e, true
-	case s.dropped > 0:
-		e := droppedNotice(s.dropped)
-		s.dropped = 0
-		return e, true
+		s.head = (s.head + 1) % len(s.queue)
 	}
-	return nil, false
+	if s.dropped > 0 {
+		dst = append(dst, droppedNotice(s.dropped))
+		s.dropped = 0
+	}
+	return dst
+}
+
+// Close unsubscribes and drops what is queued. Calling it again does
+// nothing.
+func (s *Subscription) Close() {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	delete(s.b.subs, s)
+	clear(s.queue[:])
+	s.head, s.n, s.dropped = 0, 0, 0
 }
 
 func droppedNotice(n int) Event {
-	return Event{"time": now(), "event": "dropped", "count": n}
-}
-
-// pump delivers s's events until cancel.
-func (b *Broadcaster) pump(s *subscriber) {
-	defer close(s.exited)
-	defer close(s.out)
-	for {
-		e, ok := b.pop(s)
-		if !ok {
-			select {
-			case <-s.wake:
-				continue
-			case <-s.done:
-				return
-			}
-		}
-		select {
-		case s.out <- e:
-		case <-s.done:
-			return
-		}
-	}
-}
-
-// Subscribe returns a channel of the events published from now on, and a
-// cancel function that unsubscribes and closes the channel. Each
-// subscription has a goroutine until cancel is called; cancel may be called
-// more than once.
-func (b *Broadcaster) Subscribe() (events <-chan Event, cancel func()) {
-	s := &subscriber{
-		out:    make(chan Event),
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		exited: make(chan struct{}),
-	}
-	b.mu.Lock()
-	if b.subs == nil {
-		b.subs = make(map[*subscriber]struct{})
-	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
-	go b.pump(s)
-	var once sync.Once
-	return s.out, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.subs, s)
-			b.mu.Unlock()
-			close(s.done)
-			<-s.exited
-		})
-	}
+	return Event{"time": now(), "event": string(EventDropped), "count": n}
 }
 
 // subscribers returns how many subscriptions are live.
@@ -166,7 +140,8 @@ func (b *Broadcaster) subscribers() int {
 func now() string { return time.Now().Format(time.RFC3339Nano) }
 
 // marshalEvent encodes e as one JSON object with "event" and "time" first
-// and the other fields sorted, so that lines read well in a terminal.
+// and the other fields sorted, so that lines read well in a terminal, and
+// with no control character left unescaped (see printableJSON).
 func marshalEvent(e Event) ([]byte, error) {
 	keys := slices.Sorted(maps.Keys(e))
 	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "time" || k == "event" })
@@ -191,5 +166,5 @@ func marshalEvent(e Event) ([]byte, error) {
 		buf.Write(vb)
 	}
 	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return printableJSON(buf.Bytes()), nil
 }

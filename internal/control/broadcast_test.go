@@ -2,16 +2,43 @@ package control
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 )
 
+// reader hands out a subscription's events one at a time.
+type reader struct {
+	t      *testing.T
+	sub    *Subscription
+	queued []Event
+}
+
+// next returns the next event, failing t if none comes within 10s.
+func (r *reader) next(what string) Event {
+	r.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for len(r.queued) == 0 {
+		if r.queued = r.sub.Take(r.queued); len(r.queued) > 0 {
+			break
+		}
+		select {
+		case <-r.sub.Ready():
+		case <-deadline:
+			r.t.Fatalf("no %s within 10s", what)
+		}
+	}
+	e := r.queued[0]
+	r.queued = r.queued[1:]
+	return e
+}
+
 func TestBroadcasterSlowSubscriberDoesNotBlockPublish(t *testing.T) {
 	checkLeaks(t)
 	var b Broadcaster // zero value
-	events, cancel := b.Subscribe()
-	defer cancel()
+	sub := b.Subscribe()
+	defer sub.Close()
 	const n = 10000
 	published := make(chan struct{})
 	go func() {
@@ -23,9 +50,10 @@ func TestBroadcasterSlowSubscriberDoesNotBlockPublish(t *testing.T) {
 	recv(t, published, "end of 10k Publish calls to a subscriber that does not read")
 
 	// Reading now: what fit, in order, then how many were lost.
+	r := &reader{t: t, sub: sub}
 	next := 0
 	for next < n {
-		e := recv(t, events, "event")
+		e := r.next("event")
 		switch e["event"] {
 		case "fork":
 			if e["seq"] != next {
@@ -46,92 +74,116 @@ func TestBroadcasterSlowSubscriberDoesNotBlockPublish(t *testing.T) {
 	}
 	// After the loss, events flow again.
 	b.Publish(Event{"event": "exit"})
-	if e := recv(t, events, "event after the loss"); e["event"] != "exit" {
+	if e := r.next("event after the loss"); e["event"] != "exit" {
 		t.Errorf("got %v", e)
 	}
 }
 
-// Events lost are reported where they are missing: before the next event
-// that fits, or when the reader has taken all that was queued.
-func TestSubscriberQueueMarksTheGap(t *testing.T) {
+// Events lost are reported where they are missing: right after the full
+// queue, when the reader takes it.
+func TestSubscriptionMarksTheGap(t *testing.T) {
 	var b Broadcaster
-	s := &subscriber{wake: make(chan struct{}, 1)}
-	for i := range SubscriberBuffer + 3 {
-		s.push(Event{"seq": i})
-	}
-	pop := func() Event {
-		e, ok := b.pop(s)
-		if !ok {
-			t.Fatal("queue empty")
-		}
-		return e
-	}
-	if e := pop(); e["seq"] != 0 {
-		t.Fatalf("got %v", e)
-	}
-	s.push(Event{"seq": "x"}) // one slot free: no room for the notice too
-	pop()
-	s.push(Event{"seq": "y"}) // two free: the notice, then y
-	for i := 2; i < SubscriberBuffer; i++ {
-		if e := pop(); e["seq"] != i {
-			t.Fatalf("got %v, want seq %d", e, i)
+	sub := b.Subscribe()
+	defer sub.Close()
+	push := func(from, to int) {
+		for i := from; i < to; i++ {
+			b.Publish(Event{"seq": i})
 		}
 	}
-	if e := pop(); e["event"] != "dropped" || e["count"] != 4 {
-		t.Fatalf("got %v, want dropped with count 4", e)
-	}
-	if e := pop(); e["seq"] != "y" {
-		t.Fatalf("got %v, want y", e)
-	}
-	for i := range SubscriberBuffer + 2 {
-		s.push(Event{"seq": i})
-	}
-	for i := range SubscriberBuffer {
-		if e := pop(); e["seq"] != i {
-			t.Fatalf("got %v, want seq %d", e, i)
+	take := func(wantFrom, wantTo, wantDropped int) {
+		t.Helper()
+		have := sub.Take(nil)
+		want := wantTo - wantFrom
+		if wantDropped > 0 {
+			want++
+		}
+		if len(have) != want {
+			t.Fatalf("took %d events, want %d", len(have), want)
+		}
+		for i, e := range have[:wantTo-wantFrom] {
+			if e["seq"] != wantFrom+i {
+				t.Fatalf("event %d is %v, want seq %d", i, e, wantFrom+i)
+			}
+		}
+		if wantDropped > 0 {
+			if e := have[len(have)-1]; e["event"] != "dropped" || e["count"] != wantDropped || e["time"] == nil {
+				t.Fatalf("last event %v, want dropped with count %d", e, wantDropped)
+			}
 		}
 	}
-	if e := pop(); e["event"] != "dropped" || e["count"] != 2 {
-		t.Fatalf("got %v, want dropped with count 2 once the queue is empty", e)
-	}
-	if e, ok := b.pop(s); ok {
-		t.Fatalf("got %v from an empty queue", e)
-	}
+	push(0, SubscriberBuffer+3)
+	take(0, SubscriberBuffer, 3)
+	take(0, 0, 0) // nothing left, the loss reported once
+	push(0, 100)  // the ring wraps around from here
+	take(0, 100, 0)
+	push(0, SubscriberBuffer+5)
+	take(0, SubscriberBuffer, 5)
+	push(7, 9)
+	take(7, 9, 0)
 }
 
-func TestBroadcasterCancel(t *testing.T) {
+func TestBroadcasterClose(t *testing.T) {
 	checkLeaks(t)
 	var b Broadcaster
-	events, cancel := b.Subscribe()
-	other, cancelOther := b.Subscribe()
-	defer cancelOther()
+	sub := b.Subscribe()
+	other := b.Subscribe()
+	defer other.Close()
 	b.Publish(Event{"event": "a"})
-	cancel()
-	cancel() // harmless
-	for range events {
-		// a queued event may or may not come through; the channel closes
-	}
+	sub.Close()
+	sub.Close() // harmless
 	b.Publish(Event{"event": "b"})
+	if have := sub.Take(nil); len(have) != 0 {
+		t.Errorf("took %v after Close", have)
+	}
 	if n := b.subscribers(); n != 1 {
 		t.Errorf("%d subscribers, want 1", n)
 	}
+	r := &reader{t: t, sub: other}
 	for _, want := range []string{"a", "b"} {
-		if e := recv(t, other, "event"); e["event"] != want {
+		if e := r.next("event"); e["event"] != want {
 			t.Errorf("other subscriber got %v, want %s", e, want)
 		}
+	}
+}
+
+// A subscription is a queue, not a goroutine: many of them, subscribed and
+// closed over and over, leave nothing running.
+func TestSubscriptionsHaveNoGoroutine(t *testing.T) {
+	checkLeaks(t)
+	var b Broadcaster
+	before := runtime.NumGoroutine()
+	subs := make([]*Subscription, 1000)
+	for round := range 5 {
+		for i := range subs {
+			subs[i] = b.Subscribe()
+		}
+		b.Publish(Event{"event": "fork", "round": round})
+		if have := runtime.NumGoroutine(); have > before+len(subs)/10 {
+			t.Fatalf("%d goroutines with %d subscriptions, %d without", have, len(subs), before)
+		}
+		for _, s := range subs {
+			if e := s.Take(nil); len(e) != 1 || e[0]["round"] != round {
+				t.Fatalf("took %v", e)
+			}
+			s.Close()
+		}
+	}
+	if n := b.subscribers(); n != 0 {
+		t.Errorf("%d subscribers left", n)
 	}
 }
 
 func TestPublishAddsTimeOnACopy(t *testing.T) {
 	checkLeaks(t)
 	var b Broadcaster
-	events, cancel := b.Subscribe()
-	defer cancel()
+	sub := b.Subscribe()
+	defer sub.Close()
 	e := Event{"event": "fork"}
 	b.Publish(e)
 	b.Publish(nil)
 	b.Publish(Event{"event": "ready", "time": "given"})
-	got := recv(t, events, "event")
+	r := &reader{t: t, sub: sub}
+	got := r.next("event")
 	ts, ok := got["time"].(string)
 	if _, err := time.Parse(time.RFC3339Nano, ts); !ok || err != nil {
 		t.Errorf("time %v: %v", got["time"], err)
@@ -139,14 +191,13 @@ func TestPublishAddsTimeOnACopy(t *testing.T) {
 	if _, ok := e["time"]; ok {
 		t.Error("Publish modified the caller's event")
 	}
-	if got := recv(t, events, "event"); got["time"] == nil {
+	if got := r.next("event"); got["time"] == nil {
 		t.Errorf("nil event published as %v", got)
 	}
-	if got := recv(t, events, "event"); got["time"] != "given" {
+	if got := r.next("event"); got["time"] != "given" {
 		t.Errorf("time replaced: %v", got)
 	}
 }
-
 func TestMarshalEventPutsEventAndTimeFirst(t *testing.T) {
 	b, err := marshalEvent(Event{"slot": 1, "time": "T", "pid": 7, "event": "exit", "code": 2})
 	if err != nil {

@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 )
 
 // MaxResponseLine bounds a line the client reads: a Status of a few
@@ -97,13 +100,45 @@ func Events(ctx context.Context, path string, fn func(Event) error) error {
 	}
 }
 
+// ErrUntrustedServer is returned by Call and Events when the process that
+// answers on the socket runs as neither the client's user nor root.
+var ErrUntrustedServer = errors.New("control: the server runs as another user")
+
+// dial connects to the server at path, after checking the directory of a
+// path in DefaultDir, and checks who answers: only a server running as the
+// client's effective uid, or as root, is trusted with a request and with
+// what ctl prints.
 func dial(ctx context.Context, path string) (*net.UnixConn, error) {
+	if inDefaultDir(path) {
+		// A missing directory is left to connect(2) to report, with the path.
+		if err := checkPrivateDir(filepath.Dir(path), false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	return c.(*net.UnixConn), nil
+	uc := c.(*net.UnixConn)
+	_, uid, err := peerCred(uc)
+	if err == nil {
+		err = trustServer(uid, os.Geteuid())
+	}
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("control: %s: %w", path, err)
+	}
+	return uc, nil
+}
+
+// trustServer returns an error naming the server's uid unless it is self
+// or root.
+func trustServer(uid, self int) error {
+	if uid == self || uid == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: uid %d, not uid %d or root; refusing to talk to it", ErrUntrustedServer, uid, self)
 }
 
 func writeRequest(c net.Conn, req Request) error {

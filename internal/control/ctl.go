@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/prefork/prefork/internal/cli"
 )
 
 const ctlUsage = `usage: supervisor ctl [flags] COMMAND
@@ -28,8 +30,9 @@ Commands:
 
 Flags, before or after the command:
   -control PATH  the supervisor's control socket (default: derived from
-                 -listen, /tmp/prefork-PORT.sock or prefork-HOST-PORT.sock,
-                 in $XDG_RUNTIME_DIR instead of /tmp if that is set)
+                 -listen, PORT.sock or HOST-PORT.sock in the private
+                 directory $XDG_RUNTIME_DIR/prefork, or /tmp/prefork-UID
+                 without XDG_RUNTIME_DIR)
   -listen ADDR   the supervisor's -listen address, only to derive the
                  socket (default ":3000")
   -json          machine-readable output
@@ -96,11 +99,11 @@ func parseCtl(args []string) (*ctl, error) {
 	listen := fs.String("listen", ":3000", "")
 	fs.BoolVar(&c.json, "json", false, "")
 	fs.DurationVar(&c.timeout, "timeout", 0, "")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, err
 	}
-	if c.timeout < 0 || c.timeout == 0 && isSet(fs, "timeout") {
+	if c.timeout < 0 || c.timeout == 0 && cli.IsSet(fs, "timeout") {
 		return nil, fmt.Errorf("invalid value %q for flag -timeout: must be positive", fs.Lookup("timeout").Value)
 	}
 	if len(pos) == 0 {
@@ -132,38 +135,6 @@ func parseCtl(args []string) (*ctl, error) {
 		c.path = DefaultPath(*listen)
 	}
 	return &c, nil
-}
-
-// parseInterleaved parses flags both before and after positional arguments
-// (`ctl status -json`), which flag.Parse alone stops at. A negative number
-// is positional, so that `scale -1` is reported as a bad count, not an
-// unknown flag.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if _, err := strconv.Atoi(args[0]); err == nil {
-			pos, args = append(pos, args[0]), args[1:]
-			continue
-		}
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
-	}
-	return pos, nil
-}
-
-func isSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 func (c *ctl) status(ctx context.Context) int {
@@ -204,7 +175,7 @@ func (c *ctl) action(ctx context.Context) int {
 		return c.fail(refusal(c.cmd, resp))
 	}
 	if !c.json {
-		fmt.Fprintln(c.stdout, cmp.Or(resp.Message, string(c.cmd)+": done"))
+		fmt.Fprintln(c.stdout, printable(cmp.Or(resp.Message, string(c.cmd)+": done")))
 	}
 	return 0
 }
@@ -276,7 +247,7 @@ func refusal(cmd Command, r Response) error {
 }
 
 func (c *ctl) fail(err error) int {
-	fmt.Fprintf(c.stderr, "ctl: %v\n", err)
+	fmt.Fprintf(c.stderr, "ctl: %s\n", printable(err.Error())) // it may quote the server
 	return 1
 }
 
@@ -285,6 +256,6 @@ func writeJSON(w io.Writer, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(append(printableJSON(b), '\n'))
 	return err
 }

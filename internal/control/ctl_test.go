@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ctlRun runs `supervisor ctl args...` and returns its exit status and output.
@@ -302,16 +306,17 @@ func TestCtlEventsTimeout(t *testing.T) {
 }
 
 func TestDefaultPath(t *testing.T) {
+	tmp := fmt.Sprintf("/tmp/prefork-%d/", os.Geteuid())
 	for _, tc := range []struct{ xdg, addr, want string }{
-		{"", ":3000", "/tmp/prefork-3000.sock"},
-		{"", "0.0.0.0:3000", "/tmp/prefork-3000.sock"},
-		{"", "[::]:3000", "/tmp/prefork-3000.sock"},
-		{"", "127.0.0.1:3000", "/tmp/prefork-127.0.0.1-3000.sock"},
-		{"", "[::1]:8080", "/tmp/prefork-::1-8080.sock"},
-		{"", "[fe80::1%eth0]:80", "/tmp/prefork-fe80::1_eth0-80.sock"},
-		{"", "localhost:3000", "/tmp/prefork-localhost-3000.sock"},
-		{"/run/user/1000", ":3000", "/run/user/1000/prefork-3000.sock"},
-		{"/run/user/1000", "10.0.0.5:443", "/run/user/1000/prefork-10.0.0.5-443.sock"},
+		{"", ":3000", tmp + "3000.sock"},
+		{"", "0.0.0.0:3000", tmp + "3000.sock"},
+		{"", "[::]:3000", tmp + "3000.sock"},
+		{"", "127.0.0.1:3000", tmp + "127.0.0.1-3000.sock"},
+		{"", "[::1]:8080", tmp + "::1-8080.sock"},
+		{"", "[fe80::1%eth0]:80", tmp + "fe80::1_eth0-80.sock"},
+		{"", "localhost:3000", tmp + "localhost-3000.sock"},
+		{"/run/user/1000", ":3000", "/run/user/1000/prefork/3000.sock"},
+		{"/run/user/1000", "10.0.0.5:443", "/run/user/1000/prefork/10.0.0.5-443.sock"},
 	} {
 		t.Setenv("XDG_RUNTIME_DIR", tc.xdg)
 		if have := DefaultPath(tc.addr); have != tc.want {
@@ -329,7 +334,7 @@ func TestCtlDefaultPathFromListen(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	code, _, errOut := ctlRun(t, t.Context(), "status") // :3000
-	if want := filepath.Join(dir, "prefork-3000.sock"); code != 1 || !strings.Contains(errOut, want) {
+	if want := filepath.Join(dir, "prefork", "3000.sock"); code != 1 || !strings.Contains(errOut, want) {
 		t.Errorf("exit %d, stderr %q; want 1 naming %s", code, errOut, want)
 	}
 }
@@ -390,5 +395,116 @@ func TestCtlEventsInterrupt(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("ctl events after SIGINT: %v, want exit 0; stderr %q", err, errOut.String())
+	}
+}
+
+func TestTrustServer(t *testing.T) {
+	for _, tc := range []struct {
+		uid, self int
+		ok        bool
+	}{{1000, 1000, true}, {0, 1000, true}, {0, 0, true}, {1001, 1000, false}, {1000, 0, false}} {
+		err := trustServer(tc.uid, tc.self)
+		if (err == nil) != tc.ok || !tc.ok && (!errors.Is(err, ErrUntrustedServer) || !strings.Contains(err.Error(), fmt.Sprintf("uid %d,", tc.uid))) {
+			t.Errorf("trustServer(%d, %d) = %v, want ok=%v and an error naming uid %d", tc.uid, tc.self, err, tc.ok, tc.uid)
+		}
+	}
+}
+
+// TestCtlRefusesServerOfAnotherUser runs a server as uid 65534 on a path
+// ctl is told to use: ctl must not send it a request nor print its answer.
+func TestCtlRefusesServerOfAnotherUser(t *testing.T) {
+	checkLeaks(t)
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: starting a server as uid 65534 takes root, and this test runs as uid", os.Geteuid())
+	}
+	dir, exe := nobodyDir(t)
+	path := filepath.Join(dir, "ctl.sock")
+	var errOut bytes.Buffer
+	h := startHelper(t, exe, serveEnv+"="+path, nobody, &errOut)
+	defer h.stop(t, "served: <nil>")
+	h.expect(t, "ready")
+
+	code, out, stderr := ctlRun(t, t.Context(), "-control", path, "status")
+	if code != 1 || out != "" || !strings.Contains(stderr, "uid 65534") || !strings.Contains(stderr, "runs as another user") {
+		t.Errorf("ctl status: exit %d, stdout %q, stderr %q; want 1 and an error naming uid 65534", code, out, stderr)
+	}
+	if _, err := Call(t.Context(), path, Request{Cmd: CmdStatus}); !errors.Is(err, ErrUntrustedServer) {
+		t.Errorf("Call: %v, want ErrUntrustedServer", err)
+	}
+	if err := Events(t.Context(), path, func(Event) error { return nil }); !errors.Is(err, ErrUntrustedServer) {
+		t.Errorf("Events: %v, want ErrUntrustedServer", err)
+	}
+}
+
+// A hostile supervisor, or a worker's message relayed by it, must not reach
+// the terminal with its control characters.
+func TestCtlEscapesWhatTheServerSays(t *testing.T) {
+	checkLeaks(t)
+	const evil = "\x1b]0;pwned\x07\x1b[2J\u009b31m\x7f\xc2\nctl: fake line\t"
+	st := &Status{Mode: evil, Listen: evil, Workers: []WorkerStatus{{State: State(evil)}}}
+	var bus Broadcaster
+	_, path := serve(t, HandlerFunc(func(_ context.Context, req Request) Response {
+		switch req.Cmd {
+		case CmdStatus:
+			return Response{OK: true, Status: st}
+		case CmdReload:
+			return Response{Error: evil}
+		}
+		return Response{OK: true, Message: evil}
+	}), &bus)
+	for _, args := range [][]string{{"status"}, {"-json", "status"}, {"reload"}, {"-json", "reload"}, {"stop"}, {"-json", "stop"}} {
+		_, out, errOut := ctlRun(t, t.Context(), append([]string{"-control", path}, args...)...)
+		if out+errOut == "" || !strings.Contains(out+errOut, `\x1b]0;pwned\a\x1b[2J\u009b31m\x7f`) && !strings.Contains(out+errOut, `\u001b]0;pwned\u0007`) {
+			t.Errorf("ctl %v: stdout %q, stderr %q; want the message, escaped", args, out, errOut)
+		}
+		checkPrintable(t, fmt.Sprint("ctl ", args), out)
+		checkPrintable(t, fmt.Sprint("ctl ", args), errOut)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	lines := &lineWriter{lines: make(chan string, 100)}
+	exited := make(chan int, 1)
+	go func() { exited <- runCtl(ctx, []string{"-control", path, "events"}, lines, io.Discard) }()
+	recv(t, lines.lines, "subscribed line")
+	bus.Publish(Event{"event": "message", "msg": evil, evil: 1})
+	line := recv(t, lines.lines, "event line")
+	checkPrintable(t, "ctl events", line)
+	if !strings.Contains(line, `\u001b]0;pwned\u0007\u001b[2J\u009b31m\u007f`+"\ufffd"+`\nctl: fake line\t`) {
+		t.Errorf("event line %q lacks the escaped message", line)
+	}
+	cancel()
+	recv(t, exited, "ctl events to exit")
+}
+
+// checkPrintable fails t if out has a control character other than the
+// newline that ends each line, or invalid UTF-8.
+func checkPrintable(t *testing.T, what, out string) {
+	t.Helper()
+	for i, line := range strings.SplitAfter(out, "\n") {
+		line = strings.TrimSuffix(line, "\n")
+		if !utf8.ValidString(line) || strings.ContainsFunc(line, unicode.IsControl) {
+			t.Errorf("%s: line %d has a control character or invalid UTF-8: %q", what, i+1, line)
+		}
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain ünïcode ✓", "plain ünïcode ✓"},
+		{"a\x1b[31mb", `a\x1b[31mb`},
+		{"line\nfake", `line\nfake`},
+		{"tab\there", `tab\there`},
+		{"del\x7f", `del\x7f`},
+		{"csi\u009b", `csi\u009b`},
+		{"raw c1 \x9b byte", `raw c1 \x9b byte`},
+		{"cut \xe2\x9c", `cut \xe2\x9c`},
+	} {
+		if have := printable(tc.in); have != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, have, tc.want)
+		}
+	}
+	if have, want := string(printableJSON([]byte(`{"a":"x`+"\x7f\u0085\u009f"+`y","ü":1}`))), `{"a":"x\u007f\u0085\u009fy","ü":1}`; have != want {
+		t.Errorf("printableJSON = %s, want %s", have, want)
 	}
 }

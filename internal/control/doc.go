@@ -2,25 +2,28 @@
 // the server, the event broadcaster and `supervisor ctl`, its client.
 //
 // The socket is a unix stream socket, mode 0600, at the -control path or
-// [DefaultPath] of the listening address. Its protocol is one JSON object
+// [DefaultPath] of the listening address, in the user's private
+// [DefaultDir] (0700; a squatted one is refused). Its protocol is one JSON object
 // per line: the client sends one [Request], the server answers one
 // [Response] and closes, except for "events", after which the server writes
 // one [Event] per line, beginning with {"event":"subscribed"}, until the
 // client closes:
 //
-//	$ echo '{"cmd":"scale","n":4}' | socat - UNIX-CONNECT:/tmp/prefork-3000.sock
+//	$ echo '{"cmd":"scale","n":4}' | socat - UNIX-CONNECT:/tmp/prefork-1000/3000.sock
 //	{"ok":true,"message":"scaled from 2 to 4 workers in 310ms"}
-//	$ echo '{"cmd":"events"}' | socat -t 1000000 - UNIX-CONNECT:/tmp/prefork-3000.sock
+//	$ echo '{"cmd":"events"}' | socat -t 1000000 - UNIX-CONNECT:/tmp/prefork-1000/3000.sock
 //	{"event":"subscribed","time":"2025-05-01T10:00:00.123456789+02:00"}
 //	{"event":"exit","time":"2025-05-01T10:00:03.2+02:00","pid":4245,"slot":1,...}
 //
 // Only processes with the server's uid are served (SO_PEERCRED); see
-// [Server]. The supervisor implements [Handler] and publishes to a
+// [Server]. The client, in turn, talks only to a server running as its own
+// uid or as root, and ctl escapes the control characters of what it
+// prints. The supervisor implements [Handler] and publishes to a
 // [Broadcaster]:
 //
 //	srv, err := control.Listen(control.DefaultPath(":3000"), log)
 //	if err != nil { ... }            // control.ErrInUse: another supervisor runs there
-//	go srv.Serve(handler, &bus)      // ErrServerClosed after srv.Close()
+//	go func() { served <- srv.Serve(handler, &bus) }() // nil after srv.Close(); log anything else
 //	bus.Publish(control.Event{"event": "fork", "slot": 0, "pid": 4243})
 //
 // Reload and scale are answered once they are over; a client that hangs up

@@ -30,7 +30,7 @@ func ExampleCall() {
 	fmt.Println(<-served)
 	// Output:
 	// reloaded 2 workers in 85ms <nil>
-	// control: server closed
+	// <nil>
 }
 
 func ExampleWriteStatus() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,11 +27,23 @@ const (
 	helperEnv = "PREFORK_CONTROL_TEST_DIAL"
 	// ctlEnv: `supervisor ctl` with the binary's arguments.
 	ctlEnv = "PREFORK_CONTROL_TEST_CTL"
+	// serveEnv: a server on the socket it names, answering status, until
+	// its stdin closes; TestCtlRefusesServerOfAnotherUser runs it as
+	// another user.
+	serveEnv = "PREFORK_CONTROL_TEST_SERVE"
+	// emfileEnv: a server that runs out of fds; see TestServeSurvivesEMFILE.
+	emfileEnv = "PREFORK_CONTROL_TEST_EMFILE"
 )
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(helperEnv); path != "" {
 		os.Exit(helperDial(path))
+	}
+	if path := os.Getenv(serveEnv); path != "" {
+		os.Exit(helperServe(path))
+	}
+	if path := os.Getenv(emfileEnv); path != "" {
+		os.Exit(helperEMFILE(path))
 	}
 	if os.Getenv(ctlEnv) != "" {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
@@ -52,6 +65,25 @@ func helperDial(path string) int {
 		return 3
 	}
 	json.NewEncoder(os.Stdout).Encode(resp)
+	return 0
+}
+
+func helperServe(path string) int {
+	s, err := Listen(path, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(statusHandler(testStatus), nil) }()
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin) // until the test closes it
+	s.Close()
+	err = <-served
+	fmt.Println("served:", err)
+	if err != nil {
+		return 1
+	}
 	return 0
 }
 
@@ -111,7 +143,7 @@ func leakedGoroutines() []string {
 
 // serve starts a server on a socket in t's temp dir with h and events;
 // opts adjust it before Serve. Cleanup closes it and checks that Serve
-// returned ErrServerClosed.
+// returned nil.
 func serve(t *testing.T, h Handler, events *Broadcaster, opts ...func(*Server)) (*Server, string) {
 	t.Helper()
 	return serveAt(t, filepath.Join(t.TempDir(), "ctl.sock"), h, events, opts...)
@@ -134,8 +166,8 @@ func serveAt(t *testing.T, path string, h Handler, events *Broadcaster, opts ...
 		}
 		select {
 		case err := <-served:
-			if !errors.Is(err, ErrServerClosed) {
-				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			if err != nil {
+				t.Errorf("Serve returned %v after Close, want nil", err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Errorf("Serve did not return within 10s of Close")

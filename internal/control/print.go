@@ -1,19 +1,24 @@
 package control
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // WriteStatus writes st as `supervisor ctl status` shows it: a header line,
-// then a table with one row per worker.
+// then a table with one row per worker. Control characters in its strings
+// are escaped.
 func WriteStatus(w io.Writer, st *Status) error {
 	_, err := fmt.Fprintf(w, "supervisor pid=%d listen=%s mode=%s generation=%d uptime=%s workers=%d\n",
-		st.PID, st.Listen, st.Mode, st.Generation, seconds(st.UptimeS), len(st.Workers))
+		st.PID, printable(st.Listen), printable(st.Mode), st.Generation, seconds(st.UptimeS), len(st.Workers))
 	if err != nil {
 		return err
 	}
@@ -28,7 +33,7 @@ func WriteStatus(w io.Writer, st *Status) error {
 			beat = seconds(ws.HeartbeatAgeS) + " ago"
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\n",
-			ws.Slot, ws.PID, ws.Generation, ws.State, seconds(ws.UptimeS), ws.Restarts,
+			ws.Slot, ws.PID, ws.Generation, printable(string(ws.State)), seconds(ws.UptimeS), ws.Restarts,
 			ws.OpenConns, ws.Requests, bytesIEC(ws.RSSBytes), ws.CPUPercent, beat)
 	}
 	return tw.Flush()
@@ -63,3 +68,53 @@ func bytesIEC(n uint64) string {
 	}
 	return strconv.FormatFloat(f, 'f', 1, 64) + [...]string{"KiB", "MiB", "GiB", "TiB", "PiB"}[unit]
 }
+
+// printable returns s with its control characters (C0, DEL, C1) escaped as
+// in a Go string literal (\x1b, \n, \u009b) and each byte of invalid
+// UTF-8 as \xNN, so that a string from the supervisor, or from a worker
+// through it, cannot move the cursor, retitle the window or fake a line of
+// ctl's output. A C1 byte on its own is invalid UTF-8, and is escaped too:
+// a terminal not in UTF-8 mode would take it as a control.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// printableJSON escapes what encoding/json leaves in strings and a terminal
+// takes as a control: DEL and the C1 controls, as \u007f to \u009f. JSON
+// has such runes only within strings, where the escape means the same rune.
+// (encoding/json escapes the C0 controls itself, and replaces invalid UTF-8.)
+func printableJSON(b []byte) []byte {
+	if !bytes.ContainsFunc(b, isDelOrC1) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if isDelOrC1(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, b[:size]...)
+		}
+		b = b[size:]
+	}
+	return out
+}
+
+func isDelOrC1(r rune) bool { return r >= 0x7f && r <= 0x9f }

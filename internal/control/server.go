@@ -23,7 +23,13 @@ import (
 // Limits of the server.
 const (
 	MaxRequestLine = 4096 // bytes of a request line, "\n" included
-	MaxConns       = 64   // connections served at once; more are answered "busy"
+	// MaxConns bounds the connections served at once; more are answered
+	// "busy". It is high enough that dozens of idle event subscribers and
+	// hundreds of clients that connect and say nothing (each held until
+	// its request times out) still leave room for an operator's ctl, and
+	// low enough to bound the fds and memory (a goroutine and a 4 KiB
+	// buffer each) that the control socket can take from the supervisor.
+	MaxConns = 512
 
 	defaultRequestTimeout = 5 * time.Second  // to send the request line after connecting
 	defaultWriteTimeout   = 10 * time.Second // for a client to take an answer
@@ -33,8 +39,6 @@ const (
 const maxPathLen = 107
 
 var (
-	// ErrServerClosed is returned by Serve after Close.
-	ErrServerClosed = errors.New("control: server closed")
 	// ErrInUse is returned by Listen when a server answers on the path.
 	ErrInUse = errors.New("control: a live supervisor already answers on this socket")
 	// ErrNotSocket is returned by Listen when the path is taken by something
@@ -72,7 +76,9 @@ type Server struct {
 	conns     sync.WaitGroup
 }
 
-// Listen creates the control socket at path, mode 0600. It fails with
+// Listen creates the control socket at path, mode 0600. A path in
+// DefaultDir has that directory made private first (see DefaultDir), or
+// fails with ErrUnsafeDir. It fails with
 // ErrInUse if a server answers there, and with ErrNotSocket if path is
 // anything but a socket; a socket nobody answers on, left by a supervisor
 // that died, is removed and replaced. log is used as given (name it, as in
@@ -83,6 +89,11 @@ func Listen(path string, log *zap.Logger) (*Server, error) {
 	}
 	if len(path) > maxPathLen {
 		return nil, fmt.Errorf("control: socket path %s is %d bytes long, more than the %d a unix socket takes", path, len(path), maxPathLen)
+	}
+	if inDefaultDir(path) {
+		if err := makePrivateDir(filepath.Dir(path)); err != nil {
+			return nil, err
+		}
 	}
 	if err := removeStale(path, log); err != nil {
 		return nil, err
@@ -177,10 +188,21 @@ func bindPrivate(path string) (*net.UnixListener, os.FileInfo, error) {
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-// Serve accepts connections until Close, then waits for the connections'
-// goroutines (a Handler that ignores its ctx delays it) and returns
-// ErrServerClosed. Requests go to h; "events" streams events's events, or
-// is answered with an error if events is nil.
+// Serve accepts connections and serves them until Close. Requests go to h;
+// "events" streams events's events, or is answered with an error if events
+// is nil.
+//
+// Serve returns nil once Close has been called, after waiting for the
+// connections' goroutines (a Handler that ignores its ctx delays it).
+// Accept errors that pass (out of fds or memory: EMFILE, ENFILE, ENOBUFS,
+// ENOMEM; a client that gave up: ECONNABORTED; EINTR) are logged and
+// retried after a pause that doubles from 5ms up to 1s, as net/http does;
+// the connections waiting meanwhile stay in the listen backlog. Any other
+// error means the socket no longer works: Serve returns it, wrapped, after
+// waiting for the connections as above, and the control socket is dead
+// until the caller acts. The caller should log it, Close the server and,
+// to keep `ctl` working, Listen again on the same path. Serve returns an
+// error at once if h is nil or if it was called before.
 func (s *Server) Serve(h Handler, events *Broadcaster) error {
 	if h == nil {
 		return errors.New("control: Serve needs a Handler")
@@ -195,7 +217,7 @@ func (s *Server) Serve(h Handler, events *Broadcaster) error {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			if s.ctx.Err() != nil {
-				return ErrServerClosed
+				return nil
 			}
 			if !retryable(err) {
 				return fmt.Errorf("control: accept: %w", err)
@@ -207,7 +229,7 @@ func (s *Server) Serve(h Handler, events *Broadcaster) error {
 			case <-t.C:
 			case <-s.ctx.Done():
 				t.Stop()
-				return ErrServerClosed
+				return nil
 			}
 			continue
 		}
@@ -384,43 +406,50 @@ func (s *Server) reply(c *net.UnixConn, r Response) {
 }
 
 // stream writes a "subscribed" event, then every event published, until
-// the client goes away or the server closes. Events that a slow client
-// misses are the Broadcaster's to count; the write itself has no deadline,
-// so a client that stops reading holds its connection until it reads again
-// or closes.
+// the client goes away or the server closes. It waits for the subscription
+// to be ready and writes everything queued at once. Events that a slow
+// client misses are the Broadcaster's to count; the write itself has no
+// deadline, so a client that stops reading holds its connection until it
+// reads again or closes.
 func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, c *net.UnixConn, br *bufio.Reader, events *Broadcaster) {
 	if events == nil {
 		s.reply(c, Response{Error: "control: this supervisor publishes no events"})
 		return
 	}
-	ch, unsubscribe := events.Subscribe()
-	defer unsubscribe()
+	sub := events.Subscribe()
+	defer sub.Close()
 	defer s.watchPeer(c, br, cancel)()
 	defer context.AfterFunc(ctx, func() { c.Close() })() // interrupts a blocked write
-	if !s.send(c, Event{"time": now(), "event": "subscribed"}) {
-		return
-	}
-	for {
+	var buf bytes.Buffer
+	batch := []Event{{"time": now(), "event": "subscribed"}}
+	for s.send(c, &buf, batch) {
+		clear(batch) // let the events go while waiting
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-ch:
-			if !ok || !s.send(c, e) {
-				return
-			}
+		case <-sub.Ready():
 		}
+		batch = sub.Take(batch[:0])
 	}
 }
 
-// send writes e as one line; false if the client is gone. An event that
-// cannot be encoded is logged and skipped.
-func (s *Server) send(c *net.UnixConn, e Event) bool {
-	b, err := marshalEvent(e)
-	if err != nil {
-		s.log.Error("cannot encode event", zap.Any("event", e["event"]), zap.Error(err))
+// send writes events, one line each, in one write; false if the client is
+// gone. An event that cannot be encoded is logged and skipped.
+func (s *Server) send(c *net.UnixConn, buf *bytes.Buffer, events []Event) bool {
+	buf.Reset()
+	for _, e := range events {
+		b, err := marshalEvent(e)
+		if err != nil {
+			s.log.Error("cannot encode event", zap.Any("event", e["event"]), zap.Error(err))
+			continue
+		}
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	if buf.Len() == 0 {
 		return true
 	}
-	_, err = c.Write(append(b, '\n'))
+	_, err := c.Write(buf.Bytes())
 	return err == nil
 }
 

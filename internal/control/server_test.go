@@ -440,14 +440,7 @@ func TestPeerCred(t *testing.T) {
 		var calls atomic.Int32
 		h := HandlerFunc(func(context.Context, Request) Response { calls.Add(1); return Response{OK: true} })
 		// A directory, socket and test binary that uid 65534 can reach.
-		dir, err := os.MkdirTemp("/tmp", "prefork-control-test-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		os.Chmod(dir, 0o755)
-		exe := filepath.Join(dir, "control.test")
-		copyFile(t, exe)
+		dir, exe := nobodyDir(t)
 		_, path := serveAt(t, filepath.Join(dir, "ctl.sock"), h, nil)
 		if err := os.Chmod(path, 0o666); err != nil { // this test only
 			t.Fatal(err)
