@@ -30,7 +30,7 @@ func TestAbusiveClients(t *testing.T) {
 	)
 	var bus Broadcaster
 	_, path := serve(t, statusHandler(testStatus), &bus)
-	baseGoroutines, baseFDs := len(leakedGoroutines()), openFDs(t)
+	baseGoroutines, baseFDs := len(leakedGoroutines()), newFDs(t, nil)
 
 	var clients []net.Conn
 	defer func() {

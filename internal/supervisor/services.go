@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,13 +25,14 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		cancel()
 	}
 	if path := s.controlPath(); path != "" {
-		srv, err := control.Listen(path, s.log.Named("control"))
-		if err != nil {
+		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control")}
+		if err := cs.listen(); err != nil {
 			stop()
 			return nil, err
 		}
-		go srv.Serve(handler{s}, bus)
-		stops = append(stops, func() { srv.Close() })
+		done := make(chan struct{})
+		go func() { defer close(done); cs.run(ctx) }()
+		stops = append(stops, func() { cancel(); cs.close(); <-done })
 		s.log.Info("control socket", zap.String("path", path))
 	}
 	if s.cfg.Metrics != "" {
@@ -51,6 +53,69 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		s.emit(control.EventReap, nil, "pid", pid)
 	})
 	return stop, nil
+}
+
+// controlService keeps the control socket serving: if Serve fails (the
+// socket stopped working), it is logged, closed and listened on again with
+// a backoff, while the workers go on serving and signals still work.
+type controlService struct {
+	s    *Supervisor
+	path string
+	bus  *control.Broadcaster
+	log  *zap.Logger
+
+	mu  sync.Mutex
+	srv *control.Server
+}
+
+func (c *controlService) listen() error {
+	srv, err := control.Listen(c.path, c.log)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.srv = srv
+	c.mu.Unlock()
+	return nil
+}
+
+// run serves until ctx is done, listening again after a failure.
+func (c *controlService) run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		c.mu.Lock()
+		srv := c.srv
+		c.mu.Unlock()
+		if ctx.Err() != nil { // stopped while listening again
+			srv.Close()
+			return
+		}
+		err := srv.Serve(handler{c.s}, c.bus)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		c.log.Error("control socket failed; listening again", zap.Error(err))
+		srv.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			if err := c.listen(); err == nil {
+				break
+			} else {
+				backoff = min(2*backoff, 10*time.Second)
+				c.log.Error("cannot listen on the control socket; retrying", zap.Error(err), zap.Duration("in", backoff))
+			}
+		}
+	}
+}
+
+func (c *controlService) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.srv.Close()
 }
 
 func (s *Supervisor) controlPath() string {
