@@ -23,6 +23,12 @@
 // http.Server.Serve returns http.ErrServerClosed rather than an error. A
 // worker that never calls Drain is sent SIGTERM instead.
 //
+// In rr mode, when the supervisor offers it, a worker whose open descriptors
+// come within two frames and some headroom of RLIMIT_NOFILE asks the
+// supervisor to send it no more connections, and asks again once a frame's
+// worth has closed. Connections the kernel still had to drop for want of
+// descriptors are counted as closed and logged at most every ten seconds.
+//
 // The package also sends a heartbeat every second (open connections,
 // requests counted by [CountRequests], RSS, goroutines, and the result of the
 // check set with [SetHealthCheck]) so the supervisor can tell a hung worker

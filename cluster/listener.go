@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
@@ -24,7 +23,8 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
-	l := &listener{w: w, closed: make(chan struct{}), parked: make(chan struct{}), extra: make(chan *handedConn, 256), addr: fakeAddr(w.listenAddr)}
+	l := newListener(w)
+	l.addr = fakeAddr(w.listenAddr)
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
 	if w.mode == ModeRR {
 		ch, err := ipc.NewChannel(f)
@@ -45,14 +45,15 @@ func Listen(addr string) (net.Listener, error) {
 		l.inner = a
 		l.addr, l.local = a.Addr(), a.local
 	}
-	w.mu.Lock()
-	w.lst = l
-	drained := w.draining
-	w.mu.Unlock()
-	if drained {
-		l.stopTaking()
-	}
+	r := listenReq{l: l, done: make(chan struct{})}
+	w.listens <- r
+	<-r.done
 	return l, nil
+}
+
+func newListener(w *worker) *listener {
+	return &listener{w: w, closed: make(chan struct{}), stop: make(chan struct{}),
+		parked: make(chan struct{}, 1), extra: make(chan *handedConn, 256)}
 }
 
 // listener yields connections from the supervisor (rr) or from an inherited
@@ -68,23 +69,21 @@ type listener struct {
 	peers   []byte          // rr: their peer records (ipc.PeerSize each), if the frame had them
 
 	// extra holds connections sent over the control channel (reuseport:
-	// another slot's orphaned backlog). inject wakes an Accept blocked on
-	// inner through a past deadline, which the runtime poller applies to
-	// this process only.
+	// another slot's orphaned backlog), fed by the worker's loop, which
+	// then wakes an Accept blocked on inner (wake).
 	extra chan *handedConn
 
 	mu        sync.Mutex // serialises Accept's use of buf and pending
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	// A drain stops taking connections (stopTaking); Accept hands out what
-	// already arrived, then parks until Close. parked tells the drain that
-	// every connection Accept returned has been taken by the server: an
-	// http.Server calls Accept again only after it tracks the previous
-	// connection, so Shutdown will wait for it.
-	draining atomic.Bool
-	parkOnce sync.Once
-	parked   chan struct{}
+	// A drain stops taking connections (stopTaking closes stop); Accept
+	// hands out what already arrived, then parks until Close. parked tells
+	// the worker's loop that every connection Accept returned has been
+	// taken by the server: an http.Server calls Accept again only after it
+	// tracks the previous connection, so Shutdown will wait for it.
+	stop   chan struct{}
+	parked chan struct{} // capacity 1: Accept never waits for the loop
 }
 
 // errExhausted: draining, and nothing more is queued for this worker.
@@ -94,9 +93,10 @@ var errExhausted = errors.New("cluster: drained")
 // reuseport: close this process's copy of the listening socket. rr: wake a
 // blocked receive with a past deadline; Accept then takes what is queued
 // without waiting and leaves later arrivals to the supervisor, which reads
-// them back from the channel once this worker exits.
+// them back from the channel once this worker exits. Only the worker's loop
+// calls it, once per listener.
 func (l *listener) stopTaking() {
-	l.draining.Store(true)
+	close(l.stop) // before the deadline: the woken Accept must see it
 	if l.inner != nil {
 		l.inner.Close()
 	} else {
@@ -104,13 +104,32 @@ func (l *listener) stopTaking() {
 	}
 }
 
+// stopped reports whether stopTaking ran.
+func (l *listener) stopped() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// park tells the worker's loop that Accept hands out nothing more; the loop
+// closes the handoff channel and finishes the drain.
 func (l *listener) park() {
-	l.parkOnce.Do(func() {
-		if l.handoff != nil {
-			l.handoff.Close()
-		}
-		close(l.parked)
-	})
+	select {
+	case l.parked <- struct{}{}:
+	default: // already told
+	}
+}
+
+// wake interrupts an Accept blocked on the inherited socket, so that it
+// takes a connection queued on extra. A past deadline does it; the runtime
+// poller applies it to this process only.
+func (l *listener) wake() {
+	if l.inner != nil {
+		l.inner.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -139,7 +158,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			// on to the next, draining or not.
 			continue
 		}
-		if l.draining.Load() {
+		if l.stopped() {
 			select {
 			case c := <-l.extra:
 				return l.took(c), nil
@@ -160,25 +179,16 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// inject queues connections received on the control channel for Accept;
-// peers are their records, if the frame had them.
-func (l *listener) inject(fds []int, peers []byte) {
+// adoptAll appends to dst the connections fds, received on the control
+// channel; peers are their records, if the frame had them. A connection
+// whose client already left is closed and skipped.
+func adoptAll(dst []*handedConn, fds []int, peers []byte, local net.Addr) []*handedConn {
 	for _, fd := range fds {
-		peer := popPeer(&peers)
-		c, err := adoptConn(fd, peer, l.local)
-		if err != nil {
-			continue
-		}
-		select {
-		case l.extra <- c:
-		case <-l.closed:
-			c.Close()
-			continue
-		}
-		if l.inner != nil {
-			l.inner.SetDeadline(time.Unix(1, 0))
+		if c, err := adoptConn(fd, popPeer(&peers), local); err == nil {
+			dst = append(dst, c)
 		}
 	}
+	return dst
 }
 
 func isTimeout(err error) bool {
@@ -222,7 +232,7 @@ func (l *listener) next() (*handedConn, error) {
 	for len(l.pending) == 0 {
 		var err error
 		var f ipc.Frame
-		if l.draining.Load() {
+		if l.stopped() {
 			f, l.pending, err = l.handoff.TryRecv(l.buf, l.pending[:0])
 			if errors.Is(err, ipc.ErrWouldBlock) {
 				return nil, errExhausted
@@ -230,12 +240,18 @@ func (l *listener) next() (*handedConn, error) {
 		} else {
 			f, l.pending, err = l.handoff.Recv(l.buf, l.pending[:0])
 		}
+		if errors.Is(err, ipc.ErrFDsTruncated) {
+			// Out of descriptors: the kernel closed the connections that
+			// did not fit. Serve those that did.
+			l.w.lose(f.Count() - len(l.pending))
+			err = nil
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil, net.ErrClosed
 			}
 			if isTimeout(err) {
-				if !l.draining.Load() {
+				if !l.stopped() {
 					l.handoff.SetReadDeadline(time.Time{})
 				}
 				continue // draining: take what is queued without waiting
@@ -248,6 +264,9 @@ func (l *listener) next() (*handedConn, error) {
 			continue
 		}
 		l.peers = f.Peers() // aliases buf, which the next Recv reuses only once pending is empty
+		// Ask for a pause before Accept returns any of these, and so
+		// before this receives another frame.
+		l.w.gate.update(len(l.pending))
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]

@@ -25,8 +25,8 @@ func rrListener(t *testing.T) (*listener, *ipc.Channel) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &listener{w: &worker{}, closed: make(chan struct{}), parked: make(chan struct{}),
-		extra: make(chan *handedConn, 1), handoff: ch, buf: make([]byte, ipc.MaxFrame)}
+	l := newListener(&worker{})
+	l.handoff, l.buf = ch, make([]byte, ipc.MaxFrame)
 	t.Cleanup(func() { sup.Close(); ch.Close() })
 	return l, sup
 }
@@ -45,16 +45,13 @@ func peer4(ip [4]byte, port uint16) ipc.Peer {
 // supervisor accepts it (non-blocking).
 func acceptedFD(t *testing.T) (net.Conn, int) {
 	t.Helper()
-	client, srv := handedPair(t)
-	rc, err := srv.SyscallConn()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fd int
-	rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer ln.Close()
+	client, fd := dialAccepted(t, ln)
+	t.Cleanup(func() { client.Close() })
 	return client, fd
 }
 
@@ -116,17 +113,14 @@ func TestListenerWithoutPeers(t *testing.T) {
 
 // Connections sent over the control channel (reuseport: a retired slot's
 // backlog) take their peer records the same way.
-func TestInjectTakesPeers(t *testing.T) {
-	l, _ := rrListener(t)
+func TestAdoptAllTakesPeers(t *testing.T) {
 	_, fd := acceptedFD(t)
 	p := peer4([4]byte{192, 0, 2, 9}, 80)
-	l.inject([]int{fd}, p[:])
-	var c *handedConn
-	select { // inject is synchronous: the connection is queued or dropped
-	case c = <-l.extra:
-	default:
-		t.Fatal("inject queued nothing")
+	cs := adoptAll(nil, []int{fd}, p[:], nil)
+	if len(cs) != 1 {
+		t.Fatalf("want one connection, have %d", len(cs))
 	}
+	c := cs[0]
 	defer c.Close()
 	if want, have := "192.0.2.9:80", c.RemoteAddr().String(); want != have {
 		t.Fatalf("RemoteAddr %s, want %s from the frame", have, want)

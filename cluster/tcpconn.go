@@ -80,7 +80,7 @@ func (c *handedConn) Write(b []byte) (int, error) {
 
 func (c *handedConn) Close() error {
 	if c.w != nil {
-		c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad() })
+		c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad(); c.w.gate.update(0) })
 	}
 	return c.f.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/ipc"
 )
@@ -34,6 +37,12 @@ const orphanExit = 900 * time.Millisecond
 // worker is this process's link to its supervisor. There is one per process,
 // made on first use: the descriptors and environment it reads are
 // process-wide.
+//
+// One goroutine, run, owns everything that changes over the worker's life:
+// the listener, the drain and its progress, connections the supervisor sends
+// over the control channel, and the truncation log. Frames, Listen and the
+// listener's parking reach it on channels, and it never blocks on any of
+// them, so a drain never stops the control channel from being read.
 type worker struct {
 	id, gen    int
 	mode       string
@@ -41,22 +50,41 @@ type worker struct {
 	ctl        *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
-	drainOnce sync.Once
-	drainCh   chan struct{}
+	drainCh   chan struct{} // closed by run when the application should stop
 	drainMS   atomic.Uint32
-	watched   atomic.Bool // someone called Drain()
+	watched   atomic.Bool // the application called Drain: run need not send SIGTERM
 
 	msgs chan []byte
 
-	accepted, closed, requests atomic.Uint64
-	loadReports                bool
-	uses                       ipc.Features // protocol features agreed with the supervisor
-	check                      atomic.Pointer[func() error]
-	loadKick                   chan struct{}
+	// Inputs of run.
+	frames  chan control   // from readControl
+	listens chan listenReq // from Listen
+	trunc   chan struct{}  // from lose: a frame came truncated
 
-	mu       sync.Mutex
-	lst      *listener // set by Listen
-	draining bool      // drain began (guarded by mu, for Listen)
+	accepted, closed, requests atomic.Uint64
+	// Frames the kernel truncated, and the descriptors they lost.
+	truncFrames, truncLost atomic.Uint64
+	loadReports            bool
+	uses                   ipc.Features // protocol features agreed with the supervisor
+	check                  atomic.Pointer[func() error]
+	loadKick               chan struct{}
+	gate                   *pauseGate // rr with FeaturePause: set by Listen
+}
+
+// control is a frame from the supervisor as readControl hands it to run:
+// its own copy of the payload, and its descriptors (conns). eof: the
+// supervisor is gone.
+type control struct {
+	f   ipc.Frame
+	fds []int
+	eof bool
+}
+
+// listenReq registers a listener with run; done is closed once run has
+// taken it (and stopped it, if a drain already began).
+type listenReq struct {
+	l    *listener
+	done chan struct{}
 }
 
 // parkWait bounds how long a drain waits for Accept to hand out what already
@@ -79,11 +107,22 @@ func start() (*worker, error) {
 		mode:     ModeStandalone,
 		drainCh:  make(chan struct{}),
 		msgs:     make(chan []byte, 64),
+		frames:   make(chan control, 16),
+		listens:  make(chan listenReq),
+		trunc:    make(chan struct{}, 1),
 		loadKick: make(chan struct{}, 1),
 	}
 	w.drainMS.Store(uint32(defaultDrain / time.Millisecond))
 	if os.Getenv(ipc.EnvControlFD) == "" {
 		return w, nil
+	}
+	// The supervisor clears close-on-exec on fds 3 and 4 for the exec that
+	// started this process only; left so, every program this one starts
+	// would inherit them. A child holding fd 4 in shared or reuseport mode
+	// holds the port: it keeps accepting connections that nobody serves
+	// after this worker stops, and the supervisor's drain never finishes.
+	for _, fd := range []int{ipc.ControlFD, ipc.ListenFD} {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC) // EBADF if absent: Listen reports it
 	}
 	var err error
 	if w.id, err = strconv.Atoi(os.Getenv(ipc.EnvWorkerID)); err != nil || w.id < 1 {
@@ -101,20 +140,24 @@ func start() (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: control channel: %w", err)
 	}
+	if offered, err := strconv.ParseUint(os.Getenv(ipc.EnvFeatures), 10, 32); err == nil {
+		// What the supervisor offers and this package implements; the
+		// ready frame says so. An older supervisor offers nothing.
+		w.uses = ipc.Features(offered) & ipc.Supported
+	}
+	if w.mode == ModeRR && w.uses&ipc.FeaturePause != 0 {
+		w.gate = newPauseGate(w)
+	}
 	// Load frames cost a sendmsg per closed connection here and a wake-up
 	// in the supervisor; only least-conn needs them.
 	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
-	// What the supervisor offers and this package implements; the ready
-	// frame says so. An older supervisor offers nothing.
-	if offered, err := strconv.ParseUint(os.Getenv(ipc.EnvFeatures), 10, 32); err == nil {
-		w.uses = ipc.Features(offered) & ipc.Supported
-	}
 	// Children this worker may spawn must not think they are workers.
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, ipc.EnvPrefix) {
 			os.Unsetenv(k)
 		}
 	}
+	go w.run()
 	go w.readControl()
 	go w.heartbeat()
 	if w.loadReports {
@@ -123,79 +166,161 @@ func start() (*worker, error) {
 	return w, nil
 }
 
-// readControl handles frames from the supervisor until the channel closes.
+// readControl decodes frames from the supervisor and hands them to run,
+// until the channel closes.
 func (w *worker) readControl() {
 	buf := make([]byte, ipc.MaxFrame)
-	var fds []int
 	for {
-		var f ipc.Frame
-		var err error
-		f, fds, err = w.ctl.Recv(buf, fds[:0])
+		f, fds, err := w.ctl.Recv(buf, nil)
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			w.orphaned()
+			w.frames <- control{eof: true}
 			return
+		case errors.Is(err, ipc.ErrFDsTruncated):
+			w.lose(f.Count() - len(fds)) // serve the ones that arrived
 		case err != nil:
 			fmt.Fprintf(os.Stderr, "cluster: control channel: %v\n", err)
 			continue
 		}
-		switch f.Type {
-		case ipc.TypeDrain:
-			w.drainMS.Store(f.Uint32())
-			w.drain()
-		case ipc.TypeConns:
-			// In reuseport mode the supervisor sends connections here
-			// that waited in the backlog of a slot whose worker died.
-			w.mu.Lock()
-			l := w.lst
-			w.mu.Unlock()
-			if l == nil {
-				ipc.CloseAll(fds)
-				continue
-			}
-			l.inject(fds, f.Peers())
-		case ipc.TypeMessage:
-			select {
-			case w.msgs <- append([]byte(nil), f.Payload...):
-			default: // nobody reads messages: drop rather than stall drains
-			}
-		}
+		f.Payload = append([]byte(nil), f.Payload...) // buf is reused
+		w.frames <- control{f: f, fds: fds}
 	}
 }
 
-// orphaned runs when the supervisor is gone: drain, and exit shortly after
-// whatever the application does, so that no worker outlives its supervisor.
-func (w *worker) orphaned() {
-	fmt.Fprintln(os.Stderr, "cluster: supervisor gone; exiting")
-	w.drainMS.Store(uint32(orphanExit / time.Millisecond))
-	w.drain()
-	time.AfterFunc(orphanExit, func() { os.Exit(1) })
+// lose counts n connections the kernel closed before this process could
+// take them (a truncated conns frame) as accepted and closed, as if served:
+// the supervisor counted them as handed, and least-conn's load would drift
+// otherwise.
+func (w *worker) lose(n int) {
+	if n <= 0 {
+		return
+	}
+	w.accepted.Add(uint64(n))
+	w.closed.Add(uint64(n))
+	w.kickLoad()
+	w.truncFrames.Add(1)
+	w.truncLost.Add(uint64(n))
+	select {
+	case w.trunc <- struct{}{}:
+	default: // run has yet to log the last one
+	}
 }
 
-// drain stops taking connections, waits until every connection already
-// handed to this worker has been accepted by the server, then tells the
-// application (Drain) so that its Shutdown waits for all of them.
-func (w *worker) drain() {
-	w.drainOnce.Do(func() {
-		w.mu.Lock()
-		w.draining = true
-		l := w.lst
-		w.mu.Unlock()
-		if l != nil {
-			l.stopTaking()
-			t := time.NewTimer(parkWait)
-			select {
-			case <-l.parked:
-			case <-l.closed:
-			case <-t.C:
-			}
-			t.Stop()
+// run is the worker's owner loop: see worker.
+func (w *worker) run() {
+	var (
+		l        *listener
+		draining bool
+		told     bool // drainCh is closed
+		parked   bool // l has handed out all it will
+		wait     *time.Timer
+		waitC    <-chan time.Time // parkWait for the drain in progress
+		queue    []*handedConn    // sent on the control channel, waiting for Accept
+		tlog     = truncLog{log: slog.Default()}
+		tlogC    <-chan time.Time
+	)
+	tell := func() {
+		if told {
+			return
+		}
+		told, waitC = true, nil
+		if wait != nil {
+			wait.Stop()
 		}
 		close(w.drainCh)
 		if !w.watched.Load() {
 			syscall.Kill(os.Getpid(), syscall.SIGTERM)
 		}
-	})
+	}
+	drain := func() {
+		if draining {
+			return
+		}
+		draining = true
+		if l == nil || parked {
+			tell()
+			return
+		}
+		// Wait for Accept to hand out what already arrived (parked),
+		// but not forever.
+		l.stopTaking()
+		wait = time.NewTimer(parkWait)
+		waitC = wait.C
+	}
+	for {
+		var extra chan<- *handedConn
+		var head *handedConn
+		var lparked, lclosed <-chan struct{}
+		if l != nil {
+			lparked, lclosed = l.parked, l.closed
+			if len(queue) > 0 {
+				extra, head = l.extra, queue[0]
+			}
+		}
+		select {
+		case c := <-w.frames:
+			switch {
+			case c.eof:
+				// The supervisor is gone: drain, and exit shortly after
+				// whatever the application does, so that no worker
+				// outlives its supervisor.
+				fmt.Fprintln(os.Stderr, "cluster: supervisor gone; exiting")
+				w.drainMS.Store(uint32(orphanExit / time.Millisecond))
+				drain()
+				time.AfterFunc(orphanExit, func() { os.Exit(1) })
+			case c.f.Type == ipc.TypeDrain:
+				w.drainMS.Store(c.f.Uint32())
+				drain()
+			case c.f.Type == ipc.TypeConns:
+				// In reuseport mode the supervisor sends connections here
+				// that waited in the backlog of a slot whose worker died.
+				if l == nil {
+					ipc.CloseAll(c.fds)
+					continue
+				}
+				queue = adoptAll(queue, c.fds, c.f.Peers(), l.local)
+			case c.f.Type == ipc.TypeMessage:
+				select {
+				case w.msgs <- c.f.Payload:
+				default: // nobody reads messages: drop rather than grow
+				}
+			}
+		case r := <-w.listens:
+			l, parked = r.l, false
+			if draining {
+				l.stopTaking()
+			}
+			close(r.done)
+		case extra <- head:
+			queue[0] = nil
+			queue = queue[1:]
+			l.wake()
+		case <-lparked:
+			// Accept found nothing more to take (draining, or the
+			// supervisor closed the handoff channel).
+			parked = true
+			if l.handoff != nil {
+				l.handoff.Close()
+			}
+			if draining {
+				tell()
+			}
+		case <-lclosed:
+			for _, c := range queue {
+				c.Close()
+			}
+			l, queue = nil, nil
+			if draining {
+				tell()
+			}
+		case <-waitC:
+			tell()
+		case <-w.trunc:
+			tlogC = w.logTruncated(&tlog, time.Now())
+		case now := <-tlogC:
+			tlogC = w.logTruncated(&tlog, now)
+		}
+	}
 }
 
 func (w *worker) ready() error {

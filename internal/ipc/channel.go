@@ -30,10 +30,17 @@ type Channel struct {
 	sendFn  func(uintptr)
 	roob    []byte // Recv and TryRecv scratch
 	closeMu sync.Once
+
+	// refuseFDs: this end never receives descriptors (the supervisor's end
+	// of a pair: every descriptor travels to the worker).
+	refuseFDs bool
 }
 
 // Pair makes a socketpair and returns the local end as a Channel and the
-// remote end as a file for exec.Cmd.ExtraFiles. Both ends are close-on-exec;
+// remote end as a file for exec.Cmd.ExtraFiles. The local end is the
+// supervisor's: it refuses descriptors, as no frame carries any towards the
+// supervisor, so a worker that sends some cannot make it hold them (Recv
+// closes them and returns ErrUnexpectedFDs). Both ends are close-on-exec;
 // os/exec clears the flag on the child's copy only. The remote file is
 // non-blocking and stays so: os.NewFile of a non-blocking descriptor does not
 // switch it to blocking mode when os/exec calls Fd.
@@ -48,6 +55,7 @@ func Pair() (*Channel, *os.File, error) {
 		remote.Close()
 		return nil, nil, err
 	}
+	local.refuseFDs = true
 	return local, remote, nil
 }
 
@@ -117,16 +125,20 @@ func mapSendErr(err error) error {
 }
 
 // Recv waits for one frame. buf must hold MaxFrame bytes to receive any frame;
-// received descriptors are appended to fds (close-on-exec, as Go's
-// ReadMsgUnix asks for MSG_CMSG_CLOEXEC on Linux, so they cannot leak into a
-// child spawned meanwhile). On any error, descriptors that arrived are closed.
-// A closed peer gives io.EOF.
+// the descriptors of a conns frame are appended to fds (close-on-exec, as
+// Go's ReadMsgUnix asks for MSG_CMSG_CLOEXEC on Linux, so they cannot leak
+// into a child spawned meanwhile). Descriptors that come with any other frame,
+// or to an end that refuses them (see Pair), are closed and reported as
+// ErrUnexpectedFDs. On any error but ErrFDsTruncated, descriptors that
+// arrived are closed and fds is returned as passed; on ErrFDsTruncated the
+// frame and the descriptors that arrived are returned. A closed peer gives
+// io.EOF.
 func (c *Channel) Recv(buf []byte, fds []int) (Frame, []int, error) {
 	n, oobn, flags, _, err := c.uc.ReadMsgUnix(buf, c.roob)
 	if err != nil {
 		return Frame{}, fds, err
 	}
-	return finishRecv(buf, n, c.roob[:oobn], flags, fds)
+	return c.finishRecv(buf, n, c.roob[:oobn], flags, fds)
 }
 
 // TryRecv is Recv without waiting: ErrWouldBlock when nothing is queued.
@@ -146,10 +158,10 @@ func (c *Channel) TryRecv(buf []byte, fds []int) (Frame, []int, error) {
 	if err != nil {
 		return Frame{}, fds, fmt.Errorf("ipc: recv: %w", err)
 	}
-	return finishRecv(buf, n, c.roob[:oobn], flags, fds)
+	return c.finishRecv(buf, n, c.roob[:oobn], flags, fds)
 }
 
-func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []int, error) {
+func (c *Channel) finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []int, error) {
 	start := len(fds)
 	fds, perr := parseRights(oob, fds)
 	fail := func(err error) (Frame, []int, error) {
@@ -159,7 +171,7 @@ func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []i
 	if perr != nil {
 		return fail(perr)
 	}
-	if flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0 {
+	if flags&unix.MSG_TRUNC != 0 {
 		return fail(ErrTruncated)
 	}
 	if n == 0 {
@@ -172,7 +184,21 @@ func finishRecv(buf []byte, n int, oob []byte, flags int, fds []int) (Frame, []i
 		return fail(err)
 	}
 	got := len(fds) - start
-	if (f.Type == TypeConns && f.Count() != got) || (f.Type != TypeConns && got != 0) {
+	// MSG_CTRUNC: the sender attached descriptors that the kernel did not
+	// install, because this process reached RLIMIT_NOFILE (or more came
+	// than roob holds). The kernel has dropped its references to those,
+	// so the connections they were are closed, not queued.
+	ctrunc := flags&unix.MSG_CTRUNC != 0
+	switch {
+	case (got > 0 || ctrunc) && (c.refuseFDs || f.Type != TypeConns):
+		return fail(ErrUnexpectedFDs)
+	case f.Type != TypeConns:
+		return f, fds, nil
+	case got > f.Count():
+		return fail(ErrFDs)
+	case ctrunc:
+		return f, fds, ErrFDsTruncated
+	case got != f.Count():
 		return fail(ErrFDs)
 	}
 	return f, fds, nil

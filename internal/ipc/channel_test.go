@@ -146,7 +146,7 @@ func TestChannelMalformedClosesDescriptors(t *testing.T) {
 		bufLen int
 		want   error
 	}{
-		{"fds on a non-conns frame", AppendUint32(nil, TypeLoad, 1), 1, MaxFrame, ErrFDs},
+		{"fds on a non-conns frame", AppendUint32(nil, TypeLoad, 1), 1, MaxFrame, ErrUnexpectedFDs},
 		{"count says more than sent", AppendConns(nil, 2), 1, MaxFrame, ErrFDs},
 		{"bad version with fds", []byte{9, byte(TypeConns), 1, 0, 1}, 1, MaxFrame, ErrVersion},
 		{"frame larger than buffer", big, 0, 16, ErrTruncated},
@@ -185,6 +185,99 @@ func TestChannelMalformedClosesDescriptors(t *testing.T) {
 				t.Fatalf("received descriptors leaked: open fds were %v, are %v", before, after)
 			}
 		})
+	}
+}
+
+// A worker that sends descriptors to the supervisor, which never receives
+// any, cannot make it hold them: each frame's descriptors are closed at once,
+// whatever the frame says and whether the caller asked for descriptors.
+func TestChannelSupervisorEndClosesDescriptors(t *testing.T) {
+	sup, worker := pair(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	fds := make([]int, MaxFDs) // one pipe, MaxFDs times: each arrives as its own descriptor
+	for i := range fds {
+		fds[i] = int(w.Fd())
+	}
+	buf := make([]byte, MaxFrame)
+	before := openFDs(t)
+	for i := range 20 {
+		frame := ConnsFrame(MaxFDs)
+		if i%2 == 1 {
+			frame = AppendUint32(nil, TypeLoad, 1)
+		}
+		if err := worker.Send(frame, fds); err != nil {
+			t.Fatal(err)
+		}
+		recv := sup.Recv
+		if i%4 >= 2 {
+			recv = sup.TryRecv
+		}
+		_, got, err := recv(buf, nil)
+		if !errors.Is(err, ErrUnexpectedFDs) || len(got) != 0 {
+			t.Fatalf("frame %d: want ErrUnexpectedFDs and no descriptors, have %v, %v", i, err, got)
+		}
+	}
+	if want, have := before, openFDs(t); want != have {
+		t.Fatalf("open fds: want %d, have %d: received descriptors leaked", want, have)
+	}
+}
+
+// When the receiver runs out of descriptors the kernel installs what fits and
+// sets MSG_CTRUNC: Recv returns the frame, which says how many were sent, and
+// the descriptors that arrived, with ErrFDsTruncated.
+func TestChannelTruncatedDescriptors(t *testing.T) {
+	a, b := pair(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fds := make([]int, MaxFDs)
+	for i := range fds {
+		fds[i] = int(w.Fd())
+	}
+	if err := a.Send(ConnsFrame(MaxFDs), fds); err != nil {
+		t.Fatal(err)
+	}
+	w.Close() // the frame holds the only references now
+
+	const room = 5
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = uint64(openFDs(t) + room)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	f, got, err := b.Recv(make([]byte, MaxFrame), nil)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	defer CloseAll(got)
+	if !errors.Is(err, ErrFDsTruncated) {
+		t.Fatalf("want ErrFDsTruncated, have %v", err)
+	}
+	if f.Type != TypeConns || f.Count() != MaxFDs {
+		t.Fatalf("want the conns frame announcing %d, have %v %d", MaxFDs, f.Type, f.Count())
+	}
+	// RLIMIT_NOFILE bounds descriptor numbers, not their count: free
+	// numbers below the limit fit too.
+	if len(got) == 0 || len(got) >= MaxFDs {
+		t.Fatalf("want some but not all %d descriptors, have %d", MaxFDs, len(got))
+	}
+	// The kernel released the ones that did not fit: once the received
+	// ones are closed, nothing holds the pipe's write end.
+	CloseAll(got)
+	got = nil
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("pipe still held open after the truncated frame: %d, %v", n, err)
 	}
 }
 

@@ -5,8 +5,9 @@
 // exists and no other process can connect:
 //
 //   - the control channel (fd 3) carries typed frames both ways: ready,
-//     heartbeat, load and messages from the worker; drain and messages from
-//     the supervisor. EOF on it tells the worker that the supervisor is gone.
+//     heartbeat, load, pause, resume and messages from the worker; drain and
+//     messages from the supervisor. EOF on it tells the worker that the
+//     supervisor is gone.
 //   - in rr mode, the handoff channel (fd 4) carries accepted connections
 //     from the supervisor to the worker as SCM_RIGHTS, several per frame when
 //     they arrive in a burst. In shared and reuseport mode fd 4 is a listening
@@ -21,9 +22,17 @@
 // it understands in an environment variable, the worker answers in its ready
 // frame, and neither sends the other what it did not agree to, so a
 // supervisor and a worker built from different releases still work together.
-// The one feature so far carries each handed connection's peer address in the
-// conns frame (accept4 yields it for free), which spares the worker a
-// getpeername per connection.
+// [FeaturePeers] carries each handed connection's peer address in the conns
+// frame (accept4 yields it for free), which spares the worker a getpeername
+// per connection. [FeaturePause] lets a worker close to its descriptor limit
+// send [TypePause], and [TypeResume] once it has room again; the supervisor
+// hands a paused worker nothing.
+//
+// Descriptors travel only from the supervisor to the worker, and only with
+// conns frames. A receiver closes any others at once ([ErrUnexpectedFDs]), so
+// a broken peer cannot make it hold descriptors. A worker out of descriptors
+// gets fewer than were sent, and the kernel closes the rest: the receiver
+// learns how many were lost from [ErrFDsTruncated] and the frame's count.
 //
 // The supervisor keeps its own duplicate of the worker's end of the handoff
 // channel. When a worker dies, connections that were queued for it but never

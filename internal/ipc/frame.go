@@ -46,6 +46,15 @@ const (
 	TypeConns
 	// TypeMessage (either way): opaque bytes for the application.
 	TypeMessage
+	// TypePause (worker → supervisor, control channel, only when the
+	// supervisor offered [FeaturePause]): the worker is close to its
+	// descriptor limit; send it no more connections until TypeResume.
+	// Connections already queued for it are still served. Payload: empty.
+	TypePause
+	// TypeResume (worker → supervisor, control channel): the worker that
+	// sent TypePause has room again. Payload: empty. A worker starts
+	// resumed, and sends Pause and Resume alternately, Pause first.
+	TypeResume
 	typeEnd
 )
 
@@ -63,6 +72,10 @@ func (t Type) String() string {
 		return "conns"
 	case TypeMessage:
 		return "message"
+	case TypePause:
+		return "pause"
+	case TypeResume:
+		return "resume"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -76,6 +89,8 @@ var payloadSize = [typeEnd]int{
 	TypeDrain:     4,
 	TypeConns:     -1, // 1, or 1 + PeerSize per connection: see Decode
 	TypeMessage:   -1,
+	TypePause:     0,
+	TypeResume:    0,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor
@@ -89,9 +104,14 @@ const (
 	// FeaturePeers: conns frames carry each connection's peer address, so
 	// the worker need not ask the kernel (a getpeername per connection).
 	FeaturePeers Features = 1 << iota
+	// FeaturePause: the worker may send TypePause and TypeResume, and the
+	// supervisor then hands a paused worker no connections. Without it a
+	// worker out of descriptors loses the connections the kernel cannot
+	// install (see ErrFDsTruncated).
+	FeaturePause
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers
+	Supported = FeaturePeers | FeaturePause
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -103,6 +123,9 @@ func (f Features) String() string {
 	var names []string
 	if f&FeaturePeers != 0 {
 		names = append(names, "peers")
+	}
+	if f&FeaturePause != 0 {
+		names = append(names, "pause")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
@@ -118,9 +141,22 @@ var (
 	ErrLength     = errors.New("ipc: frame length does not match its header")
 	ErrPayload    = errors.New("ipc: payload size wrong for frame type")
 	ErrTooLarge   = errors.New("ipc: frame too large")
-	ErrTruncated  = errors.New("ipc: frame or its descriptors truncated by the kernel")
+	ErrTruncated  = errors.New("ipc: frame or its control message truncated")
 	ErrFDs        = errors.New("ipc: descriptors do not match the frame")
 	ErrWouldBlock = errors.New("ipc: peer queue full")
+
+	// ErrUnexpectedFDs: descriptors came with a frame that cannot carry
+	// them (any type but conns), or to the supervisor's end of a channel,
+	// which never receives any. They are closed; the peer broke the
+	// protocol.
+	ErrUnexpectedFDs = errors.New("ipc: descriptors on a frame that cannot carry them")
+	// ErrFDsTruncated: the kernel installed fewer of a conns frame's
+	// descriptors than were sent (MSG_CTRUNC), because the receiver ran out
+	// of descriptors; it closed the rest. Unlike every other error, Recv
+	// and TryRecv return it with the frame, whose Count says how many were
+	// sent, and with the descriptors that did arrive, which the caller
+	// owns.
+	ErrFDsTruncated = errors.New("ipc: descriptors truncated by the kernel (receiver out of descriptors)")
 )
 
 // Frame is one decoded message. Payload aliases the buffer passed to Decode.

@@ -17,6 +17,8 @@ func TestDecodeRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	ready, _ := AppendFrame(nil, TypeReady, nil)
+	pause, _ := AppendFrame(nil, TypePause, nil)
+	resume, _ := AppendFrame(nil, TypeResume, nil)
 	for _, tc := range []struct {
 		name  string
 		frame []byte
@@ -34,6 +36,8 @@ func TestDecodeRoundTrip(t *testing.T) {
 		{"ready, no features", AppendReady(nil, 0), func(f Frame) bool { return f.Type == TypeReady && len(f.Payload) == 0 && f.Features() == 0 }},
 		{"ready, features", AppendReady(nil, FeaturePeers), func(f Frame) bool { return f.Type == TypeReady && f.Features() == FeaturePeers }},
 		{"message", msg, func(f Frame) bool { return f.Type == TypeMessage && bytes.Equal(f.Payload, []byte("hello")) }},
+		{"pause", pause, func(f Frame) bool { return f.Type == TypePause && len(f.Payload) == 0 }},
+		{"resume", resume, func(f Frame) bool { return f.Type == TypeResume && len(f.Payload) == 0 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := Decode(tc.frame)
@@ -72,6 +76,8 @@ func TestDecodeMalformed(t *testing.T) {
 		{"conns peers fewer than count", fixLen(connsPeers(2)[:HeaderSize+1+PeerSize]), ErrPayload},
 		{"conns peer family", badFamily(), ErrPayload},
 		{"ready wrong size", []byte{Version, byte(TypeReady), 2, 0, 1, 0}, ErrPayload},
+		{"pause with payload", []byte{Version, byte(TypePause), 1, 0, 1}, ErrPayload},
+		{"resume with payload", []byte{Version, byte(TypeResume), 4, 0, 1, 0, 0, 0}, ErrPayload},
 		{"oversized", big, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,7 +103,8 @@ func FuzzDecode(f *testing.F) {
 		AppendHeartbeat(nil, Heartbeat{Conns: 1, Healthy: true}),
 		AppendUint32(nil, TypeLoad, 1), AppendUint32(nil, TypeDrain, 5),
 		AppendConns(nil, 1), AppendConns(nil, MaxFDs), connsPeers(1), connsPeers(3),
-		AppendReady(nil, FeaturePeers),
+		AppendReady(nil, FeaturePeers), AppendReady(nil, FeaturePeers|FeaturePause),
+		{Version, byte(TypePause), 0, 0}, {Version, byte(TypeResume), 0, 0}, {Version, byte(TypePause), 1, 0, 0},
 		{Version, 0xff, 0xff, 0xff}, {0xff}, {Version, byte(TypeConns), 1, 0, 0},
 	} {
 		f.Add(seed)
