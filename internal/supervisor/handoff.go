@@ -374,8 +374,15 @@ func writable(fd uintptr) bool {
 	return err != nil || n > 0
 }
 
+// hasRoom reports whether t may take a connection. It runs inside
+// RawConn.Write, which holds a reference on the channel's descriptor that
+// Channel.Close waits for while holding the channel's send lock: waiting
+// for t.mu here, held by a sender waiting for that lock, would deadlock. So
+// a busy t.mu counts as room, and the flush finds out.
 func (t *target) hasRoom() bool {
-	t.mu.Lock()
+	if !t.mu.TryLock() {
+		return true
+	}
 	defer t.mu.Unlock()
 	return t.room(1) > 0
 }
