@@ -4,11 +4,16 @@ import "fmt"
 
 // Target is what the balancer hands connections to: a worker. Load reports
 // its open connections. LeastConn uses it; RoundRobin ignores it.
+// Available reports whether the target may be picked now: a member that
+// cannot take a connection for a moment (its queue is full, it is paused)
+// stays a member but is skipped. Both are called on every pick and must be
+// O(1) and safe for concurrent use.
 //
 // Targets are compared with ==, so a Target is usually a pointer.
 type Target interface {
 	comparable
 	Load() int64
+	Available() bool
 }
 
 // Balancer picks a target from a changing set of members.
@@ -20,16 +25,17 @@ type Balancer[T Target] interface {
 	// effect. No Pick starting after Remove returns will return t.
 	Remove(t T)
 
-	// Pick returns the next target, or false if there are no members.
+	// Pick returns the next available target, or false if no member is
+	// available. A target that failed a handoff is excluded from later
+	// picks by making it unavailable, which costs O(1) per member scanned.
 	Pick() (T, bool)
 
-	// PickExcluding is like Pick but never returns a target in excluded.
-	// It returns false if every member is excluded. It is meant for
-	// retrying after a failed handoff, with the targets already tried.
-	PickExcluding(excluded []T) (T, bool)
-
-	// Len returns the number of members.
+	// Len returns the number of members, available or not.
 	Len() int
+
+	// Members returns the current members. The slice is shared: do not
+	// modify it.
+	Members() []T
 }
 
 // Policies lists the policy names accepted by New, default first.

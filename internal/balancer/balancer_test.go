@@ -14,13 +14,22 @@ var (
 	_ Balancer[*target] = (*LeastConn[*target])(nil)
 )
 
-// target is a fake worker with a settable load.
+// target is a fake worker with a settable load and availability.
 type target struct {
 	name string
 	load atomic.Int64
+	off  atomic.Bool // unavailable
 }
 
-func (t *target) Load() int64    { return t.load.Load() }
+func (t *target) Load() int64     { return t.load.Load() }
+func (t *target) Available() bool { return !t.off.Load() }
+
+// setOff makes ts unavailable, and the other members of all available.
+func setOff(all []*target, ts ...*target) {
+	for _, t := range all {
+		t.off.Store(slices.Contains(ts, t))
+	}
+}
 func (t *target) String() string { return t.name }
 
 func newTargets(n int) []*target {
@@ -157,8 +166,8 @@ func TestEmpty(t *testing.T) {
 		if p, ok := b.Pick(); ok || p != nil {
 			t.Errorf("Pick: want <nil> false, have %v %v", p, ok)
 		}
-		if p, ok := b.PickExcluding(nil); ok || p != nil {
-			t.Errorf("PickExcluding(nil): want <nil> false, have %v %v", p, ok)
+		if want, have := 0, len(b.Members()); want != have {
+			t.Errorf("Members: want %d, have %d", want, have)
 		}
 
 		// Emptied after use.
@@ -193,60 +202,44 @@ func TestAddRemoveIdempotent(t *testing.T) {
 	})
 }
 
-func TestPickExcluding(t *testing.T) {
+func TestPickSkipsUnavailable(t *testing.T) {
 	policies(t, func(t *testing.T, b Balancer[*target]) {
 		ts := newTargets(4)
 		addAll(b, ts)
 
-		excluded := []*target{ts[0], ts[2]}
+		off := []*target{ts[0], ts[2]}
+		setOff(ts, off...)
 		counts := map[*target]int{}
 		for range 100 {
-			p, ok := b.PickExcluding(excluded)
+			p, ok := b.Pick()
 			if !ok {
-				t.Fatal("PickExcluding: ok = false, want true")
+				t.Fatal("Pick: ok = false, want true")
 			}
-			if slices.Contains(excluded, p) {
-				t.Fatalf("PickExcluding returned excluded %v", p)
+			if slices.Contains(off, p) {
+				t.Fatalf("Pick returned unavailable %v", p)
 			}
 			counts[p]++
 		}
 		if want, have := 2, len(counts); want != have {
 			t.Errorf("distinct picks: want %d, have %d (%v)", want, have, counts)
 		}
-
-		// Excluding everyone, in any order and with strangers, fails.
-		all := []*target{{name: "stranger"}, ts[3], ts[1], ts[0], ts[2]}
-		if p, ok := b.PickExcluding(all); ok || p != nil {
-			t.Errorf("PickExcluding(all): want <nil> false, have %v %v", p, ok)
+		// Unavailable members are still members.
+		if want, have := 4, b.Len(); want != have {
+			t.Errorf("Len: want %d, have %d", want, have)
+		}
+		if want, have := ts, b.Members(); !slices.Equal(want, have) {
+			t.Errorf("Members: want %v, have %v", want, have)
 		}
 
-		// Excluding nothing is Pick.
-		if _, ok := b.PickExcluding(nil); !ok {
-			t.Error("PickExcluding(nil): ok = false, want true")
+		// No member available: no pick.
+		setOff(ts, ts...)
+		if p, ok := b.Pick(); ok || p != nil {
+			t.Errorf("Pick with none available: want <nil> false, have %v %v", p, ok)
 		}
-	})
-}
 
-// TestPickExcludingRetry checks the intended use: retrying after failed
-// handoffs visits every member once before giving up.
-func TestPickExcludingRetry(t *testing.T) {
-	policies(t, func(t *testing.T, b Balancer[*target]) {
-		ts := newTargets(5)
-		addAll(b, ts)
-		var tried []*target
-		for {
-			p, ok := b.PickExcluding(tried)
-			if !ok {
-				break
-			}
-			if slices.Contains(tried, p) {
-				t.Fatalf("%v picked twice", p)
-			}
-			tried = append(tried, p)
-		}
-		if want, have := len(ts), len(tried); want != have {
-			t.Errorf("tried: want %d, have %d (%v)", want, have, tried)
-		}
+		// Available again: picked again.
+		setOff(ts)
+		checkEven(t, pickN(t, b, 400), ts)
 	})
 }
 
@@ -254,12 +247,12 @@ func TestPickAllocs(t *testing.T) {
 	policies(t, func(t *testing.T, b Balancer[*target]) {
 		ts := newTargets(8)
 		addAll(b, ts)
-		excluded := ts[:3]
 		if want, have := 0.0, testing.AllocsPerRun(100, func() { b.Pick() }); want != have {
 			t.Errorf("Pick allocs: want %v, have %v", want, have)
 		}
-		if want, have := 0.0, testing.AllocsPerRun(100, func() { b.PickExcluding(excluded) }); want != have {
-			t.Errorf("PickExcluding allocs: want %v, have %v", want, have)
+		setOff(ts, ts[:3]...)
+		if want, have := 0.0, testing.AllocsPerRun(100, func() { b.Pick() }); want != have {
+			t.Errorf("Pick allocs with members unavailable: want %v, have %v", want, have)
 		}
 	})
 }
@@ -310,15 +303,17 @@ func TestConcurrent(t *testing.T) {
 		ts := newTargets(16)
 		fixed, churn := ts[:4], ts[4:]
 		addAll(b, fixed)
+		// Half the fixed members are unavailable throughout: never picked.
+		excluded := fixed[:2]
+		setOff(ts, excluded...)
 
 		var wg sync.WaitGroup
-		for i := range 8 {
+		for range 8 {
 			wg.Go(func() {
-				excluded := fixed[:i%len(fixed)]
 				for range 2000 {
-					p, ok := b.PickExcluding(excluded)
+					p, ok := b.Pick()
 					if !ok {
-						t.Error("PickExcluding: ok = false, want true")
+						t.Error("Pick: ok = false, want true")
 						return
 					}
 					if !slices.Contains(ts, p) {
@@ -326,7 +321,7 @@ func TestConcurrent(t *testing.T) {
 						return
 					}
 					if slices.Contains(excluded, p) {
-						t.Errorf("picked excluded target %v", p)
+						t.Errorf("picked unavailable target %v", p)
 						return
 					}
 					p.load.Add(1)

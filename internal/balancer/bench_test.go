@@ -20,16 +20,18 @@ func BenchmarkPick(b *testing.B) {
 	}
 }
 
-func BenchmarkPickExcluding(b *testing.B) {
+// BenchmarkPickUnavailable picks while some members cannot take
+// connections, as after failed handoffs.
+func BenchmarkPickUnavailable(b *testing.B) {
 	for _, policy := range Policies {
 		b.Run(fmt.Sprintf("%s/n=8", policy), func(b *testing.B) {
 			bal, _ := New[*target](policy)
 			ts := newTargets(8)
 			addAll(bal, ts)
-			excluded := ts[:2]
+			setOff(ts, ts[:2]...)
 			b.ReportAllocs()
 			for b.Loop() {
-				bal.PickExcluding(excluded)
+				bal.Pick()
 			}
 		})
 	}

@@ -10,8 +10,11 @@
 //   - [LeastConn] picks the member reporting the lowest [Target.Load],
 //     breaking ties by rotation so equally loaded members share evenly.
 //
+// A member that cannot take a connection for a moment reports
+// [Target.Available] false and is skipped, without leaving the set.
+//
 // Both are safe for concurrent use: any number of goroutines may call Pick
-// and PickExcluding while others call Add and Remove. Picks never block and
+// while others call Add and Remove. Picks never block and
 // never allocate. They read an immutable snapshot of the members published
 // through an atomic pointer; Add and Remove copy the snapshot, change the
 // copy and publish it, serialized by a mutex. Once Remove returns, no Pick

@@ -6,13 +6,16 @@ import (
 	"github.com/prefork/prefork/internal/balancer"
 )
 
-// worker stands in for a worker process. Its Load is its open connections.
+// worker stands in for a worker process. Its Load is its open connections;
+// it is unavailable while its queue is full.
 type worker struct {
 	name  string
 	conns int64
+	full  bool
 }
 
-func (w *worker) Load() int64 { return w.conns }
+func (w *worker) Load() int64     { return w.conns }
+func (w *worker) Available() bool { return !w.full }
 
 // picks returns the names of the next n workers b picks.
 func picks(b balancer.Balancer[*worker], n int) []string {
@@ -36,9 +39,11 @@ func Example() {
 	rr.Add(c)
 	fmt.Println(picks(rr, 4))
 
-	// Retry after a failed handoff to b: skip the workers already tried.
-	w, _ := rr.PickExcluding([]*worker{b})
-	fmt.Println("retry:", w.name)
+	// A handoff to b failed because its queue is full: b is skipped
+	// until it has room again, and its turn falls to c.
+	b.full = true
+	fmt.Println(picks(rr, 3))
+	b.full = false
 
 	lc := balancer.NewLeastConn[*worker]()
 	lc.Add(a)
@@ -51,7 +56,7 @@ func Example() {
 	fmt.Println(err)
 	// Output:
 	// [a b c a]
-	// retry: c
+	// [c c a]
 	// [b c b c]
 	// balancer: unknown policy "random"
 }

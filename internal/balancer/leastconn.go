@@ -1,9 +1,6 @@
 package balancer
 
-import (
-	"slices"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // LeastConn is a Balancer that picks the member with the lowest Load.
 //
@@ -37,14 +34,12 @@ func (l *LeastConn[T]) Remove(t T) { l.m.remove(t) }
 // Len returns the number of members.
 func (l *LeastConn[T]) Len() int { return l.m.len() }
 
-// Pick returns the least loaded member, or false if there are none.
-func (l *LeastConn[T]) Pick() (T, bool) {
-	return l.PickExcluding(nil)
-}
+// Members returns the current members; do not modify the slice.
+func (l *LeastConn[T]) Members() []T { return l.m.load() }
 
-// PickExcluding returns the least loaded member that is not in excluded, or
-// false if there is none. It is O(n·len(excluded)).
-func (l *LeastConn[T]) PickExcluding(excluded []T) (T, bool) {
+// Pick returns the least loaded available member, or false if there is
+// none.
+func (l *LeastConn[T]) Pick() (T, bool) {
 	var (
 		best     T
 		bestLoad int64
@@ -58,7 +53,7 @@ func (l *LeastConn[T]) PickExcluding(excluded []T) (T, bool) {
 	i := int(l.next.Load() % uint64(n))
 	next := 0
 	for range n {
-		if t := ts[i]; !slices.Contains(excluded, t) {
+		if t := ts[i]; t.Available() {
 			if load := t.Load(); !found || load < bestLoad {
 				best, bestLoad, found = t, load, true
 				next = i + 1

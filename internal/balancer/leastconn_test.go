@@ -19,12 +19,14 @@ func TestLeastConnPrefersLeastLoaded(t *testing.T) {
 		}
 	}
 
-	// The least loaded among those not excluded.
+	// The least loaded among those available.
+	setOff(ts, ts[2])
 	for range 20 {
-		if p, _ := lc.PickExcluding([]*target{ts[2]}); p != ts[3] {
-			t.Fatalf("PickExcluding: want %v, have %v", ts[3], p)
+		if p, _ := lc.Pick(); p != ts[3] {
+			t.Fatalf("Pick with %v unavailable: want %v, have %v", ts[2], ts[3], p)
 		}
 	}
+	setOff(ts)
 
 	// Negative loads are just lower.
 	ts[1].load.Store(-1)

@@ -1,15 +1,13 @@
 package balancer
 
-import (
-	"slices"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // RoundRobin is a Balancer that hands out its members in strict rotation.
 //
-// For sequential picks over a fixed set of n members, every run of n picks
-// returns each member exactly once. When members join or leave, rotation
-// continues over the new set. Pick is O(1).
+// For sequential picks over a fixed set of n available members, every run
+// of n picks returns each member exactly once. When members join or leave,
+// rotation continues over the new set. Pick is O(1) while every member is
+// available; an unavailable one costs one O(1) check.
 //
 // The zero value is an empty RoundRobin ready to use. A RoundRobin must not
 // be copied after first use.
@@ -32,19 +30,12 @@ func (r *RoundRobin[T]) Remove(t T) { r.m.remove(t) }
 // Len returns the number of members.
 func (r *RoundRobin[T]) Len() int { return r.m.len() }
 
-// Pick returns the next member in rotation, or false if there are none.
-func (r *RoundRobin[T]) Pick() (T, bool) {
-	ts := r.m.load()
-	if len(ts) == 0 {
-		var zero T
-		return zero, false
-	}
-	return ts[r.start(len(ts))], true
-}
+// Members returns the current members; do not modify the slice.
+func (r *RoundRobin[T]) Members() []T { return r.m.load() }
 
-// PickExcluding returns the next member in rotation that is not in
-// excluded, or false if there is none. It is O(n·len(excluded)).
-func (r *RoundRobin[T]) PickExcluding(excluded []T) (T, bool) {
+// Pick returns the next available member in rotation, or false if there is
+// none. An unavailable member's turn falls to the next available one.
+func (r *RoundRobin[T]) Pick() (T, bool) {
 	ts := r.m.load()
 	if len(ts) == 0 {
 		var zero T
@@ -52,7 +43,7 @@ func (r *RoundRobin[T]) PickExcluding(excluded []T) (T, bool) {
 	}
 	i := r.start(len(ts))
 	for range ts {
-		if t := ts[i]; !slices.Contains(excluded, t) {
+		if t := ts[i]; t.Available() {
 			return t, true
 		}
 		if i++; i == len(ts) {

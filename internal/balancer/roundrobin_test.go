@@ -62,17 +62,17 @@ func TestRoundRobinLeave(t *testing.T) {
 	checkEven(t, counts, rest)
 }
 
-func TestRoundRobinPickExcludingRotates(t *testing.T) {
+func TestRoundRobinUnavailableRotates(t *testing.T) {
 	rr := NewRoundRobin[*target]()
 	ts := newTargets(4)
 	addAll(rr, ts)
-	excluded := []*target{ts[1]}
+	setOff(ts, ts[1])
 	counts := map[*target]int{}
 	for range 4 * 30 {
-		p, _ := rr.PickExcluding(excluded)
+		p, _ := rr.Pick()
 		counts[p]++
 	}
-	// The excluded target's turns fall to its successor.
+	// The unavailable target's turns fall to its successor.
 	want := map[*target]int{ts[0]: 30, ts[2]: 60, ts[3]: 30}
 	if !maps.Equal(want, counts) {
 		t.Errorf("counts: want %v, have %v", want, counts)

@@ -204,6 +204,10 @@ func (c *Channel) finishRecv(buf []byte, n int, oob []byte, flags int, fds []int
 	return f, fds, nil
 }
 
+// SyscallConn returns the channel's raw connection, to wait for
+// writability (RawConn.Write) or to query the socket (RawConn.Control).
+func (c *Channel) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
 // SetReadDeadline sets the deadline for Recv, as net.Conn's does; a past
 // deadline wakes a blocked Recv with a timeout error.
 func (c *Channel) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }

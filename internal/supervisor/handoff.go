@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -26,8 +27,13 @@ const maxBatch = ipc.MaxFDs
 // in rr mode, asks the balancer for a worker, sends the descriptor over that
 // worker's handoff channel and closes its own copy. A connection no worker
 // takes waits in a bounded queue until one is ready; one whose worker died
-// is read back and offered to another. It is safe for concurrent use: accept
-// loops and the supervisor's owner goroutine call it.
+// or stopped taking connections is read back and offered to another. It is
+// safe for concurrent use: accept loops, waiters and timers of its own, and
+// the supervisor's owner goroutine call it.
+//
+// A worker is picked only while it is routed (a balancer member: the
+// owner's route and unroute) and available (target.off is zero): not full,
+// not backing off after a transient error, not stalled, not paused.
 type handoff struct {
 	bal          balancer.Balancer[*target]
 	log          *zap.Logger
@@ -45,16 +51,23 @@ type handoff struct {
 	oneCPU bool
 
 	mu      sync.Mutex
-	pending []pendingConn
-	timer   *time.Timer // the next flush: expiry, or a retry (see rearm)
+	pending []pendingConn // in arrival order
+	timer   *time.Timer   // expires the oldest queued connection
 	npend   atomic.Int32
+	// flush's scratch, guarded by mu.
+	ffds   [maxBatch]int
+	fpeers [maxBatch]ipc.Peer
+	fframe [ipc.MaxConnsFrame]byte
+
+	// sendmsg sends a frame to t; nil for t.ch.Send. Tests inject errors.
+	sendmsg func(t *target, frame []byte, fds []int) error
 
 	obs observer // metrics; nil for none. Set before the first accept.
 
 	failures  atomic.Uint64 // sends that failed
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
 	dropped   atomic.Uint64 // connections closed unserved: queue full or too old
-	recovered atomic.Uint64 // connections read back from a dead worker's queue
+	recovered atomic.Uint64 // connections read back from a dead or stalled worker's queue
 }
 
 // observer receives timings from the handoff path; it must not allocate.
@@ -66,6 +79,7 @@ type observer interface {
 type pendingConn struct {
 	fd    int
 	since time.Time
+	peer  ipc.Peer // zero: unknown, the worker asks the kernel
 }
 
 func newHandoff(bal balancer.Balancer[*target], log *zap.Logger, queueMax int, queueTimeout time.Duration) *handoff {
@@ -178,7 +192,7 @@ func (h *handoff) serve(l *acceptLoop) error {
 // it is too large to build on every call.
 type batch struct {
 	groups [maxBatch]struct {
-		t   *target
+		t   *target // nil: no worker available
 		fds [maxBatch]int
 		at  [maxBatch]uint8 // where each is in the burst, for its peer
 		n   int
@@ -195,15 +209,10 @@ func (h *handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 		h.flush() // keep order: earlier connections first
 	}
 	var t *target
-	ok := false
 	ng := 0
 	for k, fd := range fds {
 		if k == 0 || !h.oneCPU {
-			t, ok = h.bal.Pick()
-		}
-		if !ok {
-			h.enqueue(fd)
-			continue
+			t, _ = h.bal.Pick()
 		}
 		i := 0
 		for i < ng && b.groups[i].t != t {
@@ -220,34 +229,90 @@ func (h *handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 	}
 	for i := range ng {
 		g := &b.groups[i]
-		sent := g.fds[:g.n]
-		frame := ipc.ConnsFrame(len(sent))
-		if peers != nil && g.t.peers.Load() {
-			frame = ipc.AppendConnsPeers(b.frame[:0], g.n)
-			for _, k := range g.at[:g.n] {
-				frame = append(frame, peers[k][:]...)
-			}
-		}
-		err := g.t.ch.Send(frame, sent)
-		if err == nil {
-			h.sent(g.t, sent)
-		} else {
-			h.failed(g.t, err)
-			for _, fd := range sent {
-				h.one(fd, g.t)
-			}
-		}
+		h.deliver(g.t, g.fds[:g.n], g.at[:g.n], peers, &b.frame)
 		g.t = nil // do not keep an exited worker's target alive
 	}
 }
 
-// one hands off a single descriptor, avoiding the worker that just failed,
-// and queues it if no worker takes it.
-func (h *handoff) one(fd int, failed *target) {
-	h.retried.Add(1)
-	if !h.sendAny(fd, failed) {
-		h.enqueue(fd)
+// deliver sends fds to t or, for those t does not take, to other workers,
+// and queues what no worker takes. The peer of fds[i] is peers[at[i]], or
+// peers[i] if at is nil; peers may be nil.
+func (h *handoff) deliver(t *target, fds []int, at []uint8, peers []ipc.Peer, frame *[ipc.MaxConnsFrame]byte) {
+	// Every failure makes its target unavailable, so each try is another
+	// worker; the bound holds if others clear their marks meanwhile.
+	for tries := 0; t != nil && tries <= h.bal.Len(); tries++ {
+		n, err := h.send(t, fds, at, peers, frame)
+		if n > 0 {
+			h.sent(t, fds[:n])
+			fds = fds[n:]
+			if at != nil {
+				at = at[n:]
+			} else if peers != nil {
+				peers = peers[n:]
+			}
+		}
+		if len(fds) == 0 {
+			return
+		}
+		h.failed(t, err)
+		h.retried.Add(uint64(len(fds)))
+		t, _ = h.bal.Pick()
 	}
+	h.enqueue(fds, at, peers)
+}
+
+// peerAt is the peer of the i-th of a group's connections (see deliver).
+func peerAt(peers []ipc.Peer, at []uint8, i int) ipc.Peer {
+	switch {
+	case peers == nil:
+		return ipc.Peer{}
+	case at != nil:
+		return peers[at[i]]
+	}
+	return peers[i]
+}
+
+// errFull: the worker has maxUntaken connections it has not taken yet.
+var errFull = errors.New("supervisor: worker has too many connections untaken")
+
+// send sends as many of fds to t in one frame as t has room for, and
+// returns how many it sent: all of them, or fewer with the error that
+// stopped the rest. The caller closes what was sent (sent).
+func (h *handoff) send(t *target, fds []int, at []uint8, peers []ipc.Peer, frame *[ipc.MaxConnsFrame]byte) (int, error) {
+	t.mu.Lock()
+	n := t.room(len(fds))
+	if n == 0 {
+		t.mu.Unlock()
+		return 0, errFull
+	}
+	f := ipc.ConnsFrame(n)
+	if peers != nil && t.peers.Load() {
+		f = ipc.AppendConnsPeers(frame[:0], n)
+		for i := range n {
+			p := peerAt(peers, at, i)
+			f = append(f, p[:]...)
+		}
+	}
+	var err error
+	if h.sendmsg != nil {
+		err = h.sendmsg(t, f, fds[:n])
+	} else {
+		err = t.ch.Send(f, fds[:n])
+	}
+	if err == nil {
+		t.queue.add(len(f), n)
+	}
+	t.mu.Unlock()
+	switch {
+	case err != nil:
+		return 0, err
+	case n < len(fds):
+		return n, errFull
+	}
+	if t.fails.Load() != 0 {
+		t.fails.Store(0)
+	}
+	return n, nil
 }
 
 func (h *handoff) sent(t *target, fds []int) {
@@ -257,28 +322,124 @@ func (h *handoff) sent(t *target, fds []int) {
 	ipc.CloseAll(fds)
 }
 
+// failed takes t out of rotation for as long as err says: for good if its
+// channel is closed, until it has room if it is full, for a short back-off
+// otherwise (ENOBUFS, ENOMEM, ETOOMANYREFS pass; the worker is still there).
 func (h *handoff) failed(t *target, err error) {
 	h.failures.Add(1)
-	if !errors.Is(err, ipc.ErrWouldBlock) {
+	switch {
+	case errors.Is(err, ipc.ErrWouldBlock), errors.Is(err, errFull):
+		h.block(t)
+	case errors.Is(err, ipc.ErrPeerClosed), errors.Is(err, net.ErrClosed), errors.Is(err, unix.EBADF):
 		// Gone or closed: no later pick should choose it. The owner
 		// goroutine removes it too when it learns of the exit; Remove is
 		// idempotent.
 		h.bal.Remove(t)
+	default:
+		h.backOff(t, err)
 	}
 }
 
-// enqueue holds fd until a worker is ready, within the queue's bounds.
-func (h *handoff) enqueue(fd int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.pending) >= h.queueMax {
-		h.drop(fd, "no worker ready and queue full")
+// block marks t full and waits, on a goroutine, until it can take
+// connections again; then it offers it the queue.
+func (h *handoff) block(t *target) {
+	if t.off.Or(offFull)&offFull != 0 {
+		return // a waiter is on it
+	}
+	go func() {
+		rc, err := t.ch.SyscallConn()
+		if err == nil {
+			// RawConn.Write parks on the runtime poller until the socket
+			// is reported writable, then calls the function again. Linux
+			// reports a unix socket writable (and wakes its poller, edge
+			// by edge) each time the peer's read frees a frame while the
+			// sender's buffer is at most a quarter used; so a worker that
+			// takes frames wakes this waiter, and one that does not costs
+			// nothing. The first call checks at once: the frames may have
+			// been taken before the waiter started.
+			err = rc.Write(func(fd uintptr) bool { return writable(fd) && t.hasRoom() })
+		}
+		t.off.And(^uint32(offFull))
+		if err == nil {
+			h.flush()
+		}
+	}()
+}
+
+// writable polls fd for writability without waiting; an error or a hang-up
+// counts as writable, so that the next send finds out.
+func writable(fd uintptr) bool {
+	p := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	n, err := unix.Poll(p[:], 0)
+	return err != nil || n > 0
+}
+
+// hasRoom reports whether t may take a connection. It runs inside
+// RawConn.Write, which holds a reference on the channel's descriptor that
+// Channel.Close waits for while holding the channel's send lock: waiting
+// for t.mu here, held by a sender waiting for that lock, would deadlock. So
+// a busy t.mu counts as room, and the flush finds out.
+func (t *target) hasRoom() bool {
+	if !t.mu.TryLock() {
+		return true
+	}
+	defer t.mu.Unlock()
+	return t.room(1) > 0
+}
+
+// Back-off after a transient send error: it doubles from backoffMin while
+// the errors continue, up to backoffMax.
+const (
+	backoffMin = 5 * time.Millisecond
+	backoffMax = time.Second
+)
+
+// backOff takes t out of rotation for a moment after a transient error.
+func (h *handoff) backOff(t *target, err error) {
+	n := t.fails.Add(1)
+	if t.off.Or(offBackoff)&offBackoff != 0 {
+		return // a timer is on it
+	}
+	d := min(backoffMin<<min(n-1, 10), backoffMax)
+	if n&(n-1) == 0 {
+		h.log.Warn("handoff to a worker failed; retrying it after a back-off", zap.Int("slot", t.slot), zap.Error(err),
+			zap.Duration("delay", d), zap.Int32("failures_in_a_row", n))
+	}
+	time.AfterFunc(d, func() {
+		t.off.And(^uint32(offBackoff))
+		h.flush()
+	})
+}
+
+// pause takes t out of rotation (paused) or puts it back, whatever the
+// owner's routing: the worker asked for no connections for now. What it
+// was sent stays queued; check reads it back if it does not move.
+func (h *handoff) pause(t *target, paused bool) {
+	if paused {
+		t.off.Or(offPaused)
 		return
 	}
+	if t.off.And(^uint32(offPaused))&offPaused != 0 {
+		h.flush()
+	}
+}
+
+// enqueue holds fds until a worker is ready, within the queue's bounds
+// (see deliver for at and peers).
+func (h *handoff) enqueue(fds []int, at []uint8, peers []ipc.Peer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	now := time.Now()
-	h.pending = append(h.pending, pendingConn{fd: fd, since: now})
-	h.npend.Store(int32(len(h.pending)))
-	h.rearm(now)
+	for i, fd := range fds {
+		if len(h.pending) >= h.queueMax {
+			h.drop(fd, "no worker ready and queue full")
+			continue
+		}
+		h.pending = append(h.pending, pendingConn{fd: fd, since: now, peer: peerAt(peers, at, i)})
+	}
+	// A worker may have become available since the pick; its flush ran
+	// before these were queued. Under mu, one of the two sees the other.
+	h.flushLocked(now)
 }
 
 // drop closes a connection no worker will take and counts it. It logs at
@@ -292,15 +453,10 @@ func (h *handoff) drop(fd int, why string) {
 	}
 }
 
-// retryEvery is how soon queued connections are offered again while
-// workers exist but all their queues are full (the kernel bounds a
-// SEQPACKET queue by net.unix.max_dgram_qlen frames, 10 by default).
-const retryEvery = 2 * time.Millisecond
-
-// rearm sets the one timer that flushes the queue: when its oldest
-// connection expires, or within retryEvery if a worker is ready (then the
-// connections wait only because every ready worker's queue was full, and
-// must not wait for the next accept). Called with h.mu held.
+// rearm sets the one timer that flushes the queue when its oldest
+// connection expires. Retries are not timed: whatever makes a worker
+// available again (route, a waiter seeing room, the end of a back-off, a
+// stall or a pause) flushes. Called with h.mu held.
 func (h *handoff) rearm(now time.Time) {
 	if len(h.pending) == 0 {
 		if h.timer != nil {
@@ -309,9 +465,6 @@ func (h *handoff) rearm(now time.Time) {
 		return
 	}
 	d := h.queueTimeout - now.Sub(h.pending[0].since)
-	if h.bal.Len() > 0 {
-		d = min(d, retryEvery)
-	}
 	if h.timer == nil {
 		h.timer = time.AfterFunc(d, h.flush)
 		return
@@ -319,51 +472,115 @@ func (h *handoff) rearm(now time.Time) {
 	h.timer.Reset(d)
 }
 
-// flush hands queued connections to ready workers and closes those that
-// waited longer than the queue timeout. The owner calls it when a worker
-// becomes ready; a timer calls it to expire old ones.
+// flush hands queued connections to available workers and closes those
+// that waited longer than the queue timeout. The owner calls it when a
+// worker becomes ready.
 func (h *handoff) flush() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := time.Now()
-	keep := h.pending[:0]
-	for _, p := range h.pending {
-		if now.Sub(p.since) >= h.queueTimeout {
-			h.drop(p.fd, "waited too long for a ready worker")
-			continue
+	h.flushLocked(time.Now())
+}
+
+// flushLocked sends the queue in full frames, a worker per frame. Its work
+// is bounded: a worker that fails a send is unavailable for the rest of the
+// pass (and until it can take connections again), so a pass costs at most
+// one failed send per worker plus one per frame sent.
+func (h *handoff) flushLocked(now time.Time) {
+	i := 0
+	for i < len(h.pending) && now.Sub(h.pending[i].since) >= h.queueTimeout {
+		h.drop(h.pending[i].fd, "waited too long for a ready worker")
+		i++
+	}
+	for fails := 0; i < len(h.pending) && fails <= h.bal.Len(); {
+		t, ok := h.bal.Pick()
+		if !ok {
+			break
 		}
-		if !h.sendAny(p.fd, nil) {
-			keep = append(keep, p)
-		} else if h.obs != nil {
-			h.obs.ObservePendingWait(now.Sub(p.since))
+		n := min(len(h.pending)-i, maxBatch)
+		for k, p := range h.pending[i : i+n] {
+			h.ffds[k], h.fpeers[k] = p.fd, p.peer
+		}
+		m, err := h.send(t, h.ffds[:n], nil, h.fpeers[:n], &h.fframe)
+		if m > 0 {
+			if h.obs != nil {
+				for _, p := range h.pending[i : i+m] {
+					h.obs.ObservePendingWait(now.Sub(p.since))
+				}
+			}
+			h.sent(t, h.ffds[:m])
+			i += m
+		}
+		if err != nil {
+			h.failed(t, err)
+			fails++
 		}
 	}
-	clear(h.pending[len(keep):])
-	h.pending = keep
-	h.npend.Store(int32(len(keep)))
+	n := copy(h.pending, h.pending[i:])
+	clear(h.pending[n:])
+	h.pending = h.pending[:n]
+	h.npend.Store(int32(n))
 	h.rearm(now)
 }
 
-// sendAny tries every ready worker but avoid once for fd.
-func (h *handoff) sendAny(fd int, avoid *target) bool {
-	var buf [8]*target
-	tried := buf[:0]
-	if avoid != nil {
-		tried = append(tried, avoid)
+// stallAfter is how long a worker may leave its queue untouched, with
+// connections in it, before they are read back and handed on.
+const stallAfter = time.Second
+
+// check finds workers that stopped taking connections (SIGSTOP, a long
+// GC pause, a page-fault storm, or paused with connections queued): one
+// that took none of its queued connections for stallAfter, while another
+// worker is ready, leaves the rotation, and the supervisor reads its queue
+// back and hands it on. It returns as soon as its queue moves or is empty;
+// back in rotation without having moved, it is sent one connection at a
+// time until it takes one. The owner calls check from its tick (250 ms), so
+// a connection waits on a stopped worker stallAfter plus a tick at most.
+func (h *handoff) check(now time.Time) {
+	ts := h.bal.Members()
+	ready := 0
+	for _, t := range ts {
+		if t.off.Load()&(offStalled|offPaused) == 0 {
+			ready++
+		}
 	}
-	fds := [1]int{fd}
-	for {
-		t, ok := h.bal.PickExcluding(tried)
-		if !ok {
-			return false
+	flush := false
+	for _, t := range ts {
+		untaken, taken := t.progress()
+		off := t.off.Load()
+		moved := taken != t.lastTaken
+		if untaken == 0 || moved || t.lastMove.IsZero() {
+			t.lastTaken, t.lastMove = taken, now
+			if off&offStalled != 0 || moved {
+				t.mu.Lock()
+				t.probe = !moved
+				t.mu.Unlock()
+			}
+			if off&offStalled != 0 {
+				t.off.And(^uint32(offStalled))
+				flush = true
+			}
+			continue
 		}
-		err := t.ch.Send(ipc.ConnsFrame(1), fds[:])
-		if err == nil {
-			h.sent(t, fds[:])
-			return true
+		if off&offStalled == 0 {
+			if now.Sub(t.lastMove) < stallAfter {
+				continue
+			}
+			if off&offPaused == 0 {
+				if ready == 1 {
+					continue // the only one: nowhere better to go
+				}
+				ready--
+			} else if ready == 0 {
+				continue
+			}
+			t.off.Or(offStalled)
 		}
-		h.failed(t, err)
-		tried = append(tried, t)
+		if n := h.readBack(t, true); n > 0 {
+			h.log.Info("worker took no connections; re-routed those queued for it", zap.Int("slot", t.slot),
+				zap.Int("connections", n), zap.Duration("stalled", now.Sub(t.lastMove)))
+		}
+	}
+	if flush {
+		h.flush()
 	}
 }
 
@@ -373,16 +590,32 @@ func (h *handoff) sendAny(fd int, avoid *target) bool {
 func (h *handoff) recover(t *target) int {
 	h.bal.Remove(t)
 	t.ch.Close() // after this no Send to t can succeed
+	if t.keep == nil {
+		return 0
+	}
 	defer t.keep.Close()
+	return h.readBack(t, false)
+}
+
+// readBack takes the frames queued for t out through keep and hands their
+// connections on, returning how many. A live worker may read at the same
+// time: each frame goes whole to whichever reader takes it first.
+func (h *handoff) readBack(t *target, live bool) int {
 	buf := make([]byte, ipc.MaxFrame)
 	scratch := new(batch)
 	var fds []int
 	var peers []ipc.Peer
 	n := 0
-	// Bounded: the queue holds at most max_dgram_qlen frames, and malformed
-	// ones cannot appear (only this process writes to the channel).
+	// Bounded: the queue holds at most a send buffer's worth of frames
+	// (see sendLog), and malformed ones cannot appear (only this process
+	// writes to the channel).
 	for range 1 << 16 {
+		t.mu.Lock()
 		f, got, err := t.keep.TryRecv(buf, fds[:0])
+		if err == nil && f.Type == ipc.TypeConns {
+			t.queue.reclaimed += uint64(len(got))
+		}
+		t.mu.Unlock()
 		if err != nil {
 			if !errors.Is(err, ipc.ErrWouldBlock) && !errors.Is(err, io.EOF) {
 				h.log.Warn("reading back queued connections", zap.Int("slot", t.slot), zap.Error(err))
@@ -390,6 +623,16 @@ func (h *handoff) recover(t *target) int {
 			break
 		}
 		fds = got
+		if f.Type != ipc.TypeConns {
+			// A reuseport worker's handoff channel is its control channel:
+			// give a live worker its other frames back.
+			if live {
+				if frame, err := ipc.AppendFrame(nil, f.Type, f.Payload); err == nil {
+					t.ch.Send(frame, nil)
+				}
+			}
+			continue
+		}
 		// The frame keeps its peer records, if it had them, for the next
 		// worker (Decode checked there is one per descriptor).
 		peers = peers[:0]
@@ -400,6 +643,7 @@ func (h *handoff) recover(t *target) int {
 			peers = nil
 		}
 		n += len(fds)
+		t.handed.Add(-uint64(len(fds))) // it never had them: its load must not count them
 		h.recovered.Add(uint64(len(fds)))
 		h.dispatch(fds, peers, scratch)
 	}
