@@ -218,15 +218,17 @@ func (m *fakeMode) stopAccepting()        { m.stopped = true }
 func (m *fakeMode) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) {
 	return handles{}, m.failAt[sl.id]
 }
-func (m *fakeMode) route(p *process)    { m.routed[p] = true }
-func (m *fakeMode) unroute(p *process)  { delete(m.routed, p) }
-func (m *fakeMode) exited(*process) int { return 0 }
-func (m *fakeMode) vacant(sl *slot)     { m.vacated = append(m.vacated, sl.id) }
-func (m *fakeMode) retire(sl *slot)     { m.retired = append(m.retired, sl.id) }
-func (m *fakeMode) close() int          { return 0 }
-func (m *fakeMode) handoff() *handoff   { return nil }
-func (m *fakeMode) observe(observer)    {}
-func (m *fakeMode) loadReports() bool   { return false }
+func (m *fakeMode) route(p *process)     { m.routed[p] = true }
+func (m *fakeMode) unroute(p *process)   { delete(m.routed, p) }
+func (m *fakeMode) exited(*process) int  { return 0 }
+func (m *fakeMode) vacant(sl *slot)      { m.vacated = append(m.vacated, sl.id) }
+func (m *fakeMode) retire(sl *slot)      { m.retired = append(m.retired, sl.id) }
+func (m *fakeMode) close() int           { return 0 }
+func (m *fakeMode) handoff() *handoff    { return nil }
+func (m *fakeMode) observe(observer)     {}
+func (m *fakeMode) loadReports() bool    { return false }
+func (m *fakeMode) pause(*process, bool) {}
+func (m *fakeMode) tick()                {}
 
 // harness drives one supervisor on the fake system.
 type harness struct {

@@ -87,6 +87,8 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs, beats *bucket) error
 		if p.t != nil {
 			p.t.closed.Store(f.Uint32())
 		}
+	case ipc.TypePause, ipc.TypeResume:
+		s.mode.pause(p, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
 		if msgs.take(time.Now()) {
 			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})

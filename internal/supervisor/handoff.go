@@ -612,6 +612,13 @@ func (h *handoff) readBack(t *target, live bool) int {
 	for range 1 << 16 {
 		t.mu.Lock()
 		f, got, err := t.keep.TryRecv(buf, fds[:0])
+		if errors.Is(err, ipc.ErrFDsTruncated) {
+			// This process is out of descriptors itself: the kernel
+			// closed what did not fit. Hand on the ones that came.
+			h.log.Warn("reading back queued connections: out of descriptors", zap.Int("slot", t.slot),
+				zap.Int("lost", f.Count()-len(got)))
+			err = nil
+		}
 		if err == nil && f.Type == ipc.TypeConns {
 			t.queue.reclaimed += uint64(len(got))
 		}
@@ -641,6 +648,8 @@ func (h *handoff) readBack(t *target, live bool) int {
 		}
 		if len(peers) == 0 {
 			peers = nil
+		} else {
+			peers = peers[:len(fds)] // after a truncation, the first ones came
 		}
 		n += len(fds)
 		t.handed.Add(-uint64(len(fds))) // it never had them: its load must not count them

@@ -67,6 +67,7 @@ func (s *Supervisor) onTick() {
 		s.thawed(now, gap)
 	}
 	s.lastTick = now
+	s.mode.tick()
 	s.findHung(now)
 	s.keepAlive(now)
 }

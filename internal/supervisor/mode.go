@@ -12,8 +12,7 @@ import (
 
 // mode is how a scheduling mode (-mode) gets connections to workers: one
 // type per mode, in mode_rr.go, mode_shared.go and mode_reuseport.go. The
-// owner goroutine calls every method but observe, handoff and the
-// handoff's own goroutines.
+// owner goroutine calls every method but pause.
 type mode interface {
 	// addr is the address actually bound; activated, whether the socket
 	// came from systemd (LISTEN_FDS).
@@ -43,6 +42,13 @@ type mode interface {
 	// was scaled away.
 	vacant(sl *slot)
 	retire(sl *slot)
+	// pause stops (or resumes) sending p connections at the worker's own
+	// request: it is near its descriptor limit. Called from p's control
+	// reader, so that back-pressure takes effect at once.
+	pause(p *process, paused bool)
+	// tick runs from the owner's tick: rr takes a worker whose queue has
+	// not moved out of rotation and hands its queue on.
+	tick()
 
 	// close closes connections still queued at the very end, returning
 	// how many.

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -158,3 +159,6 @@ func (m *reusePort) close() int         { return m.h.closeQueue() }
 func (m *reusePort) handoff() *handoff  { return m.h }
 func (m *reusePort) observe(o observer) { m.h.obs = o }
 func (m *reusePort) loadReports() bool  { return false }
+
+func (m *reusePort) pause(p *process, paused bool) { m.h.pause(p.t, paused) }
+func (m *reusePort) tick()                         { m.h.check(time.Now()) }

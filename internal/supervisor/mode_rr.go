@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -75,3 +76,6 @@ func (m *rr) close() int            { return m.h.closeQueue() }
 func (m *rr) handoff() *handoff     { return m.h }
 func (m *rr) observe(o observer)    { m.h.obs = o }
 func (m *rr) loadReports() bool     { return m.leastConn }
+
+func (m *rr) pause(p *process, paused bool) { m.h.pause(p.t, paused) }
+func (m *rr) tick()                         { m.h.check(time.Now()) }

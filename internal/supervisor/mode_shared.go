@@ -35,3 +35,6 @@ func (m *shared) close() int          { return 0 }
 func (m *shared) handoff() *handoff   { return nil }
 func (m *shared) observe(observer)    {}
 func (m *shared) loadReports() bool   { return false }
+
+func (m *shared) pause(*process, bool) {}
+func (m *shared) tick()                {}
