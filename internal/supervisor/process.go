@@ -221,6 +221,7 @@ func (s *Supervisor) readControl(p *process) {
 			// and go on; it loses nothing.
 			if bad++; bad <= 10 {
 				s.log.Warn("malformed frame from worker", zap.Int("slot", p.slot.id), zap.Int("pid", p.pid), zap.Error(err))
+				s.emit("protocol", p, "error", err.Error(), "count", bad)
 			}
 			continue
 		}
@@ -240,6 +241,7 @@ func (s *Supervisor) readControl(p *process) {
 			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})
 		default:
 			s.log.Warn("unexpected frame from worker", zap.Int("slot", p.slot.id), zap.Stringer("type", f.Type))
+			s.emit("protocol", p, "error", "unexpected frame type "+f.Type.String(), "count", bad)
 		}
 	}
 }

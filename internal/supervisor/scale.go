@@ -97,6 +97,7 @@ func (s *Supervisor) scaleProgress() {
 	s.scaling = nil
 	msg := fmt.Sprintf("scale: %d workers in %s", len(s.slots), time.Since(op.began).Round(time.Millisecond))
 	s.log.Info("scale done", zap.Int("workers", len(s.slots)), zap.Duration("took", time.Since(op.began)))
+	s.emit("scale", nil, "step", "done", "to", len(s.slots))
 	s.notify.Status(s.statusLine())
 	for _, w := range op.waiters {
 		respond(w, control.Response{OK: true, Message: msg})
@@ -116,6 +117,7 @@ func (s *Supervisor) scaleFailed(sl *slot, err error) {
 	}
 	e := fmt.Sprintf("scale failed: slot %d: %v", sl.id, err)
 	s.log.Error(e)
+	s.emit("scale", nil, "step", "failed", "error", e)
 	for _, w := range op.waiters {
 		respond(w, control.Response{Error: e})
 	}

@@ -242,6 +242,7 @@ func (s *Supervisor) startServices() (func(), error) {
 	}
 	go reaper.Run(ctx, s.owned.Has, func(pid int) {
 		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
+		s.emit("reap", nil, "pid", pid)
 	})
 	return stop, nil
 }
@@ -326,6 +327,7 @@ func (s *Supervisor) onEvent(ev any) {
 		s.onBeat(ev.p, ev.hb)
 	case evMessage:
 		s.log.Info("message from worker", zap.Int("slot", ev.p.slot.id), zap.Int("pid", ev.p.pid), zap.ByteString("msg", ev.msg))
+		s.emit("message", ev.p, "msg", string(ev.msg))
 	case evRespawn:
 		if s.phase != phaseStopping && ev.sl.cur == nil && !ev.sl.removed {
 			if err := s.start(ev.sl, ev.cause); err != nil {
@@ -431,6 +433,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	if s.phase == phaseStarting && s.allReady() {
 		s.phase = phaseRunning
 		s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", time.Since(s.begun)))
+		s.emit("running", nil, "workers", len(s.slots), "startup_ms", float64(time.Since(s.begun).Microseconds())/1000)
 		s.notify.Ready(s.statusLine())
 	}
 	s.scaleProgress()
