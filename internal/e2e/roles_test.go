@@ -5,14 +5,33 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
 	"time"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/internal/ipc"
 )
 
-// runRole runs the test binary as a worker program of the given role.
+// runRole runs the test binary as a worker program of the given role. With
+// PREFORK_E2E_GATE set (startRole), it first waits for that file: the
+// harness creates it once it follows the supervisor's events.
 func runRole(role string) int {
+	if gate := os.Getenv("PREFORK_E2E_GATE"); gate != "" && !waitFile(gate, 10*time.Second) {
+		fmt.Fprintln(os.Stderr, "role", role+": gate", gate, "not opened within 10s")
+		return 1
+	}
 	switch role {
+	case "exit-at-boot":
+		// Exits 3 before it is ready; the worker of any slot but 1 waits
+		// first for the file PREFORK_E2E_HOLD names, so that a test can
+		// watch the supervisor react to slot 1 while it still runs.
+		fmt.Fprintln(os.Stderr, "boot failure")
+		if os.Getenv(ipc.EnvWorkerID) != "1" && !waitFile(os.Getenv("PREFORK_E2E_HOLD"), 10*time.Second) {
+			fmt.Fprintln(os.Stderr, "exit-at-boot: not released within 10s")
+		}
+		return 3
 	case "crash-after-ready":
 		// Becomes ready, then dies: a respawn storm if nothing stops it.
 		if _, err := cluster.Listen(":0"); err != nil {
@@ -69,8 +88,32 @@ func runRole(role string) int {
 	return 2
 }
 
-// roleCommand is the supervisor arguments that run this test binary as a
-// worker in role.
-func roleCommand(role string) []string {
-	return []string{"--", "/usr/bin/env", "PREFORK_E2E_ROLE=" + role, os.Args[0]}
+// startRole starts the supervisor with workers that run this test binary in
+// role, with env added to theirs. The workers wait until the harness follows
+// the supervisor's events, so that no event of theirs is missed; startRole
+// returns once they may go.
+func startRole(t testing.TB, role string, env []string, args ...string) *sup {
+	t.Helper()
+	gate := filepath.Join(t.TempDir(), "gate")
+	cmd := append([]string{"--", "/usr/bin/env", "PREFORK_E2E_ROLE=" + role, "PREFORK_E2E_GATE=" + gate}, env...)
+	s := start(t, slices.Concat(args, cmd, []string{os.Args[0]})...)
+	s.subscribed()
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitFile waits up to d for path to exist (a role's side of a gate).
+func waitFile(path string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // polling for the file
+	}
 }
