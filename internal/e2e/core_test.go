@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/probe"
 )
@@ -91,7 +93,7 @@ func TestOneCPUEven(t *testing.T) {
 		cpu++
 	}
 	s := startUnder(t, []string{taskset, "-c", strconv.Itoa(cpu)}, "-workers", "2")
-	s.waitLog(10*time.Second, "all workers ready", nil)
+	s.waitReady(10 * time.Second)
 	for _, pid := range s.children() {
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
@@ -126,13 +128,19 @@ func TestClientAddress(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
-			ready := s.log.all("worker ready")
+			// The features a worker took are in no event or status: the
+			// supervisor's log line about each ready worker carries them.
+			var ready []map[string]any
+			eventually(t, 5*time.Second, "features of 2 workers logged", func() bool {
+				ready = s.log.find(func(m map[string]any) bool { return m["logger"] == "supervisor" && m["features"] != nil })
+				return len(ready) >= 2
+			})
 			if len(ready) != 2 {
-				t.Fatalf("%d ready workers logged, want 2", len(ready))
+				t.Fatalf("features of %d workers logged, want 2", len(ready))
 			}
-			for _, e := range ready {
-				if want, have := "peers", e.str("features"); want != have {
-					t.Fatalf("worker %d: features %q, want %q", e.int("pid"), have, want)
+			for _, m := range ready {
+				if want, have := "peers", m["features"]; want != have {
+					t.Fatalf("worker %v: features %q, want %q", m["pid"], have, want)
 				}
 			}
 			for range 4 { // both workers, twice
@@ -201,8 +209,8 @@ func TestKillRespawn(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
-			victim := s.log.all("spawned worker")[0]
-			slot, pid := victim.int("slot"), victim.int("pid")
+			victim := s.status().Workers[0]
+			slot, pid := victim.Slot, victim.PID
 
 			// A client that keeps sending sequential requests on new
 			// connections across the kill.
@@ -230,8 +238,8 @@ func TestKillRespawn(t *testing.T) {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			e := s.waitLog(2*time.Second, "worker ready", func(e entry) bool { return e.int("slot") == slot && e.int("pid") != pid })
-			if d := time.Since(killed); d > time.Second {
+			e := s.waitEvent(2*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
+			if d := e.at.Sub(killed); d > time.Second {
 				t.Errorf("replacement ready after %s, want within 1s", d)
 			}
 			newPID := e.int("pid")
@@ -301,7 +309,7 @@ func testStopRefuses(t *testing.T, mode string) {
 	s := startReady(t, "-workers", "1", "-mode", mode)
 	conn, _ := s.slowRequest(s.children(), 2000)
 	s.signal(syscall.SIGTERM)
-	s.waitLog(2*time.Second, "draining worker", nil)
+	s.waitEvent(2*time.Second, control.EventDrain, func(e event) bool { return e.str("reason") == string(control.CauseStop) })
 	eventually(t, 2*time.Second, "port refuses", func() bool {
 		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
@@ -324,7 +332,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	s := startReady(t, "-workers", "1", "-grace", "60s")
 	s.slowRequest(s.children(), 30000)
 	s.signal(syscall.SIGINT)
-	s.waitLog(2*time.Second, "draining worker", nil)
+	s.waitEvent(2*time.Second, control.EventDrain, func(e event) bool { return e.str("reason") == string(control.CauseStop) })
 	s.signal(syscall.SIGINT)
 	start := time.Now()
 	code := s.waitExit(5 * time.Second)
@@ -428,16 +436,33 @@ func TestWorkerExitsAtBoot(t *testing.T) {
 }
 
 func testWorkerExitsAtBoot(t *testing.T, mode string) {
-	s := start(t, "-workers", "2", "-mode", mode, "--", "/bin/sh", "-c", "echo boot failure >&2; exit 3")
+	// Slot 2's worker is held until the supervisor has reacted to slot 1's,
+	// so that the supervisor still runs (and streams events) meanwhile.
+	hold := filepath.Join(t.TempDir(), "hold")
+	s := startRole(t, "exit-at-boot", []string{"PREFORK_E2E_HOLD=" + hold}, "-workers", "2", "-mode", mode)
 	start := time.Now()
+	s.waitEvent(3*time.Second, control.EventExit, func(e event) bool {
+		return e.int("slot") == 1 && e.str("reason") == string(control.CauseCrash)
+	})
+	stop := s.waitEvent(3*time.Second, control.EventStop, nil)
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if code := s.waitExit(5 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if d := time.Since(start); d > 3*time.Second {
+	if d := stop.at.Sub(start); d > 3*time.Second {
 		t.Fatalf("took %s to give up", d)
 	}
-	if n := len(s.log.all("spawned worker")); n > 2 {
-		t.Fatalf("%d spawns for 2 slots: a respawn storm", n)
+	// The stream is ordered: whatever the supervisor did between slot 1's
+	// exit and its stop was recorded.
+	if n := len(s.events.all(control.EventRespawn)); n > 0 {
+		t.Fatalf("%d respawns before the first workers were ready: a respawn storm", n)
+	}
+	for _, e := range s.events.all(control.EventFork) {
+		if e.str("cause") != string(control.CauseStart) {
+			t.Fatalf("a spawn for 2 slots that is not a first start: %v", e.Event)
+		}
 	}
 	out := s.stderr.String()
 	if !strings.Contains(out, "exited before it was ready") || !strings.Contains(out, "boot failure") {
@@ -455,18 +480,26 @@ func TestCrashBudget(t *testing.T) {
 }
 
 func testCrashBudget(t *testing.T, mode string) {
-	s := start(t, append([]string{"-workers", "1", "-mode", mode, "-max-crashes", "4"}, roleCommand("crash-after-ready")...)...)
+	s := startRole(t, "crash-after-ready", nil, "-workers", "1", "-mode", mode, "-max-crashes", "4")
 	if code := s.waitExit(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if n := len(s.log.all("spawned worker")); n != 5 {
-		t.Fatalf("%d spawns, want 5 (first + 4 respawns)", n)
+	// The first spawn may precede the subscription; the respawns follow
+	// the first worker's exit, which waited for it.
+	forks := s.events.all(control.EventFork)
+	spawns := map[string]int{}
+	for _, e := range forks {
+		spawns[e.str("cause")]++
 	}
-	var delays []string
-	for _, e := range s.log.all("respawning worker") {
-		delays = append(delays, e.str("delay"))
+	crash, first := spawns[string(control.CauseCrash)], spawns[string(control.CauseStart)]
+	if crash != 4 || first > 1 || crash+first != len(forks) {
+		t.Fatalf("spawns by cause %v, want the first + 4 respawns", spawns)
 	}
-	if want := []string{"0s", "100ms", "200ms", "400ms"}; !slices.Equal(delays, want) {
+	var delays []int
+	for _, e := range s.events.all(control.EventRespawn) {
+		delays = append(delays, e.int("delay_ms"))
+	}
+	if want := []int{0, 100, 200, 400}; !slices.Equal(delays, want) {
 		t.Fatalf("respawn delays %v, want %v", delays, want)
 	}
 	if !strings.Contains(s.stderr.String(), "giving up") {
@@ -498,12 +531,10 @@ func TestNoDescriptorLeak(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range 5 {
-				victim := s.children()[0]
+			for range 5 {
+				victim, from := s.children()[0], s.events.count()
 				syscall.Kill(victim, syscall.SIGKILL)
-				eventually(t, 3*time.Second, "replacement ready", func() bool {
-					return len(s.log.all("worker ready")) >= 3+i
-				})
+				s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.seq >= from })
 			}
 			if out, code := s.ctl("reload"); code != 0 {
 				t.Fatalf("reload: %s", out)
@@ -548,8 +579,9 @@ func TestNoDescriptorLeak(t *testing.T) {
 // TestMalformedFrames: a worker that writes garbage on its control channel
 // gets it logged; the supervisor keeps serving through it.
 func TestMalformedFrames(t *testing.T) {
-	s := startReady(t, append([]string{"-workers", "1"}, roleCommand("garbage")...)...)
-	s.waitLog(3*time.Second, "malformed frame from worker", nil)
+	s := startRole(t, "garbage", nil, "-workers", "1")
+	s.waitReady(10 * time.Second)
+	s.waitEvent(3*time.Second, control.EventProtocol, func(e event) bool { return e.str("error") != "" && e.int("count") >= 1 })
 	if _, err := s.pid(); err != nil {
 		t.Fatal(err)
 	}

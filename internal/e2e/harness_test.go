@@ -76,7 +76,8 @@ type sup struct {
 	t       testing.TB
 	cmd     *exec.Cmd
 	addr    string
-	log     *logBook
+	log     *logBook  // every JSON line of its output, workers' included
+	events  *recorder // its event stream
 	done    chan struct{}
 	exit    int
 	stderr  *lockedBuffer
@@ -95,9 +96,7 @@ func startUnder(t testing.TB, wrapper []string, args ...string) *sup {
 	addr := freeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	argv := append(append(wrapper, supervisorBin, "-listen", addr, "-log-format", "json", "-control", ctl), args...)
-	s := adopt(t, exec.Command(argv[0], argv[1:]...), addr)
-	s.ctlPath = ctl
-	return s
+	return adopt(t, exec.Command(argv[0], argv[1:]...), addr, ctl)
 }
 
 // ctl runs `supervisor ctl -control <this supervisor's socket> args...`.
@@ -108,10 +107,11 @@ func (s *sup) ctl(args ...string) (string, int) {
 	return string(out), exitCode(err)
 }
 
-// adopt starts cmd, a supervisor listening on addr, and watches it.
-func adopt(t testing.TB, cmd *exec.Cmd, addr string) *sup {
+// adopt starts cmd, a supervisor listening on addr with its control socket
+// at ctl ("" for none), watches it and records its events.
+func adopt(t testing.TB, cmd *exec.Cmd, addr, ctl string) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: addr, log: newLogBook(), done: make(chan struct{}), stderr: &lockedBuffer{}, cmd: cmd}
+	s := &sup{t: t, addr: addr, log: newLogBook(), done: make(chan struct{}), stderr: &lockedBuffer{}, cmd: cmd, ctlPath: ctl}
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw
 	s.cmd.Stdout = pw
@@ -123,6 +123,7 @@ func adopt(t testing.TB, cmd *exec.Cmd, addr string) *sup {
 		t.Fatal(err)
 	}
 	go s.log.read(pr, s.stderr)
+	s.events = record(ctl, s.done)
 	go func() {
 		s.cmd.Wait()
 		s.exit = s.cmd.ProcessState.ExitCode()
@@ -141,7 +142,7 @@ func adopt(t testing.TB, cmd *exec.Cmd, addr string) *sup {
 func startReady(t testing.TB, args ...string) *sup {
 	t.Helper()
 	s := start(t, args...)
-	s.waitLog(10*time.Second, "all workers ready", nil)
+	s.waitReady(10 * time.Second)
 	return s
 }
 
@@ -158,7 +159,11 @@ func (s *sup) cleanup() {
 	for _, pid := range kids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for _, pid := range append(kids, s.log.workerPIDs()...) {
+	s.events.stop()
+	for _, e := range s.events.all(control.EventFork) {
+		kids = append(kids, e.int("pid"))
+	}
+	for _, pid := range kids {
 		waitGone(s.t, pid, 3*time.Second)
 	}
 	// A test that leaves -control out gets the default path, which a
@@ -168,7 +173,7 @@ func (s *sup) cleanup() {
 		s.t.Errorf("control socket %s left behind: give the supervisor -control in the test's temp dir", p)
 	}
 	if s.t.Failed() {
-		s.t.Logf("supervisor output:\n%s", s.stderr.String())
+		s.t.Logf("supervisor output:\n%s\nevents:\n%s", s.stderr.String(), s.events)
 	}
 }
 
@@ -270,41 +275,12 @@ func (s *sup) waitPIDs(n int) map[int]bool {
 	return seen
 }
 
-// waitLog waits up to d for a supervisor log line with message msg whose
-// fields match (a nil match takes any) and returns it.
-func (s *sup) waitLog(d time.Duration, msg string, match func(entry) bool) entry {
-	s.t.Helper()
-	e, ok := s.log.wait(d, func(e entry) bool { return e.Msg == msg && (match == nil || match(e)) })
-	if !ok {
-		s.t.Fatalf("no log %q within %s", msg, d)
-	}
-	return e
-}
-
-// entry is one JSON log line of the supervisor.
-type entry struct {
-	Msg    string
-	Fields map[string]any
-	Raw    string
-}
-
-func (e entry) int(k string) int {
-	f, _ := e.Fields[k].(float64)
-	return int(f)
-}
-
-func (e entry) str(k string) string {
-	v, _ := e.Fields[k].(string)
-	return v
-}
-
-// logBook collects the supervisor's log lines and lets tests wait for one.
+// logBook collects the JSON lines of a supervisor's output: its log, and
+// its workers' output when it captures that. Tests wait for events, not
+// log lines; the log is for what is about logging itself.
 type logBook struct {
 	mu      sync.Mutex
-	cond    *sync.Cond
-	entries []entry          // the supervisor's own lines
-	objects []map[string]any // every JSON line, workers' included
-	closed  bool
+	objects []map[string]any
 }
 
 // waitAny waits for any JSON line (the supervisor's or a worker's) that
@@ -327,11 +303,20 @@ func (b *logBook) waitAny(d time.Duration, match func(map[string]any) bool) (map
 	}
 }
 
-func newLogBook() *logBook {
-	b := &logBook{}
-	b.cond = sync.NewCond(&b.mu)
-	return b
+// find returns the lines so far that match.
+func (b *logBook) find(match func(map[string]any) bool) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, m := range b.objects {
+		if match(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
+
+func newLogBook() *logBook { return &logBook{} }
 
 func (b *logBook) read(r io.Reader, raw *lockedBuffer) {
 	sc := bufio.NewScanner(r)
@@ -343,68 +328,11 @@ func (b *logBook) read(r io.Reader, raw *lockedBuffer) {
 		if json.Unmarshal([]byte(line), &m) != nil {
 			continue
 		}
-		msg, _ := m["msg"].(string)
 		b.mu.Lock()
 		b.objects = append(b.objects, m)
-		if m["logger"] == "supervisor" {
-			b.entries = append(b.entries, entry{Msg: msg, Fields: m, Raw: line})
-		}
-		b.cond.Broadcast()
 		b.mu.Unlock()
 	}
 	io.Copy(io.Discard, r)
-	b.mu.Lock()
-	b.closed = true
-	b.cond.Broadcast()
-	b.mu.Unlock()
-}
-
-// wait returns the first entry (old or new) that matches, or false after d
-// or once the log ends.
-func (b *logBook) wait(d time.Duration, match func(entry) bool) (entry, bool) {
-	expired := false // guarded by b.mu; b.closed is for the log's end only
-	timer := time.AfterFunc(d, func() {
-		b.mu.Lock()
-		expired = true
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer timer.Stop()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i := 0; ; {
-		for ; i < len(b.entries); i++ {
-			if match(b.entries[i]) {
-				return b.entries[i], true
-			}
-		}
-		if b.closed || expired {
-			return entry{}, false
-		}
-		b.cond.Wait()
-	}
-}
-
-// all returns the entries with message msg so far.
-func (b *logBook) all(msg string) []entry {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []entry
-	for _, e := range b.entries {
-		if e.Msg == msg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// workerPIDs lists every pid the supervisor logged as spawned.
-func (b *logBook) workerPIDs() []int {
-	var pids []int
-	for _, e := range b.all("spawned worker") {
-		pids = append(pids, e.int("pid"))
-	}
-	return pids
 }
 
 type lockedBuffer struct {

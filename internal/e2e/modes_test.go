@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/procfs"
 )
@@ -137,8 +138,8 @@ func TestKillUnderLoadLosesNothing(t *testing.T) {
 			l := startLoad(t, s.url("/pid"), 8, 20000, 20*time.Second)
 			l.waitOK(t, 200, 5*time.Second)
 
-			victim := s.log.all("spawned worker")[0]
-			pid, slot := victim.int("pid"), victim.int("slot")
+			victim := s.status().Workers[0]
+			pid, slot := victim.PID, victim.Slot
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +148,7 @@ func TestKillUnderLoadLosesNothing(t *testing.T) {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			s.waitLog(3*time.Second, "worker ready", func(e entry) bool { return e.int("slot") == slot && e.int("pid") != pid })
+			s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
 			l.waitOK(t, 500, 10*time.Second)
 			l.finish()
 
@@ -225,14 +226,16 @@ func TestSocketActivation(t *testing.T) {
 			defer f.Close()
 			addr := ln.Addr().String()
 			// The wrapper sets LISTEN_PID to its own pid, then execs.
+			ctl := filepath.Join(t.TempDir(), "ctl.sock")
 			cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`,
-				supervisorBin, "-listen", "127.0.0.1:1", "-workers", "2", "-mode", mode, "-log-format", "json",
-				"-control", filepath.Join(t.TempDir(), "ctl.sock"))
+				supervisorBin, "-listen", "127.0.0.1:1", "-workers", "2", "-mode", mode, "-log-format", "json", "-control", ctl)
 			cmd.ExtraFiles = []*os.File{f}
-			s := adopt(t, cmd, addr)
-			s.waitLog(10*time.Second, "all workers ready", nil)
-			if e := s.waitLog(time.Second, "listening", nil); e.str("addr") != addr || e.Fields["socket_activated"] != true {
-				t.Fatalf("listening on %v (activated %v), want %s", e.str("addr"), e.Fields["socket_activated"], addr)
+			s := adopt(t, cmd, addr, ctl)
+			s.waitReady(10 * time.Second)
+			// Serving the inherited socket's address, not -listen's, is
+			// what being socket-activated means.
+			if have := s.status().Listen; have != addr {
+				t.Fatalf("listening on %s, want the inherited socket's %s", have, addr)
 			}
 			s.waitPIDs(2) // both workers serve the inherited socket
 			s.signal(syscall.SIGTERM)
@@ -267,7 +270,7 @@ func TestNoWorkerReady(t *testing.T) {
 	}
 	victim := s.children()[0]
 	syscall.Kill(victim, syscall.SIGKILL)
-	s.waitLog(3*time.Second, "spawned worker", func(e entry) bool { return e.int("pid") != victim })
+	s.waitEvent(3*time.Second, control.EventFork, func(e event) bool { return e.int("pid") != victim })
 	results := make(chan error, 5)
 	for range 5 {
 		go func() {
@@ -281,5 +284,5 @@ func TestNoWorkerReady(t *testing.T) {
 		}
 	}
 	// They were served by the replacement, after it became ready.
-	s.waitLog(time.Second, "worker ready", func(e entry) bool { return e.int("pid") != victim })
+	s.waitEvent(time.Second, control.EventReady, func(e event) bool { return e.int("pid") != victim })
 }

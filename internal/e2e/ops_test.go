@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/control"
 )
 
 // mixedLoad runs keep-alive and new-connection clients until stopped,
@@ -63,7 +65,7 @@ func (m *mixedLoad) check(t testing.TB) {
 	}
 }
 
-// workerPIDs asks ctl status for the live workers.
+// status asks ctl status -json.
 func (s *sup) status() statusJSON {
 	s.t.Helper()
 	out, code := s.ctl("-json", "status")
@@ -78,8 +80,9 @@ func (s *sup) status() statusJSON {
 }
 
 type statusJSON struct {
-	PID        int `json:"pid"`
-	Generation int `json:"generation"`
+	PID        int    `json:"pid"`
+	Listen     string `json:"listen"`
+	Generation int    `json:"generation"`
 	Workers    []struct {
 		Slot       int    `json:"slot"`
 		PID        int    `json:"pid"`
@@ -109,7 +112,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			load := startMixedLoad(t, s.url("/pid"), 4, 4)
 			load.waitOK(t, 300, 10*time.Second)
 			s.signal(syscall.SIGHUP)
-			s.waitLog(15*time.Second, "reload done", nil)
+			s.waitEvent(15*time.Second, control.EventReload, func(e event) bool { return e.str("step") == string(control.StepDone) })
 			for _, pid := range before {
 				waitGone(t, pid, 15*time.Second)
 			}
@@ -221,14 +224,14 @@ func TestScale(t *testing.T) {
 // in the log.
 func TestHangDetection(t *testing.T) {
 	s := startReady(t, "-workers", "2", "-hang-timeout", "2s", "-worker-output", "capture")
-	victim := s.log.all("spawned worker")[0]
-	pid, slot := victim.int("pid"), victim.int("slot")
+	victim := s.status().Workers[0]
+	pid, slot := victim.PID, victim.Slot
 	stoppedAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	s.waitLog(5*time.Second, "worker hung: no heartbeat; sending SIGQUIT for a goroutine dump, then SIGKILL", func(e entry) bool { return e.int("pid") == pid })
-	s.waitLog(5*time.Second, "worker ready", func(e entry) bool { return e.int("slot") == slot && e.int("pid") != pid })
+	s.waitEvent(5*time.Second, control.EventHang, func(e event) bool { return e.int("pid") == pid })
+	s.waitEvent(5*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
 	if d := time.Since(stoppedAt); d > 4*time.Second {
 		t.Errorf("replaced after %s, want about 3s", d)
 	}
@@ -245,7 +248,7 @@ func TestMaxRequestsRecycles(t *testing.T) {
 	s := startReady(t, "-workers", "2", "-max-requests", "100", "-max-requests-jitter", "20", "-grace", "10s")
 	first := s.children()
 	load := startMixedLoad(t, s.url("/pid"), 4, 4)
-	s.waitLog(20*time.Second, "recycle done", nil)
+	s.waitEvent(20*time.Second, control.EventRecycle, func(e event) bool { return e.str("step") == string(control.StepDone) })
 	eventually(t, 20*time.Second, "both first workers recycled", func() bool {
 		return !alive(first[0]) && !alive(first[1])
 	})
@@ -336,7 +339,7 @@ func TestUserDrop(t *testing.T) {
 func TestWorkerOutputCapture(t *testing.T) {
 	s := startReady(t, "-workers", "1", "-worker-output", "capture", "--", "/bin/sh", "-c",
 		`echo hello from the worker; exec env PREFORK_E2E_ROLE=serve "$0"`, os.Args[0])
-	pid := s.log.workerPIDs()[0]
+	pid := s.status().Workers[0].PID
 	e, ok := s.log.waitAny(5*time.Second, func(m map[string]any) bool {
 		return m["logger"] == "supervisor.worker" && m["msg"] == "hello from the worker"
 	})

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/control"
 )
 
 // scrape fetches a Prometheus text page and sums the samples of name whose
@@ -91,9 +93,9 @@ func TestMetrics(t *testing.T) {
 	if code, _, _ := s.get("/metrics"); code != 404 {
 		t.Fatalf("/metrics on the service port: status %d, want 404", code)
 	}
-	victim := s.children()[0]
+	victim, from := s.children()[0], s.events.count()
 	syscall.Kill(victim, syscall.SIGKILL)
-	s.waitLog(3*time.Second, "worker ready", func(e entry) bool { return e.int("pid") != victim && e.str("cause") == "" })
+	s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.seq >= from })
 	eventually(t, 3*time.Second, "crash counted", func() bool {
 		return scrape(t, url, "prefork_worker_exits_total", `cause="crash"`) == 1 &&
 			scrape(t, url, "prefork_worker_spawns_total", `cause="crash"`) == 1
@@ -146,7 +148,7 @@ func TestSystemdNotify(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(supervisorBin, "-listen", addr, "-workers", "2", "-log-format", "json", "-control", "none")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
-	s := adopt(t, cmd, addr)
+	s := adopt(t, cmd, addr, "")
 	next("READY=1")
 	next("WATCHDOG=1")
 	for _, pid := range s.children() {
@@ -171,16 +173,17 @@ func TestSystemdNotify(t *testing.T) {
 // the supervisor reaps a grandchild that a worker left behind, and still
 // gets its own workers' exit statuses.
 func TestReapsOrphans(t *testing.T) {
-	s := startReady(t, append([]string{"-workers", "1"}, roleCommand("orphan")...)...)
-	e := s.waitLog(5*time.Second, "reaped orphaned process", nil)
-	if pid := e.int("pid"); pid == 0 || pid == s.log.workerPIDs()[0] {
+	s := startRole(t, "orphan", nil, "-workers", "1")
+	s.waitReady(10 * time.Second)
+	worker := s.status().Workers[0].PID
+	e := s.waitEvent(5*time.Second, control.EventReap, nil)
+	if pid := e.int("pid"); pid == 0 || pid == worker {
 		t.Fatalf("reaped %d", pid)
 	}
-	worker := s.children()[0]
 	syscall.Kill(worker, syscall.SIGKILL)
-	ex := s.waitLog(3*time.Second, "worker exited unexpectedly", nil)
-	if ex.str("signal") != "killed" {
-		t.Fatalf("worker exit status lost: %v", ex.Raw)
+	ex := s.waitEvent(3*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == worker })
+	if ex.str("reason") != string(control.CauseCrash) || ex.str("signal") != "killed" {
+		t.Fatalf("worker exit status lost: %v", ex.Event)
 	}
 }
 
@@ -220,15 +223,15 @@ func TestDeployFlags(t *testing.T) {
 			if len(args) < 4 {
 				t.Fatalf("no arguments found: %v", args)
 			}
-			addr := freeAddr(t)
+			addr, ctl := freeAddr(t), filepath.Join(t.TempDir(), "ctl.sock")
 			swapped := swapFlags(args, map[string]string{
 				"-listen":  addr,
 				"-metrics": freeAddr(t),
-				"-control": filepath.Join(t.TempDir(), "ctl.sock"),
+				"-control": ctl,
 				"-workers": "2",
 			})
-			s := adopt(t, exec.Command(supervisorBin, swapped...), addr)
-			s.waitLog(10*time.Second, "all workers ready", nil)
+			s := adopt(t, exec.Command(supervisorBin, swapped...), addr, ctl)
+			s.waitReady(10 * time.Second)
 			if _, err := s.pid(); err != nil {
 				t.Fatal(err)
 			}

@@ -147,7 +147,7 @@ func (s *Supervisor) scaleEnded(err error) {
 	} else {
 		msg := fmt.Sprintf("scale: %d workers in %s", len(s.slots), took.Round(time.Millisecond))
 		s.log.Info("scale done", zap.Int("workers", len(s.slots)), zap.Duration("took", took))
-		s.emit(control.EventScale, nil, "step", control.StepDone, "workers", len(s.slots))
+		s.emit(control.EventScale, nil, "step", control.StepDone, "to", len(s.slots))
 		s.notify.Status(s.statusLine())
 		for _, w := range op.waiters {
 			respond(w, control.Response{OK: true, Message: msg})
