@@ -486,3 +486,24 @@ func TestStop(t *testing.T) {
 		}
 	})
 }
+
+// A worker that says ready and exits at once is a crash after ready, not a
+// failed start: its exit waits for its control reader to pass on the
+// frames it sent before it exited.
+func TestReadyThenExitKeepsOrder(t *testing.T) {
+	for range 20 {
+		h := newHarness(t, func(c *Config) { c.Workers = 1 })
+		h.start(false)
+		p := h.cur(1)
+		if err := h.fake(p).ctl.Send(ipc.AppendReady(nil, 0), nil); err != nil {
+			t.Fatal(err)
+		}
+		h.exit(p, 1)
+		if h.s.stopErr != nil {
+			t.Fatalf("a worker that was ready before it crashed stopped the start-up: %v", h.s.stopErr)
+		}
+		if h.cur(1) == nil || h.cur(1) == p {
+			t.Fatal("the crashed worker was not respawned")
+		}
+	}
+}

@@ -26,6 +26,7 @@ type process struct {
 	pid     int
 	proc    proc
 	ctl     *ipc.Channel // the supervisor's end of the control channel
+	read    chan struct{} // closed when the control reader has stopped
 	t       *target      // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
@@ -86,10 +87,13 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		}
 		cmd.Stdout, cmd.Stderr = capture.stdoutW, capture.stderrW
 	}
-	p := &process{slot: sl, gen: gen, ctl: ctl, t: h.t, state: control.StateStarting, started: s.sys.Now()}
-	// The exit callback runs on the waiter goroutine; it only passes p on,
-	// and the owner reads p only after spawn has returned.
-	pr, err := s.sys.Start(cmd, func(st exitStatus) { s.post(evExit{p: p, st: st}) })
+	p := &process{slot: sl, gen: gen, ctl: ctl, t: h.t, state: control.StateStarting, started: s.sys.Now(), read: make(chan struct{})}
+	// The exit callback runs on the waiter goroutine; the owner reads p
+	// only after spawn has returned.
+	pr, err := s.sys.Start(cmd, func(st exitStatus) {
+		p.readerDone()
+		s.post(evExit{p: p, st: st})
+	})
 	if capture != nil {
 		pid := 0
 		if err == nil {
@@ -111,8 +115,28 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 	s.log.Info("spawned worker", p.fields(zap.String("cause", string(cause)))...)
 	s.emit(control.EventFork, p, "cause", cause)
 	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
-	go s.readControl(p)
+	go func() {
+		defer close(p.read)
+		s.readControl(p)
+	}()
 	return p, nil
+}
+
+// lastWords bounds how long a worker's exit waits for its control reader to
+// pass on the frames it sent before it exited. Its end of the channel
+// closes when it exits, unless a child of its own inherited it.
+const lastWords = time.Second
+
+// readerDone waits until the control reader has read what the worker sent
+// before it exited, so that a worker that said ready and then crashed is
+// handled in that order, not as one that never became ready.
+func (p *process) readerDone() {
+	t := time.NewTimer(lastWords)
+	defer t.Stop()
+	select {
+	case <-p.read:
+	case <-t.C:
+	}
 }
 
 // command is the worker's command line, environment and descriptors: the
