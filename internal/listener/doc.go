@@ -8,7 +8,8 @@
 //   - [Listen] binds one TCP socket (rr and shared mode);
 //
 //   - [ListenReusePort] binds n SO_REUSEPORT sockets to one address, one per
-//     worker slot (reuseport mode);
+//     worker slot (reuseport mode); [Steer] keeps new connections off some
+//     of them and [Unlisten] takes a drained one out of the group;
 //
 //   - [Inherited] takes sockets passed by systemd socket activation
 //     (LISTEN_FDS, LISTEN_PID);

@@ -64,6 +64,13 @@ func ListenReusePort(addr string, n int) ([]*net.TCPListener, error) {
 		}
 		return serr
 	}}
+	// Plain TCP, not MPTCP (Go's default for listeners since 1.24 where
+	// the kernel has it): an MPTCP socket's setsockopt accepts only a few
+	// SOL_SOCKET options and refuses SO_ATTACH_REUSEPORT_CBPF with
+	// EOPNOTSUPP, and Steer needs it to keep new connections off retired
+	// sockets. Plain TCP clients, all of them in practice, see no
+	// difference: an MPTCP listener falls back to TCP for them.
+	lc.SetMultipathTCP(false)
 	lns := make([]*net.TCPListener, 0, n)
 	fail := func(err error) ([]*net.TCPListener, error) {
 		for _, l := range lns {

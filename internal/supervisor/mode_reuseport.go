@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,24 +16,39 @@ import (
 // reusePort is -mode reuseport: one SO_REUSEPORT socket per slot, and the
 // kernel spreads connections over the sockets. The supervisor keeps each
 // slot's socket across respawns, so its backlog survives a worker's death;
-// while a slot has no worker (it crashed, hung, or was scaled away) the
-// supervisor accepts on that socket itself and hands the backlog to the
-// other workers over their control channels, keeping a duplicate of each
-// worker's end so that those, too, survive its death.
+// while a slot has no worker (it crashed or hung) the supervisor accepts on
+// that socket itself and hands the backlog to the other workers over their
+// control channels, keeping a duplicate of each worker's end so that those,
+// too, survive its death.
+//
+// A slot scaled away gives its socket up: a BPF program attached to the
+// group (listener.Steer) sends new connections only to the other slots'
+// sockets, the supervisor accepts what was already queued on it until
+// nothing has arrived for retireQuiet, then takes it out of the group and
+// closes it (see drain).
 type reusePort struct {
 	listen string
 	log    *zap.Logger
 	bal    balancer.Balancer[*target]
 	h      *handoff
-	socks  map[int]*portSocket // by slot id, including slots scaled away
+	quiet  time.Duration // retireQuiet; shorter in tests
+
+	// mu guards what follows: the owner goroutine and the drains of
+	// retired sockets, which finish on their own goroutines, change it.
+	mu     sync.Mutex
+	socks  map[int]*portSocket // by slot id: every slot's, and the retired ones still draining
+	group  []*portSocket       // the kernel's order of the group's sockets (see listener.Steer)
 	closed bool
+	drains sync.WaitGroup
 }
 
 // portSocket is one slot's socket, and the supervisor's accept loop on it
-// while the slot has no ready worker.
+// while the slot has no ready worker, or its drain once the slot is gone.
 type portSocket struct {
+	id     int
 	ln     *listener.Socket
 	orphan *acceptLoop
+	drain  *drain // non-nil while retiring
 }
 
 func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
@@ -50,24 +67,37 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 		return nil, err
 	}
 	bal := balancer.NewRoundRobin[*target]()
-	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), socks: map[int]*portSocket{}}
+	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), quiet: retireQuiet, socks: map[int]*portSocket{}}
 	for i, ln := range socks {
-		m.socks[i+1] = &portSocket{ln: ln}
+		// ListenReusePort called listen() in this order: the group's.
+		ps := &portSocket{id: i + 1, ln: ln}
+		m.socks[ps.id] = ps
+		m.group = append(m.group, ps)
 	}
-	m.listen = m.addr()
+	m.listen = socks[0].Addr().String()
 	return m, nil
 }
 
-func (m *reusePort) addr() string          { return m.socks[1].ln.Addr().String() }
+func (m *reusePort) addr() string          { return m.listen }
 func (m *reusePort) activated() bool       { return false }
 func (m *reusePort) startAccepting() error { return nil }
 
+// stopAccepting stops the accept loops and drains (which take what is
+// queued on their sockets first), then closes every socket.
 func (m *reusePort) stopAccepting() {
+	m.mu.Lock()
 	m.closed = true
 	for _, ps := range m.socks {
 		ps.adopt(nil, false)
+		ps.drain.cancel(drainStop)
+	}
+	m.mu.Unlock()
+	m.drains.Wait()
+	m.mu.Lock()
+	for _, ps := range m.socks {
 		ps.ln.Close()
 	}
+	m.mu.Unlock()
 	m.h.flush()
 }
 
@@ -90,10 +120,18 @@ func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (han
 	return handles{file: f, t: t}, nil
 }
 
-// socket returns slot id's socket, binding a new one into the group for a
-// slot added by a scale-up.
+// socket returns slot id's socket: its own, or a retired one still
+// draining, which takes new connections again; or a new one bound into the
+// group for a slot added by a scale-up.
 func (m *reusePort) socket(id int) (*portSocket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if ps, ok := m.socks[id]; ok {
+		if ps.drain != nil {
+			ps.drain.cancel(drainRevive)
+			ps.drain = nil
+			m.steer()
+		}
 		return ps, nil
 	}
 	ln, err := listener.ListenOne(m.listen)
@@ -104,9 +142,29 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps := &portSocket{ln: sock}
+	ps := &portSocket{id: id, ln: sock}
 	m.socks[id] = ps
+	m.group = append(m.group, ps) // listen() appends it to the group
+	m.steer()
 	return ps, nil
+}
+
+// steer points the group's BPF program at every socket but the retired
+// ones, by their index in the group. It reports whether the kernel took
+// it; if not, the previous program (if any) stays and retired sockets must
+// stay open.
+func (m *reusePort) steer() bool {
+	var to []int
+	for i, ps := range m.group {
+		if ps.drain == nil {
+			to = append(to, i)
+		}
+	}
+	if err := listener.Steer(m.group[0].ln, to); err != nil {
+		m.log.Warn("cannot steer connections away from retired sockets; they stay open", zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // route: the worker takes its own socket's connections again, and may be
@@ -114,9 +172,11 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 func (m *reusePort) route(p *process) {
 	m.bal.Add(p.t)
 	m.h.flush()
+	m.mu.Lock()
 	if ps := m.socks[p.slot.id]; ps != nil {
 		ps.adopt(nil, false)
 	}
+	m.mu.Unlock()
 }
 
 func (m *reusePort) unroute(p *process)    { m.bal.Remove(p.t) }
@@ -126,18 +186,81 @@ func (m *reusePort) exited(p *process) int { return m.h.recover(p.t) }
 // ready, so connections the kernel queued there go to the other workers
 // instead of waiting for the respawn.
 func (m *reusePort) vacant(sl *slot) {
-	if ps := m.socks[sl.id]; ps != nil && !m.closed {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ps := m.socks[sl.id]; ps != nil && ps.drain == nil && !m.closed {
 		ps.adopt(m, true)
 	}
 }
 
-// retire keeps a scaled-away slot's socket open, with the supervisor
-// accepting on it and handing its connections to the remaining workers.
-// The kernel keeps hashing new connections to every socket of the group,
-// and closing one resets whatever is queued on it, so a socket is never
-// closed while the supervisor runs: a later scale-up gives it a worker
-// again.
-func (m *reusePort) retire(sl *slot) { m.vacant(sl) }
+// retire gives a scaled-away slot's socket up: no new connection is
+// steered to it, and a drain hands what is queued on it to the remaining
+// workers before closing it. Closing it at once would reset what is queued
+// (and, unless net.ipv4.tcp_migrate_req is set, the handshakes in
+// progress), and the kernel would keep hashing new connections to it until
+// then. If the kernel refuses the program, the socket stays open with the
+// supervisor accepting on it, as for a vacant slot.
+func (m *reusePort) retire(sl *slot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := m.socks[sl.id]
+	if ps == nil || ps.drain != nil || m.closed {
+		return
+	}
+	ps.adopt(nil, false)
+	d, err := newDrain(ps.ln)
+	if err != nil {
+		m.log.Error("cannot drain a retired socket; it stays open", zap.Int("slot", sl.id), zap.Error(err))
+		ps.adopt(m, true)
+		return
+	}
+	ps.drain = d
+	if !m.steer() {
+		ps.drain = nil
+		d.cancel(drainRevive)
+		d.f.Close()
+		ps.adopt(m, true)
+		return
+	}
+	m.drains.Add(1)
+	go func() {
+		defer m.drains.Done()
+		if d.run(m.h, m.quiet) {
+			m.closeRetired(ps, d)
+		}
+		d.f.Close()
+	}()
+}
+
+// closeRetired takes a drained socket out of the group and closes it,
+// unless a scale-up took it back or the supervisor stopped meanwhile. It
+// accepts what arrived since the drain's last look first: after
+// retireQuiet without arrivals, only a handshake whose SYN-ACK was lost
+// twice can still complete on it.
+func (m *reusePort) closeRetired(ps *portSocket, d *drain) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ps.drain != d || m.closed {
+		return
+	}
+	d.sweep(m.h)
+	if err := listener.Unlisten(ps.ln); err != nil {
+		m.log.Error("cannot close a retired socket; it stays open", zap.Int("slot", ps.id), zap.Error(err))
+		ps.drain = nil // it is still in the group: steer to it again
+		m.steer()
+		ps.adopt(m, true)
+		return
+	}
+	// The kernel moved the group's last socket into ps's place.
+	i := slices.Index(m.group, ps)
+	last := len(m.group) - 1
+	m.group[i] = m.group[last]
+	m.group = m.group[:last]
+	delete(m.socks, ps.id)
+	ps.drain = nil
+	ps.ln.Close()
+	m.steer()
+}
 
 // adopt starts (on) or stops the supervisor's accept loop on the socket.
 func (ps *portSocket) adopt(m *reusePort, on bool) {

@@ -25,9 +25,9 @@ type process struct {
 	gen     int
 	pid     int
 	proc    proc
-	ctl     *ipc.Channel // the supervisor's end of the control channel
+	ctl     *ipc.Channel  // the supervisor's end of the control channel
 	read    chan struct{} // closed when the control reader has stopped
-	t       *target      // the worker as the handoff sees it; nil in shared mode
+	t       *target       // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
 	readyAt time.Time
