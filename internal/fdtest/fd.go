@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"testing"
 )
 
 // Targets returns pid's open descriptors and what each refers to, as
@@ -51,6 +52,17 @@ func List(pid int) ([]string, error) {
 func Count(pid int) (int, error) {
 	_, fds, err := read(pid)
 	return len(fds), err
+}
+
+// Open is how many descriptors this process has open, for a test that
+// checks it leaks none; it fails tb if they cannot be read.
+func Open(tb testing.TB) int {
+	tb.Helper()
+	n, err := Count(os.Getpid())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 // read returns /proc/PID/fd and the descriptor numbers in it.

@@ -204,7 +204,7 @@ func TestChannelSupervisorEndClosesDescriptors(t *testing.T) {
 		fds[i] = int(w.Fd())
 	}
 	buf := make([]byte, MaxFrame)
-	before := countFDs(t)
+	before := fdtest.Open(t)
 	for i := range 20 {
 		frame := ConnsFrame(MaxFDs)
 		if i%2 == 1 {
@@ -222,7 +222,7 @@ func TestChannelSupervisorEndClosesDescriptors(t *testing.T) {
 			t.Fatalf("frame %d: want ErrUnexpectedFDs and no descriptors, have %v, %v", i, err, got)
 		}
 	}
-	if want, have := before, countFDs(t); want != have {
+	if want, have := before, fdtest.Open(t); want != have {
 		t.Fatalf("open fds: want %d, have %d: received descriptors leaked", want, have)
 	}
 }
@@ -252,7 +252,7 @@ func TestChannelTruncatedDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	low := old
-	low.Cur = uint64(countFDs(t) + room)
+	low.Cur = uint64(fdtest.Open(t) + room)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
@@ -314,14 +314,4 @@ func BenchmarkHandoff(b *testing.B) {
 		}
 		unix.Close(got[0])
 	}
-}
-
-// countFDs is the number of descriptors this process has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	n, err := fdtest.Count(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

@@ -26,7 +26,7 @@ func TestControlChannelDescriptorsAreClosed(t *testing.T) {
 	for i := range fds {
 		fds[i] = int(devnull.Fd())
 	}
-	before := countFDs(t)
+	before := fdtest.Open(t)
 	for range 20 {
 		if err := h.fake(p).ctl.Send(ipc.ConnsFrame(len(fds)), fds); err != nil {
 			t.Fatal(err)
@@ -40,7 +40,7 @@ func TestControlChannelDescriptorsAreClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := h.await("heartbeat", func(ev any) bool { _, ok := ev.(evBeat); return ok })
-	if after := countFDs(t); after > before {
+	if after := fdtest.Open(t); after > before {
 		t.Errorf("the supervisor holds %d more descriptors after 20 frames of %d", after-before, len(fds))
 	}
 	if seen["supervisor.evProtocol"] != 5 || h.s.counts.protocol != 5 {
@@ -112,14 +112,4 @@ func TestMessageFloodIsBounded(t *testing.T) {
 	if passed > limit || passed < messageBurst || sent <= limit {
 		t.Errorf("%d of %d messages passed; want from %d to %d", passed, sent, messageBurst, limit)
 	}
-}
-
-// countFDs is the number of descriptors this process has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	n, err := fdtest.Count(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
