@@ -62,7 +62,8 @@ type WorkerStatus struct {
 	Requests      uint64  `json:"requests"`
 	RSSBytes      uint64  `json:"rss_bytes"` // 0 until first measured
 	CPUPercent    float64 `json:"cpu_percent"`
-	HeartbeatAgeS float64 `json:"heartbeat_age_s"` // seconds since the last heartbeat; -1 if none yet
+	HeartbeatAgeS float64 `json:"heartbeat_age_s"`    // seconds since the last heartbeat; -1 if none yet
+	Features      string  `json:"features,omitempty"` // worker-protocol features it announced when ready, e.g. "peers,pause"
 }
 
 // Event is one line of the events stream. It has at least "time"

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/probe"
 )
 
@@ -128,19 +129,14 @@ func TestClientAddress(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
-			// The features a worker took are in no event or status: the
-			// supervisor's log line about each ready worker carries them.
-			var ready []map[string]any
-			eventually(t, 5*time.Second, "features of 2 workers logged", func() bool {
-				ready = s.log.find(func(m map[string]any) bool { return m["logger"] == "supervisor" && m["features"] != nil })
-				return len(ready) >= 2
-			})
-			if len(ready) != 2 {
-				t.Fatalf("features of %d workers logged, want 2", len(ready))
+			// Each worker takes every feature the supervisor offers.
+			st := s.status()
+			if len(st.Workers) != 2 {
+				t.Fatalf("%d workers, want 2", len(st.Workers))
 			}
-			for _, m := range ready {
-				if want, have := "peers", m["features"]; want != have {
-					t.Fatalf("worker %v: features %q, want %q", m["pid"], have, want)
+			for _, w := range st.Workers {
+				if want, have := ipc.Supported.String(), w.Features; want != have {
+					t.Fatalf("worker %d: features %q, want %q", w.PID, have, want)
 				}
 			}
 			for range 4 { // both workers, twice

@@ -89,6 +89,7 @@ type statusJSON struct {
 		Generation int    `json:"generation"`
 		State      string `json:"state"`
 		OpenConns  int64  `json:"open_conns"`
+		Features   string `json:"features"`
 	} `json:"workers"`
 }
 

@@ -87,6 +87,7 @@ func (s *Supervisor) status() *control.Status {
 			RSSBytes:      p.beat.RSS,
 			CPUPercent:    p.cpuPct,
 			HeartbeatAgeS: p.heartbeatAge(now).Seconds(),
+			Features:      p.features(),
 		})
 	}
 	slices.SortFunc(st.Workers, func(a, b control.WorkerStatus) int {
@@ -105,6 +106,14 @@ func (s *Supervisor) openConns(p *process) int64 {
 		return p.t.Load()
 	}
 	return int64(p.beat.Conns)
+}
+
+// features is what p announced in its ready frame; "" before.
+func (p *process) features() string {
+	if p.readyAt.IsZero() {
+		return ""
+	}
+	return p.uses.String()
 }
 
 // heartbeatAge is the time since p's last heartbeat; -1s before the first.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,8 +41,9 @@ func (s *Supervisor) readControl(p *process) {
 	bad := 0
 	msgs := newBucket(messageBurst, messageRate, time.Now())
 	beats := newBucket(beatBurst, beatRate, time.Now())
+	recv := p.ctl.Recv
 	for {
-		f, got, err := p.ctl.Recv(buf, fds[:0])
+		f, got, err := recv(buf, fds[:0])
 		// A worker sends no descriptors on its control channel: whatever
 		// came is closed here, or each would stay open in the supervisor.
 		ipc.CloseAll(got)
@@ -49,8 +51,15 @@ func (s *Supervisor) readControl(p *process) {
 		if err == nil && len(got) > 0 {
 			err = fmt.Errorf("supervisor: %d descriptors on a worker's control channel", len(got))
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The worker has exited (see lastWords): read what it sent
+			// before, without waiting for an EOF that a duplicate of its
+			// end (reuseport's keep) would hold back.
+			recv = p.ctl.TryRecv
+			continue
+		}
 		var op *net.OpError
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &op) {
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, ipc.ErrWouldBlock) || errors.As(err, &op) {
 			return // the worker is gone (ECONNRESET: it left frames unread)
 		}
 		if err == nil {

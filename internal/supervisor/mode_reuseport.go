@@ -48,7 +48,10 @@ type portSocket struct {
 	id     int
 	ln     *listener.Socket
 	orphan *acceptLoop
-	drain  *drain // non-nil while retiring
+	// retired: scaled away; no connection is steered to it. drain is
+	// non-nil while the supervisor takes what is queued on it.
+	retired bool
+	drain   *drain
 }
 
 func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
@@ -127,9 +130,9 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ps, ok := m.socks[id]; ok {
-		if ps.drain != nil {
+		if ps.retired {
 			ps.drain.cancel(drainRevive)
-			ps.drain = nil
+			ps.drain, ps.retired = nil, false
 			m.steer()
 		}
 		return ps, nil
@@ -156,7 +159,7 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 func (m *reusePort) steer() bool {
 	var to []int
 	for i, ps := range m.group {
-		if ps.drain == nil {
+		if !ps.retired {
 			to = append(to, i)
 		}
 	}
@@ -188,7 +191,7 @@ func (m *reusePort) exited(p *process) int { return m.h.recover(p.t) }
 func (m *reusePort) vacant(sl *slot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ps := m.socks[sl.id]; ps != nil && ps.drain == nil && !m.closed {
+	if ps := m.socks[sl.id]; ps != nil && !ps.retired && !m.closed {
 		ps.adopt(m, true)
 	}
 }
@@ -204,24 +207,37 @@ func (m *reusePort) retire(sl *slot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ps := m.socks[sl.id]
-	if ps == nil || ps.drain != nil || m.closed {
+	if ps == nil || ps.retired || m.closed {
 		return
 	}
 	ps.adopt(nil, false)
+	ps.retired = true
+	if !m.steer() {
+		ps.retired = false
+		ps.adopt(m, true)
+		return
+	}
+	m.startDrain(ps)
+}
+
+// startDrain starts the drain of a retired socket. Out of descriptors (it
+// needs one), it tries again after the quiet period: the socket gets no new
+// connections meanwhile, and what is queued on it waits in its backlog.
+// Called with m.mu held.
+func (m *reusePort) startDrain(ps *portSocket) {
 	d, err := newDrain(ps.ln)
 	if err != nil {
-		m.log.Error("cannot drain a retired socket; it stays open", zap.Int("slot", sl.id), zap.Error(err))
-		ps.adopt(m, true)
+		m.log.Error("cannot drain a retired socket yet; retrying", zap.Int("slot", ps.id), zap.Duration("in", m.quiet), zap.Error(err))
+		time.AfterFunc(m.quiet, func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if ps.retired && ps.drain == nil && !m.closed && m.socks[ps.id] == ps {
+				m.startDrain(ps)
+			}
+		})
 		return
 	}
 	ps.drain = d
-	if !m.steer() {
-		ps.drain = nil
-		d.cancel(drainRevive)
-		d.f.Close()
-		ps.adopt(m, true)
-		return
-	}
 	m.drains.Add(1)
 	go func() {
 		defer m.drains.Done()
@@ -246,7 +262,7 @@ func (m *reusePort) closeRetired(ps *portSocket, d *drain) {
 	d.sweep(m.h)
 	if err := listener.Unlisten(ps.ln); err != nil {
 		m.log.Error("cannot close a retired socket; it stays open", zap.Int("slot", ps.id), zap.Error(err))
-		ps.drain = nil // it is still in the group: steer to it again
+		ps.drain, ps.retired = nil, false // it is still in the group: steer to it again
 		m.steer()
 		ps.adopt(m, true)
 		return

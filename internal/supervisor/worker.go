@@ -31,7 +31,8 @@ type process struct {
 	state   control.State
 	started time.Time
 	readyAt time.Time
-	beatAt  time.Time // last healthy heartbeat, on the supervisor's clock
+	uses    ipc.Features // what its ready frame announced
+	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
@@ -91,6 +92,8 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 	// The exit callback runs on the waiter goroutine; the owner reads p
 	// only after spawn has returned.
 	pr, err := s.sys.Start(cmd, func(st exitStatus) {
+		// Wake the reader if it waits: what the worker sent is queued.
+		p.ctl.SetReadDeadline(time.Now())
 		p.readerDone()
 		s.post(evExit{p: p, st: st})
 	})
@@ -123,8 +126,10 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 }
 
 // lastWords bounds how long a worker's exit waits for its control reader to
-// pass on the frames it sent before it exited. Its end of the channel
-// closes when it exits, unless a child of its own inherited it.
+// pass on the frames it sent before it exited. The exit sets a past read
+// deadline, so the reader takes what is queued and stops at once even
+// while another descriptor of the worker's end (a child of the worker, or
+// reuseport's keep) holds back the EOF.
 const lastWords = time.Second
 
 // readerDone waits until the control reader has read what the worker sent
@@ -200,10 +205,10 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 		return
 	}
 	now := s.sys.Now()
-	p.state, p.readyAt = control.StateReady, now
+	p.state, p.readyAt, p.uses = control.StateReady, now, uses
 	boot := now.Sub(p.started)
 	s.log.Info("worker ready", p.fields(zap.Duration("boot", boot), zap.Stringer("features", uses))...)
-	s.emit(control.EventReady, p, "boot_ms", float64(boot.Microseconds())/1000)
+	s.emit(control.EventReady, p, "boot_ms", float64(boot.Microseconds())/1000, "features", uses.String())
 	switch {
 	case s.phase == phaseStopping:
 		s.drain(p, control.CauseStop)
@@ -285,7 +290,6 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 	s.owned.Forget(p.pid)
 	wasStarting := p.state == control.StateStarting
 	p.state = control.StateExited
-	p.ctl.Close()
 	now := s.sys.Now()
 	cause := p.reason
 	if !p.asked && s.phase != phaseStopping {
@@ -305,6 +309,9 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 			s.log.Info("re-routed connections queued for an exited worker", p.fields(zap.Int("connections", n))...)
 		}
 	}
+	// After the read-back: in reuseport mode the control channel is also
+	// the handoff channel.
+	p.ctl.Close()
 	if p.slot.cur == p {
 		s.vacate(p.slot)
 	}
