@@ -283,10 +283,13 @@ func (l *listener) next() (*handedConn, error) {
 }
 
 // tempErr is an accept error the server should back off from and retry
-// (EMFILE and the like): http.Server checks Temporary.
+// (EMFILE and the like). http.Server retries an error only if it is a
+// net.Error whose Temporary is true, so it needs Timeout too: without it,
+// running out of descriptors ended Serve and the worker with it.
 type tempErr struct{ error }
 
 func (tempErr) Temporary() bool { return true }
+func (tempErr) Timeout() bool   { return false }
 
 // unusable: one accepted connection could not be adopted and is closed;
 // Accept goes on to the next.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -165,5 +166,15 @@ func TestDrainSkipsUnusableConnection(t *testing.T) {
 		l.Close() // unblocks the parked Accept
 		<-got
 		t.Fatal("Accept parked with a usable connection still queued")
+	}
+}
+
+// An accept that ran out of descriptors must read to http.Server as a
+// temporary net.Error, or Serve returns and the worker exits.
+func TestAcceptEMFILEIsTemporary(t *testing.T) {
+	var err error = tempErr{&net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}}
+	ne, ok := err.(net.Error)
+	if !ok || !ne.Temporary() {
+		t.Fatalf("%T is not a temporary net.Error: http.Server would stop serving", err)
 	}
 }
