@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -366,6 +367,21 @@ func (s *sup) goroutines() int {
 // count returns how many of the supervisor's log lines contain sub.
 func (s *sup) count(sub string) int { return strings.Count(s.out.String(), sub) }
 
+// times returns when the supervisor logged each line with message msg.
+func (s *sup) times(msg string) []time.Time {
+	var out []time.Time
+	for _, line := range strings.Split(s.out.String(), "\n") {
+		var e struct {
+			Msg string    `json:"msg"`
+			TS  time.Time `json:"ts"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Msg == msg {
+			out = append(out, e.TS)
+		}
+	}
+	return out
+}
+
 // get does one GET on a new connection within d and returns the body.
 func get(addr, path string, d time.Duration) (string, error) {
 	c := http.Client{Timeout: d, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -399,8 +415,30 @@ func (o *output) String() string {
 	return o.b.String()
 }
 
+// tail returns the last n lines, each cut to 300 bytes, with a run of lines
+// of the same message (a flood) shown once and counted.
 func (o *output) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(o.String(), "\n"), "\n")
+	var lines []string
+	prev, run := "", 0
+	flush := func() {
+		if run > 1 {
+			lines = append(lines, fmt.Sprintf("\t... %d more lines like the one above", run-1))
+		}
+	}
+	for _, line := range strings.Split(strings.TrimRight(o.String(), "\n"), "\n") {
+		msg := line
+		if i := strings.Index(line, `"msg":`); i >= 0 {
+			msg, _, _ = strings.Cut(line[i:], ",")
+		}
+		if msg == prev {
+			run++
+			continue
+		}
+		flush()
+		prev, run = msg, 1
+		lines = append(lines, line[:min(len(line), 300)])
+	}
+	flush()
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 

@@ -122,7 +122,16 @@ func (l *load) okCount() int {
 type summary struct {
 	total, failed, hung int
 	max, p99            time.Duration
-	errs                []string // a few distinct errors, for the diagnosis
+	errs                []string  // a few distinct errors, for the diagnosis
+	firstFail, lastFail time.Time // when the first and the last failed request began
+}
+
+// failWindow says when the failed requests began, for the diagnosis.
+func (s summary) failWindow() string {
+	if s.failed == 0 {
+		return "none failed"
+	}
+	return fmt.Sprintf("failed requests began from %s to %s", s.firstFail.Format("15:04:05.000"), s.lastFail.Format("15:04:05.000"))
 }
 
 func summarize(rs []result) summary {
@@ -135,6 +144,12 @@ func summarize(rs []result) summary {
 			s.hung++
 		}
 		if r.err != nil {
+			if s.failed == 0 || r.start.Before(s.firstFail) {
+				s.firstFail = r.start
+			}
+			if r.start.After(s.lastFail) {
+				s.lastFail = r.start
+			}
 			s.failed++
 			if msg := shortErr(r.err); !seen[msg] && len(s.errs) < 5 {
 				seen[msg] = true
