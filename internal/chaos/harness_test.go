@@ -76,7 +76,17 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	// Each test kills and waits for its own processes; anything left is a
+	// bug of the suite.
+	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+		fmt.Fprintf(os.Stderr, "chaos: child processes left behind: %v\n", kids)
+		for _, pid := range kids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return 1
+	}
+	return code
 }
 
 // figure logs one line of figures in the fixed format the README table is
@@ -133,7 +143,6 @@ type sup struct {
 // o.workers ready workers.
 func start(t testing.TB, o opts) *sup {
 	t.Helper()
-	checkNoChildren(t) // registered first: runs after every other cleanup
 	s := &sup{t: t, addr: freeAddr(t), metrics: freeAddr(t), out: &output{}, done: make(chan struct{})}
 	s.ctlPath = filepath.Join(t.TempDir(), "ctl.sock")
 	argv := append([]string{}, o.wrapper...)
@@ -183,7 +192,7 @@ func (s *sup) cleanup() {
 	for _, pid := range kids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for _, pid := range kids {
+	for _, pid := range append(kids, s.pid) {
 		waitGone(s.t, pid, 5*time.Second)
 	}
 	if s.t.Failed() {
@@ -490,20 +499,6 @@ func waitGone(t testing.TB, pid int, d time.Duration) {
 	if !eventually(d, func() bool { return !alive(pid) }) {
 		t.Errorf("process %d still alive after %s", pid, d)
 	}
-}
-
-// checkNoChildren makes the test fail if it leaves a child process of the
-// test binary behind.
-func checkNoChildren(t testing.TB) {
-	t.Cleanup(func() {
-		if !eventually(5*time.Second, func() bool { return len(childrenOf(os.Getpid())) == 0 }) {
-			kids := childrenOf(os.Getpid())
-			t.Errorf("child processes left behind: %v", kids)
-			for _, pid := range kids {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
 }
 
 // eventually polls cond every few milliseconds until it holds (true) or d
