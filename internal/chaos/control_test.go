@@ -27,7 +27,7 @@ func controlAbuse(t *testing.T, mode string) {
 	garbage := pick(200, 600)
 	bigLine := pick(8, 50) << 20
 	reloads := pick(3, 10)
-	attack := pick(3*time.Second, 10*time.Second)
+	attack := pick(2*time.Second, 10*time.Second)
 	s := start(t, opts{mode: mode, workers: workers})
 	before := s.count(`"msg":"spawned worker"`)
 

@@ -48,7 +48,7 @@ func hostile(t *testing.T, mode string) {
 	attacked := time.Now()
 	done := func() bool {
 		return s.count(`"over_limit":false`) >= workers && s.count(`"cause":"protocol"`) >= 1 &&
-			time.Since(attacked) >= pick(3*time.Second, 10*time.Second)
+			time.Since(attacked) >= pick(2*time.Second, 10*time.Second)
 	}
 	if !eventually(pick(20*time.Second, 40*time.Second), func() bool { return done() || !s.running() }) {
 		t.Errorf("attack not over within the deadline: %d workers done, %d replaced for protocol errors",
