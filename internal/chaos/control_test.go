@@ -16,9 +16,7 @@ import (
 // tens of megabytes without a newline. Status must answer within a second
 // throughout, the reloads complete, and nothing exits.
 func TestControlAbuse(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { controlAbuse(t, mode) })
-	}
+	eachMode(t, controlAbuse)
 }
 
 func controlAbuse(t *testing.T, mode string) {

@@ -63,8 +63,9 @@ func flood(t *testing.T, mode string, limited bool) {
 
 	t0 := time.Now()
 	_, err := get(s.addr, "/pid", serveWithin)
-	served := time.Since(t0)
+	var served any = time.Since(t0)
 	if err != nil {
+		served = "failed"
 		t.Errorf("a new client during the flood was not served within %s: %v", serveWithin, err)
 	}
 	open, maxClose := closed()

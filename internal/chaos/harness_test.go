@@ -38,6 +38,13 @@ func pick[T any](short, full T) T {
 // modes are the scheduling modes every scenario runs in.
 var modes = []string{"rr", "shared", "reuseport"}
 
+// eachMode runs scenario in every mode, one subtest each.
+func eachMode(t *testing.T, scenario func(t *testing.T, mode string)) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { scenario(t, mode) })
+	}
+}
+
 var (
 	supervisorBin string
 	workerBin     string

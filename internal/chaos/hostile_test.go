@@ -15,9 +15,7 @@ import (
 // workers (the one over the limit is replaced, not lost), keeps serving,
 // and keeps none of the descriptors sent to it.
 func TestHostileWorker(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { hostile(t, mode) })
-	}
+	eachMode(t, hostile)
 }
 
 // replacing is the supervisor's log message for a worker over the limit.

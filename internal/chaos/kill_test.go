@@ -15,9 +15,7 @@ const minUptime = 2100 * time.Millisecond
 // TestKillLoop kill -9s random workers under mixed load: no request hangs,
 // and only requests in flight at a kill may fail.
 func TestKillLoop(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { killLoop(t, mode) })
-	}
+	eachMode(t, killLoop)
 }
 
 func killLoop(t *testing.T, mode string) {

@@ -23,9 +23,7 @@ const (
 // reload and a scale round trip — and checks that its descriptors and
 // goroutines return to their baseline and its RSS barely grows.
 func TestLeaks(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { leaks(t, mode) })
-	}
+	eachMode(t, leaks)
 }
 
 func leaks(t *testing.T, mode string) {

@@ -10,9 +10,7 @@ import (
 // and TTOU, under load: no request fails, and the supervisor settles at N
 // ready workers of one generation with no extra child.
 func TestReloadScaleStorm(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { storm(t, mode) })
-	}
+	eachMode(t, storm)
 }
 
 func storm(t *testing.T, mode string) {
