@@ -3,7 +3,7 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run test bench clean
+.PHONY: build run test chaos bench clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
@@ -16,6 +16,15 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+
+# The fault suite at full counts (a few minutes): kill loops, reload and
+# scale storms, leaks, floods, a hostile worker, control-socket abuse and a
+# stopped worker, in every mode, on 127.0.0.1. make test runs it short.
+chaos:
+	@mkdir -p $(BIN)
+	@PREFORK_CHAOS=long $(GO) test -count=1 -timeout 10m -v ./internal/chaos >$(BIN)/chaos.out 2>&1; rc=$$?; \
+	grep -E '^\s*--- |FIGURE|_test.go:[0-9]+: ' $(BIN)/chaos.out | grep -v 'supervisor output'; \
+	echo "chaos: full log in $(BIN)/chaos.out"; exit $$rc
 
 bench: build
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }

@@ -1,0 +1,531 @@
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/control"
+)
+
+// long selects the full counts (make chaos); the default is the short run
+// that make test includes.
+var long = os.Getenv("PREFORK_CHAOS") == "long"
+
+// pick returns the short or the long value of a count.
+func pick[T any](short, full T) T {
+	if long {
+		return full
+	}
+	return short
+}
+
+// modes are the scheduling modes every scenario runs in.
+var modes = []string{"rr", "shared", "reuseport"}
+
+// eachMode runs scenario in every mode, one subtest each.
+func eachMode(t *testing.T, scenario func(t *testing.T, mode string)) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { scenario(t, mode) })
+	}
+}
+
+var (
+	supervisorBin string
+	workerBin     string
+	hostileScript string
+)
+
+func TestMain(m *testing.M) { os.Exit(buildAndRun(m)) }
+
+func buildAndRun(m *testing.M) int {
+	// Floods hold thousands of sockets in this process; the supervisor and
+	// its workers inherit the raised limit unless a test lowers it.
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	dir, err := os.MkdirTemp("", "prefork-chaos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	supervisorBin = filepath.Join(dir, "supervisor")
+	workerBin = filepath.Join(dir, "worker")
+	// Built without -race: the figures (RSS, latency) are the product's,
+	// not the race detector's; the e2e suite runs the binaries under -race.
+	for _, b := range []struct{ out, pkg string }{{supervisorBin, "../../cmd/supervisor"}, {workerBin, "../../cmd/worker"}} {
+		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", b.pkg, err)
+			return 1
+		}
+	}
+	if hostileScript, err = filepath.Abs("testdata/hostile_worker.py"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	// Each test kills and waits for its own processes; anything left is a
+	// bug of the suite.
+	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+		fmt.Fprintf(os.Stderr, "chaos: child processes left behind: %v\n", kids)
+		for _, pid := range kids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return 1
+	}
+	return code
+}
+
+// figure logs one line of figures in the fixed format the README table is
+// filled from: FIGURE scenario=<s> mode=<m> k=v ...
+func figure(t testing.TB, scenario, mode string, kv ...any) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "FIGURE scenario=%s mode=%s", scenario, mode)
+	for i := 0; i+1 < len(kv); i += 2 {
+		v := kv[i+1]
+		if d, ok := v.(time.Duration); ok {
+			v = d.Round(time.Millisecond)
+		}
+		fmt.Fprintf(&b, " %v=%v", kv[i], v)
+	}
+	t.Log(b.String())
+}
+
+// freePort returns a 127.0.0.1 address whose port was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// opts say how to start a supervisor.
+type opts struct {
+	mode    string
+	workers int
+	wrapper []string // a command that execs its arguments (prlimit ...)
+	args    []string // more supervisor flags
+	command []string // the worker command; nil for the demo worker
+}
+
+// sup is one supervisor process under test.
+type sup struct {
+	t        testing.TB
+	cmd      *exec.Cmd
+	pid      int
+	addr     string
+	ctlPath  string
+	metrics  string
+	out      *output
+	done     chan struct{}
+	exitCode int
+}
+
+// start runs a supervisor on a free 127.0.0.1 port with its control socket
+// and metrics listener private to the test, and waits until it has
+// o.workers ready workers.
+func start(t testing.TB, o opts) *sup {
+	t.Helper()
+	s := &sup{t: t, addr: freeAddr(t), metrics: freeAddr(t), out: &output{}, done: make(chan struct{})}
+	s.ctlPath = filepath.Join(t.TempDir(), "ctl.sock")
+	argv := append([]string{}, o.wrapper...)
+	argv = append(argv, supervisorBin, "-listen", s.addr, "-mode", o.mode, "-workers", strconv.Itoa(o.workers),
+		"-control", s.ctlPath, "-metrics", s.metrics, "-log-format", "json", "-grace", "5s")
+	argv = append(argv, o.args...)
+	if o.command != nil {
+		argv = append(append(argv, "--"), o.command...)
+	}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.pid = s.cmd.Process.Pid
+	go func() {
+		s.cmd.Wait()
+		s.exitCode = s.cmd.ProcessState.ExitCode()
+		close(s.done)
+	}()
+	t.Cleanup(s.cleanup)
+	s.waitSettled(o.workers, 15*time.Second)
+	return s
+}
+
+// running reports whether the supervisor process is still up.
+func (s *sup) running() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// cleanup resumes, then kills the supervisor and every child it left, by
+// pid, and checks that they are gone and the control socket is removed.
+func (s *sup) cleanup() {
+	kids := childrenOf(s.pid)
+	for _, pid := range kids {
+		syscall.Kill(pid, syscall.SIGCONT) // a test may have stopped one
+	}
+	if s.running() {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		<-s.done
+	}
+	for _, pid := range kids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range append(kids, s.pid) {
+		waitGone(s.t, pid, 5*time.Second)
+	}
+	if s.t.Failed() {
+		s.t.Logf("supervisor output (last 60 lines):\n%s", s.out.tail(60))
+	}
+}
+
+// stop asks the supervisor to stop (SIGTERM) and waits for exit status 0.
+func (s *sup) stop() {
+	s.t.Helper()
+	if !s.running() {
+		s.t.Errorf("supervisor exited early with status %d", s.exitCode)
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		if s.exitCode != 0 {
+			s.t.Errorf("supervisor stopped with status %d, want 0", s.exitCode)
+		}
+	case <-time.After(15 * time.Second):
+		s.t.Errorf("supervisor still running 15s after SIGTERM")
+	}
+	if _, err := os.Lstat(s.ctlPath); err == nil {
+		s.t.Errorf("control socket %s left behind after a clean stop", s.ctlPath)
+	}
+}
+
+// signal sends sig to the supervisor.
+func (s *sup) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("signal %s: %v", sig, err)
+	}
+}
+
+// status asks the control socket for the status (what `ctl status -json`
+// prints), waiting at most d, and reports how long the answer took.
+func (s *sup) status(d time.Duration) (*control.Status, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	t0 := time.Now()
+	resp, err := control.Call(ctx, s.ctlPath, control.Request{Cmd: control.CmdStatus})
+	took := time.Since(t0)
+	if err == nil && !resp.OK {
+		err = fmt.Errorf("status refused: %s", resp.Error)
+	}
+	if err != nil {
+		return nil, took, err
+	}
+	return resp.Status, took, nil
+}
+
+// call sends a reload or scale request and waits up to d for its answer.
+func (s *sup) call(req control.Request, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	resp, err := control.Call(ctx, s.ctlPath, req)
+	if err == nil && !resp.OK {
+		err = fmt.Errorf("%s refused: %s", req.Cmd, resp.Error)
+	}
+	return err
+}
+
+// settled reports whether the supervisor runs exactly n ready workers, all
+// of its current generation, and has exactly n child processes; why says
+// what is off otherwise.
+func (s *sup) settled(n int) (ok bool, why string) {
+	st, _, err := s.status(2 * time.Second)
+	if err != nil {
+		return false, err.Error()
+	}
+	ready, gens := 0, map[int]bool{}
+	for _, w := range st.Workers {
+		gens[w.Generation] = true
+		if w.State == control.StateReady {
+			ready++
+		}
+	}
+	kids := childrenOf(s.pid)
+	if len(st.Workers) != n || ready != n || len(gens) != 1 || !gens[st.Generation] || len(kids) != n {
+		return false, fmt.Sprintf("%d workers (%d ready) of generations %v (current %d), %d children %v",
+			len(st.Workers), ready, keys(gens), st.Generation, len(kids), kids)
+	}
+	return true, ""
+}
+
+// waitSettled fails the test unless the supervisor settles at n workers
+// within d, and returns how long that took.
+func (s *sup) waitSettled(n int, d time.Duration) time.Duration {
+	s.t.Helper()
+	t0 := time.Now()
+	var why string
+	for time.Since(t0) < d {
+		if !s.running() {
+			s.t.Fatalf("supervisor exited with status %d while settling at %d workers", s.exitCode, n)
+		}
+		var ok bool
+		if ok, why = s.settled(n); ok {
+			return time.Since(t0)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("supervisor not settled at %d ready workers of one generation within %s: %s", n, d, why)
+	return 0
+}
+
+// workers returns the pids and uptimes of the ready workers.
+func (s *sup) workers() map[int]float64 {
+	s.t.Helper()
+	st, _, err := s.status(2 * time.Second)
+	if err != nil {
+		s.t.Fatalf("status: %v", err)
+	}
+	out := map[int]float64{}
+	for _, w := range st.Workers {
+		if w.State == control.StateReady {
+			out[w.PID] = w.UptimeS
+		}
+	}
+	return out
+}
+
+// restarts sums the slots' restarts.
+func restarts(st *control.Status) int {
+	n := 0
+	for _, w := range st.Workers {
+		n += w.Restarts
+	}
+	return n
+}
+
+// fds counts the supervisor's open descriptors.
+func (s *sup) fds() int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
+	if err != nil {
+		s.t.Fatalf("counting descriptors: %v", err)
+	}
+	return len(ents)
+}
+
+// rssKiB reads the supervisor's resident set size.
+func (s *sup) rssKiB() int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
+	if err != nil {
+		s.t.Fatalf("reading RSS: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	s.t.Fatal("no VmRSS in /proc/PID/status")
+	return 0
+}
+
+// goroutines reads go_goroutines from the supervisor's /metrics.
+func (s *sup) goroutines() int {
+	s.t.Helper()
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		s.t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				s.t.Fatalf("metrics: go_goroutines %q: %v", v, err)
+			}
+			return int(n)
+		}
+	}
+	s.t.Fatal("metrics: no go_goroutines")
+	return 0
+}
+
+// count returns how many of the supervisor's log lines contain sub.
+func (s *sup) count(sub string) int { return strings.Count(s.out.String(), sub) }
+
+// times returns when the supervisor logged each line with message msg.
+func (s *sup) times(msg string) []time.Time {
+	var out []time.Time
+	for _, line := range strings.Split(s.out.String(), "\n") {
+		var e struct {
+			Msg string    `json:"msg"`
+			TS  time.Time `json:"ts"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Msg == msg {
+			out = append(out, e.TS)
+		}
+	}
+	return out
+}
+
+// get does one GET on a new connection within d and returns the body.
+func get(addr, path string, d time.Duration) (string, error) {
+	c := http.Client{Timeout: d, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return string(b), err
+}
+
+// output collects the supervisor's (and its workers') output.
+type output struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// tail returns the last n lines, each cut to 300 bytes, with a run of lines
+// of the same message (a flood) shown once and counted.
+func (o *output) tail(n int) string {
+	var lines []string
+	prev, run := "", 0
+	flush := func() {
+		if run > 1 {
+			lines = append(lines, fmt.Sprintf("\t... %d more lines like the one above", run-1))
+		}
+	}
+	for _, line := range strings.Split(strings.TrimRight(o.String(), "\n"), "\n") {
+		msg := line
+		if i := strings.Index(line, `"msg":`); i >= 0 {
+			msg, _, _ = strings.Cut(line[i:], ",")
+		}
+		if msg == prev {
+			run++
+			continue
+		}
+		flush()
+		prev, run = msg, 1
+		lines = append(lines, line[:min(len(line), 300)])
+	}
+	flush()
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// childrenOf lists the live (not zombie) processes whose parent is ppid.
+func childrenOf(ppid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		state, parent, ok := procStat(pid)
+		if ok && parent == ppid && state != "Z" && state != "X" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// procStat reads a process's state and parent pid from /proc/PID/stat.
+func procStat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// The command name is in parentheses and may contain spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	state, _, ok := procStat(pid)
+	return ok && state != "Z" && state != "X"
+}
+
+// waitGone fails the test unless pid is gone (or a zombie) within d.
+func waitGone(t testing.TB, pid int, d time.Duration) {
+	t.Helper()
+	if !eventually(d, func() bool { return !alive(pid) }) {
+		t.Errorf("process %d still alive after %s", pid, d)
+	}
+}
+
+// eventually polls cond every few milliseconds until it holds (true) or d
+// passes (false).
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+func keys[V any](m map[int]V) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
