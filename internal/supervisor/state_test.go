@@ -234,6 +234,20 @@ func TestReload(t *testing.T) {
 			t.Fatalf("generation %d, want 3 after two reloads", h.s.gen)
 		}
 	})
+	t.Run("a queued reload that cannot fork says why", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(true)
+		up := h.control(control.Request{Cmd: control.CmdScale, N: 3})
+		queued := h.control(control.Request{Cmd: control.CmdReload})
+		h.mode.failAt[1] = errEMFILE
+		h.ready(h.cur(3))
+		if !h.answer(up).OK {
+			t.Fatal("scale failed")
+		}
+		if r := h.answer(queued); r.OK || !strings.Contains(r.Error, "too many open files") {
+			t.Fatalf("reply %+v, want the spawn error", r)
+		}
+	})
 	t.Run("SIGHUP during start-up is deferred", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.start(false)
