@@ -1,6 +1,9 @@
 package supervisor
 
 import (
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -8,6 +11,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/sdnotify"
 )
 
 // death is one unrequested exit, at a time since the test began, of a
@@ -499,6 +503,43 @@ func TestStop(t *testing.T) {
 			t.Fatal("the drain was not sent again")
 		}
 	})
+}
+
+// systemd hears STOPPING=1 last when a stop ends a reload: a READY=1 after
+// it would tell it the service is up again.
+func TestStopDuringReloadNotifiesStoppingLast(t *testing.T) {
+	name := fmt.Sprintf("@prefork-supervisor-test-%d", os.Getpid())
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	h := newHarness(t, nil)
+	h.s.notify = sdnotify.New()
+	h.start(true)
+	h.control(control.Request{Cmd: control.CmdReload})
+	h.signal(syscall.SIGTERM)
+	// Every notification was sent before signal returned: take what is
+	// queued without waiting.
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	buf := make([]byte, 4096)
+	rc.Control(func(fd uintptr) {
+		for range 100 {
+			n, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+			if err != nil {
+				return
+			}
+			got = append(got, strings.SplitN(string(buf[:n]), "\n", 2)[0])
+		}
+	})
+	if len(got) == 0 || got[len(got)-1] != "STOPPING=1" {
+		t.Fatalf("notifications %q, want STOPPING=1 last", got)
+	}
 }
 
 // A worker that says ready and exits at once is a crash after ready, not a
