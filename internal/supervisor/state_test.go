@@ -338,6 +338,21 @@ func TestScale(t *testing.T) {
 	})
 }
 
+// TTOU never goes below one worker, but queued ones are not all lost when
+// there are more of them than workers to remove.
+func TestQueuedTTOUsStopAtOne(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	h.control(control.Request{Cmd: control.CmdReload})
+	h.signal(syscall.SIGTTOU)
+	h.signal(syscall.SIGTTOU)
+	h.ready(h.s.roll.next)
+	h.ready(h.s.roll.next)
+	if len(h.s.slots) != 1 {
+		t.Fatalf("%d slots after two queued TTOUs with 2 workers, want 1", len(h.s.slots))
+	}
+}
+
 func TestHang(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.HangTimeout = 3 * time.Second })
 	h.start(true)
