@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -69,6 +70,29 @@ func TestProtocolBreakerIsReplaced(t *testing.T) {
 	}
 	if h.cur(1) == nil || h.cur(1) == p || h.s.counts.exits[control.CauseProtocol] != 1 || h.forks(control.CauseProtocol) != 1 {
 		t.Fatalf("slot 1 not refilled: exits %v", h.s.counts.exits)
+	}
+}
+
+// A rollout's new worker that breaks the protocol before it is ready is
+// replaced; the rollout must fail rather than wait for it for ever.
+func TestProtocolBreakerDuringReloadEndsIt(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	reply := h.control(control.Request{Cmd: control.CmdReload})
+	next := h.s.roll.next
+	h.s.handle(evProtocol{p: next, err: errors.New("bad frame"), count: maxProtocolErrors})
+	h.run()
+	if !h.fake(next).got(syscall.SIGKILL) {
+		t.Fatal("the protocol breaker was not killed")
+	}
+	if pending(reply) || h.s.roll != nil {
+		t.Fatal("the reload still waits for a worker that was killed")
+	}
+	if r := h.answer(reply); r.OK {
+		t.Fatalf("reply %+v, want a failure", r)
+	}
+	if h.readyCount() != 2 {
+		t.Fatalf("%d ready, want the old workers", h.readyCount())
 	}
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"strconv"
 	"syscall"
 	"time"
@@ -118,6 +119,12 @@ func (s *Supervisor) replace(p *process, cause control.Cause) {
 		s.after(hangKillWait, evKillDue{p: p})
 	} else {
 		p.proc.Signal(syscall.SIGKILL)
+	}
+	// A rollout's new worker is no slot's yet: its exit, asked for, is no
+	// crash, so the rollout waiting for it must fail here.
+	if s.roll != nil && s.roll.next == p {
+		s.rollFailed(fmt.Errorf("worker %d (pid %d) replaced before it was ready: %s", p.slot.id, p.pid, cause))
+		return
 	}
 	if p.slot.cur == p {
 		s.vacate(p.slot)

@@ -16,8 +16,9 @@ import (
 const tickEvery = 250 * time.Millisecond
 
 // Events. Each is handled by the owner goroutine in handle; a handler that
-// changes state in a way another handler reacts to posts a new event rather
-// than calling that handler.
+// changes state in a way another handler reacts to queues a new event
+// (enqueue; never post, which could block on the owner's own full channel)
+// rather than calling that handler.
 type (
 	// From a process's goroutines.
 	evExit struct {

@@ -56,7 +56,10 @@ func (s *Supervisor) reload(reply chan control.Response) {
 		return
 	}
 	s.gen++
-	r := &rollout{reason: control.CauseReload, gen: s.gen, todo: append([]*slot(nil), s.slots...), began: s.sys.Now()}
+	// It answers the requests queued behind the operation that just ended
+	// too, however it ends, even before rollStep returns.
+	r := &rollout{reason: control.CauseReload, gen: s.gen, todo: append([]*slot(nil), s.slots...), began: s.sys.Now(), waiters: s.reloadAfter}
+	s.reloadAfter = nil
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
@@ -151,15 +154,9 @@ func (s *Supervisor) idle() {
 		return
 	}
 	if len(s.reloadAfter) > 0 {
-		waiters := s.reloadAfter
-		s.reloadAfter = nil
-		s.reload(nil)
+		s.reload(nil) // takes the queued requests as its waiters
 		if s.roll != nil {
-			s.roll.waiters = append(s.roll.waiters, waiters...)
 			return
-		}
-		for _, w := range waiters {
-			respond(w, control.Response{Error: "reload: could not start"})
 		}
 	}
 	if n := s.scaleQueued; n != 0 {

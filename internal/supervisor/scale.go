@@ -33,7 +33,8 @@ func (s *Supervisor) scaleBy(d int) {
 		s.emit(control.EventDeferred, nil, "request", "scale", "by", d, "queued", s.scaleQueued)
 		return
 	}
-	if n := len(s.slots) + d; n >= 1 && n <= MaxWorkers {
+	// Queued signals add up: as many as fit within 1..MaxWorkers apply.
+	if n := min(max(len(s.slots)+d, 1), MaxWorkers); n != len(s.slots) {
 		s.scale(n, nil)
 	}
 }

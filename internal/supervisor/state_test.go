@@ -1,6 +1,9 @@
 package supervisor
 
 import (
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -8,6 +11,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/sdnotify"
 )
 
 // death is one unrequested exit, at a time since the test began, of a
@@ -234,6 +238,20 @@ func TestReload(t *testing.T) {
 			t.Fatalf("generation %d, want 3 after two reloads", h.s.gen)
 		}
 	})
+	t.Run("a queued reload that cannot fork says why", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(true)
+		up := h.control(control.Request{Cmd: control.CmdScale, N: 3})
+		queued := h.control(control.Request{Cmd: control.CmdReload})
+		h.mode.failAt[1] = errEMFILE
+		h.ready(h.cur(3))
+		if !h.answer(up).OK {
+			t.Fatal("scale failed")
+		}
+		if r := h.answer(queued); r.OK || !strings.Contains(r.Error, "too many open files") {
+			t.Fatalf("reply %+v, want the spawn error", r)
+		}
+	})
 	t.Run("SIGHUP during start-up is deferred", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.start(false)
@@ -318,6 +336,21 @@ func TestScale(t *testing.T) {
 			t.Fatalf("%d slots after the reload, want the queued TTOU applied", len(h.s.slots))
 		}
 	})
+}
+
+// TTOU never goes below one worker, but queued ones are not all lost when
+// there are more of them than workers to remove.
+func TestQueuedTTOUsStopAtOne(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	h.control(control.Request{Cmd: control.CmdReload})
+	h.signal(syscall.SIGTTOU)
+	h.signal(syscall.SIGTTOU)
+	h.ready(h.s.roll.next)
+	h.ready(h.s.roll.next)
+	if len(h.s.slots) != 1 {
+		t.Fatalf("%d slots after two queued TTOUs with 2 workers, want 1", len(h.s.slots))
+	}
 }
 
 func TestHang(t *testing.T) {
@@ -485,6 +518,43 @@ func TestStop(t *testing.T) {
 			t.Fatal("the drain was not sent again")
 		}
 	})
+}
+
+// systemd hears STOPPING=1 last when a stop ends a reload: a READY=1 after
+// it would tell it the service is up again.
+func TestStopDuringReloadNotifiesStoppingLast(t *testing.T) {
+	name := fmt.Sprintf("@prefork-supervisor-test-%d", os.Getpid())
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	h := newHarness(t, nil)
+	h.s.notify = sdnotify.New()
+	h.start(true)
+	h.control(control.Request{Cmd: control.CmdReload})
+	h.signal(syscall.SIGTERM)
+	// Every notification was sent before signal returned: take what is
+	// queued without waiting.
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	buf := make([]byte, 4096)
+	rc.Control(func(fd uintptr) {
+		for range 100 {
+			n, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+			if err != nil {
+				return
+			}
+			got = append(got, strings.SplitN(string(buf[:n]), "\n", 2)[0])
+		}
+	})
+	if len(got) == 0 || got[len(got)-1] != "STOPPING=1" {
+		t.Fatalf("notifications %q, want STOPPING=1 last", got)
+	}
 }
 
 // A worker that says ready and exits at once is a crash after ready, not a

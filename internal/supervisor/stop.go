@@ -38,15 +38,15 @@ func (s *Supervisor) beginStop(err error) {
 	if err != nil {
 		s.log.Error("stopping", zap.Error(err))
 	}
-	s.notify.Stopping()
 	s.emit(control.EventStop, nil)
 	s.phase, s.stopErr = phaseStopping, err
 	if s.roll != nil {
-		s.rollFailed(errStopping)
+		s.rollFailed(errStopping) // tells systemd READY=1: the reload is over
 	}
 	if s.scaling != nil {
 		s.scaleEnded(errStopping)
 	}
+	s.notify.Stopping()
 	for _, w := range s.reloadAfter {
 		respond(w, control.Response{Error: "reload: supervisor is stopping"})
 	}
