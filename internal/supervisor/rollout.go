@@ -21,6 +21,15 @@ type rollout struct {
 	done    int
 	began   time.Time
 	waiters []chan control.Response
+	// recycled is the slot a recycle replaces the worker of; nil for a
+	// reload.
+	recycled *slot
+}
+
+// recycleBackoff is how long a slot waits after its nth failed recycle in a
+// row before the next: 2s doubling up to 5 minutes.
+func recycleBackoff(n int) time.Duration {
+	return min(time.Second<<min(n, 10), 5*time.Minute)
 }
 
 // event is the kind of event a rollout's steps are reported as.
@@ -72,12 +81,12 @@ func (s *Supervisor) reload(reply chan control.Response) {
 
 // recycle replaces one slot's worker through the rollout path.
 func (s *Supervisor) recycle(p *process, why string) {
-	if s.roll != nil || s.scaling != nil || s.phase != phaseRunning {
+	if s.roll != nil || s.scaling != nil || s.phase != phaseRunning || s.sys.Now().Before(p.slot.recycleAt) {
 		return
 	}
 	s.log.Info("recycling worker", p.fields(zap.String("why", why))...)
 	s.emit(control.EventRecycle, p, "why", why)
-	s.roll = &rollout{reason: control.CauseRecycle, gen: s.gen, todo: []*slot{p.slot}, began: s.sys.Now()}
+	s.roll = &rollout{reason: control.CauseRecycle, gen: s.gen, todo: []*slot{p.slot}, began: s.sys.Now(), recycled: p.slot}
 	s.rollStep()
 }
 
@@ -100,6 +109,9 @@ func (s *Supervisor) rollStep() {
 		return
 	}
 	s.roll = nil
+	if sl := r.recycled; sl != nil {
+		sl.recycleFails = 0
+	}
 	took := s.sys.Now().Sub(r.began)
 	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
 	s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
@@ -135,6 +147,12 @@ func (s *Supervisor) rollFailed(err error) {
 	r := s.roll
 	s.roll = nil
 	err = fmt.Errorf("%s failed after %d of %d slots: %w", r.reason, r.done, r.done+1+len(r.todo), err)
+	if sl := r.recycled; sl != nil {
+		// The new worker could not boot: try again after a backoff, not at
+		// the old one's next heartbeat.
+		sl.recycleFails++
+		sl.recycleAt = s.sys.Now().Add(recycleBackoff(sl.recycleFails))
+	}
 	s.log.Error(string(r.reason)+" failed; old workers keep serving", zap.Error(err))
 	s.emit(r.event(), nil, "step", control.StepFailed, "error", err.Error())
 	if r.reason == control.CauseReload {

@@ -19,6 +19,9 @@ type slot struct {
 	restarts   int
 	removed    bool   // scaled away
 	handedPast uint64 // connections handed to its exited workers
+	// A recycle whose new worker failed is tried again from recycleAt.
+	recycleFails int
+	recycleAt    time.Time
 }
 
 // minUptime: a worker that exits sooner died young, and its slot's next

@@ -577,3 +577,27 @@ func TestReadyThenExitKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// A recycle whose new worker cannot boot is retried after a backoff, not
+// at every heartbeat of the worker it was to replace.
+func TestFailedRecycleBacksOff(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxRequests = 100 })
+	h.start(true)
+	p := h.cur(1)
+	for range 5 {
+		h.beat(p, ipc.Heartbeat{Requests: 1000})
+		if r := h.s.roll; r != nil {
+			h.exit(r.next, 1) // the new build cannot boot
+		}
+		h.advance(time.Second)
+	}
+	if n := h.forks(control.CauseRecycle); n != 2 {
+		t.Fatalf("%d recycle forks in 5s of failing boots, want 2 (at 0s, then after 2s)", n)
+	}
+	h.advance(time.Minute)
+	h.beat(p, ipc.Heartbeat{Requests: 1000})
+	h.ready(h.s.roll.next)
+	if h.cur(1) == p || h.cur(1).slot.recycleFails != 0 {
+		t.Fatal("a recycle that works after failures did not replace the worker and reset the backoff")
+	}
+}
