@@ -204,15 +204,39 @@ func listening(t *testing.T, nw *nodeWorker, port int) {
 	}
 }
 
-func TestNodeRoundRobin(t *testing.T) {
-	fds := fdtest.Open(t)
+// handOff starts an HTTP request to ln, accepts it as the supervisor does,
+// and hands the connection to w with NewConn(key, fd).
+func handOff(t *testing.T, w *Worker, ln net.Listener, key string) (<-chan string, int) {
+	t.Helper()
+	res := get(ln.Addr().String())
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := dupFD(t, c.(*net.TCPConn))
+	c.Close() // fd alone keeps the connection open
+	if err := w.NewConn(key, fd); err != nil {
+		t.Fatal(err)
+	}
+	return res, fd
+}
+
+// queried starts a worker, waits for its query, and opens the supervisor's
+// listener to answer it with.
+func queried(t *testing.T) (*nodeWorker, QueryServer, net.Listener) {
+	t.Helper()
 	nw := startNode(t)
 	q := online(t, nw)
-
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nw, q, ln
+}
+
+func TestNodeRoundRobin(t *testing.T) {
+	fds := fdtest.Open(t)
+	nw, q, ln := queried(t)
 	defer ln.Close()
 	addr := ln.Addr().(*net.TCPAddr)
 	if err := nw.w.ReplyRoundRobin(q, SocknameOf(addr)); err != nil {
@@ -221,16 +245,7 @@ func TestNodeRoundRobin(t *testing.T) {
 	listening(t, nw, addr.Port)
 
 	// The supervisor accepts; the worker serves.
-	res := get(addr.String())
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd := dupFD(t, c.(*net.TCPConn))
-	c.Close()
-	if err := nw.w.NewConn(q.Key, fd); err != nil {
-		t.Fatal(err)
-	}
+	res, _ := handOff(t, nw.w, ln, q.Key)
 	if a := next[Accepted](t, nw); a.Key != q.Key {
 		t.Errorf("accepted key %q, want %q", a.Key, q.Key)
 	}
@@ -239,16 +254,7 @@ func TestNodeRoundRobin(t *testing.T) {
 	}
 
 	// A connection for a server the worker does not have comes back.
-	res = get(addr.String())
-	c, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd = dupFD(t, c.(*net.TCPConn))
-	c.Close()
-	if err := nw.w.NewConn("no-such-key", fd); err != nil {
-		t.Fatal(err)
-	}
+	res, fd := handOff(t, nw.w, ln, "no-such-key")
 	if r := next[Refused](t, nw); r.Key != "no-such-key" || r.FD != fd {
 		t.Errorf("refused %+v, want key no-such-key fd %d", r, fd)
 	}
@@ -274,16 +280,10 @@ func TestNodeRoundRobin(t *testing.T) {
 
 func TestNodeShared(t *testing.T) {
 	fds := fdtest.Open(t)
-	nw := startNode(t)
-	q := online(t, nw)
-
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nw, q, ln := queried(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	lfd := dupFD(t, ln.(*net.TCPListener))
-	err = nw.w.ReplyShared(q, lfd)
+	err := nw.w.ReplyShared(q, lfd)
 	unix.Close(lfd) // the channel sends its own duplicate
 	ln.Close()      // the socket lives on in the worker
 	if err != nil {
