@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
+
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
@@ -135,5 +138,25 @@ func TestMessageFloodIsBounded(t *testing.T) {
 	limit := messageBurst + int(time.Since(began).Seconds()*messageRate) + 1
 	if passed > limit || passed < messageBurst || sent <= limit {
 		t.Errorf("%d of %d messages passed; want from %d to %d", passed, sent, messageBurst, limit)
+	}
+}
+
+// A worker whose health check keeps failing is logged when it turns
+// unhealthy and when it recovers, not at every heartbeat.
+func TestUnhealthyLoggedOnChange(t *testing.T) {
+	h := newHarness(t, nil)
+	core, logs := zapobserver.New(zap.WarnLevel)
+	h.s.log = zap.New(core)
+	h.start(true)
+	p := h.cur(1)
+	for range 10 {
+		h.s.handle(evBeat{p: p, hb: ipc.Heartbeat{Healthy: false}})
+	}
+	h.beat(p, ipc.Heartbeat{})
+	for range 10 {
+		h.s.handle(evBeat{p: p, hb: ipc.Heartbeat{Healthy: false}})
+	}
+	if n := logs.FilterMessage("worker reports unhealthy").Len(); n != 2 {
+		t.Fatalf("%d unhealthy lines for 20 unhealthy beats in two runs, want 2", n)
 	}
 }
