@@ -37,11 +37,12 @@ type process struct {
 	beat    ipc.Heartbeat
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
+	asked     bool          // the supervisor asked it to exit
+	reason    control.Cause // why it was asked
+
 	// watched: hang detection applies. From the start if its protocol
 	// beats, else from its first healthy heartbeat.
 	watched bool
-	asked   bool          // the supervisor asked it to exit
-	reason  control.Cause // why it was asked
 
 	maxRequests int // recycle after this many requests; 0: never
 	cpuTicks    uint64
