@@ -5,7 +5,8 @@ GET /pid answers the process id; GET /sleep?ms=N answers after N ms.
 Under systemd (NOTIFY_SOCKET set) it checks LISTEN_FDS and LISTEN_PID,
 sends READY=1 once serving, STATUS= and WATCHDOG=1 every second, and
 STOPPING=1 on SIGTERM. SIGTERM stops accepting, finishes in-flight
-requests and exits 0.
+requests (closing keep-alive connections after their next response) and
+exits 0.
 """
 
 import http.server
@@ -18,6 +19,7 @@ import time
 import urllib.parse
 
 SD_LISTEN_FDS_START = 3
+stopping = threading.Event()
 
 
 def notify(state):
@@ -41,6 +43,9 @@ def check_activation():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # An idle keep-alive connection is closed after a second, so that a
+    # drain (server_close waits for every connection's thread) ends soon.
+    timeout = 1
 
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
@@ -54,6 +59,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        if stopping.is_set():
+            # Draining: the client reconnects, to another worker.
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
@@ -79,6 +88,7 @@ def main():
     server = Server(sock)
 
     def stop(signum, frame):
+        stopping.set()
         notify("STOPPING=1")
         threading.Thread(target=server.shutdown, daemon=True).start()
 
