@@ -175,4 +175,3 @@ func TestForeignWorkerFlags(t *testing.T) {
 		t.Errorf("-worker-protocol node: exit %d, %q; want 2 naming the flag", exitCode(err), out)
 	}
 }
-
