@@ -4,6 +4,7 @@
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
 //	supervisor probe [flags] [URL]
+//	supervisor exec-shim -- PATH ARGV0 [ARGS...]   (internal: systemd-protocol workers)
 package main
 
 import (
@@ -18,6 +19,8 @@ func main() {
 	args := os.Args[1:]
 	if len(args) > 0 {
 		switch args[0] {
+		case supervisor.ShimCommand: // first: it runs between fork and a worker's exec
+			os.Exit(supervisor.ExecShim(args[1:], os.Stderr))
 		case "probe":
 			os.Exit(probe.Main(args[1:], os.Stdout, os.Stderr))
 		case "ctl":

@@ -49,6 +49,7 @@ type Config struct {
 	User, Group       string        // run workers as this user and group
 	WorkerOutput      string        // "inherit" or "capture"
 	Sched             string        // workers' CPU scheduling policy: "batch" or "normal"
+	WorkerProtocol    string        // how workers are spoken to: ProtocolPrefork, ProtocolSystemd or ProtocolPlain
 
 	// Command is the worker program and its arguments.
 	Command []string
@@ -108,6 +109,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
+	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, systemd or plain")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -200,6 +202,28 @@ func (c *Config) validate() error {
 	}
 	if c.MaxCrashes < 1 {
 		return usagef("invalid value %d for flag -max-crashes: must be at least 1", c.MaxCrashes)
+	}
+	return c.validateProtocol()
+}
+
+// validateProtocol checks -worker-protocol and what it rules out: a worker
+// without prefork's control channel cannot be handed connections (rr) and
+// reports no request counts or RSS (-max-requests, -max-rss).
+func (c *Config) validateProtocol() error {
+	switch c.WorkerProtocol {
+	case "", ProtocolPrefork: // "": a Config not made by ParseFlags
+		return nil
+	case ProtocolSystemd, ProtocolPlain:
+	default:
+		return usagef("invalid value %q for flag -worker-protocol: must be prefork, systemd or plain", c.WorkerProtocol)
+	}
+	switch {
+	case c.Mode == ipc.ModeRR:
+		return usagef("flag -mode rr cannot be used with -worker-protocol %s: rr hands each connection to a worker over prefork's control channel, which a %s worker has not; use -mode shared or reuseport", c.WorkerProtocol, c.WorkerProtocol)
+	case c.MaxRequests > 0:
+		return usagef("flag -max-requests needs -worker-protocol prefork: a %s worker reports no request count", c.WorkerProtocol)
+	case c.MaxRSS > 0:
+		return usagef("flag -max-rss needs -worker-protocol prefork: a %s worker reports no heartbeat with its RSS", c.WorkerProtocol)
 	}
 	return nil
 }

@@ -55,6 +55,13 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 		// n * unit must not wrap around to a small limit.
 		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 		{[]string{"-max-rss", "18446744073709551616"}, "-max-rss"},
+		{[]string{"-worker-protocol", "node"}, "-worker-protocol"},
+		{[]string{"-mode", "shared", "-worker-protocol", "fastcgi"}, "-worker-protocol"},
+		// rr hands connections over a control channel these workers lack.
+		{[]string{"-worker-protocol", "plain"}, "-mode rr"},
+		{[]string{"-mode", "rr", "-worker-protocol", "systemd"}, "-worker-protocol systemd"},
+		{[]string{"-mode", "shared", "-worker-protocol", "plain", "-max-requests", "10"}, "-max-requests"},
+		{[]string{"-mode", "reuseport", "-worker-protocol", "systemd", "-max-rss", "1GiB"}, "-max-rss"},
 	} {
 		_, err := ParseFlags(tc.args)
 		var ue *UsageError
@@ -110,5 +117,20 @@ func TestRespawnDelay(t *testing.T) {
 	}
 	if have := respawnDelay(40); have != 10*time.Second {
 		t.Errorf("respawnDelay(40) = %s, want the 10s cap", have)
+	}
+}
+
+func TestParseFlagsWorkerProtocol(t *testing.T) {
+	c, err := ParseFlags(nil)
+	if err != nil || c.WorkerProtocol != ProtocolPrefork {
+		t.Fatalf("default -worker-protocol %q (%v), want prefork", c.WorkerProtocol, err)
+	}
+	for _, mode := range []string{"shared", "reuseport"} {
+		for _, proto := range []string{ProtocolSystemd, ProtocolPlain} {
+			c, err := ParseFlags([]string{"-mode", mode, "-worker-protocol", proto, "--", "python3", "app.py"})
+			if err != nil || c.WorkerProtocol != proto || c.Mode != mode {
+				t.Errorf("-mode %s -worker-protocol %s: have %q %q, %v", mode, proto, c.Mode, c.WorkerProtocol, err)
+			}
+		}
 	}
 }

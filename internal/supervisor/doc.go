@@ -19,6 +19,8 @@
 //	spawner.go      the thread that forks workers (Pdeathsig)
 //	worker.go       a worker's life: spawn, ready, exit, drain
 //	frames.go       what a worker says on its control channel
+//	protocol.go     how workers are spoken to (-worker-protocol): prefork,
+//	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      reload and recycle, slot by slot
 //	scale.go        scaling up and down

@@ -68,16 +68,23 @@ func (s *Supervisor) readControl(p *process) {
 		if err == nil {
 			continue
 		}
-		// A frame that breaks the protocol is the worker's bug: it loses
-		// the supervisor nothing. Tell the owner at powers of two, and
-		// stop listening once the worker is to be replaced.
-		if bad++; bad&(bad-1) == 0 || bad == maxProtocolErrors {
-			s.post(evProtocol{p: p, err: err, count: bad})
-		}
-		if bad >= maxProtocolErrors {
+		if s.protocolError(p, err, &bad) {
 			return
 		}
 	}
+}
+
+// protocolError counts one of p's protocol errors in *bad, on its reader's
+// goroutine. A message that breaks the protocol is the worker's bug: it
+// loses the supervisor nothing. The owner hears of it at powers of two;
+// protocolError reports true once the worker is to be replaced, and its
+// reader stops listening.
+func (s *Supervisor) protocolError(p *process, err error, bad *int) bool {
+	*bad++
+	if n := *bad; n&(n-1) == 0 || n == maxProtocolErrors {
+		s.post(evProtocol{p: p, err: err, count: n})
+	}
+	return *bad >= maxProtocolErrors
 }
 
 // onFrame handles one well-formed frame on the reader's goroutine.

@@ -32,7 +32,7 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	now := s.sys.Now()
 	p.beat = hb
 	if hb.Healthy {
-		p.beatAt = now
+		p.beatAt, p.watched = now, true
 	}
 	if p.unhealthy != !hb.Healthy && p.state == control.StateReady {
 		// Logged when it changes, not at every beat.
@@ -87,10 +87,11 @@ func (s *Supervisor) thawed(now time.Time, gap time.Duration) {
 }
 
 // findHung replaces ready workers without a healthy heartbeat for
-// -hang-timeout.
+// -hang-timeout: every prefork worker, and others once they have sent one
+// (a systemd worker's WATCHDOG=1).
 func (s *Supervisor) findHung(now time.Time) {
 	for _, p := range s.live {
-		if p.state != control.StateReady || p.asked {
+		if p.state != control.StateReady || p.asked || !p.watched {
 			continue
 		}
 		last := p.beatAt

@@ -32,6 +32,8 @@ type reusePort struct {
 	bal    balancer.Balancer[*target]
 	h      *handoff
 	quiet  time.Duration // retireQuiet; shorter in tests
+	// adoptVacant: workers can be handed connections (see vacant).
+	adoptVacant bool
 
 	// mu guards what follows: the owner goroutine and the drains of
 	// retired sockets, which finish on their own goroutines, change it.
@@ -70,7 +72,8 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 		return nil, err
 	}
 	bal := balancer.NewRoundRobin[*target]()
-	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), quiet: retireQuiet, socks: map[int]*portSocket{}}
+	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), quiet: retireQuiet, socks: map[int]*portSocket{},
+		adoptVacant: newProtocol(cfg).receives()}
 	for i, ln := range socks {
 		// ListenReusePort called listen() in this order: the group's.
 		ps := &portSocket{id: i + 1, ln: ln}
@@ -105,7 +108,8 @@ func (m *reusePort) stopAccepting() {
 }
 
 // prepare gives the worker its slot's socket, binding one for a slot that
-// never had one, and makes the worker's control channel its handoff target.
+// never had one, and makes the worker's control channel, if it has one, its
+// handoff target.
 func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (handles, error) {
 	ps, err := m.socket(sl.id)
 	if err != nil {
@@ -114,6 +118,9 @@ func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (han
 	f, err := listener.Dup(ps.ln)
 	if err != nil {
 		return handles{}, err
+	}
+	if ctl == nil {
+		return handles{file: f}, nil // nothing can be handed to it
 	}
 	t, err := newTarget(sl, ctl, ctlRemote)
 	if err != nil {
@@ -173,8 +180,10 @@ func (m *reusePort) steer() bool {
 // route: the worker takes its own socket's connections again, and may be
 // handed another vacant slot's.
 func (m *reusePort) route(p *process) {
-	m.bal.Add(p.t)
-	m.h.flush()
+	if p.t != nil {
+		m.bal.Add(p.t)
+		m.h.flush()
+	}
 	m.mu.Lock()
 	if ps := m.socks[p.slot.id]; ps != nil {
 		ps.adopt(nil, false)
@@ -182,16 +191,23 @@ func (m *reusePort) route(p *process) {
 	m.mu.Unlock()
 }
 
-func (m *reusePort) unroute(p *process)    { m.bal.Remove(p.t) }
+func (m *reusePort) unroute(p *process) {
+	if p.t != nil {
+		m.bal.Remove(p.t)
+	}
+}
+
 func (m *reusePort) exited(p *process) int { return m.h.recover(p.t) }
 
 // vacant: the supervisor accepts on the slot's socket until a new worker is
 // ready, so connections the kernel queued there go to the other workers
-// instead of waiting for the respawn.
+// instead of waiting for the respawn. Workers without a control channel
+// (-worker-protocol systemd or plain) cannot be handed them: those wait in
+// the slot's backlog until its new worker takes them.
 func (m *reusePort) vacant(sl *slot) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ps := m.socks[sl.id]; ps != nil && !ps.retired && !m.closed {
+	if ps := m.socks[sl.id]; ps != nil && !ps.retired && !m.closed && m.adoptVacant {
 		ps.adopt(m, true)
 	}
 }

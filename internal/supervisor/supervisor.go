@@ -34,6 +34,7 @@ type Supervisor struct {
 	log    *zap.Logger
 	sys    system
 	mode   mode
+	proto  protocol // -worker-protocol
 	owned  reaper.Owned
 	cred   *syscall.Credential // -user/-group
 	notify *sdnotify.Notifier  // nil: not under systemd
@@ -81,6 +82,7 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		log:    log,
 		sys:    sys,
 		mode:   m,
+		proto:  newProtocol(cfg),
 		bus:    discard{},
 		events: make(chan any, 1024),
 		done:   make(chan struct{}),

@@ -27,6 +27,13 @@ flags:
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
+  -worker-protocol P    how workers are spoken to (default prefork):
+                        prefork  Go workers linking prefork's cluster package
+                        systemd  socket at fd 3 with LISTEN_FDS/LISTEN_PID, and a
+                                 NOTIFY_SOCKET for READY=1, WATCHDOG=1, STATUS=
+                        plain    socket at fd 3; ready once started
+                        systemd and plain need -mode shared or reuseport; node is
+                        not supported yet
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
 TTIN add a worker, TTOU remove one.

@@ -25,7 +25,8 @@ type process struct {
 	gen     int
 	pid     int
 	proc    proc
-	ctl     *ipc.Channel  // the supervisor's end of the control channel
+	ctl     *ipc.Channel  // the supervisor's end of the control channel; nil if none
+	link    link          // how the worker speaks to the supervisor (its protocol)
 	read    chan struct{} // closed when the control reader has stopped
 	t       *target       // the worker as the handoff sees it; nil in shared mode
 	state   control.State
@@ -38,6 +39,10 @@ type process struct {
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
 	reason    control.Cause // why it was asked
+
+	// watched: hang detection applies. From the start if its protocol
+	// beats, else from its first healthy heartbeat.
+	watched bool
 
 	maxRequests int // recycle after this many requests; 0: never
 	cpuTicks    uint64
@@ -67,33 +72,33 @@ func (s *Supervisor) start(sl *slot, cause control.Cause) error {
 // failure at any step (EMFILE, say) is a clean failed start: nothing runs
 // and nothing is left open.
 func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, error) {
-	ctl, ctlRemote, err := ipc.Pair()
+	lk, err := s.proto.open(sl)
 	if err != nil {
-		return nil, fmt.Errorf("worker control channel: %w", err)
+		return nil, err
 	}
-	defer ctlRemote.Close() // the worker has its own copy once started
+	ctl, ctlRemote := lk.control()
+	defer ctlRemote.Close() // the worker has its own copy once started (nil: none)
 	h, err := s.mode.prepare(sl, ctl, ctlRemote)
 	if err != nil {
-		ctl.Close()
+		lk.close()
 		return nil, err
 	}
 	defer h.file.Close()
-	cmd := s.command(sl, gen, ctlRemote, h.file)
+	cmd := s.command(sl, gen, lk, h.file)
 	var capture *outputCapture
 	if s.cfg.WorkerOutput == "capture" {
 		if capture, err = newOutputCapture(); err != nil {
 			h.abort()
-			ctl.Close()
+			lk.close()
 			return nil, err
 		}
 		cmd.Stdout, cmd.Stderr = capture.stdoutW, capture.stderrW
 	}
-	p := &process{slot: sl, gen: gen, ctl: ctl, t: h.t, state: control.StateStarting, started: s.sys.Now(), read: make(chan struct{})}
+	p := &process{slot: sl, gen: gen, ctl: ctl, link: lk, t: h.t, state: control.StateStarting, started: s.sys.Now(), read: make(chan struct{}), watched: s.proto.beats()}
 	// The exit callback runs on the waiter goroutine; the owner reads p
 	// only after spawn has returned.
 	pr, err := s.sys.Start(cmd, func(st exitStatus) {
-		// Wake the reader if it waits: what the worker sent is queued.
-		p.ctl.SetReadDeadline(time.Now())
+		p.link.exited()
 		p.readerDone()
 		s.post(evExit{p: p, st: st})
 	})
@@ -106,7 +111,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 	}
 	if err != nil {
 		h.abort()
-		ctl.Close()
+		lk.close()
 		return nil, fmt.Errorf("worker %s: %w", s.cfg.Command[0], unwrapExec(err))
 	}
 	p.proc, p.pid = pr, pr.Pid()
@@ -118,10 +123,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 	s.log.Info("spawned worker", p.fields(zap.String("cause", string(cause)))...)
 	s.emit(control.EventFork, p, "cause", cause)
 	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
-	go func() {
-		defer close(p.read)
-		s.readControl(p)
-	}()
+	lk.started(s, p)
 	return p, nil
 }
 
@@ -144,23 +146,17 @@ func (p *process) readerDone() {
 	}
 }
 
-// command is the worker's command line, environment and descriptors: the
-// control channel at fd 3 and what the mode gives it at fd 4.
-func (s *Supervisor) command(sl *slot, gen int, ctlRemote, fd4 *os.File) *exec.Cmd {
+// command is the worker's command line, environment and descriptors: its
+// slot and generation, and what its protocol's link gives it, around
+// listen, what the mode gives it.
+func (s *Supervisor) command(sl *slot, gen int, lk link, listen *os.File) *exec.Cmd {
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
 	cmd.Env = append(workerEnv(),
 		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
 		ipc.EnvMode+"="+s.cfg.Mode,
 		ipc.EnvGeneration+"="+strconv.Itoa(gen),
-		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
-		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
-		ipc.EnvListenAddr+"="+s.mode.addr(),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
 	)
-	if s.mode.loadReports() {
-		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
-	}
-	cmd.ExtraFiles = []*os.File{ctlRemote, fd4} // fds 3 and 4
+	lk.command(s, cmd, listen)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Die with the supervisor (see spawner for the thread caveat).
@@ -311,7 +307,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 	}
 	// After the read-back: in reuseport mode the control channel is also
 	// the handoff channel.
-	p.ctl.Close()
+	p.link.close()
 	if p.slot.cur == p {
 		s.vacate(p.slot)
 	}
@@ -341,7 +337,7 @@ func (s *Supervisor) drain(p *process, reason control.Cause) {
 	s.log.Info("draining worker", p.fields(zap.String("reason", string(reason)))...)
 	s.emit(control.EventDrain, p, "reason", reason)
 	s.after(s.cfg.Grace, evKillDue{p: p})
-	s.sendDrain(p)
+	p.link.drain(s, p)
 }
 
 // drainRetry is how soon a drain frame that met a full control channel is

@@ -1,0 +1,152 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// Worker protocols (-worker-protocol): how the supervisor speaks to a
+// worker. The node protocol is not built yet.
+const (
+	ProtocolPrefork = "prefork" // Go programs linking the cluster package
+	ProtocolSystemd = "systemd" // socket activation and sd_notify
+	ProtocolPlain   = "plain"   // the socket at fd 3, nothing else
+)
+
+// protocol is how the supervisor speaks to its workers: one type per
+// -worker-protocol, chosen once by newProtocol. Everything a kind does
+// differently happens through it and the link it opens for each worker.
+type protocol interface {
+	// open makes a new worker's link to the supervisor, before the
+	// process starts. On error nothing is left open.
+	open(sl *slot) (link, error)
+	// beats reports whether every ready worker sends heartbeats. If not,
+	// hang detection watches a worker only from its first healthy beat.
+	beats() bool
+	// receives reports whether a worker can be handed connections over a
+	// channel to the supervisor (rr, and reuseport's vacant slots).
+	receives() bool
+}
+
+// link is one worker's channel to the supervisor under its protocol.
+type link interface {
+	// control is the supervisor's end of the worker's prefork control
+	// channel and the worker's end, which the mode may make the worker's
+	// handoff target; nil, nil when it has none.
+	control() (*ipc.Channel, *os.File)
+	// command sets what the worker gets: its descriptors (listen is the
+	// mode's socket), its environment and, for a shim, its program.
+	command(s *Supervisor, cmd *exec.Cmd, listen *os.File)
+	// started runs on the owner once p runs: it starts reading what the
+	// worker says, closing p.read when the reader stops; a worker that
+	// says nothing is ready now.
+	started(s *Supervisor, p *process)
+	// exited tells the reader, from the waiter goroutine, that the worker
+	// has exited: it takes what is queued and stops.
+	exited()
+	// drain asks the worker to finish its connections and exit.
+	drain(s *Supervisor, p *process)
+	// close closes the supervisor's end, after the worker's exit or a
+	// failed start.
+	close()
+}
+
+// newProtocol returns the protocol named by -worker-protocol (validated
+// with the flags).
+func newProtocol(cfg Config) protocol {
+	switch cfg.WorkerProtocol {
+	case ProtocolSystemd:
+		return &systemd{hang: cfg.HangTimeout}
+	case ProtocolPlain:
+		return plain{}
+	}
+	return prefork{}
+}
+
+// prefork is the default protocol: the worker links the cluster package
+// and gets its control channel at fd 3 and the mode's descriptor at fd 4.
+type prefork struct{}
+
+func (prefork) beats() bool    { return true }
+func (prefork) receives() bool { return true }
+
+func (prefork) open(*slot) (link, error) {
+	ctl, remote, err := ipc.Pair()
+	if err != nil {
+		return nil, fmt.Errorf("worker control channel: %w", err)
+	}
+	return &preforkLink{ctl: ctl, remote: remote}, nil
+}
+
+type preforkLink struct {
+	ctl    *ipc.Channel
+	remote *os.File // the worker's end; closed by spawn once it has started
+}
+
+func (l *preforkLink) control() (*ipc.Channel, *os.File) { return l.ctl, l.remote }
+
+func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
+	cmd.Env = append(cmd.Env,
+		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
+		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
+		ipc.EnvListenAddr+"="+s.mode.addr(),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
+	)
+	if s.mode.loadReports() {
+		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
+	}
+	cmd.ExtraFiles = []*os.File{l.remote, listen} // fds 3 and 4
+}
+
+func (l *preforkLink) started(s *Supervisor, p *process) {
+	go func() {
+		defer close(p.read)
+		s.readControl(p)
+	}()
+}
+
+// exited wakes the reader if it waits: what the worker sent is queued.
+func (l *preforkLink) exited()                         { l.ctl.SetReadDeadline(time.Now()) }
+func (l *preforkLink) drain(s *Supervisor, p *process) { s.sendDrain(p) }
+func (l *preforkLink) close()                          { l.ctl.Close() }
+
+// plain is a worker that takes an inherited socket at fd 3 and nothing
+// else: it is ready once it has started, and SIGTERM drains it.
+type plain struct{}
+
+func (plain) beats() bool              { return false }
+func (plain) receives() bool           { return false }
+func (plain) open(*slot) (link, error) { return plainLink{}, nil }
+
+type plainLink struct{}
+
+func (plainLink) control() (*ipc.Channel, *os.File) { return nil, nil }
+
+func (plainLink) command(_ *Supervisor, cmd *exec.Cmd, listen *os.File) {
+	cmd.ExtraFiles = []*os.File{listen} // fd 3
+}
+
+// started: the process runs, and exec succeeded (os/exec's Start waits
+// for it), so the inherited socket is in the worker's hands.
+func (plainLink) started(s *Supervisor, p *process) {
+	close(p.read)
+	s.enqueue(evReady{p: p})
+}
+
+func (plainLink) exited()                         {}
+func (plainLink) drain(s *Supervisor, p *process) { terminate(s, p) }
+func (plainLink) close()                          {}
+
+// terminate drains a worker without a control channel: SIGTERM, and its
+// kill timer (armed by drain) follows with SIGKILL after -grace.
+func terminate(s *Supervisor, p *process) {
+	if s.live[p.pid] == p {
+		p.proc.Signal(syscall.SIGTERM)
+	}
+}
