@@ -188,16 +188,21 @@ func TestLeastConn(t *testing.T) {
 		c.Close()
 	}
 	// The supervisor learns of the closes from the worker's load reports:
-	// wait until its view says the idle worker has nothing open.
-	eventually(t, 5*time.Second, "supervisor sees the abandoned requests closed", func() bool {
-		for _, w := range s.status().Workers {
-			if w.PID == idle {
-				return w.OpenConns == 0
+	// before each new connection, wait until its view says the idle worker
+	// has nothing open (a report can lag a busy machine, and with two
+	// unreported closes the idle worker would tie with the busy one).
+	idleSeen := func() {
+		eventually(t, 5*time.Second, "supervisor sees the idle worker's connections closed", func() bool {
+			for _, w := range s.status().Workers {
+				if w.PID == idle {
+					return w.OpenConns == 0
+				}
 			}
-		}
-		return false
-	})
-	for range 10 {
+			return false
+		})
+	}
+	for range 5 {
+		idleSeen()
 		pid, err := s.pid()
 		if err != nil {
 			t.Fatal(err)
