@@ -84,6 +84,7 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 	if err != nil {
 		return nil, unusable{err}
 	}
+	c.since = time.Now()
 	return c, nil
 }
 

@@ -26,8 +26,20 @@
 // In rr mode, when the supervisor offers it, a worker whose open descriptors
 // come within two frames and some headroom of RLIMIT_NOFILE asks the
 // supervisor to send it no more connections, and asks again once a frame's
-// worth has closed. Connections the kernel still had to drop for want of
-// descriptors are counted as closed and logged at most every ten seconds.
+// worth has closed; it takes another batch of connections only while all of
+// it fits. Connections the kernel still had to drop for want of descriptors
+// are counted as closed and logged at most every ten seconds.
+//
+// A worker out of descriptors (accept fails with EMFILE or ENFILE in shared
+// and reuseport mode; paused in rr mode) closes connections that have sent
+// nothing for 250ms, oldest first, until it can take connections again: up
+// to 32 per failed accept, or down to the level at which it resumes. A real
+// HTTP client sends its request right after connecting, so this frees the
+// descriptors an idle flood holds without waiting for the server's header
+// timeout. A connection that has sent anything (read by the application, or
+// waiting in its receive queue) is never shed. Each connection is tracked
+// from accept to its first Read that returns bytes; the sweep runs only
+// under pressure. The count is logged at most every ten seconds.
 //
 // The package also sends a heartbeat every second (open connections,
 // requests counted by [CountRequests], RSS, goroutines, and the result of the

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -67,6 +69,7 @@ type listener struct {
 	buf     []byte          // rr: frame buffer
 	pending []int           // rr: descriptors received but not yet returned
 	peers   []byte          // rr: their peer records (ipc.PeerSize each), if the frame had them
+	at      time.Time       // rr: when they arrived
 
 	// extra holds connections sent over the control channel (reuseport:
 	// another slot's orphaned backlog), fed by the worker's loop, which
@@ -153,6 +156,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			l.inner.SetDeadline(time.Time{}) // woken by inject
 			continue
 		}
+		if outOfFDs(err) && l.relieve() {
+			continue
+		}
 		if errors.As(err, new(unusable)) {
 			// One connection could not be adopted (its client gone): go
 			// on to the next, draining or not.
@@ -183,8 +189,10 @@ func (l *listener) Accept() (net.Conn, error) {
 // channel; peers are their records, if the frame had them. A connection
 // whose client already left is closed and skipped.
 func adoptAll(dst []*handedConn, fds []int, peers []byte, local net.Addr) []*handedConn {
+	now := time.Now()
 	for _, fd := range fds {
 		if c, err := adoptConn(fd, popPeer(&peers), local); err == nil {
+			c.since = now
 			dst = append(dst, c)
 		}
 	}
@@ -216,11 +224,42 @@ func peerAddr(rec []byte) net.Addr {
 	return nil // not a typed nil in the interface
 }
 
-// took counts a connection Accept returns; its Close counts the close.
+// took counts a connection Accept returns (its Close counts the close),
+// and registers it as silent until it sends something.
 func (l *listener) took(c *handedConn) net.Conn {
 	l.w.accepted.Add(1)
 	c.w = l.w
+	l.w.silent.add(c)
 	return c
+}
+
+// outOfFDs reports whether an accept failed for want of descriptors.
+func outOfFDs(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
+}
+
+// relieve makes room after an accept on the inherited socket ran out of
+// descriptors: it sheds up to shedBatch connections silent for shedAfter,
+// or else waits until the oldest silent one has been so long. It reports
+// false when nothing silent is left: Accept then returns the error, and the
+// server backs off and retries.
+func (l *listener) relieve() bool {
+	now := time.Now()
+	n, oldest := l.w.shed(shedBatch, now)
+	if n > 0 {
+		return true
+	}
+	if oldest.IsZero() {
+		return false
+	}
+	t := time.NewTimer(oldest.Add(shedAfter).Sub(now))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.stop:
+	case <-l.closed:
+	}
+	return true
 }
 
 func (l *listener) next() (*handedConn, error) {
@@ -238,6 +277,9 @@ func (l *listener) next() (*handedConn, error) {
 				return nil, errExhausted
 			}
 		} else {
+			if !l.w.gate.waitRoom(l.stop, l.closed) {
+				continue // stopped or closed: find out above
+			}
 			f, l.pending, err = l.handoff.Recv(l.buf, l.pending[:0])
 		}
 		if errors.Is(err, ipc.ErrFDsTruncated) {
@@ -264,6 +306,7 @@ func (l *listener) next() (*handedConn, error) {
 			continue
 		}
 		l.peers = f.Peers() // aliases buf, which the next Recv reuses only once pending is empty
+		l.at = time.Now()
 		// Ask for a pause before Accept returns any of these, and so
 		// before this receives another frame.
 		l.w.gate.update(len(l.pending))
@@ -279,6 +322,7 @@ func (l *listener) next() (*handedConn, error) {
 		l.w.kickLoad()
 		return nil, unusable{err}
 	}
+	c.since = l.at
 	return c, nil
 }
 
@@ -290,6 +334,7 @@ type tempErr struct{ error }
 
 func (tempErr) Temporary() bool { return true }
 func (tempErr) Timeout() bool   { return false }
+func (e tempErr) Unwrap() error { return e.error }
 
 // unusable: one accepted connection could not be adopted and is closed;
 // Accept goes on to the next.

@@ -23,7 +23,10 @@ const (
 	// limit: two full frames (one the supervisor may send before it reads
 	// the pause, one already queued), and headroom for what the
 	// application opens itself (files, outgoing connections).
-	pauseMargin = 2*ipc.MaxFDs + 32
+	pauseMargin = 2*ipc.MaxFDs + pauseHeadroom
+	// pauseHeadroom is what a paused worker keeps free for the application:
+	// it takes another frame only if a full one fits above it.
+	pauseHeadroom = 32
 	// resumeGap is the hysteresis: a paused worker resumes once a full
 	// frame's worth of connections has closed, not at the first close.
 	resumeGap = ipc.MaxFDs
@@ -40,11 +43,14 @@ const (
 // worker decided them; paused is read without it on the fast path.
 type pauseGate struct {
 	high, low int        // pause at high open descriptors or more, resume at low or fewer
+	top       int        // paused, receive a frame only if it fits at or below top
 	conns     func() int // connections open: accepted minus closed
 	send      func(ipc.Type) error
+	pressed   func() // called after a pause is sent; nil for nothing
 
 	mu     sync.Mutex
 	paused atomic.Bool
+	room   chan struct{} // capacity 1: a connection closed at high or above
 }
 
 // newPauseGate returns w's gate, or nil (no back-pressure) when the limit
@@ -70,8 +76,12 @@ func newPauseGate(w *worker) *pauseGate {
 	return &pauseGate{
 		high:  high - base,
 		low:   low - base,
+		top:   high + 2*ipc.MaxFDs - base, // the limit less the headroom
+		room:  make(chan struct{}, 1),
 		conns: func() int { return int(w.accepted.Load() - w.closed.Load()) },
 		send:  func(t ipc.Type) error { return w.ctl.Send(frames[t], nil) },
+		// run sheds silent connections while paused.
+		pressed: func() { poke(w.pressure) },
 	}
 }
 
@@ -105,7 +115,11 @@ func (g *pauseGate) update(pending int) {
 	if g == nil {
 		return
 	}
-	if _, ok := g.decide(g.paused.Load(), g.conns()+pending); !ok {
+	open := g.conns() + pending
+	if open >= g.high {
+		poke(g.room) // perhaps a close: waitRoom looks again
+	}
+	if _, ok := g.decide(g.paused.Load(), open); !ok {
 		return
 	}
 	g.mu.Lock()
@@ -116,6 +130,29 @@ func (g *pauseGate) update(pending int) {
 		return
 	}
 	g.paused.Store(!paused)
+	if t == ipc.TypePause && g.pressed != nil {
+		g.pressed()
+	}
+}
+
+// waitRoom returns once the worker has room for a full frame (see top),
+// pausing it if it is not paused yet. The supervisor may have queued many
+// frames before it read the pause, and a frame received without room loses
+// what does not fit (MSG_CTRUNC); those left queued wait for closes here,
+// or for the supervisor to read them back for another worker. It returns
+// false if stop or closed is closed first. A nil gate never waits.
+func (g *pauseGate) waitRoom(stop, closed <-chan struct{}) bool {
+	for g != nil && g.conns()+ipc.MaxFDs > g.top {
+		g.update(0)
+		select {
+		case <-g.room:
+		case <-stop:
+			return false
+		case <-closed:
+			return false
+		}
+	}
+	return true
 }
 
 // openFDs counts this process's open descriptors, once, at start.

@@ -74,9 +74,9 @@ func TestPauseGate(t *testing.T) {
 	nilGate.update(1 << 20) // no back-pressure: does nothing
 }
 
-func TestTruncLog(t *testing.T) {
+func TestCountLog(t *testing.T) {
 	var out bytes.Buffer
-	tl := truncLog{log: slog.New(slog.NewTextHandler(&out, nil))}
+	tl := countLog{log: slog.New(slog.NewTextHandler(&out, nil)), msg: "truncated", keys: []string{"frames", "lost"}}
 	t0 := time.Unix(1000, 0)
 	lines := func() []string { return strings.Split(strings.TrimSpace(out.String()), "\n") }
 
@@ -87,14 +87,14 @@ func TestTruncLog(t *testing.T) {
 		t.Fatalf("first truncation: logged %q, wait %v", out.String(), wait)
 	}
 	// More within the interval: nothing logged until it has passed...
-	if wait := tl.report(t0.Add(time.Second), 3, 40); wait != truncLogEvery-time.Second || len(lines()) != 1 {
+	if wait := tl.report(t0.Add(time.Second), 3, 40); wait != logEvery-time.Second || len(lines()) != 1 {
 		t.Fatalf("within the interval: logged %q, wait %v", out.String(), wait)
 	}
-	if wait := tl.report(t0.Add(5*time.Second), 5, 100); wait != truncLogEvery-5*time.Second || len(lines()) != 1 {
+	if wait := tl.report(t0.Add(5*time.Second), 5, 100); wait != logEvery-5*time.Second || len(lines()) != 1 {
 		t.Fatalf("within the interval: logged %q, wait %v", out.String(), wait)
 	}
 	// ...then one line with all of it.
-	if wait := tl.report(t0.Add(truncLogEvery), 5, 100); wait != 0 || len(lines()) != 2 || !strings.Contains(lines()[1], "frames=4 lost=70") {
+	if wait := tl.report(t0.Add(logEvery), 5, 100); wait != 0 || len(lines()) != 2 || !strings.Contains(lines()[1], "frames=4 lost=70") {
 		t.Fatalf("after the interval: logged %q, wait %v", out.String(), wait)
 	}
 	if wait := tl.report(t0.Add(time.Hour), 5, 100); wait != 0 || len(lines()) != 2 {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,11 @@ type handedConn struct {
 	la, ra net.Addr
 	w      *worker // counts the close; nil outside a listener
 	once   sync.Once
+
+	// For shedding (see silentSet): when it was accepted, and whether it
+	// has sent anything.
+	since time.Time
+	state atomic.Uint32
 }
 
 // adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
@@ -70,6 +76,9 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 
 func (c *handedConn) Read(b []byte) (int, error) {
 	n, err := c.f.Read(b)
+	if n > 0 && c.state.Load() == connSilent {
+		c.state.CompareAndSwap(connSilent, connHeard) // it spoke: never shed
+	}
 	return n, netErr("read", c, err)
 }
 
@@ -79,6 +88,9 @@ func (c *handedConn) Write(b []byte) (int, error) {
 }
 
 func (c *handedConn) Close() error {
+	if c.state.Load() == connSilent {
+		c.state.CompareAndSwap(connSilent, connHeard) // nothing for shed to close
+	}
 	if c.w != nil {
 		c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad(); c.w.gate.update(0) })
 	}

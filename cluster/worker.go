@@ -42,7 +42,8 @@ const orphanExit = 900 * time.Millisecond
 // the listener, the drain and its progress, connections the supervisor sends
 // over the control channel, and the truncation log. Frames, Listen and the
 // listener's parking reach it on channels, and it never blocks on any of
-// them, so a drain never stops the control channel from being read.
+// them, so a drain never stops the control channel from being read. In rr
+// mode it also sheds silent connections while the worker is paused.
 type worker struct {
 	id, gen    int
 	mode       string
@@ -57,9 +58,10 @@ type worker struct {
 	msgs chan []byte
 
 	// Inputs of run.
-	frames  chan control   // from readControl
-	listens chan listenReq // from Listen
-	trunc   chan struct{}  // from lose: a frame came truncated
+	frames   chan control   // from readControl
+	listens  chan listenReq // from Listen
+	note     chan struct{}  // from lose and shed: something to log
+	pressure chan struct{}  // from the pause gate: the worker paused
 
 	accepted, closed, requests atomic.Uint64
 	// Frames the kernel truncated, and the descriptors they lost.
@@ -69,6 +71,7 @@ type worker struct {
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
 	gate                   *pauseGate // rr with FeaturePause: set by Listen
+	silent                 silentSet  // connections that have sent nothing yet
 }
 
 // control is a frame from the supervisor as readControl hands it to run:
@@ -109,7 +112,8 @@ func start() (*worker, error) {
 		msgs:     make(chan []byte, 64),
 		frames:   make(chan control, 16),
 		listens:  make(chan listenReq),
-		trunc:    make(chan struct{}, 1),
+		note:     make(chan struct{}, 1),
+		pressure: make(chan struct{}, 1),
 		loadKick: make(chan struct{}, 1),
 	}
 	w.drainMS.Store(uint32(defaultDrain / time.Millisecond))
@@ -200,10 +204,51 @@ func (w *worker) lose(n int) {
 	w.kickLoad()
 	w.truncFrames.Add(1)
 	w.truncLost.Add(uint64(n))
+	poke(w.note)
+}
+
+// poke wakes run through ch (capacity 1) without waiting.
+func poke(ch chan struct{}) {
 	select {
-	case w.trunc <- struct{}{}:
-	default: // run has yet to log the last one
+	case ch <- struct{}{}:
+	default: // run has yet to see the last one
 	}
+}
+
+// shed closes up to n connections that have sent nothing for shedAfter
+// before now, oldest first (see silentSet), and returns how many and when
+// the oldest silent connection left was accepted.
+func (w *worker) shed(n int, now time.Time) (int, time.Time) {
+	k, oldest := w.silent.shed(n, now.Add(-shedAfter))
+	if k > 0 {
+		poke(w.note)
+	}
+	return k, oldest
+}
+
+// relievePause sheds silent connections while an rr worker is paused, down
+// to the level at which it resumes: the closes resume it. Connections it
+// takes meanwhile (frames received before the pause) may keep it paused, so
+// it looks again until it resumes or sheds nothing. It returns when to try
+// again (the oldest silent connection is not silent for long enough yet),
+// nil when there is no need or nothing silent is left.
+func (w *worker) relievePause(now time.Time) <-chan time.Time {
+	g := w.gate
+	for g != nil && g.paused.Load() {
+		excess := g.conns() - g.low
+		if excess <= 0 {
+			g.update(0) // the resume could not be sent: try again
+			return nil
+		}
+		n, oldest := w.shed(excess, now)
+		if oldest.IsZero() {
+			return nil
+		}
+		if n == 0 {
+			return time.After(max(oldest.Add(shedAfter).Sub(now), time.Millisecond))
+		}
+	}
+	return nil
 }
 
 // run is the worker's owner loop: see worker.
@@ -216,8 +261,9 @@ func (w *worker) run() {
 		wait     *time.Timer
 		waitC    <-chan time.Time // parkWait for the drain in progress
 		queue    []*handedConn    // sent on the control channel, waiting for Accept
-		tlog     = truncLog{log: slog.Default()}
-		tlogC    <-chan time.Time
+		logs     = newWorkerLogs(slog.Default())
+		logC     <-chan time.Time
+		shedC    <-chan time.Time // rr: paused, with silent connections not yet old enough
 	)
 	tell := func() {
 		if told {
@@ -315,10 +361,14 @@ func (w *worker) run() {
 			}
 		case <-waitC:
 			tell()
-		case <-w.trunc:
-			tlogC = w.logTruncated(&tlog, time.Now())
-		case now := <-tlogC:
-			tlogC = w.logTruncated(&tlog, now)
+		case <-w.note:
+			logC = w.logCounts(logs, time.Now())
+		case now := <-logC:
+			logC = w.logCounts(logs, now)
+		case <-w.pressure:
+			shedC = w.relievePause(time.Now())
+		case now := <-shedC:
+			shedC = w.relievePause(now)
 		}
 	}
 }
