@@ -213,6 +213,7 @@ func TestKillRespawn(t *testing.T) {
 			stop := make(chan struct{})
 			errs := make(chan error, 1)
 			served := make(chan int, 1)
+			running := make(chan struct{})
 			go func() {
 				n := 0
 				defer func() { served <- n }()
@@ -226,9 +227,20 @@ func TestKillRespawn(t *testing.T) {
 						errs <- err
 						return
 					}
-					n++
+					if n++; n == 1 {
+						close(running)
+					}
 				}
 			}()
+			// Kill once the client is in its loop, not while its first
+			// request may be the one inside the victim.
+			select {
+			case <-running:
+			case err := <-errs:
+				t.Fatalf("request before the kill failed: %v", err)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the client served nothing before the kill")
+			}
 
 			killed := time.Now()
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
