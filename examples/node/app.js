@@ -75,6 +75,11 @@ async function handle(req, res) {
       res.end('sent\n');
       return;
     }
+    case '/disconnect':
+      // The worker leaves on its own: it stops listening, finishes its
+      // connections and exits. Under prefork its slot gets a new worker.
+      res.end('bye from ' + process.pid + '\n', () => cluster.worker.disconnect());
+      return;
   }
   res.writeHead(404);
   res.end('not found\n');

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -33,8 +34,9 @@ func nodeApp(t *testing.T) (string, string) {
 // node command, in shared and reuseport mode: every worker serves and is
 // a cluster worker whose id is its slot, process.send reaches the event
 // stream, a kill -9 is respawned while the other worker keeps serving, a
-// reload under load fails no request, and a stop (Node's disconnect)
-// exits 0 with every worker exiting by itself.
+// worker that disconnects itself is replaced, a reload under load fails
+// no request, and a stop (Node's disconnect) exits 0 with every worker
+// exiting by itself.
 func TestNodeClusterApp(t *testing.T) {
 	node, app := nodeApp(t)
 	// PORT=0: the app's listen(0) takes the supervisor's port, whatever
@@ -45,8 +47,14 @@ func TestNodeClusterApp(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
 			checkNodeWorkers(t, s)
 			checkNodeSend(t, s)
-			checkNodeKill(t, s)
 			checkForeignLifecycle(t, s, 2, 2, 2)
+		})
+		// A supervisor of its own: checkForeignLifecycle matches the
+		// first respawn of a slot in the event history.
+		t.Run(mode+"/replace", func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
+			checkNodeKill(t, s)
+			checkNodeDisconnect(t, s)
 		})
 	}
 }
@@ -104,8 +112,6 @@ func checkNodeSend(t *testing.T, s *sup) {
 // every request.
 func checkNodeKill(t *testing.T, s *sup) {
 	t.Helper()
-	// Slot 2: checkForeignLifecycle kills slot 1's worker and waits for
-	// the first ready event of that slot from another pid.
 	workers := s.status().Workers
 	victim, other := workers[0], workers[1]
 	if victim.Slot != 2 {
@@ -131,6 +137,31 @@ func checkNodeKill(t *testing.T, s *sup) {
 		pid, err := s.pid()
 		return err == nil && pid == e.int("pid")
 	})
+}
+
+// checkNodeDisconnect: a worker that calls cluster.worker.disconnect()
+// exits with code 0 and is replaced in its slot at once, as intended, not
+// as a crash.
+func checkNodeDisconnect(t *testing.T, s *sup) {
+	t.Helper()
+	leaving := 0
+	for _, w := range s.status().Workers {
+		if w.Slot == 2 {
+			leaving = w.PID
+		}
+	}
+	eventually(t, 10*time.Second, "slot 2's worker answers /disconnect", func() bool {
+		code, body, err := s.get("/disconnect")
+		return err == nil && code == 200 && body == fmt.Sprintf("bye from %d\n", leaving)
+	})
+	exit := s.waitEvent(10*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == leaving })
+	if _, ok := exit.Event["code"]; !ok || exit.str("reason") != string(control.CauseDisconnect) || exit.int("code") != 0 {
+		t.Fatalf("exit of a worker that disconnected itself: %v; want reason disconnect, code 0", exit.Event)
+	}
+	fork := s.waitEvent(10*time.Second, control.EventFork, func(e event) bool {
+		return e.int("slot") == 2 && e.str("cause") == string(control.CauseDisconnect)
+	})
+	s.waitEvent(10*time.Second, control.EventReady, func(e event) bool { return e.int("pid") == fork.int("pid") })
 }
 
 // TestNodeOtherPort: an app that listens on a port other than the

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/nodeipc"
@@ -197,6 +198,8 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 			} else if n := msgs.dropped; n&(n-1) == 0 {
 				s.log.Warn("worker sends messages too fast; dropping some", p.fields(zap.Uint64("dropped", n))...)
 			}
+		case nodeipc.ExitedAfterDisconnect:
+			s.post(evLeaving{p: p})
 		case nodeipc.Malformed:
 			s.protocolError(p, fmt.Errorf("supervisor: node channel: %w", v.Err), &bad)
 		case nodeipc.Refused:
@@ -264,4 +267,25 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 func (l *nodeLink) refuse(s *Supervisor, p *process, q nodeipc.QueryServer, why string) error {
 	s.log.Warn("refusing node worker's listen: "+why, p.fields(zap.String("address", q.Address), zap.Int("port", q.Port), zap.String("address_type", q.AddressType))...)
 	return l.w.ReplyError(q, syscall.EADDRINUSE)
+}
+
+// onLeaving: a node worker disconnected itself (cluster.worker.disconnect()
+// in it), so its exit is intended, as exitedAfterDisconnect tells Node's
+// primary. It is draining now: its slot gets a new worker at once, without
+// a crash's backoff, and the old one has -grace to exit.
+func (s *Supervisor) onLeaving(p *process) {
+	if s.live[p.pid] != p || p.asked {
+		return
+	}
+	if s.roll != nil && s.roll.next == p {
+		return // a rollout's new worker: its exit fails the rollout
+	}
+	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
+	s.dismiss(p, control.CauseDisconnect)
+	s.emit(control.EventDrain, p, "reason", control.CauseDisconnect)
+	s.after(s.cfg.Grace, evKillDue{p: p})
+	if p.slot.cur == p && s.phase != phaseStopping {
+		s.vacate(p.slot)
+		s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+	}
 }
