@@ -3,7 +3,7 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run test chaos bench clean
+.PHONY: build run run-node test chaos bench clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
@@ -11,6 +11,10 @@ build:
 
 run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))
+
+# The Node.js cluster example, unmodified, as prefork's workers (needs node).
+run-node: build
+	./$(BIN)/supervisor -mode shared $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
 
 test:
 	$(GO) vet ./...

@@ -48,12 +48,13 @@ const (
 	CauseStop         Cause = "stop"          // exit: the supervisor is stopping
 	CauseReadyTimeout Cause = "ready-timeout" // exit: not ready within -ready-timeout
 	CauseProtocol     Cause = "protocol"      // exit: kept breaking the worker protocol
+	CauseDisconnect   Cause = "disconnect"    // a node worker disconnected itself (cluster.worker.disconnect)
 )
 
 // SpawnCauses and ExitCauses are every cause each counter can see.
 var (
-	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol}
-	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol}
+	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol, CauseDisconnect}
+	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol, CauseDisconnect}
 )
 
 // EventKind is the "event" field of an Event.

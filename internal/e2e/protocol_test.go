@@ -176,7 +176,7 @@ func TestForeignWorkerFlags(t *testing.T) {
 			t.Errorf("-mode rr -worker-protocol %s: exit %d, %q; want 2 naming both flags", proto, code, out)
 		}
 	}
-	if out, err := exec.Command(supervisorBin, "-mode", "shared", "-worker-protocol", "node").CombinedOutput(); exitCode(err) != 2 || !strings.Contains(string(out), "-worker-protocol") {
-		t.Errorf("-worker-protocol node: exit %d, %q; want 2 naming the flag", exitCode(err), out)
+	if out, err := exec.Command(supervisorBin, "-mode", "shared", "-worker-protocol", "fastcgi").CombinedOutput(); exitCode(err) != 2 || !strings.Contains(string(out), "-worker-protocol") {
+		t.Errorf("-worker-protocol fastcgi: exit %d, %q; want 2 naming the flag", exitCode(err), out)
 	}
 }

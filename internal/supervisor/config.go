@@ -49,7 +49,7 @@ type Config struct {
 	User, Group       string        // run workers as this user and group
 	WorkerOutput      string        // "inherit" or "capture"
 	Sched             string        // workers' CPU scheduling policy: "batch" or "normal"
-	WorkerProtocol    string        // how workers are spoken to: ProtocolPrefork, ProtocolSystemd or ProtocolPlain
+	WorkerProtocol    string        // how workers are spoken to: ProtocolPrefork, ProtocolNode, ProtocolSystemd or ProtocolPlain
 
 	// Command is the worker program and its arguments.
 	Command []string
@@ -109,7 +109,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
-	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, systemd or plain")
+	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -123,12 +123,15 @@ func ParseFlags(args []string) (Config, error) {
 		}
 		c.MaxRSS = n
 	}
-	if err := c.validate(); err != nil {
-		return c, err
-	}
 	c.Command = fs.Args()
 	if len(c.Command) == 0 {
 		c.Command = []string{defaultWorker()}
+	}
+	if !flagSet(fs, "worker-protocol") && isNodeCommand(c.Command) {
+		c.WorkerProtocol = ProtocolNode
+	}
+	if err := c.validate(); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -213,11 +216,13 @@ func (c *Config) validateProtocol() error {
 	switch c.WorkerProtocol {
 	case "", ProtocolPrefork: // "": a Config not made by ParseFlags
 		return nil
-	case ProtocolSystemd, ProtocolPlain:
+	case ProtocolSystemd, ProtocolPlain, ProtocolNode:
 	default:
-		return usagef("invalid value %q for flag -worker-protocol: must be prefork, systemd or plain", c.WorkerProtocol)
+		return usagef("invalid value %q for flag -worker-protocol: must be prefork, node, systemd or plain", c.WorkerProtocol)
 	}
 	switch {
+	case c.Mode == ipc.ModeRR && c.WorkerProtocol == ProtocolNode:
+		return usagef("flag -mode rr cannot be used with -worker-protocol node: rr for node workers is not built yet; use -mode shared or reuseport")
 	case c.Mode == ipc.ModeRR:
 		return usagef("flag -mode rr cannot be used with -worker-protocol %s: rr hands each connection to a worker over prefork's control channel, which a %s worker has not; use -mode shared or reuseport", c.WorkerProtocol, c.WorkerProtocol)
 	case c.MaxRequests > 0:
@@ -259,4 +264,11 @@ func ParseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("size too large: at most %d bytes", uint64(math.MaxUint64))
 	}
 	return n * mult, nil
+}
+
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -55,7 +55,11 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 		// n * unit must not wrap around to a small limit.
 		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 		{[]string{"-max-rss", "18446744073709551616"}, "-max-rss"},
-		{[]string{"-worker-protocol", "node"}, "-worker-protocol"},
+		// Node's round-robin handoff is not built: rr says so, default or not.
+		{[]string{"-worker-protocol", "node"}, "use -mode shared or reuseport"},
+		{[]string{"-mode", "rr", "--", "node", "app.js"}, "-mode rr"},
+		{[]string{"-mode", "shared", "-max-requests", "10", "--", "node", "app.js"}, "-max-requests"},
+		{[]string{"-mode", "reuseport", "-max-rss", "1GiB", "--", "./app.mjs"}, "-max-rss"},
 		{[]string{"-mode", "shared", "-worker-protocol", "fastcgi"}, "-worker-protocol"},
 		// rr hands connections over a control channel these workers lack.
 		{[]string{"-worker-protocol", "plain"}, "-mode rr"},
@@ -126,11 +130,32 @@ func TestParseFlagsWorkerProtocol(t *testing.T) {
 		t.Fatalf("default -worker-protocol %q (%v), want prefork", c.WorkerProtocol, err)
 	}
 	for _, mode := range []string{"shared", "reuseport"} {
-		for _, proto := range []string{ProtocolSystemd, ProtocolPlain} {
+		for _, proto := range []string{ProtocolSystemd, ProtocolPlain, ProtocolNode} {
 			c, err := ParseFlags([]string{"-mode", mode, "-worker-protocol", proto, "--", "python3", "app.py"})
 			if err != nil || c.WorkerProtocol != proto || c.Mode != mode {
 				t.Errorf("-mode %s -worker-protocol %s: have %q %q, %v", mode, proto, c.Mode, c.WorkerProtocol, err)
 			}
+		}
+	}
+	// A Node.js command defaults to the node protocol; -worker-protocol
+	// still decides when given.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-mode", "shared", "--", "node", "app.js"}, ProtocolNode},
+		{[]string{"-mode", "shared", "--", "/usr/local/bin/node", "app.js"}, ProtocolNode},
+		{[]string{"-mode", "reuseport", "--", "./server.js"}, ProtocolNode},
+		{[]string{"-mode", "reuseport", "--", "/srv/app/main.mjs"}, ProtocolNode},
+		{[]string{"-mode", "reuseport", "--", "app.cjs", "-x"}, ProtocolNode},
+		{[]string{"-mode", "shared", "--", "python3", "app.js"}, ProtocolPrefork},
+		{[]string{"-mode", "shared", "--", "nodemon", "app.js"}, ProtocolPrefork},
+		{[]string{"-mode", "shared", "-worker-protocol", "plain", "--", "node", "app.js"}, ProtocolPlain},
+		{[]string{"-worker-protocol", "prefork", "--", "node", "app.js"}, ProtocolPrefork},
+	} {
+		c, err := ParseFlags(tc.args)
+		if err != nil || c.WorkerProtocol != tc.want {
+			t.Errorf("%v: -worker-protocol %q (%v), want %q", tc.args, c.WorkerProtocol, err, tc.want)
 		}
 	}
 }

@@ -21,6 +21,7 @@
 //	frames.go       what a worker says on its control channel
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
+//	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      reload and recycle, slot by slot
 //	scale.go        scaling up and down

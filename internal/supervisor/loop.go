@@ -37,6 +37,7 @@ type (
 		p   *process
 		msg []byte
 	}
+	evLeaving  struct{ p *process } // a node worker disconnected itself
 	evProtocol struct {
 		p     *process
 		err   error
@@ -126,6 +127,8 @@ func (s *Supervisor) handle(ev any) {
 		s.onMessage(ev.p, ev.msg)
 	case evProtocol:
 		s.onProtocol(ev.p, ev.err, ev.count)
+	case evLeaving:
+		s.onLeaving(ev.p)
 	case evRespawn:
 		s.respawn(ev.sl, ev.cause)
 	case evReadyDue:

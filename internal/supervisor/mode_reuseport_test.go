@@ -38,7 +38,10 @@ func TestReusePortGroupOrder(t *testing.T) {
 	m.retire(&slot{id: 3}) // kernel group: 1 2 3 4 5 → 1 2 5 4
 	waitUntil(t, "slot 3's socket closed", func() bool { return groupLen() == 4 })
 	m.retire(&slot{id: 4}) // steered to indices 0 1 2; 4 closes later
+	// Under m.mu: slot 4's drain deletes from m.socks when it closes.
+	m.mu.Lock()
 	live := []*portSocket{m.socks[1], m.socks[2], m.socks[5]}
+	m.mu.Unlock()
 
 	var conns []net.Conn
 	defer func() {

@@ -12,9 +12,10 @@ import (
 )
 
 // Worker protocols (-worker-protocol): how the supervisor speaks to a
-// worker. The node protocol is not built yet.
+// worker.
 const (
 	ProtocolPrefork = "prefork" // Go programs linking the cluster package
+	ProtocolNode    = "node"    // unmodified Node.js cluster apps
 	ProtocolSystemd = "systemd" // socket activation and sd_notify
 	ProtocolPlain   = "plain"   // the socket at fd 3, nothing else
 )
@@ -65,6 +66,8 @@ func newProtocol(cfg Config) protocol {
 		return &systemd{hang: cfg.HangTimeout}
 	case ProtocolPlain:
 		return plain{}
+	case ProtocolNode:
+		return node{}
 	}
 	return prefork{}
 }

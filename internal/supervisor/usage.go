@@ -27,13 +27,15 @@ flags:
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
-  -worker-protocol P    how workers are spoken to (default prefork):
+  -worker-protocol P    how workers are spoken to (default node for a node or
+                        .js/.mjs/.cjs command, else prefork):
                         prefork  Go workers linking prefork's cluster package
+                        node     unmodified Node.js cluster apps: Node's IPC
+                                 channel at fd 3 and its cluster protocol
                         systemd  socket at fd 3 with LISTEN_FDS/LISTEN_PID, and a
                                  NOTIFY_SOCKET for READY=1, WATCHDOG=1, STATUS=
                         plain    socket at fd 3; ready once started
-                        systemd and plain need -mode shared or reuseport; node is
-                        not supported yet
+                        node, systemd and plain need -mode shared or reuseport
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
 TTIN add a worker, TTOU remove one.

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/control"
+)
+
+// Unmodified Node.js cluster apps (-worker-protocol node), run with the
+// real node binary: the tutorial-style example in examples/node, which
+// forks a worker per CPU when run by itself and serves HTTP when the
+// supervisor runs it as a worker.
+
+// nodeApp returns node's path and the example app's, failing with what to
+// install if node is missing.
+func nodeApp(t *testing.T) (string, string) {
+	t.Helper()
+	node := need(t, "node", "nodejs (Node.js 20 or later)")
+	app, err := filepath.Abs(filepath.Join("..", "..", "examples", "node", "app.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node, app
+}
+
+// TestNodeClusterApp runs the example under the default protocol for a
+// node command, in shared and reuseport mode: every worker serves and is
+// a cluster worker whose id is its slot, process.send reaches the event
+// stream, a kill -9 is respawned while the other worker keeps serving, a
+// worker that disconnects itself is replaced, a reload under load fails
+// no request, and a stop (Node's disconnect) exits 0 with every worker
+// exiting by itself.
+func TestNodeClusterApp(t *testing.T) {
+	node, app := nodeApp(t)
+	// PORT=0: the app's listen(0) takes the supervisor's port, whatever
+	// the test picked.
+	t.Setenv("PORT", "0")
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
+			checkNodeWorkers(t, s)
+			checkNodeSend(t, s)
+			checkForeignLifecycle(t, s, 2, 2, 2)
+		})
+		// A supervisor of its own: checkForeignLifecycle matches the
+		// first respawn of a slot in the event history.
+		t.Run(mode+"/replace", func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
+			checkNodeKill(t, s)
+			checkNodeDisconnect(t, s)
+		})
+	}
+}
+
+// checkNodeWorkers: /health answers with cluster.worker.id, which is the
+// slot of the worker whose pid it reports.
+func checkNodeWorkers(t *testing.T, s *sup) {
+	t.Helper()
+	slots := map[int]int{} // pid → slot
+	for _, w := range s.status().Workers {
+		slots[w.PID] = w.Slot
+	}
+	seen := map[int]bool{}
+	eventually(t, 10*time.Second, "both workers answer /health", func() bool {
+		code, body, err := s.get("/health")
+		if err != nil || code != 200 {
+			return false
+		}
+		var h struct {
+			Status string `json:"status"`
+			PID    int    `json:"pid"`
+			Worker int    `json:"worker"`
+		}
+		if err := json.Unmarshal([]byte(body), &h); err != nil {
+			t.Fatalf("/health: %v: %q", err, body)
+		}
+		if h.Status != "ok" || slots[h.PID] == 0 || h.Worker != slots[h.PID] {
+			t.Fatalf("/health = %q; want status ok and worker = the slot of pid %d (%v)", body, h.PID, slots)
+		}
+		seen[h.PID] = true
+		return len(seen) == len(slots)
+	})
+}
+
+// checkNodeSend: a worker's process.send({...}) is a message event.
+func checkNodeSend(t *testing.T, s *sup) {
+	t.Helper()
+	code, body, err := s.get("/send?text=node-says-hi")
+	if err != nil || code != 200 {
+		t.Fatalf("/send: %d %q %v", code, body, err)
+	}
+	e := s.waitEvent(5*time.Second, control.EventMessage, func(e event) bool {
+		return strings.Contains(e.str("msg"), "node-says-hi")
+	})
+	var msg struct {
+		From int    `json:"from"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal([]byte(e.str("msg")), &msg); err != nil || msg.Text != "node-says-hi" || msg.From != e.int("slot") {
+		t.Fatalf("message event %v: want the JSON the worker sent, from its slot (%v)", e.Event, err)
+	}
+}
+
+// checkNodeKill: while a killed worker is respawned, the other serves
+// every request.
+func checkNodeKill(t *testing.T, s *sup) {
+	t.Helper()
+	workers := s.status().Workers
+	victim, other := workers[0], workers[1]
+	if victim.Slot != 2 {
+		victim, other = other, victim
+	}
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, victim.PID, 5*time.Second)
+	for i := range 20 {
+		code, body, err := s.get("/pid")
+		if err != nil || code != 200 {
+			t.Fatalf("request %d after kill -9 of %d: %d %q %v", i, victim.PID, code, body, err)
+		}
+	}
+	e := s.waitEvent(10*time.Second, control.EventReady, func(e event) bool {
+		return e.int("slot") == victim.Slot && e.int("pid") != victim.PID
+	})
+	if !alive(other.PID) {
+		t.Fatalf("worker %d died with its neighbour", other.PID)
+	}
+	eventually(t, 10*time.Second, "the respawned worker serves", func() bool {
+		pid, err := s.pid()
+		return err == nil && pid == e.int("pid")
+	})
+}
+
+// checkNodeDisconnect: a worker that calls cluster.worker.disconnect()
+// exits with code 0 and is replaced in its slot at once, as intended, not
+// as a crash.
+func checkNodeDisconnect(t *testing.T, s *sup) {
+	t.Helper()
+	leaving := 0
+	for _, w := range s.status().Workers {
+		if w.Slot == 2 {
+			leaving = w.PID
+		}
+	}
+	eventually(t, 10*time.Second, "slot 2's worker answers /disconnect", func() bool {
+		code, body, err := s.get("/disconnect")
+		return err == nil && code == 200 && body == fmt.Sprintf("bye from %d\n", leaving)
+	})
+	exit := s.waitEvent(10*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == leaving })
+	if _, ok := exit.Event["code"]; !ok || exit.str("reason") != string(control.CauseDisconnect) || exit.int("code") != 0 {
+		t.Fatalf("exit of a worker that disconnected itself: %v; want reason disconnect, code 0", exit.Event)
+	}
+	fork := s.waitEvent(10*time.Second, control.EventFork, func(e event) bool {
+		return e.int("slot") == 2 && e.str("cause") == string(control.CauseDisconnect)
+	})
+	s.waitEvent(10*time.Second, control.EventReady, func(e event) bool { return e.int("pid") == fork.int("pid") })
+}
+
+// TestNodeOtherPort: an app that listens on a port other than the
+// supervisor's gets EADDRINUSE at once, as from Node's own primary, and
+// does not hang: here it crashes, and the supervisor, still starting,
+// gives up with exit 1 saying why.
+func TestNodeOtherPort(t *testing.T) {
+	node, app := nodeApp(t)
+	other := freeAddr(t)
+	t.Setenv("PORT", other[strings.LastIndex(other, ":")+1:])
+	s := start(t, "-workers", "1", "-mode", "shared", "-max-crashes", "1", "--", node, app)
+	if code := s.waitExit(15 * time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, s.stderr)
+	}
+	if _, ok := s.log.waitAny(time.Second, func(l map[string]any) bool {
+		msg, _ := l["msg"].(string)
+		return strings.HasPrefix(msg, "refusing node worker's listen") && l["port"] != nil
+	}); !ok {
+		t.Fatalf("no log line refusing the listen; stderr:\n%s", s.stderr)
+	}
+	if !strings.Contains(s.stderr.String(), "EADDRINUSE") {
+		t.Errorf("the worker's error does not say EADDRINUSE; stderr:\n%s", s.stderr)
+	}
+}
+
+// TestNodeFlags: rr for node workers is refused with the way out, whether
+// -worker-protocol node is given or follows from the command.
+func TestNodeFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-mode", "rr", "-worker-protocol", "node", "--", "/bin/true"},
+		{"--", "node", "app.js"},
+	} {
+		cmd := exec.Command(supervisorBin, append([]string{"-listen", "127.0.0.1:0", "-control", "none"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "use -mode shared or reuseport") {
+			t.Errorf("%v: exit %d, %q; want 2 saying to use shared or reuseport", args, code, out)
+		}
+	}
+}

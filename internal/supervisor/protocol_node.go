@@ -1,0 +1,291 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/nodeipc"
+)
+
+// nodeEvents buffers what a node worker's channel reports before the
+// link's reader passes it on.
+const nodeEvents = 16
+
+// node is an unmodified Node.js cluster app: the supervisor stands where
+// Node's primary would, speaking the cluster protocol on Node's own IPC
+// channel (fd 3, NODE_CHANNEL_FD) to a process started with NODE_UNIQUE_ID
+// set to its slot, which makes cluster.isPrimary false in it. Its servers'
+// listen calls ask for the mode's socket (queryServer) and get it as a
+// handle, as under Node's SCHED_NONE; its first 'listening' makes it
+// ready; process.send reaches ctl events; a drain is Node's
+// worker.disconnect(). Node's protocol has no heartbeats.
+type node struct{}
+
+func (node) beats() bool    { return false }
+func (node) receives() bool { return false }
+
+func (node) open(sl *slot) (link, error) {
+	ch, remote, err := nodeipc.Pair()
+	if err != nil {
+		return nil, fmt.Errorf("worker node channel: %w", err)
+	}
+	return &nodeLink{id: sl.id, ch: ch, remote: remote, stop: make(chan struct{})}, nil
+}
+
+// isNodeCommand reports whether command runs Node.js: the node binary, or
+// a JavaScript file run by its shebang.
+func isNodeCommand(command []string) bool {
+	if len(command) == 0 {
+		return false
+	}
+	base := filepath.Base(command[0])
+	switch {
+	case base == "node" || base == "nodejs":
+		return true
+	case strings.HasSuffix(base, ".js"), strings.HasSuffix(base, ".mjs"), strings.HasSuffix(base, ".cjs"):
+		return true
+	}
+	return false
+}
+
+type nodeLink struct {
+	id     int              // the slot: NODE_UNIQUE_ID, cluster.worker.id
+	ch     *nodeipc.Channel // until started hands it to w
+	remote *os.File         // the worker's end; closed once it has started
+	w      *nodeipc.Worker  // set by started, on the owner
+	stop   chan struct{}    // closed by close: the reader stops
+
+	// listen is the mode's socket, kept for the worker's queryServer
+	// (spawn closes its own copy once the worker has started); port is
+	// its port. Set by command before the reader starts.
+	listen *os.File
+	port   int
+}
+
+func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
+
+func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
+	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
+	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
+	f, err := listener.Dup(listen)
+	if err == nil {
+		l.port, err = localPort(f)
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		if cmd.Err == nil { // Start fails with it: nothing runs
+			cmd.Err = fmt.Errorf("supervisor: keep the listening socket for a node worker: %w", err)
+		}
+		return
+	}
+	l.listen = f
+}
+
+// localPort is the port f's socket is bound to.
+func localPort(f *os.File) (int, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var sa unix.Sockaddr
+	cerr := raw.Control(func(fd uintptr) { sa, err = unix.Getsockname(int(fd)) })
+	if err = errors.Join(err, cerr); err != nil {
+		return 0, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port, nil
+	case *unix.SockaddrInet6:
+		return a.Port, nil
+	}
+	return 0, fmt.Errorf("supervisor: listening socket is not TCP (%T)", sa)
+}
+
+// started closes the worker's end, which it has inherited, and starts the
+// cluster protocol on the supervisor's.
+func (l *nodeLink) started(s *Supervisor, p *process) {
+	l.remote.Close()
+	l.remote = nil
+	events := make(chan nodeipc.Event, nodeEvents)
+	l.w = nodeipc.NewWorker(l.ch, events)
+	l.ch = nil
+	go func() {
+		defer close(p.read)
+		s.readNode(p, l, events)
+	}()
+}
+
+// exited: the worker's end of the channel closed with it, so the reader
+// gets Disconnected by itself.
+func (l *nodeLink) exited() {}
+
+// drain is Node's worker.disconnect(): the worker closes its servers,
+// then the channel, and exits once its event loop is empty. The kill
+// timer armed by drain follows after -grace if it does not.
+func (l *nodeLink) drain(s *Supervisor, p *process) {
+	if s.live[p.pid] != p {
+		return
+	}
+	if err := l.w.Disconnect(); err != nil {
+		s.log.Warn("could not ask node worker to disconnect; terminating it", p.fields(zap.Error(err))...)
+		terminate(s, p)
+	}
+}
+
+func (l *nodeLink) close() {
+	// The Worker first, so that it reports nothing after the reader has
+	// drained. The reader is not waited for: it may be posting to the
+	// owner, which runs close. It stops at l.stop and drains what is left.
+	if l.w != nil {
+		l.w.Close()
+	}
+	close(l.stop)
+	if l.ch != nil { // never started
+		l.ch.Close()
+	}
+	if l.remote != nil {
+		l.remote.Close()
+	}
+	if l.listen != nil {
+		l.listen.Close()
+	}
+}
+
+// readNode passes on what a node worker's channel reports until it ends
+// or the link closes, boundedly, as readControl does.
+func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Event) {
+	msgs := newBucket(messageBurst, messageRate, time.Now())
+	bad := 0
+	for {
+		var ev nodeipc.Event
+		select {
+		case <-l.stop: // first, even when events wait too
+			drainNode(events)
+			return
+		default:
+		}
+		select {
+		case ev = <-events:
+		case <-l.stop:
+			drainNode(events)
+			return
+		}
+		switch v := ev.Value.(type) {
+		case nodeipc.Disconnected:
+			return
+		case nodeipc.Listening:
+			s.post(evReady{p: p})
+		case nodeipc.QueryServer:
+			l.queryServer(s, p, v)
+		case nodeipc.Message:
+			closeNodeFD(ev)
+			if msgs.take(time.Now()) {
+				s.post(evMessage{p: p, msg: append([]byte(nil), v.Body...)})
+			} else if n := msgs.dropped; n&(n-1) == 0 {
+				s.log.Warn("worker sends messages too fast; dropping some", p.fields(zap.Uint64("dropped", n))...)
+			}
+		case nodeipc.ExitedAfterDisconnect:
+			s.post(evLeaving{p: p})
+		case nodeipc.Malformed:
+			s.protocolError(p, fmt.Errorf("supervisor: node channel: %w", v.Err), &bad)
+		case nodeipc.Refused:
+			closeNodeFD(ev) // nothing is handed over NewConn yet
+		}
+	}
+}
+
+// drainNode closes what the Worker reported and nobody took, once Close has
+// stopped it reporting.
+func drainNode(events <-chan nodeipc.Event) {
+	for {
+		select {
+		case ev := <-events:
+			closeNodeFD(ev)
+		default:
+			return
+		}
+	}
+}
+
+func closeNodeFD(ev nodeipc.Event) {
+	switch v := ev.Value.(type) {
+	case nodeipc.Message:
+		if v.FD >= 0 {
+			unix.Close(v.FD)
+		}
+	case nodeipc.Refused:
+		unix.Close(v.FD)
+	}
+}
+
+// queryServer answers a worker's listen call with the mode's socket, on the
+// reader's goroutine. A listen on another port (or a unix path) fails with
+// EADDRINUSE: nothing but the supervisor decides the listening address.
+// Port 0, any port, gets the supervisor's.
+func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer) {
+	var err error
+	switch {
+	case q.AddressType != "4" && q.AddressType != "6":
+		err = l.refuse(s, p, q, "not a TCP server")
+	case q.Port != 0 && q.Port != l.port:
+		err = l.refuse(s, p, q, fmt.Sprintf("the supervisor listens on port %d", l.port))
+	default:
+		var raw syscall.RawConn
+		if raw, err = l.listen.SyscallConn(); err == nil {
+			// Control holds the descriptor open while the channel
+			// duplicates it, even if close runs meanwhile.
+			cerr := raw.Control(func(fd uintptr) { err = l.w.ReplyShared(q, int(fd)) })
+			err = errors.Join(err, cerr)
+		}
+	}
+	select {
+	case <-l.stop:
+		return // the worker has exited: its listen needs no answer
+	default:
+	}
+	if err != nil {
+		s.log.Warn("could not answer node worker's listen", p.fields(zap.Error(err))...)
+	}
+}
+
+// refuse fails the worker's listen with EADDRINUSE, as Node's primary does
+// when it cannot bind, and says why in the log.
+func (l *nodeLink) refuse(s *Supervisor, p *process, q nodeipc.QueryServer, why string) error {
+	s.log.Warn("refusing node worker's listen: "+why, p.fields(zap.String("address", q.Address), zap.Int("port", q.Port), zap.String("address_type", q.AddressType))...)
+	return l.w.ReplyError(q, syscall.EADDRINUSE)
+}
+
+// onLeaving: a node worker disconnected itself (cluster.worker.disconnect()
+// in it), so its exit is intended, as exitedAfterDisconnect tells Node's
+// primary. It is draining now: its slot gets a new worker at once, without
+// a crash's backoff, and the old one has -grace to exit.
+func (s *Supervisor) onLeaving(p *process) {
+	if s.live[p.pid] != p || p.asked {
+		return
+	}
+	if s.roll != nil && s.roll.next == p {
+		return // a rollout's new worker: its exit fails the rollout
+	}
+	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
+	s.dismiss(p, control.CauseDisconnect)
+	s.emit(control.EventDrain, p, "reason", control.CauseDisconnect)
+	s.after(s.cfg.Grace, evKillDue{p: p})
+	if p.slot.cur == p && s.phase != phaseStopping {
+		s.vacate(p.slot)
+		s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+	}
+}

@@ -1,0 +1,242 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/nodeipc"
+)
+
+// nodePeer is a Go stand-in for a Node cluster worker on the other end of
+// a node link: it sends what Node's child.js sends and reads the answers.
+type nodePeer struct {
+	t   *testing.T
+	ch  *nodeipc.Channel
+	raw *os.File // the same socket, for lines that are not messages
+	seq int
+}
+
+func (w *nodePeer) send(msg map[string]any) int {
+	w.t.Helper()
+	msg["cmd"], msg["seq"] = "NODE_CLUSTER", w.seq
+	w.seq++
+	if err := w.ch.Send(msg, -1); err != nil {
+		w.t.Fatal(err)
+	}
+	return w.seq - 1
+}
+
+// recv reads the next message, failing after a deadline.
+func (w *nodePeer) recv() nodeipc.Message {
+	w.t.Helper()
+	got := make(chan nodeipc.Message, 1)
+	go func() {
+		m, err := w.ch.Recv()
+		if err != nil {
+			m.Cmd = "error: " + err.Error()
+		}
+		got <- m
+	}()
+	select {
+	case m := <-got:
+		return m
+	case <-time.After(5 * time.Second):
+		w.t.Fatal("no message from the supervisor within 5s")
+	}
+	panic("unreachable")
+}
+
+// reply is the decoded answer to a queryServer.
+type reply struct {
+	Errno *int   `json:"errno"`
+	Ack   int    `json:"ack"`
+	Key   string `json:"key"`
+	Act   string `json:"act"`
+}
+
+func decode(t *testing.T, m nodeipc.Message) reply {
+	t.Helper()
+	var r reply
+	if err := json.Unmarshal(m.Body, &r); err != nil {
+		t.Fatalf("%s: %v", m.Body, err)
+	}
+	return r
+}
+
+// nextEvent returns the next event the link posts to the owner.
+func nextEvent(t *testing.T, s *Supervisor) any {
+	t.Helper()
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event from the node link within 5s")
+	}
+	return nil
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// startNodeLink opens a node link for slot 2 around a real listening
+// socket, starts it for a process, and returns the worker's side.
+func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener) (*nodeLink, *process, *nodePeer, *exec.Cmd) {
+	t.Helper()
+	sl := &slot{id: 2}
+	lk, err := node{}.open(sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := lk.(*nodeLink)
+	lf, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", "app.js")
+	l.command(h.s, cmd, lf)
+	lf.Close() // as spawn does once the worker has started
+	if cmd.Err != nil || len(cmd.ExtraFiles) != 1 {
+		t.Fatalf("command: err %v, %d extra files; want fd 3 only", cmd.Err, len(cmd.ExtraFiles))
+	}
+	// The worker's end, as the started process holds it.
+	fd, err := unix.FcntlInt(cmd.ExtraFiles[0].Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := nodeipc.NewChannel(os.NewFile(uintptr(fd), "worker-end"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := &nodePeer{t: t, ch: ch, raw: os.NewFile(uintptr(rawFD), "worker-end-raw")}
+	t.Cleanup(func() { ch.Close(); peer.raw.Close() })
+	p := &process{slot: sl, pid: 4242, link: l, read: make(chan struct{}), state: control.StateStarting}
+	sl.cur = p
+	h.s.live[p.pid] = p
+	l.started(h.s, p)
+	return l, p, peer, cmd
+}
+
+// A node worker gets Node's channel at fd 3 and NODE_UNIQUE_ID = its slot;
+// its listen on the supervisor's port (or 0) gets the socket as a handle,
+// any other port or a path EADDRINUSE; its 'listening' makes it ready,
+// process.send is a message, a bad line a protocol error; a drain is
+// Node's disconnect; close leaves no descriptor open.
+func TestNodeLink(t *testing.T) {
+	h := newHarness(t, withProtocol(ProtocolNode))
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	before := openFDs(t)
+
+	l, p, w, cmd := startNodeLink(t, h, ln)
+	for _, kv := range []string{"NODE_CHANNEL_FD=3", "NODE_UNIQUE_ID=2", "NODE_CHANNEL_SERIALIZATION_MODE=json"} {
+		if !slices.Contains(cmd.Env, kv) {
+			t.Errorf("worker environment %v lacks %s", cmd.Env, kv)
+		}
+	}
+
+	for _, want := range []int{port, 0} {
+		seq := w.send(map[string]any{"act": "queryServer", "address": nil, "port": want, "addressType": 4, "fd": -1, "index": 0})
+		m := w.recv()
+		r := decode(t, m)
+		if r.Errno == nil || *r.Errno != 0 || r.Ack != seq || m.FD < 0 {
+			t.Fatalf("listen(%d): reply %s with fd %d; want errno 0, ack %d and the socket", want, m.Body, m.FD, seq)
+		}
+		sa, err := unix.Getsockname(m.FD)
+		unix.Close(m.FD)
+		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != port {
+			t.Fatalf("listen(%d) got a socket bound to %v (%v), want port %d", want, sa, err, port)
+		}
+	}
+	for _, q := range []map[string]any{
+		{"act": "queryServer", "address": nil, "port": port + 1, "addressType": 4, "fd": -1, "index": 0},
+		{"act": "queryServer", "address": "/tmp/app.sock", "port": -1, "addressType": -1, "fd": -1, "index": 0},
+	} {
+		seq := w.send(q)
+		m := w.recv()
+		r := decode(t, m)
+		if r.Errno == nil || *r.Errno != -int(syscall.EADDRINUSE) || r.Ack != seq || m.FD >= 0 {
+			t.Fatalf("listen %v: reply %s with fd %d; want EADDRINUSE (%d), ack %d, no socket", q, m.Body, m.FD, -int(syscall.EADDRINUSE), seq)
+		}
+	}
+
+	w.send(map[string]any{"act": "listening", "address": nil, "port": port, "addressType": 4, "fd": -1})
+	if ev, ok := nextEvent(t, h.s).(evReady); !ok || ev.p != p {
+		t.Fatalf("after listening: %#v, want evReady", ev)
+	}
+	if err := w.ch.Send(map[string]any{"hello": "primary"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := nextEvent(t, h.s).(evMessage); !ok || string(ev.msg) != `{"hello":"primary"}` {
+		t.Fatalf("after process.send: %#v, want evMessage with the JSON", ev)
+	}
+	if _, err := w.raw.Write([]byte("not json\n")); err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := nextEvent(t, h.s).(evProtocol); !ok || !errors.Is(ev.err, nodeipc.ErrBadMessage) {
+		t.Fatalf("after a bad line: %#v, want evProtocol", ev)
+	}
+
+	l.drain(h.s, p)
+	if r := decode(t, w.recv()); r.Act != "disconnect" {
+		t.Fatalf("drain sent %+v, want act disconnect", r)
+	}
+
+	w.ch.Close()
+	w.raw.Close()
+	select {
+	case <-p.read:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link's reader did not stop when the worker closed the channel")
+	}
+	l.close()
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
+	}
+}
+
+// A node worker that disconnects itself (exitedAfterDisconnect) is
+// replaced at once, and its exit is no crash.
+func TestNodeLeaving(t *testing.T) {
+	h := newHarness(t, withProtocol(ProtocolNode))
+	h.start(false)
+	for _, sl := range h.s.slots {
+		h.ready(sl.cur)
+	}
+	p := h.cur(1)
+	h.s.handle(evLeaving{p: p})
+	h.run()
+	if !p.asked || p.reason != control.CauseDisconnect || h.cur(1) == p || h.cur(1) == nil {
+		t.Fatalf("asked %v reason %q, slot 1 now %v; want p dismissed and a new worker in its slot", p.asked, p.reason, h.cur(1))
+	}
+	h.exit(p, 0)
+	if n := h.s.counts.exits[control.CauseCrash]; n != 0 {
+		t.Fatalf("%d crashes counted, want none", n)
+	}
+	if n := h.s.counts.exits[control.CauseDisconnect]; n != 1 {
+		t.Fatalf("%d exits labelled disconnect, want 1", n)
+	}
+}
