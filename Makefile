@@ -14,7 +14,7 @@ run: build
 
 # The Node.js cluster example, unmodified, as prefork's workers (needs node).
 run-node: build
-	./$(BIN)/supervisor -mode shared $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
+	./$(BIN)/supervisor $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
 
 test:
 	$(GO) vet ./...

@@ -130,6 +130,12 @@ func ParseFlags(args []string) (Config, error) {
 	if !flagSet(fs, "worker-protocol") && isNodeCommand(c.Command) {
 		c.WorkerProtocol = ProtocolNode
 	}
+	if !flagSet(fs, "mode") && c.WorkerProtocol != ProtocolPrefork {
+		// rr needs a worker that takes handed connections: the default
+		// for the others is the mode they can use, as `node app.js` with
+		// no flag should just run.
+		c.Mode = ipc.ModeShared
+	}
 	if err := c.validate(); err != nil {
 		return c, err
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"github.com/prefork/prefork/internal/ipc"
 	"math"
 	"strings"
 	"testing"
@@ -55,14 +56,14 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 		// n * unit must not wrap around to a small limit.
 		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 		{[]string{"-max-rss", "18446744073709551616"}, "-max-rss"},
-		// Node's round-robin handoff is not built: rr says so, default or not.
-		{[]string{"-worker-protocol", "node"}, "use -mode shared or reuseport"},
+		// Node's round-robin handoff is not built: an explicit rr says so.
+		{[]string{"-mode", "rr", "-worker-protocol", "node"}, "use -mode shared or reuseport"},
 		{[]string{"-mode", "rr", "--", "node", "app.js"}, "-mode rr"},
 		{[]string{"-mode", "shared", "-max-requests", "10", "--", "node", "app.js"}, "-max-requests"},
 		{[]string{"-mode", "reuseport", "-max-rss", "1GiB", "--", "./app.mjs"}, "-max-rss"},
 		{[]string{"-mode", "shared", "-worker-protocol", "fastcgi"}, "-worker-protocol"},
 		// rr hands connections over a control channel these workers lack.
-		{[]string{"-worker-protocol", "plain"}, "-mode rr"},
+		{[]string{"-mode", "rr", "-worker-protocol", "plain"}, "-mode rr"},
 		{[]string{"-mode", "rr", "-worker-protocol", "systemd"}, "-worker-protocol systemd"},
 		{[]string{"-mode", "shared", "-worker-protocol", "plain", "-max-requests", "10"}, "-max-requests"},
 		{[]string{"-mode", "reuseport", "-worker-protocol", "systemd", "-max-rss", "1GiB"}, "-max-rss"},
@@ -156,6 +157,13 @@ func TestParseFlagsWorkerProtocol(t *testing.T) {
 		c, err := ParseFlags(tc.args)
 		if err != nil || c.WorkerProtocol != tc.want {
 			t.Errorf("%v: -worker-protocol %q (%v), want %q", tc.args, c.WorkerProtocol, err, tc.want)
+		}
+	}
+	// Without -mode, a protocol that cannot take handed connections runs
+	// in shared mode: `supervisor -- node app.js` just runs.
+	for _, args := range [][]string{{"--", "node", "app.js"}, {"-worker-protocol", "systemd", "--", "gunicorn"}, {"-worker-protocol", "plain"}} {
+		if c, err := ParseFlags(args); err != nil || c.Mode != ipc.ModeShared {
+			t.Errorf("%v: -mode %q (%v), want shared by default", args, c.Mode, err)
 		}
 	}
 }
