@@ -38,15 +38,12 @@ func leaks(t *testing.T, mode string) {
 	base := s.usage()
 	// Two rounds: the first may keep what the design keeps, the second
 	// must keep nothing more.
-	r1 := s.churn(conns, workers, extra)
-	r2 := s.churn(conns, workers, extra)
-	// In reuseport mode a slot scaled away keeps its socket, and the
-	// supervisor accepts on it (its backlog would be reset if closed): a
-	// descriptor, a duplicate for the accept loop, and the loop's goroutine.
-	var keptFDs, keptG int
-	if mode == "reuseport" {
-		keptFDs, keptG = 2*extra, extra
-	}
+	r1 := s.churn(conns, workers, extra, base)
+	r2 := s.churn(conns, workers, extra, r1)
+	// Nothing is kept by design: in reuseport mode a slot scaled away has
+	// its socket drained and closed too (after a quiet period, which churn
+	// waits out).
+	const keptFDs, keptG = 0, 0
 	figure(t, "leaks", mode, "connections", 4*conns+200, "failed", r1.failed+r2.failed, "kills", 4,
 		"reloads", 2, "scale_round_trips", 2,
 		"fds", fmt.Sprintf("%d/%d/%d", base.fds, r1.fds, r2.fds),
@@ -83,9 +80,10 @@ func (s *sup) usage() usage {
 
 // churn runs one round — conns connections, two kills, a reload, a scale
 // to workers+extra and back, conns connections again — and returns the
-// usage once descriptors and goroutines have stopped falling (they are
-// released asynchronously) or after 5s.
-func (s *sup) churn(conns, workers, extra int) usage {
+// usage once descriptors and goroutines are back within the leak bounds of
+// from (they are released asynchronously: a retired reuseport socket after
+// its quiet period), or as they are after 5s.
+func (s *sup) churn(conns, workers, extra int, from usage) usage {
 	t := s.t
 	t.Helper()
 	failed := connections(s.addr, conns)
@@ -108,14 +106,11 @@ func (s *sup) churn(conns, workers, extra int) usage {
 	s.waitSettled(workers, 15*time.Second)
 	failed += connections(s.addr, conns)
 	u := s.usage()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond) // a sampling interval
-		next := s.usage()
-		if next.fds >= u.fds && next.goroutines >= u.goroutines {
-			u = next
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); u = s.usage() {
+		if u.fds <= from.fds+leakFDs && u.goroutines <= from.goroutines+leakGoroutines {
 			break
 		}
-		u = next
+		time.Sleep(100 * time.Millisecond) // a sampling interval, within the deadline
 	}
 	u.failed = failed
 	return u
