@@ -172,7 +172,9 @@ func TestNodeOtherPort(t *testing.T) {
 	node, app := nodeApp(t)
 	other := freeAddr(t)
 	t.Setenv("PORT", other[strings.LastIndex(other, ":")+1:])
-	s := start(t, "-workers", "1", "-mode", "shared", "-max-crashes", "1", "--", node, app)
+	// No -mode: a node command runs in shared mode by default (rr would
+	// exit 2 before any worker starts).
+	s := start(t, "-workers", "1", "-max-crashes", "1", "--", node, app)
 	if code := s.waitExit(15 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, s.stderr)
 	}
@@ -192,7 +194,7 @@ func TestNodeOtherPort(t *testing.T) {
 func TestNodeFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-mode", "rr", "-worker-protocol", "node", "--", "/bin/true"},
-		{"--", "node", "app.js"},
+		{"-mode", "rr", "--", "node", "app.js"}, // node by default from the command
 	} {
 		cmd := exec.Command(supervisorBin, append([]string{"-listen", "127.0.0.1:0", "-control", "none"}, args...)...)
 		out, err := cmd.CombinedOutput()
