@@ -174,6 +174,7 @@ func TestDrainSkipsUnusableConnection(t *testing.T) {
 func TestAcceptEMFILEIsTemporary(t *testing.T) {
 	var err error = tempErr{&net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}}
 	ne, ok := err.(net.Error)
+	//lint:ignore SA1019 http.Server.Serve still decides on Temporary.
 	if !ok || !ne.Temporary() {
 		t.Fatalf("%T is not a temporary net.Error: http.Server would stop serving", err)
 	}

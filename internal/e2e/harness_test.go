@@ -303,19 +303,6 @@ func (b *logBook) waitAny(d time.Duration, match func(map[string]any) bool) (map
 	}
 }
 
-// find returns the lines so far that match.
-func (b *logBook) find(match func(map[string]any) bool) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, m := range b.objects {
-		if match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func newLogBook() *logBook { return &logBook{} }
 
 func (b *logBook) read(r io.Reader, raw *lockedBuffer) {

@@ -2,7 +2,6 @@ package nodeipc
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -91,16 +90,6 @@ func next[T any](t *testing.T, nw *nodeWorker) T {
 		t.Fatalf("no %T event within %v\nnode stderr:\n%s", want, deadline, nw.stderr)
 	}
 	panic("unreachable")
-}
-
-// body decodes an application message's body.
-func body(t *testing.T, m Message) map[string]any {
-	t.Helper()
-	var v map[string]any
-	if err := json.Unmarshal(m.Body, &v); err != nil {
-		t.Fatalf("message %s: %v", m.Body, err)
-	}
-	return v
 }
 
 // disconnect asks the worker to leave and checks it closes the server of

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -415,8 +414,6 @@ func (h *harness) readyCount() int {
 func (h *harness) stopped() (bool, error) { return h.s.stopped(), h.s.stopErr }
 
 var errEMFILE = errors.New("too many open files")
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // await handles events as they arrive, from the fakes or from goroutines
 // such as a worker's control reader, until one matches, or fails the test
