@@ -241,7 +241,7 @@ func targets(m *matrix, lc *lifecycle, rep *report) {
 	b.WriteString("targets (ratios are of median req/s in the same run, pinned unless named; reported, not asserted):\n")
 	check := func(what string, have float64, ok bool, cmp string, want float64, unit string) {
 		if !ok {
-			fmt.Fprintf(&b, "  %-44s  %10s\n", what, "n/a")
+			fmt.Fprintf(&b, "  %-46s  %10s\n", what, "n/a")
 			return
 		}
 		pass := have >= want
@@ -252,7 +252,7 @@ func targets(m *matrix, lc *lifecycle, rep *report) {
 		if pass {
 			verdict = "ok"
 		}
-		fmt.Fprintf(&b, "  %-44s  %8.2f%-2s  (want %s %g%s)  %s\n", what, have, unit, cmp, want, unit, verdict)
+		fmt.Fprintf(&b, "  %-46s  %8.2f%-2s  (want %s %g%s)  %s\n", what, have, unit, cmp, want, unit, verdict)
 	}
 	if m != nil {
 		r, ok := m.ratio("rr", "go-single", "pinned", "keepalive")
