@@ -115,8 +115,9 @@ type lifecycle struct {
 }
 
 // runLifecycle measures cold starts of the supervisor (rr; 2 and 4
-// workers) and of the references, and kill → replacement, samples times
-// each, every launch unpinned.
+// workers), of the references and of Node's cluster app under the
+// supervisor, and kill → replacement, samples times each, every launch
+// unpinned.
 func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *report) (*lifecycle, error) {
 	lc := &lifecycle{cold: map[string][]coldSample{}, kill: map[string][]killSample{}}
 	byName := map[string]serverSpec{}
@@ -145,6 +146,8 @@ func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *repor
 		{"rr, 4 workers", rr4, false},
 		{"go-single (reference)", byName["go-single"], false},
 		{"node-rr, 2 workers (reference)", byName["node-rr"], true},
+		{"prefork-node-shared, 2 workers", byName["prefork-node-shared"], true},
+		{"prefork-node-reuseport, 2 workers", byName["prefork-node-reuseport"], true},
 	}
 	for _, r := range rows {
 		lc.order = append(lc.order, r.label)

@@ -47,6 +47,21 @@ func specs(root string, workers int) []serverSpec {
 			env:     []string{"NODE_CLUSTER_SCHED_POLICY=" + policy},
 		}
 	}
+	// Node's cluster app itself as prefork's workers: under the supervisor
+	// cluster.isWorker is true, so cluster.js runs its worker branch, whose
+	// listen(port) gets the supervisor's socket (the port must be -listen's).
+	// BENCH_MODE only labels /health, like the Node primary's fork env.
+	preforkNode := func(mode string) serverSpec {
+		sp := prefork(mode)
+		sp.name = "prefork-node-" + mode
+		sp.command = func(port int) []string {
+			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", mode,
+				"-grace", "2s", "-log-format", "json", "-worker-protocol", "node",
+				"--", "node", script, itoa(port)}
+		}
+		sp.env = []string{"BENCH_MODE=" + mode}
+		return sp
+	}
 	return []serverSpec{
 		{
 			name: "go-single", procs: 1,
@@ -54,6 +69,7 @@ func specs(root string, workers int) []serverSpec {
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
 		node("rr"), node("none"),
+		preforkNode("shared"), preforkNode("reuseport"),
 	}
 }
 
