@@ -33,6 +33,9 @@ type protocol interface {
 	// receives reports whether a worker can be handed connections over a
 	// channel to the supervisor (rr, and reuseport's vacant slots).
 	receives() bool
+	// stop closes what the protocol holds for all workers, when the
+	// supervisor stops accepting.
+	stop()
 }
 
 // link is one worker's channel to the supervisor under its protocol.
@@ -67,7 +70,7 @@ func newProtocol(cfg Config) protocol {
 	case ProtocolPlain:
 		return plain{}
 	case ProtocolNode:
-		return node{}
+		return newNode()
 	}
 	return prefork{}
 }
@@ -78,6 +81,7 @@ type prefork struct{}
 
 func (prefork) beats() bool    { return true }
 func (prefork) receives() bool { return true }
+func (prefork) stop()          {}
 
 func (prefork) open(*slot) (link, error) {
 	ctl, remote, err := ipc.Pair()
@@ -125,6 +129,7 @@ type plain struct{}
 
 func (plain) beats() bool              { return false }
 func (plain) receives() bool           { return false }
+func (plain) stop()                    {}
 func (plain) open(*slot) (link, error) { return plainLink{}, nil }
 
 type plainLink struct{}

@@ -3,10 +3,13 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,17 +34,66 @@ const nodeEvents = 16
 // handle, as under Node's SCHED_NONE; its first 'listening' makes it
 // ready; process.send reaches ctl events; a drain is Node's
 // worker.disconnect(). Node's protocol has no heartbeats.
-type node struct{}
+//
+// A server on another port gets a socket the supervisor binds for it, as
+// Node's primary binds one: one per address, shared by every worker and
+// kept until the supervisor stops (ports).
+type node struct{ ports *ports }
+
+func newNode() node { return node{ports: &ports{socks: map[string]*listener.Socket{}}} }
 
 func (node) beats() bool    { return false }
 func (node) receives() bool { return false }
+func (n node) stop()        { n.ports.close() }
 
-func (node) open(sl *slot) (link, error) {
+func (n node) open(sl *slot) (link, error) {
 	ch, remote, err := nodeipc.Pair()
 	if err != nil {
 		return nil, fmt.Errorf("worker node channel: %w", err)
 	}
-	return &nodeLink{id: sl.id, ch: ch, remote: remote, stop: make(chan struct{})}, nil
+	return &nodeLink{id: sl.id, ch: ch, remote: remote, stop: make(chan struct{}), ports: n.ports}, nil
+}
+
+// ports are the sockets the supervisor bound for node workers' servers on
+// ports other than -listen's. Worker readers ask for them concurrently.
+type ports struct {
+	mu     sync.Mutex
+	socks  map[string]*listener.Socket // by HOST:PORT as asked
+	closed bool
+}
+
+// get returns the socket for address:port, binding it on first use.
+func (ps *ports) get(address string, port int) (*listener.Socket, error) {
+	addr := net.JoinHostPort(address, strconv.Itoa(port))
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closed {
+		return nil, errStopping
+	}
+	if sock, ok := ps.socks[addr]; ok {
+		return sock, nil
+	}
+	ln, err := listener.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := listener.Detach(ln)
+	if err != nil {
+		return nil, err
+	}
+	ps.socks[addr] = sock
+	return sock, nil
+}
+
+// close stops the supervisor listening on them: at stop, with the
+// supervisor's own sockets.
+func (ps *ports) close() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.closed = true
+	for _, sock := range ps.socks {
+		sock.Close()
+	}
 }
 
 // isNodeCommand reports whether command runs Node.js: the node binary, or
@@ -72,6 +124,7 @@ type nodeLink struct {
 	// its port. Set by command before the reader starts.
 	listen *os.File
 	port   int
+	ports  *ports // the sockets bound for other ports
 }
 
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
@@ -232,25 +285,24 @@ func closeNodeFD(ev nodeipc.Event) {
 	}
 }
 
-// queryServer answers a worker's listen call with the mode's socket, on the
-// reader's goroutine. A listen on another port (or a unix path) fails with
-// EADDRINUSE: nothing but the supervisor decides the listening address.
-// Port 0, any port, gets the supervisor's.
+// queryServer answers a worker's listen call, on the reader's goroutine:
+// port 0, or the supervisor's port, gets the mode's socket; another port
+// gets a socket the supervisor binds for it (and keeps for every worker);
+// a unix path, or a port that cannot be bound, fails with EADDRINUSE.
 func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer) {
 	var err error
 	switch {
 	case q.AddressType != "4" && q.AddressType != "6":
 		err = l.refuse(s, p, q, "not a TCP server")
 	case q.Port != 0 && q.Port != l.port:
-		err = l.refuse(s, p, q, fmt.Sprintf("the supervisor listens on port %d", l.port))
-	default:
-		var raw syscall.RawConn
-		if raw, err = l.listen.SyscallConn(); err == nil {
-			// Control holds the descriptor open while the channel
-			// duplicates it, even if close runs meanwhile.
-			cerr := raw.Control(func(fd uintptr) { err = l.w.ReplyShared(q, int(fd)) })
-			err = errors.Join(err, cerr)
+		sock, berr := l.ports.get(q.Address, q.Port)
+		if berr != nil {
+			err = l.refuse(s, p, q, "cannot bind it: "+berr.Error())
+			break
 		}
+		err = l.replyShared(q, sock)
+	default:
+		err = l.replyShared(q, l.listen)
 	}
 	select {
 	case <-l.stop:
@@ -260,6 +312,18 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 	if err != nil {
 		s.log.Warn("could not answer node worker's listen", p.fields(zap.Error(err))...)
 	}
+}
+
+// replyShared answers q with sock as the listening handle.
+func (l *nodeLink) replyShared(q nodeipc.QueryServer, sock syscall.Conn) error {
+	raw, err := sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// Control holds the descriptor open while the channel duplicates it,
+	// even if it is closed meanwhile.
+	cerr := raw.Control(func(fd uintptr) { err = l.w.ReplyShared(q, int(fd)) })
+	return errors.Join(err, cerr)
 }
 
 // refuse fails the worker's listen with EADDRINUSE, as Node's primary does

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -99,7 +100,7 @@ func openFDs(t *testing.T) int {
 func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener) (*nodeLink, *process, *nodePeer, *exec.Cmd) {
 	t.Helper()
 	sl := &slot{id: 2}
-	lk, err := node{}.open(sl)
+	lk, err := h.s.proto.open(sl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener) (*nodeLink, *p
 
 // A node worker gets Node's channel at fd 3 and NODE_UNIQUE_ID = its slot;
 // its listen on the supervisor's port (or 0) gets the socket as a handle,
-// any other port or a path EADDRINUSE; its 'listening' makes it ready,
+// another port a socket the supervisor binds, a path EADDRINUSE; its 'listening' makes it ready,
 // process.send is a message, a bad line a protocol error; a drain is
 // Node's disconnect; close leaves no descriptor open.
 func TestNodeLink(t *testing.T) {
@@ -171,8 +172,30 @@ func TestNodeLink(t *testing.T) {
 			t.Fatalf("listen(%d) got a socket bound to %v (%v), want port %d", want, sa, err, port)
 		}
 	}
+	// Another port: the supervisor binds it, once, for every worker.
+	free, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	for range 2 {
+		seq := w.send(map[string]any{"act": "queryServer", "address": "127.0.0.1", "port": other, "addressType": 4, "fd": -1, "index": 0})
+		m := w.recv()
+		r := decode(t, m)
+		if r.Errno == nil || *r.Errno != 0 || r.Ack != seq || m.FD < 0 {
+			t.Fatalf("listen(%d): reply %s with fd %d; want errno 0, ack %d and a socket", other, m.Body, m.FD, seq)
+		}
+		sa, err := unix.Getsockname(m.FD)
+		unix.Close(m.FD)
+		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != other {
+			t.Fatalf("listen(%d) got a socket bound to %v (%v)", other, sa, err)
+		}
+	}
+	if n := len(h.s.proto.(node).ports.socks); n != 1 {
+		t.Fatalf("%d sockets bound for another port asked twice, want 1", n)
+	}
 	for _, q := range []map[string]any{
-		{"act": "queryServer", "address": nil, "port": port + 1, "addressType": 4, "fd": -1, "index": 0},
 		{"act": "queryServer", "address": "/tmp/app.sock", "port": -1, "addressType": -1, "fd": -1, "index": 0},
 	} {
 		seq := w.send(q)
@@ -213,6 +236,11 @@ func TestNodeLink(t *testing.T) {
 		t.Fatal("the link's reader did not stop when the worker closed the channel")
 	}
 	l.close()
+	h.s.proto.stop() // closes the socket bound for the other port
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(other))); err == nil {
+		c.Close()
+		t.Fatal("the supervisor still listens on the other port after stop")
+	}
 	if after := openFDs(t); after != before {
 		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
 	}

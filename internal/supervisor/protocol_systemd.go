@@ -38,6 +38,7 @@ type systemd struct {
 
 func (*systemd) beats() bool    { return false }
 func (*systemd) receives() bool { return false }
+func (*systemd) stop()          {}
 
 // open binds the worker's notify socket: a datagram socket in the abstract
 // namespace, so no file is left behind and no directory needs to be

@@ -52,6 +52,7 @@ func (s *Supervisor) beginStop(err error) {
 	}
 	s.reloadAfter, s.reloadQueued, s.scaleQueued = nil, false, 0
 	s.mode.stopAccepting() // queued connections go to whoever is still ready
+	s.proto.stop()
 	for _, p := range s.live {
 		s.drain(p, control.CauseStop)
 	}
