@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // long selects the full counts (make chaos); the default is the short run
@@ -86,7 +87,7 @@ func buildAndRun(m *testing.M) int {
 	code := m.Run()
 	// Each test kills and waits for its own processes; anything left is a
 	// bug of the suite.
-	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+	if kids := procfs.Children(os.Getpid()); len(kids) > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: child processes left behind: %v\n", kids)
 		for _, pid := range kids {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -188,7 +189,7 @@ func (s *sup) running() bool {
 // cleanup resumes, then kills the supervisor and every child it left, by
 // pid, and checks that they are gone and the control socket is removed.
 func (s *sup) cleanup() {
-	kids := childrenOf(s.pid)
+	kids := procfs.Children(s.pid)
 	for _, pid := range kids {
 		syscall.Kill(pid, syscall.SIGCONT) // a test may have stopped one
 	}
@@ -279,7 +280,7 @@ func (s *sup) settled(n int) (ok bool, why string) {
 			ready++
 		}
 	}
-	kids := childrenOf(s.pid)
+	kids := procfs.Children(s.pid)
 	if len(st.Workers) != n || ready != n || len(gens) != 1 || !gens[st.Generation] || len(kids) != n {
 		return false, fmt.Sprintf("%d workers (%d ready) of generations %v (current %d), %d children %v",
 			len(st.Workers), ready, keys(gens), st.Generation, len(kids), kids)
@@ -458,52 +459,10 @@ func (o *output) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// childrenOf lists the live (not zombie) processes whose parent is ppid.
-func childrenOf(ppid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		state, parent, ok := procStat(pid)
-		if ok && parent == ppid && state != "Z" && state != "X" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// procStat reads a process's state and parent pid from /proc/PID/stat.
-func procStat(pid int) (state string, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return "", 0, false
-	}
-	// The command name is in parentheses and may contain spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return "", 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0], ppid, true
-}
-
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	state, _, ok := procStat(pid)
-	return ok && state != "Z" && state != "X"
-}
-
 // waitGone fails the test unless pid is gone (or a zombie) within d.
 func waitGone(t testing.TB, pid int, d time.Duration) {
 	t.Helper()
-	if !eventually(d, func() bool { return !alive(pid) }) {
+	if !eventually(d, func() bool { return !procfs.Alive(pid) }) {
 		t.Errorf("process %d still alive after %s", pid, d)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // TestReloadScaleStorm sends 10 SIGHUPs 150ms apart, then bursts of TTIN
@@ -25,7 +27,7 @@ func storm(t *testing.T, mode string) {
 	}
 	gen0 := s.generation()
 	maxKids := 0
-	sample := func() { maxKids = max(maxKids, len(childrenOf(s.pid))) }
+	sample := func() { maxKids = max(maxKids, len(procfs.Children(s.pid))) }
 	var settle time.Duration
 	for r := 0; r < rounds; r++ {
 		for i := 0; i < 10; i++ {

@@ -24,6 +24,7 @@ import (
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/probe"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 var modes = []string{"rr", "shared", "reuseport"}
@@ -293,7 +294,7 @@ func TestGracefulStop(t *testing.T) {
 				t.Fatalf("exit status %d, want 0", code)
 			}
 			for _, pid := range workers {
-				if alive(pid) {
+				if procfs.Alive(pid) {
 					t.Errorf("worker %d alive after the supervisor exited", pid)
 				}
 			}

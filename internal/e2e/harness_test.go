@@ -186,7 +186,7 @@ func fileExists(p string) bool {
 func waitGone(t testing.TB, pid int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for alive(pid) {
+	for procfs.Alive(pid) {
 		if time.Now().After(deadline) {
 			t.Errorf("process %d still alive after %s", pid, d)
 			return
@@ -195,25 +195,8 @@ func waitGone(t testing.TB, pid int, d time.Duration) {
 	}
 }
 
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	st, err := procfs.ReadStat(pid)
-	return err == nil && !st.Exited()
-}
-
 // children lists the live processes whose parent is the supervisor.
-func (s *sup) children() []int { return childrenOf(s.cmd.Process.Pid) }
-
-func childrenOf(ppid int) []int {
-	pids, _ := procfs.PIDs()
-	var out []int
-	for _, pid := range pids {
-		if st, err := procfs.ReadStat(pid); err == nil && st.PPID == ppid && st.State != 'Z' {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+func (s *sup) children() []int { return procfs.Children(s.cmd.Process.Pid) }
 
 // waitExit waits up to d for the supervisor to exit and returns its status.
 func (s *sup) waitExit(d time.Duration) int {

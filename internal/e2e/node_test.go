@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // Unmodified Node.js cluster apps (-worker-protocol node), run with the
@@ -133,7 +134,7 @@ func checkNodeKill(t *testing.T, s *sup) {
 	e := s.waitEvent(10*time.Second, control.EventReady, func(e event) bool {
 		return e.int("slot") == victim.Slot && e.int("pid") != victim.PID
 	})
-	if !alive(other.PID) {
+	if !procfs.Alive(other.PID) {
 		t.Fatalf("worker %d died with its neighbour", other.PID)
 	}
 	eventually(t, 10*time.Second, "the respawned worker serves", func() bool {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // mixedLoad runs keep-alive and new-connection clients until stopped,
@@ -251,7 +252,7 @@ func TestMaxRequestsRecycles(t *testing.T) {
 	load := startMixedLoad(t, s.url("/pid"), 4, 4)
 	s.waitEvent(20*time.Second, control.EventRecycle, func(e event) bool { return e.str("step") == string(control.StepDone) })
 	eventually(t, 20*time.Second, "both first workers recycled", func() bool {
-		return !alive(first[0]) && !alive(first[1])
+		return !procfs.Alive(first[0]) && !procfs.Alive(first[1])
 	})
 	load.waitOK(t, 100, 10*time.Second)
 	load.check(t)

@@ -28,3 +28,22 @@ func PIDs() ([]int, error) {
 	}
 	return pids, nil
 }
+
+// Alive reports whether pid is a running process: it exists and is not a
+// zombie waiting to be reaped.
+func Alive(pid int) bool {
+	st, err := ReadStat(pid)
+	return err == nil && !st.Exited()
+}
+
+// Children lists the running (not zombie) processes whose parent is ppid.
+func Children(ppid int) []int {
+	pids, _ := PIDs()
+	var out []int
+	for _, pid := range pids {
+		if st, err := ReadStat(pid); err == nil && st.PPID == ppid && !st.Exited() {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -160,17 +160,7 @@ func TestNodeLink(t *testing.T) {
 	}
 
 	for _, want := range []int{port, 0} {
-		seq := w.send(map[string]any{"act": "queryServer", "address": nil, "port": want, "addressType": 4, "fd": -1, "index": 0})
-		m := w.recv()
-		r := decode(t, m)
-		if r.Errno == nil || *r.Errno != 0 || r.Ack != seq || m.FD < 0 {
-			t.Fatalf("listen(%d): reply %s with fd %d; want errno 0, ack %d and the socket", want, m.Body, m.FD, seq)
-		}
-		sa, err := unix.Getsockname(m.FD)
-		unix.Close(m.FD)
-		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != port {
-			t.Fatalf("listen(%d) got a socket bound to %v (%v), want port %d", want, sa, err, port)
-		}
+		w.listenGets(nil, want, port)
 	}
 	// Another port: the supervisor binds it, once, for every worker.
 	free, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -180,17 +170,7 @@ func TestNodeLink(t *testing.T) {
 	other := free.Addr().(*net.TCPAddr).Port
 	free.Close()
 	for range 2 {
-		seq := w.send(map[string]any{"act": "queryServer", "address": "127.0.0.1", "port": other, "addressType": 4, "fd": -1, "index": 0})
-		m := w.recv()
-		r := decode(t, m)
-		if r.Errno == nil || *r.Errno != 0 || r.Ack != seq || m.FD < 0 {
-			t.Fatalf("listen(%d): reply %s with fd %d; want errno 0, ack %d and a socket", other, m.Body, m.FD, seq)
-		}
-		sa, err := unix.Getsockname(m.FD)
-		unix.Close(m.FD)
-		if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != other {
-			t.Fatalf("listen(%d) got a socket bound to %v (%v)", other, sa, err)
-		}
+		w.listenGets("127.0.0.1", other, other)
 	}
 	if n := len(h.s.proto.(node).ports.socks); n != 1 {
 		t.Fatalf("%d sockets bound for another port asked twice, want 1", n)
@@ -266,5 +246,22 @@ func TestNodeLeaving(t *testing.T) {
 	}
 	if n := h.s.counts.exits[control.CauseDisconnect]; n != 1 {
 		t.Fatalf("%d exits labelled disconnect, want 1", n)
+	}
+}
+
+// listenGets sends a queryServer for address:port, as a server's listen
+// does, and checks the reply carries a socket bound to port bound.
+func (w *nodePeer) listenGets(address any, port, bound int) {
+	w.t.Helper()
+	seq := w.send(map[string]any{"act": "queryServer", "address": address, "port": port, "addressType": 4, "fd": -1, "index": 0})
+	m := w.recv()
+	r := decode(w.t, m)
+	if r.Errno == nil || *r.Errno != 0 || r.Ack != seq || m.FD < 0 {
+		w.t.Fatalf("listen(%d): reply %s with fd %d; want errno 0, ack %d and a socket", port, m.Body, m.FD, seq)
+	}
+	sa, err := unix.Getsockname(m.FD)
+	unix.Close(m.FD)
+	if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != bound {
+		w.t.Fatalf("listen(%d) got a socket bound to %v (%v), want port %d", port, sa, err, bound)
 	}
 }
