@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -333,6 +335,23 @@ func (w *Worker) NewConn(key string, fd int) error {
 		return err
 	}
 	return nil // the channel ended meanwhile, and end reported it Refused
+}
+
+// Reclaim takes back the connections handed with NewConn that the worker
+// has not answered, and returns them: the caller owns them again. Call it
+// only once the worker can answer no more (its process has exited): a
+// connection it received but did not answer, it had not started to read
+// (child.js answers before it reads). A later answer to one of them is
+// ignored, and the channel's end reports nothing for them.
+func (w *Worker) Reclaim() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fds := make([]int, 0, len(w.pending))
+	for _, seq := range slices.Sorted(maps.Keys(w.pending)) { // in the order handed
+		fds = append(fds, w.pending[seq].fd)
+		delete(w.pending, seq)
+	}
+	return fds
 }
 
 // Disconnect asks the worker to close its servers and then the channel, as

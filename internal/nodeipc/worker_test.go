@@ -2,6 +2,7 @@ package nodeipc
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,4 +57,50 @@ func TestWorkerGoneGivesBackConnections(t *testing.T) {
 	}
 	unix.Close(fd)
 	waitOpen(t, open-2) // the peer and the channel closed, nothing else left
+}
+
+// TestWorkerReclaim: once the worker has exited, the connections it did not
+// answer are the owner's again, in the order handed; an answer to one that
+// comes later is ignored, and the channel's end reports none of them.
+func TestWorkerReclaim(t *testing.T) {
+	c, p := rawPair(t)
+	open := fdtest.Open(t)
+	events := make(chan Event, 8)
+	w := NewWorker(c, events)
+	defer w.Close()
+	fds := []int{pipeFD(t), pipeFD(t), pipeFD(t)}
+	for _, fd := range fds {
+		if err := w.NewConn("k", fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var br bytes.Buffer
+	_, got := readLine(t, p, &br) // the first handle; the rest wait for its ACK
+	closeFDs(got)
+	if have := w.Reclaim(); !slices.Equal(have, fds) {
+		t.Fatalf("Reclaim = %v, want %v", have, fds)
+	}
+	if have := w.Reclaim(); len(have) != 0 {
+		t.Fatalf("second Reclaim = %v, want none", have)
+	}
+	// A late accepted:true for the first one must not close it.
+	if _, err := p.Write([]byte(`{"cmd":"NODE_CLUSTER","ack":0,"accepted":true,"seq":0}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	select {
+	case ev := <-events:
+		if _, ok := ev.Value.(Disconnected); !ok {
+			t.Fatalf("event %+v after Reclaim, want only Disconnected", ev.Value)
+		}
+	case <-time.After(deadline):
+		t.Fatal("no Disconnected")
+	}
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			t.Fatalf("reclaimed descriptor %d closed: %v", fd, err)
+		}
+		unix.Close(fd)
+	}
+	waitOpen(t, open-2)
 }

@@ -133,7 +133,9 @@ func ParseFlags(args []string) (Config, error) {
 	if !flagSet(fs, "mode") && c.WorkerProtocol != ProtocolPrefork {
 		// rr needs a worker that takes handed connections: the default
 		// for the others is the mode they can use, as `node app.js` with
-		// no flag should just run.
+		// no flag should just run. A node worker takes them too (-mode
+		// rr), but shared, where the supervisor does nothing per
+		// connection, stays its default.
 		c.Mode = ipc.ModeShared
 	}
 	if err := c.validate(); err != nil {
@@ -216,8 +218,9 @@ func (c *Config) validate() error {
 }
 
 // validateProtocol checks -worker-protocol and what it rules out: a worker
-// without prefork's control channel cannot be handed connections (rr) and
-// reports no request counts or RSS (-max-requests, -max-rss).
+// without prefork's control channel or Node's IPC channel cannot be handed
+// connections (rr), and one without prefork's reports no request counts
+// or RSS (-max-requests, -max-rss).
 func (c *Config) validateProtocol() error {
 	switch c.WorkerProtocol {
 	case "", ProtocolPrefork: // "": a Config not made by ParseFlags
@@ -227,9 +230,7 @@ func (c *Config) validateProtocol() error {
 		return usagef("invalid value %q for flag -worker-protocol: must be prefork, node, systemd or plain", c.WorkerProtocol)
 	}
 	switch {
-	case c.Mode == ipc.ModeRR && c.WorkerProtocol == ProtocolNode:
-		return usagef("flag -mode rr cannot be used with -worker-protocol node: rr for node workers is not built yet; use -mode shared or reuseport")
-	case c.Mode == ipc.ModeRR:
+	case c.Mode == ipc.ModeRR && c.WorkerProtocol != ProtocolNode: // Node's IPC channel takes connections
 		return usagef("flag -mode rr cannot be used with -worker-protocol %s: rr hands each connection to a worker over prefork's control channel, which a %s worker has not; use -mode shared or reuseport", c.WorkerProtocol, c.WorkerProtocol)
 	case c.MaxRequests > 0:
 		return usagef("flag -max-requests needs -worker-protocol prefork: a %s worker reports no request count", c.WorkerProtocol)

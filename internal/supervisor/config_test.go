@@ -56,9 +56,6 @@ func TestParseFlagsUsageErrors(t *testing.T) {
 		// n * unit must not wrap around to a small limit.
 		{[]string{"-max-rss", "20000000000G"}, "-max-rss"},
 		{[]string{"-max-rss", "18446744073709551616"}, "-max-rss"},
-		// Node's round-robin handoff is not built: an explicit rr says so.
-		{[]string{"-mode", "rr", "-worker-protocol", "node"}, "use -mode shared or reuseport"},
-		{[]string{"-mode", "rr", "--", "node", "app.js"}, "-mode rr"},
 		{[]string{"-mode", "shared", "-max-requests", "10", "--", "node", "app.js"}, "-max-requests"},
 		{[]string{"-mode", "reuseport", "-max-rss", "1GiB", "--", "./app.mjs"}, "-max-rss"},
 		{[]string{"-mode", "shared", "-worker-protocol", "fastcgi"}, "-worker-protocol"},
@@ -130,13 +127,20 @@ func TestParseFlagsWorkerProtocol(t *testing.T) {
 	if err != nil || c.WorkerProtocol != ProtocolPrefork {
 		t.Fatalf("default -worker-protocol %q (%v), want prefork", c.WorkerProtocol, err)
 	}
-	for _, mode := range []string{"shared", "reuseport"} {
+	for _, mode := range []string{"shared", "reuseport", "rr"} {
 		for _, proto := range []string{ProtocolSystemd, ProtocolPlain, ProtocolNode} {
+			if mode == "rr" && proto != ProtocolNode {
+				continue // refused: see TestParseFlagsUsageErrors
+			}
 			c, err := ParseFlags([]string{"-mode", mode, "-worker-protocol", proto, "--", "python3", "app.py"})
 			if err != nil || c.WorkerProtocol != proto || c.Mode != mode {
 				t.Errorf("-mode %s -worker-protocol %s: have %q %q, %v", mode, proto, c.Mode, c.WorkerProtocol, err)
 			}
 		}
+	}
+	// Node's IPC channel takes handed connections: rr for a node command.
+	if c, err := ParseFlags([]string{"-mode", "rr", "--", "node", "app.js"}); err != nil || c.Mode != ipc.ModeRR || c.WorkerProtocol != ProtocolNode {
+		t.Errorf("-mode rr -- node app.js: have %q %q, %v; want rr and node", c.Mode, c.WorkerProtocol, err)
 	}
 	// A Node.js command defaults to the node protocol; -worker-protocol
 	// still decides when given.

@@ -17,6 +17,7 @@ import (
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/nodeipc"
 )
 
 // maxBatch bounds the connections accepted per wake-up and so the
@@ -275,9 +276,10 @@ func peerAt(peers []ipc.Peer, at []uint8, i int) ipc.Peer {
 // errFull: the worker has maxUntaken connections it has not taken yet.
 var errFull = errors.New("supervisor: worker has too many connections untaken")
 
-// send sends as many of fds to t in one frame as t has room for, and
-// returns how many it sent: all of them, or fewer with the error that
-// stopped the rest. The caller closes what was sent (sent).
+// send sends as many of fds to t in one frame (a Node worker: one message
+// each) as t has room for, and returns how many it sent: all of them, or
+// fewer with the error that stopped the rest. The caller closes what was
+// sent (sent).
 func (h *handoff) send(t *target, fds []int, at []uint8, peers []ipc.Peer, frame *[ipc.MaxConnsFrame]byte) (int, error) {
 	t.mu.Lock()
 	n := t.room(len(fds))
@@ -285,22 +287,32 @@ func (h *handoff) send(t *target, fds []int, at []uint8, peers []ipc.Peer, frame
 		t.mu.Unlock()
 		return 0, errFull
 	}
-	f := ipc.ConnsFrame(n)
-	if peers != nil && t.peers.Load() {
-		f = ipc.AppendConnsPeers(frame[:0], n)
-		for i := range n {
-			p := peerAt(peers, at, i)
-			f = append(f, p[:]...)
-		}
-	}
 	var err error
-	if h.sendmsg != nil {
-		err = h.sendmsg(t, f, fds[:n])
+	if t.node != nil {
+		var m int
+		m, err = t.node.send(fds[:n])
+		t.queue.add(0, m)
+		if err != nil {
+			t.mu.Unlock()
+			return m, err
+		}
 	} else {
-		err = t.ch.Send(f, fds[:n])
-	}
-	if err == nil {
-		t.queue.add(len(f), n)
+		f := ipc.ConnsFrame(n)
+		if peers != nil && t.peers.Load() {
+			f = ipc.AppendConnsPeers(frame[:0], n)
+			for i := range n {
+				p := peerAt(peers, at, i)
+				f = append(f, p[:]...)
+			}
+		}
+		if h.sendmsg != nil {
+			err = h.sendmsg(t, f, fds[:n])
+		} else {
+			err = t.ch.Send(f, fds[:n])
+		}
+		if err == nil {
+			t.queue.add(len(f), n)
+		}
 	}
 	t.mu.Unlock()
 	switch {
@@ -317,6 +329,9 @@ func (h *handoff) send(t *target, fds []int, at []uint8, peers []ipc.Peer, frame
 
 func (h *handoff) sent(t *target, fds []int) {
 	t.handed.Add(uint64(len(fds)))
+	if t.node != nil {
+		return // the nodeipc.Worker holds them until the worker answers
+	}
 	// The worker has its own copy now; without closing ours the client
 	// would never see FIN when the worker closes.
 	ipc.CloseAll(fds)
@@ -330,7 +345,8 @@ func (h *handoff) failed(t *target, err error) {
 	switch {
 	case errors.Is(err, ipc.ErrWouldBlock), errors.Is(err, errFull):
 		h.block(t)
-	case errors.Is(err, ipc.ErrPeerClosed), errors.Is(err, net.ErrClosed), errors.Is(err, unix.EBADF):
+	case errors.Is(err, ipc.ErrPeerClosed), errors.Is(err, net.ErrClosed), errors.Is(err, unix.EBADF),
+		errors.Is(err, nodeipc.ErrClosed), errors.Is(err, unix.EPIPE):
 		// Gone or closed: no later pick should choose it. The owner
 		// goroutine removes it too when it learns of the exit; Remove is
 		// idempotent.
@@ -345,6 +361,14 @@ func (h *handoff) failed(t *target, err error) {
 func (h *handoff) block(t *target) {
 	if t.off.Or(offFull)&offFull != 0 {
 		return // a waiter is on it
+	}
+	if t.node != nil {
+		// The worker's answers clear it (nodeAnswered); the last may have
+		// come between the send and the mark.
+		if t.hasRoom() && t.off.And(^uint32(offFull))&offFull != 0 {
+			go h.flush() // the caller may hold h.mu
+		}
+		return
 	}
 	go func() {
 		rc, err := t.ch.SyscallConn()
@@ -574,6 +598,12 @@ func (h *handoff) check(now time.Time) {
 			}
 			t.off.Or(offStalled)
 		}
+		if t.node != nil {
+			// Out of rotation until it moves; what it was sent stays in
+			// its channel's queue (at most maxNodeUntaken), taken when it
+			// resumes or handed on when it exits.
+			continue
+		}
 		if n := h.readBack(t, true); n > 0 {
 			h.log.Info("worker took no connections; re-routed those queued for it", zap.Int("slot", t.slot),
 				zap.Int("connections", n), zap.Duration("stalled", now.Sub(t.lastMove)))
@@ -588,6 +618,9 @@ func (h *handoff) check(now time.Time) {
 // worker's handoff channel and hands them to other workers, returning how
 // many. Call it after the worker has exited.
 func (h *handoff) recover(t *target) int {
+	if t.node != nil {
+		return h.nodeReclaim(t)
+	}
 	h.bal.Remove(t)
 	t.ch.Close() // after this no Send to t can succeed
 	if t.keep == nil {

@@ -71,7 +71,7 @@ type handles struct {
 
 // abort releases what prepare made when the worker did not start.
 func (h handles) abort() {
-	if h.t != nil {
+	if h.t != nil && h.t.node == nil {
 		h.t.ch.Close()
 		h.t.keep.Close()
 	}

@@ -16,10 +16,16 @@ import (
 // worker's handoff channel (fd 4). The supervisor keeps a duplicate of the
 // worker's end, so that what a dead or drained worker did not take is read
 // back and handed on.
+//
+// A Node.js worker (-worker-protocol node) has no handoff channel: its
+// connections go as Node's primary sends them, newconn messages on its IPC
+// channel (handoff_node.go), and the supervisor keeps each until the worker
+// answers that it took it.
 type rr struct {
 	ln         *listener.Socket
 	activated_ bool
 	leastConn  bool
+	node       bool // workers are Node.js cluster workers
 	bal        balancer.Balancer[*target]
 	h          *handoff
 	loop       *acceptLoop
@@ -29,6 +35,7 @@ func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) *rr
 	bal, _ := balancer.New[*target](cfg.Balance) // validated with the flags
 	return &rr{
 		ln: ln, activated_: activated, leastConn: cfg.Balance == "least-conn", bal: bal,
+		node: cfg.WorkerProtocol == ProtocolNode,
 		h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout),
 	}
 }
@@ -48,8 +55,18 @@ func (m *rr) stopAccepting() {
 	m.h.flush() // queued connections to whoever is still ready
 }
 
-// prepare gives the worker the receiving end of a new handoff channel.
+// prepare gives the worker the receiving end of a new handoff channel; a
+// Node worker, whose connections travel on its IPC channel, gets the
+// listening socket instead, for its link to learn the address its
+// server reports as its own.
 func (m *rr) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) {
+	if m.node {
+		f, err := listener.Dup(m.ln)
+		if err != nil {
+			return handles{}, err
+		}
+		return handles{file: f, t: newNodeTarget(sl)}, nil
+	}
 	local, remote, err := ipc.Pair()
 	if err != nil {
 		return handles{}, err

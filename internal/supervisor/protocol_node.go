@@ -30,14 +30,17 @@ const nodeEvents = 16
 // Node's primary would, speaking the cluster protocol on Node's own IPC
 // channel (fd 3, NODE_CHANNEL_FD) to a process started with NODE_UNIQUE_ID
 // set to its slot, which makes cluster.isPrimary false in it. Its servers'
-// listen calls ask for the mode's socket (queryServer) and get it as a
-// handle, as under Node's SCHED_NONE; its first 'listening' makes it
-// ready; process.send reaches ctl events; a drain is Node's
-// worker.disconnect(). Node's protocol has no heartbeats.
+// listen calls ask for the mode's socket (queryServer). In shared and
+// reuseport mode they get it as a handle, as under Node's SCHED_NONE; in
+// rr mode, as under SCHED_RR, a key and no handle, and the supervisor's
+// handoff sends each connection as a newconn message (handoff_node.go).
+// Its first 'listening' makes it ready; process.send reaches ctl events; a
+// drain is Node's worker.disconnect(). Node's protocol has no heartbeats.
 //
 // A server on another port gets a socket the supervisor binds for it, as
 // Node's primary binds one: one per address, shared by every worker and
-// kept until the supervisor stops (ports).
+// kept until the supervisor stops (ports). It gets it as a handle in every
+// mode: the supervisor round-robins its own port only.
 type node struct{ ports *ports }
 
 func newNode() node { return node{ports: &ports{socks: map[string]*listener.Socket{}}} }
@@ -120,10 +123,10 @@ type nodeLink struct {
 	stop   chan struct{}    // closed by close: the reader stops
 
 	// listen is the mode's socket, kept for the worker's queryServer
-	// (spawn closes its own copy once the worker has started); port is
-	// its port. Set by command before the reader starts.
+	// (spawn closes its own copy once the worker has started); addr is
+	// its address. Set by command before the reader starts.
 	listen *os.File
-	port   int
+	addr   *net.TCPAddr
 	ports  *ports // the sockets bound for other ports
 }
 
@@ -134,7 +137,7 @@ func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
 	f, err := listener.Dup(listen)
 	if err == nil {
-		l.port, err = localPort(f)
+		l.addr, err = localAddr(f)
 		if err != nil {
 			f.Close()
 		}
@@ -148,24 +151,24 @@ func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 	l.listen = f
 }
 
-// localPort is the port f's socket is bound to.
-func localPort(f *os.File) (int, error) {
+// localAddr is the address f's socket is bound to.
+func localAddr(f *os.File) (*net.TCPAddr, error) {
 	raw, err := f.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var sa unix.Sockaddr
 	cerr := raw.Control(func(fd uintptr) { sa, err = unix.Getsockname(int(fd)) })
 	if err = errors.Join(err, cerr); err != nil {
-		return 0, err
+		return nil, err
 	}
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		return a.Port, nil
+		return &net.TCPAddr{IP: a.Addr[:], Port: a.Port}, nil
 	case *unix.SockaddrInet6:
-		return a.Port, nil
+		return &net.TCPAddr{IP: a.Addr[:], Port: a.Port}, nil
 	}
-	return 0, fmt.Errorf("supervisor: listening socket is not TCP (%T)", sa)
+	return nil, fmt.Errorf("supervisor: listening socket is not TCP (%T)", sa)
 }
 
 // started closes the worker's end, which it has inherited, and starts the
@@ -227,14 +230,14 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 		var ev nodeipc.Event
 		select {
 		case <-l.stop: // first, even when events wait too
-			drainNode(events)
+			s.drainNode(p, events)
 			return
 		default:
 		}
 		select {
 		case ev = <-events:
 		case <-l.stop:
-			drainNode(events)
+			s.drainNode(p, events)
 			return
 		}
 		switch v := ev.Value.(type) {
@@ -255,18 +258,28 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 			s.post(evLeaving{p: p})
 		case nodeipc.Malformed:
 			s.protocolError(p, fmt.Errorf("supervisor: node channel: %w", v.Err), &bad)
+		case nodeipc.Accepted:
+			s.nodeAnswered(p, -1)
 		case nodeipc.Refused:
-			closeNodeFD(ev) // nothing is handed over NewConn yet
+			s.nodeAnswered(p, v.FD)
+		case nodeipc.ServerClosed:
+			if p.t != nil && p.t.node != nil {
+				s.mode.handoff().nodeClose(p.t, v.Key)
+			}
 		}
 	}
 }
 
 // drainNode closes what the Worker reported and nobody took, once Close has
-// stopped it reporting.
-func drainNode(events <-chan nodeipc.Event) {
+// stopped it reporting; a connection it gave back goes to another worker.
+func (s *Supervisor) drainNode(p *process, events <-chan nodeipc.Event) {
 	for {
 		select {
 		case ev := <-events:
+			if v, ok := ev.Value.(nodeipc.Refused); ok {
+				s.nodeAnswered(p, v.FD)
+				continue
+			}
 			closeNodeFD(ev)
 		default:
 			return
@@ -274,33 +287,43 @@ func drainNode(events <-chan nodeipc.Event) {
 	}
 }
 
-func closeNodeFD(ev nodeipc.Event) {
-	switch v := ev.Value.(type) {
-	case nodeipc.Message:
-		if v.FD >= 0 {
-			unix.Close(v.FD)
+// nodeAnswered passes p's answer to a connection handed to it on to the
+// handoff: taken (fd < 0), or fd given back. Only rr hands connections.
+func (s *Supervisor) nodeAnswered(p *process, fd int) {
+	if p.t == nil || p.t.node == nil {
+		if fd >= 0 {
+			unix.Close(fd)
 		}
-	case nodeipc.Refused:
+		return
+	}
+	s.mode.handoff().nodeAnswered(p.t, fd)
+}
+
+func closeNodeFD(ev nodeipc.Event) {
+	if v, ok := ev.Value.(nodeipc.Message); ok && v.FD >= 0 {
 		unix.Close(v.FD)
 	}
 }
 
 // queryServer answers a worker's listen call, on the reader's goroutine:
-// port 0, or the supervisor's port, gets the mode's socket; another port
-// gets a socket the supervisor binds for it (and keeps for every worker);
-// a unix path, or a port that cannot be bound, fails with EADDRINUSE.
+// port 0, or the supervisor's port, gets the mode's socket, or in rr mode
+// the supervisor's connections (roundRobin); another port gets a socket the
+// supervisor binds for it (and keeps for every worker); a unix path, or a
+// port that cannot be bound, fails with EADDRINUSE.
 func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer) {
 	var err error
 	switch {
 	case q.AddressType != "4" && q.AddressType != "6":
 		err = l.refuse(s, p, q, "not a TCP server")
-	case q.Port != 0 && q.Port != l.port:
+	case q.Port != 0 && q.Port != l.addr.Port:
 		sock, berr := l.ports.get(q.Address, q.Port)
 		if berr != nil {
 			err = l.refuse(s, p, q, "cannot bind it: "+berr.Error())
 			break
 		}
 		err = l.replyShared(q, sock)
+	case p.t != nil && p.t.node != nil:
+		err = l.roundRobin(s, p, q)
 	default:
 		err = l.replyShared(q, l.listen)
 	}
@@ -312,6 +335,24 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 	if err != nil {
 		s.log.Warn("could not answer node worker's listen", p.fields(zap.Error(err))...)
 	}
+}
+
+// roundRobin answers q as Node's primary does under SCHED_RR, with the
+// supervisor's address and no handle, and lets the handoff send the
+// worker connections for q's key. One server per worker takes them: a
+// second on the same port fails with EADDRINUSE, as it would under Node's
+// primary, which cannot bind a port twice.
+func (l *nodeLink) roundRobin(s *Supervisor, p *process, q nodeipc.QueryServer) error {
+	if !p.t.nodeAccepts(q.Key) {
+		return l.refuse(s, p, q, "another of its servers takes the supervisor's connections")
+	}
+	if err := l.w.ReplyRoundRobin(q, nodeipc.SocknameOf(l.addr)); err != nil {
+		return err
+	}
+	// After the reply: the worker's channel carries messages in order, so
+	// its server exists before the first newconn for it arrives.
+	s.mode.handoff().nodeListen(p.t, l.w, q.Key)
+	return nil
 }
 
 // replyShared answers q with sock as the listening handle.

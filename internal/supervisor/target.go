@@ -21,6 +21,11 @@ type target struct {
 	// the worker's death, and recover reads them back out.
 	keep *ipc.Channel
 
+	// node is set for a Node.js worker (-worker-protocol node): its
+	// connections go as newconn messages on its IPC channel, and ch and
+	// keep are nil.
+	node *nodeConns
+
 	handed atomic.Uint64 // connections sent (less those read back)
 	peers  atomic.Bool   // the worker takes peer addresses in conns frames
 	closed atomic.Uint32 // connections the worker reports closed, wrapping
@@ -60,6 +65,12 @@ func (t *target) Available() bool { return t.off.Load() == 0 }
 // it. The kernel's bound is far looser (see sendLog), and a connection
 // waiting in one worker's queue cannot go to an idle one.
 const maxUntaken = 1024
+
+// maxNodeUntaken is maxUntaken for a Node worker. Its channel carries one
+// connection at a time, each waiting for the worker's NODE_HANDLE_ACK, and
+// the rest wait in the supervisor's send queue, where no other worker can
+// take them until the worker has exited: keep that queue short.
+const maxNodeUntaken = 16
 
 // logFrames is how many frames sendLog remembers. The socket's send buffer
 // holds fewer (see sendLog); if more are untaken anyway (a raised
@@ -127,6 +138,9 @@ func (q *sendLog) untaken() int { return int(q.conns - q.taken) }
 // measure reads how much of t's queue is taken. Called with t.mu held, so
 // that no frame is sent between the ioctl and the arithmetic.
 func (t *target) measure() {
+	if t.node != nil {
+		return // answered counts each connection the worker takes
+	}
 	if t.keep == nil {
 		// Nothing to measure with: count everything taken.
 		t.queue.taken = t.queue.conns
@@ -150,6 +164,9 @@ func (t *target) measure() {
 // maxUntaken connections.
 func (t *target) room(n int) int {
 	limit := maxUntaken
+	if t.node != nil {
+		limit = maxNodeUntaken
+	}
 	if t.probe {
 		limit = 1
 	}
