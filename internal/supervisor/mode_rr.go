@@ -36,7 +36,7 @@ func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) *rr
 	return &rr{
 		ln: ln, activated_: activated, leastConn: cfg.Balance == "least-conn", bal: bal,
 		node: cfg.WorkerProtocol == ProtocolNode,
-		h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout),
+		h:    newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout),
 	}
 }
 
