@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/nodeipc"
 )
 
@@ -96,8 +98,9 @@ func openFDs(t *testing.T) int {
 }
 
 // startNodeLink opens a node link for slot 2 around a real listening
-// socket, starts it for a process, and returns the worker's side.
-func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener) (*nodeLink, *process, *nodePeer, *exec.Cmd) {
+// socket, starts it for a process, and returns the worker's side. With rr,
+// the process is the rr handoff's target, as rr's prepare makes it.
+func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener, rr bool) (*nodeLink, *process, *nodePeer, *exec.Cmd) {
 	t.Helper()
 	sl := &slot{id: 2}
 	lk, err := h.s.proto.open(sl)
@@ -131,6 +134,9 @@ func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener) (*nodeLink, *p
 	peer := &nodePeer{t: t, ch: ch, raw: os.NewFile(uintptr(rawFD), "worker-end-raw")}
 	t.Cleanup(func() { ch.Close(); peer.raw.Close() })
 	p := &process{slot: sl, pid: 4242, link: l, read: make(chan struct{}), state: control.StateStarting}
+	if rr {
+		p.t = newNodeTarget(sl)
+	}
 	sl.cur = p
 	h.s.live[p.pid] = p
 	l.started(h.s, p)
@@ -152,7 +158,7 @@ func TestNodeLink(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	before := openFDs(t)
 
-	l, p, w, cmd := startNodeLink(t, h, ln)
+	l, p, w, cmd := startNodeLink(t, h, ln, false)
 	for _, kv := range []string{"NODE_CHANNEL_FD=3", "NODE_UNIQUE_ID=2", "NODE_CHANNEL_SERIALIZATION_MODE=json"} {
 		if !slices.Contains(cmd.Env, kv) {
 			t.Errorf("worker environment %v lacks %s", cmd.Env, kv)
@@ -172,7 +178,11 @@ func TestNodeLink(t *testing.T) {
 	for range 2 {
 		w.listenGets("127.0.0.1", other, other)
 	}
-	if n := len(h.s.proto.(node).ports.socks); n != 1 {
+	ps := h.s.proto.(node).ports
+	ps.mu.Lock() // the reader bound it
+	n := len(ps.socks)
+	ps.mu.Unlock()
+	if n != 1 {
 		t.Fatalf("%d sockets bound for another port asked twice, want 1", n)
 	}
 	for _, q := range []map[string]any{
@@ -263,5 +273,91 @@ func (w *nodePeer) listenGets(address any, port, bound int) {
 	unix.Close(m.FD)
 	if a, ok := sa.(*unix.SockaddrInet4); err != nil || !ok || a.Port != bound {
 		w.t.Fatalf("listen(%d) got a socket bound to %v (%v), want port %d", port, sa, err, bound)
+	}
+}
+
+// In rr mode a node worker's listen on the supervisor's port is answered
+// as Node's primary answers under SCHED_RR: errno null, the key, the
+// supervisor's address, no handle; the handoff then sends it connections
+// for that key, one newconn each, until the worker closes that server. A
+// second server on the port fails with EADDRINUSE, as under Node.
+func TestNodeLinkRoundRobin(t *testing.T) {
+	h := newHarness(t, func(c *Config) { withProtocol(ProtocolNode)(c); c.Mode = "rr" })
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	other, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, err := listener.Detach(other) // the rr mode's; this test dispatches itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newRR(h.s.cfg, h.s.log, sock, false)
+	defer m.stopAccepting()
+	h.s.mode = m
+	before := openFDs(t)
+
+	l, p, w, _ := startNodeLink(t, h, ln, true)
+	seq := w.send(map[string]any{"act": "queryServer", "address": nil, "port": port, "addressType": 4, "fd": -1, "index": 0})
+	msg := w.recv()
+	var r struct {
+		Errno    *int              `json:"errno"`
+		Ack      int               `json:"ack"`
+		Key      string            `json:"key"`
+		Sockname *nodeipc.Sockname `json:"sockname"`
+	}
+	if err := json.Unmarshal(msg.Body, &r); err != nil {
+		t.Fatal(err)
+	}
+	key := "null:" + strconv.Itoa(port) + ":4:-1:0"
+	want := nodeipc.Sockname{Address: "127.0.0.1", Family: "IPv4", Port: port}
+	if r.Errno != nil || !bytes.Contains(msg.Body, []byte(`"errno":null`)) || r.Ack != seq || r.Key != key || msg.FD >= 0 ||
+		r.Sockname == nil || *r.Sockname != want {
+		t.Fatalf("listen(%d) in rr mode: reply %s with fd %d; want errno null, ack %d, key %s, sockname %+v, no handle", port, msg.Body, msg.FD, seq, key, want)
+	}
+	until(t, 5*time.Second, "the worker's target available", p.t.Available)
+
+	seq = w.send(map[string]any{"act": "queryServer", "address": nil, "port": port, "addressType": 4, "fd": -1, "index": 1})
+	if r := decode(t, w.recv()); r.Errno == nil || *r.Errno != -int(syscall.EADDRINUSE) || r.Ack != seq {
+		t.Fatalf("a second server on the port: reply %+v, want EADDRINUSE", r)
+	}
+
+	m.route(p)
+	m.h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	c := w.recv()
+	var nc struct {
+		Act string `json:"act"`
+		Key string `json:"key"`
+		Seq int    `json:"seq"`
+	}
+	if err := json.Unmarshal(c.Body, &nc); err != nil || nc.Act != "newconn" || nc.Key != key || c.FD < 0 {
+		t.Fatalf("handed %s with fd %d, want newconn for %s with the connection", c.Body, c.FD, key)
+	}
+	unix.Close(c.FD)
+	if p.t.Load() != 1 {
+		t.Fatalf("load %d before the answer, want 1", p.t.Load())
+	}
+	w.send(map[string]any{"ack": nc.Seq, "accepted": true})
+	until(t, 5*time.Second, "the answer counted", func() bool { return p.t.Load() == 0 })
+
+	w.send(map[string]any{"act": "close", "key": key})
+	until(t, 5*time.Second, "the closed server's target unavailable", func() bool { return !p.t.Available() })
+
+	w.ch.Close()
+	w.raw.Close()
+	select {
+	case <-p.read:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link's reader did not stop when the worker closed the channel")
+	}
+	m.exited(p)
+	l.close()
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
 	}
 }

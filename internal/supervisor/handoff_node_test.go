@@ -1,0 +1,254 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/nodeipc"
+)
+
+// nodeStandIn is a Go stand-in for a Node worker's side of its channel,
+// taking connections as child.js does: it answers each newconn it reads.
+type nodeStandIn struct {
+	t    *testing.T
+	ch   *nodeipc.Channel
+	msgs chan nodeipc.Message // what it reads, until the channel ends
+}
+
+// read is the stand-in's one reader (Recv takes one at a time).
+func (w *nodeStandIn) read() {
+	defer close(w.msgs)
+	for {
+		m, err := w.ch.Recv()
+		if err != nil {
+			return
+		}
+		w.msgs <- m
+	}
+}
+
+// newconn is one connection the stand-in was handed.
+type newconn struct {
+	seq int64
+	key string
+	fd  int // the worker's copy; closed by answer
+}
+
+// nodeTestTarget makes a Node worker target listening on key "k", with its
+// Worker's events passed to h as the link's reader does, and returns it
+// with the worker's side. wait waits until the reader has stopped.
+func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandIn, wait func()) {
+	t.Helper()
+	ch, remote, err := nodeipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := nodeipc.NewChannel(remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan nodeipc.Event, nodeEvents)
+	nw := nodeipc.NewWorker(ch, events)
+	tg = newNodeTarget(&slot{id: id})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ev := range events {
+			switch v := ev.Value.(type) {
+			case nodeipc.Accepted:
+				h.nodeAnswered(tg, -1)
+			case nodeipc.Refused:
+				h.nodeAnswered(tg, v.FD)
+			case nodeipc.Disconnected:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { peer.Close(); wg.Wait(); nw.Close() })
+	h.nodeListen(tg, nw, "k")
+	h.bal.Add(tg)
+	w = &nodeStandIn{t: t, ch: peer, msgs: make(chan nodeipc.Message, 2*maxNodeUntaken)}
+	go w.read()
+	return tg, w, wg.Wait
+}
+
+// next reads the next newconn, failing after a deadline.
+func (w *nodeStandIn) next() newconn {
+	w.t.Helper()
+	var m nodeipc.Message
+	select {
+	case m = <-w.msgs:
+	case <-time.After(5 * time.Second):
+		w.t.Fatal("no newconn within 5s")
+	}
+	var c struct {
+		Act string `json:"act"`
+		Key string `json:"key"`
+		Seq int64  `json:"seq"`
+	}
+	if err := json.Unmarshal(m.Body, &c); err != nil || c.Act != "newconn" || m.FD < 0 {
+		w.t.Fatalf("worker got %q (%s) with fd %d, want a newconn with a connection", m.Body, m.Cmd, m.FD)
+	}
+	return newconn{seq: c.Seq, key: c.Key, fd: m.FD}
+}
+
+// answer says whether the worker took c, as child.js onconnection does.
+func (w *nodeStandIn) answer(c newconn, accepted bool) {
+	w.t.Helper()
+	unix.Close(c.fd)
+	if err := w.ch.Send(map[string]any{"cmd": "NODE_CLUSTER", "ack": c.seq, "accepted": accepted, "seq": 0}, -1); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// none checks that the worker is handed nothing (more) for a moment.
+func (w *nodeStandIn) none(what string) {
+	w.t.Helper()
+	select {
+	case m, ok := <-w.msgs:
+		if !ok {
+			return // the channel ended: nothing more can come
+		}
+		w.t.Fatalf("%s: worker got %s", what, m.Body)
+	case <-time.After(100 * time.Millisecond): // the absence of a message
+	}
+}
+
+// Node workers take connections one newconn each, in turn; the supervisor
+// closes its copy once the worker answers that it took it, and until then
+// counts it as the worker's load.
+func TestHandoffNodeTakesTurns(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	a, wa, _ := nodeTestTarget(t, h, 1)
+	b, wb, _ := nodeTestTarget(t, h, 2)
+	before := openFDs(t)
+	fds := pipeFDs(t, 4)
+	for _, fd := range fds {
+		h.dispatch([]int{fd}, nil, new(batch))
+	}
+	var got []newconn
+	for i := range 4 {
+		c := []*nodeStandIn{wa, wb}[i%2].next()
+		if c.key != "k" {
+			t.Fatalf("newconn for key %q, want k", c.key)
+		}
+		got = append(got, c)
+	}
+	if a.Load() != 2 || b.Load() != 2 {
+		t.Fatalf("loads %d %d before any answer, want 2 2", a.Load(), b.Load())
+	}
+	for i, c := range got {
+		[]*nodeStandIn{wa, wb}[i%2].answer(c, true)
+	}
+	until(t, 5*time.Second, "answers counted", func() bool { return a.Load() == 0 && b.Load() == 0 })
+	if a.handed.Load() != 2 || b.handed.Load() != 2 {
+		t.Fatalf("handed %d %d, want 2 2", a.handed.Load(), b.handed.Load())
+	}
+	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return openFDs(t) == before })
+}
+
+// A refused connection (the worker is closing its server) goes to another
+// worker.
+func TestHandoffNodeRefusedGoesElsewhere(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	a, wa, _ := nodeTestTarget(t, h, 1)
+	_, wb, _ := nodeTestTarget(t, h, 2)
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	c := wa.next()
+	wa.answer(c, false)
+	wb.answer(wb.next(), true)
+	until(t, 5*time.Second, "the refusal counted", func() bool { return a.Load() == 0 && a.handed.Load() == 0 })
+	if n := h.retried.Load(); n != 1 {
+		t.Fatalf("retried %d, want 1", n)
+	}
+}
+
+// A worker that does not answer gets maxNodeUntaken connections, and the
+// rest go to another.
+func TestHandoffNodeCapsUntaken(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	h.oneCPU = true // a burst goes whole to one worker: a
+	a, wa, _ := nodeTestTarget(t, h, 1)
+	b, wb, _ := nodeTestTarget(t, h, 2)
+	h.dispatch(pipeFDs(t, maxNodeUntaken+3), nil, new(batch))
+	for range 3 {
+		wb.answer(wb.next(), true)
+	}
+	if n := a.handed.Load(); n != maxNodeUntaken {
+		t.Fatalf("a unanswering worker was handed %d, want %d", n, maxNodeUntaken)
+	}
+	if a.Available() {
+		t.Fatal("a worker at its cap is still available")
+	}
+	// Its answers make room again.
+	var got []newconn
+	for range maxNodeUntaken {
+		got = append(got, wa.next())
+	}
+	for _, c := range got {
+		wa.answer(c, true)
+	}
+	until(t, 5*time.Second, "a available again", func() bool { return a.Available() && b.Load() == 0 })
+}
+
+// A worker that exits before answering loses nothing: what it received and
+// what still waited in the supervisor's send queue go to another worker,
+// whether the channel's end reports them or the exit reclaims them first.
+func TestHandoffNodeExitLosesNothing(t *testing.T) {
+	for _, how := range []string{"end", "reclaim"} {
+		t.Run(how, func(t *testing.T) {
+			h, _ := newTestHandoff(16, time.Minute)
+			h.oneCPU = true
+			a, wa, wait := nodeTestTarget(t, h, 1)
+			_, wb, _ := nodeTestTarget(t, h, 2)
+			h.dispatch(pipeFDs(t, 3), nil, new(batch))
+			c := wa.next() // received, not answered; two more wait for its ACK
+			unix.Close(c.fd)
+			if how == "reclaim" {
+				if n := h.recover(a); n != 3 {
+					t.Fatalf("recover = %d, want 3", n)
+				}
+			}
+			wa.ch.Close() // the worker is gone
+			wait()
+			for range 3 {
+				wb.answer(wb.next(), true)
+			}
+			wb.none("after the three")
+			if n := h.recover(a); n != 0 {
+				t.Fatalf("recover after everything was handed on = %d, want 0", n)
+			}
+			if a.handed.Load() != 0 {
+				t.Fatalf("a counted %d handed, want 0", a.handed.Load())
+			}
+		})
+	}
+}
+
+// A worker whose server does not listen (yet, or any more) is handed
+// nothing: connections wait in the queue.
+func TestHandoffNodeNotListening(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	a, wa, _ := nodeTestTarget(t, h, 1)
+	h.nodeClose(a, "other") // not its key: no change
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	wa.answer(wa.next(), true)
+	h.nodeClose(a, "k")
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	wa.none("after its server closed")
+	if n := h.npend.Load(); n != 1 {
+		t.Fatalf("%d queued, want 1", n)
+	}
+	a.mu.Lock()
+	w := a.node.w
+	a.mu.Unlock()
+	h.nodeListen(a, w, "k2")
+	if c := wa.next(); c.key != "k2" {
+		t.Fatalf("queued connection handed for key %q, want k2", c.key)
+	}
+}
