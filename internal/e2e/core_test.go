@@ -33,6 +33,22 @@ var modes = []string{"rr", "shared", "reuseport"}
 // between the two workers exactly, and never reach the supervisor itself.
 func TestAlternation(t *testing.T) {
 	s := startReady(t, "-workers", "2")
+	pids := checkAlternation(t, s)
+	kids := s.children()
+	for _, p := range pids[:2] {
+		if p == s.cmd.Process.Pid {
+			t.Fatal("/pid answered with the supervisor's pid")
+		}
+		if !slices.Contains(kids, p) {
+			t.Fatalf("pid %d is not a child of the supervisor (children %v)", p, kids)
+		}
+	}
+}
+
+// checkAlternation asks /pid 20 times, each on a new connection, and
+// checks that the answers alternate between two pids, which it returns.
+func checkAlternation(t *testing.T, s *sup) []int {
+	t.Helper()
 	var pids []int
 	for range 20 {
 		pid, err := s.pid()
@@ -46,15 +62,7 @@ func TestAlternation(t *testing.T) {
 			t.Fatalf("pids do not alternate: %v", pids)
 		}
 	}
-	kids := s.children()
-	for _, p := range pids[:2] {
-		if p == s.cmd.Process.Pid {
-			t.Fatal("/pid answered with the supervisor's pid")
-		}
-		if !slices.Contains(kids, p) {
-			t.Fatalf("pid %d is not a child of the supervisor (children %v)", p, kids)
-		}
-	}
+	return pids
 }
 
 // TestConcurrentEven: with round-robin, 16 concurrent clients opening a new

@@ -132,38 +132,44 @@ func stopped(pid int) bool {
 func TestKillUnderLoadLosesNothing(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			s := startReady(t, "-workers", "2", "-mode", mode)
-			_, portStr, _ := net.SplitHostPort(s.addr)
-			serverPort, _ := strconv.Atoi(portStr)
-			l := startLoad(t, s.url("/pid"), 8, 20000, 20*time.Second)
-			l.waitOK(t, 200, 5*time.Second)
-
-			victim := s.status().Workers[0]
-			pid, slot := victim.PID, victim.Slot
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
-			inside := clientPortsInside(pid, serverPort)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
-			l.waitOK(t, 500, 10*time.Second)
-			l.finish()
-
-			lost := 0
-			for _, f := range l.failures {
-				if !inside[f.port] {
-					lost++
-					t.Errorf("request from port %d failed and was not inside the killed worker: %v", f.port, f.err)
-				}
-			}
-			t.Logf("%d ok, %d failed (all inside the killed worker: %d connections there)", l.ok.Load(), len(l.failures), len(inside))
-			if lost > 0 {
-				t.Fatalf("%d requests lost", lost)
-			}
+			checkKillUnderLoad(t, startReady(t, "-workers", "2", "-mode", mode))
 		})
+	}
+}
+
+// checkKillUnderLoad: under a stream of new connections to s's two
+// workers, kill -9 of one fails no request but those inside it.
+func checkKillUnderLoad(t *testing.T, s *sup) {
+	t.Helper()
+	_, portStr, _ := net.SplitHostPort(s.addr)
+	serverPort, _ := strconv.Atoi(portStr)
+	l := startLoad(t, s.url("/pid"), 8, 20000, 20*time.Second)
+	l.waitOK(t, 200, 5*time.Second)
+
+	victim := s.status().Workers[0]
+	pid, slot := victim.PID, victim.Slot
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
+	inside := clientPortsInside(pid, serverPort)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.waitEvent(10*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
+	l.waitOK(t, 500, 10*time.Second)
+	l.finish()
+
+	lost := 0
+	for _, f := range l.failures {
+		if !inside[f.port] {
+			lost++
+			t.Errorf("request from port %d failed and was not inside the killed worker: %v", f.port, f.err)
+		}
+	}
+	t.Logf("%d ok, %d failed (all inside the killed worker: %d connections there)", l.ok.Load(), len(l.failures), len(inside))
+	if lost > 0 {
+		t.Fatalf("%d requests lost", lost)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -35,21 +34,26 @@ func nodeApp(t *testing.T) (string, string) {
 }
 
 // TestNodeClusterApp runs the example under the default protocol for a
-// node command, in shared and reuseport mode: every worker serves and is
-// a cluster worker whose id is its slot, process.send reaches the event
-// stream, a kill -9 is respawned while the other worker keeps serving, a
-// worker that disconnects itself is replaced, a reload under load fails
-// no request, and a stop (Node's disconnect) exits 0 with every worker
-// exiting by itself.
+// node command, in every mode: every worker serves and is a cluster
+// worker whose id is its slot, process.send reaches the event stream, a
+// kill -9 is respawned while the other worker keeps serving, a worker
+// that disconnects itself is replaced, a reload under load fails no
+// request, and a stop (Node's disconnect) exits 0 with every worker
+// exiting by itself. In rr mode, where the supervisor hands Node's
+// workers each connection, new connections alternate between them, and a
+// kill -9 under load fails no request but those inside the killed worker.
 func TestNodeClusterApp(t *testing.T) {
 	node, app := nodeApp(t)
 	// PORT=0: the app's listen(0) takes the supervisor's port, whatever
 	// the test picked.
 	t.Setenv("PORT", "0")
-	for _, mode := range []string{"shared", "reuseport"} {
+	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
 			checkNodeWorkers(t, s)
+			if mode == "rr" {
+				checkAlternation(t, s)
+			}
 			checkNodeSend(t, s)
 			checkForeignLifecycle(t, s, 2, 2, 2)
 		})
@@ -59,6 +63,9 @@ func TestNodeClusterApp(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", node, app)
 			checkNodeKill(t, s)
 			checkNodeDisconnect(t, s)
+			if mode == "rr" {
+				checkKillUnderLoad(t, s)
+			}
 		})
 	}
 }
@@ -174,11 +181,17 @@ func checkNodeDisconnect(t *testing.T, s *sup) {
 // the supervisor stops.
 func TestNodeOtherPort(t *testing.T) {
 	node, app := nodeApp(t)
+	// No -mode: a node command runs in shared mode by default. In rr mode
+	// the other port is shared too: the supervisor round-robins its own.
+	for _, mode := range [][]string{nil, {"-mode", "rr"}} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) { checkNodeOtherPort(t, node, app, mode...) })
+	}
+}
+
+func checkNodeOtherPort(t *testing.T, node, app string, flags ...string) {
 	other := freeAddr(t)
 	t.Setenv("PORT", other[strings.LastIndex(other, ":")+1:])
-	// No -mode: a node command runs in shared mode by default (rr would
-	// exit 2 before any worker starts).
-	s := startReady(t, "-workers", "2", "--", node, app)
+	s := startReady(t, append(flags, "-workers", "2", "--", node, app)...)
 	pids := map[string]bool{}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	eventually(t, 10*time.Second, "both workers answer on the other port", func() bool {
@@ -198,20 +211,5 @@ func TestNodeOtherPort(t *testing.T) {
 	if c, err := net.Dial("tcp", other); err == nil {
 		c.Close()
 		t.Fatal("the other port still accepts after the supervisor stopped")
-	}
-}
-
-// TestNodeFlags: rr for node workers is refused with the way out, whether
-// -worker-protocol node is given or follows from the command.
-func TestNodeFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"-mode", "rr", "-worker-protocol", "node", "--", "/bin/true"},
-		{"-mode", "rr", "--", "node", "app.js"}, // node by default from the command
-	} {
-		cmd := exec.Command(supervisorBin, append([]string{"-listen", "127.0.0.1:0", "-control", "none"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "use -mode shared or reuseport") {
-			t.Errorf("%v: exit %d, %q; want 2 saying to use shared or reuseport", args, code, out)
-		}
 	}
 }
