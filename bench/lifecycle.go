@@ -146,6 +146,7 @@ func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *repor
 		{"rr, 4 workers", rr4, false},
 		{"go-single (reference)", byName["go-single"], false},
 		{"node-rr, 2 workers (reference)", byName["node-rr"], true},
+		{"prefork-node-rr, 2 workers", byName["prefork-node-rr"], true},
 		{"prefork-node-shared, 2 workers", byName["prefork-node-shared"], true},
 		{"prefork-node-reuseport, 2 workers", byName["prefork-node-reuseport"], true},
 	}

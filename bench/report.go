@@ -267,7 +267,7 @@ func targets(m *matrix, lc *lifecycle, rep *report) {
 		check("reuseport close / go-single", r, ok, "≥", 0.95, "")
 		// The same Node handler, under prefork instead of Node's primary.
 		for _, pl := range placements {
-			for _, mode := range []string{"shared", "reuseport"} {
+			for _, mode := range []string{"rr", "shared", "reuseport"} {
 				r, ok = m.ratio("prefork-node-"+mode, "node-rr", pl.name, "close")
 				check(fmt.Sprintf("node %s close / node-rr (%s)", mode, pl.name), r, ok, "≥", 2, "")
 				r, ok = m.ratio("prefork-node-"+mode, "node-rr", pl.name, "keepalive")

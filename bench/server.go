@@ -49,7 +49,8 @@ func specs(root string, workers int) []serverSpec {
 	}
 	// Node's cluster app itself as prefork's workers: under the supervisor
 	// cluster.isWorker is true, so cluster.js runs its worker branch, whose
-	// listen(port) gets the supervisor's socket (the port must be -listen's).
+	// listen(port) gets the supervisor's socket (the port must be -listen's),
+	// or in rr mode the supervisor's connections, one newconn message each.
 	// BENCH_MODE only labels /health, like the Node primary's fork env.
 	preforkNode := func(mode string) serverSpec {
 		sp := prefork(mode)
@@ -69,7 +70,7 @@ func specs(root string, workers int) []serverSpec {
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
 		node("rr"), node("none"),
-		preforkNode("shared"), preforkNode("reuseport"),
+		preforkNode("rr"), preforkNode("shared"), preforkNode("reuseport"),
 	}
 }
 
