@@ -32,6 +32,7 @@
 //	mode.go         how a mode gets connections to workers, and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each
 //	handoff.go      rr's accept-and-hand-off path, and its pending queue
+//	handoff_node.go   rr to Node.js workers: newconn messages, answered
 //
 // A crash, for example: the waiter goroutine started by system.Start posts
 // evExit; onExit (worker.go) asks the mode for the connections the worker

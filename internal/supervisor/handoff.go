@@ -26,7 +26,8 @@ const maxBatch = ipc.MaxFDs
 
 // handoff moves accepted connections to workers: it runs the accept loops
 // in rr mode, asks the balancer for a worker, sends the descriptor over that
-// worker's handoff channel and closes its own copy. A connection no worker
+// worker's handoff channel and closes its own copy (a Node worker's, once
+// the worker answers: handoff_node.go). A connection no worker
 // takes waits in a bounded queue until one is ready; one whose worker died
 // or stopped taking connections is read back and offered to another. It is
 // safe for concurrent use: accept loops, waiters and timers of its own, and

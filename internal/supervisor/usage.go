@@ -35,7 +35,8 @@ flags:
                         systemd  socket at fd 3 with LISTEN_FDS/LISTEN_PID, and a
                                  NOTIFY_SOCKET for READY=1, WATCHDOG=1, STATUS=
                         plain    socket at fd 3; ready once started
-                        node, systemd and plain need -mode shared or reuseport
+                        systemd and plain need -mode shared or reuseport;
+                        node takes all three (shared without -mode)
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
 TTIN add a worker, TTOU remove one.
