@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/nodeipc"
 )
 
@@ -250,5 +252,30 @@ func TestHandoffNodeNotListening(t *testing.T) {
 	h.nodeListen(a, w, "k2")
 	if c := wa.next(); c.key != "k2" {
 		t.Fatalf("queued connection handed for key %q, want k2", c.key)
+	}
+}
+
+// Under least-conn a Node worker's load is what it has not answered: one
+// that keeps up gets the next connections, while one that sits on a
+// connection gets none.
+func TestHandoffNodeLeastConn(t *testing.T) {
+	h := newHandoff(balancer.NewLeastConn[*target](), zap.NewNop(), 16, time.Minute)
+	a, wa, _ := nodeTestTarget(t, h, 1)
+	b, wb, _ := nodeTestTarget(t, h, 2)
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	held := wa.next() // a sits on it
+	defer unix.Close(held.fd)
+	for i := range 5 {
+		c := wb.next()
+		wb.answer(c, true)
+		until(t, 5*time.Second, "b's answer counted", func() bool { return b.Load() == 0 })
+		if i < 4 {
+			h.dispatch(pipeFDs(t, 1), nil, new(batch))
+		}
+	}
+	wa.none("while it sits on a connection")
+	if a.Load() != 1 {
+		t.Fatalf("a's load %d, want 1", a.Load())
 	}
 }
