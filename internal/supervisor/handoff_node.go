@@ -19,6 +19,9 @@ type nodeConns struct {
 	key string          // its round-robin server's key; "" while it has none
 }
 
+// errRefused: the worker did not accept a connection it was handed.
+var errRefused = errors.New("supervisor: node worker refused a connection (closing its server, or at maxConnections)")
+
 // errNotListening: the worker has no round-robin server at the moment.
 var errNotListening = errors.New("supervisor: node worker has no server to take connections")
 
@@ -89,6 +92,9 @@ func (h *handoff) nodeAnswered(t *target, fd int) {
 	if fd >= 0 {
 		t.handed.Add(^uint64(0)) // it never had it
 		h.retried.Add(1)
+		// A worker at maxConnections refuses whatever comes: a pause,
+		// so that its refusals do not bounce connections at IPC speed.
+		h.backOff(t, errRefused)
 		h.redeliver(t, []int{fd})
 	} else {
 		// Load is then what the worker has not answered: least-conn

@@ -279,3 +279,19 @@ func TestHandoffNodeLeastConn(t *testing.T) {
 		t.Fatalf("a's load %d, want 1", a.Load())
 	}
 }
+
+// A worker that refuses (at maxConnections, say) is given a pause before
+// it is handed a connection again, even when it is the only one.
+func TestHandoffNodeRefusalBacksOff(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	_, wa, _ := nodeTestTarget(t, h, 1)
+	h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	wa.answer(wa.next(), false)
+	refused := time.Now()
+	c := wa.next() // the same connection, again
+	if d := time.Since(refused); d < backoffMin {
+		t.Fatalf("handed again %v after the refusal, want at least %v", d, backoffMin)
+	}
+	wa.answer(c, true)
+	wa.none("after it took the connection")
+}
