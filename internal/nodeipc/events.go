@@ -51,12 +51,13 @@ type Listening struct {
 type Accepted struct{ Key string }
 
 // Refused gives back a connection NewConn handed: the worker did not take it
-// (that server is closed, or at maxConnections) or went away before it
-// answered. The owner owns FD again: it hands it to another worker or
+// (that server is closed, or at maxConnections) or, Gone, went away before
+// it answered. The owner owns FD again: it hands it to another worker or
 // closes it.
 type Refused struct {
-	Key string
-	FD  int
+	Key  string
+	FD   int
+	Gone bool // the channel ended before the worker answered
 }
 
 // ServerClosed: the worker closed the server of Key; it takes no more

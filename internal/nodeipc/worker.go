@@ -204,7 +204,7 @@ func (w *Worker) end(err error) {
 	for _, p := range pending {
 		// The worker never answered: it did not start reading the
 		// connection (child.js answers before it calls onconnection).
-		w.emit(Refused{Key: p.key, FD: p.fd})
+		w.emit(Refused{Key: p.key, FD: p.fd, Gone: true})
 	}
 	if errors.Is(err, io.EOF) {
 		err = nil

@@ -46,8 +46,8 @@ func TestWorkerGoneGivesBackConnections(t *testing.T) {
 			t.Fatalf("events %+v, then nothing within %v", have, deadline)
 		}
 	}
-	if r, ok := have[0].(Refused); !ok || r.Key != "k" || r.FD != fd {
-		t.Errorf("first event %+v, want Refused{k %d}", have[0], fd)
+	if r, ok := have[0].(Refused); !ok || r.Key != "k" || r.FD != fd || !r.Gone {
+		t.Errorf("first event %+v, want Refused{k %d gone}", have[0], fd)
 	}
 	if d, ok := have[1].(Disconnected); !ok || d.Err != nil {
 		t.Errorf("last event %+v, want Disconnected{nil}", have[1])

@@ -80,9 +80,10 @@ func (h *handoff) nodeClose(t *target, key string) {
 }
 
 // nodeAnswered counts a Node worker's answer to one newconn: it took the
-// connection (fd < 0), or refused it (its server is closing, or at
-// maxConnections), giving fd back to be handed to another worker.
-func (h *handoff) nodeAnswered(t *target, fd int) {
+// connection (fd < 0), or gave fd back to be handed to another worker:
+// refused (its server is closing, or at maxConnections), or not answered
+// before its channel ended.
+func (h *handoff) nodeAnswered(t *target, fd int, refused bool) {
 	t.mu.Lock()
 	t.queue.taken++
 	if fd >= 0 {
@@ -92,9 +93,14 @@ func (h *handoff) nodeAnswered(t *target, fd int) {
 	if fd >= 0 {
 		t.handed.Add(^uint64(0)) // it never had it
 		h.retried.Add(1)
-		// A worker at maxConnections refuses whatever comes: a pause,
-		// so that its refusals do not bounce connections at IPC speed.
-		h.backOff(t, errRefused)
+		if refused {
+			// A worker at maxConnections refuses whatever comes: a
+			// pause, so that its refusals do not bounce connections at
+			// IPC speed.
+			h.backOff(t, errRefused)
+		} else {
+			h.bal.Remove(t) // its channel ended: it takes nothing more
+		}
 		h.redeliver(t, []int{fd})
 	} else {
 		// Load is then what the worker has not answered: least-conn

@@ -63,9 +63,9 @@ func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandI
 		for ev := range events {
 			switch v := ev.Value.(type) {
 			case nodeipc.Accepted:
-				h.nodeAnswered(tg, -1)
+				h.nodeAnswered(tg, -1, false)
 			case nodeipc.Refused:
-				h.nodeAnswered(tg, v.FD)
+				h.nodeAnswered(tg, v.FD, !v.Gone)
 			case nodeipc.Disconnected:
 				return
 			}
@@ -218,6 +218,9 @@ func TestHandoffNodeExitLosesNothing(t *testing.T) {
 			}
 			wa.ch.Close() // the worker is gone
 			wait()
+			if h.bal.Len() != 1 || a.fails.Load() != 0 {
+				t.Fatalf("%d members, a backed off %d times; want b alone, and a gone, not paused", h.bal.Len(), a.fails.Load())
+			}
 			for range 3 {
 				wb.answer(wb.next(), true)
 			}

@@ -259,9 +259,9 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 		case nodeipc.Malformed:
 			s.protocolError(p, fmt.Errorf("supervisor: node channel: %w", v.Err), &bad)
 		case nodeipc.Accepted:
-			s.nodeAnswered(p, -1)
+			s.nodeAnswered(p, -1, false)
 		case nodeipc.Refused:
-			s.nodeAnswered(p, v.FD)
+			s.nodeAnswered(p, v.FD, !v.Gone)
 		case nodeipc.ServerClosed:
 			if p.t != nil && p.t.node != nil {
 				s.mode.handoff().nodeClose(p.t, v.Key)
@@ -277,7 +277,7 @@ func (s *Supervisor) drainNode(p *process, events <-chan nodeipc.Event) {
 		select {
 		case ev := <-events:
 			if v, ok := ev.Value.(nodeipc.Refused); ok {
-				s.nodeAnswered(p, v.FD)
+				s.nodeAnswered(p, v.FD, !v.Gone)
 				continue
 			}
 			closeNodeFD(ev)
@@ -288,15 +288,16 @@ func (s *Supervisor) drainNode(p *process, events <-chan nodeipc.Event) {
 }
 
 // nodeAnswered passes p's answer to a connection handed to it on to the
-// handoff: taken (fd < 0), or fd given back. Only rr hands connections.
-func (s *Supervisor) nodeAnswered(p *process, fd int) {
+// handoff: taken (fd < 0), or fd given back, refused or not answered
+// before the channel ended. Only rr hands connections.
+func (s *Supervisor) nodeAnswered(p *process, fd int, refused bool) {
 	if p.t == nil || p.t.node == nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return
 	}
-	s.mode.handoff().nodeAnswered(p.t, fd)
+	s.mode.handoff().nodeAnswered(p.t, fd, refused)
 }
 
 func closeNodeFD(ev nodeipc.Event) {
