@@ -218,13 +218,7 @@ func TestNodeLink(t *testing.T) {
 		t.Fatalf("drain sent %+v, want act disconnect", r)
 	}
 
-	w.ch.Close()
-	w.raw.Close()
-	select {
-	case <-p.read:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the link's reader did not stop when the worker closed the channel")
-	}
+	w.hangUp(p)
 	l.close()
 	h.s.proto.stop() // closes the socket bound for the other port
 	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(other))); err == nil {
@@ -348,16 +342,23 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 	w.send(map[string]any{"act": "close", "key": key})
 	until(t, 5*time.Second, "the closed server's target unavailable", func() bool { return !p.t.Available() })
 
+	w.hangUp(p)
+	m.exited(p)
+	l.close()
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
+	}
+}
+
+// hangUp closes the worker's end, as its exit does, and waits for the
+// link's reader to stop.
+func (w *nodePeer) hangUp(p *process) {
+	w.t.Helper()
 	w.ch.Close()
 	w.raw.Close()
 	select {
 	case <-p.read:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the link's reader did not stop when the worker closed the channel")
-	}
-	m.exited(p)
-	l.close()
-	if after := openFDs(t); after != before {
-		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
+		w.t.Fatal("the link's reader did not stop when the worker closed the channel")
 	}
 }
