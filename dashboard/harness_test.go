@@ -70,8 +70,9 @@ func (l *lockedBuffer) String() string {
 
 // supervisor is one supervisor process with its admin listener.
 type supervisor struct {
-	admin string // http://HOST:PORT
-	out   *lockedBuffer
+	admin  string // http://HOST:PORT
+	listen string // the workers' HOST:PORT
+	out    *lockedBuffer
 }
 
 func freeAddr(t *testing.T) string {
@@ -89,11 +90,11 @@ func freeAddr(t *testing.T) string {
 // so its workers) when the test ends.
 func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	t.Helper()
-	admin := freeAddr(t)
-	args := append([]string{"-listen", freeAddr(t), "-workers", strconv.Itoa(workers), "-admin", admin,
+	admin, listen := freeAddr(t), freeAddr(t)
+	args := append([]string{"-listen", listen, "-workers", strconv.Itoa(workers), "-admin", admin,
 		"-control", "none", "-grace", "5s", "-log-format", "json"}, flags...)
 	cmd := exec.Command(supervisorBin, append(args, "--", workerBin)...)
-	s := &supervisor{admin: "http://" + admin, out: &lockedBuffer{}}
+	s := &supervisor{admin: "http://" + admin, listen: listen, out: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	// Should the test binary die, the supervisor (and with it its
 	// workers, through their own Pdeathsig) goes too.
