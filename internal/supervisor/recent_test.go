@@ -76,3 +76,27 @@ func TestRecentAcrossRestartedCounts(t *testing.T) {
 		t.Fatalf("requests/s %v when the count went down, want 0", perSec)
 	}
 }
+
+// The control reader takes the heartbeat of a worker built before latency
+// (29 bytes) and of one that sends it, as the same worker may be either
+// across a reload that deploys a new build.
+func TestBeatsOldAndNew(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start(true)
+	p := h.cur(1)
+	var l latency.Counts
+	l.Buckets[latency.Bucket(3*time.Millisecond)] = 9
+	isBeat := func(ev any) bool { _, ok := ev.(evBeat); return ok }
+	for _, hb := range []ipc.Heartbeat{{Requests: 5, Healthy: true}, {Requests: 9, Healthy: true, Latency: &l}} {
+		if err := h.fake(p).ctl.Send(ipc.AppendHeartbeat(nil, hb), nil); err != nil {
+			t.Fatal(err)
+		}
+		h.await("heartbeat", isBeat)
+		if p.beat.Requests != hb.Requests || (p.beat.Latency == nil) != (hb.Latency == nil) {
+			t.Fatalf("beat %+v recorded as %+v", hb, p.beat)
+		}
+	}
+	if *p.beat.Latency != l || h.s.counts.protocol != 0 {
+		t.Fatalf("latency %+v, protocol errors %d; want %+v and none", p.beat.Latency, h.s.counts.protocol, l)
+	}
+}
