@@ -23,6 +23,8 @@ test:
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(GO) test -race -count=1 -timeout 5m ./internal/chaos
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+	# The dashboard in headless Chromium (needs chromium; .ci/run installs it).
+	cd dashboard && $(GO) vet ./... && $(GO) test -count=1 -timeout 3m ./...
 
 # The fault suite at full counts (a few minutes): kill loops, reload and
 # scale storms, leaks, floods, a hostile worker, control-socket abuse and a

@@ -28,22 +28,37 @@ func SetHealthCheck(check func() error) {
 }
 
 // CountRequests wraps h so that heartbeats report requests served (and
-// -max-requests recycling can count them).
+// -max-requests recycling can count them) and, to a supervisor that asks
+// for it, a histogram of how long h took to serve them: from the call to
+// h.ServeHTTP to its return, which for a handler that does not stream is
+// the time to the response's last byte written.
 func CountRequests(h http.Handler) http.Handler {
 	w, err := get()
 	if err != nil {
 		return h
 	}
+	return w.countRequests(h)
+}
+
+func (w *worker) countRequests(h http.Handler) http.Handler {
+	if w.latency == nil {
+		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			w.requests.Add(1)
+			h.ServeHTTP(rw, r)
+		})
+	}
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.requests.Add(1)
+		start := time.Now()
 		h.ServeHTTP(rw, r)
+		w.latency.Observe(time.Since(start))
 	})
 }
 
 func (w *worker) heartbeat() {
 	t := time.NewTicker(HeartbeatInterval)
 	defer t.Stop()
-	buf := make([]byte, 0, 64)
+	buf := make([]byte, 0, ipc.MaxHeartbeatFrame)
 	for range t.C {
 		healthy := true
 		if check := w.check.Load(); check != nil {
@@ -56,6 +71,10 @@ func (w *worker) heartbeat() {
 			RSS:        rss(),
 			Goroutines: uint32(runtime.NumGoroutine()),
 			Healthy:    healthy,
+		}
+		if w.latency != nil {
+			l := w.latency.Snapshot()
+			hb.Latency = &l
 		}
 		buf = ipc.AppendHeartbeat(buf[:0], hb)
 		w.ctl.Send(buf, nil)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/latency"
 )
 
 // Mode names returned by [Mode].
@@ -70,8 +71,9 @@ type worker struct {
 	uses                   ipc.Features // protocol features agreed with the supervisor
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
-	gate                   *pauseGate // rr with FeaturePause: set by Listen
-	silent                 silentSet  // connections that have sent nothing yet
+	gate                   *pauseGate        // rr with FeaturePause: set by Listen
+	silent                 silentSet         // connections that have sent nothing yet
+	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
 }
 
 // control is a frame from the supervisor as readControl hands it to run:
@@ -148,6 +150,9 @@ func start() (*worker, error) {
 		// What the supervisor offers and this package implements; the
 		// ready frame says so. An older supervisor offers nothing.
 		w.uses = ipc.Features(offered) & ipc.Supported
+	}
+	if w.uses&ipc.FeatureLatency != 0 {
+		w.latency = new(latency.Recorder)
 	}
 	if w.mode == ModeRR && w.uses&ipc.FeaturePause != 0 {
 		w.gate = newPauseGate(w)

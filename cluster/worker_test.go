@@ -36,6 +36,8 @@ func TestMain(m *testing.M) {
 		helperHold()
 	case "drain":
 		helperDrain()
+	case "latency":
+		helperLatency()
 	}
 	os.Exit(0)
 }

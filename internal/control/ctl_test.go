@@ -37,9 +37,9 @@ func TestCtlStatusTable(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	want := `supervisor pid=4242 listen=:3000 mode=rr generation=3 uptime=1h2m3s workers=2
-SLOT  PID   GEN  STATE     UPTIME  RESTARTS  CONNS  REQUESTS  RSS      CPU%  BEAT
-0     4243  3    ready     1h2m3s  0         12     34567     12.3MiB  1.5   0.4s ago
-1     4250  3    starting  4.2s    2         0      0         -        0.0   -
+SLOT  PID   GEN  STATE     UPTIME  RESTARTS  CONNS  REQUESTS  REQ/S  P50     P99     RSS      CPU%  BEAT
+0     4243  3    ready     1h2m3s  0         12     34567     812.4  0.42ms  12.3ms  12.3MiB  1.5   0.4s ago
+1     4250  3    starting  4.2s    2         0      0         0.0    -       -       -        0.0   -
 `
 	if out != want {
 		t.Errorf("have\n%s\nwant\n%s", out, want)

@@ -43,7 +43,7 @@ func ExampleWriteStatus() {
 	})
 	// Output:
 	// supervisor pid=4242 listen=127.0.0.1:3000 mode=reuseport generation=2 uptime=1m35s workers=2
-	// SLOT  PID   GEN  STATE     UPTIME  RESTARTS  CONNS  REQUESTS  RSS      CPU%  BEAT
-	// 0     4250  2    ready     31.5s   0         3      1200      9.0MiB   0.7   0.2s ago
-	// 0     4243  1    draining  1m35s   1         1      80211     14.0MiB  0.1   1.1s ago
+	// SLOT  PID   GEN  STATE     UPTIME  RESTARTS  CONNS  REQUESTS  REQ/S  P50  P99  RSS      CPU%  BEAT
+	// 0     4250  2    ready     31.5s   0         3      1200      0.0    -    -    9.0MiB   0.7   0.2s ago
+	// 0     4243  1    draining  1m35s   1         1      80211     0.0    -    -    14.0MiB  0.1   1.1s ago
 }

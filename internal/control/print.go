@@ -26,15 +26,16 @@ func WriteStatus(w io.Writer, st *Status) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tCONNS\tREQUESTS\tRSS\tCPU%\tBEAT")
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tCONNS\tREQUESTS\tREQ/S\tP50\tP99\tRSS\tCPU%\tBEAT")
 	for _, ws := range st.Workers {
 		beat := "-"
 		if ws.HeartbeatAgeS >= 0 {
 			beat = seconds(ws.HeartbeatAgeS) + " ago"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\n",
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\t%s\t%.1f\t%s\n",
 			ws.Slot, ws.PID, ws.Generation, printable(string(ws.State)), seconds(ws.UptimeS), ws.Restarts,
-			ws.OpenConns, ws.Requests, bytesIEC(ws.RSSBytes), ws.CPUPercent, beat)
+			ws.OpenConns, ws.Requests, ws.RequestsPerS, millis(ws.P50S), millis(ws.P99S),
+			bytesIEC(ws.RSSBytes), ws.CPUPercent, beat)
 	}
 	return tw.Flush()
 }
@@ -51,6 +52,19 @@ func seconds(s float64) string {
 		return strconv.FormatFloat(s, 'f', 0, 64) + "s"
 	}
 	return time.Duration(s * float64(time.Second)).Truncate(time.Second).String()
+}
+
+// millis formats a latency in seconds as milliseconds: 0.42ms, 12.3ms.
+// 0 is "-": no requests, or a worker that reports no latency.
+func millis(s float64) string {
+	switch ms := s * 1000; {
+	case s <= 0:
+		return "-"
+	case ms < 10:
+		return strconv.FormatFloat(ms, 'f', 2, 64) + "ms"
+	default:
+		return strconv.FormatFloat(ms, 'f', 1, 64) + "ms"
+	}
 }
 
 // bytesIEC formats n in binary units: 512B, 12.3MiB. 0 is "-": the worker

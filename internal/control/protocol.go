@@ -64,6 +64,12 @@ type WorkerStatus struct {
 	CPUPercent    float64 `json:"cpu_percent"`
 	HeartbeatAgeS float64 `json:"heartbeat_age_s"`    // seconds since the last heartbeat; -1 if none yet
 	Features      string  `json:"features,omitempty"` // worker-protocol features it announced when ready, e.g. "peers,pause"
+	// Over its last few heartbeats (about 5s): requests served a second,
+	// and the median and 99th percentile of their latency, 0 when it
+	// served none or does not report latency (cluster.CountRequests does).
+	RequestsPerS float64 `json:"requests_per_s"`
+	P50S         float64 `json:"p50_s"`
+	P99S         float64 `json:"p99_s"`
 }
 
 // Event is one line of the events stream. It has at least "time"

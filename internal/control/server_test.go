@@ -25,7 +25,8 @@ var testStatus = &Status{
 	PID: 4242, Listen: ":3000", Mode: "rr", Generation: 3, UptimeS: 3723.9,
 	Workers: []WorkerStatus{
 		{Slot: 0, PID: 4243, Generation: 3, State: StateReady, UptimeS: 3723.4, OpenConns: 12,
-			Requests: 34567, RSSBytes: 12897485, CPUPercent: 1.52, HeartbeatAgeS: 0.41},
+			Requests: 34567, RSSBytes: 12897485, CPUPercent: 1.52, HeartbeatAgeS: 0.41,
+			RequestsPerS: 812.4, P50S: 0.00042, P99S: 0.0123},
 		{Slot: 1, PID: 4250, Generation: 3, State: StateStarting, UptimeS: 4.24, Restarts: 2, HeartbeatAgeS: -1},
 	},
 }

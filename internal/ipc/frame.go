@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/prefork/prefork/internal/latency"
 )
 
 // Version is the frame format version this package speaks.
@@ -29,6 +32,8 @@ const (
 	// an empty payload).
 	TypeReady Type = 1 + iota
 	// TypeHeartbeat (worker → supervisor): a [Heartbeat], sent every second.
+	// Its payload is 29 bytes, or 29 plus a latency histogram from a
+	// worker that uses [FeatureLatency].
 	TypeHeartbeat
 	// TypeLoad (worker → supervisor): connections the worker has closed
 	// since it started, uint32, wrapping. The supervisor counts what it
@@ -84,7 +89,7 @@ func (t Type) String() string {
 // variable.
 var payloadSize = [typeEnd]int{
 	TypeReady:     -1, // 0 or 4: see Decode
-	TypeHeartbeat: heartbeatSize,
+	TypeHeartbeat: -1, // heartbeatSize, or more with latency: see Decode
 	TypeLoad:      4,
 	TypeDrain:     4,
 	TypeConns:     -1, // 1, or 1 + PeerSize per connection: see Decode
@@ -109,9 +114,13 @@ const (
 	// worker out of descriptors loses the connections the kernel cannot
 	// install (see ErrFDsTruncated).
 	FeaturePause
+	// FeatureLatency: heartbeats carry the worker's request latency
+	// histogram ([Heartbeat.Latency]). A supervisor that does not offer
+	// it rejects a heartbeat of any other size than the first one's.
+	FeatureLatency
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause
+	Supported = FeaturePeers | FeaturePause | FeatureLatency
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -126,6 +135,9 @@ func (f Features) String() string {
 	}
 	if f&FeaturePause != 0 {
 		names = append(names, "pause")
+	}
+	if f&FeatureLatency != 0 {
+		names = append(names, "latency")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
@@ -191,6 +203,10 @@ func Decode(b []byte) (Frame, error) {
 	switch t {
 	case TypeReady:
 		if n != 0 && n != 4 {
+			return Frame{}, ErrPayload
+		}
+	case TypeHeartbeat:
+		if n != heartbeatSize && n != heartbeatSize+latencySize {
 			return Frame{}, ErrPayload
 		}
 	case TypeConns:
@@ -291,13 +307,30 @@ type Heartbeat struct {
 	RSS        uint64 // resident set size, bytes
 	Goroutines uint32
 	Healthy    bool // the worker's in-process health check passed
+	// Latency of the requests served since start; nil from a worker that
+	// does not record it or was not offered FeatureLatency (an older
+	// build sends the 29-byte heartbeat only).
+	Latency *latency.Counts
 }
 
-const heartbeatSize = 8 + 8 + 8 + 4 + 1
+const (
+	heartbeatSize = 8 + 8 + 8 + 4 + 1
+	// latencySize: the histogram's sum in nanoseconds, then its buckets,
+	// uint64 each.
+	latencySize = 8 + 8*latency.Buckets
+)
 
-// AppendHeartbeat appends a heartbeat frame to dst.
+// MaxHeartbeatFrame is the size of the largest heartbeat frame.
+const MaxHeartbeatFrame = HeaderSize + heartbeatSize + latencySize
+
+// AppendHeartbeat appends a heartbeat frame to dst, with the latency
+// histogram if h has one.
 func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
-	dst = appendHeader(dst, TypeHeartbeat, heartbeatSize)
+	n := heartbeatSize
+	if h.Latency != nil {
+		n += latencySize
+	}
+	dst = appendHeader(dst, TypeHeartbeat, n)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Conns)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Requests)
 	dst = binary.LittleEndian.AppendUint64(dst, h.RSS)
@@ -306,17 +339,33 @@ func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
 	if h.Healthy {
 		ok = 1
 	}
-	return append(dst, ok)
+	dst = append(dst, ok)
+	if l := h.Latency; l != nil {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(l.Sum))
+		for _, v := range l.Buckets {
+			dst = binary.LittleEndian.AppendUint64(dst, v)
+		}
+	}
+	return dst
 }
 
-// Heartbeat reads the payload of a heartbeat frame.
+// Heartbeat reads the payload of a heartbeat frame. Its Latency is a new
+// allocation, when the frame has one.
 func (f Frame) Heartbeat() Heartbeat {
 	p := f.Payload
-	return Heartbeat{
+	h := Heartbeat{
 		Conns:      binary.LittleEndian.Uint64(p[0:]),
 		Requests:   binary.LittleEndian.Uint64(p[8:]),
 		RSS:        binary.LittleEndian.Uint64(p[16:]),
 		Goroutines: binary.LittleEndian.Uint32(p[24:]),
 		Healthy:    p[28] == 1,
 	}
+	if p = p[heartbeatSize:]; len(p) == latencySize {
+		l := &latency.Counts{Sum: time.Duration(binary.LittleEndian.Uint64(p))}
+		for i := range l.Buckets {
+			l.Buckets[i] = binary.LittleEndian.Uint64(p[8+8*i:])
+		}
+		h.Latency = l
+	}
+	return h
 }

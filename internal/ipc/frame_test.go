@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/prefork/prefork/internal/latency"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +71,8 @@ func TestDecodeMalformed(t *testing.T) {
 		{"length past end", []byte{Version, byte(TypeMessage), 5, 0, 'a'}, ErrLength},
 		{"trailing bytes", []byte{Version, byte(TypeReady), 0, 0, 'x'}, ErrLength},
 		{"heartbeat too short", []byte{Version, byte(TypeHeartbeat), 1, 0, 0}, ErrPayload},
+		{"heartbeat, latency cut short", fixLen(withLatency()[:len(withLatency())-8]), ErrPayload},
+		{"heartbeat, one byte more", fixLen(append(AppendHeartbeat(nil, Heartbeat{}), 0)), ErrPayload},
 		{"load wrong size", []byte{Version, byte(TypeLoad), 2, 0, 1, 2}, ErrPayload},
 		{"conns zero", []byte{Version, byte(TypeConns), 1, 0, 0}, ErrPayload},
 		{"conns too many", []byte{Version, byte(TypeConns), 1, 0, MaxFDs + 1}, ErrPayload},
@@ -89,6 +94,48 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+func TestHeartbeatLatency(t *testing.T) {
+	var r latency.Recorder
+	for _, d := range []time.Duration{50 * time.Microsecond, 3 * time.Millisecond, 3 * time.Millisecond, time.Minute} {
+		r.Observe(d)
+	}
+	l := r.Snapshot()
+	f, err := Decode(AppendHeartbeat(nil, Heartbeat{Requests: 4, Healthy: true, Latency: &l}))
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	hb := f.Heartbeat()
+	if hb.Requests != 4 || !hb.Healthy || hb.Latency == nil || *hb.Latency != l {
+		t.Fatalf("decoded %+v (latency %+v), want requests 4, healthy and latency %+v", hb, hb.Latency, l)
+	}
+}
+
+// TestHeartbeatOldWorker decodes the heartbeat of a worker built before
+// latency was added, spelled out byte by byte as that build sends it.
+func TestHeartbeatOldWorker(t *testing.T) {
+	frame := []byte{Version, byte(TypeHeartbeat), 29, 0}
+	frame = binary.LittleEndian.AppendUint64(frame, 3)     // conns
+	frame = binary.LittleEndian.AppendUint64(frame, 1000)  // requests
+	frame = binary.LittleEndian.AppendUint64(frame, 8<<20) // rss
+	frame = binary.LittleEndian.AppendUint32(frame, 12)    // goroutines
+	frame = append(frame, 1)                               // healthy
+	f, err := Decode(frame)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	want := Heartbeat{Conns: 3, Requests: 1000, RSS: 8 << 20, Goroutines: 12, Healthy: true}
+	if have := f.Heartbeat(); have != want {
+		t.Fatalf("decoded %+v, want %+v", have, want)
+	}
+}
+
+// withLatency is a heartbeat frame with a latency histogram.
+func withLatency() []byte {
+	var l latency.Counts
+	l.Buckets[3] = 7
+	return AppendHeartbeat(nil, Heartbeat{Latency: &l})
+}
+
 func TestAppendFrameTooLarge(t *testing.T) {
 	if _, err := AppendFrame(nil, TypeMessage, make([]byte, MaxFrame)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("want ErrTooLarge, have %v", err)
@@ -99,6 +146,7 @@ func FuzzDecode(f *testing.F) {
 	ready, _ := AppendFrame(nil, TypeReady, nil)
 	msg, _ := AppendFrame(nil, TypeMessage, []byte("x"))
 	for _, seed := range [][]byte{
+		withLatency(),
 		nil, ready, msg,
 		AppendHeartbeat(nil, Heartbeat{Conns: 1, Healthy: true}),
 		AppendUint32(nil, TypeLoad, 1), AppendUint32(nil, TypeDrain, 5),

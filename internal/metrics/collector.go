@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/latency"
 )
 
 // ScrapeTimeout bounds how long one scrape waits for the supervisor's
@@ -37,6 +38,7 @@ type snapshotCollector struct {
 	heartbeatAge    *prometheus.Desc
 	protocolErrors  *prometheus.Desc
 	freezes         *prometheus.Desc
+	duration        *prometheus.Desc
 }
 
 func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *snapshotCollector {
@@ -60,6 +62,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		heartbeatAge:    d("worker_heartbeat_age_seconds", "Time since the last heartbeat from the worker in each slot; absent until the first one.", "slot"),
 		protocolErrors:  d("worker_protocol_errors_total", "Frames from workers that broke the worker protocol (malformed, unexpected, or carrying descriptors)."),
 		freezes:         d("supervisor_freezes_total", "Times the supervisor found it had not run for a while (frozen, paused or stopped) and restarted its workers' heartbeat clocks."),
+		duration:        d("request_duration_seconds", "Time the worker in each slot took to serve a request, as cluster.CountRequests measures it; resets when the slot's worker is replaced.", "slot"),
 	}
 }
 
@@ -69,6 +72,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
 		c.reroutes, c.dropped, c.pending, c.reloads, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
+		c.duration,
 	} {
 		ch <- d
 	}
@@ -108,11 +112,16 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 
 // collectWorkers reports one set of series per slot. During a rollout a
 // slot holds two workers, the draining one and its replacement: their
-// connections, requests and memory add up, and the slot's heartbeat age is
-// the older of the two, so a stuck worker is not hidden by a healthy one.
+// connections, requests, memory and latency histograms add up, and the
+// slot's heartbeat age is the older of the two, so a stuck worker is not
+// hidden by a healthy one.
 func (c *snapshotCollector) collectWorkers(ch chan<- prometheus.Metric, workers []Worker) {
 	bySlot := make(map[int]Worker, len(workers))
 	for _, w := range workers {
+		if w.Latency != nil {
+			l := *w.Latency // a copy: the sum below must not change the snapshot
+			w.Latency = &l
+		}
 		t, ok := bySlot[w.Slot]
 		if !ok {
 			bySlot[w.Slot] = w
@@ -122,6 +131,12 @@ func (c *snapshotCollector) collectWorkers(ch chan<- prometheus.Metric, workers 
 		t.Requests += w.Requests
 		t.RSSBytes += w.RSSBytes
 		t.HeartbeatAge = max(t.HeartbeatAge, w.HeartbeatAge)
+		switch {
+		case t.Latency == nil:
+			t.Latency = w.Latency
+		case w.Latency != nil:
+			t.Latency.Add(w.Latency)
+		}
 		bySlot[w.Slot] = t
 	}
 	for _, w := range bySlot {
@@ -132,7 +147,26 @@ func (c *snapshotCollector) collectWorkers(ch chan<- prometheus.Metric, workers 
 		if w.HeartbeatAge >= 0 {
 			ch <- constMetric(c.heartbeatAge, prometheus.GaugeValue, w.HeartbeatAge.Seconds(), slot)
 		}
+		if w.Latency != nil {
+			ch <- constHistogram(c.duration, w.Latency, slot)
+		}
 	}
+}
+
+// constHistogram is l as a Prometheus histogram: cumulative counts at each
+// of latency.Bounds, in seconds, and the overflow bucket in the count.
+func constHistogram(d *prometheus.Desc, l *latency.Counts, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, latency.NumBounds)
+	var cum uint64
+	for i, b := range latency.Bounds {
+		cum += l.Buckets[i]
+		buckets[b.Seconds()] = cum
+	}
+	m, err := prometheus.NewConstHistogram(d, l.Total(), l.Sum.Seconds(), buckets, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
 }
 
 // labeled emits one metric per value of d's single label: every value in

@@ -1,30 +1,20 @@
 package metrics
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"sync"
-	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/httpserve"
 )
 
 // Server serves the metrics on a listener of its own, separate from the
 // workers' port, so that scrapes neither compete with traffic nor depend on
-// a worker being up.
-type Server struct {
-	ln   net.Listener
-	srv  *http.Server
-	log  *zap.Logger
-	done chan struct{} // closed when srv.Serve has returned
-
-	closeOnce sync.Once
-	closeErr  error
-}
+// a worker being up. Its Close lets scrapes in progress finish: each is
+// bounded by [ScrapeTimeout], less than [httpserve.CloseWait].
+type Server = httpserve.Server
 
 const indexPage = `<!DOCTYPE html>
 <html><head><title>prefork</title></head>
@@ -38,60 +28,15 @@ func Serve(addr string, m *Metrics, log *zap.Logger) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.handler(log))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = io.WriteString(w, indexPage)
 	})
-	s := &Server{
-		ln: ln,
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 5 * time.Second,
-			IdleTimeout:       time.Minute,
-			ErrorLog:          zap.NewStdLog(log),
-		},
-		log:  log,
-		done: make(chan struct{}),
+	s, err := httpserve.Listen(addr, mux, log)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	go s.serve()
 	return s, nil
-}
-
-func (s *Server) serve() {
-	defer close(s.done)
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
-		s.log.Error("metrics: serve", zap.Error(err))
-	}
-}
-
-// Addr returns the address the server listens on.
-func (s *Server) Addr() string {
-	return s.ln.Addr().String()
-}
-
-// Close stops listening, lets scrapes in progress finish (each is bounded
-// by [ScrapeTimeout]), closes every connection and returns once the server
-// has stopped. Calling Close again does nothing and returns the same error.
-func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*ScrapeTimeout)
-		defer cancel()
-		err := s.srv.Shutdown(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			// The listener is already closed; drop the stragglers.
-			_ = s.srv.Close()
-			err = nil
-		}
-		if err != nil {
-			s.closeErr = fmt.Errorf("metrics: close: %w", err)
-		}
-		<-s.done
-	})
-	return s.closeErr
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/latency"
 )
 
 // Snapshot is what the supervisor reports at scrape time. Its owner
@@ -31,6 +32,9 @@ type Worker struct {
 	Requests     uint64
 	RSSBytes     uint64
 	HeartbeatAge time.Duration // <0 if no heartbeat has arrived yet
+	// Latency of the requests it served since it started; nil if it
+	// reports none.
+	Latency *latency.Counts
 }
 
 // Label values that are always exposed, so that counters start at zero and

@@ -46,6 +46,8 @@ type Config struct {
 	MaxRSS            uint64        // recycle a worker above this resident size; 0: never
 	Control           string        // control socket path; "" for the default, "none" for none
 	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
+	Admin             string        // HOST:PORT for the dashboard and its API; "" for none
+	AdminActions      bool          // the dashboard may reload and scale
 	User, Group       string        // run workers as this user and group
 	WorkerOutput      string        // "inherit" or "capture"
 	Sched             string        // workers' CPU scheduling policy: "batch" or "normal"
@@ -105,6 +107,8 @@ func ParseFlags(args []string) (Config, error) {
 	maxRSS := fs.String("max-rss", "", "recycle a worker whose RSS exceeds SIZE, e.g. 512MiB (empty: never)")
 	fs.StringVar(&c.Control, "control", "", "control socket `PATH` (default: per listening address; \"none\" to disable)")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on `HOST:PORT` (default: off)")
+	fs.StringVar(&c.Admin, "admin", "", "serve the dashboard, its API and /metrics on `HOST:PORT` (default: off)")
+	fs.BoolVar(&c.AdminActions, "admin-actions", false, "let the dashboard reload and scale (POST /api/reload, /api/scale)")
 	fs.StringVar(&c.User, "user", "", "run workers as this user (the supervisor must be root)")
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
@@ -207,6 +211,14 @@ func (c *Config) validate() error {
 		if err := listener.ParseAddr(c.Metrics); err != nil {
 			return usagef("invalid value %q for flag -metrics: want HOST:PORT", c.Metrics)
 		}
+	}
+	if c.Admin != "" {
+		if err := listener.ParseAddr(c.Admin); err != nil {
+			return usagef("invalid value %q for flag -admin: want HOST:PORT", c.Admin)
+		}
+	}
+	if c.AdminActions && c.Admin == "" {
+		return usagef("flag -admin-actions needs -admin")
 	}
 	if c.Group != "" && c.User == "" {
 		return usagef("flag -group needs -user")

@@ -75,6 +75,7 @@ func (s *Supervisor) status() *control.Status {
 		UptimeS:    now.Sub(s.begun).Seconds(),
 	}
 	for _, p := range s.live {
+		perSec, lat, _ := p.recent.figures(p.started)
 		st.Workers = append(st.Workers, control.WorkerStatus{
 			Slot:          p.slot.id,
 			PID:           p.pid,
@@ -88,6 +89,9 @@ func (s *Supervisor) status() *control.Status {
 			CPUPercent:    p.cpuPct,
 			HeartbeatAgeS: p.heartbeatAge(now).Seconds(),
 			Features:      p.features(),
+			RequestsPerS:  perSec,
+			P50S:          lat.Quantile(0.5).Seconds(),
+			P99S:          lat.Quantile(0.99).Seconds(),
 		})
 	}
 	slices.SortFunc(st.Workers, func(a, b control.WorkerStatus) int {

@@ -28,6 +28,7 @@
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
 //	stop.go         graceful stop, grace, second signal
 //	control.go      ctl requests and status
+//	recent.go       a worker's last heartbeats: requests/s, p50, p99
 //	services.go     control socket, metrics, reaper, systemd watchdog
 //	mode.go         how a mode gets connections to workers, and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each

@@ -31,6 +31,7 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	}
 	now := s.sys.Now()
 	p.beat = hb
+	p.recent.add(now, hb)
 	if hb.Healthy {
 		p.beatAt, p.watched = now, true
 	}

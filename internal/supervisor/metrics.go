@@ -28,7 +28,7 @@ func (s *Supervisor) snapshot() snapshot {
 	for _, p := range s.live {
 		snap.StateCounts[p.state]++ // s.live holds no exited process
 		snap.Workers = append(snap.Workers, metrics.Worker{Slot: p.slot.id, OpenConns: s.openConns(p),
-			Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: p.heartbeatAge(now)})
+			Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: p.heartbeatAge(now), Latency: p.beat.Latency})
 		if p.t != nil {
 			snap.Handoffs[p.slot.id] += p.t.handed.Load()
 		}

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/reaper"
@@ -35,8 +36,8 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		stops = append(stops, func() { cancel(); cs.close(); <-done })
 		s.log.Info("control socket", zap.String("path", path))
 	}
-	if s.cfg.Metrics != "" {
-		closeMetrics, err := s.serveMetrics()
+	if s.cfg.Metrics != "" || s.cfg.Admin != "" {
+		closeMetrics, err := s.serveMetrics(bus)
 		if err != nil {
 			stop()
 			return nil, err
@@ -128,19 +129,44 @@ func (s *Supervisor) controlPath() string {
 	return s.cfg.Control
 }
 
-// serveMetrics starts the Prometheus listener (-metrics). Scrapes ask the
-// owner goroutine for a snapshot, so the numbers agree with each other.
-func (s *Supervisor) serveMetrics() (func(), error) {
+// serveMetrics starts the Prometheus listener (-metrics) and the admin
+// listener (-admin), which serves the same metrics. Scrapes ask the owner
+// goroutine for a snapshot, so the numbers agree with each other.
+func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 	m := metrics.New(func(ctx context.Context) (snapshot, error) {
 		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
 	})
 	s.mode.observe(m)
-	srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
-	if err != nil {
-		return nil, err
+	var closers []func() error
+	stop := func() {
+		for _, c := range closers {
+			c()
+		}
 	}
-	s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
-	return func() { srv.Close() }, nil
+	if s.cfg.Metrics != "" {
+		srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, srv.Close)
+		s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
+	}
+	if s.cfg.Admin != "" {
+		srv, err := admin.Serve(s.cfg.Admin, admin.Options{
+			Control: handler{s},
+			Events:  bus,
+			Metrics: m.Handler(),
+			Actions: s.cfg.AdminActions,
+			Log:     s.log.Named("admin"),
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		closers = append(closers, srv.Close)
+		s.log.Info("admin", zap.String("addr", "http://"+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions))
+	}
+	return stop, nil
 }
 
 // keepAlive pings systemd's watchdog (WatchdogSec=) from the owner loop, so

@@ -24,6 +24,8 @@ flags:
   -max-rss SIZE         recycle a worker above SIZE resident, e.g. 512MiB
   -control PATH         control socket (default per listening address; none: off)
   -metrics HOST:PORT    Prometheus metrics listener (default off)
+  -admin HOST:PORT      dashboard, its API and /metrics (default off)
+  -admin-actions        let the dashboard reload and scale
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)

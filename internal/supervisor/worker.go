@@ -35,6 +35,7 @@ type process struct {
 	uses    ipc.Features // what its ready frame announced
 	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
+	recent  recent // its last heartbeats, for requests/s and latency
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit

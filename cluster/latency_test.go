@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/latency"
+)
+
+// latencyRequests and latencyHandlerTime are what the "latency" helper
+// serves: that many requests, each taking at least that long.
+const (
+	latencyRequests    = 20
+	latencyHandlerTime = 2 * time.Millisecond
+)
+
+// helperLatency serves latencyRequests requests through CountRequests in
+// process, then waits for its stdin to close.
+func helperLatency() {
+	h := CountRequests(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		time.Sleep(latencyHandlerTime) // the handler's own work, not synchronisation
+	}))
+	for range latencyRequests {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	fmt.Println("served")
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// A worker offered FeatureLatency sends its histogram in every heartbeat;
+// one that was not (an older supervisor) sends the old, shorter frame,
+// which such a supervisor requires.
+func TestHeartbeatCarriesLatency(t *testing.T) {
+	for _, offer := range []ipc.Features{ipc.FeatureLatency, 0} {
+		t.Run(offer.String(), func(t *testing.T) {
+			handoff, remote, err := ipc.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer handoff.Close()
+			ctl, out, _ := runWorker(t, "latency", ModeRR, remote, ipc.EnvFeatures+"="+strconv.Itoa(int(offer)))
+			remote.Close()
+			if line, err := out.ReadString('\n'); line != "served\n" {
+				t.Fatalf("helper: %q, %v", line, err)
+			}
+			hb := nextBeat(t, ctl, latencyRequests)
+			if offer == 0 {
+				if hb.Latency != nil {
+					t.Fatalf("heartbeat carries latency though the supervisor offered none: %+v", hb.Latency)
+				}
+				return
+			}
+			if hb.Latency == nil {
+				t.Fatal("heartbeat without latency")
+			}
+			if have := hb.Latency.Total(); have != latencyRequests {
+				t.Fatalf("histogram counts %d requests, want %d", have, latencyRequests)
+			}
+			if p50 := hb.Latency.Quantile(0.5); p50 < latencyHandlerTime {
+				t.Fatalf("p50 %v, want at least the handler's %v", p50, latencyHandlerTime)
+			}
+			if hb.Latency.Sum < latencyRequests*latencyHandlerTime {
+				t.Fatalf("sum %v, want at least %v", hb.Latency.Sum, latencyRequests*latencyHandlerTime)
+			}
+		})
+	}
+}
+
+// nextBeat returns the first heartbeat on ctl that counts at least
+// requests, within a few heartbeat intervals.
+func nextBeat(t *testing.T, ctl *ipc.Channel, requests uint64) ipc.Heartbeat {
+	t.Helper()
+	buf := make([]byte, ipc.MaxFrame)
+	deadline := time.Now().Add(5 * HeartbeatInterval)
+	for time.Now().Before(deadline) {
+		ctl.SetReadDeadline(deadline)
+		f, _, err := ctl.Recv(buf, nil)
+		if err != nil {
+			t.Fatalf("no heartbeat counting %d requests: %v", requests, err)
+		}
+		if f.Type == ipc.TypeHeartbeat {
+			if hb := f.Heartbeat(); hb.Requests >= requests {
+				return hb
+			}
+		}
+	}
+	t.Fatalf("no heartbeat counting %d requests within %v", requests, 5*HeartbeatInterval)
+	return ipc.Heartbeat{}
+}
+
+// BenchmarkCountRequests measures what CountRequests adds to a request:
+// the counter alone (the worker was not offered FeatureLatency), and with
+// the latency histogram.
+func BenchmarkCountRequests(b *testing.B) {
+	noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	req := httptest.NewRequest("GET", "/", nil)
+	for _, tc := range []struct {
+		name string
+		rec  *latency.Recorder
+	}{{"count", nil}, {"count+latency", new(latency.Recorder)}} {
+		b.Run(tc.name, func(b *testing.B) {
+			w := &worker{latency: tc.rec}
+			h := w.countRequests(noop)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					h.ServeHTTP(nil, req)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,99 @@
+// Package httpserve runs the supervisor's HTTP listeners beside the
+// workers' port (-metrics, -admin): on a listener of their own, so that
+// they neither compete with traffic nor depend on a worker being up, and
+// with a Close that ends even the requests that never end by themselves
+// (event streams).
+//
+//	srv, err := httpserve.Listen("127.0.0.1:9090", mux, log)
+//	...
+//	srv.Close()
+package httpserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// CloseWait is how long Close lets requests in progress finish before it
+// closes their connections.
+const CloseWait = 2 * time.Second
+
+// Server serves one handler on one listener until Close.
+type Server struct {
+	ln     net.Listener
+	srv    *http.Server
+	log    *zap.Logger
+	cancel context.CancelFunc // cancels every request's context
+	done   chan struct{}      // closed when srv.Serve has returned
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen listens on addr and serves h until Close. A port of 0 picks a
+// free port; Addr reports it. A nil log discards the server's log.
+func Listen(addr string, h http.Handler, log *zap.Logger) (*Server, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			IdleTimeout:       time.Minute,
+			ErrorLog:          zap.NewStdLog(log),
+			BaseContext:       func(net.Listener) context.Context { return ctx },
+		},
+		log:    log,
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go s.serve()
+	return s, nil
+}
+
+func (s *Server) serve() {
+	defer close(s.done)
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("httpserve: serve", zap.Error(err))
+	}
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops listening, cancels every request's context (which ends the
+// event streams), lets the requests finish within CloseWait, closes every
+// connection and returns once the server has stopped. Calling it again
+// does nothing and returns the same error.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), CloseWait)
+		defer cancel()
+		err := s.srv.Shutdown(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The listener is already closed; drop the stragglers.
+			_ = s.srv.Close()
+			err = nil
+		}
+		if err != nil {
+			s.closeErr = fmt.Errorf("httpserve: close: %w", err)
+		}
+		<-s.done
+	})
+	return s.closeErr
+}
