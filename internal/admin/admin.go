@@ -12,7 +12,11 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -67,13 +71,7 @@ type api struct {
 	dropped atomic.Int64 // event stream clients disconnected for being slow
 }
 
-// Handler returns the admin listener's routes.
-func Handler(o Options) http.Handler {
-	h, _ := newAPI(o)
-	return h
-}
-
-func newAPI(o Options) (http.Handler, *api) {
+func newAPI(addr string, o Options) (http.Handler, *api) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -83,7 +81,7 @@ func newAPI(o Options) (http.Handler, *api) {
 	a := &api{Options: o, token: newToken()}
 	assets, _ := fs.Sub(uiFS, "ui") // a constant directory: cannot fail
 	r := chi.NewRouter()
-	r.Use(secureHeaders)
+	r.Use(allowedHosts(addr, hostname()).guard, secureHeaders)
 	r.Get("/", a.index)
 	r.Handle("/assets/*", http.StripPrefix("/assets/", http.FileServerFS(assets)))
 	r.Get("/api/status", a.status)
@@ -103,6 +101,54 @@ func newToken() string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
 	return hex.EncodeToString(b[:])
+}
+
+// hosts are the names the listener answers to; see allowedHosts.
+type hosts map[string]bool
+
+// allowedHosts are the Host header names a request may carry: an IP
+// literal, localhost, the name in -admin, or this machine's hostname.
+// Anything else is DNS rebinding — an attacker's name made to resolve to
+// this address, which the browser then treats as the attacker's own origin
+// and lets its script read the page and its token.
+func allowedHosts(addr, hostname string) hosts {
+	h := hosts{"localhost": true}
+	if name, _, err := net.SplitHostPort(addr); err == nil && name != "" {
+		h[strings.ToLower(name)] = true
+	}
+	if hostname != "" {
+		h[strings.ToLower(hostname)] = true
+	}
+	return h
+}
+
+func (h hosts) allow(host string) bool {
+	if name, _, err := net.SplitHostPort(host); err == nil {
+		host = name
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if host == "" {
+		return false
+	}
+	if net.ParseIP(host) != nil || strings.HasSuffix(host, ".localhost") {
+		return true // names under .localhost resolve to loopback only (RFC 6761)
+	}
+	return h[host]
+}
+
+func (h hosts) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.allow(r.Host) {
+			http.Error(w, "admin: unknown host name "+strconv.Quote(r.Host)+": use the address given to -admin, an IP address, localhost or this machine's hostname", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func hostname() string {
+	name, _ := os.Hostname() // none: only the other names are allowed
+	return name
 }
 
 // secureHeaders keeps the page to its own assets and out of frames.

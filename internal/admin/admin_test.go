@@ -214,7 +214,7 @@ func (f *fixture) events(t *testing.T) (*bufio.Reader, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	io.WriteString(c, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	io.WriteString(c, "GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -331,5 +331,51 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A page served under a name the operator never gave (DNS rebinding: an
+// attacker's name resolving to 127.0.0.1) must not be readable, or a
+// foreign page could read the token and act.
+func TestRebindingRefused(t *testing.T) {
+	f := start(t, Options{Actions: true})
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{f.srv.Addr(), http.StatusOK},
+		{"localhost", http.StatusOK},
+		{"app.localhost:9", http.StatusOK},
+		{"[::1]:80", http.StatusOK},
+		{"evil.example", http.StatusMisdirectedRequest},
+		{"evil.example:" + strings.Split(f.srv.Addr(), ":")[1], http.StatusMisdirectedRequest},
+	} {
+		for _, path := range []string{"/", "/api/status", "/api/events"} {
+			req, _ := http.NewRequest("GET", f.base+path, nil)
+			req.Host = tc.host
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, err := client.Do(req.WithContext(ctx))
+			if err != nil {
+				cancel()
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			cancel()
+			if resp.StatusCode != tc.want {
+				t.Errorf("Host %q, GET %s: %d, want %d", tc.host, path, resp.StatusCode, tc.want)
+			}
+		}
+	}
+}
+
+func TestAllowedHost(t *testing.T) {
+	hosts := allowedHosts("admin.internal:9100", "box1")
+	for host, want := range map[string]bool{
+		"admin.internal:9100": true, "ADMIN.internal": true, "box1:9100": true, "10.0.0.7:9100": true,
+		"localhost:1": true, "x.localhost": true, "evil.example": false, "": false, "box1.evil.example": false,
+	} {
+		if got := hosts.allow(host); got != want {
+			t.Errorf("allow(%q) = %v, want %v", host, got, want)
+		}
 	}
 }

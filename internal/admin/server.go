@@ -15,7 +15,7 @@ type Server struct {
 // Serve listens on addr and serves o until Close. A port of 0 picks a free
 // port; Addr reports it. Close ends the event streams.
 func Serve(addr string, o Options) (*Server, error) {
-	h, a := newAPI(o)
+	h, a := newAPI(addr, o)
 	srv, err := httpserve.Listen(addr, h, a.Log)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
