@@ -110,9 +110,10 @@ func (st Settings) config() (supervisor.Config, error) {
 	return cfg, nil
 }
 
-// executable is os.Args[0] as an absolute path. Not os.Executable: that is
-// /proc/self/exe, the inode this process runs, which a deploy that moves a
-// new binary into place leaves behind; a reload must start the new one.
+// executable is os.Args[0] as an absolute path. Not os.Executable: that
+// resolves symbolic links once, now, so a deploy that points a link such
+// as /usr/local/bin/app at a new release would reload into the old one; a
+// reload must start whatever the program's path names then.
 func executable() (string, error) {
 	if len(os.Args) == 0 || os.Args[0] == "" {
 		return "", errors.New("cluster: no os.Args[0] to re-execute")

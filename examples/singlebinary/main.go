@@ -11,7 +11,7 @@
 //	cluster.ListenAndServe(":3000", mux)
 //
 // It serves / (a greeting with its version, worker ID and pid), /pid (the
-// pid), /health (JSON) and /slow?ms=N (answers after N milliseconds).
+// pid), /health (JSON) and /sleep?ms=N (answers after N milliseconds).
 //
 // A deploy replaces the binary and reloads, without failing a request:
 //
@@ -66,7 +66,7 @@ func handler() http.Handler {
 			"generation": cluster.Generation(), "version": version,
 		})
 	})
-	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /sleep", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		select {
 		case <-time.After(time.Duration(min(max(ms, 0), 10000)) * time.Millisecond):
