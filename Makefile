@@ -8,6 +8,7 @@ WORKERS ?=
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
+	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
 
 run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))

@@ -29,6 +29,7 @@ type serverSpec struct {
 func specs(root string, workers int) []serverSpec {
 	sup := filepath.Join(root, "bin", "supervisor")
 	worker := filepath.Join(root, "bin", "worker")
+	single := filepath.Join(root, "bin", "singlebinary")
 	script := filepath.Join(root, "bench", "node", "cluster.js")
 	n := itoa(workers)
 	prefork := func(mode string) serverSpec {
@@ -68,6 +69,14 @@ func specs(root string, workers int) []serverSpec {
 			command: func(port int) []string { return []string{worker, "-listen", addr(port)} },
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
+		// The same handler in one binary that is its own primary
+		// (cluster.ListenAndServe), in rr mode: against the rr row.
+		{
+			name: "singlebinary", procs: workers, logged: true,
+			command: func(port int) []string {
+				return []string{single, "-listen", addr(port), "-workers", n, "-grace", "2s", "-log-format", "json"}
+			},
+		},
 		node("rr"), node("none"),
 		preforkNode("shared"), preforkNode("reuseport"),
 	}
