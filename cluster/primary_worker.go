@@ -8,11 +8,16 @@ import (
 	"time"
 
 	ctl "github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/supervisor"
 )
 
 // opTimeout bounds a Worker method's wait for the primary's owner loop,
 // which answers at once unless the machine is badly overloaded.
 const opTimeout = 5 * time.Second
+
+// ErrNoWorker is the error, for errors.Is, of a Worker method called on a
+// worker process that has exited.
+var ErrNoWorker = supervisor.ErrNoWorker
 
 // Worker is one worker process as its primary sees it: Node's
 // cluster.Worker. A process that replaces it (after a crash, a reload or a
