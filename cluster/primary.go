@@ -19,6 +19,10 @@ import (
 // ([Primary.Dropped]), so that a slow reader never holds up the primary.
 const EventBuffer = 1024
 
+// ErrStopped is the error, for errors.Is, of a request to a primary that
+// has stopped.
+var ErrStopped = supervisor.ErrStopped
+
 // Primary is a running cluster primary in this process: it listens, runs
 // the workers and keeps them alive, as the supervisor command does. Make
 // one with [StartPrimary]; its methods are safe for concurrent use.
@@ -104,8 +108,14 @@ func (p *Primary) Wait() error {
 
 // Stop begins a graceful stop: workers drain within Settings.Grace, then
 // are killed. It waits for the end as Wait does, or until ctx is done.
+// Stopping a stopped primary returns what Wait does.
 func (p *Primary) Stop(ctx context.Context) error {
-	if err := p.do(ctx, ctl.Request{Cmd: ctl.CmdStop}); err != nil {
+	select {
+	case <-p.e.Done():
+		return p.Wait()
+	default:
+	}
+	if err := p.do(ctx, ctl.Request{Cmd: ctl.CmdStop}); err != nil && !errors.Is(err, ErrStopped) {
 		return err
 	}
 	select {
@@ -133,6 +143,13 @@ func (p *Primary) Scale(ctx context.Context, n int) error {
 
 func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 	r := p.e.Do(ctx, req)
+	select {
+	case <-p.e.Done():
+		if !r.OK {
+			return fmt.Errorf("cluster: %s: %w", req.Cmd, ErrStopped)
+		}
+	default:
+	}
 	if !r.OK {
 		return fmt.Errorf("cluster: %s", r.Error)
 	}

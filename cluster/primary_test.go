@@ -1,12 +1,17 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	ctl "github.com/prefork/prefork/internal/control"
 )
@@ -99,5 +104,78 @@ func TestTranslate(t *testing.T) {
 		t.Fatalf("reloaded worker: dead %v after disconnect %v", second.IsDead(), second.ExitedAfterDisconnect())
 	case p.Dropped() != 3 || len(p.workers) != 0:
 		t.Fatalf("dropped %d, %d workers still tracked", p.Dropped(), len(p.workers))
+	}
+}
+
+// A primary run in this process over real worker processes (sleep, as
+// plain workers in shared mode): the events of their lives arrive in
+// order, Workers lists them, a message to a worker without a channel is an
+// error, and Stop drains them, ends the events and is harmless twice.
+func TestPrimaryLifecycle(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := DefaultSettings()
+	st.Listen, st.Workers, st.Mode, st.WorkerProtocol = "127.0.0.1:0", 2, ModeShared, "plain"
+	st.Control, st.Sched, st.Grace = "none", "normal", 5*time.Second
+	st.Command = []string{sleep, "30"}
+	p, err := StartPrimary(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, w := range p.Workers() {
+			syscall.Kill(w.PID(), syscall.SIGKILL)
+		}
+	})
+	if _, port, _ := strings.Cut(p.Addr(), ":"); port == "" || port == "0" {
+		t.Fatalf("Addr %q: want the port bound", p.Addr())
+	}
+	listening := 0
+	for listening < 2 {
+		select {
+		case ev := <-p.Events():
+			if ev.Kind == EventListening {
+				listening++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no two listening events within 10s")
+		}
+	}
+	ws := p.Workers()
+	if len(ws) != 2 || ws[0].ID() != 1 || ws[1].ID() != 2 || ws[0].PID() == ws[1].PID() {
+		t.Fatalf("workers %v", ws)
+	}
+	if err := ws[0].Send([]byte("hi")); err == nil {
+		t.Fatal("Send to a plain worker: no error")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	exits := 0
+	for ev := range p.Events() { // closed once stopped
+		if ev.Kind == EventExit {
+			exits++
+		}
+	}
+	for _, w := range ws {
+		if !w.IsDead() || w.IsConnected() || !w.ExitedAfterDisconnect() {
+			t.Errorf("%s after stop: dead %v connected %v after disconnect %v", w, w.IsDead(), w.IsConnected(), w.ExitedAfterDisconnect())
+		}
+	}
+	if exits != 2 {
+		t.Fatalf("%d exit events, want 2", exits)
+	}
+	if err := p.Reload(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Reload after stop: %v, want ErrStopped", err)
+	}
+	if err := ws[0].Kill(syscall.SIGTERM); err == nil {
+		t.Fatal("Kill after stop: no error")
 	}
 }

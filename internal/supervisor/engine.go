@@ -99,6 +99,9 @@ func (e *Engine) Do(ctx context.Context, req control.Request) control.Response {
 	return handler{e.s}.Do(ctx, req)
 }
 
+// ErrStopped is what a request to a supervisor that has stopped gets.
+var ErrStopped = errStopped
+
 // call runs fn on the owner goroutine and returns its result.
 func call[T any](ctx context.Context, e *Engine, fn func(*Supervisor) T) (T, error) {
 	return ask(ctx, e.s, func(reply chan T) any {
