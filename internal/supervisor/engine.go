@@ -11,6 +11,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // Engine is a supervisor run from a Go program rather than from its command
@@ -196,4 +197,19 @@ func (e *Engine) onWorker(ctx context.Context, pid int, fn func(*Supervisor, *pr
 		return fn(s, p)
 	})
 	return errors.Join(cerr, err)
+}
+
+// notOrphan reports whether the reaper must leave the zombie child pid
+// alone: a worker, whose waiter takes its status, or a child in this
+// process's own process group. Workers run in process groups of their own
+// (Setpgid), and what they start inherits those, so an orphaned grandchild
+// is never in ours; a child that is was started by this process's own
+// code, such as a Go program that is its own primary running a command
+// with os/exec, whose Wait must get its exit status.
+func (s *Supervisor) notOrphan(pid int) bool {
+	if s.owned.Has(pid) {
+		return true
+	}
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.PGRP == syscall.Getpgrp()
 }

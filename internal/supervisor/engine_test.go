@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/reaper"
 )
 
 // viaEngine runs call, an Engine method, on another goroutine as a program
@@ -155,5 +159,41 @@ func TestEngineDisconnectAndSignal(t *testing.T) {
 	h.run()
 	if n := h.forks(control.CauseCrash); n != 1 {
 		t.Fatalf("%d crash respawns after SIGKILL, want 1", n)
+	}
+}
+
+// The reaper leaves alone a child the primary's own code started (in the
+// primary's process group), whose Wait must get its status, and reaps one
+// in a process group of its own, as an orphaned grandchild of a worker is.
+func TestReaperSparesOwnChildren(t *testing.T) {
+	h := newHarness(t, nil)
+	own := exec.Command("true")
+	orphan := exec.Command("true")
+	orphan.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	for _, c := range []*exec.Cmd{own, orphan} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both exit at once; wait until both are zombies.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range []*exec.Cmd{own, orphan} {
+		for {
+			st, err := procfs.ReadStat(c.Process.Pid)
+			if err == nil && st.State == 'Z' {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d not a zombie within 5s", c.Process.Pid)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	reaped := reaper.Reap(h.s.notOrphan)
+	if !slices.Contains(reaped, orphan.Process.Pid) || slices.Contains(reaped, own.Process.Pid) {
+		t.Fatalf("reaped %v; want %d (own group) spared and %d reaped", reaped, own.Process.Pid, orphan.Process.Pid)
+	}
+	if err := own.Wait(); err != nil {
+		t.Fatalf("Wait of the primary's own child: %v", err)
 	}
 }
