@@ -19,9 +19,9 @@ func IsPrimary() bool { return !IsWorker() }
 // ListenAndServe makes this program a cluster: Node's
 // `if (cluster.isPrimary) fork() else serve` in one call.
 //
-// In the primary it listens on addr and runs [DefaultSettings] changed by
-// opts, with this program as the workers, until a stop: see
-// [StartPrimary]. A worker serves handler, counting its requests for
+// In the primary it listens on addr ("" keeps Settings.Listen) and runs
+// [DefaultSettings] changed by opts, with this program as the workers,
+// until a stop: see [StartPrimary]. A worker serves handler, counting its requests for
 // Settings.MaxRequests and the heartbeats, and when its primary asks it to
 // drain (a reload, a scale down, a stop) it finishes its connections and
 // returns. ListenAndServe returns nil after a graceful stop, in both.
