@@ -8,6 +8,7 @@ WORKERS ?=
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
+	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
 
 run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))
@@ -38,6 +39,7 @@ chaos:
 bench: build
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
 	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
+	@cd bench/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-prefork . || echo "bench: cannot build bench/fasthttp; the fasthttp-prefork row is left out" >&2
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
 
 clean:

@@ -65,13 +65,16 @@ func killWorker(ctx context.Context, s *server) (killSample, error) {
 		return ks, fmt.Errorf("bench: kill test: %s has %d workers", s.spec.name, len(pids))
 	}
 	victim := pids[0]
-	ready, _, err := s.log.wait(ctx, 0, s.done, func(e logEvent) bool {
-		return e.msg() == "worker ready" && e.int("pid") == victim
-	})
-	if err != nil {
-		return ks, fmt.Errorf("bench: kill test: no \"worker ready\" for pid %d: %w", victim, err)
+	slot := 0
+	if s.spec.logged {
+		ready, _, err := s.log.wait(ctx, 0, s.done, func(e logEvent) bool {
+			return e.msg() == "worker ready" && e.int("pid") == victim
+		})
+		if err != nil {
+			return ks, fmt.Errorf("bench: kill test: no \"worker ready\" for pid %d: %w", victim, err)
+		}
+		slot = ready.int("slot")
 	}
-	slot := ready.int("slot")
 	exclude := map[int]bool{}
 	for _, p := range pids {
 		exclude[p] = true
@@ -90,6 +93,10 @@ func killWorker(ctx context.Context, s *server) (killSample, error) {
 	}
 	ks.http = r.at.Sub(killed)
 	ks.failed = r.failed + r.refused
+	if !s.spec.logged { // no log lines to time (fasthttp-prefork)
+		s.track()
+		return ks, nil
+	}
 
 	isNew := func(e logEvent) bool { return e.int("slot") == slot && !exclude[e.int("pid")] }
 	if e, _, err := s.log.wait(ctx, from, s.done, func(e logEvent) bool { return e.msg() == "spawned worker" && isNew(e) }); err == nil {
@@ -149,6 +156,10 @@ func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *repor
 		{"prefork-node-rr, 2 workers", byName["prefork-node-rr"], true},
 		{"prefork-node-shared, 2 workers", byName["prefork-node-shared"], true},
 		{"prefork-node-reuseport, 2 workers", byName["prefork-node-reuseport"], true},
+		{"singlebinary, 2 workers", byName["singlebinary"], true},
+	}
+	if fast, ok := byName["fasthttp-prefork"]; ok { // optional: see specs
+		rows = append(rows, row{"fasthttp-prefork, 2 workers (reference)", fast, true})
 	}
 	for _, r := range rows {
 		lc.order = append(lc.order, r.label)

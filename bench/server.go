@@ -29,6 +29,8 @@ type serverSpec struct {
 func specs(root string, workers int) []serverSpec {
 	sup := filepath.Join(root, "bin", "supervisor")
 	worker := filepath.Join(root, "bin", "worker")
+	single := filepath.Join(root, "bin", "singlebinary")
+	fast := filepath.Join(root, "bin", "fasthttp-prefork")
 	script := filepath.Join(root, "bench", "node", "cluster.js")
 	n := itoa(workers)
 	prefork := func(mode string) serverSpec {
@@ -69,9 +71,33 @@ func specs(root string, workers int) []serverSpec {
 			command: func(port int) []string { return []string{worker, "-listen", addr(port)} },
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
+		// The same handler in one binary that is its own primary
+		// (cluster.ListenAndServe), in rr mode: against the rr row.
+		{
+			name: "singlebinary", procs: workers, logged: true,
+			command: func(port int) []string {
+				return []string{single, "-listen", addr(port), "-workers", n, "-grace", "2s", "-log-format", "json"}
+			},
+		},
 		node("rr"), node("none"),
 		preforkNode("rr"), preforkNode("shared"), preforkNode("reuseport"),
+		// fasthttp's prefork (Fiber's EnablePrefork): GOMAXPROCS
+		// children, each with its own SO_REUSEPORT socket. Built by make
+		// bench from its own module, bench/fasthttp; without network the
+		// build fails and the row is left out (available).
+		{
+			name: "fasthttp-prefork", procs: workers,
+			command: func(port int) []string { return []string{fast, "-listen", addr(port)} },
+			env:     []string{"GOMAXPROCS=" + n},
+		},
 	}
+}
+
+// available reports whether sp's program exists; the optional rows'
+// programs may not.
+func (sp serverSpec) available() bool {
+	_, err := os.Stat(sp.command(0)[0])
+	return err == nil
 }
 
 func addr(port int) string { return "127.0.0.1:" + itoa(port) }

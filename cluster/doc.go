@@ -1,6 +1,34 @@
-// Package cluster is what a worker binary links to run under the prefork
-// supervisor. Run without a supervisor, it behaves like plain net.Listen, so
-// the same binary works on its own.
+// Package cluster is Node's cluster module for Go: a program that links it
+// can be a worker of the prefork supervisor, or its own primary, or both.
+//
+// # One binary that is its own cluster
+//
+// [ListenAndServe] is Node's `if (cluster.isPrimary) fork() else serve` in
+// one call. Run by hand, the program is the primary: it binds the address,
+// starts itself again (os.Args[0], resolved to an absolute path) as its
+// workers, hands them connections and keeps them alive, with every mode,
+// balance policy and lifecycle option of the supervisor command line
+// ([Settings], [Option]). In each worker the same call serves the handler.
+//
+//	mux := http.NewServeMux()
+//	mux.HandleFunc("/", hello)
+//	err := cluster.ListenAndServe(":3000", mux, cluster.WithWorkers(4))
+//
+// SIGHUP reloads the workers from the binary now at that path (a deploy is
+// mv plus SIGHUP), SIGTERM stops them gracefully, and SIGTTIN and SIGTTOU
+// scale by one. A program that wants its own primary code uses
+// [IsPrimary] and [StartPrimary]: the returned [Primary] forks, scales,
+// reloads and stops, lists its [Worker] processes, and delivers their
+// events ([Event]: fork, online, listening, disconnect, exit, message) on
+// a channel. Messages go both ways: [Worker.Send] from the primary reaches
+// [Messages] in the worker, [Send] in the worker is an [EventMessage] in the
+// primary. examples/singlebinary and examples/primary are complete
+// programs; the README maps every member of Node's cluster module.
+//
+// # Workers
+//
+// Run without a supervisor, the worker side behaves like plain net.Listen,
+// so the same binary works on its own.
 //
 // A worker replaces net.Listen with [Listen], serves on the listener it
 // returns, and shuts down when [Drain] is closed:

@@ -41,3 +41,52 @@ func Example() {
 	// hello from worker 0 (standalone)
 	// <nil>
 }
+
+// A program that is its own cluster: run by hand it is the primary, which
+// starts this same program as its workers (one per CPU by default) and
+// keeps them running; in each worker the same call serves mux. A SIGHUP
+// to the primary reloads the workers from the binary on disk; SIGTERM
+// stops them gracefully.
+func ExampleListenAndServe() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from worker %d\n", cluster.ID())
+	})
+	if err := cluster.ListenAndServe(":3000", mux, cluster.WithWorkers(4), cluster.WithMode(cluster.ModeRR)); err != nil {
+		fmt.Println(err)
+	}
+}
+
+// A primary with its own code, as in Node's cluster tutorial: it reads the
+// workers' events and answers their messages. The workers run the else
+// branch, sending with cluster.Send and receiving with cluster.Messages.
+func ExampleStartPrimary() {
+	if cluster.IsWorker() {
+		go func() {
+			for msg := range cluster.Messages() {
+				fmt.Printf("worker %d: the primary says %s\n", cluster.ID(), msg)
+			}
+		}()
+		cluster.Send([]byte("hello"))
+		cluster.ListenAndServe("", http.NotFoundHandler())
+		return
+	}
+	p, err := cluster.StartPrimary(cluster.DefaultSettings(), cluster.WithWorkers(2))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for ev := range p.Events() {
+		switch ev.Kind {
+		case cluster.EventListening:
+			fmt.Printf("%s serves on %s\n", ev.Worker, ev.Address)
+		case cluster.EventMessage:
+			ev.Worker.Send([]byte("welcome"))
+		case cluster.EventExit:
+			fmt.Printf("%s exited: %s\n", ev.Worker, ev.Reason)
+		}
+	}
+	if err := p.Wait(); err != nil {
+		fmt.Println(err)
+	}
+}

@@ -456,7 +456,9 @@ func DrainTimeout() time.Duration {
 	return time.Duration(w.drainMS.Load()) * time.Millisecond
 }
 
-// Send sends an application message to the supervisor, which logs it.
+// Send sends an application message to the supervisor, which logs it and
+// publishes it as a message event; a primary of this package delivers it
+// as an EventMessage (Node's process.send).
 func Send(msg []byte) error {
 	w, err := get()
 	if err != nil {
@@ -472,7 +474,10 @@ func Send(msg []byte) error {
 	return w.ctl.Send(frame, nil)
 }
 
-// Messages returns application messages from the supervisor.
+// Messages returns application messages from the supervisor: what a
+// primary of this package sends with Worker.Send (Node's
+// process.on('message')). It holds 64; past that, messages are dropped
+// until it is read.
 func Messages() <-chan []byte {
 	w, err := get()
 	if err != nil {

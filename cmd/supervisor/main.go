@@ -1,5 +1,7 @@
 // Command supervisor is prefork's primary process: it binds the port, runs
-// the workers, hands them connections and keeps them alive.
+// the workers, hands them connections and keeps them alive. It is a command
+// line over the cluster package's primary, which a Go program can also be
+// by itself (cluster.ListenAndServe).
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
@@ -8,8 +10,13 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
 	"os"
 
+	"github.com/prefork/prefork/cluster"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/probe"
 	"github.com/prefork/prefork/internal/supervisor"
@@ -27,5 +34,35 @@ func main() {
 			os.Exit(control.Main(args[1:], os.Stdout, os.Stderr))
 		}
 	}
-	os.Exit(supervisor.Main(args, os.Stderr))
+	os.Exit(primary(args, os.Stderr))
+}
+
+// primary runs the cluster primary that the flags describe and returns the
+// exit status: 0 after a clean stop, 1 for a runtime failure, 2 for a usage
+// error.
+func primary(args []string, stderr io.Writer) int {
+	cfg, err := supervisor.ParseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, cluster.Usage())
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
+		return 2
+	}
+	// The flags are the public Settings, field for field; COMMAND (by
+	// default the worker binary beside this one) is its Command.
+	p, err := cluster.StartPrimary(cluster.Settings(cfg))
+	if err == nil {
+		err = p.Wait()
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, cluster.ErrUsage):
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "supervisor: %v\n", err)
+	return 1
 }

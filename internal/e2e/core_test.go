@@ -24,7 +24,6 @@ import (
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/probe"
-	"github.com/prefork/prefork/internal/procfs"
 )
 
 var modes = []string{"rr", "shared", "reuseport"}
@@ -288,28 +287,7 @@ func TestGracefulStop(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
-			workers := s.children()
-			conn, _ := s.slowRequest(workers, 1500)
-			s.signal(syscall.SIGTERM)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatalf("in-flight request: %v", err)
-			}
-			if resp.StatusCode != 200 {
-				t.Fatalf("in-flight request: status %d", resp.StatusCode)
-			}
-			if code := s.waitExit(10 * time.Second); code != 0 {
-				t.Fatalf("exit status %d, want 0", code)
-			}
-			for _, pid := range workers {
-				if procfs.Alive(pid) {
-					t.Errorf("worker %d alive after the supervisor exited", pid)
-				}
-			}
-			if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
-				c.Close()
-				t.Fatal("port still accepts connections after stop")
-			}
+			s.stopDuringRequest(1500)
 		})
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // slowRequest opens a connection, sends GET /sleep?ms=ms on it and waits
@@ -29,6 +32,36 @@ func (s *sup) slowRequest(workers []int, ms int) (net.Conn, int) {
 		return ok
 	})
 	return c, owner
+}
+
+// stopDuringRequest sends SIGTERM while a request of ms milliseconds is
+// inside a worker, and checks the stop is graceful: the request gets 200,
+// the supervisor exits 0 after its workers, and the port is closed.
+func (s *sup) stopDuringRequest(ms int) {
+	s.t.Helper()
+	workers := s.children()
+	conn, _ := s.slowRequest(workers, ms)
+	s.signal(syscall.SIGTERM)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		s.t.Fatalf("in-flight request: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		s.t.Fatalf("in-flight request: status %d", resp.StatusCode)
+	}
+	if code := s.waitExit(10 * time.Second); code != 0 {
+		s.t.Fatalf("exit status %d, want 0", code)
+	}
+	for _, pid := range workers {
+		if procfs.Alive(pid) {
+			s.t.Errorf("worker %d alive after the supervisor exited", pid)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
+		c.Close()
+		s.t.Fatal("port still accepts connections after stop")
+	}
 }
 
 // connOwner returns the pid, among pids, that holds the server side of the

@@ -14,6 +14,8 @@
 // # Where to read
 //
 //	supervisor.go   the Supervisor type; Run wires the OS to it
+//	engine.go       Start and Engine: the same supervisor run from Go code,
+//	                for the cluster package's primary (and cmd/supervisor)
 //	loop.go         the owner loop: events, signals, timers
 //	system.go       the seam to the OS: start, signal, wait, /proc, clock
 //	spawner.go      the thread that forks workers (Pdeathsig)

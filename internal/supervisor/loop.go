@@ -59,6 +59,9 @@ type (
 		reply chan control.Response
 	}
 	evSnapshot struct{ reply chan snapshot }
+
+	// From the Engine: fn runs on the owner goroutine.
+	evCall struct{ fn func(*Supervisor) }
 )
 
 // loop is the owner goroutine: it handles signals, events and ticks until
@@ -141,6 +144,8 @@ func (s *Supervisor) handle(ev any) {
 		s.onControl(ev.req, ev.reply)
 	case evSnapshot:
 		ev.reply <- s.snapshot()
+	case evCall:
+		ev.fn(s)
 	}
 }
 

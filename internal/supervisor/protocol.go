@@ -61,6 +61,12 @@ type link interface {
 	close()
 }
 
+// sender is a link that can carry application messages to its worker
+// (Node's worker.send). send never blocks: a full channel is an error.
+type sender interface {
+	send(msg []byte) error
+}
+
 // newProtocol returns the protocol named by -worker-protocol (validated
 // with the flags).
 func newProtocol(cfg Config) protocol {
@@ -122,6 +128,17 @@ func (l *preforkLink) started(s *Supervisor, p *process) {
 func (l *preforkLink) exited()                         { l.ctl.SetReadDeadline(time.Now()) }
 func (l *preforkLink) drain(s *Supervisor, p *process) { s.sendDrain(p) }
 func (l *preforkLink) close()                          { l.ctl.Close() }
+
+// send is a message frame on the control channel, which the worker's
+// cluster.Messages reads. Channel.Send is MSG_DONTWAIT: a worker that does
+// not read gets ipc.ErrWouldBlock, never a stalled owner.
+func (l *preforkLink) send(msg []byte) error {
+	frame, err := ipc.AppendFrame(nil, ipc.TypeMessage, msg)
+	if err != nil {
+		return err
+	}
+	return l.ctl.Send(frame, nil)
+}
 
 // plain is a worker that takes an inherited socket at fd 3 and nothing
 // else: it is ready once it has started, and SIGTERM drains it.

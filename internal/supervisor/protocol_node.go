@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -200,6 +201,21 @@ func (l *nodeLink) drain(s *Supervisor, p *process) {
 		s.log.Warn("could not ask node worker to disconnect; terminating it", p.fields(zap.Error(err))...)
 		terminate(s, p)
 	}
+}
+
+// send is an application message on Node's channel: the worker's
+// process.on('message') gets msg's JSON value, or msg as a string when it
+// is not JSON, as a Node primary's worker.send would pass them. The
+// channel queues at most nodeipc.MaxQueued lines: past that it is an
+// error, never a wait.
+func (l *nodeLink) send(msg []byte) error {
+	if l.w == nil {
+		return errors.New("supervisor: node worker not started")
+	}
+	if json.Valid(msg) {
+		return l.w.Send(json.RawMessage(msg))
+	}
+	return l.w.Send(string(msg))
 }
 
 func (l *nodeLink) close() {

@@ -49,7 +49,7 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 	if err := reaper.SetSubreaper(); err != nil {
 		s.log.Warn("cannot become a child subreaper", zap.Error(err))
 	}
-	go reaper.Run(ctx, s.owned.Has, func(pid int) {
+	go reaper.Run(ctx, s.notOrphan, func(pid int) {
 		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
 		s.emit(control.EventReap, nil, "pid", pid)
 	})

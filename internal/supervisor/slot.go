@@ -17,8 +17,9 @@ type slot struct {
 	cur        *process // the worker that serves the slot; nil while vacant
 	budget     crashBudget
 	restarts   int
-	removed    bool   // scaled away
-	handedPast uint64 // connections handed to its exited workers
+	removed    bool     // scaled away
+	handedPast uint64   // connections handed to its exited workers
+	env        []string // added to its workers' environment (Engine.Fork)
 	// A recycle whose new worker failed is tried again from recycleAt.
 	recycleFails int
 	recycleAt    time.Time

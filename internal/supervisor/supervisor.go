@@ -59,6 +59,7 @@ type Supervisor struct {
 	reloadAfter  []chan control.Response
 	reloadQueued bool
 	scaleQueued  int
+	forkEnv      []string // the environment of the slot a scale adds (Engine.Fork)
 
 	lastTick time.Time // the owner loop's last tick, for freeze detection
 	pinged   time.Time // last WATCHDOG=1
@@ -99,7 +100,11 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 
 // Run binds, starts the workers and supervises them until a stop signal or a
 // fatal error. It returns nil after a clean stop.
-func Run(cfg Config, log *zap.Logger) error {
+func Run(cfg Config, log *zap.Logger) error { return run(cfg, log, nil) }
+
+// run is Run; started, if not nil, gets the Engine once the mode accepts
+// and before the first worker starts, so that it misses no event.
+func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
 	// Take the systemd variables now: workers must not inherit them.
 	notify := sdnotify.New()
 	sdnotify.Unsetenv()
@@ -147,6 +152,9 @@ func Run(cfg Config, log *zap.Logger) error {
 	defer signal.Stop(sigs)
 	if err := m.startAccepting(); err != nil {
 		return err
+	}
+	if started != nil {
+		started(&Engine{s: s, bus: bus})
 	}
 	s.startWorkers()
 	return s.loop(sigs)

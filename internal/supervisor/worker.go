@@ -152,7 +152,7 @@ func (p *process) readerDone() {
 // listen, what the mode gives it.
 func (s *Supervisor) command(sl *slot, gen int, lk link, listen *os.File) *exec.Cmd {
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
-	cmd.Env = append(workerEnv(),
+	cmd.Env = append(append(workerEnv(), sl.env...),
 		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
 		ipc.EnvMode+"="+s.cfg.Mode,
 		ipc.EnvGeneration+"="+strconv.Itoa(gen),

@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	ctl "github.com/prefork/prefork/internal/control"
+)
+
+// EventKind names an Event, with the name of Node's cluster event.
+type EventKind string
+
+// The events of a worker's life, as Node's cluster module emits them.
+const (
+	// EventFork: the worker process started (Reason: start, crash,
+	// reload, scale, ...).
+	EventFork EventKind = "fork"
+	// EventOnline: the worker runs this program. exec has succeeded
+	// when the process starts, so it follows EventFork at once.
+	EventOnline EventKind = "online"
+	// EventListening: the worker serves (its first Accept; for a node
+	// worker, its server's 'listening'). Address is the primary's.
+	EventListening EventKind = "listening"
+	// EventDisconnect: the worker was asked to drain (Reason), or its
+	// channel closed because it exited: it takes no new connections.
+	EventDisconnect EventKind = "disconnect"
+	// EventExit: the worker exited (Reason; Code or Signal). Unless it
+	// was asked to (Worker.ExitedAfterDisconnect), its slot gets a new
+	// worker, with a backoff if it keeps dying young.
+	EventExit EventKind = "exit"
+	// EventMessage: the worker sent Message with cluster.Send (a node
+	// worker: process.send, as JSON).
+	EventMessage EventKind = "message"
+)
+
+// Event is something that happened to a worker.
+type Event struct {
+	Kind    EventKind
+	Worker  *Worker
+	Message []byte // EventMessage
+	Address string // EventListening: HOST:PORT
+	// Reason: EventFork why it started; EventDisconnect and EventExit
+	// why it left: "crash" for an exit nobody asked for, else
+	// "stop", "reload", "scale", "disconnect", "hang", "recycle", ...
+	Reason string
+	Code   int    // EventExit: the exit code, when Signal is ""
+	Signal string // EventExit: the signal that killed it, such as "killed"
+}
+
+// translate turns one engine event into the Events it means.
+func (p *Primary) translate(e ctl.Event) {
+	kind, _ := e["event"].(string)
+	if ctl.EventKind(kind) == ctl.EventDropped {
+		n, _ := e["count"].(int)
+		p.dropped.Add(uint64(n))
+		return
+	}
+	pid, ok := e["pid"].(int)
+	if !ok {
+		return // not a worker's event
+	}
+	id, _ := e["slot"].(int)
+	gen, _ := e["generation"].(int)
+	w := p.track(pid, id, gen)
+	switch ctl.EventKind(kind) {
+	case ctl.EventFork:
+		cause, _ := e["cause"].(string)
+		p.emit(Event{Kind: EventFork, Worker: w, Reason: cause})
+		p.emit(Event{Kind: EventOnline, Worker: w})
+	case ctl.EventReady:
+		p.emit(Event{Kind: EventListening, Worker: w, Address: p.addr})
+	case ctl.EventDrain:
+		reason, _ := e["reason"].(string)
+		w.leaving(reason)
+		if w.disconnected.CompareAndSwap(false, true) {
+			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: reason})
+		}
+	case ctl.EventExit:
+		reason, _ := e["reason"].(string)
+		if w.disconnected.CompareAndSwap(false, true) {
+			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: reason})
+		}
+		w.leaving(reason)
+		w.dead.Store(true)
+		p.forget(pid)
+		ev := Event{Kind: EventExit, Worker: w, Reason: reason}
+		ev.Code, _ = e["code"].(int)
+		ev.Signal, _ = e["signal"].(string)
+		p.emit(ev)
+	case ctl.EventMessage:
+		msg, _ := e["msg"].(string)
+		p.emit(Event{Kind: EventMessage, Worker: w, Message: []byte(msg)})
+	}
+}

@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	ctl "github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/supervisor"
+)
+
+// opTimeout bounds a Worker method's wait for the primary's owner loop,
+// which answers at once unless the machine is badly overloaded.
+const opTimeout = 5 * time.Second
+
+// ErrNoWorker is the error, for errors.Is, of a Worker method called on a
+// worker process that has exited.
+var ErrNoWorker = supervisor.ErrNoWorker
+
+// Worker is one worker process as its primary sees it: Node's
+// cluster.Worker. A process that replaces it (after a crash, a reload or a
+// Disconnect) is another Worker with the same ID.
+type Worker struct {
+	p            *Primary
+	id, pid, gen int
+
+	disconnected    atomic.Bool
+	dead            atomic.Bool
+	afterDisconnect atomic.Bool
+}
+
+// ID is the worker's slot, 1..N: the process's cluster.ID(). Unlike Node's
+// worker.id, the process that replaces this one keeps it.
+func (w *Worker) ID() int { return w.id }
+
+// PID is the worker process's id: Node's worker.process.pid.
+func (w *Worker) PID() int { return w.pid }
+
+// Generation is the reload generation the worker was started in: 1 for the
+// first workers, one more for each reload. The process's
+// cluster.Generation().
+func (w *Worker) Generation() int { return w.gen }
+
+// String describes the worker for logs.
+func (w *Worker) String() string {
+	return fmt.Sprintf("worker %d (pid %d, generation %d)", w.id, w.pid, w.gen)
+}
+
+// Send sends msg to the worker, which receives it on cluster.Messages (a
+// node worker: process.on('message'), msg's JSON value, or msg as a
+// string when it is not JSON). It does not wait for the worker to read
+// it: a worker whose channel is full makes it fail, as does one that has
+// exited, or one whose protocol has no channel (systemd, plain).
+func (w *Worker) Send(msg []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := w.p.e.Send(ctx, w.pid, msg); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
+}
+
+// Kill sends sig to the worker process (Node's worker.kill, whose default
+// is SIGTERM). Unlike Node, where the primary forks again if it wants to,
+// the primary replaces a worker that exits unasked: the exit is a crash,
+// and the slot gets a new worker. To let a worker go gracefully use
+// Disconnect; to have fewer, Scale.
+func (w *Worker) Kill(sig syscall.Signal) error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := w.p.e.Signal(ctx, w.pid, sig); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
+}
+
+// Disconnect asks the worker to drain: it stops taking connections,
+// finishes those it has and exits, within Settings.Grace or it is killed
+// (Node's worker.disconnect). Its slot gets a new worker at once, and
+// ExitedAfterDisconnect reports true once it has gone.
+func (w *Worker) Disconnect() error {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := w.p.e.Disconnect(ctx, w.pid); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	w.afterDisconnect.Store(true)
+	return nil
+}
+
+// IsConnected reports whether the worker still takes connections and
+// messages: false from its EventDisconnect on.
+func (w *Worker) IsConnected() bool { return !w.disconnected.Load() }
+
+// IsDead reports whether the worker process has exited (its EventExit).
+func (w *Worker) IsDead() bool { return w.dead.Load() }
+
+// ExitedAfterDisconnect reports whether the worker left because it was
+// asked to (Disconnect, a reload, a scale down, a stop, a recycle), rather
+// than crashing: Node's worker.exitedAfterDisconnect. False while it runs,
+// unless Disconnect was called.
+func (w *Worker) ExitedAfterDisconnect() bool { return w.afterDisconnect.Load() }
+
+// leaving records why the worker was asked to leave or exited.
+func (w *Worker) leaving(reason string) {
+	if reason != "" && reason != string(ctl.CauseCrash) {
+		w.afterDisconnect.Store(true)
+	}
+}

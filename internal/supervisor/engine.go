@@ -1,0 +1,215 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
+)
+
+// Engine is a supervisor run from a Go program rather than from its command
+// line: the public cluster package's primary. It runs the same owner loop as
+// Run, and its methods reach that loop as events, as the control socket
+// does, so none of them touches the supervisor's state from outside.
+type Engine struct {
+	s    *Supervisor
+	bus  *control.Broadcaster
+	sub  *control.Subscription // subscribed before the first worker starts
+	done chan struct{}         // closed once the loop has returned
+	err  error                 // what it returned; read after done
+}
+
+// Usage is the command line's help text.
+const Usage = usage
+
+// ErrUsage is what a *UsageError is: a bad setting, exit status 2 on the
+// command line.
+var ErrUsage = errors.New("supervisor: usage")
+
+// Is makes errors.Is(err, ErrUsage) true for a *UsageError.
+func (e *UsageError) Is(target error) bool { return target == ErrUsage }
+
+// Validate checks cfg as ParseFlags checks a command line: the error is a
+// *UsageError naming the flag.
+func (c Config) Validate() error {
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return usagef("no worker command")
+	}
+	return c.validate()
+}
+
+// Start runs the supervisor as Run does, on a goroutine of its own, and
+// returns once it listens and is about to start the first workers, or with
+// the error that stopped it before. Wait returns what Run would.
+func Start(cfg Config, log *zap.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	started := make(chan *Engine, 1)
+	failed := make(chan error, 1)
+	go func() {
+		var e *Engine
+		err := run(cfg, log, func(x *Engine) {
+			e = x
+			e.sub = e.bus.Subscribe()
+			e.done = make(chan struct{})
+			started <- e
+		})
+		if e == nil {
+			failed <- err
+			return
+		}
+		e.err = err
+		close(e.done)
+	}()
+	select {
+	case e := <-started:
+		return e, nil
+	case err := <-failed:
+		return nil, err
+	}
+}
+
+// Events is the engine's event stream: every event `supervisor ctl events`
+// shows, from before the first worker's fork. Past control.SubscriberBuffer
+// events behind, the oldest are lost and an EventDropped says how many:
+// a slow reader never holds up the supervisor. Close it to stop.
+func (e *Engine) Events() *control.Subscription { return e.sub }
+
+// Done is closed once the supervisor has stopped and waited for every
+// worker.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Wait waits for the supervisor to stop and returns what Run would: nil
+// after a clean stop.
+func (e *Engine) Wait() error {
+	<-e.done
+	return e.err
+}
+
+// Do carries out a control request (status, reload, scale, stop) as the
+// control socket does, and waits for its answer or ctx.
+func (e *Engine) Do(ctx context.Context, req control.Request) control.Response {
+	return handler{e.s}.Do(ctx, req)
+}
+
+// ErrStopped is what a request to a supervisor that has stopped gets.
+var ErrStopped = errStopped
+
+// call runs fn on the owner goroutine and returns its result.
+func call[T any](ctx context.Context, e *Engine, fn func(*Supervisor) T) (T, error) {
+	return ask(ctx, e.s, func(reply chan T) any {
+		return evCall{fn: func(s *Supervisor) { reply <- fn(s) }} // reply has room for one
+	})
+}
+
+// ErrNoWorker is the error for a worker process that has exited.
+var ErrNoWorker = errors.New("supervisor: no such worker")
+
+// Fork adds a slot whose workers get env (KEY=VALUE entries) on top of the
+// supervisor's environment, and waits until its first worker is ready: a
+// scale by one. It returns the slot's id. It fails as a scale does while
+// the workers start, a reload or scale runs, or the supervisor stops.
+func (e *Engine) Fork(ctx context.Context, env []string) (int, error) {
+	for _, kv := range env {
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "":
+			return 0, fmt.Errorf("supervisor: fork: %q is not KEY=VALUE", kv)
+		case strings.HasPrefix(k, ipc.EnvPrefix):
+			return 0, fmt.Errorf("supervisor: fork: %s: %s variables are the supervisor's", k, ipc.EnvPrefix)
+		}
+	}
+	id := make(chan int, 1)
+	r, err := ask(ctx, e.s, func(reply chan control.Response) any {
+		return evCall{fn: func(s *Supervisor) {
+			id <- len(s.slots) + 1
+			s.forkEnv = env
+			s.scale(len(s.slots)+1, reply)
+			s.forkEnv = nil
+		}}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !r.OK {
+		return 0, errors.New(strings.Replace(r.Error, "scale", "fork", 1))
+	}
+	return <-id, nil
+}
+
+// Send sends msg to the worker process pid: a message frame that its
+// cluster.Messages receives, or for a node worker its process 'message'.
+// It never waits for the worker: a worker whose channel is full gets an
+// error instead.
+func (e *Engine) Send(ctx context.Context, pid int, msg []byte) error {
+	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
+		sd, ok := p.link.(sender)
+		if !ok {
+			return fmt.Errorf("supervisor: a %s worker has no message channel", s.cfg.WorkerProtocol)
+		}
+		if err := sd.send(msg); err != nil {
+			return fmt.Errorf("supervisor: send to worker %d (pid %d): %w", p.slot.id, p.pid, err)
+		}
+		return nil
+	})
+}
+
+// Signal sends sig to the worker process pid. Its exit is then, unless it
+// was already asked to leave, a crash: its slot gets a new worker.
+func (e *Engine) Signal(ctx context.Context, pid int, sig syscall.Signal) error {
+	return e.onWorker(ctx, pid, func(_ *Supervisor, p *process) error { return p.proc.Signal(sig) })
+}
+
+// Disconnect drains the worker process pid, as Node's worker.disconnect()
+// does, and gives its slot a new worker at once; its exit is no crash.
+func (e *Engine) Disconnect(ctx context.Context, pid int) error {
+	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
+		if p.asked {
+			return nil // already leaving
+		}
+		if s.roll != nil && s.roll.next == p {
+			return errors.New("supervisor: disconnect: the worker is a reload's, not yet ready")
+		}
+		s.drain(p, control.CauseDisconnect)
+		if p.slot.cur == p && s.phase != phaseStopping {
+			s.vacate(p.slot)
+			s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+		}
+		return nil
+	})
+}
+
+// onWorker runs fn on the owner goroutine with the live worker pid.
+func (e *Engine) onWorker(ctx context.Context, pid int, fn func(*Supervisor, *process) error) error {
+	err, cerr := call(ctx, e, func(s *Supervisor) error {
+		p := s.live[pid]
+		if p == nil || p.state == control.StateExited {
+			return fmt.Errorf("%w: pid %d", ErrNoWorker, pid)
+		}
+		return fn(s, p)
+	})
+	return errors.Join(cerr, err)
+}
+
+// notOrphan reports whether the reaper must leave the zombie child pid
+// alone: a worker, whose waiter takes its status, or a child in this
+// process's own process group. Workers run in process groups of their own
+// (Setpgid), and what they start inherits those, so an orphaned grandchild
+// is never in ours; a child that is was started by this process's own
+// code, such as a Go program that is its own primary running a command
+// with os/exec, whose Wait must get its exit status.
+func (s *Supervisor) notOrphan(pid int) bool {
+	if s.owned.Has(pid) {
+		return true
+	}
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.PGRP == syscall.Getpgrp()
+}
