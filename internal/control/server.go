@@ -360,7 +360,7 @@ func (s *Server) do(ctx context.Context, cancel context.CancelFunc, c *net.UnixC
 			resp = Response{Error: fmt.Sprintf("control: %s: internal error", req.Cmd)}
 		}
 	}()
-	return h.Do(ctx, req)
+	return h.Do(context.WithValue(ctx, connKey{}, c), req)
 }
 
 // watchPeer cancels when the client goes away, by reading (and discarding)

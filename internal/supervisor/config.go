@@ -53,6 +53,12 @@ type Config struct {
 
 	// Command is the worker program and its arguments.
 	Command []string
+
+	// ShowVersion (-version): print Version and exit. CheckUpgrade
+	// (-check-upgrade): check that this binary can take over a running
+	// supervisor started with the other flags, and exit (see upgrade.go).
+	ShowVersion  bool
+	CheckUpgrade bool
 }
 
 // UsageError is a bad command line: exit status 2.
@@ -110,6 +116,8 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&c.CheckUpgrade, "check-upgrade", false, "internal: check that this binary can take over from a running supervisor")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"syscall"
 	"time"
@@ -141,6 +142,8 @@ func (s *Supervisor) handle(ev any) {
 		s.onControl(ev.req, ev.reply)
 	case evSnapshot:
 		ev.reply <- s.snapshot()
+	case evUpgrade:
+		s.onUpgrade(ev)
 	}
 }
 
@@ -156,6 +159,9 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		s.scaleBy(+1)
 	case syscall.SIGTTOU:
 		s.scaleBy(-1)
+	case syscall.SIGUSR2:
+		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.exe))
+		go s.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine
 	}
 }
 

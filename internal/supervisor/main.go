@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"go.uber.org/zap"
 )
@@ -14,6 +15,13 @@ import (
 // runtime failure, 2 for a usage error.
 func Main(args []string, stderr io.Writer) int {
 	cfg, err := ParseFlags(args)
+	if err == nil && cfg.ShowVersion {
+		fmt.Fprintln(os.Stdout, "prefork "+Version)
+		return 0
+	}
+	if err == nil && cfg.CheckUpgrade {
+		return checkUpgrade(cfg, stderr)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, usage)
 		return 0

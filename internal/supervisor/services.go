@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"os"
 	"sync"
 	"time"
 
@@ -25,7 +26,8 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		cancel()
 	}
 	if path := s.controlPath(); path != "" {
-		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control")}
+		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.ctlInherit}
+		s.ctlsvc = cs
 		if err := cs.listen(); err != nil {
 			stop()
 			return nil, err
@@ -66,10 +68,19 @@ type controlService struct {
 
 	mu  sync.Mutex
 	srv *control.Server
+
+	inherit *os.File // the listener an upgrade kept, for the first listen
 }
 
 func (c *controlService) listen() error {
-	srv, err := control.Listen(c.path, c.log)
+	var srv *control.Server
+	var err error
+	if c.inherit != nil {
+		srv, err = control.Inherit(c.path, c.inherit, c.log)
+		c.inherit = nil
+	} else {
+		srv, err = control.Listen(c.path, c.log)
+	}
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,14 @@ type Supervisor struct {
 	pinged   time.Time // last WATCHDOG=1
 
 	counts counters
+
+	// In-place upgrades (upgrade.go).
+	exe        string          // this image's binary, resolved at start
+	env        []string        // the environment it started with, systemd's variables included
+	upgrades   int             // completed since the first start
+	acceptGap  time.Duration   // how long the last upgrade stopped accepting
+	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
+	ctlInherit *os.File        // its listener, kept by the upgrade that started this image
 }
 
 // counters are cumulative, for metrics.
@@ -100,6 +108,18 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 // Run binds, starts the workers and supervises them until a stop signal or a
 // fatal error. It returns nil after a clean stop.
 func Run(cfg Config, log *zap.Logger) error {
+	st, err := takeState()
+	if err != errNoState {
+		return runRestored(cfg, log, st, err)
+	}
+	return run(cfg, log, nil, nil)
+}
+
+// run is Run, or with st the image an upgrade started (its state) with sp
+// the spawner running on the main thread (see runRestored).
+func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner) error {
+	env := os.Environ()
+	exe, exeErr := os.Executable()
 	// Take the systemd variables now: workers must not inherit them.
 	notify := sdnotify.New()
 	sdnotify.Unsetenv()
@@ -110,7 +130,12 @@ func Run(cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	m, err := newMode(cfg, log)
+	var m mode
+	if st != nil {
+		m, err = restoreMode(cfg, log, st)
+	} else {
+		m, err = newMode(cfg, log)
+	}
 	if err != nil {
 		return err
 	}
@@ -131,8 +156,15 @@ func Run(cfg Config, log *zap.Logger) error {
 	bus := &control.Broadcaster{}
 	s.bus = bus
 	defer close(s.done)
-	s.notify, s.cred = notify, cred
-	if osys.spawner, err = newSpawner(&s.owned, batch); err != nil {
+	s.notify, s.cred, s.exe, s.env = notify, cred, exe, env
+	if exeErr != nil {
+		log.Warn("cannot tell this binary's path; ctl upgrade needs one", zap.Error(exeErr))
+	}
+	if sp != nil {
+		sp.owned, osys.spawner = &s.owned, sp
+		s.env = st.Env
+		s.restoreState(st)
+	} else if osys.spawner, err = newSpawner(&s.owned, batch); err != nil {
 		log.Warn("cannot use SCHED_BATCH for workers", zap.Error(err))
 	}
 	// After the mode exists (the metrics observe its handoff) and before
@@ -143,12 +175,23 @@ func Run(cfg Config, log *zap.Logger) error {
 	}
 	defer stopServices()
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
+	if st != nil {
+		// Workers first: rr's pending queue goes to them as they are
+		// routed, before the accept loop adds to it.
+		if err := s.adopt(st); err != nil {
+			return err
+		}
+	}
 	if err := m.startAccepting(); err != nil {
 		return err
 	}
-	s.startWorkers()
+	if st != nil {
+		s.resumed(st)
+	} else {
+		s.startWorkers()
+	}
 	return s.loop(sigs)
 }
 
