@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -293,4 +294,52 @@ func TestUpgradeNoLeak(t *testing.T) {
 	if code := s.waitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit status %d after stop", code)
 	}
+}
+
+// TestUpgradeSystemdNotify: under systemd the upgrade is a reload of the
+// same main pid: RELOADING=1, then READY=1 from the new version, whose
+// watchdog pings go on.
+func TestUpgradeSystemdNotify(t *testing.T) {
+	v1, v2, _ := buildUpgradeBins(t)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// expect reads datagrams until one has want, skipping watchdog pings
+	// and status lines, for up to 15s.
+	expect := func(want string) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", want, err)
+			}
+			msg := string(buf[:n])
+			switch {
+			case slices.Contains(strings.Split(msg, "\n"), want):
+				return
+			case strings.HasPrefix(msg, "WATCHDOG=1"), strings.HasPrefix(msg, "STATUS="):
+			default:
+				t.Fatalf("got %q while waiting for %s", msg, want)
+			}
+		}
+	}
+	addr := freeAddr(t)
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	cmd := exec.Command(v1, "-listen", addr, "-workers", "2", "-log-format", "json", "-control", ctl)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
+	s := adopt(t, cmd, addr, ctl)
+	expect("READY=1")
+	before := s.upgradeStatus()
+	if out, code := s.uctl("upgrade", v2); code != 0 {
+		t.Fatalf("ctl upgrade: exit %d: %s", code, out)
+	}
+	expect("RELOADING=1")
+	expect("READY=1")
+	expect("WATCHDOG=1")
+	checkKept(t, s, before, s.upgradeStatus(), "v2", 1)
 }

@@ -177,17 +177,17 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner) error {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	if st != nil {
-		// Workers first: rr's pending queue goes to them as they are
-		// routed, before the accept loop adds to it.
-		if err := s.adopt(st); err != nil {
-			return err
-		}
-	}
 	if err := m.startAccepting(); err != nil {
 		return err
 	}
 	if st != nil {
+		// Accepting first, to keep the gap short: what it accepts before
+		// the workers are routed queues behind rr's restored pending
+		// queue, and goes to them in that order.
+		s.acceptGap = time.Since(st.StoppedAt)
+		if err := s.adopt(st); err != nil {
+			return err
+		}
 		s.resumed(st)
 	} else {
 		s.startWorkers()

@@ -312,7 +312,9 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		}
 		st.Reply = st.keep(fd, roleReply, 0)
 	}
-	st.StoppedAt = time.Now()
+	if st.StoppedAt.IsZero() { // workers accept: this is when the supervisor paused
+		st.StoppedAt = time.Now()
+	}
 	return st, resume, nil
 }
 

@@ -192,11 +192,10 @@ func restoreMode(cfg Config, log *zap.Logger, st *upgradeState) (mode, error) {
 	return restoreRR(cfg, log, st)
 }
 
-// resumed finishes a restore once the workers are routed and the mode
-// accepts again: it measures the accept gap, tells systemd and answers
-// the client that asked for the upgrade.
+// resumed finishes a restore once the mode accepts again and the workers
+// are routed: it tells systemd and answers the client that asked for the
+// upgrade.
 func (s *Supervisor) resumed(st *upgradeState) {
-	s.acceptGap = time.Since(st.StoppedAt)
 	s.phase = phaseRunning
 	s.notify.Ready(s.statusLine())
 	r := control.Response{OK: true, Message: fmt.Sprintf("upgraded from %s to %s in place (pid %d, %d workers kept, accept gap %.2fms)",
@@ -246,6 +245,7 @@ func inheritSockets(fds []int) ([]*listener.Socket, error) {
 func (m *rr) pauseAccepting(st *upgradeState) (resume func()) {
 	m.loop.stop()
 	m.loop = nil
+	st.StoppedAt = time.Now() // the last accept was before this
 	m.h.mu.Lock()
 	pend := m.h.pending
 	m.h.pending = nil
