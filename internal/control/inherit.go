@@ -73,18 +73,7 @@ func Inherit(path string, f *os.File, log *zap.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: inherit %s: %w", path, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		path:           path,
-		file:           fi,
-		log:            log,
-		ln:             ln,
-		requestTimeout: defaultRequestTimeout,
-		writeTimeout:   defaultWriteTimeout,
-		maxConns:       MaxConns,
-		ctx:            ctx,
-		cancel:         cancel,
-	}, nil
+	return newServer(path, fi, log, ln), nil
 }
 
 // Listener returns the server's listening socket, for a supervisor that
