@@ -232,11 +232,13 @@ func TestUpgradeRollback(t *testing.T) {
 }
 
 // TestUpgradeNoLeak: three upgrades in a row, then a stop, leave the
-// supervisor with the descriptors it had, and a worker started after them
-// with as many as one started before.
+// supervisor with the descriptors it had (the metrics listener's among
+// them), and a worker started after them with as many as one started
+// before.
 func TestUpgradeNoLeak(t *testing.T) {
 	v1, v2, _ := buildUpgradeBins(t)
-	s := startBin(t, v1, "-mode", "rr", "-workers", "2")
+	metricsAddr := freeAddr(t)
+	s := startBin(t, v1, "-mode", "rr", "-workers", "2", "-metrics", metricsAddr)
 	pid := s.cmd.Process.Pid
 	fds := func() int {
 		n, err := fdtest.Count(pid)
@@ -260,6 +262,10 @@ func TestUpgradeNoLeak(t *testing.T) {
 	}
 	after := s.upgradeStatus()
 	checkKept(t, s, before, after, "v2", 3)
+	// The metrics listener still serves (and is counted above).
+	if err := fetch(s.client, "http://"+metricsAddr+"/metrics"); err != nil {
+		t.Errorf("metrics after the upgrades: %v", err)
+	}
 	// Transient descriptors (a ctl connection being closed) settle.
 	have := fds()
 	for deadline := time.Now().Add(5 * time.Second); have != want && time.Now().Before(deadline); have = fds() {

@@ -35,12 +35,18 @@ const indexPage = `<!DOCTYPE html>
 // until Close. A port of 0 picks a free port; Addr reports it. A nil log
 // discards the server's log.
 func Serve(addr string, m *Metrics, log *zap.Logger) (*Server, error) {
-	if log == nil {
-		log = zap.NewNop()
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return ServeListener(ln, m, log), nil
+}
+
+// ServeListener is Serve on ln, a listener already bound (one a
+// supervisor kept across an in-place upgrade), which it takes.
+func ServeListener(ln net.Listener, m *Metrics, log *zap.Logger) *Server {
+	if log == nil {
+		log = zap.NewNop()
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.handler(log))
@@ -60,8 +66,11 @@ func Serve(addr string, m *Metrics, log *zap.Logger) (*Server, error) {
 		done: make(chan struct{}),
 	}
 	go s.serve()
-	return s, nil
+	return s
 }
+
+// Listener is the server's listening socket.
+func (s *Server) Listener() net.Listener { return s.ln }
 
 func (s *Server) serve() {
 	defer close(s.done)

@@ -146,7 +146,7 @@ func (s *Supervisor) serveMetrics() (func(), error) {
 		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
 	})
 	s.mode.observe(m)
-	srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+	srv, err := s.listenMetrics(m) // upgrade_restore.go: bound, or kept by an upgrade
 	if err != nil {
 		return nil, err
 	}

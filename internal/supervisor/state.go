@@ -51,6 +51,7 @@ type upgradeState struct {
 	PortSlots []int          `json:"port_slots"`
 	Pending   []pendingState `json:"pending"` // rr: connections queued for a ready worker
 	Control   int            `json:"control"` // the control socket's listener; -1 none
+	Metrics   int            `json:"metrics"` // the metrics listener; -1 none
 	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
@@ -71,6 +72,7 @@ const (
 	roleKeep     = "handoff-duplicate"
 	rolePending  = "pending"
 	roleCtlSock  = "control-socket"
+	roleMetrics  = "metrics-listener"
 	roleReply    = "ctl-connection"
 )
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/reaper"
 	"github.com/prefork/prefork/internal/sdnotify"
 )
@@ -72,6 +73,8 @@ type Supervisor struct {
 	acceptGap  time.Duration   // how long the last upgrade stopped accepting
 	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
 	ctlInherit *os.File        // its listener, kept by the upgrade that started this image
+	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
+	metricsFD  int             // its descriptor kept by the upgrade that started this image; -1 none
 }
 
 // counters are cumulative, for metrics.
@@ -86,17 +89,18 @@ type counters struct {
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
 func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor {
 	return &Supervisor{
-		cfg:    cfg,
-		log:    log,
-		sys:    sys,
-		mode:   m,
-		proto:  newProtocol(cfg),
-		bus:    discard{},
-		events: make(chan any, 1024),
-		done:   make(chan struct{}),
-		gen:    1,
-		begun:  sys.Now(),
-		live:   map[int]*process{},
+		cfg:       cfg,
+		log:       log,
+		sys:       sys,
+		mode:      m,
+		proto:     newProtocol(cfg),
+		bus:       discard{},
+		events:    make(chan any, 1024),
+		done:      make(chan struct{}),
+		gen:       1,
+		begun:     sys.Now(),
+		live:      map[int]*process{},
+		metricsFD: -1,
 		counts: counters{
 			spawns:  map[control.Cause]uint64{},
 			exits:   map[control.Cause]uint64{},

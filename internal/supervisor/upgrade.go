@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -257,7 +258,7 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		Upgrades: s.upgrades, Begun: s.begun, Gen: s.gen,
 		Counts: countsState{Spawns: s.counts.spawns, Exits: s.counts.exits, Reloads: s.counts.reloads,
 			Protocol: s.counts.protocol, Freezes: s.counts.freezes},
-		Listener: -1, Control: -1, Reply: -1,
+		Listener: -1, Control: -1, Metrics: -1, Reply: -1,
 	}
 	resume := func() {}
 	fail := func(err error) (*upgradeState, func(), error) {
@@ -304,6 +305,17 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 			return fail(err)
 		}
 		st.Control = st.keep(fd, roleCtlSock, 0)
+	}
+	if s.metricsSrv != nil {
+		ln, ok := s.metricsSrv.Listener().(syscall.Conn)
+		if !ok {
+			return fail(errors.New("the metrics listener has no descriptor"))
+		}
+		fd, err := fdOf(ln)
+		if err != nil {
+			return fail(err)
+		}
+		st.Metrics = st.keep(fd, roleMetrics, 0)
 	}
 	if reply != nil {
 		fd, err := fdOf(reply)

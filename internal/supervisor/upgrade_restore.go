@@ -14,6 +14,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/metrics"
 )
 
 func init() {
@@ -115,6 +116,27 @@ func (s *Supervisor) restoreState(st *upgradeState) {
 	if st.Control >= 0 {
 		s.ctlInherit = file(st.Control, "control-socket")
 	}
+	s.metricsFD = st.Metrics
+}
+
+// listenMetrics serves m on the listener the upgrade that started this
+// image kept, or on a new one bound at -metrics.
+func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
+	var err error
+	if s.metricsFD >= 0 {
+		f := file(s.metricsFD, "metrics-listener")
+		s.metricsFD = -1
+		var ln net.Listener
+		ln, err = net.FileListener(f) // a duplicate
+		f.Close()
+		if err == nil {
+			s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
+			return s.metricsSrv, nil
+		}
+		s.log.Warn("cannot serve metrics on the kept listener; binding again", zap.Error(err))
+	}
+	s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+	return s.metricsSrv, err
 }
 
 // adopt takes over the workers st lists: each gets its channels back and
