@@ -231,6 +231,33 @@ func TestUpgradeRollback(t *testing.T) {
 	checkKept(t, s, before, s.upgradeStatus(), "v1", 0)
 }
 
+// TestUpgradeRollbackPathReplaced: the release that fails to restore was
+// installed over the running binary's path (then SIGUSR2, as a package
+// upgrade does it): the rollback runs the previous binary's own file,
+// kept open, not what its path holds now.
+func TestUpgradeRollbackPathReplaced(t *testing.T) {
+	v1, _, bad := buildUpgradeBins(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "supervisor")
+	copyFile(t, v1, bin, 0o755)
+	os.Symlink(workerBin, filepath.Join(dir, "worker"))
+	s := startBin(t, bin, "-workers", "2")
+	before := s.upgradeStatus()
+	copyFile(t, bad, bin+".new", 0o755)
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	s.signal(syscall.SIGUSR2)
+	if _, ok := s.log.waitAny(10*time.Second, func(m map[string]any) bool { return m["msg"] == "upgrade rolled back" }); !ok {
+		t.Fatal("no rollback within 10s")
+	}
+	after := s.upgradeStatus()
+	checkKept(t, s, before, after, "v1", 0)
+	if code, body, err := s.get("/pid"); err != nil || code != 200 {
+		t.Fatalf("after the rollback: %d %q %v", code, body, err)
+	}
+}
+
 // TestUpgradeNoLeak: three upgrades in a row, then a stop, leave the
 // supervisor with the descriptors it had (the metrics listener's among
 // them), and a worker started after them with as many as one started

@@ -29,9 +29,12 @@ const envState = "PREFORK_UPGRADE_STATE"
 // in the process, kept open (close-on-exec cleared) across the execve;
 // FDs lists every one of them with its role, and nothing else is kept.
 type upgradeState struct {
-	Format   int      `json:"format"`
-	From     string   `json:"from"`     // Version of the image that wrote it
-	Previous string   `json:"previous"` // its binary: where a failed restore rolls back to
+	Format   int    `json:"format"`
+	From     string `json:"from"`     // Version of the image that wrote it
+	Previous string `json:"previous"` // its binary's path, for messages
+	// Binary is a descriptor of the previous binary: a failed restore
+	// rolls back by executing it, even if its path now holds the new one.
+	Binary   int      `json:"binary"`
 	Args     []string `json:"args"`     // its command line, flags and worker command
 	Env      []string `json:"env"`      // its environment, with the systemd variables it took
 	Upgrades int      `json:"upgrades"` // completed upgrades before this one
@@ -73,6 +76,7 @@ const (
 	rolePending  = "pending"
 	roleCtlSock  = "control-socket"
 	roleMetrics  = "metrics-listener"
+	roleBinary   = "previous-binary"
 	roleReply    = "ctl-connection"
 )
 

@@ -68,6 +68,7 @@ type Supervisor struct {
 
 	// In-place upgrades (upgrade.go).
 	exe        string          // this image's binary, resolved at start
+	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
 	env        []string        // the environment it started with, systemd's variables included
 	upgrades   int             // completed since the first start
 	acceptGap  time.Duration   // how long the last upgrade stopped accepting
@@ -124,6 +125,14 @@ func Run(cfg Config, log *zap.Logger) error {
 func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner) error {
 	env := os.Environ()
 	exe, exeErr := os.Executable()
+	// /proc/self/exe opens this image's own file, even if its path has
+	// been replaced (by the new release) or removed since.
+	exeFile, exeErr2 := os.Open("/proc/self/exe")
+	if exeErr2 == nil {
+		defer exeFile.Close()
+	} else if exeErr == nil {
+		exeErr = exeErr2
+	}
 	// Take the systemd variables now: workers must not inherit them.
 	notify := sdnotify.New()
 	sdnotify.Unsetenv()
@@ -160,7 +169,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner) error {
 	bus := &control.Broadcaster{}
 	s.bus = bus
 	defer close(s.done)
-	s.notify, s.cred, s.exe, s.env = notify, cred, exe, env
+	s.notify, s.cred, s.exe, s.exeFile, s.env = notify, cred, exe, exeFile, env
 	if exeErr != nil {
 		log.Warn("cannot tell this binary's path; ctl upgrade needs one", zap.Error(exeErr))
 	}

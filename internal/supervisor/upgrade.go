@@ -166,16 +166,16 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 		fail(err)
 		return
 	}
-	err = s.execState(st, ev.path)
+	err = s.execState(st, ev.path, ev.path)
 	resume()
 	s.notify.Ready(s.statusLine())
 	fail(err)
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)
-// across execve, and execs path with this supervisor's arguments. It
-// returns only on failure, with every descriptor close-on-exec again.
-func (s *Supervisor) execState(st *upgradeState, path string) error {
+// across execve, and execs path as argv0 with the supervisor's arguments.
+// It returns only on failure, with every descriptor close-on-exec again.
+func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 	mem, err := writeState(st)
 	if err != nil {
 		return err
@@ -197,7 +197,7 @@ func (s *Supervisor) execState(st *upgradeState, path string) error {
 	}
 	s.notify.Reloading()
 	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd))
-	return s.sys.Exec(path, append([]string{path}, st.Args...), env)
+	return s.sys.Exec(path, append([]string{argv0}, st.Args...), env)
 }
 
 // withoutVar is env without the variable name.
@@ -258,7 +258,7 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		Upgrades: s.upgrades, Begun: s.begun, Gen: s.gen,
 		Counts: countsState{Spawns: s.counts.spawns, Exits: s.counts.exits, Reloads: s.counts.reloads,
 			Protocol: s.counts.protocol, Freezes: s.counts.freezes},
-		Listener: -1, Control: -1, Metrics: -1, Reply: -1,
+		Listener: -1, Control: -1, Metrics: -1, Reply: -1, Binary: -1,
 	}
 	resume := func() {}
 	fail := func(err error) (*upgradeState, func(), error) {
@@ -316,6 +316,13 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 			return fail(err)
 		}
 		st.Metrics = st.keep(fd, roleMetrics, 0)
+	}
+	if s.exeFile != nil {
+		fd, err := fdOf(s.exeFile)
+		if err != nil {
+			return fail(err)
+		}
+		st.Binary = st.keep(fd, roleBinary, 0)
 	}
 	if reply != nil {
 		fd, err := fdOf(reply)

@@ -51,11 +51,15 @@ func restore(cfg Config, log *zap.Logger, st *upgradeState, err error, sp *spawn
 		err = restoreCheck(cfg, st)
 	}
 	if err != nil {
-		if st == nil || st.Previous == "" || st.Failure != "" {
+		if st == nil || st.Binary < 0 || st.Failure != "" {
 			return err // nothing to roll back to, or this is the rollback
 		}
 		log.Error("cannot restore the upgrade's state; rolling back", zap.String("to", st.Previous), zap.Error(err))
 		return rollback(st, err, sp)
+	}
+	if st.Binary >= 0 {
+		unix.Close(st.Binary) // this image opened its own
+		st.Binary = -1
 	}
 	cfg.Workers = len(st.Slots)
 	return run(cfg, log, st, sp)
@@ -87,7 +91,9 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 func rollback(st *upgradeState, why error, sp *spawner) error {
 	st.Failure = why.Error()
 	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil}
-	err := s.execState(st, st.Previous)
+	// The previous binary's own file, kept open across the upgrade: its
+	// path may hold the new release by now.
+	err := s.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 
