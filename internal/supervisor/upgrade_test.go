@@ -1,16 +1,20 @@
 package supervisor
 
 import (
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/listener"
 )
 
 func cloexec(t *testing.T, fd int) bool {
@@ -131,4 +135,62 @@ func TestUpgradeExecFails(t *testing.T) {
 	if h.s.phase != phaseRunning {
 		t.Errorf("phase %s after a failed upgrade", h.s.phase)
 	}
+}
+
+// TestRRPendingAcrossUpgrade: rr's pending queue (connections accepted
+// while no worker is ready) goes into the state, kept, and its accept loop
+// stops; a failed upgrade puts both back. The image that restores the
+// state queues them again, peers included, ahead of what it accepts.
+func TestRRPendingAcrossUpgrade(t *testing.T) {
+	cfg := testConfig()
+	cfg.Mode = ipc.ModeRR
+	ln, err := listener.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, err := listener.Detach(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newRR(cfg, zap.NewNop(), sock, false)
+	if err := m.startAccepting(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m.stopAccepting(); m.close() }()
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", m.addr(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial()
+	dial()
+	until(t, 2*time.Second, "two connections pending", func() bool { return m.h.npend.Load() == 2 })
+
+	st := &upgradeState{}
+	resume := m.pauseAccepting(st)
+	if len(st.Pending) != 2 || m.h.npend.Load() != 0 || len(st.FDs) != 2 || st.FDs[0].Role != rolePending {
+		t.Fatalf("state %+v, %d still pending", st, m.h.npend.Load())
+	}
+	if st.StoppedAt.IsZero() || st.Pending[0].Peer == nil {
+		t.Errorf("no stop time or peer in %+v", st)
+	}
+	dial() // waits in the backlog: nothing accepts
+	resume()
+	until(t, 2*time.Second, "the two back and the third accepted", func() bool { return m.h.npend.Load() == 3 })
+
+	// What a restoring image does with the state: the same order, peers kept.
+	h, _ := newTestHandoff(DefaultQueueMax, time.Minute)
+	h.restorePending(st.Pending)
+	m.h.mu.Lock()
+	want := m.h.pending[:2]
+	m.h.mu.Unlock()
+	for i, p := range h.pending {
+		if p.fd != want[i].fd || p.peer != want[i].peer {
+			t.Errorf("restored %d: fd %d peer %x, want fd %d peer %x", i, p.fd, p.peer, want[i].fd, want[i].peer)
+		}
+	}
+	h.pending = nil // the same descriptors as m's: m closes them
 }
