@@ -4,7 +4,8 @@
 // by itself (cluster.ListenAndServe).
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
-//	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
+//	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
+//	supervisor -version
 //	supervisor probe [flags] [URL]
 //	supervisor exec-shim -- PATH ARGV0 [ARGS...]   (internal: systemd-protocol workers)
 package main
@@ -41,7 +42,7 @@ func main() {
 // exit status: 0 after a clean stop, 1 for a runtime failure, 2 for a usage
 // error.
 func primary(args []string, stderr io.Writer) int {
-	cfg, err := supervisor.ParseFlags(args)
+	cfg, act, err := supervisor.ParseCommandLine(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, cluster.Usage())
 		return 0
@@ -50,6 +51,14 @@ func primary(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return 2
 	}
+	switch act {
+	case supervisor.ActionVersion:
+		fmt.Println("prefork " + supervisor.Version)
+		return 0
+	case supervisor.ActionCheckUpgrade:
+		return supervisor.CheckUpgrade(cfg, stderr)
+	}
+	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
 	// The flags are the public Settings, field for field; COMMAND (by
 	// default the worker binary beside this one) is its Command.
 	p, err := cluster.StartPrimary(cluster.Settings(cfg))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -27,6 +28,10 @@ Commands:
   scale N   run N workers; returns when done
   stop      stop the supervisor gracefully
   events    print events as JSON lines until interrupted
+  upgrade [PATH]
+            re-execute the supervisor in place from PATH (default: its own
+            binary), keeping its pid, workers and sockets; returns when the
+            new version serves, or exits 1 with the reason it did not
 
 Flags, before or after the command:
   -control PATH  the supervisor's control socket (default: derived from
@@ -57,6 +62,7 @@ type ctl struct {
 	timeout time.Duration // 0: the command's default
 	cmd     Command
 	n       int
+	path_   string // upgrade's PATH, absolute; "" for the running binary
 
 	stdout, stderr io.Writer
 }
@@ -107,7 +113,7 @@ func parseCtl(args []string) (*ctl, error) {
 		return nil, fmt.Errorf("invalid value %q for flag -timeout: must be positive", fs.Lookup("timeout").Value)
 	}
 	if len(pos) == 0 {
-		return nil, errors.New("missing command: status, reload, scale N, stop or events")
+		return nil, errors.New("missing command: status, reload, scale N, stop, upgrade or events")
 	}
 	c.cmd, pos = Command(pos[0]), pos[1:]
 	switch c.cmd {
@@ -127,8 +133,21 @@ func parseCtl(args []string) (*ctl, error) {
 			return nil, fmt.Errorf("invalid worker count %q for scale: want a whole number of at least 1", pos[0])
 		}
 		c.n = n
+	case CmdUpgrade:
+		if len(pos) > 1 {
+			return nil, fmt.Errorf("upgrade takes one binary path, got also %q", pos[1])
+		}
+		if len(pos) == 1 {
+			// The supervisor runs in another directory: send it an
+			// absolute path.
+			abs, err := filepath.Abs(pos[0])
+			if err != nil {
+				return nil, fmt.Errorf("upgrade: %w", err)
+			}
+			c.path_ = abs
+		}
 	default:
-		return nil, fmt.Errorf("unknown command %q: want status, reload, scale N, stop or events", c.cmd)
+		return nil, fmt.Errorf("unknown command %q: want status, reload, scale N, stop, upgrade or events", c.cmd)
 	}
 	c.path = *control
 	if c.path == "" {
@@ -162,7 +181,7 @@ func (c *ctl) status(ctx context.Context) int {
 // action runs reload, scale or stop. With -json the whole Response is
 // printed, refusals included.
 func (c *ctl) action(ctx context.Context) int {
-	resp, err := c.call(ctx, Request{Cmd: c.cmd, N: c.n}, actionTimeout)
+	resp, err := c.call(ctx, Request{Cmd: c.cmd, N: c.n, Path: c.path_}, actionTimeout)
 	if err != nil {
 		return c.fail(err)
 	}

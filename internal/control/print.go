@@ -17,8 +17,17 @@ import (
 // then a table with one row per worker. Control characters in its strings
 // are escaped.
 func WriteStatus(w io.Writer, st *Status) error {
-	_, err := fmt.Fprintf(w, "supervisor pid=%d listen=%s mode=%s generation=%d uptime=%s workers=%d\n",
+	_, err := fmt.Fprintf(w, "supervisor pid=%d listen=%s mode=%s generation=%d uptime=%s workers=%d",
 		st.PID, printable(st.Listen), printable(st.Mode), st.Generation, seconds(st.UptimeS), len(st.Workers))
+	if err == nil && st.Version != "" {
+		_, err = fmt.Fprintf(w, " version=%s upgrades=%d", printable(st.Version), st.Upgrades)
+	}
+	if err == nil && st.AcceptGapMS > 0 {
+		_, err = fmt.Fprintf(w, " accept_gap=%.2fms", st.AcceptGapMS)
+	}
+	if err == nil {
+		_, err = fmt.Fprintln(w)
+	}
 	if err != nil {
 		return err
 	}

@@ -10,13 +10,16 @@ import (
 type Request struct {
 	Cmd Command `json:"cmd"`
 	N   int     `json:"n,omitempty"` // scale target, at least 1
+	// Path is the binary an upgrade re-executes, absolute; "" for the
+	// running one.
+	Path string `json:"path,omitempty"`
 }
 
 // Validate returns the error the server answers with for a request it does
 // not pass to the Handler: an unknown command, or scale without n >= 1.
 func (r Request) Validate() error {
 	switch r.Cmd {
-	case CmdStatus, CmdReload, CmdStop, CmdEvents:
+	case CmdStatus, CmdReload, CmdStop, CmdEvents, CmdUpgrade:
 		return nil
 	case CmdScale:
 		if r.N < 1 {
@@ -26,7 +29,7 @@ func (r Request) Validate() error {
 	case "":
 		return errors.New(`control: request has no "cmd"`)
 	}
-	return fmt.Errorf("control: unknown command %q (want status, reload, scale, stop or events)", r.Cmd)
+	return fmt.Errorf("control: unknown command %q (want status, reload, scale, stop, upgrade or events)", r.Cmd)
 }
 
 // Response is the one line the server answers a Request with (except
@@ -41,12 +44,17 @@ type Response struct {
 
 // Status describes the supervisor and its workers.
 type Status struct {
-	PID        int            `json:"pid"`
-	Listen     string         `json:"listen"`
-	Mode       string         `json:"mode"`
-	Generation int            `json:"generation"`
-	UptimeS    float64        `json:"uptime_s"`
-	Workers    []WorkerStatus `json:"workers"`
+	PID        int     `json:"pid"`
+	Listen     string  `json:"listen"`
+	Mode       string  `json:"mode"`
+	Generation int     `json:"generation"`
+	UptimeS    float64 `json:"uptime_s"`
+	Version    string  `json:"version,omitempty"` // the supervisor's build (-version)
+	Upgrades   int     `json:"upgrades"`          // in-place upgrades since it started
+	// AcceptGapMS is how long the last upgrade stopped the supervisor's
+	// own accepting (rr); 0 before any.
+	AcceptGapMS float64        `json:"accept_gap_ms,omitempty"`
+	Workers     []WorkerStatus `json:"workers"`
 }
 
 // WorkerStatus describes one worker process. A slot may show two workers

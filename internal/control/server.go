@@ -102,6 +102,11 @@ func Listen(path string, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(path, fi, log, ln), nil
+}
+
+// newServer serves on ln, bound at path, whose file is fi.
+func newServer(path string, fi os.FileInfo, log *zap.Logger, ln *net.UnixListener) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		path:           path,
@@ -113,7 +118,7 @@ func Listen(path string, log *zap.Logger) (*Server, error) {
 		maxConns:       MaxConns,
 		ctx:            ctx,
 		cancel:         cancel,
-	}, nil
+	}
 }
 
 // removeStale removes a socket at path that nobody answers on.
@@ -360,7 +365,7 @@ func (s *Server) do(ctx context.Context, cancel context.CancelFunc, c *net.UnixC
 			resp = Response{Error: fmt.Sprintf("control: %s: internal error", req.Cmd)}
 		}
 	}()
-	return h.Do(ctx, req)
+	return h.Do(context.WithValue(ctx, connKey{}, c), req)
 }
 
 // watchPeer cancels when the client goes away, by reading (and discarding)

@@ -16,6 +16,9 @@ const (
 	CmdScale  Command = "scale"  // change the number of slots to N; answered when it is over
 	CmdStop   Command = "stop"   // graceful stop; answered once the stop has begun
 	CmdEvents Command = "events" // no Response: Event lines until the client closes
+	// CmdUpgrade re-executes the supervisor in place from Request.Path
+	// (default: its own binary); answered by the new image once it serves.
+	CmdUpgrade Command = "upgrade"
 )
 
 // State is where a worker process is in its life:

@@ -40,12 +40,18 @@ type Server struct {
 // Listen listens on addr and serves h until Close. A port of 0 picks a
 // free port; Addr reports it. A nil log discards the server's log.
 func Listen(addr string, h http.Handler, log *zap.Logger) (*Server, error) {
-	if log == nil {
-		log = zap.NewNop()
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	return Serve(ln, h, log), nil
+}
+
+// Serve is Listen on ln, a listener already bound (for example one kept
+// across an in-place upgrade), which it takes: Close closes it.
+func Serve(ln net.Listener, h http.Handler, log *zap.Logger) *Server {
+	if log == nil {
+		log = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -62,8 +68,11 @@ func Listen(addr string, h http.Handler, log *zap.Logger) (*Server, error) {
 		done:   make(chan struct{}),
 	}
 	go s.serve()
-	return s, nil
+	return s
 }
+
+// Listener is the server's listening socket.
+func (s *Server) Listener() net.Listener { return s.ln }
 
 func (s *Server) serve() {
 	defer close(s.done)

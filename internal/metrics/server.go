@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -25,6 +26,16 @@ const indexPage = `<!DOCTYPE html>
 // until Close. A port of 0 picks a free port; Addr reports it. A nil log
 // discards the server's log.
 func Serve(addr string, m *Metrics, log *zap.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return ServeListener(ln, m, log), nil
+}
+
+// ServeListener is Serve on ln, a listener already bound (one a
+// supervisor kept across an in-place upgrade), which it takes.
+func ServeListener(ln net.Listener, m *Metrics, log *zap.Logger) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -34,9 +45,5 @@ func Serve(addr string, m *Metrics, log *zap.Logger) (*Server, error) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = io.WriteString(w, indexPage)
 	})
-	s, err := httpserve.Listen(addr, mux, log)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return s, nil
+	return httpserve.Serve(ln, mux, log)
 }

@@ -57,6 +57,16 @@ type Config struct {
 	Command []string
 }
 
+// Action is what the supervisor command line asks for besides supervising.
+type Action int
+
+// Actions.
+const (
+	ActionRun          Action = iota // supervise
+	ActionVersion                    // -version: print Version and exit
+	ActionCheckUpgrade               // -check-upgrade: can this binary take over a supervisor started with the other flags? (upgrade.go)
+)
+
 // UsageError is a bad command line: exit status 2.
 type UsageError struct{ Msg string }
 
@@ -87,7 +97,19 @@ const (
 // supervisor [flags] [-- COMMAND [ARGS...]]. Errors are *UsageError with one
 // line naming the flag.
 func ParseFlags(args []string) (Config, error) {
+	c, _, err := parse(args, false)
+	return c, err
+}
+
+// ParseCommandLine is ParseFlags for the supervisor command, which also
+// takes -version and -check-upgrade.
+func ParseCommandLine(args []string) (Config, Action, error) {
+	return parse(args, true)
+}
+
+func parse(args []string, command bool) (Config, Action, error) {
 	c := Config{}
+	act := ActionRun
 	fs := flag.NewFlagSet("supervisor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "`HOST:PORT` to listen on")
@@ -114,16 +136,27 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
+	var version, check bool
+	if command {
+		fs.BoolVar(&version, "version", false, "print the version and exit")
+		fs.BoolVar(&check, "check-upgrade", false, "internal: check that this binary can take over from a running supervisor")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return c, err
+			return c, act, err
 		}
-		return c, &UsageError{Msg: err.Error()}
+		return c, act, &UsageError{Msg: err.Error()}
+	}
+	switch {
+	case version:
+		act = ActionVersion
+	case check:
+		act = ActionCheckUpgrade
 	}
 	if *maxRSS != "" {
 		n, err := ParseSize(*maxRSS)
 		if err != nil {
-			return c, usagef("invalid value %q for flag -max-rss: %v", *maxRSS, err)
+			return c, act, usagef("invalid value %q for flag -max-rss: %v", *maxRSS, err)
 		}
 		c.MaxRSS = n
 	}
@@ -143,9 +176,9 @@ func ParseFlags(args []string) (Config, error) {
 		c.Mode = ipc.ModeShared
 	}
 	if err := c.validate(); err != nil {
-		return c, err
+		return c, act, err
 	}
-	return c, nil
+	return c, act, nil
 }
 
 func (c *Config) validate() error {

@@ -15,6 +15,9 @@ import (
 type handler struct{ s *Supervisor }
 
 func (h handler) Do(ctx context.Context, req control.Request) control.Response {
+	if req.Cmd == control.CmdUpgrade {
+		return h.s.requestUpgrade(ctx, req.Path, true)
+	}
 	r, err := ask(ctx, h.s, func(reply chan control.Response) any { return evControl{req: req, reply: reply} })
 	if err != nil {
 		return control.Response{Error: err.Error()}
@@ -68,11 +71,14 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 func (s *Supervisor) status() *control.Status {
 	now := s.sys.Now()
 	st := &control.Status{
-		PID:        os.Getpid(),
-		Listen:     s.mode.addr(),
-		Mode:       s.cfg.Mode,
-		Generation: s.gen,
-		UptimeS:    now.Sub(s.begun).Seconds(),
+		PID:         os.Getpid(),
+		Listen:      s.mode.addr(),
+		Mode:        s.cfg.Mode,
+		Generation:  s.gen,
+		UptimeS:     now.Sub(s.begun).Seconds(),
+		Version:     Version,
+		Upgrades:    s.upgrades,
+		AcceptGapMS: float64(s.acceptGap.Microseconds()) / 1000,
 	}
 	for _, p := range s.live {
 		perSec, lat, _ := p.recent.figures(p.started)

@@ -36,6 +36,9 @@
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each
 //	handoff.go      rr's accept-and-hand-off path, and its pending queue
 //	handoff_node.go   rr to Node.js workers: newconn messages, answered
+//	upgrade.go      ctl upgrade and SIGUSR2: check the new binary, save the
+//	state.go        state to a memfd, execve from the spawner thread;
+//	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //
 // A crash, for example: the waiter goroutine started by system.Start posts
 // evExit; onExit (worker.go) asks the mode for the connections the worker

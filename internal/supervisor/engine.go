@@ -24,6 +24,7 @@ type Engine struct {
 	sub  *control.Subscription // subscribed before the first worker starts
 	done chan struct{}         // closed once the loop has returned
 	err  error                 // what it returned; read after done
+	sp   *spawner              // served by Wait in the image an upgrade started; else nil
 }
 
 // Usage is the command line's help text.
@@ -48,20 +49,37 @@ func (c Config) Validate() error {
 // Start runs the supervisor as Run does, on a goroutine of its own, and
 // returns once it listens and is about to start the first workers, or with
 // the error that stopped it before. Wait returns what Run would.
+//
+// In the image an in-place upgrade started (ctl upgrade), the workers'
+// parent is the main thread, so the goroutine that calls Start and Wait —
+// main's — serves the spawner: Start until the supervisor runs, and Wait
+// until it stops.
 func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	st, stErr := takeState()
+	var sp *spawner
+	if stErr != errNoState {
+		sp = &spawner{reqs: make(chan spawnReq), err: make(chan error, 1)}
 	}
 	started := make(chan *Engine, 1)
 	failed := make(chan error, 1)
 	go func() {
 		var e *Engine
-		err := run(cfg, log, func(x *Engine) {
+		hook := func(x *Engine) {
 			e = x
 			e.sub = e.bus.Subscribe()
 			e.done = make(chan struct{})
+			e.sp = sp
 			started <- e
-		})
+		}
+		var err error
+		if sp != nil {
+			err = restore(cfg, log, st, stErr, sp, hook)
+		} else {
+			err = run(cfg, log, nil, nil, hook)
+		}
 		if e == nil {
 			failed <- err
 			return
@@ -69,12 +87,29 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 		e.err = err
 		close(e.done)
 	}()
-	select {
-	case e := <-started:
-		return e, nil
-	case err := <-failed:
+	var e *Engine
+	var err error
+	if sp != nil {
+		up := make(chan struct{})
+		go func() {
+			select {
+			case e = <-started:
+			case err = <-failed:
+			}
+			close(up)
+		}()
+		sp.serveUntil(up) // a rollback execs from here
+		<-up
+	} else {
+		select {
+		case e = <-started:
+		case err = <-failed:
+		}
+	}
+	if e == nil {
 		return nil, err
 	}
+	return e, nil
 }
 
 // Events is the engine's event stream: every event `supervisor ctl events`
@@ -89,7 +124,13 @@ func (e *Engine) Done() <-chan struct{} { return e.done }
 
 // Wait waits for the supervisor to stop and returns what Run would: nil
 // after a clean stop.
+//
+// After an in-place upgrade, Wait must be called, from the goroutine that
+// called Start, for workers to be started: see Start.
 func (e *Engine) Wait() error {
+	if e.sp != nil {
+		e.sp.serveUntil(e.done)
+	}
 	<-e.done
 	return e.err
 }

@@ -127,6 +127,14 @@ func (s *fakeSys) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 
 func (s *fakeSys) CPUTicks(pid int) (uint64, bool) { return 0, false }
 
+func (s *fakeSys) Adopt(int, func(exitStatus)) (proc, error) {
+	return nil, errors.New("fake: adopt not supported")
+}
+
+func (s *fakeSys) Exec(string, []string, []string) error {
+	return errors.New("fake: exec not supported")
+}
+
 // fakeProc is a worker that never runs: the test decides what it says and
 // when it exits. SIGKILL ends it at once, as it would a real process.
 type fakeProc struct {

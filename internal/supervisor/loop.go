@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"syscall"
 	"time"
@@ -146,6 +147,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.reply <- s.snapshot()
 	case evCall:
 		ev.fn(s)
+	case evUpgrade:
+		s.onUpgrade(ev)
 	}
 }
 
@@ -161,6 +164,9 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		s.scaleBy(+1)
 	case syscall.SIGTTOU:
 		s.scaleBy(-1)
+	case syscall.SIGUSR2:
+		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.exe))
+		go s.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine
 	}
 }
 

@@ -71,17 +71,36 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 	if err != nil {
 		return nil, err
 	}
+	ids := make([]int, len(socks))
+	for i := range ids {
+		ids[i] = i + 1
+	}
+	return reusePortOver(cfg, log, socks, ids), nil
+}
+
+// reusePortOver makes the mode over socks, slot ids[i]'s socket at i, in
+// the order listen() was called on them: the group's.
+func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []int) *reusePort {
 	bal := balancer.NewRoundRobin[*target]()
 	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), quiet: retireQuiet, socks: map[int]*portSocket{},
 		adoptVacant: newProtocol(cfg).receives()}
 	for i, ln := range socks {
-		// ListenReusePort called listen() in this order: the group's.
-		ps := &portSocket{id: i + 1, ln: ln}
+		ps := &portSocket{id: ids[i], ln: ln}
 		m.socks[ps.id] = ps
 		m.group = append(m.group, ps)
 	}
 	m.listen = socks[0].Addr().String()
-	return m, nil
+	return m
+}
+
+// restoreReusePort takes the sockets an upgrade kept, in the group's order
+// (see upgrade.go).
+func restoreReusePort(cfg Config, log *zap.Logger, st *upgradeState) (*reusePort, error) {
+	socks, err := inheritSockets(st.Ports)
+	if err != nil {
+		return nil, err
+	}
+	return reusePortOver(cfg, log, socks, st.PortSlots), nil
 }
 
 func (m *reusePort) addr() string          { return m.listen }

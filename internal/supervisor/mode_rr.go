@@ -96,3 +96,15 @@ func (m *rr) loadReports() bool     { return m.leastConn }
 
 func (m *rr) pause(p *process, paused bool) { m.h.pause(p.t, paused) }
 func (m *rr) tick()                         { m.h.check(time.Now()) }
+
+// restoreRR takes the listening socket and the pending queue an upgrade
+// kept (see upgrade.go).
+func restoreRR(cfg Config, log *zap.Logger, st *upgradeState) (*rr, error) {
+	socks, err := inheritSockets([]int{st.Listener})
+	if err != nil {
+		return nil, err
+	}
+	m := newRR(cfg, log, socks[0], st.Activated)
+	m.h.restorePending(st.Pending)
+	return m, nil
+}

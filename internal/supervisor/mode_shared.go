@@ -38,3 +38,13 @@ func (m *shared) loadReports() bool   { return false }
 
 func (m *shared) pause(*process, bool) {}
 func (m *shared) tick()                {}
+
+// restoreShared takes the listening socket an upgrade kept (see
+// upgrade.go).
+func restoreShared(st *upgradeState) (*shared, error) {
+	socks, err := inheritSockets([]int{st.Listener})
+	if err != nil {
+		return nil, err
+	}
+	return &shared{ln: socks[0], activated_: st.Activated}, nil
+}

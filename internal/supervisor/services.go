@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"os"
 	"sync"
 	"time"
 
@@ -26,7 +27,8 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		cancel()
 	}
 	if path := s.controlPath(); path != "" {
-		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control")}
+		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.ctlInherit}
+		s.ctlsvc = cs
 		if err := cs.listen(); err != nil {
 			stop()
 			return nil, err
@@ -67,10 +69,19 @@ type controlService struct {
 
 	mu  sync.Mutex
 	srv *control.Server
+
+	inherit *os.File // the listener an upgrade kept, for the first listen
 }
 
 func (c *controlService) listen() error {
-	srv, err := control.Listen(c.path, c.log)
+	var srv *control.Server
+	var err error
+	if c.inherit != nil {
+		srv, err = control.Inherit(c.path, c.inherit, c.log)
+		c.inherit = nil
+	} else {
+		srv, err = control.Listen(c.path, c.log)
+	}
 	if err != nil {
 		return err
 	}
@@ -144,7 +155,7 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 		}
 	}
 	if s.cfg.Metrics != "" {
-		srv, err := metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+		srv, err := s.listenMetrics(m) // upgrade_restore.go: bound, or kept by an upgrade
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +163,7 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 		s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
 	}
 	if s.cfg.Admin != "" {
-		srv, err := admin.Serve(s.cfg.Admin, admin.Options{
+		srv, err := s.listenAdmin(admin.Options{
 			Control: handler{s},
 			Events:  bus,
 			Metrics: m.Handler(),

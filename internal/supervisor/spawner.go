@@ -29,7 +29,13 @@ type spawner struct {
 
 type spawnReq struct {
 	cmd  *exec.Cmd
+	exec *execReq // instead of cmd: replace the process image
 	done chan error
+}
+
+type execReq struct {
+	path      string
+	argv, env []string
 }
 
 // newSpawner starts the spawning thread. Every pid it starts is recorded in
@@ -50,15 +56,56 @@ func newSpawner(owned *reaper.Owned, batch bool) (*spawner, error) {
 
 func (s *spawner) loop() {
 	runtime.LockOSThread() // never unlocked, and the loop never ends
+	s.serve(nil)
+	select {} // unreachable: serve returns only when quit is closed
+}
+
+// serve runs the spawner on the calling goroutine, which is locked to its
+// thread, until quit is closed (nil: never).
+func (s *spawner) serve(quit <-chan struct{}) {
 	var err error
 	if s.batch {
 		err = schedBatch(0)
 	}
 	s.err <- err
-	for r := range s.reqs {
-		r.done <- s.owned.Start(r.cmd)
+	s.serveUntil(quit)
+}
+
+// serveUntil serves requests until quit is closed: the restored image's
+// main goroutine serves in turns (see Start and Engine.Wait).
+func (s *spawner) serveUntil(quit <-chan struct{}) {
+	for {
+		select {
+		case r := <-s.reqs:
+			if r.exec != nil {
+				r.done <- execve(r.exec)
+				continue
+			}
+			r.done <- s.owned.Start(r.cmd)
+		case <-quit:
+			return
+		}
 	}
-	select {} // unreachable: reqs is never closed
+}
+
+// execve replaces the process image, on the spawner's thread: the workers'
+// Pdeathsig fires when the thread that forked them exits, and execve from
+// a multi-threaded process ends every thread but the calling one, which
+// becomes the new image's main thread. Called from any other thread, it
+// would kill every worker. It returns only on failure.
+func execve(r *execReq) error {
+	if err := unix.Exec(r.path, r.argv, r.env); err != nil {
+		return fmt.Errorf("upgrade: exec %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// exec replaces the process image by path from the spawner's thread (see
+// execve); it returns only on failure.
+func (s *spawner) exec(path string, argv, env []string) error {
+	done := make(chan error, 1)
+	s.reqs <- spawnReq{exec: &execReq{path: path, argv: argv, env: env}, done: done}
+	return <-done
 }
 
 // start runs cmd.Start on the spawner's thread.

@@ -10,7 +10,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/reaper"
 	"github.com/prefork/prefork/internal/sdnotify"
 )
@@ -65,6 +67,19 @@ type Supervisor struct {
 	pinged   time.Time // last WATCHDOG=1
 
 	counts counters
+
+	// In-place upgrades (upgrade.go).
+	exe        string          // this image's binary, resolved at start
+	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
+	env        []string        // the environment it started with, systemd's variables included
+	upgrades   int             // completed since the first start
+	acceptGap  time.Duration   // how long the last upgrade stopped accepting
+	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
+	ctlInherit *os.File        // its listener, kept by the upgrade that started this image
+	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
+	metricsFD  int             // its descriptor kept by the upgrade that started this image; -1 none
+	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
+	adminFD    int             // as metricsFD
 }
 
 // counters are cumulative, for metrics.
@@ -79,17 +94,19 @@ type counters struct {
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
 func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor {
 	return &Supervisor{
-		cfg:    cfg,
-		log:    log,
-		sys:    sys,
-		mode:   m,
-		proto:  newProtocol(cfg),
-		bus:    discard{},
-		events: make(chan any, 1024),
-		done:   make(chan struct{}),
-		gen:    1,
-		begun:  sys.Now(),
-		live:   map[int]*process{},
+		cfg:       cfg,
+		log:       log,
+		sys:       sys,
+		mode:      m,
+		proto:     newProtocol(cfg),
+		bus:       discard{},
+		events:    make(chan any, 1024),
+		done:      make(chan struct{}),
+		gen:       1,
+		begun:     sys.Now(),
+		live:      map[int]*process{},
+		metricsFD: -1,
+		adminFD:   -1,
 		counts: counters{
 			spawns:  map[control.Cause]uint64{},
 			exits:   map[control.Cause]uint64{},
@@ -100,11 +117,30 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 
 // Run binds, starts the workers and supervises them until a stop signal or a
 // fatal error. It returns nil after a clean stop.
-func Run(cfg Config, log *zap.Logger) error { return run(cfg, log, nil) }
+func Run(cfg Config, log *zap.Logger) error {
+	e, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	return e.Wait()
+}
 
-// run is Run; started, if not nil, gets the Engine once the mode accepts
-// and before the first worker starts, so that it misses no event.
-func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
+// run supervises from a fresh start, or with st from the state an
+// in-place upgrade left (sp is then the spawner the main thread serves:
+// see Start). started, if not nil, gets the Engine once the mode accepts
+// and before the first worker starts or is re-adopted, so that it misses
+// no event.
+func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started func(*Engine)) error {
+	env := os.Environ()
+	exe, exeErr := os.Executable()
+	// /proc/self/exe opens this image's own file, even if its path has
+	// been replaced (by the new release) or removed since.
+	exeFile, exeErr2 := os.Open("/proc/self/exe")
+	if exeErr2 == nil {
+		defer exeFile.Close()
+	} else if exeErr == nil {
+		exeErr = exeErr2
+	}
 	// Take the systemd variables now: workers must not inherit them.
 	notify := sdnotify.New()
 	sdnotify.Unsetenv()
@@ -115,7 +151,12 @@ func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
 	if err != nil {
 		return err
 	}
-	m, err := newMode(cfg, log)
+	var m mode
+	if st != nil {
+		m, err = restoreMode(cfg, log, st)
+	} else {
+		m, err = newMode(cfg, log)
+	}
 	if err != nil {
 		return err
 	}
@@ -136,8 +177,15 @@ func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
 	bus := &control.Broadcaster{}
 	s.bus = bus
 	defer close(s.done)
-	s.notify, s.cred = notify, cred
-	if osys.spawner, err = newSpawner(&s.owned, batch); err != nil {
+	s.notify, s.cred, s.exe, s.exeFile, s.env = notify, cred, exe, exeFile, env
+	if exeErr != nil {
+		log.Warn("cannot tell this binary's path; ctl upgrade needs one", zap.Error(exeErr))
+	}
+	if sp != nil {
+		sp.owned, osys.spawner = &s.owned, sp
+		s.env = st.Env
+		s.restoreState(st)
+	} else if osys.spawner, err = newSpawner(&s.owned, batch); err != nil {
 		log.Warn("cannot use SCHED_BATCH for workers", zap.Error(err))
 	}
 	// After the mode exists (the metrics observe its handoff) and before
@@ -148,7 +196,7 @@ func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
 	}
 	defer stopServices()
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	if err := m.startAccepting(); err != nil {
 		return err
@@ -156,7 +204,18 @@ func run(cfg Config, log *zap.Logger, started func(*Engine)) error {
 	if started != nil {
 		started(&Engine{s: s, bus: bus})
 	}
-	s.startWorkers()
+	if st != nil {
+		// Accepting first, to keep the gap short: what it accepts before
+		// the workers are routed queues behind rr's restored pending
+		// queue, and goes to them in that order.
+		s.acceptGap = time.Since(st.StoppedAt)
+		if err := s.adopt(st); err != nil {
+			return err
+		}
+		s.resumed(st)
+	} else {
+		s.startWorkers()
+	}
 	return s.loop(sigs)
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -27,6 +28,12 @@ type system interface {
 	// CPUTicks is a process's user+system CPU time in clock ticks
 	// (procfs.ClockTicks a second).
 	CPUTicks(pid int) (uint64, bool)
+	// Adopt takes over pid, a child this process started before it
+	// re-executed itself (upgrade): exited is called as for Start.
+	Adopt(pid int, exited func(exitStatus)) (proc, error)
+	// Exec replaces the process image by path, from the thread that
+	// starts the workers; it returns only on failure.
+	Exec(path string, argv, env []string) error
 }
 
 // proc is a started worker process.
@@ -101,6 +108,27 @@ func (s osSystem) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 	}()
 	return osProc{cmd.Process}, nil
 }
+
+// Adopt waits for pid, which must be a child of this process. After
+// execve the children are still this pid's: wait4 (here through a pidfd,
+// os.FindProcess) takes their exit status as for any child. A pid that is
+// not a child fails at once.
+func (osSystem) Adopt(pid int, exited func(exitStatus)) (proc, error) {
+	if st, err := procfs.ReadStat(pid); err != nil || st.PPID != os.Getpid() {
+		return nil, fmt.Errorf("adopt: pid %d is not a child of this process", pid)
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, fmt.Errorf("adopt: %w", err)
+	}
+	go func() {
+		st, err := p.Wait()
+		exited(exitOf(st, err))
+	}()
+	return osProc{p}, nil
+}
+
+func (s osSystem) Exec(path string, argv, env []string) error { return s.spawner.exec(path, argv, env) }
 
 func (osSystem) CPUTicks(pid int) (uint64, bool) {
 	st, err := procfs.ReadStat(pid)

@@ -39,10 +39,12 @@ flags:
                         plain    socket at fd 3; ready once started
                         systemd and plain need -mode shared or reuseport;
                         node takes all three (shared without -mode)
+  -version              print the version and exit
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
-TTIN add a worker, TTOU remove one.
+TTIN add a worker, TTOU remove one, USR2 upgrade in place to the binary
+the supervisor was started from (see ctl upgrade).
 
 subcommands:
-  supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events
+  supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
   supervisor probe [flags] [URL]   send requests and show how they spread over workers`

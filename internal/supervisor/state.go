@@ -1,0 +1,221 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/control"
+)
+
+// stateFormat is the version of upgradeState's encoding. A binary takes
+// over only from a supervisor that writes the format it reads (checked by
+// -check-upgrade before the old image execs it).
+const stateFormat = 1
+
+// envState names the memfd that holds the state, in the new image's
+// environment. Workers never see it: workerEnv drops PREFORK_*.
+const envState = "PREFORK_UPGRADE_STATE"
+
+// upgradeState is what a supervisor hands to the image that replaces it:
+// everything the Go runtime loses across execve. Descriptors are numbers
+// in the process, kept open (close-on-exec cleared) across the execve;
+// FDs lists every one of them with its role, and nothing else is kept.
+type upgradeState struct {
+	Format   int    `json:"format"`
+	From     string `json:"from"`     // Version of the image that wrote it
+	Previous string `json:"previous"` // its binary's path, for messages
+	// Binary is a descriptor of the previous binary: a failed restore
+	// rolls back by executing it, even if its path now holds the new one.
+	Binary   int      `json:"binary"`
+	Args     []string `json:"args"`     // its command line, flags and worker command
+	Env      []string `json:"env"`      // its environment, with the systemd variables it took
+	Upgrades int      `json:"upgrades"` // completed upgrades before this one
+	// Failure is why the new image could not restore the state: set when
+	// it rolls back to Previous, which then answers the upgrade with it.
+	Failure string `json:"failure,omitempty"`
+
+	StoppedAt time.Time   `json:"stopped_at"` // when the old image stopped accepting
+	Begun     time.Time   `json:"begun"`
+	Gen       int         `json:"generation"`
+	Counts    countsState `json:"counts"`
+	Slots     []slotState `json:"slots"`
+
+	Listener  int            `json:"listener"` // rr and shared: the listening socket; -1 none
+	Activated bool           `json:"activated"`
+	Ports     []int          `json:"ports"` // reuseport: each slot's socket, in the group's order
+	PortSlots []int          `json:"port_slots"`
+	Pending   []pendingState `json:"pending"` // rr: connections queued for a ready worker
+	Control   int            `json:"control"` // the control socket's listener; -1 none
+	Metrics   int            `json:"metrics"` // the metrics listener; -1 none
+	Admin     int            `json:"admin"`   // the admin listener (-admin); -1 none
+	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
+
+	FDs []fdRole `json:"fds"`
+}
+
+type fdRole struct {
+	FD   int    `json:"fd"`
+	Role string `json:"role"`
+	Slot int    `json:"slot,omitempty"`
+}
+
+// Descriptor roles.
+const (
+	roleListener = "listener"
+	rolePort     = "reuseport"
+	roleControl  = "control-channel"
+	roleHandoff  = "handoff"
+	roleKeep     = "handoff-duplicate"
+	rolePending  = "pending"
+	roleCtlSock  = "control-socket"
+	roleMetrics  = "metrics-listener"
+	roleAdmin    = "admin-listener"
+	roleBinary   = "previous-binary"
+	roleReply    = "ctl-connection"
+)
+
+type countsState struct {
+	Spawns   map[control.Cause]uint64 `json:"spawns"`
+	Exits    map[control.Cause]uint64 `json:"exits"`
+	Reloads  map[string]uint64        `json:"reloads"`
+	Protocol uint64                   `json:"protocol"`
+	Freezes  uint64                   `json:"freezes"`
+}
+
+type slotState struct {
+	ID         int         `json:"id"`
+	Restarts   int         `json:"restarts"`
+	HandedPast uint64      `json:"handed_past"`
+	Crashes    []time.Time `json:"crashes"`
+	Young      int         `json:"young"`
+	Worker     workerState `json:"worker"`
+}
+
+type workerState struct {
+	PID         int       `json:"pid"`
+	Gen         int       `json:"generation"`
+	Started     time.Time `json:"started"`
+	ReadyAt     time.Time `json:"ready_at"`
+	Uses        uint64    `json:"uses"`
+	MaxRequests int       `json:"max_requests"`
+	Ctl         int       `json:"ctl"`     // the supervisor's end of its control channel
+	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
+	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
+	Handed      uint64    `json:"handed"`
+	Peers       bool      `json:"peers"`
+}
+
+type pendingState struct {
+	FD   int    `json:"fd"`
+	Peer []byte `json:"peer,omitempty"`
+}
+
+// keep records fd under role (for slot, if not 0) and returns it.
+func (st *upgradeState) keep(fd int, role string, slot int) int {
+	st.FDs = append(st.FDs, fdRole{FD: fd, Role: role, Slot: slot})
+	return fd
+}
+
+// fdOf is the descriptor behind c, read without os.File.Fd, which would
+// put it in blocking mode.
+func fdOf(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// setCloexec sets or clears close-on-exec on every descriptor of st.
+func (st *upgradeState) setCloexec(on bool) error {
+	for _, f := range st.FDs {
+		if err := setCloexec(f.FD, on); err != nil {
+			return fmt.Errorf("upgrade: %s descriptor %d: %w", f.Role, f.FD, err)
+		}
+	}
+	return nil
+}
+
+func setCloexec(fd int, on bool) error {
+	flag := 0
+	if on {
+		flag = unix.FD_CLOEXEC
+	}
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, flag)
+	return err
+}
+
+// writeState writes st to a new memfd, left close-on-exec: the caller
+// clears that just before execve. The memfd is anonymous memory, gone
+// with its last descriptor, so nothing is left on disk whatever happens.
+func writeState(st *upgradeState) (*os.File, error) {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: encode state: %w", err)
+	}
+	fd, err := unix.MemfdCreate("prefork-upgrade-state", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "prefork-upgrade-state")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("upgrade: write state: %w", err)
+	}
+	return f, nil
+}
+
+// errNoState: this process was not started by an upgrade.
+var errNoState = errors.New("upgrade: no state")
+
+// takeState reads the state an upgrade left, from the memfd named by
+// envState, and closes the memfd and unsets the variable. Every descriptor
+// it lists is made close-on-exec again at once, so that no worker started
+// later inherits it. It returns errNoState if there is none.
+func takeState() (*upgradeState, error) {
+	v, ok := os.LookupEnv(envState)
+	if !ok {
+		return nil, errNoState
+	}
+	os.Unsetenv(envState)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("upgrade: %s=%q is not a descriptor", envState, v)
+	}
+	f := os.NewFile(uintptr(fd), "prefork-upgrade-state")
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("upgrade: read state: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: read state: %w", err)
+	}
+	st := upgradeState{Admin: -1} // absent from an older state: none, not fd 0
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("upgrade: decode state: %w", err)
+	}
+	if st.Format != stateFormat {
+		return &st, fmt.Errorf("upgrade: state format %d, this binary reads %d", st.Format, stateFormat)
+	}
+	if err := st.setCloexec(true); err != nil {
+		return &st, err
+	}
+	return &st, nil
+}
+
+// file wraps inherited descriptor fd, for the constructors that take an
+// *os.File and close it (they work on their own duplicate).
+func file(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }

@@ -1,0 +1,394 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/httpserve"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// Version is the supervisor's build, set with
+// -ldflags "-X github.com/prefork/prefork/internal/supervisor.Version=v1.2.3".
+var Version = "dev"
+
+// failRestore, set with -ldflags -X, makes this build's restore of an
+// upgrade's state fail, so that the tests can prove the rollback. Only
+// restoreCheck reads it; a release build leaves it empty.
+var failRestore = ""
+
+// checkTimeout bounds how long the new binary's -check-upgrade may run.
+const checkTimeout = 5 * time.Second
+
+// checkLine is what -check-upgrade prints on success.
+const checkLine = "prefork-upgrade-check"
+
+// CheckUpgrade is the new binary's side of the check (-check-upgrade): the
+// flags parsed (ParseFlags did that), the worker command can be found, and
+// it prints its version and the state format it reads.
+func CheckUpgrade(cfg Config, stderr io.Writer) int {
+	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
+		fmt.Fprintf(stderr, "supervisor: worker command: %v\n", unwrapExec(err))
+		return 1
+	}
+	fmt.Fprintf(os.Stdout, "%s version=%s format=%d\n", checkLine, Version, stateFormat)
+	return 0
+}
+
+// checkBinary runs path -check-upgrade with this supervisor's flags and
+// returns the version it reports. The binary must exit 0 within
+// checkTimeout and read this supervisor's state format.
+func (s *Supervisor) checkBinary(path string) (string, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("upgrade: %w", err)
+	case !fi.Mode().IsRegular():
+		return "", fmt.Errorf("upgrade: %s is not a regular file", path)
+	case fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("upgrade: %s is not executable", path)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{"-check-upgrade"}, os.Args[1:]...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// Recorded as ours, so that the reaper of orphans does not take its
+	// exit status before Wait does.
+	if err := s.owned.Start(cmd); err != nil {
+		return "", fmt.Errorf("upgrade: check %s: %w", path, unwrapExec(err))
+	}
+	err = cmd.Wait()
+	s.owned.Forget(cmd.Process.Pid)
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("upgrade: check %s: no answer within %s", path, checkTimeout)
+	}
+	if err != nil {
+		why := strings.TrimSpace(errOut.String())
+		if why == "" {
+			why = "no message"
+		}
+		return "", fmt.Errorf("upgrade: check %s failed (%v): %s", path, err, printableLine(why))
+	}
+	var version string
+	format := -1
+	for _, f := range strings.Fields(out.String()) {
+		if v, ok := strings.CutPrefix(f, "version="); ok {
+			version = v
+		}
+		if v, ok := strings.CutPrefix(f, "format="); ok {
+			format, _ = strconv.Atoi(v)
+		}
+	}
+	switch {
+	case !strings.HasPrefix(out.String(), checkLine):
+		return "", fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out.String()))
+	case format != stateFormat:
+		return "", fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
+	}
+	return version, nil
+}
+
+// printableLine cuts s to one short line for an error message.
+func printableLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// upgradable says the process is the supervisor command (AllowUpgrade).
+var upgradable atomic.Bool
+
+// AllowUpgrade lets `ctl upgrade` and SIGUSR2 re-execute this process in
+// place. The supervisor command calls it. A Go program that is its own
+// primary (the cluster package) does not: the check would run it with
+// -check-upgrade and flags it does not take, and its workers are the same
+// binary, so a reload is its upgrade.
+func AllowUpgrade() { upgradable.Store(true) }
+
+// evUpgrade asks the owner to re-execute itself from path, which passed
+// the check. reply, if not nil, is the asking client's connection, kept
+// across execve for the new image's answer; answer gets the old image's
+// answer when the upgrade does not happen.
+type evUpgrade struct {
+	path    string
+	version string
+	reply   *os.File
+	answer  chan control.Response
+}
+
+// requestUpgrade checks path (the running binary if "") off the owner
+// goroutine, then has the owner re-execute itself. It returns when the
+// upgrade did not happen; on success this process is the new image and
+// the new image answers on the ctl connection in ctx, if fromCtl.
+func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bool) control.Response {
+	if !upgradable.Load() {
+		err := errors.New("upgrade: only the supervisor command upgrades in place; a program that is its own primary takes a new binary with a reload")
+		s.log.Error("upgrade refused", zap.Error(err))
+		return control.Response{Error: err.Error()}
+	}
+	if path == "" {
+		path = s.exe
+	}
+	version, err := s.checkBinary(path)
+	if err != nil {
+		s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
+		return control.Response{Error: err.Error()}
+	}
+	var reply *os.File
+	if fromCtl {
+		if reply, err = control.ConnFile(ctx); err != nil {
+			return control.Response{Error: "upgrade: " + err.Error()}
+		}
+		defer reply.Close() // not reached if execve succeeds: the new image answers on it
+	}
+	r, err := ask(context.Background(), s, func(answer chan control.Response) any {
+		return evUpgrade{path: path, version: version, reply: reply, answer: answer}
+	})
+	if err != nil {
+		return control.Response{Error: "upgrade: " + err.Error()}
+	}
+	return r
+}
+
+// onUpgrade re-executes the supervisor from ev.path; it returns only if
+// that failed, with everything as it was.
+func (s *Supervisor) onUpgrade(ev evUpgrade) {
+	fail := func(err error) {
+		s.log.Error("upgrade failed; still serving", zap.String("version", Version), zap.Error(err))
+		respond(ev.answer, control.Response{Error: err.Error()})
+	}
+	if err := s.canUpgrade(); err != nil {
+		fail(err)
+		return
+	}
+	s.log.Info("upgrading in place", zap.String("from", Version), zap.String("to", ev.version), zap.String("path", ev.path))
+	st, resume, err := s.saveState(ev.reply)
+	if err != nil {
+		fail(err)
+		return
+	}
+	err = s.execState(st, ev.path, ev.path)
+	resume()
+	s.notify.Ready(s.statusLine())
+	fail(err)
+}
+
+// execState writes st to a memfd, keeps st's descriptors (and only those)
+// across execve, and execs path as argv0 with the supervisor's arguments.
+// It returns only on failure, with every descriptor close-on-exec again.
+func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
+	mem, err := writeState(st)
+	if err != nil {
+		return err
+	}
+	defer mem.Close()
+	memfd, err := fdOf(mem)
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	// Go opens every descriptor close-on-exec; clear it on exactly the
+	// ones listed in the state, and set it again if execve fails.
+	if err := st.setCloexec(false); err != nil {
+		st.setCloexec(true)
+		return err
+	}
+	defer st.setCloexec(true)
+	if err := setCloexec(memfd, false); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	s.notify.Reloading()
+	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd))
+	return s.sys.Exec(path, append([]string{argv0}, st.Args...), env)
+}
+
+// withoutVar is env without the variable name.
+func withoutVar(env []string, name string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// canUpgrade says why the supervisor cannot re-execute itself now: it
+// does so only at rest, every slot with one ready worker, so that the
+// state to hand over is the slots and their workers and nothing in flight.
+func (s *Supervisor) canUpgrade() error {
+	switch {
+	case s.phase != phaseRunning:
+		return fmt.Errorf("upgrade: not while %s", s.phase)
+	case s.roll != nil:
+		return errors.New("upgrade: not during a reload")
+	case s.scaling != nil:
+		return errors.New("upgrade: not during a scale")
+	case s.cfg.WorkerProtocol != "" && s.cfg.WorkerProtocol != ProtocolPrefork:
+		return fmt.Errorf("upgrade: supported for -worker-protocol prefork only, not %s", s.cfg.WorkerProtocol)
+	case s.cfg.WorkerOutput == "capture":
+		return errors.New("upgrade: not supported with -worker-output capture")
+	}
+	for _, sl := range s.slots {
+		if sl.cur == nil || sl.cur.state != control.StateReady {
+			return fmt.Errorf("upgrade: not while slot %d has no ready worker", sl.id)
+		}
+	}
+	for _, p := range s.live {
+		if p.slot.cur != p {
+			return fmt.Errorf("upgrade: not while worker %d (pid %d) is %s", p.slot.id, p.pid, p.state)
+		}
+	}
+	if m, ok := s.mode.(*reusePort); ok {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, ps := range m.socks {
+			if ps.retired || ps.drain != nil || ps.orphan != nil {
+				return fmt.Errorf("upgrade: not while slot %d's socket is retiring or vacant", ps.id)
+			}
+		}
+	}
+	return nil
+}
+
+// saveState describes the supervisor for the image that replaces it. In
+// rr mode it stops the accept loop first and takes the pending queue out
+// of the handoff. resume undoes that, for an upgrade that did not happen.
+func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
+	st := &upgradeState{
+		Format: stateFormat, From: Version, Previous: s.exe, Args: os.Args[1:], Env: s.env,
+		Upgrades: s.upgrades, Begun: s.begun, Gen: s.gen,
+		Counts: countsState{Spawns: s.counts.spawns, Exits: s.counts.exits, Reloads: s.counts.reloads,
+			Protocol: s.counts.protocol, Freezes: s.counts.freezes},
+		Listener: -1, Control: -1, Metrics: -1, Admin: -1, Reply: -1, Binary: -1,
+	}
+	resume := func() {}
+	fail := func(err error) (*upgradeState, func(), error) {
+		resume()
+		return nil, nil, fmt.Errorf("upgrade: %w", err)
+	}
+	var err error
+	switch m := s.mode.(type) {
+	case *rr:
+		resume = m.pauseAccepting(st)
+		if st.Listener, err = fdOf(m.ln); err != nil {
+			return fail(err)
+		}
+		st.keep(st.Listener, roleListener, 0)
+		st.Activated = m.activated_
+	case *shared:
+		if st.Listener, err = fdOf(m.ln); err != nil {
+			return fail(err)
+		}
+		st.keep(st.Listener, roleListener, 0)
+		st.Activated = m.activated_
+	case *reusePort:
+		for _, ps := range m.group {
+			fd, err := fdOf(ps.ln)
+			if err != nil {
+				return fail(err)
+			}
+			st.Ports = append(st.Ports, st.keep(fd, rolePort, ps.id))
+			st.PortSlots = append(st.PortSlots, ps.id)
+		}
+	}
+	for _, sl := range s.slots {
+		ss, err := saveSlot(st, sl)
+		if err != nil {
+			return fail(err)
+		}
+		st.Slots = append(st.Slots, ss)
+	}
+	if s.ctlsvc != nil {
+		s.ctlsvc.mu.Lock()
+		fd, err := fdOf(s.ctlsvc.srv.Listener())
+		s.ctlsvc.mu.Unlock()
+		if err != nil {
+			return fail(err)
+		}
+		st.Control = st.keep(fd, roleCtlSock, 0)
+	}
+	for _, h := range []struct {
+		srv  *httpserve.Server
+		to   *int
+		role string
+	}{{s.metricsSrv, &st.Metrics, roleMetrics}, {s.adminServer(), &st.Admin, roleAdmin}} {
+		if h.srv == nil {
+			continue
+		}
+		ln, ok := h.srv.Listener().(syscall.Conn)
+		if !ok {
+			return fail(fmt.Errorf("the %s has no descriptor", h.role))
+		}
+		fd, err := fdOf(ln)
+		if err != nil {
+			return fail(err)
+		}
+		*h.to = st.keep(fd, h.role, 0)
+	}
+	if s.exeFile != nil {
+		fd, err := fdOf(s.exeFile)
+		if err != nil {
+			return fail(err)
+		}
+		st.Binary = st.keep(fd, roleBinary, 0)
+	}
+	if reply != nil {
+		fd, err := fdOf(reply)
+		if err != nil {
+			return fail(err)
+		}
+		st.Reply = st.keep(fd, roleReply, 0)
+	}
+	if st.StoppedAt.IsZero() { // workers accept: this is when the supervisor paused
+		st.StoppedAt = time.Now()
+	}
+	return st, resume, nil
+}
+
+// saveSlot describes sl and its (ready) worker, keeping its descriptors.
+func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
+	p := sl.cur
+	ss := slotState{ID: sl.id, Restarts: sl.restarts, HandedPast: sl.handedPast,
+		Crashes: sl.budget.crashes, Young: sl.budget.young}
+	w := workerState{PID: p.pid, Gen: p.gen, Started: p.started, ReadyAt: p.readyAt, Uses: uint64(p.uses),
+		MaxRequests: p.maxRequests, Handoff: -1, Keep: -1}
+	var err error
+	if w.Ctl, err = fdOf(p.ctl); err != nil {
+		return ss, err
+	}
+	st.keep(w.Ctl, roleControl, sl.id)
+	if t := p.t; t != nil {
+		w.Handed, w.Peers = t.handed.Load(), t.peers.Load()
+		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
+			if w.Handoff, err = fdOf(t.ch); err != nil {
+				return ss, err
+			}
+			st.keep(w.Handoff, roleHandoff, sl.id)
+		}
+		if w.Keep, err = fdOf(t.keep); err != nil {
+			return ss, err
+		}
+		st.keep(w.Keep, roleKeep, sl.id)
+	}
+	ss.Worker = w
+	return ss, nil
+}
+
+// features is w's ready announcement.
+func (w workerState) features() ipc.Features { return ipc.Features(w.Uses) }

@@ -1,0 +1,328 @@
+package supervisor
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/admin"
+	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/httpserve"
+	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/metrics"
+)
+
+func init() {
+	// The image an upgrade started: the thread that called execve, now
+	// this process's main thread, forked the workers, and their Pdeathsig
+	// fires when it exits. Go keeps the main goroutine on the main thread
+	// only if it is locked there during init; Start then makes it the
+	// spawner, which forks every later worker and makes the next execve.
+	if _, ok := os.LookupEnv(envState); ok {
+		runtime.LockOSThread()
+	}
+}
+
+// restore checks st, rolling back to the previous binary if it cannot be
+// used, and supervises from it.
+func restore(cfg Config, log *zap.Logger, st *upgradeState, err error, sp *spawner, started func(*Engine)) error {
+	if err == nil {
+		err = restoreCheck(cfg, st)
+	}
+	if err != nil {
+		if st == nil || st.Binary < 0 || st.Failure != "" {
+			return err // nothing to roll back to, or this is the rollback
+		}
+		log.Error("cannot restore the upgrade's state; rolling back", zap.String("to", st.Previous), zap.Error(err))
+		return rollback(st, err, sp)
+	}
+	if st.Binary >= 0 {
+		unix.Close(st.Binary) // this image opened its own
+		st.Binary = -1
+	}
+	cfg.Workers = len(st.Slots)
+	return run(cfg, log, st, sp, started)
+}
+
+// restoreCheck checks everything restoring st needs before taking any of
+// its descriptors, so that a failure can still roll back with all of them.
+func restoreCheck(cfg Config, st *upgradeState) error {
+	if failRestore != "" {
+		return fmt.Errorf("upgrade: restore fails in this build (%s)", failRestore)
+	}
+	if len(st.Slots) == 0 {
+		return fmt.Errorf("upgrade: the state has no slots")
+	}
+	for _, f := range st.FDs {
+		if _, err := unix.FcntlInt(uintptr(f.FD), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("upgrade: %s descriptor %d did not survive execve: %w", f.Role, f.FD, err)
+		}
+	}
+	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports) > 0) {
+		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
+	}
+	return nil
+}
+
+// rollback re-executes the previous binary with st and the reason the
+// restore failed, which it reports to the client that asked. It returns
+// only if that fails too.
+func rollback(st *upgradeState, why error, sp *spawner) error {
+	st.Failure = why.Error()
+	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil}
+	// The previous binary's own file, kept open across the upgrade: its
+	// path may hold the new release by now.
+	err := s.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
+	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
+}
+
+// restoreState sets what the runtime lost from st, before the services
+// start: counters, crash budgets, the pids the reaper must leave alone and
+// the control socket.
+func (s *Supervisor) restoreState(st *upgradeState) {
+	s.gen, s.begun, s.upgrades = st.Gen, st.Begun, st.Upgrades
+	if st.Failure == "" {
+		s.upgrades++
+	}
+	c := &s.counts
+	for k, v := range st.Counts.Spawns {
+		c.spawns[k] = v
+	}
+	for k, v := range st.Counts.Exits {
+		c.exits[k] = v
+	}
+	for k, v := range st.Counts.Reloads {
+		c.reloads[k] = v
+	}
+	c.protocol, c.freezes = st.Counts.Protocol, st.Counts.Freezes
+	for _, ss := range st.Slots {
+		s.owned.Add(ss.Worker.PID) // before the reaper runs
+	}
+	if st.Control >= 0 {
+		s.ctlInherit = file(st.Control, "control-socket")
+	}
+	s.metricsFD, s.adminFD = st.Metrics, st.Admin
+}
+
+// listenMetrics serves m on the listener the upgrade that started this
+// image kept, or on a new one bound at -metrics.
+func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
+	var err error
+	if s.metricsFD >= 0 {
+		f := file(s.metricsFD, "metrics-listener")
+		s.metricsFD = -1
+		var ln net.Listener
+		ln, err = net.FileListener(f) // a duplicate
+		f.Close()
+		if err == nil {
+			s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
+			return s.metricsSrv, nil
+		}
+		s.log.Warn("cannot serve metrics on the kept listener; binding again", zap.Error(err))
+	}
+	s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
+	return s.metricsSrv, err
+}
+
+// listenAdmin serves the admin listener on the listener the upgrade that
+// started this image kept, or on a new one bound at -admin.
+func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
+	var err error
+	if s.adminFD >= 0 {
+		f := file(s.adminFD, "admin-listener")
+		s.adminFD = -1
+		var ln net.Listener
+		ln, err = net.FileListener(f) // a duplicate
+		f.Close()
+		if err == nil {
+			s.adminSrv = admin.ServeListener(ln, s.cfg.Admin, o)
+			return s.adminSrv, nil
+		}
+		s.log.Warn("cannot serve the admin listener on the kept socket; binding again", zap.Error(err))
+	}
+	s.adminSrv, err = admin.Serve(s.cfg.Admin, o)
+	return s.adminSrv, err
+}
+
+// adopt takes over the workers st lists: each gets its channels back and
+// is waited for and routed as the ready worker it is.
+func (s *Supervisor) adopt(st *upgradeState) error {
+	now := s.sys.Now()
+	for _, ss := range st.Slots {
+		sl := &slot{id: ss.ID, restarts: ss.Restarts, handedPast: ss.HandedPast,
+			budget: crashBudget{crashes: ss.Crashes, young: ss.Young}}
+		s.slots = append(s.slots, sl)
+		w := ss.Worker
+		ctl, err := ipc.NewChannel(file(w.Ctl, "ipc-local"))
+		if err != nil {
+			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
+		}
+		t, err := restoreTarget(sl, ctl, w)
+		if err != nil {
+			ctl.Close()
+			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
+		}
+		p := &process{slot: sl, gen: w.Gen, ctl: ctl, link: &preforkLink{ctl: ctl}, t: t,
+			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
+			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
+		pr, err := s.sys.Adopt(w.PID, func(st exitStatus) {
+			p.link.exited()
+			p.readerDone()
+			s.post(evExit{p: p, st: st})
+		})
+		if err != nil {
+			return err
+		}
+		p.proc, p.pid = pr, w.PID
+		s.live[p.pid], sl.cur = p, p
+		p.link.started(s, p)
+		s.mode.route(p)
+	}
+	return nil
+}
+
+// restoreTarget rebuilds the handoff's view of w: in rr its own channel
+// and the duplicate of its end; in reuseport the control channel ctl and
+// that duplicate; in shared nothing.
+func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
+	if w.Keep < 0 {
+		return nil, nil
+	}
+	ch := ctl
+	if w.Handoff >= 0 {
+		var err error
+		if ch, err = ipc.NewChannel(file(w.Handoff, "ipc-handoff")); err != nil {
+			return nil, err
+		}
+	}
+	keep, err := ipc.NewChannel(file(w.Keep, "ipc-keep"))
+	if err != nil {
+		if ch != ctl {
+			ch.Close()
+		}
+		return nil, err
+	}
+	t := &target{slot: sl.id, ch: ch, keep: keep}
+	t.handed.Store(w.Handed)
+	t.peers.Store(w.Peers)
+	return t, nil
+}
+
+// restoreMode rebuilds cfg.Mode over the sockets st kept.
+func restoreMode(cfg Config, log *zap.Logger, st *upgradeState) (mode, error) {
+	switch cfg.Mode {
+	case ipc.ModeReusePort:
+		return restoreReusePort(cfg, log, st)
+	case ipc.ModeShared:
+		return restoreShared(st)
+	}
+	return restoreRR(cfg, log, st)
+}
+
+// resumed finishes a restore once the mode accepts again and the workers
+// are routed: it tells systemd and answers the client that asked for the
+// upgrade.
+func (s *Supervisor) resumed(st *upgradeState) {
+	s.phase = phaseRunning
+	s.notify.Ready(s.statusLine())
+	r := control.Response{OK: true, Message: fmt.Sprintf("upgraded from %s to %s in place (pid %d, %d workers kept, accept gap %.2fms)",
+		st.From, Version, os.Getpid(), len(st.Slots), float64(s.acceptGap.Microseconds())/1000)}
+	if st.Failure != "" {
+		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
+		s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
+	} else {
+		s.log.Info("upgraded in place", zap.String("from", st.From), zap.String("version", Version),
+			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", s.acceptGap), zap.Int("upgrades", s.upgrades))
+	}
+	if st.Reply >= 0 {
+		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {
+			s.log.Warn("could not answer ctl upgrade", zap.Error(err))
+		}
+	}
+}
+
+// inheritSockets takes listening TCP sockets kept across execve.
+func inheritSockets(fds []int) ([]*listener.Socket, error) {
+	var lns []*net.TCPListener
+	for i, fd := range fds {
+		f := file(fd, "listener-"+strconv.Itoa(fd))
+		nl, err := net.FileListener(f) // a duplicate: f is closed below
+		f.Close()
+		ln, ok := nl.(*net.TCPListener)
+		if err == nil && !ok {
+			nl.Close()
+			err = fmt.Errorf("descriptor %d is not a TCP listener", fd)
+		}
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			for _, fd := range fds[i+1:] {
+				unix.Close(fd)
+			}
+			return nil, fmt.Errorf("upgrade: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	return listener.DetachAll(lns)
+}
+
+// pauseAccepting stops the accept loop for an upgrade and moves the
+// pending queue's connections into st; resume undoes both.
+func (m *rr) pauseAccepting(st *upgradeState) (resume func()) {
+	m.loop.stop()
+	m.loop = nil
+	st.StoppedAt = time.Now() // the last accept was before this
+	m.h.mu.Lock()
+	pend := m.h.pending
+	m.h.pending = nil
+	m.h.npend.Store(0)
+	m.h.rearm(time.Now())
+	m.h.mu.Unlock()
+	for _, p := range pend {
+		ps := pendingState{FD: st.keep(p.fd, rolePending, 0)}
+		if p.peer != (ipc.Peer{}) {
+			ps.Peer = p.peer[:]
+		}
+		st.Pending = append(st.Pending, ps)
+	}
+	return func() {
+		m.h.mu.Lock()
+		m.h.pending = append(pend, m.h.pending...)
+		m.h.npend.Store(int32(len(m.h.pending)))
+		m.h.mu.Unlock()
+		m.h.flush()
+		if err := m.startAccepting(); err != nil {
+			m.h.log.Error("cannot accept again after a failed upgrade", zap.Error(err))
+		}
+	}
+}
+
+// restorePending queues the connections an upgrade kept, as new arrivals:
+// they are handed on once workers are routed.
+func (h *handoff) restorePending(ps []pendingState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	for _, p := range ps {
+		pc := pendingConn{fd: p.FD, since: now}
+		copy(pc.peer[:], p.Peer)
+		h.pending = append(h.pending, pc)
+	}
+	h.npend.Store(int32(len(h.pending)))
+}
+
+// adminServer is the admin listener's HTTP server, nil without -admin.
+func (s *Supervisor) adminServer() *httpserve.Server {
+	if s.adminSrv == nil {
+		return nil
+	}
+	return s.adminSrv.Server
+}
