@@ -103,6 +103,8 @@ type latOptions struct {
 	noiseLimit  float64
 	softEnd     time.Time
 	fromMatrix  *matrix // go-single's pinned maxima, when the load table ran
+	unpinned    bool    // servers and generator without affinity (rates stay those of pinned go-single)
+	waitQuiet   time.Duration
 	conns       int
 }
 
@@ -134,11 +136,14 @@ func buildLoadgen(ctx context.Context, root, goCmd string) (string, error) {
 
 // runGen runs the generator on CPU 1 for warmup+dur (bounded: killed 15s
 // later) and returns its report, its total CPU time and its output.
-func runGen(ctx context.Context, bin, url string, rate int, keepalive bool, warmup, dur time.Duration) (genReport, time.Duration, string, error) {
+func runGen(ctx context.Context, bin, url string, rate int, keepalive, pinned bool, warmup, dur time.Duration) (genReport, time.Duration, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, warmup+dur+15*time.Second)
 	defer cancel()
-	argv := []string{"taskset", "-c", "1", bin, "-url", url, "-rate", itoa(rate),
+	argv := []string{bin, "-url", url, "-rate", itoa(rate),
 		"-warmup", warmup.String(), "-duration", dur.String(), fmt.Sprintf("-keepalive=%v", keepalive)}
+	if pinned {
+		argv = append([]string{"taskset", "-c", "1"}, argv...)
+	}
 	var stdout, stderr strings.Builder
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -234,7 +239,7 @@ func (l *openLoop) calibrate(ctx context.Context, o latOptions, rep *report) err
 			l.max[ld.name] = res.rps
 		}
 		probe := min(int(l.max[ld.name]/4), 2000)
-		g, _, raw, err := runGen(ctx, o.loadgen, url, max(probe, 1), ld.keepalive, time.Second, 2*time.Second)
+		g, _, raw, err := runGen(ctx, o.loadgen, url, max(probe, 1), ld.keepalive, true, time.Second, 2*time.Second)
 		rep.raw("latency: generator calibration, %s\n%s", ld.name, raw)
 		if err != nil {
 			return err
@@ -263,7 +268,7 @@ func (l *openLoop) round(ctx context.Context, o latOptions, r int, sp serverSpec
 		rep.raw("FAILED latency %s rep %d: %v\n", sp.name, r, err)
 		progress += "  FAILED"
 	}
-	s, err := launch(sp, true)
+	s, err := launch(sp, !o.unpinned)
 	if err != nil {
 		failAll(err)
 		return
@@ -292,8 +297,11 @@ func (l *openLoop) round(ctx context.Context, o latOptions, r int, sp serverSpec
 				pids = append(pids, s.pid())
 			}
 			measure := func() (latResult, error) {
+				if o.waitQuiet > 0 {
+					waitQuiet(ctx, pids, o.noiseLimit, o.waitQuiet)
+				}
 				before := snapCPU(pids)
-				g, cpu, raw, err := runGen(ctx, o.loadgen, url, rate, ld.keepalive, o.warmup, o.dur)
+				g, cpu, raw, err := runGen(ctx, o.loadgen, url, rate, ld.keepalive, !o.unpinned, o.warmup, o.dur)
 				after := snapCPU(pids)
 				res := latResult{genReport: g}
 				res.noise, _ = noise(before, after, cpu)
@@ -323,18 +331,23 @@ func (l *openLoop) round(ctx context.Context, o latOptions, r int, sp serverSpec
 	}
 }
 
-// quiet returns the runs of k under the noise limit, or all when none was.
-func (l *openLoop) quiet(k latKey) []latResult {
-	var q []latResult
-	for _, r := range l.runs[k] {
-		if r.noise <= l.limit {
-			q = append(q, r)
+// waitQuiet waits, at most d, for a 300ms window in which processes other
+// than pids used less than limit cores: on a shared machine, others' builds
+// come in bursts, and a run started between them is more often quiet.
+func waitQuiet(ctx context.Context, pids []int, limit float64, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		a := snapCPU(pids)
+		time.Sleep(300 * time.Millisecond)
+		if other, _ := noise(a, snapCPU(pids), 0); other <= limit {
+			return
 		}
 	}
-	if len(q) == 0 {
-		return l.runs[k]
-	}
-	return q
+}
+
+// quiet returns the runs of k under the noise limit, or all when none was.
+func (l *openLoop) quiet(k latKey) []latResult {
+	return quietRuns(l.runs[k], l.limit, func(r latResult) float64 { return r.noise })
 }
 
 // p99 is the median p99 of k over its quiet runs, 0 without runs.
@@ -349,9 +362,13 @@ func (l *openLoop) p99(server, load string, level int) time.Duration {
 // table prints the open-loop table and the generator check.
 func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "open-loop latency: bench/loadgen (vegeta) at a fixed rate, GET /health, server pinned to CPU 0, generator to CPU 1;\n"+
+	where := "server pinned to CPU 0, generator to CPU 1"
+	if o.unpinned {
+		where = "UNPINNED: server and generator without affinity"
+	}
+	fmt.Fprintf(&b, "open-loop latency: bench/loadgen (vegeta) at a fixed rate, GET /health, %s;\n"+
 		"%v measured after %v warm-up, %d rep(s); p50/p99/p99.9 = medians over quiet reps of each run's exact percentiles\n",
-		o.dur, o.warmup, o.reps)
+		where, o.dur, o.warmup, o.reps)
 	for _, ld := range latLoads {
 		fmt.Fprintf(&b, "%s: go-single's wrk maximum %.0f req/s; generator %.0fµs CPU per request; rates", ld.name, l.max[ld.name], l.perReq[ld.name]*1e6)
 		for i, r := range l.rates[ld.name] {
@@ -407,16 +424,9 @@ func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 		onTime, runs, worstCPU*100, o.cpuCap*100, verdict)
 	fmt.Fprintf(&b, "noise above %.0f%% of a core: run once more while time allows (%d repeated); gencpu = generator CPU while measuring\n\n",
 		o.noiseLimit*100, l.retries)
-	var notes []string
-	notes = append(notes, l.notes...)
-	for k, fs := range l.fails {
-		for _, f := range fs {
-			notes = append(notes, fmt.Sprintf("%s %s level %d: %s", k.server, k.load, k.level, firstLine(f)))
-		}
-	}
-	if len(notes) > 0 {
-		b.WriteString("latency anomalies:\n  " + strings.Join(notes, "\n  ") + "\n\n")
-	}
+	b.WriteString(anomalies("latency anomalies", l.notes, l.fails, func(k latKey) string {
+		return fmt.Sprintf("%s %s level %d", k.server, k.load, k.level)
+	}))
 	rep.print(b.String())
 }
 

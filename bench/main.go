@@ -56,6 +56,8 @@ type options struct {
 	latReps           int
 	latWarmup, latDur time.Duration
 	latCPU            float64
+	latUnpinned       bool
+	latWaitQuiet      time.Duration
 }
 
 // defaultLatServers are the servers of the open-loop table: the baseline,
@@ -86,6 +88,8 @@ func parseFlags() options {
 	flag.IntVar(&o.latReps, "lat-reps", 1, "repetitions of every open-loop run (round-robin over servers)")
 	flag.DurationVar(&o.latWarmup, "lat-warmup", time.Second, "uncounted open-loop warm-up before each measured run")
 	flag.DurationVar(&o.latDur, "lat-duration", 3*time.Second, "measured open-loop run")
+	flag.BoolVar(&o.latUnpinned, "lat-unpinned", false, "run the latency table without affinity (servers and generator share both CPUs); for experiments")
+	flag.DurationVar(&o.latWaitQuiet, "lat-wait-quiet", 0, "before each open-loop run, wait up to this long for other processes to drop under -noise; for experiments on a shared machine")
 	flag.Float64Var(&o.latCPU, "lat-cpu", 0.7, "highest share of its core the load generator may need at the higher rate; rates are scaled down to fit")
 	flag.Parse()
 	return o
@@ -174,7 +178,7 @@ func run() int {
 	if !o.noLatency && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "bench: open-loop latency")
 		lo = latOptions{reps: o.latReps, warmup: o.latWarmup, dur: o.latDur, cpuCap: o.latCPU,
-			servers: latServers, single: all[0], noiseLimit: o.noiseLimit, conns: o.conns,
+			servers: latServers, single: all[0], unpinned: o.latUnpinned, waitQuiet: o.latWaitQuiet, noiseLimit: o.noiseLimit, conns: o.conns,
 			softEnd: began.Add(o.soft - microCost(o)), fromMatrix: m}
 		var err error
 		if lo.loadgen, err = buildLoadgen(ctx, o.root, o.goCmd); err != nil {
@@ -208,16 +212,9 @@ func run() int {
 	}
 	targets(m, lc, lat, rep)
 	if m != nil {
-		var notes []string
-		notes = append(notes, m.notes...)
-		for k, fs := range m.fails {
-			for _, f := range fs {
-				notes = append(notes, fmt.Sprintf("%s %s %s: %s", k.server, k.placement, k.load, firstLine(f)))
-			}
-		}
-		if len(notes) > 0 {
-			rep.print("anomalies:\n  " + strings.Join(notes, "\n  ") + "\n\n")
-		}
+		rep.print(anomalies("anomalies", m.notes, m.fails, func(k cellKey) string {
+			return fmt.Sprintf("%s %s %s", k.server, k.placement, k.load)
+		}))
 	}
 
 	if !o.noMicro && ctx.Err() == nil {

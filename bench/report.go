@@ -126,6 +126,21 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 	rep.print(b.String())
 }
 
+// anomalies formats notes and the first line of every failure, under
+// title, or returns "" when there are none.
+func anomalies[K comparable](title string, notes []string, fails map[K][]string, label func(K) string) string {
+	lines := slices.Clone(notes)
+	for k, fs := range fails {
+		for _, f := range fs {
+			lines = append(lines, label(k)+": "+firstLine(f))
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return title + ":\n  " + strings.Join(lines, "\n  ") + "\n\n"
+}
+
 // nameWidth is the width of the server column: the longest name, at least 10.
 func nameWidth(servers []serverSpec) int {
 	w := 10
