@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -71,7 +72,8 @@ func (g genReport) onTime() bool { return g.Rate >= 0.99*g.Target }
 // latResult is one measured open-loop run.
 type latResult struct {
 	genReport
-	noise float64 // other processes' CPU during the run, in cores
+	noise float64       // other processes' CPU during the run, in cores
+	runq  time.Duration // server threads' time runnable but off CPU, per request sent
 }
 
 // latKey names one row of the latency table.
@@ -292,21 +294,24 @@ func (l *openLoop) round(ctx context.Context, o latOptions, r int, sp serverSpec
 			}
 			runsLeft--
 			k := latKey{sp.name, ld.name, i}
-			pids := append(s.workers(), os.Getpid())
+			served := s.workers()
 			if sp.procs > 1 {
-				pids = append(pids, s.pid())
+				served = append(served, s.pid())
 			}
+			pids := append(slices.Clone(served), os.Getpid())
 			measure := func() (latResult, error) {
 				if o.waitQuiet > 0 {
 					waitQuiet(ctx, pids, o.noiseLimit, o.waitQuiet)
 				}
-				before := snapCPU(pids)
+				before, wait0 := snapCPU(pids), runqWait(served)
 				g, cpu, raw, err := runGen(ctx, o.loadgen, url, rate, ld.keepalive, !o.unpinned, o.warmup, o.dur)
-				after := snapCPU(pids)
+				after, wait1 := snapCPU(pids), runqWait(served)
 				res := latResult{genReport: g}
+				sent := float64(rate) * (o.warmup + o.dur).Seconds()
+				res.runq = time.Duration(float64(wait1-wait0) / sent)
 				res.noise, _ = noise(before, after, cpu)
-				rep.raw("loadgen: %s %s %d/s rep %d (other processes: %.2f cores [%s]; generator %.0f%% of its core)\n%s",
-					sp.name, ld.name, rate, r, res.noise, busiest(before, after, pids), g.genCPU()*100, raw)
+				rep.raw("loadgen: %s %s %d/s rep %d (other processes: %.2f cores [%s]; generator %.0f%% of its core; server run-queue wait %v per request)\n%s",
+					sp.name, ld.name, rate, r, res.noise, busiest(before, after, pids), g.genCPU()*100, res.runq, raw)
 				return res, err
 			}
 			res, err := measure()
@@ -377,8 +382,8 @@ func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 		b.WriteString("\n")
 	}
 	nw := nameWidth(servers)
-	fmt.Fprintf(&b, "%-*s  %-9s  %7s  %5s  %8s  %8s  %8s  %6s  %6s  %5s  %4s\n",
-		nw, "server", "load", "rate", "of max", "p50", "p99", "p99.9", "errors", "gencpu", "noise", "reps")
+	fmt.Fprintf(&b, "%-*s  %-9s  %7s  %5s  %8s  %8s  %8s  %7s  %6s  %6s  %5s  %4s\n",
+		nw, "server", "load", "rate", "of max", "p50", "p99", "p99.9", "runq/rq", "errors", "gencpu", "noise", "reps")
 	var sent, onTime, runs int
 	var worstCPU float64
 	for _, ld := range latLoads {
@@ -390,7 +395,7 @@ func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 					fmt.Fprintf(&b, "%-*s  %-9s  %7d  %8s\n", nw, sp.name, ld.name, rate, "FAILED")
 					continue
 				}
-				var p50, p99, p999 []time.Duration
+				var p50, p99, p999, runq []time.Duration
 				var gcpu []float64
 				var noise float64
 				errs := 0
@@ -405,12 +410,13 @@ func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 				}
 				for _, r := range rs {
 					p50, p99, p999 = append(p50, r.P50), append(p99, r.P99), append(p999, r.P999)
+					runq = append(runq, r.runq)
 					gcpu = append(gcpu, r.genCPU())
 					noise = max(noise, r.noise)
 				}
-				fmt.Fprintf(&b, "%-*s  %-9s  %7d  %5.0f%%  %8s  %8s  %8s  %6d  %5.0f%%  %4.0f%%  %d/%d\n",
+				fmt.Fprintf(&b, "%-*s  %-9s  %7d  %5.0f%%  %8s  %8s  %8s  %5.0fµs  %6d  %5.0f%%  %4.0f%%  %d/%d\n",
 					nw, sp.name, ld.name, rate, 100*float64(rate)/l.max[ld.name],
-					ms(median(p50)), ms(median(p99)), ms(median(p999)), errs, median(gcpu)*100, noise*100,
+					ms(median(p50)), ms(median(p99)), ms(median(p999)), float64(median(runq))/1e3, errs, median(gcpu)*100, noise*100,
 					len(rs), len(l.runs[k]))
 			}
 			b.WriteString("\n")
@@ -422,7 +428,9 @@ func (l *openLoop) table(servers []serverSpec, o latOptions, rep *report) {
 	}
 	fmt.Fprintf(&b, "load generator: sent within 1%% of the target rate in %d of %d runs; its CPU at most %.0f%% of its core (cap %.0f%%); %s\n",
 		onTime, runs, worstCPU*100, o.cpuCap*100, verdict)
-	fmt.Fprintf(&b, "noise above %.0f%% of a core: run once more while time allows (%d repeated); gencpu = generator CPU while measuring\n\n",
+	fmt.Fprintf(&b, "noise above %.0f%% of a core: run once more while time allows (%d repeated); "+
+		"gencpu = generator CPU while measuring;\n"+
+		"runq/rq = time the server's threads spent runnable but waiting for a CPU, per request sent (schedstat)\n\n",
 		o.noiseLimit*100, l.retries)
 	b.WriteString(anomalies("latency anomalies", l.notes, l.fails, func(k latKey) string {
 		return fmt.Sprintf("%s %s level %d", k.server, k.load, k.level)

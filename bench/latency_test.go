@@ -76,3 +76,16 @@ func TestGenReport(t *testing.T) {
 		t.Errorf("7800/s of 8000/s is late")
 	}
 }
+
+func TestRunDelay(t *testing.T) {
+	if d := runDelay("267199036 397253176 871\n"); d != 397253176*time.Nanosecond {
+		t.Errorf("runDelay = %v, want 397.253176ms", d)
+	}
+	if d := runDelay("garbage"); d != 0 {
+		t.Errorf("runDelay of a short line = %v", d)
+	}
+	// This process has threads; a pid that cannot exist has none.
+	if d := runqWait([]int{1 << 30}); d != 0 {
+		t.Errorf("runqWait of a missing pid = %v", d)
+	}
+}
