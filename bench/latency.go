@@ -221,7 +221,11 @@ func (l *openLoop) calibrate(ctx context.Context, o latOptions, rep *report) err
 	if err != nil {
 		return err
 	}
-	defer s.stop()
+	defer func() {
+		if err := s.stop(); err != nil {
+			l.notes = append(l.notes, fmt.Sprintf("latency calibration: %v", err))
+		}
+	}()
 	if err := s.ready(ctx, 15*time.Second); err != nil {
 		return err
 	}
