@@ -3,7 +3,7 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node test chaos bench clean
+.PHONY: build run run-node test chaos bench bench-tools bench-latency clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
@@ -24,6 +24,7 @@ test:
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(GO) test -race -count=1 -timeout 5m ./internal/chaos
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+	cd bench/loadgen && $(GO) vet ./... && $(GO) test -count=1 -timeout 2m ./...
 	# The dashboard in headless Chromium (needs chromium; .ci/run installs it).
 	cd dashboard && $(GO) vet ./... && $(GO) test -count=1 -timeout 3m ./...
 
@@ -36,11 +37,19 @@ chaos:
 	grep -E '^\s*--- |FIGURE|_test.go:[0-9]+: ' $(BIN)/chaos.out | grep -v 'supervisor output'; \
 	echo "chaos: full log in $(BIN)/chaos.out"; exit $$rc
 
-bench: build
+bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
 	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
 	@cd bench/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-prefork . || echo "bench: cannot build bench/fasthttp; the fasthttp-prefork row is left out" >&2
+
+bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
+
+# Only the open-loop latency table (about 3 minutes): go-single's maximum,
+# then every server at fixed rates with bench/loadgen (vegeta, built by the
+# harness from its own module).
+bench-latency: build bench-tools
+	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)

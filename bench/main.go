@@ -50,7 +50,20 @@ type options struct {
 	only                string
 	noMicro, noLoad     bool
 	noLifecycle         bool
+
+	noLatency         bool
+	latServers        string
+	latReps           int
+	latWarmup, latDur time.Duration
+	latCPU            float64
+	latUnpinned       bool
+	latWaitQuiet      time.Duration
 }
+
+// defaultLatServers are the servers of the open-loop table: the baseline,
+// each mode, Node's cluster, and rr with each setting that could set its
+// tail changed from the default (see bench/README.md).
+const defaultLatServers = "go-single,rr,shared,reuseport,node-rr,node-none,rr+sched=normal,rr+gomaxprocs=2,rr+balance=least-conn"
 
 func parseFlags() options {
 	var o options
@@ -63,13 +76,21 @@ func parseFlags() options {
 	flag.IntVar(&o.samples, "samples", 5, "lifecycle samples")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "uncounted wrk warm-up before each measured run (whole seconds)")
 	flag.DurationVar(&o.dur, "duration", 3*time.Second, "measured wrk run (whole seconds)")
-	flag.DurationVar(&o.budget, "budget", 11*time.Minute, "hard bound on the whole run")
-	flag.DurationVar(&o.soft, "soft-budget", 7*time.Minute+20*time.Second, "noisy runs are repeated only while the whole run can still end within this")
+	flag.DurationVar(&o.budget, "budget", 14*time.Minute, "hard bound on the whole run")
+	flag.DurationVar(&o.soft, "soft-budget", 10*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
 	flag.Float64Var(&o.noiseLimit, "noise", 0.15, "repeat a measured run once if other processes used more than this many cores during it")
-	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork)")
+	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork), with settings as in -lat-servers")
 	flag.BoolVar(&o.noMicro, "no-micro", false, "skip the Go micro-benchmarks")
 	flag.BoolVar(&o.noLoad, "no-load", false, "skip the load table")
 	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table")
+	flag.BoolVar(&o.noLatency, "no-latency", false, "skip the open-loop latency table")
+	flag.StringVar(&o.latServers, "lat-servers", defaultLatServers, "servers of the latency table; a server may carry supervisor settings: rr+sched=normal, rr+gomaxprocs=2, rr+balance=least-conn")
+	flag.IntVar(&o.latReps, "lat-reps", 1, "repetitions of every open-loop run (round-robin over servers)")
+	flag.DurationVar(&o.latWarmup, "lat-warmup", time.Second, "uncounted open-loop warm-up before each measured run")
+	flag.DurationVar(&o.latDur, "lat-duration", 3*time.Second, "measured open-loop run")
+	flag.BoolVar(&o.latUnpinned, "lat-unpinned", false, "run the latency table without affinity (servers and generator share both CPUs); for experiments")
+	flag.DurationVar(&o.latWaitQuiet, "lat-wait-quiet", 0, "before each open-loop run, wait up to this long for other processes to drop under -noise; for experiments on a shared machine")
+	flag.Float64Var(&o.latCPU, "lat-cpu", 0.7, "highest share of its core the load generator may need at the higher rate; rates are scaled down to fit")
 	flag.Parse()
 	return o
 }
@@ -112,19 +133,32 @@ func run() int {
 	}
 	servers := all
 	if o.only != "" {
-		servers = nil
-		for _, sp := range all {
-			if strings.Contains(","+o.only+",", ","+sp.name+",") {
-				servers = append(servers, sp)
-			}
+		var err error
+		if servers, err = latencyServers(all, o.root, o.only); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
 		}
 	}
 	per := 2*(o.warmup+o.dur) + 400*time.Millisecond
 	est := time.Duration(o.reps*len(placements)*len(servers)) * per
-	fmt.Fprintf(os.Stderr, "bench: %d servers × %d placements × %d reps, %v measured + %v warm-up per load; about %v of load\n",
-		len(servers), len(placements), o.reps, o.dur, o.warmup, est.Round(time.Second))
+	if !o.noLoad {
+		fmt.Fprintf(os.Stderr, "bench: %d servers × %d placements × %d reps, %v measured + %v warm-up per load; about %v of load\n",
+			len(servers), len(placements), o.reps, o.dur, o.warmup, est.Round(time.Second))
+	}
 
 	header := environment(o)
+	var latServers []serverSpec
+	var latCost time.Duration
+	if !o.noLatency {
+		var err error
+		if latServers, err = latencyServers(all, o.root, o.latServers); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		latCost = latencyCost(o.latReps, len(latServers), o.latWarmup, o.latDur)
+		fmt.Fprintf(os.Stderr, "bench: open-loop latency: %d servers × %d loads × %d rates × %d reps; about %v\n",
+			len(latServers), len(latLoads), len(latFractions), o.latReps, latCost.Round(time.Second))
+	}
 
 	var lc *lifecycle
 	var m *matrix
@@ -143,8 +177,23 @@ func run() int {
 		m = runMatrix(ctx, matrixOptions{
 			reps: o.reps, conns: o.conns, warmup: o.warmup, dur: o.dur,
 			readyTimeout: 15 * time.Second, servers: servers, placementList: placements,
-			noiseLimit: o.noiseLimit, softEnd: began.Add(o.soft - microCost(o)),
+			noiseLimit: o.noiseLimit, softEnd: began.Add(o.soft - microCost(o) - latCost),
 		}, rep)
+	}
+	var lat *openLoop
+	var lo latOptions
+	if !o.noLatency && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "bench: open-loop latency")
+		lo = latOptions{reps: o.latReps, warmup: o.latWarmup, dur: o.latDur, cpuCap: o.latCPU,
+			servers: latServers, single: all[0], unpinned: o.latUnpinned, waitQuiet: o.latWaitQuiet, noiseLimit: o.noiseLimit, conns: o.conns,
+			softEnd: began.Add(o.soft - microCost(o)), fromMatrix: m}
+		var err error
+		if lo.loadgen, err = buildLoadgen(ctx, o.root, o.goCmd); err != nil {
+			failed = errors.Join(failed, err)
+			fmt.Fprintln(os.Stderr, err)
+		} else {
+			lat = runLatency(ctx, lo, rep)
+		}
 	}
 	stopAll(false)
 
@@ -162,21 +211,17 @@ func run() int {
 		m.loadTable(servers, placements, o.reps, rep)
 		m.rssTable(servers, placements, rep)
 	}
+	if lat != nil {
+		lat.table(latServers, lo, rep)
+	}
 	if lc != nil {
 		lc.table(o.samples, rep)
 	}
-	targets(m, lc, rep)
+	targets(m, lc, lat, rep)
 	if m != nil {
-		var notes []string
-		notes = append(notes, m.notes...)
-		for k, fs := range m.fails {
-			for _, f := range fs {
-				notes = append(notes, fmt.Sprintf("%s %s %s: %s", k.server, k.placement, k.load, firstLine(f)))
-			}
-		}
-		if len(notes) > 0 {
-			rep.print("anomalies:\n  " + strings.Join(notes, "\n  ") + "\n\n")
-		}
+		rep.print(anomalies("anomalies", m.notes, m.fails, func(k cellKey) string {
+			return fmt.Sprintf("%s %s %s", k.server, k.placement, k.load)
+		}))
 	}
 
 	if !o.noMicro && ctx.Err() == nil {

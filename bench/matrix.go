@@ -22,14 +22,20 @@ func (a rssStat) max(b rssStat) rssStat {
 // quiet returns the runs of k during which other processes stayed under
 // the noise limit, or all of them when none did.
 func (m *matrix) quiet(k cellKey) []wrkResult {
-	var q []wrkResult
-	for _, r := range m.runs[k] {
-		if r.noise <= m.noiseLimit {
+	return quietRuns(m.runs[k], m.noiseLimit, func(r wrkResult) float64 { return r.noise })
+}
+
+// quietRuns returns the runs whose noise stayed under limit, or all of them
+// when none did.
+func quietRuns[R any](runs []R, limit float64, noise func(R) float64) []R {
+	var q []R
+	for _, r := range runs {
+		if noise(r) <= limit {
 			q = append(q, r)
 		}
 	}
 	if len(q) == 0 {
-		return m.runs[k]
+		return runs
 	}
 	return q
 }

@@ -126,6 +126,21 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 	rep.print(b.String())
 }
 
+// anomalies formats notes and the first line of every failure, under
+// title, or returns "" when there are none.
+func anomalies[K comparable](title string, notes []string, fails map[K][]string, label func(K) string) string {
+	lines := slices.Clone(notes)
+	for k, fs := range fails {
+		for _, f := range fs {
+			lines = append(lines, label(k)+": "+firstLine(f))
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return title + ":\n  " + strings.Join(lines, "\n  ") + "\n\n"
+}
+
 // nameWidth is the width of the server column: the longest name, at least 10.
 func nameWidth(servers []serverSpec) int {
 	w := 10
@@ -152,6 +167,15 @@ func (m *matrix) ratio(server, than, pl, ld string) (float64, bool) {
 		return 0, false
 	}
 	return a / b, true
+}
+
+// p99 is the median p99 of a cell over its quiet runs, 0 without runs.
+func (m *matrix) p99(server, pl, ld string) time.Duration {
+	var ps []time.Duration
+	for _, r := range m.quiet(cellKey{server, pl, ld}) {
+		ps = append(ps, r.p99)
+	}
+	return median(ps)
 }
 
 // rssTable prints memory per server: medians over launches.
@@ -236,12 +260,12 @@ func spread(ds []time.Duration) string {
 }
 
 // targets checks the numbers against the goals the project set itself.
-func targets(m *matrix, lc *lifecycle, rep *report) {
+func targets(m *matrix, lc *lifecycle, lat *openLoop, rep *report) {
 	var b strings.Builder
 	b.WriteString("targets (ratios are of median req/s in the same run, pinned unless named; reported, not asserted):\n")
 	check := func(what string, have float64, ok bool, cmp string, want float64, unit string) {
 		if !ok {
-			fmt.Fprintf(&b, "  %-46s  %10s\n", what, "n/a")
+			fmt.Fprintf(&b, "  %-56s  %10s\n", what, "n/a")
 			return
 		}
 		pass := have >= want
@@ -252,7 +276,7 @@ func targets(m *matrix, lc *lifecycle, rep *report) {
 		if pass {
 			verdict = "ok"
 		}
-		fmt.Fprintf(&b, "  %-46s  %8.2f%-2s  (want %s %g%s)  %s\n", what, have, unit, cmp, want, unit, verdict)
+		fmt.Fprintf(&b, "  %-56s  %8.2f%-2s  (want %s %g%s)  %s\n", what, have, unit, cmp, want, unit, verdict)
 	}
 	if m != nil {
 		r, ok := m.ratio("rr", "go-single", "pinned", "keepalive")
@@ -274,6 +298,15 @@ func targets(m *matrix, lc *lifecycle, rep *report) {
 				check(fmt.Sprintf("node %s keep-alive / node-rr (%s)", mode, pl.name), r, ok, "≥", 1, "")
 			}
 		}
+		// Closed loop at saturation, the figure: unpinned keep-alive.
+		for _, mode := range []string{"rr", "shared", "reuseport"} {
+			p, node := m.p99(mode, "unpinned", "keepalive"), m.p99("node-rr", "unpinned", "keepalive")
+			check(fmt.Sprintf("closed keep-alive p99 (unpinned): %s / node-rr", mode),
+				float64(p)/float64(node), p > 0 && node > 0, "≤", 1, "×")
+		}
+	}
+	if lat != nil {
+		lat.targets(check)
 	}
 	if lc != nil {
 		var h, k []time.Duration
