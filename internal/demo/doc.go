@@ -9,6 +9,7 @@
 //	GET /ip            the client's address (host:port), as plain text
 //	GET /heavy?n=N     CPU-bound: counts primes below N on every P
 //	GET /sleep?ms=N    I/O-bound: holds the request for N milliseconds
+//	GET /spin?us=N     fixed cost: spends N µs of its thread's CPU time
 //
 // /pid and /health sit on the hot path of load tests and heartbeats, so they
 // avoid per-request allocation where they can and no route logs requests.

@@ -46,6 +46,7 @@ func NewRouter(info Info, log *zap.Logger) http.Handler {
 	r.Get("/ip", ipHandler)
 	r.Get("/heavy", heavyHandler)
 	r.Get("/sleep", sleepHandler)
+	r.Get("/spin", spinHandler)
 	return r
 }
 

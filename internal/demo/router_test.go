@@ -43,7 +43,7 @@ func TestNotFound(t *testing.T) {
 
 func TestMethodNotAllowed(t *testing.T) {
 	h := NewRouter(Info{}, nil)
-	for _, path := range []string{"/health", "/pid", "/ip", "/heavy?n=10", "/sleep?ms=0"} {
+	for _, path := range []string{"/health", "/pid", "/ip", "/heavy?n=10", "/sleep?ms=0", "/spin?us=0"} {
 		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
