@@ -1,6 +1,7 @@
 'use strict';
-// Node's cluster module serving the demo worker's /health and /pid, the
-// reference prefork is measured against (make bench). No dependencies.
+// Node's cluster module serving the demo worker's /health, /pid and
+// /spin?us=N, the reference prefork is measured against (make bench). No
+// dependencies.
 //
 //   NODE_CLUSTER_SCHED_POLICY=rr|none node cluster.js [PORT [WORKERS]]
 //
@@ -33,6 +34,22 @@ function log(msg, fields) {
 // duration string, so the harness parses it like the supervisor's.
 function since(t0) {
   return (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(3) + 'ms';
+}
+
+// maxSpinUS bounds /spin's us, as in the Go demo.
+const maxSpinUS = 100000;
+
+// spin busy-loops until the process has used us more microseconds of CPU
+// (user + system): CPU time, not wall time, so time spent preempted by a
+// sibling worker does not count as work. Node has no per-thread CPU clock;
+// the process's includes its helper threads (GC, libuv), which may end a
+// spin a little early, never late.
+function spin(us) {
+  const start = process.cpuUsage();
+  for (;;) {
+    const d = process.cpuUsage(start);
+    if (d.user + d.system >= us) return;
+  }
 }
 
 function primary() {
@@ -109,6 +126,16 @@ function worker() {
     } else if (path === '/health') {
       const up = (Number(process.hrtime.bigint() - started) / 1e9).toFixed(3);
       body = prefix + up + ',"goroutines":1}\n';
+    } else if (path === '/spin') {
+      const v = q < 0 ? null : new URLSearchParams(req.url.slice(q + 1)).get('us');
+      const us = /^[0-9]+$/.test(v ?? '') ? Number(v) : -1;
+      if (us < 0 || us > maxSpinUS) {
+        code = 400;
+        body = `{"error":"us must be an integer between 0 and ${maxSpinUS}"}\n`;
+      } else {
+        spin(us);
+        body = `{"spun_us":${us},"pid":${process.pid}}\n`;
+      }
     } else if (path === '/pid') {
       type = 'text/plain; charset=utf-8';
       body = pid;
