@@ -26,6 +26,18 @@ func TestPlanRates(t *testing.T) {
 	}
 }
 
+func TestLatPath(t *testing.T) {
+	for spin, want := range map[time.Duration]string{
+		0:                      "/health",
+		200 * time.Microsecond: "/spin?us=200",
+		100 * time.Millisecond: "/spin?us=100000",
+	} {
+		if have := latPath(spin); have != want {
+			t.Errorf("latPath(%v) = %q, want %q", spin, have, want)
+		}
+	}
+}
+
 func TestVariant(t *testing.T) {
 	all := specs("/r", 2)
 	sp, err := variant(all, "/r", "rr+sched=normal+gomaxprocs=1")

@@ -56,6 +56,7 @@ type options struct {
 	latReps           int
 	latWarmup, latDur time.Duration
 	latCPU            float64
+	latSpin           time.Duration
 	latUnpinned       bool
 	latWaitQuiet      time.Duration
 }
@@ -91,6 +92,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.latUnpinned, "lat-unpinned", false, "run the latency table without affinity (servers and generator share both CPUs); for experiments")
 	flag.DurationVar(&o.latWaitQuiet, "lat-wait-quiet", 0, "before each open-loop run, wait up to this long for other processes to drop under -noise; for experiments on a shared machine")
 	flag.Float64Var(&o.latCPU, "lat-cpu", 0.7, "highest share of its core the load generator may need at the higher rate; rates are scaled down to fit")
+	flag.DurationVar(&o.latSpin, "lat-spin", 300*time.Microsecond, "open-loop requests are GET /spin?us=N, spending this much server CPU each (whole µs, at most 100ms); 0 sends GET /health")
 	flag.Parse()
 	return o
 }
@@ -155,6 +157,12 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}
+		for _, sp := range latServers {
+			if o.latSpin > 0 && strings.HasPrefix(sp.name, "fasthttp-prefork") {
+				fmt.Fprintln(os.Stderr, "bench: fasthttp-prefork serves no /spin: leave it out of -lat-servers or use -lat-spin 0")
+				return 2
+			}
+		}
 		latCost = latencyCost(o.latReps, len(latServers), o.latWarmup, o.latDur)
 		fmt.Fprintf(os.Stderr, "bench: open-loop latency: %d servers × %d loads × %d rates × %d reps; about %v\n",
 			len(latServers), len(latLoads), len(latFractions), o.latReps, latCost.Round(time.Second))
@@ -186,7 +194,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench: open-loop latency")
 		lo = latOptions{reps: o.latReps, warmup: o.latWarmup, dur: o.latDur, cpuCap: o.latCPU,
 			servers: latServers, single: all[0], unpinned: o.latUnpinned, waitQuiet: o.latWaitQuiet, noiseLimit: o.noiseLimit, conns: o.conns,
-			softEnd: began.Add(o.soft - microCost(o)), fromMatrix: m}
+			softEnd: began.Add(o.soft - microCost(o)), fromMatrix: m, spin: o.latSpin}
 		var err error
 		if lo.loadgen, err = buildLoadgen(ctx, o.root, o.goCmd); err != nil {
 			failed = errors.Join(failed, err)
@@ -261,6 +269,8 @@ func validate(o options) error {
 		return fmt.Errorf("bench: -duration and -warmup must be whole seconds ≥ 1s (wrk takes seconds)")
 	case o.reps < 1, o.samples < 1, o.conns < 1, o.workers < 2:
 		return fmt.Errorf("bench: -reps, -samples and -c must be ≥ 1 and -workers ≥ 2")
+	case o.latSpin < 0 || o.latSpin > maxLatSpin || o.latSpin%time.Microsecond != 0:
+		return fmt.Errorf("bench: -lat-spin must be whole microseconds between 0 and %v", maxLatSpin)
 	}
 	return nil
 }
