@@ -34,6 +34,9 @@ type fakeSys struct {
 	order   []*fakeProc   // in start order
 	failAt  map[int]error // the nth Start (1-based) fails with this
 	starts  int
+	// adoptable are the pids Adopt takes over, as children kept across
+	// an upgrade; any other pid is not a child (it exited and was reaped).
+	adoptable map[int]bool
 }
 
 type fakeTimer struct {
@@ -127,8 +130,16 @@ func (s *fakeSys) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 
 func (s *fakeSys) CPUTicks(pid int) (uint64, bool) { return 0, false }
 
-func (s *fakeSys) Adopt(int, func(exitStatus)) (proc, error) {
-	return nil, errors.New("fake: adopt not supported")
+func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.adoptable[pid] {
+		return nil, fmt.Errorf("adopt: pid %d is not a child of this process", pid)
+	}
+	p := &fakeProc{pid: pid, exited: exited}
+	s.procs[pid] = p
+	s.order = append(s.order, p)
+	return p, nil
 }
 
 func (s *fakeSys) Exec(string, []string, []string) error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -172,21 +173,35 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 		p := &process{slot: sl, gen: w.Gen, ctl: ctl, link: &preforkLink{ctl: ctl}, t: t,
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
+		p.pid = w.PID
+		s.live[p.pid], sl.cur = p, p
 		pr, err := s.sys.Adopt(w.PID, func(st exitStatus) {
 			p.link.exited()
 			p.readerDone()
 			s.post(evExit{p: p, st: st})
 		})
 		if err != nil {
-			return err
+			// It exited while the old image re-executed itself: that
+			// image's waiter reaped it, and its exit event was lost with
+			// the image. Its exit, handled once the supervisor runs, reads
+			// back what it was handed and respawns the slot as a crash.
+			s.log.Warn("a worker kept across the upgrade is gone", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.Error(err))
+			p.proc = goneProc(w.PID)
+			s.enqueue(evExit{p: p, st: exitStatus{err: err}})
+			continue
 		}
-		p.proc, p.pid = pr, w.PID
-		s.live[p.pid], sl.cur = p, p
+		p.proc = pr
 		p.link.started(s, p)
 		s.mode.route(p)
 	}
 	return nil
 }
+
+// goneProc is a worker that exited before it could be adopted.
+type goneProc int
+
+func (p goneProc) Pid() int                  { return int(p) }
+func (goneProc) Signal(syscall.Signal) error { return os.ErrProcessDone }
 
 // restoreTarget rebuilds the handoff's view of w: in rr its own channel
 // and the duplicate of its end; in reuseport the control channel ctl and

@@ -194,3 +194,56 @@ func TestRRPendingAcrossUpgrade(t *testing.T) {
 	}
 	h.pending = nil // the same descriptors as m's: m closes them
 }
+
+// adoptState is an upgrade's state with one ready worker per pid, each
+// with a real control channel (the worker's end is closed at cleanup).
+func adoptState(t *testing.T, pids ...int) *upgradeState {
+	t.Helper()
+	st := &upgradeState{Format: stateFormat, Gen: 1, Listener: -1, Control: -1, Metrics: -1, Admin: -1, Reply: -1, Binary: -1}
+	for i, pid := range pids {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[1]) })
+		st.Slots = append(st.Slots, slotState{ID: i + 1, Worker: workerState{PID: pid, Gen: 1,
+			Ctl: st.keep(fds[0], roleControl, i+1), Handoff: -1, Keep: -1}})
+	}
+	return st
+}
+
+// TestAdoptGoneWorker: a worker that exited while the old image was
+// re-executing itself (its waiter reaped it just before execve, and the
+// exit event went with the old image) is a crash of its slot, which gets
+// a new worker; the supervisor goes on with the others instead of failing.
+func TestAdoptGoneWorker(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
+	h.sys.adoptable = map[int]bool{501: true}
+	st := adoptState(t, 501, 502)
+	h.s.restoreState(st)
+	if err := h.s.adopt(st); err != nil {
+		t.Fatalf("adopt with one worker gone: %v", err)
+	}
+	h.s.resumed(st)
+	h.run()
+	if stopped, err := h.stopped(); stopped {
+		t.Fatalf("supervisor stopped: %v", err)
+	}
+	if p := h.cur(1); p == nil || p.pid != 501 || p.state != control.StateReady {
+		t.Fatalf("slot 1: %+v, want the adopted pid 501, ready", p)
+	}
+	p := h.cur(2)
+	if p == nil || p.pid == 502 || h.forks(control.CauseCrash) != 1 {
+		t.Fatalf("slot 2: %+v, %d crash forks; want a new worker in place of pid 502", p, h.forks(control.CauseCrash))
+	}
+	if _, ok := h.s.live[502]; ok || h.s.owned.Has(502) {
+		t.Error("the gone worker is still live or owned")
+	}
+	if n := len(h.events(control.EventExit)); n != 1 {
+		t.Errorf("%d exit events, want 1 for pid 502", n)
+	}
+	h.ready(p)
+	if err := h.s.canUpgrade(); err != nil {
+		t.Errorf("after the respawn: %v", err)
+	}
+}
