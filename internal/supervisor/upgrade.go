@@ -19,6 +19,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // Version is the supervisor's build, set with
@@ -29,6 +30,12 @@ var Version = "dev"
 // upgrade's state fail, so that the tests can prove the rollback. Only
 // restoreCheck reads it; a release build leaves it empty.
 var failRestore = ""
+
+// loseWorker, set with -ldflags -X, makes this build kill slot 1's worker
+// just before it re-executes itself, and wait until that worker's waiter
+// has reaped it: the exit is then lost with the image, as when a worker
+// dies during an upgrade. Only the tests set it.
+var loseWorker = ""
 
 // checkTimeout bounds how long the new binary's -check-upgrade may run.
 const checkTimeout = 5 * time.Second
@@ -183,6 +190,9 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 		fail(err)
 		return
 	}
+	if loseWorker != "" {
+		s.killReaped(s.slots[0].cur)
+	}
 	err = s.execState(st, ev.path, ev.path)
 	resume()
 	s.notify.Ready(s.statusLine())
@@ -215,6 +225,17 @@ func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 	s.notify.Reloading()
 	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd))
 	return s.sys.Exec(path, append([]string{argv0}, st.Args...), env)
+}
+
+// killReaped kills p and waits until its waiter has reaped it (see
+// loseWorker).
+func (s *Supervisor) killReaped(p *process) {
+	p.proc.Signal(syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := procfs.ReadStat(p.pid); err != nil {
+			return
+		}
+	}
 }
 
 // withoutVar is env without the variable name.
