@@ -71,8 +71,14 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, append([]string{"-check-upgrade"}, os.Args[1:]...)...)
-	var out, errOut bytes.Buffer
+	var out, errOut cappedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// Its output is a pipe that os/exec reads until every writer has
+	// closed it: a process the check leaves behind (a wrapper's daemon),
+	// or one it started before the timeout killed it, would hold Wait
+	// for as long as it lives. Wait stops reading this long after the
+	// check has exited.
+	cmd.WaitDelay = time.Second
 	// Recorded as ours, so that the reaper of orphans does not take its
 	// exit status before Wait does.
 	if err := s.owned.Start(cmd); err != nil {
@@ -80,8 +86,14 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	}
 	err = cmd.Wait()
 	s.owned.Forget(cmd.Process.Pid)
-	if ctx.Err() != nil {
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // it exited 0; what it left running printed nothing we read
+	}
+	switch {
+	case ctx.Err() != nil:
 		return "", fmt.Errorf("upgrade: check %s: no answer within %s", path, checkTimeout)
+	case out.over || errOut.over:
+		return "", fmt.Errorf("upgrade: check %s printed more than %d bytes", path, checkOutputMax)
 	}
 	if err != nil {
 		why := strings.TrimSpace(errOut.String())
@@ -108,6 +120,29 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	}
 	return version, nil
 }
+
+// checkOutputMax bounds what -check-upgrade may print on each of its
+// outputs: one line is expected.
+const checkOutputMax = 64 << 10
+
+// cappedBuffer keeps up to checkOutputMax bytes. Past that its Write
+// fails, so that os/exec stops reading and the writer gets EPIPE.
+// Not an embedded bytes.Buffer: io.Copy would use its ReadFrom, which
+// reads without bound.
+type cappedBuffer struct {
+	b    bytes.Buffer
+	over bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.b.Len()+len(p) > checkOutputMax {
+		b.over = true
+		return 0, errors.New("upgrade: check output too long")
+	}
+	return b.b.Write(p)
+}
+
+func (b *cappedBuffer) String() string { return b.b.String() }
 
 // printableLine cuts s to one short line for an error message.
 func printableLine(s string) string {

@@ -247,3 +247,74 @@ func TestAdoptGoneWorker(t *testing.T) {
 		t.Errorf("after the respawn: %v", err)
 	}
 }
+
+// checkScript writes an executable shell script for -check-upgrade; it
+// is given the path of a file to write background pids to, which the
+// cleanup kills.
+func checkScript(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	pids := dir + "/pids"
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(pids)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+	})
+	path := dir + "/supervisor"
+	if err := os.WriteFile(path, []byte("#!/bin/sh\nPIDS="+pids+"\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkWithin runs checkBinary on path and fails unless it returns within d.
+func checkWithin(t *testing.T, path string, d time.Duration) (string, error) {
+	t.Helper()
+	type result struct {
+		version string
+		err     error
+	}
+	done := make(chan result, 1)
+	s := &Supervisor{log: zap.NewNop()}
+	go func() {
+		v, err := s.checkBinary(path)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.version, r.err
+	case <-time.After(d):
+		t.Fatalf("the check of %s still running after %s", path, d)
+		return "", nil
+	}
+}
+
+// TestCheckLeavesAProcess: a -check-upgrade that answers and exits, but
+// leaves a process holding its output open (a wrapper script starting a
+// daemon, say), is done when it exits: the check does not wait for that
+// process, whose output never ends.
+func TestCheckLeavesAProcess(t *testing.T) {
+	path := checkScript(t, "sleep 60 &\necho $! >$PIDS\necho prefork-upgrade-check version=v9 format="+strconv.Itoa(stateFormat)+"\n")
+	v, err := checkWithin(t, path, checkTimeout-time.Second)
+	if err != nil || v != "v9" {
+		t.Fatalf("check: version %q, %v; want v9", v, err)
+	}
+	// Past its timeout, the check's own children holding the output
+	// do not hold it up either.
+	path = checkScript(t, "sleep 60 &\necho $! >$PIDS\nexec sleep 60\n")
+	if _, err := checkWithin(t, path, checkTimeout+3*time.Second); err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Fatalf("check that never answers: %v", err)
+	}
+}
+
+// TestCheckOutputBounded: a -check-upgrade that prints without end is cut
+// off, not buffered whole.
+func TestCheckOutputBounded(t *testing.T) {
+	path := checkScript(t, "exec head -c 10000000 /dev/zero\n")
+	if _, err := checkWithin(t, path, checkTimeout-time.Second); err == nil || !strings.Contains(err.Error(), "printed more than") {
+		t.Fatalf("check printing 10 MB: %v", err)
+	}
+}
