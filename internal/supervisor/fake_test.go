@@ -37,6 +37,8 @@ type fakeSys struct {
 	// adoptable are the pids Adopt takes over, as children kept across
 	// an upgrade; any other pid is not a child (it exited and was reaped).
 	adoptable map[int]bool
+	// exec, if not nil, is what Exec does; else it fails.
+	exec func(path string, argv, env []string) error
 }
 
 type fakeTimer struct {
@@ -142,7 +144,10 @@ func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return p, nil
 }
 
-func (s *fakeSys) Exec(string, []string, []string) error {
+func (s *fakeSys) Exec(path string, argv, env []string) error {
+	if s.exec != nil {
+		return s.exec(path, argv, env)
+	}
 	return errors.New("fake: exec not supported")
 }
 

@@ -41,6 +41,9 @@ type upgradeState struct {
 	// Failure is why the new image could not restore the state: set when
 	// it rolls back to Previous, which then answers the upgrade with it.
 	Failure string `json:"failure,omitempty"`
+	// Signals arrived before the execve and were not handled yet: the
+	// image that restores the state handles them.
+	Signals []int `json:"signals,omitempty"`
 
 	StoppedAt time.Time   `json:"stopped_at"` // when the old image stopped accepting
 	Begun     time.Time   `json:"begun"`

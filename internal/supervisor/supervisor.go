@@ -42,8 +42,9 @@ type Supervisor struct {
 	notify *sdnotify.Notifier  // nil: not under systemd
 	bus    publisher
 
-	events chan any // from other goroutines
-	queue  []any    // from the owner goroutine itself: see enqueue
+	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
+	events chan any         // from other goroutines
+	queue  []any            // from the owner goroutine itself: see enqueue
 	done   chan struct{}
 
 	phase   phase
@@ -195,8 +196,11 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		return err
 	}
 	defer stopServices()
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
+	sigs := earlySigs // the image an upgrade started: caught since init
+	if sigs == nil {
+		sigs = make(chan os.Signal, 16)
+		signal.Notify(sigs, supervisorSignals...)
+	}
 	defer signal.Stop(sigs)
 	if err := m.startAccepting(); err != nil {
 		return err

@@ -232,12 +232,16 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 	resume()
 	s.notify.Ready(s.statusLine())
 	fail(err)
+	s.replaySignals(st.Signals) // taken from s.sigs for an image that did not start
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)
 // across execve, and execs path as argv0 with the supervisor's arguments.
 // It returns only on failure, with every descriptor close-on-exec again.
 func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
+	// A signal that comes after this is lost, and SIGHUP, SIGINT or
+	// SIGTERM before the new image's init ends it: a short window.
+	st.takeSignals(s.sigs)
 	mem, err := writeState(st)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -28,6 +29,34 @@ func init() {
 	// spawner, which forks every later worker and makes the next execve.
 	if _, ok := os.LookupEnv(envState); ok {
 		runtime.LockOSThread()
+		// Until signal.Notify, SIGHUP, SIGINT and SIGTERM end a Go
+		// program, and this image's workers with it (Pdeathsig): catch
+		// them from here on, not only once run has restored everything.
+		// run handles what they queue.
+		earlySigs = make(chan os.Signal, 16)
+		signal.Notify(earlySigs, supervisorSignals...)
+	}
+}
+
+// earlySigs gets the supervisor's signals in the image an upgrade started,
+// from its init on; nil in any other process.
+var earlySigs chan os.Signal
+
+// supervisorSignals are the signals the owner goroutine handles (onSignal).
+var supervisorSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2}
+
+// takeSignals empties ch (nil: none) into st, for the image that execve
+// starts: signals Go queued for this one are lost with it.
+func (st *upgradeState) takeSignals(ch <-chan os.Signal) {
+	for {
+		select {
+		case sig := <-ch:
+			if n, ok := sig.(syscall.Signal); ok {
+				st.Signals = append(st.Signals, int(n))
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -77,7 +106,7 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 // only if that fails too.
 func rollback(st *upgradeState, why error, sp *spawner) error {
 	st.Failure = why.Error()
-	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil}
+	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil, sigs: earlySigs}
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
 	err := s.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
@@ -260,6 +289,15 @@ func (s *Supervisor) resumed(st *upgradeState) {
 		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {
 			s.log.Warn("could not answer ctl upgrade", zap.Error(err))
 		}
+	}
+	s.replaySignals(st.Signals)
+}
+
+// replaySignals handles the signals an image received but had not handled
+// when it re-executed itself, or tried to.
+func (s *Supervisor) replaySignals(sigs []int) {
+	for _, n := range sigs {
+		s.onSignal(syscall.Signal(n))
 	}
 }
 

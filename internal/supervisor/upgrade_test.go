@@ -1,10 +1,15 @@
 package supervisor
 
 import (
+	"encoding/json"
+	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,5 +321,90 @@ func TestCheckOutputBounded(t *testing.T) {
 	path := checkScript(t, "exec head -c 10000000 /dev/zero\n")
 	if _, err := checkWithin(t, path, checkTimeout-time.Second); err == nil || !strings.Contains(err.Error(), "printed more than") {
 		t.Fatalf("check printing 10 MB: %v", err)
+	}
+}
+
+// execedState reads the state that execState handed to exec, from the
+// memfd its environment names.
+func execedState(t *testing.T, env []string) *upgradeState {
+	t.Helper()
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, envState+"="); ok {
+			b, err := os.ReadFile("/proc/self/fd/" + v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st upgradeState
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatal(err)
+			}
+			return &st
+		}
+	}
+	t.Fatalf("no %s in the new image's environment", envState)
+	return nil
+}
+
+// TestUpgradeKeepsSignals: a signal that arrived while the owner was
+// re-executing itself goes into the state, for the new image to handle,
+// instead of being lost with the old one; the new image handles it once it
+// runs; and if the execve fails the old image handles it itself.
+func TestUpgradeKeepsSignals(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
+	h.start(true)
+	sigs := make(chan os.Signal, 2)
+	h.s.sigs = sigs
+	sigs <- syscall.SIGHUP
+	var execed *upgradeState
+	h.sys.exec = func(_ string, _, env []string) error {
+		execed = execedState(t, env)
+		return errors.New("fake: exec failed")
+	}
+	answer := make(chan control.Response, 1)
+	h.s.handle(evUpgrade{path: "/new/supervisor", version: "v2", answer: answer})
+	if execed == nil {
+		t.Fatal("the upgrade did not exec")
+	}
+	if !slices.Equal(execed.Signals, []int{int(syscall.SIGHUP)}) {
+		t.Fatalf("state handed to the new image has signals %v, want [SIGHUP]", execed.Signals)
+	}
+	if h.s.roll == nil {
+		t.Fatal("the SIGHUP taken for an image that did not start was not handled: no reload")
+	}
+	h.run()
+
+	// The new image's side: the signals in the state are handled once it
+	// runs.
+	h2 := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
+	h2.start(true)
+	h2.s.resumed(&upgradeState{Reply: -1, Signals: []int{int(syscall.SIGTERM)}})
+	if h2.s.phase != phaseStopping {
+		t.Fatalf("phase %s after a restore with a SIGTERM in the state, want stopping", h2.s.phase)
+	}
+}
+
+// TestEarlySignals: in the image an upgrade starts, the supervisor's
+// signals are caught from init on: until signal.Notify, Go ends a program
+// on SIGHUP, and this one would take every worker with it. It runs itself
+// as such an image.
+func TestEarlySignals(t *testing.T) {
+	if os.Getenv("PREFORK_TEST_EARLY_SIGNALS") == "1" {
+		if err := unix.Kill(os.Getpid(), unix.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case sig := <-earlySigs:
+			if sig != syscall.SIGHUP {
+				t.Fatalf("got %v, want SIGHUP", sig)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("SIGHUP not caught within 5s")
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEarlySignals$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envState+"=none", "PREFORK_TEST_EARLY_SIGNALS=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("an image started with %s set: %v\n%s", envState, err, out)
 	}
 }
