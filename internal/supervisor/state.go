@@ -113,7 +113,11 @@ type workerState struct {
 	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
 	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
 	Handed      uint64    `json:"handed"`
+	Closed      uint32    `json:"closed"` // of those, closed by the worker, from its load reports
 	Peers       bool      `json:"peers"`
+	// Paused: the worker asked for no connections (near its descriptor
+	// limit) and has not resumed; it does not say so again.
+	Paused bool `json:"paused,omitempty"`
 }
 
 type pendingState struct {

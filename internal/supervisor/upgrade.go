@@ -434,7 +434,8 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
 	if t := p.t; t != nil {
-		w.Handed, w.Peers = t.handed.Load(), t.peers.Load()
+		w.Handed, w.Closed, w.Peers = t.handed.Load(), t.closed.Load(), t.peers.Load()
+		w.Paused = t.off.Load()&offPaused != 0
 		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
 			if w.Handoff, err = fdOf(t.ch); err != nil {
 				return ss, err

@@ -255,7 +255,11 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 	}
 	t := &target{slot: sl.id, ch: ch, keep: keep}
 	t.handed.Store(w.Handed)
+	t.closed.Store(w.Closed)
 	t.peers.Store(w.Peers)
+	if w.Paused {
+		t.off.Store(offPaused)
+	}
 	return t, nil
 }
 

@@ -408,3 +408,61 @@ func TestEarlySignals(t *testing.T) {
 		t.Fatalf("an image started with %s set: %v\n%s", envState, err, out)
 	}
 }
+
+// TestUpgradeKeepsTargetState: what the handoff knows of a worker from its
+// frames survives the upgrade: a worker that paused (near its descriptor
+// limit) stays paused, rather than being sent connections the kernel
+// would close for want of room, and least-conn keeps its closed count.
+func TestUpgradeKeepsTargetState(t *testing.T) {
+	sl := &slot{id: 1}
+	ch, remote, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	tg, err := newTarget(sl, ch, remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.handed.Store(10)
+	tg.closed.Store(7)
+	tg.off.Store(offPaused)
+	ctl, ctlRemote, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctlRemote.Close()
+	sl.cur = &process{slot: sl, ctl: ctl, t: tg}
+	st := &upgradeState{}
+	ss, err := saveSlot(st, sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The restoring image gets its own descriptors; here, duplicates.
+	w := ss.Worker
+	for _, fd := range []*int{&w.Ctl, &w.Handoff, &w.Keep} {
+		if *fd, err = unix.FcntlInt(uintptr(*fd), unix.F_DUPFD_CLOEXEC, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctl2, err := ipc.NewChannel(file(w.Ctl, "ctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl2.Close()
+	got, err := restoreTarget(&slot{id: 1}, ctl2, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.ch.Close()
+	defer got.keep.Close()
+	if got.Available() || got.off.Load()&offPaused == 0 {
+		t.Error("a paused worker is available after the upgrade")
+	}
+	if got.Load() != 3 {
+		t.Errorf("load %d after the upgrade, want 3 (10 handed, 7 closed)", got.Load())
+	}
+	ctl.Close()
+	tg.ch.Close()
+	tg.keep.Close()
+}
