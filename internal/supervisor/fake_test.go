@@ -230,6 +230,7 @@ type fakeMode struct {
 	retired []int
 	failAt  map[int]error // slot id → prepare fails
 	stopped bool
+	h       *handoff // nil: none, as in shared mode
 }
 
 func newFakeMode() *fakeMode { return &fakeMode{routed: map[*process]bool{}, failAt: map[int]error{}} }
@@ -247,7 +248,7 @@ func (m *fakeMode) exited(*process) int  { return 0 }
 func (m *fakeMode) vacant(sl *slot)      { m.vacated = append(m.vacated, sl.id) }
 func (m *fakeMode) retire(sl *slot)      { m.retired = append(m.retired, sl.id) }
 func (m *fakeMode) close() int           { return 0 }
-func (m *fakeMode) handoff() *handoff    { return nil }
+func (m *fakeMode) handoff() *handoff    { return m.h }
 func (m *fakeMode) observe(observer)     {}
 func (m *fakeMode) loadReports() bool    { return false }
 func (m *fakeMode) pause(*process, bool) {}

@@ -314,6 +314,14 @@ func (s *Supervisor) canUpgrade() error {
 			return fmt.Errorf("upgrade: not while worker %d (pid %d) is %s", p.slot.id, p.pid, p.state)
 		}
 	}
+	// rr's pending queue goes into the state (pauseAccepting); another
+	// mode's (reuseport hands a vacant slot's connections on) has no
+	// place there, and execve would close what it holds.
+	if _, ok := s.mode.(*rr); !ok {
+		if h := s.mode.handoff(); h != nil && h.npend.Load() > 0 {
+			return fmt.Errorf("upgrade: not while %d connections wait for a worker", h.npend.Load())
+		}
+	}
 	if m, ok := s.mode.(*reusePort); ok {
 		m.mu.Lock()
 		defer m.mu.Unlock()

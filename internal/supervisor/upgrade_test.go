@@ -466,3 +466,26 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 	tg.ch.Close()
 	tg.keep.Close()
 }
+
+// TestUpgradeRefusedWithQueue: outside rr mode (reuseport hands the
+// connections of a vacant slot's socket on too) the state has no place
+// for the handoff's pending queue, and execve would close those
+// connections: the upgrade waits until the queue is empty.
+func TestUpgradeRefusedWithQueue(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
+	h.mode.h, _ = newTestHandoff(DefaultQueueMax, time.Minute)
+	h.start(true)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	h.mode.h.enqueue(fds[:1], nil, nil) // no worker in its balancer: it waits
+	if err := h.s.canUpgrade(); err == nil || !strings.Contains(err.Error(), "wait for a worker") {
+		t.Fatalf("with a connection queued: %v", err)
+	}
+	h.mode.h.closeQueue()
+	if err := h.s.canUpgrade(); err != nil {
+		t.Fatalf("with the queue empty: %v", err)
+	}
+}
