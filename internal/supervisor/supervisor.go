@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,7 @@ type Supervisor struct {
 	exe        string          // this image's binary, resolved at start
 	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
 	env        []string        // the environment it started with, systemd's variables included
+	upgrading  atomic.Bool     // a requestUpgrade runs: any goroutine
 	upgrades   int             // completed since the first start
 	acceptGap  time.Duration   // how long the last upgrade stopped accepting
 	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps

@@ -184,6 +184,12 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 		s.log.Error("upgrade refused", zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
+	// One at a time: a second check would fork while the first upgrade
+	// has cleared close-on-exec on what it keeps, and hold all of it.
+	if !s.upgrading.CompareAndSwap(false, true) {
+		return control.Response{Error: "upgrade: another upgrade is in progress"}
+	}
+	defer s.upgrading.Store(false)
 	if path == "" {
 		path = s.exe
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -487,5 +488,39 @@ func TestUpgradeRefusedWithQueue(t *testing.T) {
 	h.mode.h.closeQueue()
 	if err := h.s.canUpgrade(); err != nil {
 		t.Fatalf("with the queue empty: %v", err)
+	}
+}
+
+// TestOneUpgradeAtATime: while an upgrade is being checked or carried out,
+// another request (a second ctl upgrade, SIGUSR2 sent twice) is refused at
+// once: its check would be a child forked while the first upgrade has
+// cleared close-on-exec on every descriptor it keeps, and would hold them.
+func TestOneUpgradeAtATime(t *testing.T) {
+	upgradable.Store(true)
+	t.Cleanup(func() { upgradable.Store(false) })
+	h := newHarness(t, nil)
+	path := checkScript(t, "echo prefork-upgrade-check version=v9 format="+strconv.Itoa(stateFormat)+"\n")
+	first := make(chan control.Response, 1)
+	go func() { first <- h.s.requestUpgrade(context.Background(), path, false) }()
+	var ev evUpgrade
+	select {
+	case e := <-h.s.events: // not handled until the second is answered
+		ev = e.(evUpgrade)
+	case <-time.After(checkTimeout + time.Second):
+		t.Fatal("the first upgrade did not reach the owner")
+	}
+	defer func() {
+		respond(ev.answer, control.Response{Error: "test: done"})
+		<-first
+	}()
+	second := make(chan control.Response, 1)
+	go func() { second <- h.s.requestUpgrade(context.Background(), path, false) }()
+	select {
+	case r := <-second:
+		if r.OK || !strings.Contains(r.Error, "in progress") {
+			t.Fatalf("second upgrade: %+v", r)
+		}
+	case <-time.After(checkTimeout):
+		t.Fatal("the second upgrade was not refused while the first one runs")
 	}
 }
