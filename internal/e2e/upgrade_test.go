@@ -131,18 +131,27 @@ func checkKept(t *testing.T, s *sup, before, after upgradeStatus, version string
 	}
 }
 
+// upgradeUnderLoad starts mixed load on s, a v1, and once it is served
+// upgrades s to bin, a v2. It returns the status before, the load and
+// ctl's answer.
+func upgradeUnderLoad(t *testing.T, s *sup, bin string) (upgradeStatus, *mixedLoad, string) {
+	t.Helper()
+	before := s.upgradeStatus()
+	load := startMixedLoad(t, s.url("/pid"), 2, 2)
+	load.waitOK(t, 50, 10*time.Second)
+	out, code := s.uctl("upgrade", bin)
+	if code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
+		t.Fatalf("ctl upgrade: exit %d: %s", code, out)
+	}
+	return before, load, out
+}
+
 func TestUpgradeUnderLoad(t *testing.T) {
 	v1, v2, _ := buildUpgradeBins(t)
 	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			s := startBin(t, v1, "-mode", mode, "-workers", "2")
-			before := s.upgradeStatus()
-			load := startMixedLoad(t, s.url("/pid"), 2, 2)
-			load.waitOK(t, 50, 10*time.Second)
-			out, code := s.uctl("upgrade", v2)
-			if code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
-				t.Fatalf("ctl upgrade: exit %d: %s", code, out)
-			}
+			before, load, out := upgradeUnderLoad(t, s, v2)
 			load.waitOK(t, 50, 10*time.Second)
 			load.check(t)
 			after := s.upgradeStatus()
@@ -160,13 +169,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 func TestUpgradeWorkerLost(t *testing.T) {
 	_, v2, _ := buildUpgradeBins(t)
 	s := startBin(t, upgradeBins.loses, "-workers", "2")
-	before := s.upgradeStatus()
-	load := startMixedLoad(t, s.url("/pid"), 2, 2)
-	load.waitOK(t, 50, 10*time.Second)
-	out, code := s.uctl("upgrade", v2)
-	if code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
-		t.Fatalf("ctl upgrade: exit %d: %s", code, out)
-	}
+	before, load, _ := upgradeUnderLoad(t, s, v2)
 	var after upgradeStatus
 	eventually(t, 10*time.Second, "two ready workers, one of them new", func() bool {
 		o, c := s.uctl("-json", "status")
