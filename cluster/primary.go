@@ -65,10 +65,9 @@ func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
 		failed(log, err)
 		return nil, err
 	}
-	p := &Primary{e: e, log: log, events: make(chan Event, EventBuffer), pumped: make(chan struct{}), workers: map[int]*Worker{}}
-	if r := e.Do(context.Background(), ctl.Request{Cmd: ctl.CmdStatus}); r.Status != nil {
-		p.addr = r.Status.Listen
-	}
+	// Not e.Do: after an in-place upgrade the owner may be waiting for
+	// this goroutine's Wait to start a worker (see supervisor.Start).
+	p := &Primary{e: e, log: log, addr: e.Addr(), events: make(chan Event, EventBuffer), pumped: make(chan struct{}), workers: map[int]*Worker{}}
 	go p.pump(e.Events())
 	return p, nil
 }

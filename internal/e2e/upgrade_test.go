@@ -28,6 +28,7 @@ var upgradeBins struct {
 	once               sync.Once
 	err                error
 	v1, v2, badRestore string
+	loses              string // v1 that kills a worker just before its execve
 	ctl                string // for ctl commands, built without -race
 }
 
@@ -38,10 +39,12 @@ func buildUpgradeBins(t *testing.T) (v1, v2, badRestore string) {
 		const pkg = "github.com/prefork/prefork/internal/supervisor"
 		b.v1, b.v2, b.badRestore = filepath.Join(binDir, "supervisor-v1"), filepath.Join(binDir, "supervisor-v2"), filepath.Join(binDir, "supervisor-badrestore")
 		b.ctl = filepath.Join(binDir, "supervisor-ctl")
+		b.loses = filepath.Join(binDir, "supervisor-loses")
 		for _, x := range []struct{ out, flags, race string }{
 			{b.v1, "-X " + pkg + ".Version=v1", "-race"},
 			{b.v2, "-X " + pkg + ".Version=v2", "-race"},
 			{b.badRestore, "-X " + pkg + ".Version=v3-broken -X " + pkg + ".failRestore=test", "-race"},
+			{b.loses, "-X " + pkg + ".Version=v1 -X " + pkg + ".loseWorker=test", "-race"},
 			{b.ctl, "", "-race=false"},
 		} {
 			out, err := exec.Command("go", "build", x.race, "-ldflags", x.flags, "-o", x.out, "../../cmd/supervisor").CombinedOutput()
@@ -128,24 +131,77 @@ func checkKept(t *testing.T, s *sup, before, after upgradeStatus, version string
 	}
 }
 
+// upgradeUnderLoad starts mixed load on s, a v1, and once it is served
+// upgrades s to bin, a v2. It returns the status before, the load and
+// ctl's answer.
+func upgradeUnderLoad(t *testing.T, s *sup, bin string) (upgradeStatus, *mixedLoad, string) {
+	t.Helper()
+	before := s.upgradeStatus()
+	load := startMixedLoad(t, s.url("/pid"), 2, 2)
+	load.waitOK(t, 50, 10*time.Second)
+	out, code := s.uctl("upgrade", bin)
+	if code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
+		t.Fatalf("ctl upgrade: exit %d: %s", code, out)
+	}
+	return before, load, out
+}
+
 func TestUpgradeUnderLoad(t *testing.T) {
 	v1, v2, _ := buildUpgradeBins(t)
 	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			s := startBin(t, v1, "-mode", mode, "-workers", "2")
-			before := s.upgradeStatus()
-			load := startMixedLoad(t, s.url("/pid"), 2, 2)
-			load.waitOK(t, 50, 10*time.Second)
-			out, code := s.uctl("upgrade", v2)
-			if code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
-				t.Fatalf("ctl upgrade: exit %d: %s", code, out)
-			}
+			before, load, out := upgradeUnderLoad(t, s, v2)
 			load.waitOK(t, 50, 10*time.Second)
 			load.check(t)
 			after := s.upgradeStatus()
 			checkKept(t, s, before, after, "v2", 1)
 			t.Logf("%s: %s", mode, strings.TrimSpace(out))
 		})
+	}
+}
+
+// TestUpgradeWorkerLost: a worker that dies while the supervisor
+// re-executes itself (its exit reaped by the old image, never seen by the
+// new one) is respawned by the new image, which keeps the other worker and
+// keeps serving, rather than failing to adopt it and taking every worker
+// down, or waiting forever for a spawn nobody serves.
+func TestUpgradeWorkerLost(t *testing.T) {
+	_, v2, _ := buildUpgradeBins(t)
+	s := startBin(t, upgradeBins.loses, "-workers", "2")
+	before, load, _ := upgradeUnderLoad(t, s, v2)
+	var after upgradeStatus
+	eventually(t, 10*time.Second, "two ready workers, one of them new", func() bool {
+		o, c := s.uctl("-json", "status")
+		if c != 0 || json.Unmarshal([]byte(o), &after) != nil || len(after.Workers) != 2 {
+			return false
+		}
+		for _, w := range after.Workers {
+			if w.State != "ready" {
+				return false
+			}
+		}
+		return true
+	})
+	if after.Version != "v2" || after.PID != before.PID {
+		t.Errorf("after: version %s, pid %d; want v2, pid %d", after.Version, after.PID, before.PID)
+	}
+	kept := 0
+	for _, pid := range after.workerPIDs() {
+		if slices.Contains(before.workerPIDs(), pid) {
+			kept++
+		}
+	}
+	if kept != 1 {
+		t.Errorf("workers before %v, after %v: want one kept and one new", before.workerPIDs(), after.workerPIDs())
+	}
+	load.waitOK(t, 50, 10*time.Second) // serving on: the killed worker's own requests may fail
+	load.finish()
+	if out, code := s.uctl("stop"); code != 0 {
+		t.Fatalf("ctl stop: exit %d: %s", code, out)
+	}
+	if code := s.waitExit(10 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after stop", code)
 	}
 }
 

@@ -25,6 +25,7 @@ type Engine struct {
 	done chan struct{}         // closed once the loop has returned
 	err  error                 // what it returned; read after done
 	sp   *spawner              // served by Wait in the image an upgrade started; else nil
+	addr string                // the listening address, read once before the loop runs
 }
 
 // Usage is the command line's help text.
@@ -53,7 +54,9 @@ func (c Config) Validate() error {
 // In the image an in-place upgrade started (ctl upgrade), the workers'
 // parent is the main thread, so the goroutine that calls Start and Wait —
 // main's — serves the spawner: Start until the supervisor runs, and Wait
-// until it stops.
+// until it stops. That goroutine must then call no other Engine method
+// before Wait: each waits for the owner goroutine, which may be waiting
+// for it to start a worker (one that died during the upgrade, say).
 func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -72,6 +75,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 			e.sub = e.bus.Subscribe()
 			e.done = make(chan struct{})
 			e.sp = sp
+			e.addr = x.s.mode.addr()
 			started <- e
 		}
 		var err error
@@ -111,6 +115,10 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// Addr is the address the supervisor listens on, with the port it got
+// for port 0. Unlike Do it never waits for the owner goroutine.
+func (e *Engine) Addr() string { return e.addr }
 
 // Events is the engine's event stream: every event `supervisor ctl events`
 // shows, from before the first worker's fork. Past control.SubscriberBuffer

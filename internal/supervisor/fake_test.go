@@ -34,6 +34,11 @@ type fakeSys struct {
 	order   []*fakeProc   // in start order
 	failAt  map[int]error // the nth Start (1-based) fails with this
 	starts  int
+	// adoptable are the pids Adopt takes over, as children kept across
+	// an upgrade; any other pid is not a child (it exited and was reaped).
+	adoptable map[int]bool
+	// exec, if not nil, is what Exec does; else it fails.
+	exec func(path string, argv, env []string) error
 }
 
 type fakeTimer struct {
@@ -127,11 +132,22 @@ func (s *fakeSys) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 
 func (s *fakeSys) CPUTicks(pid int) (uint64, bool) { return 0, false }
 
-func (s *fakeSys) Adopt(int, func(exitStatus)) (proc, error) {
-	return nil, errors.New("fake: adopt not supported")
+func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.adoptable[pid] {
+		return nil, fmt.Errorf("adopt: pid %d is not a child of this process", pid)
+	}
+	p := &fakeProc{pid: pid, exited: exited}
+	s.procs[pid] = p
+	s.order = append(s.order, p)
+	return p, nil
 }
 
-func (s *fakeSys) Exec(string, []string, []string) error {
+func (s *fakeSys) Exec(path string, argv, env []string) error {
+	if s.exec != nil {
+		return s.exec(path, argv, env)
+	}
 	return errors.New("fake: exec not supported")
 }
 
@@ -214,6 +230,7 @@ type fakeMode struct {
 	retired []int
 	failAt  map[int]error // slot id → prepare fails
 	stopped bool
+	h       *handoff // nil: none, as in shared mode
 }
 
 func newFakeMode() *fakeMode { return &fakeMode{routed: map[*process]bool{}, failAt: map[int]error{}} }
@@ -231,7 +248,7 @@ func (m *fakeMode) exited(*process) int  { return 0 }
 func (m *fakeMode) vacant(sl *slot)      { m.vacated = append(m.vacated, sl.id) }
 func (m *fakeMode) retire(sl *slot)      { m.retired = append(m.retired, sl.id) }
 func (m *fakeMode) close() int           { return 0 }
-func (m *fakeMode) handoff() *handoff    { return nil }
+func (m *fakeMode) handoff() *handoff    { return m.h }
 func (m *fakeMode) observe(observer)     {}
 func (m *fakeMode) loadReports() bool    { return false }
 func (m *fakeMode) pause(*process, bool) {}

@@ -68,6 +68,7 @@ type (
 // loop is the owner goroutine: it handles signals, events and ticks until
 // the supervisor has stopped and every worker has been waited for.
 func (s *Supervisor) loop(sigs <-chan os.Signal) error {
+	s.sigs = sigs
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	for !s.stopped() {

@@ -41,6 +41,9 @@ type upgradeState struct {
 	// Failure is why the new image could not restore the state: set when
 	// it rolls back to Previous, which then answers the upgrade with it.
 	Failure string `json:"failure,omitempty"`
+	// Signals arrived before the execve and were not handled yet: the
+	// image that restores the state handles them.
+	Signals []int `json:"signals,omitempty"`
 
 	StoppedAt time.Time   `json:"stopped_at"` // when the old image stopped accepting
 	Begun     time.Time   `json:"begun"`
@@ -110,7 +113,11 @@ type workerState struct {
 	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
 	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
 	Handed      uint64    `json:"handed"`
+	Closed      uint32    `json:"closed"` // of those, closed by the worker, from its load reports
 	Peers       bool      `json:"peers"`
+	// Paused: the worker asked for no connections (near its descriptor
+	// limit) and has not resumed; it does not say so again.
+	Paused bool `json:"paused,omitempty"`
 }
 
 type pendingState struct {

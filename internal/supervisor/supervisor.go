@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,8 +43,9 @@ type Supervisor struct {
 	notify *sdnotify.Notifier  // nil: not under systemd
 	bus    publisher
 
-	events chan any // from other goroutines
-	queue  []any    // from the owner goroutine itself: see enqueue
+	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
+	events chan any         // from other goroutines
+	queue  []any            // from the owner goroutine itself: see enqueue
 	done   chan struct{}
 
 	phase   phase
@@ -72,6 +74,7 @@ type Supervisor struct {
 	exe        string          // this image's binary, resolved at start
 	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
 	env        []string        // the environment it started with, systemd's variables included
+	upgrading  atomic.Bool     // a requestUpgrade runs: any goroutine
 	upgrades   int             // completed since the first start
 	acceptGap  time.Duration   // how long the last upgrade stopped accepting
 	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
@@ -195,8 +198,11 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		return err
 	}
 	defer stopServices()
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2)
+	sigs := earlySigs // the image an upgrade started: caught since init
+	if sigs == nil {
+		sigs = make(chan os.Signal, 16)
+		signal.Notify(sigs, supervisorSignals...)
+	}
 	defer signal.Stop(sigs)
 	if err := m.startAccepting(); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/procfs"
 )
 
 // Version is the supervisor's build, set with
@@ -29,6 +30,12 @@ var Version = "dev"
 // upgrade's state fail, so that the tests can prove the rollback. Only
 // restoreCheck reads it; a release build leaves it empty.
 var failRestore = ""
+
+// loseWorker, set with -ldflags -X, makes this build kill slot 1's worker
+// just before it re-executes itself, and wait until that worker's waiter
+// has reaped it: the exit is then lost with the image, as when a worker
+// dies during an upgrade. Only the tests set it.
+var loseWorker = ""
 
 // checkTimeout bounds how long the new binary's -check-upgrade may run.
 const checkTimeout = 5 * time.Second
@@ -64,8 +71,14 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, append([]string{"-check-upgrade"}, os.Args[1:]...)...)
-	var out, errOut bytes.Buffer
+	var out, errOut cappedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// Its output is a pipe that os/exec reads until every writer has
+	// closed it: a process the check leaves behind (a wrapper's daemon),
+	// or one it started before the timeout killed it, would hold Wait
+	// for as long as it lives. Wait stops reading this long after the
+	// check has exited.
+	cmd.WaitDelay = time.Second
 	// Recorded as ours, so that the reaper of orphans does not take its
 	// exit status before Wait does.
 	if err := s.owned.Start(cmd); err != nil {
@@ -73,8 +86,14 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	}
 	err = cmd.Wait()
 	s.owned.Forget(cmd.Process.Pid)
-	if ctx.Err() != nil {
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // it exited 0; what it left running printed nothing we read
+	}
+	switch {
+	case ctx.Err() != nil:
 		return "", fmt.Errorf("upgrade: check %s: no answer within %s", path, checkTimeout)
+	case out.over || errOut.over:
+		return "", fmt.Errorf("upgrade: check %s printed more than %d bytes", path, checkOutputMax)
 	}
 	if err != nil {
 		why := strings.TrimSpace(errOut.String())
@@ -101,6 +120,29 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	}
 	return version, nil
 }
+
+// checkOutputMax bounds what -check-upgrade may print on each of its
+// outputs: one line is expected.
+const checkOutputMax = 64 << 10
+
+// cappedBuffer keeps up to checkOutputMax bytes. Past that its Write
+// fails, so that os/exec stops reading and the writer gets EPIPE.
+// Not an embedded bytes.Buffer: io.Copy would use its ReadFrom, which
+// reads without bound.
+type cappedBuffer struct {
+	b    bytes.Buffer
+	over bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.b.Len()+len(p) > checkOutputMax {
+		b.over = true
+		return 0, errors.New("upgrade: check output too long")
+	}
+	return b.b.Write(p)
+}
+
+func (b *cappedBuffer) String() string { return b.b.String() }
 
 // printableLine cuts s to one short line for an error message.
 func printableLine(s string) string {
@@ -142,6 +184,12 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 		s.log.Error("upgrade refused", zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
+	// One at a time: a second check would fork while the first upgrade
+	// has cleared close-on-exec on what it keeps, and hold all of it.
+	if !s.upgrading.CompareAndSwap(false, true) {
+		return control.Response{Error: "upgrade: another upgrade is in progress"}
+	}
+	defer s.upgrading.Store(false)
 	if path == "" {
 		path = s.exe
 	}
@@ -183,16 +231,23 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 		fail(err)
 		return
 	}
+	if loseWorker != "" {
+		s.killReaped(s.slots[0].cur)
+	}
 	err = s.execState(st, ev.path, ev.path)
 	resume()
 	s.notify.Ready(s.statusLine())
 	fail(err)
+	s.replaySignals(st.Signals) // taken from s.sigs for an image that did not start
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)
 // across execve, and execs path as argv0 with the supervisor's arguments.
 // It returns only on failure, with every descriptor close-on-exec again.
 func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
+	// A signal that comes after this is lost, and SIGHUP, SIGINT or
+	// SIGTERM before the new image's init ends it: a short window.
+	st.takeSignals(s.sigs)
 	mem, err := writeState(st)
 	if err != nil {
 		return err
@@ -215,6 +270,17 @@ func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 	s.notify.Reloading()
 	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd))
 	return s.sys.Exec(path, append([]string{argv0}, st.Args...), env)
+}
+
+// killReaped kills p and waits until its waiter has reaped it (see
+// loseWorker).
+func (s *Supervisor) killReaped(p *process) {
+	p.proc.Signal(syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := procfs.ReadStat(p.pid); err != nil {
+			return
+		}
+	}
 }
 
 // withoutVar is env without the variable name.
@@ -252,6 +318,14 @@ func (s *Supervisor) canUpgrade() error {
 	for _, p := range s.live {
 		if p.slot.cur != p {
 			return fmt.Errorf("upgrade: not while worker %d (pid %d) is %s", p.slot.id, p.pid, p.state)
+		}
+	}
+	// rr's pending queue goes into the state (pauseAccepting); another
+	// mode's (reuseport hands a vacant slot's connections on) has no
+	// place there, and execve would close what it holds.
+	if _, ok := s.mode.(*rr); !ok {
+		if h := s.mode.handoff(); h != nil && h.npend.Load() > 0 {
+			return fmt.Errorf("upgrade: not while %d connections wait for a worker", h.npend.Load())
 		}
 	}
 	if m, ok := s.mode.(*reusePort); ok {
@@ -374,7 +448,8 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
 	if t := p.t; t != nil {
-		w.Handed, w.Peers = t.handed.Load(), t.peers.Load()
+		w.Handed, w.Closed, w.Peers = t.handed.Load(), t.closed.Load(), t.peers.Load()
+		w.Paused = t.off.Load()&offPaused != 0
 		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
 			if w.Handoff, err = fdOf(t.ch); err != nil {
 				return ss, err

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,6 +29,34 @@ func init() {
 	// spawner, which forks every later worker and makes the next execve.
 	if _, ok := os.LookupEnv(envState); ok {
 		runtime.LockOSThread()
+		// Until signal.Notify, SIGHUP, SIGINT and SIGTERM end a Go
+		// program, and this image's workers with it (Pdeathsig): catch
+		// them from here on, not only once run has restored everything.
+		// run handles what they queue.
+		earlySigs = make(chan os.Signal, 16)
+		signal.Notify(earlySigs, supervisorSignals...)
+	}
+}
+
+// earlySigs gets the supervisor's signals in the image an upgrade started,
+// from its init on; nil in any other process.
+var earlySigs chan os.Signal
+
+// supervisorSignals are the signals the owner goroutine handles (onSignal).
+var supervisorSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2}
+
+// takeSignals empties ch (nil: none) into st, for the image that execve
+// starts: signals Go queued for this one are lost with it.
+func (st *upgradeState) takeSignals(ch <-chan os.Signal) {
+	for {
+		select {
+		case sig := <-ch:
+			if n, ok := sig.(syscall.Signal); ok {
+				st.Signals = append(st.Signals, int(n))
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -76,7 +106,7 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 // only if that fails too.
 func rollback(st *upgradeState, why error, sp *spawner) error {
 	st.Failure = why.Error()
-	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil}
+	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil, sigs: earlySigs}
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
 	err := s.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
@@ -172,21 +202,35 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 		p := &process{slot: sl, gen: w.Gen, ctl: ctl, link: &preforkLink{ctl: ctl}, t: t,
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
+		p.pid = w.PID
+		s.live[p.pid], sl.cur = p, p
 		pr, err := s.sys.Adopt(w.PID, func(st exitStatus) {
 			p.link.exited()
 			p.readerDone()
 			s.post(evExit{p: p, st: st})
 		})
 		if err != nil {
-			return err
+			// It exited while the old image re-executed itself: that
+			// image's waiter reaped it, and its exit event was lost with
+			// the image. Its exit, handled once the supervisor runs, reads
+			// back what it was handed and respawns the slot as a crash.
+			s.log.Warn("a worker kept across the upgrade is gone", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.Error(err))
+			p.proc = goneProc(w.PID)
+			s.enqueue(evExit{p: p, st: exitStatus{err: err}})
+			continue
 		}
-		p.proc, p.pid = pr, w.PID
-		s.live[p.pid], sl.cur = p, p
+		p.proc = pr
 		p.link.started(s, p)
 		s.mode.route(p)
 	}
 	return nil
 }
+
+// goneProc is a worker that exited before it could be adopted.
+type goneProc int
+
+func (p goneProc) Pid() int                  { return int(p) }
+func (goneProc) Signal(syscall.Signal) error { return os.ErrProcessDone }
 
 // restoreTarget rebuilds the handoff's view of w: in rr its own channel
 // and the duplicate of its end; in reuseport the control channel ctl and
@@ -211,7 +255,11 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 	}
 	t := &target{slot: sl.id, ch: ch, keep: keep}
 	t.handed.Store(w.Handed)
+	t.closed.Store(w.Closed)
 	t.peers.Store(w.Peers)
+	if w.Paused {
+		t.off.Store(offPaused)
+	}
 	return t, nil
 }
 
@@ -245,6 +293,15 @@ func (s *Supervisor) resumed(st *upgradeState) {
 		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {
 			s.log.Warn("could not answer ctl upgrade", zap.Error(err))
 		}
+	}
+	s.replaySignals(st.Signals)
+}
+
+// replaySignals handles the signals an image received but had not handled
+// when it re-executed itself, or tried to.
+func (s *Supervisor) replaySignals(sigs []int) {
+	for _, n := range sigs {
+		s.onSignal(syscall.Signal(n))
 	}
 }
 
