@@ -88,8 +88,9 @@ type Channel struct {
 // duplicate the channel owns and closes once the peer acknowledges it.
 type outgoing struct {
 	line  []byte
-	fd    int // -1: none
-	tries int // NACKs received for it
+	fd    int   // -1: none
+	tries int   // NACKs received for it
+	tag   int64 // the Worker's seq for a newconn, which withdraw finds it by; -1: none
 }
 
 // Pair makes a SOCK_STREAM socketpair, the kind child_process.fork gives a
@@ -184,6 +185,12 @@ func (c *Channel) Send(msg any, fd int) error {
 // sends it again, up to three times. With fd < 0, typ is ignored and msg goes
 // as is.
 func (c *Channel) SendHandle(msg any, fd int, typ string) error {
+	return c.send(msg, fd, typ, -1)
+}
+
+// send is SendHandle with a tag (>= 0) that withdraw can find the message
+// by while it waits in the queue.
+func (c *Channel) send(msg any, fd int, typ string, tag int64) error {
 	if fd >= 0 {
 		msg = handleWrapper{Cmd: cmdHandle, Type: typ, Msg: msg}
 	}
@@ -191,7 +198,7 @@ func (c *Channel) SendHandle(msg any, fd int, typ string) error {
 	if err != nil {
 		return err
 	}
-	out := outgoing{line: line, fd: -1}
+	out := outgoing{line: line, fd: -1, tag: tag}
 	if fd >= 0 {
 		// F_DUPFD_CLOEXEC: the duplicate must not leak into a child
 		// spawned before the peer acknowledges it.
@@ -222,6 +229,31 @@ func (c *Channel) enqueueLocked(out outgoing) error {
 	c.queue = append(c.queue, out)
 	c.signal()
 	return nil
+}
+
+// withdraw takes out of the queue the tagged messages that want picks,
+// closing their descriptors, and returns their tags in queue order. What
+// is queued has not been written: the writer takes a message out of the
+// queue before it writes it, and a handle in flight is not in the queue
+// (until a NACK puts it back, unread by the peer).
+func (c *Channel) withdraw(want func(tag int64) bool) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var tags []int64
+	kept := c.queue[:0]
+	for _, out := range c.queue {
+		if out.tag < 0 || !want(out.tag) {
+			kept = append(kept, out)
+			continue
+		}
+		tags = append(tags, out.tag)
+		if out.fd >= 0 {
+			unix.Close(out.fd)
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	return tags
 }
 
 // signal wakes the writer; mu is held.

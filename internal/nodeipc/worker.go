@@ -324,7 +324,7 @@ func (w *Worker) NewConn(key string, fd int) error {
 	w.seq++
 	w.pending[seq] = conn{key: key, fd: fd}
 	w.mu.Unlock()
-	err := w.ch.Send(actMsg{Cmd: cmdCluster, Act: "newconn", Key: key, Seq: seq}, fd)
+	err := w.ch.send(actMsg{Cmd: cmdCluster, Act: "newconn", Key: key, Seq: seq}, fd, HandleNative, seq)
 	if err == nil {
 		return nil
 	}
@@ -348,6 +348,25 @@ func (w *Worker) Reclaim() []int {
 	defer w.mu.Unlock()
 	fds := make([]int, 0, len(w.pending))
 	for _, seq := range slices.Sorted(maps.Keys(w.pending)) { // in the order handed
+		fds = append(fds, w.pending[seq].fd)
+		delete(w.pending, seq)
+	}
+	return fds
+}
+
+// Withdraw takes back the connections handed with NewConn that are still
+// in the channel's send queue, and returns them in the order handed: the
+// caller owns them again. The channel writes one handle at a time and the
+// next only once the worker has acknowledged it (NODE_HANDLE_ACK), so
+// while the worker does not read (a stopped process, a blocked event
+// loop) all but the first wait there, unseen by it. Unlike Reclaim,
+// Withdraw is safe while the worker runs: it never gets what was withdrawn.
+func (w *Worker) Withdraw() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seqs := w.ch.withdraw(func(seq int64) bool { _, ok := w.pending[seq]; return ok })
+	fds := make([]int, 0, len(seqs))
+	for _, seq := range seqs {
 		fds = append(fds, w.pending[seq].fd)
 		delete(w.pending, seq)
 	}

@@ -129,13 +129,25 @@ func (h *handoff) redeliver(from *target, fds []int) {
 // answer, and hands it on, returning how many.
 func (h *handoff) nodeReclaim(t *target) int {
 	h.bal.Remove(t)
+	return h.nodeTakeBack(t, (*nodeipc.Worker).Reclaim)
+}
+
+// nodeWithdraw takes back what a stalled Node worker was handed and has not
+// been written yet (all but the one it has not acknowledged), and hands it
+// on, returning how many.
+func (h *handoff) nodeWithdraw(t *target) int {
+	return h.nodeTakeBack(t, (*nodeipc.Worker).Withdraw)
+}
+
+// nodeTakeBack hands on the connections take returns from t's worker.
+func (h *handoff) nodeTakeBack(t *target, take func(*nodeipc.Worker) []int) int {
 	t.mu.Lock()
 	w := t.node.w
 	t.mu.Unlock()
 	if w == nil {
 		return 0
 	}
-	fds := w.Reclaim()
+	fds := take(w)
 	if len(fds) == 0 {
 		return 0
 	}
