@@ -689,7 +689,7 @@ func (h *handoff) readBack(t *target, live bool) int {
 			peers = peers[:len(fds)] // after a truncation, the first ones came
 		}
 		n += len(fds)
-		t.handed.Add(-uint64(len(fds))) // it never had them: its load must not count them
+		t.returned.Add(uint64(len(fds))) // it never had them: its load must not count them
 		h.recovered.Add(uint64(len(fds)))
 		h.dispatch(fds, peers, scratch)
 	}

@@ -91,7 +91,7 @@ func (h *handoff) nodeAnswered(t *target, fd int, refused bool) {
 	}
 	t.mu.Unlock()
 	if fd >= 0 {
-		t.handed.Add(^uint64(0)) // it never had it
+		t.returned.Add(1) // it never had it
 		h.retried.Add(1)
 		if refused {
 			// A worker at maxConnections refuses whatever comes: a
@@ -155,7 +155,7 @@ func (h *handoff) nodeTakeBack(t *target, take func(*nodeipc.Worker) []int) int 
 	t.queue.taken += uint64(len(fds))
 	t.queue.reclaimed += uint64(len(fds))
 	t.mu.Unlock()
-	t.handed.Add(-uint64(len(fds)))
+	t.returned.Add(uint64(len(fds)))
 	h.recovered.Add(uint64(len(fds)))
 	h.redeliver(t, fds)
 	return len(fds)

@@ -204,9 +204,13 @@ func TestHandoffNodeRefusedGoesElsewhere(t *testing.T) {
 	c := wa.next()
 	wa.answer(c, false)
 	wb.answer(wb.next(), true)
-	until(t, 5*time.Second, "the refusal counted", func() bool { return a.Load() == 0 && a.handed.Load() == 0 })
+	until(t, 5*time.Second, "the refusal counted", func() bool { return a.Load() == 0 && a.returned.Load() == 1 })
 	if n := h.retried.Load(); n != 1 {
 		t.Fatalf("retried %d, want 1", n)
+	}
+	// handed is a Prometheus counter (handoffs_total): it must not go down.
+	if n := a.handed.Load(); n != 1 {
+		t.Fatalf("a's handoffs counted %d after the refusal, want still 1", n)
 	}
 }
 
@@ -268,8 +272,8 @@ func TestHandoffNodeExitLosesNothing(t *testing.T) {
 			if n := h.recover(a); n != 0 {
 				t.Fatalf("recover after everything was handed on = %d, want 0", n)
 			}
-			if a.handed.Load() != 0 {
-				t.Fatalf("a counted %d handed, want 0", a.handed.Load())
+			if a.Load() != 0 || a.handed.Load() != 3 || a.returned.Load() != 3 {
+				t.Fatalf("a's load %d, handed %d, returned %d; want 0, 3 and 3", a.Load(), a.handed.Load(), a.returned.Load())
 			}
 		})
 	}
@@ -372,8 +376,8 @@ func TestHandoffNodeStalledGivesBackQueued(t *testing.T) {
 	}
 	wb.none("after the four queued behind a's")
 	until(t, 5*time.Second, "b's answers counted", func() bool { return b.Load() == 0 })
-	if a.Load() != 1 || a.handed.Load() != 1 {
-		t.Fatalf("a's load %d, handed %d; want the one written to it", a.Load(), a.handed.Load())
+	if a.Load() != 1 || a.returned.Load() != 4 {
+		t.Fatalf("a's load %d, returned %d; want the one written to it, and 4", a.Load(), a.returned.Load())
 	}
 	go wa.read() // it resumes
 	c := wa.next()

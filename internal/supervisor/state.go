@@ -110,6 +110,7 @@ type workerState struct {
 	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
 	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
 	Handed      uint64    `json:"handed"`
+	Returned    uint64    `json:"returned,omitempty"`
 	Peers       bool      `json:"peers"`
 }
 

@@ -374,7 +374,7 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
 	if t := p.t; t != nil {
-		w.Handed, w.Peers = t.handed.Load(), t.peers.Load()
+		w.Handed, w.Returned, w.Peers = t.handed.Load(), t.returned.Load(), t.peers.Load()
 		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
 			if w.Handoff, err = fdOf(t.ch); err != nil {
 				return ss, err

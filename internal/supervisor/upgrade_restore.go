@@ -211,6 +211,7 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 	}
 	t := &target{slot: sl.id, ch: ch, keep: keep}
 	t.handed.Store(w.Handed)
+	t.returned.Store(w.Returned)
 	t.peers.Store(w.Peers)
 	return t, nil
 }
