@@ -33,8 +33,8 @@ type target struct {
 	// back, refused, or not answered before it exited.
 	handed   atomic.Uint64
 	returned atomic.Uint64
-	peers  atomic.Bool   // the worker takes peer addresses in conns frames
-	closed atomic.Uint32 // connections the worker reports closed, wrapping
+	peers    atomic.Bool   // the worker takes peer addresses in conns frames
+	closed   atomic.Uint32 // connections the worker reports closed, wrapping
 
 	// off says why the handoff must not pick the target now (off* bits);
 	// zero: available. Owner routing is balancer membership, apart.
