@@ -82,6 +82,11 @@ type Channel struct {
 	once     sync.Once
 
 	r reader // Recv's state
+
+	// gaveUp is told the tag of a handle the peer never received: it
+	// answered the last retransmission with a NACK too. Set before the
+	// first Recv, and called by it.
+	gaveUp func(tag int64)
 }
 
 // outgoing is one queued line and the descriptor that rides on it: a
@@ -363,22 +368,31 @@ func (c *Channel) write(line []byte, fd int) error {
 }
 
 // handleAnswered is Recv's report of the peer's NODE_HANDLE_ACK (ack true) or
-// NODE_HANDLE_NACK for the handle in flight.
+// NODE_HANDLE_NACK for the handle in flight. A tagged handle it gives up on
+// goes to gaveUp, on Recv's goroutine.
 func (c *Channel) handleAnswered(ack bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := c.inflight
 	if out == nil {
+		c.mu.Unlock()
 		return // an answer to nothing: Node ignores it too
 	}
 	c.inflight = nil
+	tag := int64(-1)
 	if !ack && out.tries < maxRetransmissions {
 		out.tries++
 		c.queue = append([]outgoing{*out}, c.queue...) // again, before anything queued after it
 	} else {
 		unix.Close(out.fd)
+		if !ack {
+			tag = out.tag
+		}
 	}
 	c.signal()
+	c.mu.Unlock()
+	if tag >= 0 && c.gaveUp != nil {
+		c.gaveUp(tag)
+	}
 }
 
 // answer queues an ACK or NACK line ahead of the queue.

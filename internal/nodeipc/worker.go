@@ -66,9 +66,23 @@ func NewWorker(ch *Channel, events chan<- Event) *Worker {
 		done:    make(chan struct{}),
 		pending: make(map[int64]conn),
 	}
+	ch.gaveUp = w.undelivered // before the reader starts: Recv calls it
 	w.wg.Add(1)
 	go w.read()
 	return w
+}
+
+// undelivered gives back the connection of newconn seq, which the worker
+// never received: it refused the descriptor every time it was sent
+// (NODE_HANDLE_NACK: out of descriptors itself), and so never answers it.
+func (w *Worker) undelivered(seq int64) {
+	w.mu.Lock()
+	p, ok := w.pending[seq]
+	delete(w.pending, seq)
+	w.mu.Unlock()
+	if ok {
+		w.emit(Refused{Key: p.key, FD: p.fd})
+	}
 }
 
 // clusterMsg is a NODE_CLUSTER message. Every field is raw: a worker may

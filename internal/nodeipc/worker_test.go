@@ -175,3 +175,42 @@ func TestWorkerWithdraw(t *testing.T) {
 	}
 	waitOpen(t, open-2)
 }
+
+// TestWorkerGivesUpGivesBack: a worker that cannot receive a descriptor
+// (it is out of them itself) answers NODE_HANDLE_NACK; after the last
+// retransmission the channel gives up, and the connection, which the
+// worker never got, is the owner's again as Refused, not left pending for
+// as long as the worker lives.
+func TestWorkerGivesUpGivesBack(t *testing.T) {
+	c, p := rawPair(t)
+	open := fdtest.Open(t)
+	events := make(chan Event, 8)
+	w := NewWorker(c, events)
+	defer w.Close()
+	fd := pipeFD(t)
+	if err := w.NewConn("k", fd); err != nil {
+		t.Fatal(err)
+	}
+	var br bytes.Buffer
+	for range maxRetransmissions + 1 {
+		_, got := readLine(t, p, &br)
+		closeFDs(got)
+		if _, err := p.Write(nackLine); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ev := <-events:
+		if r, ok := ev.Value.(Refused); !ok || r.FD != fd || r.Key != "k" || r.Gone {
+			t.Fatalf("event %+v, want Refused{k %d}", ev.Value, fd)
+		}
+	case <-time.After(deadline):
+		t.Fatalf("the connection not given back within %v of the last NACK", deadline)
+	}
+	if have := w.Reclaim(); len(have) != 0 {
+		t.Fatalf("Reclaim = %v after it was given back, want none", have)
+	}
+	unix.Close(fd)
+	p.Close()
+	waitOpen(t, open-2)
+}
