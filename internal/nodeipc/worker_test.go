@@ -2,6 +2,7 @@ package nodeipc
 
 import (
 	"bytes"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -63,17 +64,8 @@ func TestWorkerGoneGivesBackConnections(t *testing.T) {
 // answer are the owner's again, in the order handed; an answer to one that
 // comes later is ignored, and the channel's end reports none of them.
 func TestWorkerReclaim(t *testing.T) {
-	c, p := rawPair(t)
-	open := fdtest.Open(t)
-	events := make(chan Event, 8)
-	w := NewWorker(c, events)
-	defer w.Close()
-	fds := []int{pipeFD(t), pipeFD(t), pipeFD(t)}
-	for _, fd := range fds {
-		if err := w.NewConn("k", fd); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w, p, events, open := handedThree(t)
+	fds := w.fds
 	var br bytes.Buffer
 	_, got := readLine(t, p, &br) // the first handle; the rest wait for its ACK
 	closeFDs(got)
@@ -110,17 +102,8 @@ func TestWorkerReclaim(t *testing.T) {
 // the worker never gets them, and gets the next connection handed after
 // them once it acknowledges.
 func TestWorkerWithdraw(t *testing.T) {
-	c, p := rawPair(t)
-	open := fdtest.Open(t)
-	events := make(chan Event, 8)
-	w := NewWorker(c, events)
-	defer w.Close()
-	fds := []int{pipeFD(t), pipeFD(t), pipeFD(t)}
-	for _, fd := range fds {
-		if err := w.NewConn("k", fd); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w, p, events, open := handedThree(t)
+	fds := w.fds
 	var br bytes.Buffer
 	line, got := readLine(t, p, &br) // the first handle; the rest wait for its ACK
 	closeFDs(got)
@@ -213,4 +196,29 @@ func TestWorkerGivesUpGivesBack(t *testing.T) {
 	unix.Close(fd)
 	p.Close()
 	waitOpen(t, open-2)
+}
+
+// handedWorker is a Worker and the connections handedThree handed it.
+type handedWorker struct {
+	*Worker
+	fds []int
+}
+
+// handedThree starts a Worker on a channel whose worker's end the test
+// reads raw, and hands it three connections for key "k". open is the
+// number of descriptors open before the three were made.
+func handedThree(t *testing.T) (w handedWorker, p *net.UnixConn, events chan Event, open int) {
+	t.Helper()
+	c, p := rawPair(t)
+	open = fdtest.Open(t)
+	events = make(chan Event, 8)
+	w.Worker = NewWorker(c, events)
+	t.Cleanup(func() { w.Close() })
+	w.fds = []int{pipeFD(t), pipeFD(t), pipeFD(t)}
+	for _, fd := range w.fds {
+		if err := w.NewConn("k", fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w, p, events, open
 }
