@@ -395,11 +395,14 @@ func (c *Channel) handleAnswered(ack bool) {
 	}
 }
 
-// answer queues an ACK or NACK line ahead of the queue.
+// answer queues an ACK or NACK line ahead of the queue. Past MaxQueued
+// waiting it is dropped: a Node peer waits for the answer to each handle
+// before it sends the next, so only a peer that sends handles and does not
+// read gets there, and it must not grow this process without bound.
 func (c *Channel) answer(line []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || len(c.acks) >= MaxQueued {
 		return
 	}
 	c.acks = append(c.acks, line)
