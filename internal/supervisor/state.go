@@ -106,11 +106,11 @@ type workerState struct {
 	ReadyAt     time.Time `json:"ready_at"`
 	Uses        uint64    `json:"uses"`
 	MaxRequests int       `json:"max_requests"`
-	Ctl         int       `json:"ctl"`     // the supervisor's end of its control channel
-	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
-	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
-	Handed      uint64    `json:"handed"`
-	Returned    uint64    `json:"returned,omitempty"`
+	Ctl         int       `json:"ctl"`                // the supervisor's end of its control channel
+	Handoff     int       `json:"handoff"`            // rr: the supervisor's end of its handoff channel; -1
+	Keep        int       `json:"keep"`               // the duplicate of the worker's receiving end; -1
+	Handed      uint64    `json:"handed"`             // sent, less returned: the worker's share
+	Returned    uint64    `json:"returned,omitempty"` // sent and given back (read back, refused)
 	Peers       bool      `json:"peers"`
 }
 

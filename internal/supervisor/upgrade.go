@@ -374,7 +374,10 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
 	if t := p.t; t != nil {
-		w.Handed, w.Returned, w.Peers = t.handed.Load(), t.returned.Load(), t.peers.Load()
+		// Handed as an older supervisor counts it (less what was
+		// returned), so that a rollback to one restores the right load.
+		returned := t.returned.Load()
+		w.Handed, w.Returned, w.Peers = t.handed.Load()-returned, returned, t.peers.Load()
 		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
 			if w.Handoff, err = fdOf(t.ch); err != nil {
 				return ss, err

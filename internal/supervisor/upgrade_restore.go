@@ -210,7 +210,7 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 		return nil, err
 	}
 	t := &target{slot: sl.id, ch: ch, keep: keep}
-	t.handed.Store(w.Handed)
+	t.handed.Store(w.Handed + w.Returned)
 	t.returned.Store(w.Returned)
 	t.peers.Store(w.Peers)
 	return t, nil
