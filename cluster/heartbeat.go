@@ -50,8 +50,10 @@ func (w *worker) countRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.requests.Add(1)
 		start := time.Now()
+		// Deferred: a handler that panics (http.ErrAbortHandler when the
+		// client left) served a request too, often a slow one.
+		defer func() { w.latency.Observe(time.Since(start)) }()
 		h.ServeHTTP(rw, r)
-		w.latency.Observe(time.Since(start))
 	})
 }
 

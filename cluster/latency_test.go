@@ -117,3 +117,26 @@ func BenchmarkCountRequests(b *testing.B) {
 		})
 	}
 }
+
+// A handler that panics (http.ErrAbortHandler, as httputil.ReverseProxy
+// does when the client goes away) is counted in the latency histogram as
+// it is in the requests: those are often the slow ones, and a histogram
+// without them understates the tail.
+func TestCountRequestsPanicked(t *testing.T) {
+	w := &worker{latency: new(latency.Recorder)}
+	h := w.countRequests(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic(http.ErrAbortHandler)
+	}))
+	func() {
+		defer func() {
+			if r := recover(); r != http.ErrAbortHandler {
+				t.Errorf("panic %v, want it to go on to net/http", r)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}()
+	snap := w.latency.Snapshot()
+	if n, total := w.requests.Load(), snap.Total(); n != 1 || total != 1 {
+		t.Fatalf("%d requests and %d latencies recorded, want 1 and 1", n, total)
+	}
+}

@@ -213,3 +213,50 @@ func checkNodeOtherPort(t *testing.T, node, app string, flags ...string) {
 		t.Fatal("the other port still accepts after the supervisor stopped")
 	}
 }
+
+// TestNodeStoppedWorker: in rr mode a stopped Node worker (SIGSTOP, or an
+// event loop blocked by a synchronous handler) keeps at most the one
+// connection written to its channel; those queued for it behind that one
+// go to the other worker within about a second, not when it resumes.
+func TestNodeStoppedWorker(t *testing.T) {
+	node, app := nodeApp(t)
+	t.Setenv("PORT", "0")
+	s := startReady(t, "-workers", "2", "-mode", "rr", "-grace", "10s", "--", node, app)
+	checkNodeWorkers(t, s)
+	victim := s.status().Workers[0].PID
+	if err := syscall.Kill(victim, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Resumed at the end, whatever happens, so that it can drain.
+	defer syscall.Kill(victim, syscall.SIGCONT)
+	eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(victim) })
+
+	const n = 8 // round-robin: half of them are handed to the victim
+	type result struct {
+		pid int
+		err error
+	}
+	results := make(chan result, n)
+	for range n {
+		go func() {
+			pid, err := s.pid() // its own connection, 5 s timeout
+			results <- result{pid, err}
+		}()
+	}
+	served, failed := 0, 0
+	for range n {
+		r := <-results // each ends within the client's timeout
+		switch {
+		case r.err != nil:
+			failed++
+		case r.pid == victim:
+			t.Fatalf("stopped worker %d served a request", victim)
+		default:
+			served++
+		}
+	}
+	t.Logf("while worker %d was stopped: %d served by the other, %d timed out", victim, served, failed)
+	if failed > 1 {
+		t.Fatalf("%d of %d requests timed out while one worker was stopped; want at most the one written to it", failed, n)
+	}
+}

@@ -82,14 +82,20 @@ type Channel struct {
 	once     sync.Once
 
 	r reader // Recv's state
+
+	// gaveUp is told the tag of a handle the peer never received: it
+	// answered the last retransmission with a NACK too. Set before the
+	// first Recv, and called by it.
+	gaveUp func(tag int64)
 }
 
 // outgoing is one queued line and the descriptor that rides on it: a
 // duplicate the channel owns and closes once the peer acknowledges it.
 type outgoing struct {
 	line  []byte
-	fd    int // -1: none
-	tries int // NACKs received for it
+	fd    int   // -1: none
+	tries int   // NACKs received for it
+	tag   int64 // the Worker's seq for a newconn, which withdraw finds it by; -1: none
 }
 
 // Pair makes a SOCK_STREAM socketpair, the kind child_process.fork gives a
@@ -184,6 +190,12 @@ func (c *Channel) Send(msg any, fd int) error {
 // sends it again, up to three times. With fd < 0, typ is ignored and msg goes
 // as is.
 func (c *Channel) SendHandle(msg any, fd int, typ string) error {
+	return c.send(msg, fd, typ, -1)
+}
+
+// send is SendHandle with a tag (>= 0) that withdraw can find the message
+// by while it waits in the queue.
+func (c *Channel) send(msg any, fd int, typ string, tag int64) error {
 	if fd >= 0 {
 		msg = handleWrapper{Cmd: cmdHandle, Type: typ, Msg: msg}
 	}
@@ -191,7 +203,7 @@ func (c *Channel) SendHandle(msg any, fd int, typ string) error {
 	if err != nil {
 		return err
 	}
-	out := outgoing{line: line, fd: -1}
+	out := outgoing{line: line, fd: -1, tag: tag}
 	if fd >= 0 {
 		// F_DUPFD_CLOEXEC: the duplicate must not leak into a child
 		// spawned before the peer acknowledges it.
@@ -222,6 +234,31 @@ func (c *Channel) enqueueLocked(out outgoing) error {
 	c.queue = append(c.queue, out)
 	c.signal()
 	return nil
+}
+
+// withdraw takes out of the queue the tagged messages that want picks,
+// closing their descriptors, and returns their tags in queue order. What
+// is queued has not been written: the writer takes a message out of the
+// queue before it writes it, and a handle in flight is not in the queue
+// (until a NACK puts it back, unread by the peer).
+func (c *Channel) withdraw(want func(tag int64) bool) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var tags []int64
+	kept := c.queue[:0]
+	for _, out := range c.queue {
+		if out.tag < 0 || !want(out.tag) {
+			kept = append(kept, out)
+			continue
+		}
+		tags = append(tags, out.tag)
+		if out.fd >= 0 {
+			unix.Close(out.fd)
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	return tags
 }
 
 // signal wakes the writer; mu is held.
@@ -331,29 +368,41 @@ func (c *Channel) write(line []byte, fd int) error {
 }
 
 // handleAnswered is Recv's report of the peer's NODE_HANDLE_ACK (ack true) or
-// NODE_HANDLE_NACK for the handle in flight.
+// NODE_HANDLE_NACK for the handle in flight. A tagged handle it gives up on
+// goes to gaveUp, on Recv's goroutine.
 func (c *Channel) handleAnswered(ack bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := c.inflight
 	if out == nil {
+		c.mu.Unlock()
 		return // an answer to nothing: Node ignores it too
 	}
 	c.inflight = nil
+	tag := int64(-1)
 	if !ack && out.tries < maxRetransmissions {
 		out.tries++
 		c.queue = append([]outgoing{*out}, c.queue...) // again, before anything queued after it
 	} else {
 		unix.Close(out.fd)
+		if !ack {
+			tag = out.tag
+		}
 	}
 	c.signal()
+	c.mu.Unlock()
+	if tag >= 0 && c.gaveUp != nil {
+		c.gaveUp(tag)
+	}
 }
 
-// answer queues an ACK or NACK line ahead of the queue.
+// answer queues an ACK or NACK line ahead of the queue. Past MaxQueued
+// waiting it is dropped: a Node peer waits for the answer to each handle
+// before it sends the next, so only a peer that sends handles and does not
+// read gets there, and it must not grow this process without bound.
 func (c *Channel) answer(line []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || len(c.acks) >= MaxQueued {
 		return
 	}
 	c.acks = append(c.acks, line)

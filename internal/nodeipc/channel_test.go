@@ -298,3 +298,55 @@ func FuzzRecv(f *testing.F) {
 		}
 	})
 }
+
+// A peer that sends handles and reads nothing cannot grow the answers
+// waiting for it without bound: past MaxQueued they are not kept. (A Node
+// peer waits for the answer to each handle before it sends the next, so it
+// never has more than one waiting.)
+func TestAnswersBounded(t *testing.T) {
+	c, p := rawPair(t)
+	// Fill the socket both ways' buffers, so that the writer blocks and
+	// the answers stay queued.
+	big := strings.Repeat("x", 64<<10)
+	for range 40 {
+		if err := c.Send(big, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = MaxQueued + 100
+	got := make(chan error, 1)
+	go func() {
+		for range n {
+			m, err := c.Recv()
+			if err != nil {
+				got <- err
+				return
+			}
+			if m.FD >= 0 {
+				unix.Close(m.FD)
+			}
+		}
+		got <- nil
+	}()
+	fd := pipeFD(t)
+	line := []byte(`{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"x"}}` + "\n")
+	for i := range n {
+		if _, _, err := p.WriteMsgUnix(line, unix.UnixRights(fd), nil); err != nil {
+			t.Fatalf("handle %d: %v", i, err)
+		}
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(deadline):
+		t.Fatalf("%d handles not received within %v", n, deadline)
+	}
+	c.mu.Lock()
+	waiting := len(c.acks)
+	c.mu.Unlock()
+	if waiting > MaxQueued {
+		t.Fatalf("%d answers waiting for a peer that reads nothing, want at most %d", waiting, MaxQueued)
+	}
+}

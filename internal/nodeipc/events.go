@@ -51,8 +51,9 @@ type Listening struct {
 type Accepted struct{ Key string }
 
 // Refused gives back a connection NewConn handed: the worker did not take it
-// (that server is closed, or at maxConnections) or, Gone, went away before
-// it answered. The owner owns FD again: it hands it to another worker or
+// (that server is closed, or at maxConnections), could not receive it (it
+// answered every retransmission with NODE_HANDLE_NACK), or, Gone, went
+// away before it answered. The owner owns FD again: it hands it to another worker or
 // closes it.
 type Refused struct {
 	Key  string

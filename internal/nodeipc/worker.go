@@ -66,9 +66,23 @@ func NewWorker(ch *Channel, events chan<- Event) *Worker {
 		done:    make(chan struct{}),
 		pending: make(map[int64]conn),
 	}
+	ch.gaveUp = w.undelivered // before the reader starts: Recv calls it
 	w.wg.Add(1)
 	go w.read()
 	return w
+}
+
+// undelivered gives back the connection of newconn seq, which the worker
+// never received: it refused the descriptor every time it was sent
+// (NODE_HANDLE_NACK: out of descriptors itself), and so never answers it.
+func (w *Worker) undelivered(seq int64) {
+	w.mu.Lock()
+	p, ok := w.pending[seq]
+	delete(w.pending, seq)
+	w.mu.Unlock()
+	if ok {
+		w.emit(Refused{Key: p.key, FD: p.fd})
+	}
 }
 
 // clusterMsg is a NODE_CLUSTER message. Every field is raw: a worker may
@@ -324,7 +338,7 @@ func (w *Worker) NewConn(key string, fd int) error {
 	w.seq++
 	w.pending[seq] = conn{key: key, fd: fd}
 	w.mu.Unlock()
-	err := w.ch.Send(actMsg{Cmd: cmdCluster, Act: "newconn", Key: key, Seq: seq}, fd)
+	err := w.ch.send(actMsg{Cmd: cmdCluster, Act: "newconn", Key: key, Seq: seq}, fd, HandleNative, seq)
 	if err == nil {
 		return nil
 	}
@@ -348,6 +362,25 @@ func (w *Worker) Reclaim() []int {
 	defer w.mu.Unlock()
 	fds := make([]int, 0, len(w.pending))
 	for _, seq := range slices.Sorted(maps.Keys(w.pending)) { // in the order handed
+		fds = append(fds, w.pending[seq].fd)
+		delete(w.pending, seq)
+	}
+	return fds
+}
+
+// Withdraw takes back the connections handed with NewConn that are still
+// in the channel's send queue, and returns them in the order handed: the
+// caller owns them again. The channel writes one handle at a time and the
+// next only once the worker has acknowledged it (NODE_HANDLE_ACK), so
+// while the worker does not read (a stopped process, a blocked event
+// loop) all but the first wait there, unseen by it. Unlike Reclaim,
+// Withdraw is safe while the worker runs: it never gets what was withdrawn.
+func (w *Worker) Withdraw() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seqs := w.ch.withdraw(func(seq int64) bool { _, ok := w.pending[seq]; return ok })
+	fds := make([]int, 0, len(seqs))
+	for _, seq := range seqs {
 		fds = append(fds, w.pending[seq].fd)
 		delete(w.pending, seq)
 	}

@@ -2,6 +2,7 @@ package nodeipc
 
 import (
 	"bytes"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -63,17 +64,8 @@ func TestWorkerGoneGivesBackConnections(t *testing.T) {
 // answer are the owner's again, in the order handed; an answer to one that
 // comes later is ignored, and the channel's end reports none of them.
 func TestWorkerReclaim(t *testing.T) {
-	c, p := rawPair(t)
-	open := fdtest.Open(t)
-	events := make(chan Event, 8)
-	w := NewWorker(c, events)
-	defer w.Close()
-	fds := []int{pipeFD(t), pipeFD(t), pipeFD(t)}
-	for _, fd := range fds {
-		if err := w.NewConn("k", fd); err != nil {
-			t.Fatal(err)
-		}
-	}
+	w, p, events, open := handedThree(t)
+	fds := w.fds
 	var br bytes.Buffer
 	_, got := readLine(t, p, &br) // the first handle; the rest wait for its ACK
 	closeFDs(got)
@@ -103,4 +95,130 @@ func TestWorkerReclaim(t *testing.T) {
 		unix.Close(fd)
 	}
 	waitOpen(t, open-2)
+}
+
+// TestWorkerWithdraw: while the worker has not acknowledged the handle in
+// flight, the connections queued behind it are the owner's to take back;
+// the worker never gets them, and gets the next connection handed after
+// them once it acknowledges.
+func TestWorkerWithdraw(t *testing.T) {
+	w, p, events, open := handedThree(t)
+	fds := w.fds
+	var br bytes.Buffer
+	line, got := readLine(t, p, &br) // the first handle; the rest wait for its ACK
+	closeFDs(got)
+	if !bytes.Contains([]byte(line), []byte(`"seq":0`)) {
+		t.Fatalf("first line %q, want seq 0", line)
+	}
+	if have := w.Withdraw(); !slices.Equal(have, fds[1:]) {
+		t.Fatalf("Withdraw = %v, want the two queued, %v", have, fds[1:])
+	}
+	if have := w.Withdraw(); len(have) != 0 {
+		t.Fatalf("second Withdraw = %v, want none", have)
+	}
+	last := pipeFD(t)
+	if err := w.NewConn("k", last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write([]byte(`{"cmd":"NODE_HANDLE_ACK"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, got = readLine(t, p, &br)
+	closeFDs(got)
+	if !bytes.Contains([]byte(line), []byte(`"seq":3`)) || len(got) != 1 {
+		t.Fatalf("after the ACK the worker got %q with %d fds, want seq 3 with 1", line, len(got))
+	}
+	// The first and the last are still pending: the worker's end gives
+	// them back, and nothing of the withdrawn ones.
+	p.Close()
+	var refused []int
+	for len(refused) < 2 {
+		select {
+		case ev := <-events:
+			r, ok := ev.Value.(Refused)
+			if !ok {
+				t.Fatalf("event %+v, want Refused", ev.Value)
+			}
+			refused = append(refused, r.FD)
+		case <-time.After(deadline):
+			t.Fatalf("refused %v, then nothing within %v", refused, deadline)
+		}
+	}
+	slices.Sort(refused)
+	want := []int{fds[0], last}
+	slices.Sort(want)
+	if !slices.Equal(refused, want) {
+		t.Fatalf("refused %v at the end, want %v", refused, want)
+	}
+	for _, fd := range append(fds, last) {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			t.Fatalf("descriptor %d closed: %v", fd, err)
+		}
+		unix.Close(fd)
+	}
+	waitOpen(t, open-2)
+}
+
+// TestWorkerGivesUpGivesBack: a worker that cannot receive a descriptor
+// (it is out of them itself) answers NODE_HANDLE_NACK; after the last
+// retransmission the channel gives up, and the connection, which the
+// worker never got, is the owner's again as Refused, not left pending for
+// as long as the worker lives.
+func TestWorkerGivesUpGivesBack(t *testing.T) {
+	c, p := rawPair(t)
+	open := fdtest.Open(t)
+	events := make(chan Event, 8)
+	w := NewWorker(c, events)
+	defer w.Close()
+	fd := pipeFD(t)
+	if err := w.NewConn("k", fd); err != nil {
+		t.Fatal(err)
+	}
+	var br bytes.Buffer
+	for range maxRetransmissions + 1 {
+		_, got := readLine(t, p, &br)
+		closeFDs(got)
+		if _, err := p.Write(nackLine); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ev := <-events:
+		if r, ok := ev.Value.(Refused); !ok || r.FD != fd || r.Key != "k" || r.Gone {
+			t.Fatalf("event %+v, want Refused{k %d}", ev.Value, fd)
+		}
+	case <-time.After(deadline):
+		t.Fatalf("the connection not given back within %v of the last NACK", deadline)
+	}
+	if have := w.Reclaim(); len(have) != 0 {
+		t.Fatalf("Reclaim = %v after it was given back, want none", have)
+	}
+	unix.Close(fd)
+	p.Close()
+	waitOpen(t, open-2)
+}
+
+// handedWorker is a Worker and the connections handedThree handed it.
+type handedWorker struct {
+	*Worker
+	fds []int
+}
+
+// handedThree starts a Worker on a channel whose worker's end the test
+// reads raw, and hands it three connections for key "k". open is the
+// number of descriptors open before the three were made.
+func handedThree(t *testing.T) (w handedWorker, p *net.UnixConn, events chan Event, open int) {
+	t.Helper()
+	c, p := rawPair(t)
+	open = fdtest.Open(t)
+	events = make(chan Event, 8)
+	w.Worker = NewWorker(c, events)
+	t.Cleanup(func() { w.Close() })
+	w.fds = []int{pipeFD(t), pipeFD(t), pipeFD(t)}
+	for _, fd := range w.fds {
+		if err := w.NewConn("k", fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w, p, events, open
 }

@@ -599,13 +599,16 @@ func (h *handoff) check(now time.Time) {
 			}
 			t.off.Or(offStalled)
 		}
+		n := 0
 		if t.node != nil {
-			// Out of rotation until it moves; what it was sent stays in
-			// its channel's queue (at most maxNodeUntaken), taken when it
-			// resumes or handed on when it exits.
-			continue
+			// Out of rotation until it moves. Of what it was sent, the
+			// one written to it stays, taken when it resumes or handed on
+			// when it exits; the rest never reached it.
+			n = h.nodeWithdraw(t)
+		} else {
+			n = h.readBack(t, true)
 		}
-		if n := h.readBack(t, true); n > 0 {
+		if n > 0 {
 			h.log.Info("worker took no connections; re-routed those queued for it", zap.Int("slot", t.slot),
 				zap.Int("connections", n), zap.Duration("stalled", now.Sub(t.lastMove)))
 		}
@@ -686,7 +689,7 @@ func (h *handoff) readBack(t *target, live bool) int {
 			peers = peers[:len(fds)] // after a truncation, the first ones came
 		}
 		n += len(fds)
-		t.handed.Add(-uint64(len(fds))) // it never had them: its load must not count them
+		t.returned.Add(uint64(len(fds))) // it never had them: its load must not count them
 		h.recovered.Add(uint64(len(fds)))
 		h.dispatch(fds, peers, scratch)
 	}

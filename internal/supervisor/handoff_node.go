@@ -91,7 +91,7 @@ func (h *handoff) nodeAnswered(t *target, fd int, refused bool) {
 	}
 	t.mu.Unlock()
 	if fd >= 0 {
-		t.handed.Add(^uint64(0)) // it never had it
+		t.returned.Add(1) // it never had it
 		h.retried.Add(1)
 		if refused {
 			// A worker at maxConnections refuses whatever comes: a
@@ -129,13 +129,25 @@ func (h *handoff) redeliver(from *target, fds []int) {
 // answer, and hands it on, returning how many.
 func (h *handoff) nodeReclaim(t *target) int {
 	h.bal.Remove(t)
+	return h.nodeTakeBack(t, (*nodeipc.Worker).Reclaim)
+}
+
+// nodeWithdraw takes back what a stalled Node worker was handed and has not
+// been written yet (all but the one it has not acknowledged), and hands it
+// on, returning how many.
+func (h *handoff) nodeWithdraw(t *target) int {
+	return h.nodeTakeBack(t, (*nodeipc.Worker).Withdraw)
+}
+
+// nodeTakeBack hands on the connections take returns from t's worker.
+func (h *handoff) nodeTakeBack(t *target, take func(*nodeipc.Worker) []int) int {
 	t.mu.Lock()
 	w := t.node.w
 	t.mu.Unlock()
 	if w == nil {
 		return 0
 	}
-	fds := w.Reclaim()
+	fds := take(w)
 	if len(fds) == 0 {
 		return 0
 	}
@@ -143,7 +155,7 @@ func (h *handoff) nodeReclaim(t *target) int {
 	t.queue.taken += uint64(len(fds))
 	t.queue.reclaimed += uint64(len(fds))
 	t.mu.Unlock()
-	t.handed.Add(-uint64(len(fds)))
+	t.returned.Add(uint64(len(fds)))
 	h.recovered.Add(uint64(len(fds)))
 	h.redeliver(t, fds)
 	return len(fds)

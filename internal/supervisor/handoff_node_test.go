@@ -16,9 +16,16 @@ import (
 // nodeStandIn is a Go stand-in for a Node worker's side of its channel,
 // taking connections as child.js does: it answers each newconn it reads.
 type nodeStandIn struct {
-	t    *testing.T
-	ch   *nodeipc.Channel
-	msgs chan nodeipc.Message // what it reads, until the channel ends
+	t      *testing.T
+	ch     *nodeipc.Channel
+	unread int                  // a duplicate of its end, for SIOCINQ; -1: none
+	msgs   chan nodeipc.Message // what it reads, until the channel ends
+}
+
+// written reports whether bytes wait unread on the worker's end.
+func (w *nodeStandIn) written() bool {
+	n, err := unix.IoctlGetInt(w.unread, unix.SIOCINQ)
+	return err == nil && n > 0
 }
 
 // read is the stand-in's one reader (Recv takes one at a time).
@@ -45,12 +52,38 @@ type newconn struct {
 // with the worker's side. wait waits until the reader has stopped.
 func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandIn, wait func()) {
 	t.Helper()
+	tg, w, wait = newNodeTestTarget(t, h, id, false)
+	go w.read()
+	return tg, w, wait
+}
+
+// stoppedNodeTestTarget is nodeTestTarget with a worker that reads nothing
+// from its channel, as a stopped process or a blocked event loop, until
+// the test starts its read; its written reports what waits for it.
+func stoppedNodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandIn, wait func()) {
+	t.Helper()
+	return newNodeTestTarget(t, h, id, true)
+}
+
+func newNodeTestTarget(t *testing.T, h *handoff, id int, stopped bool) (tg *target, w *nodeStandIn, wait func()) {
+	t.Helper()
 	ch, remote, err := nodeipc.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
+	unread := -1
+	if stopped {
+		// A descriptor of the worker's end that its Channel does not
+		// read, to see what waits in it (SIOCINQ).
+		if unread, err = unix.FcntlInt(remote.Fd(), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	peer, err := nodeipc.NewChannel(remote)
 	if err != nil {
+		if unread >= 0 {
+			unix.Close(unread)
+		}
 		t.Fatal(err)
 	}
 	events := make(chan nodeipc.Event, nodeEvents)
@@ -71,11 +104,18 @@ func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandI
 			}
 		}
 	}()
-	t.Cleanup(func() { peer.Close(); wg.Wait(); nw.Close() })
+	// Every descriptor of the worker's end closed, the Worker sees EOF.
+	t.Cleanup(func() {
+		peer.Close()
+		if unread >= 0 {
+			unix.Close(unread)
+		}
+		wg.Wait()
+		nw.Close()
+	})
 	h.nodeListen(tg, nw, "k")
 	h.bal.Add(tg)
-	w = &nodeStandIn{t: t, ch: peer, msgs: make(chan nodeipc.Message, 2*maxNodeUntaken)}
-	go w.read()
+	w = &nodeStandIn{t: t, ch: peer, unread: unread, msgs: make(chan nodeipc.Message, 2*maxNodeUntaken)}
 	return tg, w, wg.Wait
 }
 
@@ -164,9 +204,13 @@ func TestHandoffNodeRefusedGoesElsewhere(t *testing.T) {
 	c := wa.next()
 	wa.answer(c, false)
 	wb.answer(wb.next(), true)
-	until(t, 5*time.Second, "the refusal counted", func() bool { return a.Load() == 0 && a.handed.Load() == 0 })
+	until(t, 5*time.Second, "the refusal counted", func() bool { return a.Load() == 0 && a.returned.Load() == 1 })
 	if n := h.retried.Load(); n != 1 {
 		t.Fatalf("retried %d, want 1", n)
+	}
+	// handed is a Prometheus counter (handoffs_total): it must not go down.
+	if n := a.handed.Load(); n != 1 {
+		t.Fatalf("a's handoffs counted %d after the refusal, want still 1", n)
 	}
 }
 
@@ -228,8 +272,8 @@ func TestHandoffNodeExitLosesNothing(t *testing.T) {
 			if n := h.recover(a); n != 0 {
 				t.Fatalf("recover after everything was handed on = %d, want 0", n)
 			}
-			if a.handed.Load() != 0 {
-				t.Fatalf("a counted %d handed, want 0", a.handed.Load())
+			if a.Load() != 0 || a.handed.Load() != 3 || a.returned.Load() != 3 {
+				t.Fatalf("a's load %d, handed %d, returned %d; want 0, 3 and 3", a.Load(), a.handed.Load(), a.returned.Load())
 			}
 		})
 	}
@@ -297,4 +341,55 @@ func TestHandoffNodeRefusalBacksOff(t *testing.T) {
 	}
 	wa.answer(c, true)
 	wa.none("after it took the connection")
+}
+
+// A worker that stops reading its channel (SIGSTOP, an event loop blocked
+// by a long synchronous handler) holds the one connection written to it;
+// those still waiting behind it in the supervisor's send queue, which it
+// has never seen, go to another worker once it has stalled, not when it
+// resumes. On resuming it gets only the one it was written.
+func TestHandoffNodeStalledGivesBackQueued(t *testing.T) {
+	h, _ := newTestHandoff(16, time.Minute)
+	h.oneCPU = true // the burst goes whole to a
+	a, wa, _ := stoppedNodeTestTarget(t, h, 1)
+	b, wb, _ := nodeTestTarget(t, h, 2)
+	before := openFDs(t)
+	h.dispatch(pipeFDs(t, 5), nil, new(batch))
+	if n := a.handed.Load(); n != 5 {
+		t.Fatalf("a was handed %d, want the burst of 5", n)
+	}
+	// The first is written at once; the rest wait for the worker to
+	// acknowledge it.
+	until(t, 5*time.Second, "the first newconn written to a", wa.written)
+	now := time.Now()
+	h.check(now)
+	h.check(now.Add(stallAfter))
+	if a.off.Load()&offStalled == 0 {
+		t.Fatal("a worker that answered nothing for stallAfter is not stalled")
+	}
+	var got []newconn
+	for range 4 {
+		got = append(got, wb.next())
+	}
+	for _, c := range got {
+		wb.answer(c, true)
+	}
+	wb.none("after the four queued behind a's")
+	until(t, 5*time.Second, "b's answers counted", func() bool { return b.Load() == 0 })
+	if a.Load() != 1 || a.returned.Load() != 4 {
+		t.Fatalf("a's load %d, returned %d; want the one written to it, and 4", a.Load(), a.returned.Load())
+	}
+	go wa.read() // it resumes
+	c := wa.next()
+	wa.none("after the one it was written")
+	wa.answer(c, true)
+	until(t, 5*time.Second, "a's answer counted", func() bool { return a.Load() == 0 })
+	h.check(now.Add(2 * stallAfter))
+	if !a.Available() {
+		t.Fatalf("a is not back in rotation after it moved (off %#x)", a.off.Load())
+	}
+	if n := h.recovered.Load(); n != 4 {
+		t.Fatalf("recovered %d, want 4", n)
+	}
+	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return openFDs(t) == before })
 }

@@ -109,11 +109,12 @@ type workerState struct {
 	ReadyAt     time.Time `json:"ready_at"`
 	Uses        uint64    `json:"uses"`
 	MaxRequests int       `json:"max_requests"`
-	Ctl         int       `json:"ctl"`     // the supervisor's end of its control channel
-	Handoff     int       `json:"handoff"` // rr: the supervisor's end of its handoff channel; -1
-	Keep        int       `json:"keep"`    // the duplicate of the worker's receiving end; -1
-	Handed      uint64    `json:"handed"`
-	Closed      uint32    `json:"closed"` // of those, closed by the worker, from its load reports
+	Ctl         int       `json:"ctl"`                // the supervisor's end of its control channel
+	Handoff     int       `json:"handoff"`            // rr: the supervisor's end of its handoff channel; -1
+	Keep        int       `json:"keep"`               // the duplicate of the worker's receiving end; -1
+	Handed      uint64    `json:"handed"`             // sent, less returned: the worker's share
+	Returned    uint64    `json:"returned,omitempty"` // sent and given back (read back, refused)
+	Closed      uint32    `json:"closed"`             // of those, closed by the worker, from its load reports
 	Peers       bool      `json:"peers"`
 	// Paused: the worker asked for no connections (near its descriptor
 	// limit) and has not resumed; it does not say so again.

@@ -26,9 +26,15 @@ type target struct {
 	// keep are nil.
 	node *nodeConns
 
-	handed atomic.Uint64 // connections sent (less those read back)
-	peers  atomic.Bool   // the worker takes peer addresses in conns frames
-	closed atomic.Uint32 // connections the worker reports closed, wrapping
+	// handed counts connections sent, and only grows: it is the slot's
+	// handoffs_total, a Prometheus counter, which must never go down (a
+	// decrease reads as a restart, and rate() counts the whole value
+	// again). returned counts those of them the worker never had: read
+	// back, refused, or not answered before it exited.
+	handed   atomic.Uint64
+	returned atomic.Uint64
+	peers    atomic.Bool   // the worker takes peer addresses in conns frames
+	closed   atomic.Uint32 // connections the worker reports closed, wrapping
 
 	// off says why the handoff must not pick the target now (off* bits);
 	// zero: available. Owner routing is balancer membership, apart.
@@ -54,9 +60,11 @@ const (
 	offPaused              // the worker asked for no connections; pause clears it
 )
 
-// Load is the worker's open connections: sent minus closed. The worker's
-// count wraps at 2^32, so the difference is taken in 32 bits.
-func (t *target) Load() int64 { return int64(int32(uint32(t.handed.Load()) - t.closed.Load())) }
+// Load is the worker's open connections: sent, less returned and closed.
+// The worker's count wraps at 2^32, so the difference is taken in 32 bits.
+func (t *target) Load() int64 {
+	return int64(int32(uint32(t.handed.Load()-t.returned.Load()) - t.closed.Load()))
+}
 
 // Available reports whether the handoff may pick t now.
 func (t *target) Available() bool { return t.off.Load() == 0 }

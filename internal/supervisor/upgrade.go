@@ -448,7 +448,10 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
 	if t := p.t; t != nil {
-		w.Handed, w.Closed, w.Peers = t.handed.Load(), t.closed.Load(), t.peers.Load()
+		// Handed as an older supervisor counts it (less what was
+		// returned), so that a rollback to one restores the right load.
+		returned := t.returned.Load()
+		w.Handed, w.Returned, w.Closed, w.Peers = t.handed.Load()-returned, returned, t.closed.Load(), t.peers.Load()
 		w.Paused = t.off.Load()&offPaused != 0
 		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
 			if w.Handoff, err = fdOf(t.ch); err != nil {

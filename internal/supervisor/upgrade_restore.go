@@ -254,7 +254,8 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 		return nil, err
 	}
 	t := &target{slot: sl.id, ch: ch, keep: keep}
-	t.handed.Store(w.Handed)
+	t.handed.Store(w.Handed + w.Returned)
+	t.returned.Store(w.Returned)
 	t.closed.Store(w.Closed)
 	t.peers.Store(w.Peers)
 	if w.Paused {

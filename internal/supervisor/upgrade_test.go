@@ -524,3 +524,24 @@ func TestOneUpgradeAtATime(t *testing.T) {
 		t.Fatal("the second upgrade was not refused while the first one runs")
 	}
 }
+
+// A worker's counts survive an upgrade as both an older and a newer
+// supervisor read them: Handed is its share (what an older one restores
+// as the load), and Returned restores the handoffs counter whole.
+func TestTargetCountsAcrossUpgrade(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := restoreTarget(&slot{id: 1}, nil, workerState{Handoff: fds[0], Keep: fds[1], Handed: 7, Returned: 3})
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		t.Fatal(err)
+	}
+	defer tg.ch.Close()
+	defer tg.keep.Close()
+	if tg.handed.Load() != 10 || tg.returned.Load() != 3 || tg.Load() != 7 {
+		t.Fatalf("restored handed %d, returned %d, load %d; want 10, 3 and 7", tg.handed.Load(), tg.returned.Load(), tg.Load())
+	}
+}
