@@ -45,11 +45,11 @@ bench-tools:
 bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
 
-# Only the open-loop latency table (about 3 minutes): go-single's maximum,
+# Only the open-loop latency table, 3 reps (about 8 minutes): go-single's maximum,
 # then every server at fixed rates with bench/loadgen (vegeta, built by the
 # harness from its own module).
 bench-latency: build bench-tools
-	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro $(BENCHFLAGS)
+	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -lat-reps 3 $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)
