@@ -164,10 +164,9 @@ func ready(st *control.Status) int {
 type browser struct {
 	ctx context.Context
 
-	mu       sync.Mutex
-	console  []chromedp.ConsoleMessage
-	dialogs  []string // messages of the dialogs the page opened, all accepted
-	accepted int
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage
+	dialogs []string // messages of the dialogs the page opened, all accepted
 }
 
 func chromium(t *testing.T) string {
