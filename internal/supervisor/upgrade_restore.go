@@ -141,23 +141,33 @@ func (s *Supervisor) restoreState(st *upgradeState) {
 	s.metricsFD, s.adminFD = st.Metrics, st.Admin
 }
 
+// kept takes the listener an upgrade kept at *fd (role names it), if
+// any: nil when there is none or it cannot be used, which the caller
+// meets by binding again.
+func (s *Supervisor) kept(fd *int, role string) net.Listener {
+	if *fd < 0 {
+		return nil
+	}
+	f := file(*fd, role)
+	*fd = -1
+	ln, err := net.FileListener(f) // a duplicate
+	f.Close()
+	if err != nil {
+		s.log.Warn("cannot serve on the kept listener; binding again", zap.String("role", role), zap.Error(err))
+		return nil
+	}
+	return ln
+}
+
 // listenMetrics serves m on the listener the upgrade that started this
 // image kept, or on a new one bound at -metrics.
 func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
 	var err error
-	if s.metricsFD >= 0 {
-		f := file(s.metricsFD, "metrics-listener")
-		s.metricsFD = -1
-		var ln net.Listener
-		ln, err = net.FileListener(f) // a duplicate
-		f.Close()
-		if err == nil {
-			s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
-			return s.metricsSrv, nil
-		}
-		s.log.Warn("cannot serve metrics on the kept listener; binding again", zap.Error(err))
+	if ln := s.kept(&s.metricsFD, roleMetrics); ln != nil {
+		s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
+	} else {
+		s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
 	}
-	s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
 	return s.metricsSrv, err
 }
 
@@ -165,19 +175,11 @@ func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) 
 // started this image kept, or on a new one bound at -admin.
 func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 	var err error
-	if s.adminFD >= 0 {
-		f := file(s.adminFD, "admin-listener")
-		s.adminFD = -1
-		var ln net.Listener
-		ln, err = net.FileListener(f) // a duplicate
-		f.Close()
-		if err == nil {
-			s.adminSrv = admin.ServeListener(ln, s.cfg.Admin, o)
-			return s.adminSrv, nil
-		}
-		s.log.Warn("cannot serve the admin listener on the kept socket; binding again", zap.Error(err))
+	if ln := s.kept(&s.adminFD, roleAdmin); ln != nil {
+		s.adminSrv = admin.ServeListener(ln, s.cfg.Admin, o)
+	} else {
+		s.adminSrv, err = admin.Serve(s.cfg.Admin, o)
 	}
-	s.adminSrv, err = admin.Serve(s.cfg.Admin, o)
 	return s.adminSrv, err
 }
 
