@@ -189,6 +189,9 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.NoSandbox, // tests may run as root, where Chromium's sandbox refuses to start
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true), // a container's /dev/shm is small
+		// Chromium leaves org.chromium.Chromium.* (its singleton socket)
+		// in TMPDIR: keep it in the test's own directory, removed after.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
