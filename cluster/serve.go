@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -51,16 +52,25 @@ const readHeaderTimeout = 10 * time.Second
 
 // serve is a worker's side of ListenAndServe.
 func serve(addr string, handler http.Handler) error {
-	// Catch SIGTERM before serving: run standalone it is the stop signal,
-	// and under a primary it stops the worker as gracefully as a drain.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	ln, err := Listen(addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: CountRequests(handler), ReadHeaderTimeout: readHeaderTimeout}
+	return Serve(&http.Server{Handler: CountRequests(handler), ReadHeaderTimeout: readHeaderTimeout}, ln)
+}
+
+// Serve serves srv on ln (from [Listen]) until the supervisor asks this
+// worker to drain, or, run standalone, until SIGTERM or SIGINT; then it
+// shuts srv down gracefully within [DrainTimeout] and returns nil. It
+// returns srv.Serve's error if serving fails first. Wrap srv's handler in
+// [CountRequests] for -max-requests and the latency figures.
+func Serve(srv *http.Server, ln net.Listener) error {
+	// SIGTERM and SIGINT are caught while serving: run standalone they
+	// are the stop signal; under a supervisor the drain arrives over IPC,
+	// and a SIGTERM still stops the worker as gracefully.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

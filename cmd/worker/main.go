@@ -4,14 +4,9 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,11 +35,6 @@ func run(addr string) error {
 	log = log.With(zap.Int("worker", cluster.ID()), zap.Int("pid", os.Getpid()))
 	defer log.Sync()
 
-	// Catch SIGTERM before serving: standalone it is the stop signal; under
-	// the supervisor the drain arrives over IPC instead.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-
 	ln, err := cluster.Listen(addr)
 	if err != nil {
 		return err
@@ -58,22 +48,5 @@ func run(addr string) error {
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
 	srv := demo.NewServer(cluster.CountRequests(router), log)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	select {
-	case <-cluster.Drain():
-	case <-sigs:
-	case err := <-served:
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cluster.DrainTimeout())
-	defer cancel()
-	if err := cluster.Shutdown(ctx, srv); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return cluster.Serve(srv, ln)
 }

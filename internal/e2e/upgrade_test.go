@@ -83,6 +83,17 @@ type upgradeStatus struct {
 	} `json:"workers"`
 }
 
+// uctlStop stops the supervisor with ctl stop and checks it exits 0.
+func (s *sup) uctlStop(t *testing.T) {
+	t.Helper()
+	if out, code := s.uctl("stop"); code != 0 {
+		t.Fatalf("ctl stop: exit %d: %s", code, out)
+	}
+	if code := s.waitExit(10 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after stop", code)
+	}
+}
+
 // uctl is s.ctl through a build without the race detector, whose exit
 // takes a second (GORACE atexit_sleep_ms).
 func (s *sup) uctl(args ...string) (string, int) {
@@ -197,12 +208,7 @@ func TestUpgradeWorkerLost(t *testing.T) {
 	}
 	load.waitOK(t, 50, 10*time.Second) // serving on: the killed worker's own requests may fail
 	load.finish()
-	if out, code := s.uctl("stop"); code != 0 {
-		t.Fatalf("ctl stop: exit %d: %s", code, out)
-	}
-	if code := s.waitExit(10 * time.Second); code != 0 {
-		t.Fatalf("exit status %d after stop", code)
-	}
+	s.uctlStop(t)
 }
 
 // TestUpgradeSignal: SIGUSR2 upgrades to the binary the supervisor was
@@ -387,12 +393,7 @@ func TestUpgradeNoLeak(t *testing.T) {
 		list, _ := fdtest.List(fresh)
 		t.Errorf("worker started after the upgrades has %d descriptors, one from before %d:\n%s", nf, nk, strings.Join(list, "\n"))
 	}
-	if out, code := s.uctl("stop"); code != 0 {
-		t.Fatalf("ctl stop: exit %d: %s", code, out)
-	}
-	if code := s.waitExit(10 * time.Second); code != 0 {
-		t.Fatalf("exit status %d after stop", code)
-	}
+	s.uctlStop(t)
 }
 
 // TestUpgradeSystemdNotify: under systemd the upgrade is a reload of the
