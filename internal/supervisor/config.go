@@ -48,6 +48,9 @@ type Config struct {
 	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
 	Admin             string        // HOST:PORT for the dashboard and its API; "" for none
 	AdminActions      bool          // the dashboard may reload and scale
+	AdminAuth         string        // file with the admin listener's token or bcrypt users; "" for none (loopback only)
+	AdminTLSCert      string        // PEM certificate for the admin listener; "" for plain HTTP
+	AdminTLSKey       string        // its PEM key
 	User, Group       string        // run workers as this user and group
 	WorkerOutput      string        // "inherit" or "capture"
 	Sched             string        // workers' CPU scheduling policy: "batch" or "normal"
@@ -131,6 +134,9 @@ func parse(args []string, command bool) (Config, Action, error) {
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on `HOST:PORT` (default: off)")
 	fs.StringVar(&c.Admin, "admin", "", "serve the dashboard, its API and /metrics on `HOST:PORT` (default: off)")
 	fs.BoolVar(&c.AdminActions, "admin-actions", false, "let the dashboard reload and scale (POST /api/reload, /api/scale)")
+	fs.StringVar(&c.AdminAuth, "admin-auth", "", "require the bearer token or bcrypt users in `FILE` (mode 0600) on the admin listener; without it -admin must be a loopback address")
+	fs.StringVar(&c.AdminTLSCert, "admin-tls-cert", "", "serve the admin listener over TLS with this PEM certificate `FILE` (re-read on SIGHUP)")
+	fs.StringVar(&c.AdminTLSKey, "admin-tls-key", "", "the PEM key `FILE` for -admin-tls-cert")
 	fs.StringVar(&c.User, "user", "", "run workers as this user (the supervisor must be root)")
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
@@ -252,6 +258,9 @@ func (c *Config) validate() error {
 	}
 	if c.AdminActions && c.Admin == "" {
 		return usagef("flag -admin-actions needs -admin")
+	}
+	if err := c.validateAdmin(); err != nil {
+		return err
 	}
 	if c.Group != "" && c.User == "" {
 		return usagef("flag -group needs -user")

@@ -164,18 +164,26 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 	}
 	if s.cfg.Admin != "" {
 		srv, err := s.listenAdmin(admin.Options{
-			Control: handler{s},
-			Events:  bus,
-			Metrics: m.Handler(),
-			Actions: s.cfg.AdminActions,
-			Log:     s.log.Named("admin"),
+			Control:  handler{s},
+			Events:   bus,
+			Metrics:  m.Handler(),
+			Actions:  s.cfg.AdminActions,
+			AuthFile: s.cfg.AdminAuth,
+			TLSCert:  s.cfg.AdminTLSCert,
+			TLSKey:   s.cfg.AdminTLSKey,
+			Registry: m.Registerer(),
+			Log:      s.log.Named("admin"),
 		})
 		if err != nil {
 			stop()
 			return nil, err
 		}
 		closers = append(closers, srv.Close)
-		s.log.Info("admin", zap.String("addr", "http://"+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions))
+		scheme := "http://"
+		if s.cfg.AdminTLSCert != "" {
+			scheme = "https://"
+		}
+		s.log.Info("admin", zap.String("addr", scheme+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions), zap.Bool("auth", s.cfg.AdminAuth != ""))
 	}
 	return stop, nil
 }
@@ -191,4 +199,20 @@ func (s *Supervisor) keepAlive(now time.Time) {
 		s.notify.Notify("WATCHDOG=1")
 		s.pinged = now
 	}
+}
+
+// reloadAdmin reads the admin listener's auth file and certificate again
+// (SIGHUP), off the owner goroutine: a renewed certificate or a changed
+// password needs no restart. What cannot be read is logged, and the one in
+// use stays.
+func (s *Supervisor) reloadAdmin() {
+	srv := s.adminSrv
+	if srv == nil {
+		return
+	}
+	go func() {
+		if err := srv.Reload(); err != nil {
+			s.log.Error("admin: cannot reload the auth file or certificate; keeping the ones in use", zap.Error(err))
+		}
+	}()
 }
