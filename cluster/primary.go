@@ -61,12 +61,15 @@ func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
-	cfg, err := st.config()
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	st, err := withCommand(st)
 	if err != nil {
 		return nil, err
 	}
-	log := supervisor.NewLogger(cfg.LogFormat)
-	e, err := supervisor.Start(cfg, log)
+	log := supervisor.NewLogger(st.LogFormat)
+	e, err := supervisor.Start(st, log)
 	if err != nil {
 		failed(log, err)
 		return nil, err
