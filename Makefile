@@ -3,12 +3,15 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node test test-deps chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
+	# The fasthttp worker is its own module (examples/fasthttp), so that
+	# prefork's go.mod does not depend on fasthttp.
+	cd examples/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-worker .
 
 run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))
@@ -16,6 +19,11 @@ run: build
 # The Node.js cluster example, unmodified, as prefork's workers (needs node).
 run-node: build
 	./$(BIN)/supervisor $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
+
+# The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
+# the workers.
+run-fasthttp: build
+	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- ./$(BIN)/fasthttp-worker
 
 # What the tests run besides Go (Node.js, Python's gunicorn and uvicorn,
 # util-linux, Chromium, systemd-analyze, the test apps' npm packages):
@@ -30,6 +38,8 @@ test: test-deps
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(GO) test -race -count=1 -timeout 5m ./internal/chaos
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+	cd fastcluster && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 2m ./...
+	cd examples/fasthttp && $(GO) vet ./...
 	cd bench/loadgen && $(GO) vet ./... && $(GO) test -count=1 -timeout 2m ./...
 	# The dashboard in headless Chromium.
 	cd dashboard && $(GO) vet ./... && $(GO) test -count=1 -timeout 3m ./...
