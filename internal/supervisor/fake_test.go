@@ -16,6 +16,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // The state-machine tests run the supervisor's owner-goroutine logic on
@@ -272,8 +273,8 @@ func testConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:0", Workers: 2, Mode: ipc.ModeShared, Balance: "round-robin",
 		Grace: 30 * time.Second, ReadyTimeout: 30 * time.Second,
-		QueueMax: DefaultQueueMax, QueueTimeout: DefaultQueueTimeout,
-		MaxCrashes: DefaultMaxCrashes, CrashWindow: DefaultCrashWindow, HangTimeout: DefaultHangTimeout,
+		QueueMax: settings.DefaultQueueMax, QueueTimeout: settings.DefaultQueueTimeout,
+		MaxCrashes: settings.DefaultMaxCrashes, CrashWindow: settings.DefaultCrashWindow, HangTimeout: settings.DefaultHangTimeout,
 		WorkerOutput: "inherit", Sched: "normal", Command: []string{"worker"},
 	}
 }

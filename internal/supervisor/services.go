@@ -163,6 +163,10 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 		s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
 	}
 	if s.cfg.Admin != "" {
+		if err := s.checkAdminFiles(); err != nil {
+			stop()
+			return nil, err
+		}
 		srv, err := s.listenAdmin(admin.Options{
 			Control:  handler{s},
 			Events:   bus,
@@ -199,6 +203,23 @@ func (s *Supervisor) keepAlive(now time.Time) {
 		s.notify.Notify("WATCHDOG=1")
 		s.pinged = now
 	}
+}
+
+// checkAdminFiles reads what the admin listener will (its auth file and
+// certificate) before it starts: what is wrong with them is a usage
+// error, exit status 2, as a wrong flag is.
+func (s *Supervisor) checkAdminFiles() error {
+	if p := s.cfg.AdminAuth; p != "" {
+		if _, err := admin.LoadAuth(p); err != nil {
+			return usagef("invalid value %q for flag -admin-auth: %v", p, err)
+		}
+	}
+	if p := s.cfg.AdminTLSCert; p != "" {
+		if _, err := admin.LoadCertificate(p, s.cfg.AdminTLSKey); err != nil {
+			return usagef("invalid value %q for flag -admin-tls-cert: %v", p, err)
+		}
+	}
+	return nil
 }
 
 // reloadAdmin reads the admin listener's auth file and certificate again
