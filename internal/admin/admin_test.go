@@ -235,8 +235,8 @@ func (f *fixture) events(t *testing.T) (*bufio.Reader, net.Conn) {
 func TestEventStream(t *testing.T) {
 	f := start(t, Options{})
 	body, _ := f.events(t)
-	f.bus.Publish(control.Event{"event": "fork", "slot": 1, "pid": 99})
-	f.bus.Publish(control.Event{"event": "exit", "slot": 1, "pid": 99, "reason": "crash"})
+	f.bus.Publish(control.Event{Kind: control.EventFork, Slot: 1, PID: 99})
+	f.bus.Publish(control.Event{Kind: control.EventExit, Slot: 1, PID: 99, Reason: control.CauseCrash})
 	var got []control.Event
 	for len(got) < 2 {
 		line, err := body.ReadString('\n')
@@ -253,7 +253,7 @@ func TestEventStream(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if got[0]["event"] != "fork" || got[1]["event"] != "exit" || got[1]["reason"] != "crash" || got[1]["pid"] != 99.0 || got[0]["time"] == nil {
+	if got[0].Kind != control.EventFork || got[1].Kind != control.EventExit || got[1].Reason != control.CauseCrash || got[1].PID != 99 || got[0].Time == "" {
 		t.Fatalf("events %v", got)
 	}
 }
@@ -279,7 +279,7 @@ func TestSlowEventClientDropped(t *testing.T) {
 			pad := strings.Repeat("x", tc.size)
 			begun := time.Now()
 			for i := range tc.events {
-				f.bus.Publish(control.Event{"event": "message", "i": i, "msg": pad})
+				f.bus.Publish(control.Event{Kind: control.EventMessage, Count: i, Msg: pad})
 			}
 			if took := time.Since(begun); took > 2*time.Second {
 				t.Fatalf("publishing took %v: the publisher waited for the client", took)
@@ -290,7 +290,7 @@ func TestSlowEventClientDropped(t *testing.T) {
 			}
 			// A client that reads still gets events.
 			body, _ := f.events(t)
-			f.bus.Publish(control.Event{"event": "fork"})
+			f.bus.Publish(control.Event{Kind: control.EventFork})
 			for {
 				line, err := body.ReadString('\n')
 				if err != nil {

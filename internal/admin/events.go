@@ -46,7 +46,7 @@ func (a *api) events(w http.ResponseWriter, r *http.Request) {
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
 			for _, e := range batch {
-				if e["event"] == string(control.EventDropped) {
+				if e.Kind == control.EventDropped {
 					// The client did not keep up with its queue: what it
 					// shows is no longer right. Disconnecting it makes its
 					// browser reconnect and start again from the status.

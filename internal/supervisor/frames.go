@@ -121,7 +121,7 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs, beats *bucket) error
 // stream (Node's cluster 'message' event).
 func (s *Supervisor) onMessage(p *process, msg []byte) {
 	s.log.Info("message from worker", p.fields(zap.ByteString("msg", msg))...)
-	s.emit(control.EventMessage, p, "msg", string(msg))
+	s.emit(p, control.Event{Kind: control.EventMessage, Msg: string(msg)})
 }
 
 // onProtocol counts a worker's protocol errors and replaces a worker that
@@ -132,7 +132,7 @@ func (s *Supervisor) onProtocol(p *process, err error, count int) {
 		return
 	}
 	s.log.Warn("worker broke the worker protocol", p.fields(zap.Error(err), zap.Int("count", count))...)
-	s.emit(control.EventProtocol, p, "error", err.Error(), "count", count)
+	s.emit(p, control.Event{Kind: control.EventProtocol, Error: err.Error(), Count: count})
 	if count < maxProtocolErrors || p.asked {
 		return
 	}
