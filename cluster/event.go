@@ -48,6 +48,7 @@ type Event struct {
 func (p *Primary) translate(e ctl.Event) {
 	if e.Kind == ctl.EventDropped {
 		p.dropped.Add(uint64(e.Count))
+		p.seenAll() // lost messages hold no place in the window
 		return
 	}
 	if e.PID == 0 || e.Slot == 0 {
@@ -75,6 +76,6 @@ func (p *Primary) translate(e ctl.Event) {
 		p.forget(e.PID)
 		p.emit(Event{Kind: EventExit, Worker: w, Reason: reason, Code: e.Code, Signal: e.Signal})
 	case ctl.EventMessage:
-		p.emit(Event{Kind: EventMessage, Worker: w, Message: []byte(e.Msg)})
+		p.deliver(Event{Kind: EventMessage, Worker: w, Message: []byte(e.Msg)}, e.Seq)
 	}
 }

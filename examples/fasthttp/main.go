@@ -4,6 +4,7 @@
 //	GET /health      200, JSON: status, pid, worker, mode, generation, uptime_s, goroutines
 //	GET /pid         the serving process ID, as plain text
 //	GET /spin?us=N   spends N µs of its thread's CPU time (0..100000)
+//	GET /sleep?ms=N  holds the request for N ms (0..60000)
 //
 // Under the supervisor (make run-fasthttp) it takes its connections from
 // it; run alone it listens on -listen itself. With -fasthttp-prefork it
@@ -67,8 +68,11 @@ type info struct {
 	started            time.Time
 }
 
-// maxSpinUS bounds /spin's us: 100ms of CPU.
-const maxSpinUS = 100_000
+// Bounds of /spin's us (100ms of CPU) and /sleep's ms.
+const (
+	maxSpinUS  = 100_000
+	maxSleepMS = 60_000
+)
 
 // handler routes the demo's requests. /health and /pid sit on the load
 // tests' hot path: their constant parts are made once, here.
@@ -95,9 +99,8 @@ func handler(in info) fasthttp.RequestHandler {
 			ctx.SetContentType("text/plain; charset=utf-8")
 			ctx.SetBody(pidBody)
 		case "/spin":
-			us, err := ctx.QueryArgs().GetUint("us")
-			if err != nil || us > maxSpinUS {
-				ctx.Error(fmt.Sprintf(`{"error":"us: want an integer in 0..%d"}`, maxSpinUS), fasthttp.StatusBadRequest)
+			us, ok := uintArg(ctx, "us", maxSpinUS)
+			if !ok {
 				return
 			}
 			if err := spin.Thread(time.Duration(us) * time.Microsecond); err != nil {
@@ -106,8 +109,27 @@ func handler(in info) fasthttp.RequestHandler {
 			}
 			ctx.SetContentType("application/json")
 			fmt.Fprintf(ctx, `{"spun_us":%d,"pid":%d}`, us, pid)
+		case "/sleep":
+			ms, ok := uintArg(ctx, "ms", maxSleepMS)
+			if !ok {
+				return
+			}
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+			ctx.SetContentType("application/json")
+			fmt.Fprintf(ctx, `{"slept_ms":%d,"pid":%d}`, ms, pid)
 		default:
 			ctx.Error("not found", fasthttp.StatusNotFound)
 		}
 	}
+}
+
+// uintArg returns the query argument name, an integer in 0..most, or
+// answers 400 and returns false.
+func uintArg(ctx *fasthttp.RequestCtx, name string, most int) (int, bool) {
+	n, err := ctx.QueryArgs().GetUint(name)
+	if err != nil || n > most {
+		ctx.Error(fmt.Sprintf("%s: want an integer in 0..%d", name, most), fasthttp.StatusBadRequest)
+		return 0, false
+	}
+	return n, true
 }

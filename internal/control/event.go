@@ -35,6 +35,7 @@ type Event struct {
 	StartupMS int64   `json:"startup_ms"` // running: from start to every slot ready
 	DelayMS   int64   `json:"delay_ms"`   // respawn: the crash backoff
 	Msg       string  `json:"msg"`        // message: what the worker sent
+	Seq       uint64  `json:"seq"`        // message: its number, from 1, for the primary's window
 	SilentS   float64 `json:"silent_s"`   // hang: since its last healthy heartbeat
 	GapS      float64 `json:"gap_s"`      // freeze: how long the supervisor did not run
 	Why       string  `json:"why"`        // recycle: the limit it passed
@@ -80,6 +81,9 @@ func (e Event) Fields() map[string]any {
 		if v != 0 {
 			m[k] = v
 		}
+	}
+	if e.Seq != 0 {
+		m["seq"] = e.Seq
 	}
 	// What a kind carries even when it is zero.
 	switch e.Kind {

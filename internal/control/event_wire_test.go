@@ -23,6 +23,8 @@ func TestEventLinesKeepTheirFormat(t *testing.T) {
 			`{"event":"respawn","cause":"crash","delay_ms":0,"slot":1}`},
 		{`{"event":"message","generation":1,"msg":"","pid":1001,"slot":1}`,
 			`{"event":"message","generation":1,"msg":"","pid":1001,"slot":1}`},
+		{`{"event":"message","generation":1,"msg":"7","pid":1001,"seq":18446744073709551615,"slot":1}`,
+			`{"event":"message","generation":1,"msg":"7","pid":1001,"seq":18446744073709551615,"slot":1}`},
 		{`{"event":"running","startup_ms":0,"workers":2}`,
 			`{"event":"running","startup_ms":0,"workers":2}`},
 		{`{"event":"reload","generation":2,"replaced":3,"step":"done"}`,

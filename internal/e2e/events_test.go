@@ -31,6 +31,8 @@ func (e event) int(k string) int {
 		return v
 	case int64:
 		return int(v)
+	case uint64:
+		return int(v)
 	case float64:
 		return int(v)
 	}

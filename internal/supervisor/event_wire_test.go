@@ -42,7 +42,7 @@ func TestEventWireFormat(t *testing.T) {
 		`{"boot_ms":0,"event":"ready","features":"none","generation":1,"pid":1001,"slot":1}`,
 		`{"boot_ms":0,"event":"ready","features":"none","generation":1,"pid":1002,"slot":2}`,
 		`{"event":"running","startup_ms":0,"workers":2}`,
-		`{"event":"message","generation":1,"msg":"","pid":1001,"slot":1}`,
+		`{"event":"message","generation":1,"msg":"","pid":1001,"seq":1,"slot":1}`,
 		`{"count":1,"error":"bad frame","event":"protocol","generation":1,"pid":1002,"slot":2}`,
 		`{"code":0,"event":"exit","generation":1,"pid":1001,"reason":"crash","slot":1}`,
 		`{"cause":"crash","delay_ms":0,"event":"respawn","slot":1}`,
