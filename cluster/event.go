@@ -50,6 +50,7 @@ func (p *Primary) translate(e ctl.Event) {
 	if ctl.EventKind(kind) == ctl.EventDropped {
 		n, _ := e["count"].(int)
 		p.dropped.Add(uint64(n))
+		p.seenAll() // lost messages hold no place in the window
 		return
 	}
 	pid, ok := e["pid"].(int)
@@ -86,6 +87,7 @@ func (p *Primary) translate(e ctl.Event) {
 		p.emit(ev)
 	case ctl.EventMessage:
 		msg, _ := e["msg"].(string)
-		p.emit(Event{Kind: EventMessage, Worker: w, Message: []byte(msg)})
+		seq, _ := e["seq"].(uint64)
+		p.deliver(Event{Kind: EventMessage, Worker: w, Message: []byte(msg)}, seq)
 	}
 }

@@ -92,7 +92,7 @@ func (s *Supervisor) thawed(now time.Time, gap time.Duration) {
 // (a systemd worker's WATCHDOG=1).
 func (s *Supervisor) findHung(now time.Time) {
 	for _, p := range s.live {
-		if p.state != control.StateReady || p.asked || !p.watched {
+		if p.state != control.StateReady || p.asked || !p.watched || p.held.Load() {
 			continue
 		}
 		last := p.beatAt

@@ -70,6 +70,11 @@ type Supervisor struct {
 
 	counts counters
 
+	// Messages to an Engine's reader (messages.go): nil without one.
+	window    *window
+	msgSeq    uint64        // message events published
+	published atomic.Uint64 // msgSeq, for Engine.SeenAll
+
 	// In-place upgrades (upgrade.go).
 	exe        string          // this image's binary, resolved at start
 	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ type process struct {
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
+	held      atomic.Bool   // its reader waits for room for a message (messages.go)
 	reason    control.Cause // why it was asked
 
 	// watched: hang detection applies. From the start if its protocol
