@@ -235,8 +235,8 @@ func (f *fixture) events(t *testing.T) (*bufio.Reader, net.Conn) {
 func TestEventStream(t *testing.T) {
 	f := start(t, Options{})
 	body, _ := f.events(t)
-	f.bus.Publish(control.Event{"event": "fork", "slot": 1, "pid": 99})
-	f.bus.Publish(control.Event{"event": "exit", "slot": 1, "pid": 99, "reason": "crash"})
+	f.bus.Publish(control.Event{Kind: control.EventFork, Slot: 1, PID: 99})
+	f.bus.Publish(control.Event{Kind: control.EventExit, Slot: 1, PID: 99, Reason: control.CauseCrash})
 	var got []control.Event
 	for len(got) < 2 {
 		line, err := body.ReadString('\n')
@@ -253,7 +253,7 @@ func TestEventStream(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if got[0]["event"] != "fork" || got[1]["event"] != "exit" || got[1]["reason"] != "crash" || got[1]["pid"] != 99.0 || got[0]["time"] == nil {
+	if got[0].Kind != control.EventFork || got[1].Kind != control.EventExit || got[1].Reason != control.CauseCrash || got[1].PID != 99 || got[0].Time == "" {
 		t.Fatalf("events %v", got)
 	}
 }
@@ -287,7 +287,7 @@ func TestSlowEventClientDropped(t *testing.T) {
 				if i == 100_000 { // 400 MB: far more than any socket buffer
 					t.Fatalf("client not dropped after %d events", i)
 				}
-				h.publish(control.Event{"event": "message", "i": i, "msg": pad})
+				h.publish(control.Event{Kind: control.EventMessage, Seq: uint64(i), Msg: pad})
 			}
 			t.Logf("dropped after %v", time.Since(begun))
 			if c != nil {
@@ -300,7 +300,7 @@ func TestSlowEventClientDropped(t *testing.T) {
 			waitFor(t, "the drop to be counted", func() bool { return f.srv.api.dropped.Load() == 1 })
 			// A client that reads still gets events.
 			body, _ := f.events(t)
-			f.bus.Publish(control.Event{"event": "fork"})
+			f.bus.Publish(control.Event{Kind: control.EventFork})
 			for {
 				line, err := body.ReadString('\n')
 				if err != nil {

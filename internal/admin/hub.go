@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -80,7 +81,7 @@ func (h *hub) run(ctx context.Context, sub *control.Subscription) {
 func (h *hub) publish(e control.Event) {
 	b, err := json.Marshal(e)
 	if err != nil {
-		h.log.Warn("admin: event not encodable", zap.Any("event", e["event"]), zap.Error(err))
+		h.log.Warn("admin: event not encodable", zap.String("event", string(e.Kind)), zap.Error(err))
 		return
 	}
 	if len(b) > maxEventBytes {
@@ -104,16 +105,25 @@ func (h *hub) publish(e control.Event) {
 	}
 }
 
-// shrink is e without its bulk, for an event of size bytes.
+// shrink is e without its bulk, for an event of size bytes: the message
+// of a worker's big application message, or an error, cut short.
 func shrink(e control.Event, size int) []byte {
-	small := control.Event{"omitted_bytes": size}
-	for _, k := range []string{"time", "event", "slot", "pid", "generation", "cause"} {
-		if v, ok := e[k]; ok {
-			small[k] = v
-		}
+	e.Msg = cut(e.Msg, size)
+	e.Error = cut(e.Error, size)
+	b, err := json.Marshal(e)
+	if err != nil || len(b) > maxEventBytes {
+		b, _ = json.Marshal(control.Event{Time: e.Time, Kind: e.Kind, Slot: e.Slot, PID: e.PID, Generation: e.Generation, Error: cut("x", size)})
 	}
-	b, _ := json.Marshal(small) // scalars from an event that encoded
 	return b
+}
+
+// cut is s shortened for the dashboard, saying how big it was.
+func cut(s string, size int) string {
+	const keep = 200
+	if len(s) <= keep {
+		return s
+	}
+	return strings.ToValidUTF8(s[:keep], "") + "… (" + strconv.Itoa(size) + " bytes in all: too big for the dashboard)"
 }
 
 // queue adds b to c's queue, or drops c if it would hold more than

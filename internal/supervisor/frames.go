@@ -121,7 +121,7 @@ func (s *Supervisor) onProtocol(p *process, err error, count int) {
 		return
 	}
 	s.log.Warn("worker broke the worker protocol", p.fields(zap.Error(err), zap.Int("count", count))...)
-	s.emit(control.EventProtocol, p, "error", err.Error(), "count", count)
+	s.emit(p, control.Event{Kind: control.EventProtocol, Error: err.Error(), Count: count})
 	if count < maxProtocolErrors || p.asked {
 		return
 	}

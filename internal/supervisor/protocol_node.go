@@ -381,7 +381,7 @@ func (s *Supervisor) onLeaving(p *process) {
 	}
 	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
 	s.dismiss(p, control.CauseDisconnect)
-	s.emit(control.EventDrain, p, "reason", control.CauseDisconnect)
+	s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseDisconnect})
 	s.after(s.cfg.Grace, evKillDue{p: p})
 	if p.slot.cur == p && s.phase != phaseStopping {
 		s.vacate(p.slot)

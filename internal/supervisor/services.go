@@ -53,7 +53,7 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 	}
 	go reaper.Run(ctx, s.notOrphan, func(pid int) {
 		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
-		s.emit(control.EventReap, nil, "pid", pid)
+		s.emit(nil, control.Event{Kind: control.EventReap, PID: pid})
 	})
 	return stop, nil
 }
