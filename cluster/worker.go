@@ -73,6 +73,7 @@ type worker struct {
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
 	gate                   *pauseGate        // rr with FeaturePause: set by Listen
+	back                   *handBack         // rr with FeatureHandBack: set by Listen
 	silent                 silentSet         // connections that have sent nothing yet
 	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
 }
@@ -221,42 +222,6 @@ func poke(ch chan struct{}) {
 	}
 }
 
-// shed closes up to n connections that have sent nothing for shedAfter
-// before now, oldest first (see silentSet), and returns how many and when
-// the oldest silent connection left was accepted.
-func (w *worker) shed(n int, now time.Time) (int, time.Time) {
-	k, oldest := w.silent.shed(n, now.Add(-shedAfter))
-	if k > 0 {
-		poke(w.note)
-	}
-	return k, oldest
-}
-
-// relievePause sheds silent connections while an rr worker is paused, down
-// to the level at which it resumes: the closes resume it. Connections it
-// takes meanwhile (frames received before the pause) may keep it paused, so
-// it looks again until it resumes or sheds nothing. It returns when to try
-// again (the oldest silent connection is not silent for long enough yet),
-// nil when there is no need or nothing silent is left.
-func (w *worker) relievePause(now time.Time) <-chan time.Time {
-	g := w.gate
-	for g != nil && g.paused.Load() {
-		excess := g.conns() - g.low
-		if excess <= 0 {
-			g.update(0) // the resume could not be sent: try again
-			return nil
-		}
-		n, oldest := w.shed(excess, now)
-		if oldest.IsZero() {
-			return nil
-		}
-		if n == 0 {
-			return time.After(max(oldest.Add(shedAfter).Sub(now), time.Millisecond))
-		}
-	}
-	return nil
-}
-
 // run is the worker's owner loop: see worker.
 func (w *worker) run() {
 	var (
@@ -352,7 +317,9 @@ func (w *worker) run() {
 			// Accept found nothing more to take (draining, or the
 			// supervisor closed the handoff channel).
 			parked = true
-			if l.handoff != nil {
+			// With hand-back the channel stays open for connections going
+			// back; the listener's Close closes it.
+			if l.handoff != nil && w.back == nil {
 				l.handoff.Close()
 			}
 			if draining {

@@ -40,6 +40,8 @@ func TestMain(m *testing.M) {
 		helperLatency()
 	case "served":
 		helperServed()
+	case "handback":
+		helperHandBack()
 	default:
 		if h := nodeHelpers[os.Getenv(helperEnv)]; h != nil {
 			h() // node_test.go
