@@ -50,7 +50,6 @@ chaos:
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
 	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
-	@cd bench/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-prefork . || echo "bench: cannot build bench/fasthttp; the fasthttp-prefork row is left out" >&2
 
 bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
