@@ -3,7 +3,7 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node run-fasthttp test chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
@@ -25,7 +25,13 @@ run-node: build
 run-fasthttp: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- ./$(BIN)/fasthttp-worker
 
-test:
+# What the tests run besides Go (Node.js, Python's gunicorn and uvicorn,
+# util-linux, Chromium, systemd-analyze, the test apps' npm packages):
+# installed with apt-get as root on Debian, else named in one line.
+test-deps:
+	@scripts/deps test
+
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /internal/chaos)
 	# The fault suite on its own: run beside the end-to-end tests, two
@@ -35,7 +41,7 @@ test:
 	cd fastcluster && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 2m ./...
 	cd examples/fasthttp && $(GO) vet ./...
 	cd bench/loadgen && $(GO) vet ./... && $(GO) test -count=1 -timeout 2m ./...
-	# The dashboard in headless Chromium (needs chromium; .ci/run installs it).
+	# The dashboard in headless Chromium.
 	cd dashboard && $(GO) vet ./... && $(GO) test -count=1 -timeout 3m ./...
 
 # The fault suite at full counts (a few minutes): kill loops, reload and
@@ -48,8 +54,7 @@ chaos:
 	echo "chaos: full log in $(BIN)/chaos.out"; exit $$rc
 
 bench-tools:
-	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
-	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
+	@scripts/deps bench
 
 bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)
