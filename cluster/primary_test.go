@@ -71,7 +71,7 @@ func TestTranslate(t *testing.T) {
 		w1("event", "fork", "cause", "start"),
 		w1("event", "ready"),
 		w1("event", "message", "msg", "7"),
-		w1("event", "exit", "reason", "crash", "signal", "killed"),
+		w1("event", "exit", "reason", "crash", "signal", "SIGKILL"),
 		{"event": "fork", "slot": 1, "pid": 102, "generation": 1, "cause": "crash"},
 		{"event": "drain", "slot": 1, "pid": 102, "generation": 1, "reason": "reload"},
 		{"event": "exit", "slot": 1, "pid": 102, "generation": 1, "reason": "reload", "code": 0},
@@ -96,7 +96,7 @@ func TestTranslate(t *testing.T) {
 	switch {
 	case first.PID() != 101 || first.ID() != 1 || second.PID() != 102:
 		t.Fatalf("workers %v and %v", first, second)
-	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "killed":
+	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "SIGKILL":
 		t.Fatalf("message %q, address %q, signal %q", evs[3].Message, evs[2].Address, evs[5].Signal)
 	case !first.IsDead() || first.IsConnected() || first.ExitedAfterDisconnect():
 		t.Fatalf("crashed worker: dead %v connected %v after disconnect %v", first.IsDead(), first.IsConnected(), first.ExitedAfterDisconnect())
@@ -186,8 +186,8 @@ func TestStartPrimaryNamesTheField(t *testing.T) {
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
 		t.Fatalf("StartPrimary(Settings{}) = %v, want an ErrUsage naming Settings.Listen", err)
 	}
-	_, err = StartPrimary(DefaultSettings(), WithWorkers(0))
+	_, err = StartPrimary(DefaultSettings(), WithWorkers(-1))
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
-		t.Fatalf("WithWorkers(0): %v, want an ErrUsage naming Settings.Workers", err)
+		t.Fatalf("WithWorkers(-1): %v, want an ErrUsage naming Settings.Workers", err)
 	}
 }
