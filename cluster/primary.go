@@ -55,12 +55,15 @@ func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
-	cfg, err := st.config()
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	st, err := withCommand(st)
 	if err != nil {
 		return nil, err
 	}
-	log := supervisor.NewLogger(cfg.LogFormat)
-	e, err := supervisor.Start(cfg, log)
+	log := supervisor.NewLogger(st.LogFormat)
+	e, err := supervisor.Start(st, log)
 	if err != nil {
 		failed(log, err)
 		return nil, err

@@ -40,7 +40,7 @@ func TestParseSettings(t *testing.T) {
 // The default command is this program's path, absolute, with its
 // arguments; a command given is kept.
 func TestSettingsCommand(t *testing.T) {
-	cfg, err := DefaultSettings().config()
+	cfg, err := withCommand(DefaultSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestSettingsCommand(t *testing.T) {
 	}
 	st := DefaultSettings()
 	st.Command = []string{"/bin/worker", "-x"}
-	if cfg, _ := st.config(); !slices.Equal(cfg.Command, st.Command) {
+	if cfg, _ := withCommand(st); !slices.Equal(cfg.Command, st.Command) {
 		t.Fatalf("command %q, want %q", cfg.Command, st.Command)
 	}
 }
@@ -177,5 +177,17 @@ func TestPrimaryLifecycle(t *testing.T) {
 	}
 	if err := ws[0].Kill(syscall.SIGTERM); err == nil {
 		t.Fatal("Kill after stop: no error")
+	}
+}
+
+// A Go caller's bad Settings are named as fields, not as flags.
+func TestStartPrimaryNamesTheField(t *testing.T) {
+	_, err := StartPrimary(Settings{})
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
+		t.Fatalf("StartPrimary(Settings{}) = %v, want an ErrUsage naming Settings.Listen", err)
+	}
+	_, err = StartPrimary(DefaultSettings(), WithWorkers(0))
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
+		t.Fatalf("WithWorkers(0): %v, want an ErrUsage naming Settings.Workers", err)
 	}
 }

@@ -74,7 +74,8 @@ type WorkerStatus struct {
 	Features      string  `json:"features,omitempty"` // worker-protocol features it announced when ready, e.g. "peers,pause"
 	// Over its last few heartbeats (about 5s): requests served a second,
 	// and the median and 99th percentile of their latency, 0 when it
-	// served none or does not report latency (cluster.CountRequests does).
+	// served none or does not report latency (cluster.CountRequests and
+	// cluster.RequestServed do).
 	RequestsPerS float64 `json:"requests_per_s"`
 	P50S         float64 `json:"p50_s"`
 	P99S         float64 `json:"p99_s"`

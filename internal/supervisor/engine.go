@@ -12,6 +12,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // Engine is a running supervisor: the supervisor command's, and the public
@@ -28,23 +29,18 @@ type Engine struct {
 	addr string                // the listening address, read once before the loop runs
 }
 
-// Usage is the command line's help text.
-const Usage = usage
-
-// ErrUsage is what a *UsageError is: a bad setting, exit status 2 on the
+// ErrUsage is what a bad setting is, for errors.Is: exit status 2 on the
 // command line.
-var ErrUsage = errors.New("supervisor: usage")
+var ErrUsage = settings.ErrUsage
 
-// Is makes errors.Is(err, ErrUsage) true for a *UsageError.
-func (e *UsageError) Is(target error) bool { return target == ErrUsage }
-
-// Validate checks cfg as ParseFlags checks a command line: the error is a
-// *UsageError naming the flag.
-func (c Config) Validate() error {
-	if len(c.Command) == 0 || c.Command[0] == "" {
+// validate checks cfg before it runs: the error names the field of
+// Settings, as a Go caller set it (the command line checked its flags
+// already).
+func validate(cfg Config) error {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return usagef("no worker command")
 	}
-	return c.validate()
+	return cfg.Validate()
 }
 
 // Start binds, starts the workers and supervises them until a stop signal
@@ -59,7 +55,7 @@ func (c Config) Validate() error {
 // before Wait: each waits for the owner goroutine, which may be waiting
 // for it to start a worker (one that died during the upgrade, say).
 func Start(cfg Config, log *zap.Logger) (*Engine, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := validate(cfg); err != nil {
 		return nil, err
 	}
 	st, stErr := takeState()

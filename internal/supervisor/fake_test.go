@@ -18,6 +18,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // The state-machine tests run the supervisor's owner-goroutine logic on
@@ -237,7 +238,7 @@ type fakeMode struct {
 }
 
 func newFakeMode() *fakeMode {
-	h, _ := handoff.New("round-robin", zap.NewNop(), DefaultQueueMax, DefaultQueueTimeout)
+	h, _ := handoff.New("round-robin", zap.NewNop(), settings.DefaultQueueMax, settings.DefaultQueueTimeout)
 	return &fakeMode{h: h, failAt: map[int]error{}}
 }
 
@@ -284,8 +285,8 @@ func testConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:0", Workers: 2, Mode: ipc.ModeShared, Balance: "round-robin",
 		Grace: 30 * time.Second, ReadyTimeout: 30 * time.Second,
-		QueueMax: DefaultQueueMax, QueueTimeout: DefaultQueueTimeout,
-		MaxCrashes: DefaultMaxCrashes, CrashWindow: DefaultCrashWindow, HangTimeout: DefaultHangTimeout,
+		QueueMax: settings.DefaultQueueMax, QueueTimeout: settings.DefaultQueueTimeout,
+		MaxCrashes: settings.DefaultMaxCrashes, CrashWindow: settings.DefaultCrashWindow, HangTimeout: settings.DefaultHangTimeout,
 		WorkerOutput: "inherit", Sched: "normal", Command: []string{"worker"},
 	}
 }

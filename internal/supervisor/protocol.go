@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // Worker protocols (-worker-protocol): how the supervisor speaks to a
 // worker.
 const (
-	ProtocolPrefork = "prefork" // Go programs linking the cluster package
-	ProtocolNode    = "node"    // unmodified Node.js cluster apps
-	ProtocolSystemd = "systemd" // socket activation and sd_notify
-	ProtocolPlain   = "plain"   // the socket at fd 3, nothing else
+	ProtocolPrefork = settings.ProtocolPrefork
+	ProtocolNode    = settings.ProtocolNode
+	ProtocolSystemd = settings.ProtocolSystemd
+	ProtocolPlain   = settings.ProtocolPlain
 )
 
 // protocol is how the supervisor speaks to its workers: one type per

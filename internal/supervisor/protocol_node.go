@@ -7,9 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -99,22 +97,6 @@ func (ps *ports) close() {
 	for _, sock := range ps.socks {
 		sock.Close()
 	}
-}
-
-// isNodeCommand reports whether command runs Node.js: the node binary, or
-// a JavaScript file run by its shebang.
-func isNodeCommand(command []string) bool {
-	if len(command) == 0 {
-		return false
-	}
-	base := filepath.Base(command[0])
-	switch {
-	case base == "node" || base == "nodejs":
-		return true
-	case strings.HasSuffix(base, ".js"), strings.HasSuffix(base, ".mjs"), strings.HasSuffix(base, ".cjs"):
-		return true
-	}
-	return false
 }
 
 type nodeLink struct {

@@ -1,6 +1,7 @@
-package supervisor
+package settings
 
-const usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
+// Usage is the supervisor command line's help text, for -h.
+const Usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
 
 Runs N copies of COMMAND (default: the worker binary beside the supervisor)
 and spreads connections to -listen over them.
