@@ -409,28 +409,48 @@ func TestDepsNamesEachMissing(t *testing.T) {
 var dependents = map[string][]string{"python3": {"gunicorn", "python3-uvicorn"}}
 
 // TestDepsOneProgramOfAPackage: each program is checked on its own, not
-// only the first of its package.
+// only the first of its package, and is there only as an executable file,
+// as Go's exec.LookPath and the suites take it: a file without execute
+// permission or a directory in its place is missing too.
 func TestDepsOneProgramOfAPackage(t *testing.T) {
+	spoil := map[string]func(p string) error{
+		"removed": os.RemoveAll,
+		"not executable": func(p string) error {
+			return os.Chmod(p, 0o644)
+		},
+		"a directory": func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Mkdir(p, 0o755)
+		},
+	}
 	for _, n := range testNeeds {
-		t.Run(n.name, func(t *testing.T) {
-			m := newMachine(t, "1000", packages(testNeeds)...)
-			for _, f := range provides[n.pkg] {
-				if f == n.name || (n.name == uvicorn && f == uvicornDir) {
-					p := filepath.Join(m.bin, f)
-					if strings.HasPrefix(f, "/") {
-						p = filepath.Join(m.sys, f)
-					}
-					if err := os.RemoveAll(p); err != nil {
-						t.Fatal(err)
-					}
+		for how, do := range spoil {
+			// The other ways, for one program on PATH and one by path.
+			if how != "removed" && n.name != "chromium" && n.name != "/usr/bin/gunicorn" {
+				continue
+			}
+			t.Run(n.name+"/"+how, func(t *testing.T) {
+				m := newMachine(t, "1000", packages(testNeeds)...)
+				f := n.name
+				if n.name == uvicorn {
+					f = uvicornDir
 				}
-			}
-			missing := []need{n}
-			if n.name == "/usr/bin/python3" { // uvicorn is imported by that python
-				missing = append(missing, testNeeds[6])
-			}
-			m.stops(m.deps("test"), sudoLine("test-deps", "test", missing))
-		})
+				p := filepath.Join(m.bin, f)
+				if strings.HasPrefix(f, "/") {
+					p = filepath.Join(m.sys, f)
+				}
+				if err := do(p); err != nil {
+					t.Fatal(err)
+				}
+				missing := []need{n}
+				if n.name == "/usr/bin/python3" { // uvicorn is imported by that python
+					missing = append(missing, testNeeds[6])
+				}
+				m.stops(m.deps("test"), sudoLine("test-deps", "test", missing))
+			})
+		}
 	}
 }
 

@@ -25,6 +25,7 @@
 //	process.go      a worker process and its life: spawn, ready, exit, drain
 //	output.go       -worker-output capture: a worker's lines through the log
 //	frames.go       what a worker says on its control channel
+//	messages.go     application messages, flow-controlled to an Engine
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel

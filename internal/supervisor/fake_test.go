@@ -419,7 +419,7 @@ func (h *harness) cur(id int) *process {
 func (h *harness) events(kind control.EventKind) []control.Event {
 	var out []control.Event
 	for _, e := range *h.evs.evs {
-		if e["event"] == string(kind) {
+		if e.Kind == kind {
 			out = append(out, e)
 		}
 	}
@@ -430,7 +430,7 @@ func (h *harness) events(kind control.EventKind) []control.Event {
 func (h *harness) forks(cause control.Cause) int {
 	n := 0
 	for _, e := range h.events(control.EventFork) {
-		if e["cause"] == string(cause) {
+		if e.Cause == cause {
 			n++
 		}
 	}
