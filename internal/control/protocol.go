@@ -81,13 +81,6 @@ type WorkerStatus struct {
 	P99S         float64 `json:"p99_s"`
 }
 
-// Event is one line of the events stream. It has at least "time"
-// (RFC 3339 with nanoseconds) and "event" (fork, ready, exit, respawn,
-// reload, scale, hang, recycle, stop, ..., and "dropped" with a "count" when
-// a slow subscriber missed events), plus fields of the event such as "slot"
-// and "pid". Events are shared between subscribers: do not modify one.
-type Event map[string]any
-
 // Handler carries out requests; the supervisor implements it. Do is called
 // on its own goroutine per connection, only with requests that pass
 // Validate, never with events. It may block until the action is done;

@@ -32,6 +32,9 @@ type Settings struct {
 	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
 	Admin             string        // HOST:PORT for the dashboard, its API and /metrics; "" for none
 	AdminActions      bool          // the dashboard may reload and scale (POST, with cross-site checks)
+	AdminAuth         string        // file with the admin listener's bearer token or bcrypt users (mode 0600); "" for none: Admin must then be a loopback address
+	AdminTLSCert      string        // PEM certificate file for the admin listener (re-read on SIGHUP); "" for plain HTTP
+	AdminTLSKey       string        // its PEM key file
 	User, Group       string        // run workers as this user and group (the primary must be root)
 	WorkerOutput      string        // workers' stdout and stderr: "inherit" (default) or "capture"
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"

@@ -169,6 +169,9 @@ func (c *Settings) validate(n naming) error {
 	if c.AdminActions && c.Admin == "" {
 		return usagef("%s needs %s", n.the("AdminActions"), n.ref("Admin"))
 	}
+	if err := c.validateAdmin(n); err != nil {
+		return err
+	}
 	if c.Group != "" && c.User == "" {
 		return usagef("%s needs %s", n.the("Group"), n.ref("User"))
 	}

@@ -88,7 +88,7 @@ func (s *Supervisor) onMessage(p *process, msg []byte) {
 	if ce := s.log.Check(zap.DebugLevel, "message from worker"); ce != nil {
 		ce.Write(p.fields(zap.ByteString("msg", msg))...)
 	}
-	s.emit(control.EventMessage, p, "msg", string(msg), "seq", s.msgSeq)
+	s.emit(p, control.Event{Kind: control.EventMessage, Msg: string(msg), Seq: s.msgSeq})
 }
 
 // Seen tells the engine that the reader of its events has taken every

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -29,7 +30,7 @@ type process struct {
 	ctl     *ipc.Channel  // the supervisor's end of the control channel; nil if none
 	link    link          // how the worker speaks to the supervisor (its protocol)
 	read    chan struct{} // closed when the control reader has stopped
-	t       *target       // the worker as the handoff sees it; nil in shared mode
+	t       *handoff.Target // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
 	readyAt time.Time
@@ -125,7 +126,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		p.maxRequests = s.cfg.MaxRequests + rand.IntN(s.cfg.MaxRequestsJitter+1)
 	}
 	s.log.Info("spawned worker", p.fields(zap.String("cause", string(cause)))...)
-	s.emit(control.EventFork, p, "cause", cause)
+	s.emit(p, control.Event{Kind: control.EventFork, Cause: cause})
 	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
 	lk.started(s, p)
 	return p, nil
@@ -208,7 +209,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	p.state, p.readyAt, p.uses = control.StateReady, now, uses
 	boot := now.Sub(p.started)
 	s.log.Info("worker ready", p.fields(zap.Duration("boot", boot), zap.Stringer("features", uses))...)
-	s.emit(control.EventReady, p, "boot_ms", float64(boot.Microseconds())/1000, "features", uses.String())
+	s.emit(p, control.Event{Kind: control.EventReady, BootMS: float64(boot.Microseconds()) / 1000, Features: uses.String()})
 	switch {
 	case s.phase == phaseStopping:
 		s.drain(p, control.CauseStop)
@@ -219,7 +220,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	case p.slot.cur != p:
 		return
 	}
-	s.mode.route(p)
+	route(s.mode, p)
 	s.forkReady(p.slot, p)
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
@@ -232,7 +233,7 @@ func (s *Supervisor) running() {
 	s.phase = phaseRunning
 	took := s.sys.Now().Sub(s.begun)
 	s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", took))
-	s.emit(control.EventRunning, nil, "workers", len(s.slots), "startup_ms", took.Milliseconds())
+	s.emit(nil, control.Event{Kind: control.EventRunning, Workers: len(s.slots), StartupMS: took.Milliseconds()})
 	s.notify.Ready(s.statusLine())
 	for _, ch := range s.readyWaiters {
 		ch <- struct{}{}
@@ -284,7 +285,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 func (s *Supervisor) vacate(sl *slot) {
 	sl.cur = nil
 	if s.phase != phaseStopping {
-		s.mode.vacant(sl)
+		s.mode.slot(sl, slotVacant)
 	}
 }
 
@@ -304,14 +305,21 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		cause = control.CauseStop
 	}
 	s.counts.exits[cause]++
-	s.emit(control.EventExit, p, append([]any{"reason", cause}, st.fields()...)...)
+	ev := control.Event{Kind: control.EventExit, Reason: cause}
+	st.describe(&ev)
+	s.emit(p, ev)
 	fields := p.fields(zap.Duration("uptime", p.uptime(now)), zap.String("reason", string(cause)))
-	for kv := st.fields(); len(kv) >= 2; kv = kv[2:] {
-		fields = append(fields, zap.Any(kv[0].(string), kv[1]))
+	switch {
+	case ev.Signal != "":
+		fields = append(fields, zap.String("signal", ev.Signal))
+	case ev.Error != "":
+		fields = append(fields, zap.String("error", ev.Error))
+	case st.known:
+		fields = append(fields, zap.Int("code", ev.Code))
 	}
 	if p.t != nil {
-		p.slot.handedPast += p.t.handed.Load()
-		if n := s.mode.exited(p); n > 0 {
+		p.slot.handedPast += p.t.Handed()
+		if n := s.mode.handoff().Recover(p.t); n > 0 {
 			s.log.Info("re-routed connections queued for an exited worker", p.fields(zap.Int("connections", n))...)
 		}
 	}
@@ -346,7 +354,7 @@ func (s *Supervisor) drain(p *process, reason control.Cause) {
 	}
 	s.dismiss(p, reason)
 	s.log.Info("draining worker", p.fields(zap.String("reason", string(reason)))...)
-	s.emit(control.EventDrain, p, "reason", reason)
+	s.emit(p, control.Event{Kind: control.EventDrain, Reason: reason})
 	s.after(s.cfg.Grace, evKillDue{p: p})
 	p.link.drain(s, p)
 }
@@ -387,5 +395,5 @@ func (s *Supervisor) killDue(p *process) {
 // its exit is not a crash.
 func (s *Supervisor) dismiss(p *process, reason control.Cause) {
 	p.asked, p.reason, p.state = true, reason, control.StateDraining
-	s.mode.unroute(p)
+	s.mode.handoff().Unroute(p.t)
 }
