@@ -20,7 +20,12 @@
 // [IsPrimary] and [StartPrimary]: the returned [Primary] forks, scales,
 // reloads and stops, lists its [Worker] processes, and delivers their
 // events ([Event]: fork, online, listening, disconnect, exit, message) on
-// a channel. Messages go both ways: [Worker.Send] from the primary reaches
+// a channel. Node's idioms work as written: start with Workers 0, [Primary.Fork]
+// n times and [Primary.Ready]; fork on each exit (with Settings.Respawn
+// set to [RespawnManual] the program decides, as in Node; under the
+// default [RespawnAuto] such a Fork takes the primary's own respawn);
+// [Worker.Kill] and a worker's own [Disconnect] are intended exits, not
+// crashes. Messages go both ways: [Worker.Send] from the primary reaches
 // [Messages] in the worker, [Send] in the worker is an [EventMessage] in the
 // primary. examples/singlebinary and examples/primary are complete
 // programs; the README maps every member of Node's cluster module.

@@ -2,12 +2,16 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,6 +24,39 @@ import (
 var nodeHelpers = map[string]func(){
 	"counter": helperCounter,
 	"flood":   helperFlood,
+	"leaver":  helperLeaver,
+	"linger":  helperLinger,
+}
+
+// helperLinger takes a second and a half to exit once asked to drain, as
+// a worker finishing long requests does.
+func helperLinger() {
+	ln, err := Listen("")
+	if err != nil {
+		os.Exit(1)
+	}
+	go http.Serve(ln, http.NotFoundHandler())
+	<-Drain()
+	time.Sleep(1500 * time.Millisecond) // the worker's own pace, not a test's synchronisation
+	os.Exit(0)
+}
+
+// helperLeaver serves until the primary sends it "leave": then it
+// disconnects itself, as Node's cluster.worker.disconnect() does.
+func helperLeaver() {
+	go func() {
+		for msg := range Messages() {
+			if string(msg) == "leave" {
+				if err := Disconnect(); err != nil {
+					fmt.Fprintln(os.Stderr, "leaver:", err)
+					os.Exit(1)
+				}
+			}
+		}
+	}()
+	if err := ListenAndServe("", http.NotFoundHandler()); err != nil {
+		os.Exit(1)
+	}
 }
 
 // helperFlood sends as many messages as each message from the primary
@@ -66,6 +103,23 @@ func nodeSettings(t *testing.T, helper string, workers int) Settings {
 	st.Grace, st.LogFormat = 5*time.Second, "json"
 	st.Command = []string{os.Args[0]}
 	return st
+}
+
+// startReady starts a primary with st and waits for start-up; it is
+// stopped when the test ends.
+func startReady(t *testing.T, st Settings) *Primary {
+	t.Helper()
+	p, err := StartPrimary(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // stopAfter stops p when the test ends, and checks it stopped cleanly.
@@ -196,5 +250,206 @@ func BenchmarkMessages(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	if p.Dropped() != 0 {
 		b.Fatalf("%d dropped", p.Dropped())
+	}
+}
+
+// Node's start-up: a primary with no workers, a Fork per worker, then
+// Ready; each Fork returns a ready worker in the next slot.
+func TestNodeStartupLoop(t *testing.T) {
+	p, err := StartPrimary(nodeSettings(t, "counter", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		w, err := p.Fork(ctx)
+		if err != nil {
+			t.Fatalf("fork %d: %v", i, err)
+		}
+		if w.ID() != i || w.State() != StateReady {
+			t.Fatalf("fork %d: %s in state %s, want ID %d, ready", i, w, w.State(), i)
+		}
+	}
+	if err := p.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Workers(); len(ws) != 3 {
+		t.Fatalf("workers %v, want 3", ws)
+	}
+	resp, err := http.Get("http://" + p.Addr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// exitAndFork is Node's cluster.on('exit', () => cluster.fork()): it
+// kills n workers at once (kill -9 from outside), forks once for each exit
+// event, and returns the exit events.
+func exitAndFork(t *testing.T, p *Primary, n int) []Event {
+	t.Helper()
+	ws := p.Workers()
+	for _, w := range ws[:n] {
+		syscall.Kill(w.PID(), syscall.SIGKILL)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var exits []Event
+	for len(exits) < n {
+		ev := next(t, p, EventExit, 20*time.Second)
+		exits = append(exits, ev)
+		if _, err := p.Fork(ctx); err != nil {
+			t.Fatalf("Fork in answer to %s's exit: %v", ev.Worker, err)
+		}
+	}
+	return exits
+}
+
+// Under RespawnManual the primary only reports the exit, and the
+// program's Fork brings the cluster back to its size.
+func TestNodeExitAndForkManual(t *testing.T) {
+	st := nodeSettings(t, "counter", 2)
+	st.Respawn = RespawnManual
+	p := startReady(t, st)
+	for _, ev := range exitAndFork(t, p, 2) {
+		if ev.Reason != "crash" || ev.Signal != "SIGKILL" || ev.Worker.ExitedAfterDisconnect() {
+			t.Errorf("exit of %s: reason %q signal %q after disconnect %v, want crash, SIGKILL, false",
+				ev.Worker, ev.Reason, ev.Signal, ev.Worker.ExitedAfterDisconnect())
+		}
+	}
+	if ws := p.Workers(); len(ws) != 2 || ws[0].ID() != 1 || ws[1].ID() != 2 {
+		t.Fatalf("workers %v after two exits and two Forks, want slots 1 and 2", ws)
+	}
+}
+
+// Under RespawnAuto (the default) the same program keeps the cluster at
+// its size: each Fork takes the primary's own respawn, and two crashes at
+// once make neither Fork fail.
+func TestNodeExitAndForkAuto(t *testing.T) {
+	p := startReady(t, nodeSettings(t, "counter", 3))
+	exitAndFork(t, p, 2)
+	if ws := p.Workers(); len(ws) != 3 {
+		t.Fatalf("workers %v after two exits and two Forks, want 3", ws)
+	}
+}
+
+// Intended exits are not crashes: a worker that disconnects itself, and
+// Kill(SIGTERM) of a worker that then exits cleanly, many times over a
+// crash budget of 1, leave ExitedAfterDisconnect true and the primary
+// running.
+func TestNodeIntendedExits(t *testing.T) {
+	st := nodeSettings(t, "leaver", 1)
+	st.MaxCrashes = 1
+	p := startReady(t, st)
+	w := p.Workers()[0]
+	if err := w.Send([]byte("leave")); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(t, p, EventExit, 20*time.Second)
+	if ev.Worker != w || ev.Reason != "disconnect" || ev.Code != 0 || !w.ExitedAfterDisconnect() {
+		t.Fatalf("exit of %s: reason %q code %d after disconnect %v, want disconnect, 0, true", ev.Worker, ev.Reason, ev.Code, w.ExitedAfterDisconnect())
+	}
+	for range 3 {
+		w := next(t, p, EventListening, 20*time.Second).Worker
+		if err := w.Kill(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		ev := next(t, p, EventExit, 20*time.Second)
+		if ev.Worker != w || ev.Reason != "kill" || !w.ExitedAfterDisconnect() {
+			t.Fatalf("exit of %s after Kill: reason %q after disconnect %v, want kill, true", ev.Worker, ev.Reason, w.ExitedAfterDisconnect())
+		}
+	}
+	next(t, p, EventListening, 20*time.Second)
+}
+
+// A draining worker is told apart from its replacement in Workers: the
+// same ID, and State draining against starting or ready.
+func TestNodeWorkersState(t *testing.T) {
+	p := startReady(t, nodeSettings(t, "linger", 1))
+	w := p.Workers()[0]
+	if w.State() != StateReady {
+		t.Fatalf("%s: want ready", w)
+	}
+	if err := w.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	ws := p.Workers()
+	if len(ws) != 2 || ws[0].ID() != 1 || ws[1].ID() != 1 {
+		t.Fatalf("workers %v just after Disconnect, want the old one and its replacement in slot 1", ws)
+	}
+	var draining, other int
+	for _, x := range ws {
+		switch {
+		case x == w && x.State() == StateDraining:
+			draining++
+		case x != w && (x.State() == StateStarting || x.State() == StateReady):
+			other++
+		}
+	}
+	if draining != 1 || other != 1 {
+		t.Fatalf("workers %v: want %s draining and a new one starting or ready", ws, w)
+	}
+	if ev := next(t, p, EventExit, 20*time.Second); ev.Worker != w || w.State() != StateExited {
+		t.Fatalf("exit of %s, want %s exited", ev.Worker, w)
+	}
+}
+
+// ListenAndServe's addr wins over the Settings given with WithSettings.
+func TestListenAndServeAddrWins(t *testing.T) {
+	st := DefaultSettings()
+	st.Listen = ":4000"
+	for _, tc := range []struct{ addr, want string }{{"127.0.0.1:5000", "127.0.0.1:5000"}, {"", ":4000"}} {
+		have := DefaultSettings()
+		for _, o := range withAddr(tc.addr, []Option{WithSettings(st)}) {
+			o(&have)
+		}
+		if have.Listen != tc.want {
+			t.Errorf("ListenAndServe(%q, h, WithSettings(Listen :4000)) listens on %q, want %q", tc.addr, have.Listen, tc.want)
+		}
+	}
+}
+
+// A message over MaxMessage is ErrMessageTooLarge, either way; at
+// MaxMessage it is not.
+func TestMessageTooLarge(t *testing.T) {
+	big := make([]byte, MaxMessage+1)
+	if err := Send(big); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("Send of %d bytes: %v, want ErrMessageTooLarge", len(big), err)
+	}
+	if err := (&Worker{}).Send(big); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("Worker.Send of %d bytes: %v, want ErrMessageTooLarge", len(big), err)
+	}
+	if err := Send(big[:MaxMessage]); !errors.Is(err, ErrStandalone) {
+		t.Errorf("Send of MaxMessage bytes, standalone: %v, want ErrStandalone", err)
+	}
+}
+
+// The error that stops StartPrimary is returned, not also logged.
+func TestStartPrimaryErrorNotLogged(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w // the primary's logger writes to os.Stderr as it is made
+	st := nodeSettings(t, "counter", 1)
+	st.Listen = busy.Addr().String()
+	_, err = StartPrimary(st)
+	os.Stderr = stderr
+	w.Close()
+	logged, _ := io.ReadAll(r)
+	r.Close()
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("StartPrimary on a port in use: %v", err)
+	}
+	if strings.Contains(string(logged), "address already in use") {
+		t.Fatalf("the error was logged as well as returned:\n%s", logged)
 	}
 }

@@ -20,8 +20,8 @@ func IsPrimary() bool { return !IsWorker() }
 // ListenAndServe makes this program a cluster: Node's
 // `if (cluster.isPrimary) fork() else serve` in one call.
 //
-// In the primary it listens on addr ("" keeps Settings.Listen) and runs
-// [DefaultSettings] changed by opts, with this program as the workers,
+// In the primary it listens on addr, whatever opts say ("" keeps their
+// Settings.Listen), and runs [DefaultSettings] changed by opts, with this program as the workers,
 // until a stop: see [StartPrimary]. A worker serves handler, counting its requests for
 // Settings.MaxRequests and the heartbeats, and when its primary asks it to
 // drain (a reload, a scale down, a stop) it finishes its connections and
@@ -35,15 +35,20 @@ func ListenAndServe(addr string, handler http.Handler, opts ...Option) error {
 	if IsWorker() {
 		return serve(addr, handler)
 	}
-	st := DefaultSettings()
-	if addr != "" {
-		st.Listen = addr
-	}
-	p, err := startPrimary(st, true, opts...)
+	p, err := startPrimary(DefaultSettings(), true, withAddr(addr, opts)...)
 	if err != nil {
 		return err
 	}
 	return p.Wait()
+}
+
+// withAddr is opts followed by addr ("": none) as Settings.Listen: the
+// address given wins over WithSettings' or any option's.
+func withAddr(addr string, opts []Option) []Option {
+	if addr == "" {
+		return opts
+	}
+	return append(opts[:len(opts):len(opts)], func(st *Settings) { st.Listen = addr })
 }
 
 // readHeaderTimeout bounds how long a worker waits for a request's

@@ -106,3 +106,15 @@ func WithBalance(policy string) Option { return func(s *Settings) { s.Balance = 
 
 // WithGrace sets how long a draining worker may take before it is killed.
 func WithGrace(d time.Duration) Option { return func(s *Settings) { s.Grace = d } }
+
+// Respawn policies (Settings.Respawn): who replaces a worker that exits.
+const (
+	// RespawnAuto, the default: the primary replaces a worker that
+	// crashed (with backoff, within the crash budget), was killed or
+	// disconnected, at once and in the same slot.
+	RespawnAuto = settings.RespawnAuto
+	// RespawnManual is Node's: the primary only reports the exit
+	// (EventExit), and the program calls Fork if it wants a new worker.
+	// There is no crash budget.
+	RespawnManual = settings.RespawnManual
+)
