@@ -1,8 +1,9 @@
-package cluster
+package primary
 
 import (
 	"context"
 	"fmt"
+	"github.com/prefork/prefork/cluster"
 	"io"
 	"net/http"
 	"os"
@@ -26,10 +27,10 @@ var nodeHelpers = map[string]func(){
 // says, as fast as Send lets it.
 func helperFlood() {
 	go func() {
-		for msg := range Messages() {
+		for msg := range cluster.Messages() {
 			n, _ := strconv.Atoi(string(msg))
 			for range n {
-				if err := Send([]byte("x")); err != nil {
+				if err := cluster.Send([]byte("x")); err != nil {
 					fmt.Fprintln(os.Stderr, "flood:", err)
 					os.Exit(1)
 				}
@@ -44,7 +45,7 @@ func helperFlood() {
 // helperCounter is the tutorial's worker: one cluster.Send per request.
 func helperCounter() {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := Send([]byte("1")); err != nil {
+		if err := cluster.Send([]byte("1")); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -58,10 +59,10 @@ func helperCounter() {
 
 // nodeSettings are a primary's settings for these tests: loopback, no
 // control socket, this test binary as the workers running helper.
-func nodeSettings(t *testing.T, helper string, workers int) Settings {
+func nodeSettings(t *testing.T, helper string, workers int) cluster.Settings {
 	t.Setenv(helperEnv, helper) // the workers inherit the environment
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Listen, st.Workers, st.Control, st.Sched = "127.0.0.1:0", workers, "none", "normal"
 	st.Grace, st.LogFormat = 5*time.Second, "json"
 	st.Command = []string{os.Args[0]}
@@ -105,7 +106,7 @@ func next(t *testing.T, p *Primary, kind EventKind, d time.Duration) Event {
 // returned nil.
 func TestNodeCounter(t *testing.T) {
 	const requests, clients = 10000, 8
-	p, err := StartPrimary(nodeSettings(t, "counter", 2))
+	p, err := Start(nodeSettings(t, "counter", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,10 +166,10 @@ func TestNodeCounter(t *testing.T) {
 func BenchmarkMessages(b *testing.B) {
 	b.Setenv(helperEnv, "flood")
 	b.Setenv("GORACE", "atexit_sleep_ms=0")
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Listen, st.Workers, st.Control, st.Sched, st.LogFormat = "127.0.0.1:0", 1, "none", "normal", "json"
 	st.Command = []string{os.Args[0]}
-	p, err := StartPrimary(st)
+	p, err := Start(st)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/cluster"
 	ctl "github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/supervisor"
 )
@@ -25,7 +26,7 @@ var ErrStopped = supervisor.ErrStopped
 
 // Primary is a running cluster primary in this process: it listens, runs
 // the workers and keeps them alive, as the supervisor command does. Make
-// one with [StartPrimary]; its methods are safe for concurrent use.
+// one with [Start]; its methods are safe for concurrent use.
 type Primary struct {
 	e    *supervisor.Engine
 	log  *zap.Logger
@@ -42,7 +43,7 @@ type Primary struct {
 	workers map[int]*Worker // live worker processes, by pid
 }
 
-// StartPrimary binds the listening address, starts st.Workers workers and
+// Start binds the listening address, starts st.Workers workers and
 // returns while they boot: Node's cluster.setupPrimary followed by as many
 // cluster.fork() calls. opts apply to st in order. Read [Primary.Events]
 // for what happens next, and call [Primary.Wait] to wait for the end, which
@@ -51,18 +52,18 @@ type Primary struct {
 // SIGTTIN and SIGTTOU scale by one, as for the supervisor command.
 //
 // Errors before the workers start (an address in use, a bad setting: see
-// ErrUsage) are returned here.
-func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
+// cluster.ErrUsage) are returned here.
+func Start(st cluster.Settings, opts ...Option) (*Primary, error) {
 	return startPrimary(st, false, opts...)
 }
 
-// startPrimary is StartPrimary; unread says that nobody will read Events.
-func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
+// startPrimary is Start; unread says that nobody will read Events.
+func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
 	if err := st.Validate(); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	st, err := withCommand(st)
 	if err != nil {
@@ -83,7 +84,7 @@ func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
 
 // failed logs the error that ends a primary, as its last line.
 func failed(log *zap.Logger, err error) {
-	if err != nil && !errors.Is(err, ErrUsage) {
+	if err != nil && !errors.Is(err, cluster.ErrUsage) {
 		log.Error("exiting", zap.Error(err))
 	}
 	log.Sync()
@@ -160,12 +161,12 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 	select {
 	case <-p.e.Done():
 		if !r.OK {
-			return fmt.Errorf("cluster: %s: %w", req.Cmd, ErrStopped)
+			return fmt.Errorf("primary: %s: %w", req.Cmd, ErrStopped)
 		}
 	default:
 	}
 	if !r.OK {
-		return fmt.Errorf("cluster: %s", r.Error)
+		return fmt.Errorf("primary: %s", r.Error)
 	}
 	return nil
 }
@@ -178,7 +179,7 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
 	id, err := p.e.Fork(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	ws, err := p.list(ctx)
 	if err != nil {
@@ -189,7 +190,7 @@ func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
 			return w, nil
 		}
 	}
-	return nil, fmt.Errorf("cluster: fork: worker %d exited at once", id)
+	return nil, fmt.Errorf("primary: fork: worker %d exited at once", id)
 }
 
 // Workers returns the live worker processes, by ID: Node's
@@ -202,7 +203,7 @@ func (p *Primary) Workers() []*Worker {
 func (p *Primary) list(ctx context.Context) ([]*Worker, error) {
 	r := p.e.Do(ctx, ctl.Request{Cmd: ctl.CmdStatus})
 	if !r.OK {
-		return nil, fmt.Errorf("cluster: %s", r.Error)
+		return nil, fmt.Errorf("primary: %s", r.Error)
 	}
 	var ws []*Worker
 	for _, st := range r.Status.Workers {
