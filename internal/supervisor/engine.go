@@ -17,10 +17,10 @@ import (
 	"github.com/prefork/prefork/internal/settings"
 )
 
-// Engine is a supervisor run from a Go program rather than from its command
-// line: the public cluster package's primary. It runs the same owner loop as
-// Run, and its methods reach that loop as events, as the control socket
-// does, so none of them touches the supervisor's state from outside.
+// Engine is a running supervisor: the supervisor command's, and the public
+// cluster package's primary. Its methods reach the owner loop as events,
+// as the control socket does, so none of them touches the supervisor's
+// state from outside.
 type Engine struct {
 	s    *Supervisor
 	bus  *control.Broadcaster
@@ -45,9 +45,10 @@ func validate(cfg Config) error {
 	return cfg.Validate()
 }
 
-// Start runs the supervisor as Run does, on a goroutine of its own, and
-// returns once it listens and is about to start the first workers, or with
-// the error that stopped it before. Wait returns what Run would.
+// Start binds, starts the workers and supervises them until a stop signal
+// or a fatal error, on a goroutine of its own. It returns once it listens
+// and is about to start the first workers, or with the error that stopped
+// it before; Wait returns what stops it later.
 //
 // In the image an in-place upgrade started (ctl upgrade), the workers'
 // parent is the main thread, so the goroutine that calls Start and Wait —
@@ -74,7 +75,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 			x.s.window = newWindow(MessageWindow)
 			e.done = make(chan struct{})
 			e.sp = sp
-			e.addr = x.s.mode.addr()
+			e.addr = addrOf(x.s.mode)
 			started <- e
 		}
 		var err error
@@ -129,8 +130,8 @@ func (e *Engine) Events() *control.Subscription { return e.sub }
 // worker.
 func (e *Engine) Done() <-chan struct{} { return e.done }
 
-// Wait waits for the supervisor to stop and returns what Run would: nil
-// after a clean stop.
+// Wait waits for the supervisor to stop and returns why: nil after a clean
+// stop.
 //
 // After an in-place upgrade, Wait must be called, from the goroutine that
 // called Start, for workers to be started: see Start.

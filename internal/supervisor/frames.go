@@ -92,7 +92,7 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 	switch f.Type {
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
-			p.t.peers.Store(true) // before the owner adds it to the balancer
+			p.t.TakesPeers() // before the owner adds it to the balancer
 		}
 		s.post(evReady{p: p, uses: f.Features()})
 	case ipc.TypeHeartbeat:
@@ -101,10 +101,10 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 		}
 	case ipc.TypeLoad:
 		if p.t != nil {
-			p.t.closed.Store(f.Uint32())
+			p.t.Closed(f.Uint32())
 		}
 	case ipc.TypePause, ipc.TypeResume:
-		s.mode.pause(p, f.Type == ipc.TypePause)
+		s.mode.handoff().Pause(p.t, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
 		s.passMessage(p, f.Payload)
 	default:

@@ -95,7 +95,7 @@ func (s *Supervisor) removeSlots(n int, op *scaling) {
 			}
 		}
 		sl.cur = nil
-		s.mode.retire(sl)
+		s.mode.slot(sl, slotRetired)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -29,7 +30,7 @@ type process struct {
 	ctl     *ipc.Channel  // the supervisor's end of the control channel; nil if none
 	link    link          // how the worker speaks to the supervisor (its protocol)
 	read    chan struct{} // closed when the control reader has stopped
-	t       *target       // the worker as the handoff sees it; nil in shared mode
+	t       *handoff.Target // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
 	readyAt time.Time
@@ -218,7 +219,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	case p.slot.cur != p:
 		return
 	}
-	s.mode.route(p)
+	route(s.mode, p)
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
 	}
@@ -277,7 +278,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 func (s *Supervisor) vacate(sl *slot) {
 	sl.cur = nil
 	if s.phase != phaseStopping {
-		s.mode.vacant(sl)
+		s.mode.slot(sl, slotVacant)
 	}
 }
 
@@ -310,8 +311,8 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		fields = append(fields, zap.Int("code", ev.Code))
 	}
 	if p.t != nil {
-		p.slot.handedPast += p.t.handed.Load()
-		if n := s.mode.exited(p); n > 0 {
+		p.slot.handedPast += p.t.Handed()
+		if n := s.mode.handoff().Recover(p.t); n > 0 {
 			s.log.Info("re-routed connections queued for an exited worker", p.fields(zap.Int("connections", n))...)
 		}
 	}
@@ -386,5 +387,5 @@ func (s *Supervisor) killDue(p *process) {
 // its exit is not a crash.
 func (s *Supervisor) dismiss(p *process, reason control.Cause) {
 	p.asked, p.reason, p.state = true, reason, control.StateDraining
-	s.mode.unroute(p)
+	s.mode.handoff().Unroute(p.t)
 }
