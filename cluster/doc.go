@@ -18,12 +18,19 @@
 //	mux.HandleFunc("/", hello)
 //	err := primary.ListenAndServe(":3000", mux, primary.WithWorkers(4))
 //
-// A program with its own primary code tests [IsPrimary] and calls
-// primary.Start; its workers use this package. Messages go both ways:
-// primary.Worker.Send reaches [Messages] in the worker, and [Send] in the
-// worker is an EventMessage in the primary. examples/singlebinary and
-// examples/primary are complete programs; the README maps every member of
-// Node's cluster module.
+// SIGHUP reloads the workers from the binary now at that path (a deploy is
+// mv plus SIGHUP), SIGTERM stops them gracefully, and SIGTTIN and SIGTTOU
+// scale by one. A program with its own primary code tests [IsPrimary] and
+// calls primary.Start; its workers use this package. Node's idioms work
+// as written: start with Workers 0, Primary.Fork n times and
+// Primary.Ready; fork on each exit (with Settings.Respawn set to
+// [RespawnManual] the program decides, as in Node; under the default
+// [RespawnAuto] such a Fork takes the primary's own respawn);
+// primary.Worker.Kill and a worker's own [Disconnect] are intended exits,
+// not crashes. Messages go both ways: primary.Worker.Send reaches
+// [Messages] in the worker, and [Send] in the worker is an EventMessage in
+// the primary. examples/singlebinary and examples/primary are complete
+// programs; the README maps every member of Node's cluster module.
 //
 // # Workers
 //
@@ -87,6 +94,7 @@
 //	heartbeat.go  heartbeats, load reports, CountRequests, SetHealthCheck
 //	countlog.go   logging what was truncated or shed, at most every ten seconds
 //	message.go    Send and Messages: application messages to and from the primary
+//	leave.go      Disconnect: this worker leaves on its own
 //	serve.go      Serve, until the supervisor asks to drain; IsPrimary
 //	shutdown.go   Shutdown: srv.Shutdown without dropping a request
 //	settings.go   Settings, the primary's settings (package cluster/primary runs them)

@@ -43,3 +43,15 @@ func ParseSettings(args []string) (Settings, error) { return settings.ParseFlags
 
 // Usage is the supervisor's flag summary, for -h.
 func Usage() string { return settings.Usage }
+
+// Respawn policies (Settings.Respawn): who replaces a worker that exits.
+const (
+	// RespawnAuto, the default: the primary replaces a worker that
+	// crashed (with backoff, within the crash budget), was killed or
+	// disconnected, at once and in the same slot.
+	RespawnAuto = settings.RespawnAuto
+	// RespawnManual is Node's: the primary only reports the exit
+	// (EventExit), and the program calls Fork if it wants a new worker.
+	// There is no crash budget.
+	RespawnManual = settings.RespawnManual
+)

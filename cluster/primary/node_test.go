@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,6 +22,25 @@ import (
 var nodeHelpers = map[string]func(){
 	"counter": helperCounter,
 	"flood":   helperFlood,
+	"leaver":  helperLeaver,
+}
+
+// helperLeaver serves until the primary sends it "leave": then it
+// disconnects itself, as Node's cluster.worker.disconnect() does.
+func helperLeaver() {
+	go func() {
+		for msg := range cluster.Messages() {
+			if string(msg) == "leave" {
+				if err := cluster.Disconnect(); err != nil {
+					fmt.Fprintln(os.Stderr, "leaver:", err)
+					os.Exit(1)
+				}
+			}
+		}
+	}()
+	if err := ListenAndServe("", http.NotFoundHandler()); err != nil {
+		os.Exit(1)
+	}
 }
 
 // helperFlood sends as many messages as each message from the primary
@@ -67,6 +87,23 @@ func nodeSettings(t *testing.T, helper string, workers int) cluster.Settings {
 	st.Grace, st.LogFormat = 5*time.Second, "json"
 	st.Command = []string{os.Args[0]}
 	return st
+}
+
+// startReady starts a primary with st and waits for start-up; it is
+// stopped when the test ends.
+func startReady(t *testing.T, st cluster.Settings) *Primary {
+	t.Helper()
+	p, err := Start(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // stopAfter stops p when the test ends, and checks it stopped cleanly.
@@ -198,4 +235,115 @@ func BenchmarkMessages(b *testing.B) {
 	if p.Dropped() != 0 {
 		b.Fatalf("%d dropped", p.Dropped())
 	}
+}
+
+// Node's start-up: a primary with no workers, a Fork per worker, then
+// Ready; each Fork returns a ready worker in the next slot.
+func TestNodeStartupLoop(t *testing.T) {
+	p, err := Start(nodeSettings(t, "counter", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAfter(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		w, err := p.Fork(ctx)
+		if err != nil {
+			t.Fatalf("fork %d: %v", i, err)
+		}
+		if w.ID() != i || w.State() != StateReady {
+			t.Fatalf("fork %d: %s in state %s, want ID %d, ready", i, w, w.State(), i)
+		}
+	}
+	if err := p.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Workers(); len(ws) != 3 {
+		t.Fatalf("workers %v, want 3", ws)
+	}
+	resp, err := http.Get("http://" + p.Addr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// exitAndFork is Node's cluster.on('exit', () => cluster.fork()): it
+// kills n workers at once (kill -9 from outside), forks once for each exit
+// event, and returns the exit events.
+func exitAndFork(t *testing.T, p *Primary, n int) []Event {
+	t.Helper()
+	ws := p.Workers()
+	for _, w := range ws[:n] {
+		syscall.Kill(w.PID(), syscall.SIGKILL)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var exits []Event
+	for len(exits) < n {
+		ev := next(t, p, EventExit, 20*time.Second)
+		exits = append(exits, ev)
+		if _, err := p.Fork(ctx); err != nil {
+			t.Fatalf("Fork in answer to %s's exit: %v", ev.Worker, err)
+		}
+	}
+	return exits
+}
+
+// Under cluster.RespawnManual the primary only reports the exit, and the
+// program's Fork brings the cluster back to its size.
+func TestNodeExitAndForkManual(t *testing.T) {
+	st := nodeSettings(t, "counter", 2)
+	st.Respawn = cluster.RespawnManual
+	p := startReady(t, st)
+	for _, ev := range exitAndFork(t, p, 2) {
+		if ev.Reason != "crash" || ev.Signal != "SIGKILL" || ev.Worker.ExitedAfterDisconnect() {
+			t.Errorf("exit of %s: reason %q signal %q after disconnect %v, want crash, SIGKILL, false",
+				ev.Worker, ev.Reason, ev.Signal, ev.Worker.ExitedAfterDisconnect())
+		}
+	}
+	if ws := p.Workers(); len(ws) != 2 || ws[0].ID() != 1 || ws[1].ID() != 2 {
+		t.Fatalf("workers %v after two exits and two Forks, want slots 1 and 2", ws)
+	}
+}
+
+// Under cluster.RespawnAuto (the default) the same program keeps the cluster at
+// its size: each Fork takes the primary's own respawn, and two crashes at
+// once make neither Fork fail.
+func TestNodeExitAndForkAuto(t *testing.T) {
+	p := startReady(t, nodeSettings(t, "counter", 3))
+	exitAndFork(t, p, 2)
+	if ws := p.Workers(); len(ws) != 3 {
+		t.Fatalf("workers %v after two exits and two Forks, want 3", ws)
+	}
+}
+
+// Intended exits are not crashes: a worker that disconnects itself, and
+// Kill(SIGTERM) of a worker that then exits cleanly, many times over a
+// crash budget of 1, leave ExitedAfterDisconnect true and the primary
+// running.
+func TestNodeIntendedExits(t *testing.T) {
+	st := nodeSettings(t, "leaver", 1)
+	st.MaxCrashes = 1
+	p := startReady(t, st)
+	w := p.Workers()[0]
+	if err := w.Send([]byte("leave")); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(t, p, EventExit, 20*time.Second)
+	if ev.Worker != w || ev.Reason != "disconnect" || ev.Code != 0 || !w.ExitedAfterDisconnect() {
+		t.Fatalf("exit of %s: reason %q code %d after disconnect %v, want disconnect, 0, true", ev.Worker, ev.Reason, ev.Code, w.ExitedAfterDisconnect())
+	}
+	for range 3 {
+		w := next(t, p, EventListening, 20*time.Second).Worker
+		if err := w.Kill(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		ev := next(t, p, EventExit, 20*time.Second)
+		if ev.Worker != w || ev.Reason != "kill" || !w.ExitedAfterDisconnect() {
+			t.Fatalf("exit of %s after Kill: reason %q after disconnect %v, want kill, true", ev.Worker, ev.Reason, w.ExitedAfterDisconnect())
+		}
+	}
+	next(t, p, EventListening, 20*time.Second)
 }

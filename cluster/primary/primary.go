@@ -24,6 +24,11 @@ const EventBuffer = 1024
 // has stopped.
 var ErrStopped = supervisor.ErrStopped
 
+// ErrCrashBudget is what Wait returns, for errors.Is, after a slot's
+// workers crashed more than Settings.MaxCrashes times within
+// Settings.CrashWindow and the primary gave up.
+var ErrCrashBudget = supervisor.ErrCrashBudget
+
 // Primary is a running cluster primary in this process: it listens, runs
 // the workers and keeps them alive, as the supervisor command does. Make
 // one with [Start]; its methods are safe for concurrent use.
@@ -173,11 +178,20 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 
 // Fork adds a worker, whose process gets env (KEY=VALUE entries) on top of
 // the primary's environment, and returns it once it is ready: Node's
-// cluster.fork(env). It takes a new slot (ID), which keeps env for the
-// workers that replace it; Scale down removes it again. It fails while the
-// workers start or a reload or scale runs.
+// cluster.fork(env). It takes the lowest slot (ID) left without a worker
+// (under RespawnManual, after an exit), else a new one; the slot keeps env
+// for the workers that replace it, and Scale down removes it again. Fork
+// works during start-up (Node's pattern: Start with Workers 0, then
+// Fork n times, then Ready) and waits for a reload or scale to end.
+//
+// Under RespawnAuto (the default) the primary replaces exited workers
+// itself, so a Fork made within 5s of an exit, as Node's
+// cluster.on('exit', () => cluster.fork()) does, returns that exit's
+// replacement instead of adding a worker: the cluster keeps the size
+// asked for, and the log says once how to decide yourself
+// (Settings.Respawn = RespawnManual).
 func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
-	id, err := p.e.Fork(ctx, env)
+	_, pid, err := p.e.Fork(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("primary: %w", err)
 	}
@@ -186,15 +200,27 @@ func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
 		return nil, err
 	}
 	for _, w := range ws {
-		if w.id == id {
+		if w.pid == pid {
 			return w, nil
 		}
 	}
-	return nil, fmt.Errorf("primary: fork: worker %d exited at once", id)
+	return nil, fmt.Errorf("primary: fork: worker (pid %d) %w", pid, ErrNoWorker)
+}
+
+// Ready waits until start-up is over: the Settings.Workers workers that
+// Start started, and the workers Forked meanwhile, are ready (at
+// once when there are none). It returns the error that stopped the
+// primary first, if one did: a worker that could not boot, say.
+func (p *Primary) Ready(ctx context.Context) error {
+	if err := p.e.Ready(ctx); err != nil {
+		return fmt.Errorf("primary: ready: %w", err)
+	}
+	return nil
 }
 
 // Workers returns the live worker processes, by ID: Node's
-// cluster.workers. During a reload a slot may have two (old and new).
+// cluster.workers. During a reload a slot may have two, the old one
+// draining (State) and its replacement.
 func (p *Primary) Workers() []*Worker {
 	ws, _ := p.list(context.Background())
 	return ws
@@ -207,7 +233,9 @@ func (p *Primary) list(ctx context.Context) ([]*Worker, error) {
 	}
 	var ws []*Worker
 	for _, st := range r.Status.Workers {
-		ws = append(ws, p.track(st.PID, st.Slot, st.Generation))
+		w := p.track(st.PID, st.Slot, st.Generation)
+		w.setState(State(st.State))
+		ws = append(ws, w)
 	}
 	slices.SortStableFunc(ws, func(a, b *Worker) int { return a.id - b.id })
 	return ws, nil

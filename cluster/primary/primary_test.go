@@ -59,7 +59,7 @@ func TestTranslate(t *testing.T) {
 		w1(ctl.Event{Kind: ctl.EventFork, Cause: ctl.CauseStart}),
 		w1(ctl.Event{Kind: ctl.EventReady}),
 		w1(ctl.Event{Kind: ctl.EventMessage, Msg: "7"}),
-		w1(ctl.Event{Kind: ctl.EventExit, Reason: ctl.CauseCrash, Signal: "killed"}),
+		w1(ctl.Event{Kind: ctl.EventExit, Reason: ctl.CauseCrash, Signal: "SIGKILL"}),
 		{Kind: ctl.EventFork, Slot: 1, PID: 102, Generation: 1, Cause: ctl.CauseCrash},
 		{Kind: ctl.EventDrain, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
 		{Kind: ctl.EventExit, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
@@ -85,7 +85,7 @@ func TestTranslate(t *testing.T) {
 	switch {
 	case first.PID() != 101 || first.ID() != 1 || second.PID() != 102:
 		t.Fatalf("workers %v and %v", first, second)
-	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "killed":
+	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "SIGKILL":
 		t.Fatalf("message %q, address %q, signal %q", evs[3].Message, evs[2].Address, evs[5].Signal)
 	case !first.IsDead() || first.IsConnected() || first.ExitedAfterDisconnect():
 		t.Fatalf("crashed worker: dead %v connected %v after disconnect %v", first.IsDead(), first.IsConnected(), first.ExitedAfterDisconnect())
@@ -175,8 +175,8 @@ func TestStartNamesTheField(t *testing.T) {
 	if !errors.Is(err, cluster.ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
 		t.Fatalf("Start(cluster.Settings{}) = %v, want a cluster.ErrUsage naming Settings.Listen", err)
 	}
-	_, err = Start(cluster.DefaultSettings(), WithWorkers(0))
+	_, err = Start(cluster.DefaultSettings(), WithWorkers(-1))
 	if !errors.Is(err, cluster.ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
-		t.Fatalf("WithWorkers(0): %v, want a cluster.ErrUsage naming Settings.Workers", err)
+		t.Fatalf("WithWorkers(-1): %v, want an cluster.ErrUsage naming Settings.Workers", err)
 	}
 }

@@ -107,6 +107,8 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 		s.mode.handoff().Pause(p.t, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
 		s.passMessage(p, f.Payload)
+	case ipc.TypeLeave:
+		s.post(evLeaving{p: p})
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
 	}
