@@ -2,12 +2,15 @@ package primary
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/prefork/prefork/cluster"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,6 +26,20 @@ var nodeHelpers = map[string]func(){
 	"counter": helperCounter,
 	"flood":   helperFlood,
 	"leaver":  helperLeaver,
+	"linger":  helperLinger,
+}
+
+// helperLinger takes a second and a half to exit once asked to drain, as
+// a worker finishing long requests does.
+func helperLinger() {
+	ln, err := cluster.Listen("")
+	if err != nil {
+		os.Exit(1)
+	}
+	go http.Serve(ln, http.NotFoundHandler())
+	<-cluster.Drain()
+	time.Sleep(1500 * time.Millisecond) // the worker's own pace, not a test's synchronisation
+	os.Exit(0)
 }
 
 // helperLeaver serves until the primary sends it "leave": then it
@@ -346,4 +363,94 @@ func TestNodeIntendedExits(t *testing.T) {
 		}
 	}
 	next(t, p, EventListening, 20*time.Second)
+}
+
+// A draining worker is told apart from its replacement in Workers: the
+// same ID, and State draining against starting or ready.
+func TestNodeWorkersState(t *testing.T) {
+	p := startReady(t, nodeSettings(t, "linger", 1))
+	w := p.Workers()[0]
+	if w.State() != StateReady {
+		t.Fatalf("%s: want ready", w)
+	}
+	if err := w.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	ws := p.Workers()
+	if len(ws) != 2 || ws[0].ID() != 1 || ws[1].ID() != 1 {
+		t.Fatalf("workers %v just after Disconnect, want the old one and its replacement in slot 1", ws)
+	}
+	var draining, other int
+	for _, x := range ws {
+		switch {
+		case x == w && x.State() == StateDraining:
+			draining++
+		case x != w && (x.State() == StateStarting || x.State() == StateReady):
+			other++
+		}
+	}
+	if draining != 1 || other != 1 {
+		t.Fatalf("workers %v: want %s draining and a new one starting or ready", ws, w)
+	}
+	if ev := next(t, p, EventExit, 20*time.Second); ev.Worker != w || w.State() != StateExited {
+		t.Fatalf("exit of %s, want %s exited", ev.Worker, w)
+	}
+}
+
+// ListenAndServe's addr wins over the cluster.Settings given with WithSettings.
+func TestListenAndServeAddrWins(t *testing.T) {
+	st := cluster.DefaultSettings()
+	st.Listen = ":4000"
+	for _, tc := range []struct{ addr, want string }{{"127.0.0.1:5000", "127.0.0.1:5000"}, {"", ":4000"}} {
+		have := cluster.DefaultSettings()
+		for _, o := range withAddr(tc.addr, []Option{WithSettings(st)}) {
+			o(&have)
+		}
+		if have.Listen != tc.want {
+			t.Errorf("ListenAndServe(%q, h, WithSettings(Listen :4000)) listens on %q, want %q", tc.addr, have.Listen, tc.want)
+		}
+	}
+}
+
+// A message over cluster.MaxMessage is cluster.ErrMessageTooLarge, either way; at
+// cluster.MaxMessage it is not.
+func TestMessageTooLarge(t *testing.T) {
+	big := make([]byte, cluster.MaxMessage+1)
+	if err := cluster.Send(big); !errors.Is(err, cluster.ErrMessageTooLarge) {
+		t.Errorf("Send of %d bytes: %v, want cluster.ErrMessageTooLarge", len(big), err)
+	}
+	if err := (&Worker{}).Send(big); !errors.Is(err, cluster.ErrMessageTooLarge) {
+		t.Errorf("Worker.Send of %d bytes: %v, want cluster.ErrMessageTooLarge", len(big), err)
+	}
+	if err := cluster.Send(big[:cluster.MaxMessage]); !errors.Is(err, cluster.ErrStandalone) {
+		t.Errorf("Send of cluster.MaxMessage bytes, standalone: %v, want cluster.ErrStandalone", err)
+	}
+}
+
+// The error that stops Start is returned, not also logged.
+func TestStartPrimaryErrorNotLogged(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w // the primary's logger writes to os.Stderr as it is made
+	st := nodeSettings(t, "counter", 1)
+	st.Listen = busy.Addr().String()
+	_, err = Start(st)
+	os.Stderr = stderr
+	w.Close()
+	logged, _ := io.ReadAll(r)
+	r.Close()
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start on a port in use: %v", err)
+	}
+	if strings.Contains(string(logged), "address already in use") {
+		t.Fatalf("the error was logged as well as returned:\n%s", logged)
+	}
 }

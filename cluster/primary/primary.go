@@ -77,7 +77,7 @@ func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, e
 	log := supervisor.NewLogger(st.LogFormat)
 	e, err := supervisor.Start(st, log)
 	if err != nil {
-		failed(log, err)
+		log.Sync() // the error is the caller's to report, not logged here
 		return nil, err
 	}
 	// Not e.Do: after an in-place upgrade the owner may be waiting for
@@ -85,14 +85,6 @@ func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, e
 	p := &Primary{e: e, log: log, addr: e.Addr(), events: make(chan Event, EventBuffer), unread: unread, pumped: make(chan struct{}), workers: map[int]*Worker{}}
 	go p.pump(e.Events())
 	return p, nil
-}
-
-// failed logs the error that ends a primary, as its last line.
-func failed(log *zap.Logger, err error) {
-	if err != nil && !errors.Is(err, cluster.ErrUsage) {
-		log.Error("exiting", zap.Error(err))
-	}
-	log.Sync()
 }
 
 // Addr is the address the primary listens on, with the port it got for
@@ -121,7 +113,7 @@ func (p *Primary) Wait() error {
 	p.waited.Do(func() {
 		p.err = p.e.Wait()
 		<-p.pumped
-		failed(p.log, p.err)
+		p.log.Sync() // p.err is the caller's to report, not logged here
 	})
 	return p.err
 }
