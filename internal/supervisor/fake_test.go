@@ -177,7 +177,7 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
 	if sig == syscall.SIGKILL {
-		p.exit(exitStatus{signal: "killed", known: true})
+		p.exit(exitStatus{signal: "SIGKILL", known: true})
 	}
 	return nil
 }
