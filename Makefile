@@ -55,7 +55,6 @@ chaos:
 
 bench-tools:
 	@scripts/deps bench
-	@cd bench/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-prefork . || echo "bench: cannot build bench/fasthttp; the fasthttp-prefork row is left out" >&2
 
 bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)

@@ -138,39 +138,3 @@ func (c *handedConn) quiet() bool {
 	})
 	return err == nil && queued == 0
 }
-
-// shed closes up to n connections that have sent nothing for shedAfter
-// before now, oldest first (see silentSet), and returns how many and when
-// the oldest silent connection left was accepted.
-func (w *worker) shed(n int, now time.Time) (int, time.Time) {
-	k, oldest := w.silent.shed(n, now.Add(-shedAfter))
-	if k > 0 {
-		poke(w.note)
-	}
-	return k, oldest
-}
-
-// relievePause sheds silent connections while an rr worker is paused, down
-// to the level at which it resumes: the closes resume it. Connections it
-// takes meanwhile (frames received before the pause) may keep it paused, so
-// it looks again until it resumes or sheds nothing. It returns when to try
-// again (the oldest silent connection is not silent for long enough yet),
-// nil when there is no need or nothing silent is left.
-func (w *worker) relievePause(now time.Time) <-chan time.Time {
-	g := w.gate
-	for g != nil && g.paused.Load() {
-		excess := g.conns() - g.low
-		if excess <= 0 {
-			g.update(0) // the resume could not be sent: try again
-			return nil
-		}
-		n, oldest := w.shed(excess, now)
-		if oldest.IsZero() {
-			return nil
-		}
-		if n == 0 {
-			return time.After(max(oldest.Add(shedAfter).Sub(now), time.Millisecond))
-		}
-	}
-	return nil
-}

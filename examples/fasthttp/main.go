@@ -36,16 +36,21 @@ func main() {
 	fs := flag.NewFlagSet("fasthttp-worker", flag.ContinueOnError)
 	addr := fs.String("listen", ":3000", "`HOST:PORT` to listen on when run without a supervisor")
 	own := fs.Bool("fasthttp-prefork", false, "run under fasthttp's own prefork package (one SO_REUSEPORT child per GOMAXPROCS) instead of prefork's supervisor")
+	recover := fs.Int("recover-threshold", 0, "with -fasthttp-prefork: child exits its master survives (0: fasthttp's default, GOMAXPROCS/2)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if err := run(*addr, *own); err != nil {
+	if *recover < 0 {
+		fmt.Fprintln(os.Stderr, "fasthttp-worker: -recover-threshold must be ≥ 0")
+		os.Exit(2)
+	}
+	if err := run(*addr, *own, *recover); err != nil {
 		fmt.Fprintf(os.Stderr, "fasthttp-worker: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, own bool) error {
+func run(addr string, own bool, recoverThreshold int) error {
 	mode := cluster.Mode()
 	if own {
 		mode = "fasthttp-prefork"
@@ -55,6 +60,9 @@ func run(addr string, own bool) error {
 	if own {
 		p := prefork.New(srv)
 		p.Reuseport = true
+		if recoverThreshold > 0 {
+			p.RecoverThreshold = recoverThreshold
+		}
 		return p.ListenAndServe(addr)
 	}
 	cluster.SetHealthCheck(fastcluster.HealthCheck(h, "/health"))
