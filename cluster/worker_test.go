@@ -38,6 +38,8 @@ func TestMain(m *testing.M) {
 		helperDrain()
 	case "latency":
 		helperLatency()
+	case "served":
+		helperServed()
 	}
 	os.Exit(0)
 }

@@ -1,7 +1,7 @@
 // Command supervisor is prefork's primary process: it binds the port, runs
 // the workers, hands them connections and keeps them alive. It is a command
 // line over the cluster package's primary, which a Go program can also be
-// by itself (cluster.ListenAndServe).
+// by itself (primary.ListenAndServe).
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
@@ -18,8 +18,10 @@ import (
 	"os"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/probe"
+	"github.com/prefork/prefork/internal/settings"
 	"github.com/prefork/prefork/internal/supervisor"
 )
 
@@ -35,14 +37,14 @@ func main() {
 			os.Exit(control.Main(args[1:], os.Stdout, os.Stderr))
 		}
 	}
-	os.Exit(primary(args, os.Stderr))
+	os.Exit(run(args, os.Stderr))
 }
 
-// primary runs the cluster primary that the flags describe and returns the
+// run runs the cluster primary that the flags describe and returns the
 // exit status: 0 after a clean stop, 1 for a runtime failure, 2 for a usage
 // error.
-func primary(args []string, stderr io.Writer) int {
-	cfg, act, err := supervisor.ParseCommandLine(args)
+func run(args []string, stderr io.Writer) int {
+	st, act, err := settings.ParseCommandLine(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, cluster.Usage())
 		return 0
@@ -52,16 +54,16 @@ func primary(args []string, stderr io.Writer) int {
 		return 2
 	}
 	switch act {
-	case supervisor.ActionVersion:
+	case settings.ActionVersion:
 		fmt.Println("prefork " + supervisor.Version)
 		return 0
-	case supervisor.ActionCheckUpgrade:
-		return supervisor.CheckUpgrade(cfg, stderr)
+	case settings.ActionCheckUpgrade:
+		return supervisor.CheckUpgrade(st, stderr)
 	}
 	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
-	// The flags are the public Settings, field for field; COMMAND (by
-	// default the worker binary beside this one) is its Command.
-	p, err := cluster.StartPrimary(cluster.Settings(cfg))
+	// COMMAND (by default the worker binary beside this one) is
+	// st.Command.
+	p, err := primary.Start(st)
 	if err == nil {
 		err = p.Wait()
 	}

@@ -21,20 +21,18 @@ type event struct {
 	at  time.Time // when the harness received it
 }
 
-func (e event) kind() control.EventKind {
-	k, _ := e.Event["event"].(string)
-	return control.EventKind(k)
-}
+func (e event) kind() control.EventKind { return e.Kind }
 
-// int returns field k as an int: 0 if it is missing or not a number.
+// int returns field k as the wire has it (control.Event.Fields) as an int:
+// 0 if it is missing or not a number.
 func (e event) int(k string) int {
-	switch v := e.Event[k].(type) {
-	case json.Number: // control.Events decodes numbers so
-		if i, err := v.Int64(); err == nil {
-			return int(i)
-		}
-		f, _ := v.Float64()
-		return int(f)
+	switch v := e.Fields()[k].(type) {
+	case int:
+		return v
+	case int64:
+		return int(v)
+	case uint64:
+		return int(v)
 	case float64:
 		return int(v)
 	}
@@ -43,7 +41,7 @@ func (e event) int(k string) int {
 
 // str returns field k as a string: "" if it is missing or not a string.
 func (e event) str(k string) string {
-	v, _ := e.Event[k].(string)
+	v, _ := e.Fields()[k].(string)
 	return v
 }
 

@@ -166,7 +166,7 @@ func checkNodeDisconnect(t *testing.T, s *sup) {
 		return err == nil && code == 200 && body == fmt.Sprintf("bye from %d\n", leaving)
 	})
 	exit := s.waitEvent(10*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == leaving })
-	if _, ok := exit.Event["code"]; !ok || exit.str("reason") != string(control.CauseDisconnect) || exit.int("code") != 0 {
+	if _, ok := exit.Fields()["code"]; !ok || exit.str("reason") != string(control.CauseDisconnect) || exit.int("code") != 0 {
 		t.Fatalf("exit of a worker that disconnected itself: %v; want reason disconnect, code 0", exit.Event)
 	}
 	fork := s.waitEvent(10*time.Second, control.EventFork, func(e event) bool {

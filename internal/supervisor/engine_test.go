@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"slices"
@@ -45,7 +46,7 @@ func TestEngineFork(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		id, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"COLOR=blue"})
+		id, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"COLOR=blue"})
 		got <- result{id, err}
 	}()
 	h.await("the fork", func(ev any) bool { _, ok := ev.(evCall); return ok })
@@ -66,17 +67,18 @@ func TestEngineFork(t *testing.T) {
 		t.Fatal("slot 3 after a crash: want a new worker with COLOR=blue")
 	}
 
-	if _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{ipc.EnvWorkerID + "=9"}); err == nil {
+	if _, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{ipc.EnvWorkerID + "=9"}); err == nil {
 		t.Fatal("Fork with a PREFORK_ variable: no error")
 	}
-	if _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"NOEQUALS"}); err == nil {
+	if _, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"NOEQUALS"}); err == nil {
 		t.Fatal("Fork with an entry that is not KEY=VALUE: no error")
 	}
 }
 
 // Send puts a message frame on the worker's control channel; a worker
-// that does not read gets an error once the channel is full, never a
-// blocked owner; an exited worker is ErrNoWorker.
+// that does not read makes it wait for room off the owner goroutine, and
+// fail with ErrBusy when its context ends; an exited worker is
+// ErrNoWorker.
 func TestEngineSend(t *testing.T) {
 	h := newHarness(t, withProtocol(ProtocolPrefork))
 	h.start(true)
@@ -90,14 +92,37 @@ func TestEngineSend(t *testing.T) {
 		t.Fatalf("worker got %v %q, %v; want a message frame hello", f.Type, f.Payload, err)
 	}
 
-	// The owner goroutine's own view, without a round trip per send.
-	sd := p.link.(sender)
-	var full error
-	for i := 0; i < 1<<20 && full == nil; i++ {
-		full = sd.send(make([]byte, 1024))
+	// Fill the channel, without a round trip per send.
+	frame, _ := ipc.AppendFrame(nil, ipc.TypeMessage, make([]byte, 1024))
+	for i := 0; i < 1<<20; i++ {
+		if p.ctl.Send(frame, nil) != nil {
+			break
+		}
 	}
-	if !errors.Is(full, ipc.ErrWouldBlock) {
-		t.Fatalf("sending to a worker that does not read: %v, want ipc.ErrWouldBlock", full)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	full := viaEngine(h, func(e *Engine) error { return e.Send(ctx, p.pid, []byte("more")) })
+	if !errors.Is(full, ErrBusy) || !errors.Is(full, context.DeadlineExceeded) {
+		t.Fatalf("sending to a worker that does not read: %v, want ErrBusy after the deadline", full)
+	}
+	// Room made by the worker lets a waiting Send through.
+	got := make(chan string, 1)
+	go func() { // the worker, reading late
+		rbuf := make([]byte, ipc.MaxFrame)
+		time.Sleep(200 * time.Millisecond) // not synchronisation: Send must wait, however long
+		for {
+			f, _, err := h.fake(p).ctl.Recv(rbuf, nil)
+			if err != nil || string(f.Payload) == "last" {
+				got <- fmt.Sprint(string(f.Payload), err)
+				return
+			}
+		}
+	}()
+	if err := viaEngine(h, func(e *Engine) error { return e.Send(context.Background(), p.pid, []byte("last")) }); err != nil {
+		t.Fatalf("Send to a worker that reads late: %v", err)
+	}
+	if m := <-got; m != "last<nil>" {
+		t.Fatalf("worker got %q, want last", m)
 	}
 
 	pid := p.pid
@@ -123,7 +148,7 @@ func TestEngineSendNode(t *testing.T) {
 		{`{"total":3}`, `{"total":3}`},
 		{`plain text`, `"plain text"`},
 	} {
-		if err := l.send([]byte(c.send)); err != nil {
+		if err := l.send(context.Background(), []byte(c.send)); err != nil {
 			t.Fatal(err)
 		}
 		if m := peer.recv(); string(m.Body) != c.want {
@@ -133,8 +158,9 @@ func TestEngineSendNode(t *testing.T) {
 }
 
 // Disconnect drains the worker, its slot gets a new one at once, and its
-// exit is no crash; Signal's SIGKILL is a crash, and the slot respawns.
-func TestEngineDisconnectAndSignal(t *testing.T) {
+// exit is no crash; nor is Kill's, even by SIGKILL: the slot respawns at
+// once, and the crash budget is untouched.
+func TestEngineDisconnectAndKill(t *testing.T) {
 	h := newHarness(t, withProtocol(ProtocolPrefork))
 	h.start(true)
 	p := h.cur(1)
@@ -153,12 +179,19 @@ func TestEngineDisconnectAndSignal(t *testing.T) {
 	}
 
 	q := h.cur(2)
-	if err := viaEngine(h, func(e *Engine) error { return e.Signal(context.Background(), q.pid, syscall.SIGKILL) }); err != nil {
+	if err := viaEngine(h, func(e *Engine) error { return e.Kill(context.Background(), q.pid, syscall.SIGKILL) }); err != nil {
 		t.Fatal(err)
 	}
 	h.run()
-	if n := h.forks(control.CauseCrash); n != 1 {
-		t.Fatalf("%d crash respawns after SIGKILL, want 1", n)
+	switch {
+	case h.forks(control.CauseCrash) != 0 || h.s.counts.exits[control.CauseCrash] != 0:
+		t.Fatalf("a Kill counted as a crash: %d respawns, %d exits", h.forks(control.CauseCrash), h.s.counts.exits[control.CauseCrash])
+	case h.forks(control.CauseKill) != 1 || h.s.counts.exits[control.CauseKill] != 1:
+		t.Fatalf("%d kill respawns and %d kill exits, want 1 each", h.forks(control.CauseKill), h.s.counts.exits[control.CauseKill])
+	case len(q.slot.budget.crashes) != 0:
+		t.Fatalf("the crash budget holds %d crashes after a Kill", len(q.slot.budget.crashes))
+	case h.cur(2) == nil || h.cur(2) == q:
+		t.Fatal("slot 2 has no new worker after a Kill")
 	}
 }
 

@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
 )
 
@@ -58,9 +61,18 @@ func exitOf(st *os.ProcessState, err error) exitStatus {
 		return exitStatus{err: err}
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitStatus{signal: ws.Signal().String(), known: true, err: err}
+		return exitStatus{signal: signalName(ws.Signal()), known: true, err: err}
 	}
 	return exitStatus{code: st.ExitCode(), known: true, err: err}
+}
+
+// signalName is sig as Node's 'exit' event names it: "SIGKILL", not
+// "killed".
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return sig.String()
 }
 
 // String describes the exit for error messages: "killed by SIGKILL",
@@ -75,19 +87,19 @@ func (e exitStatus) String() string {
 	return "exit code " + strconv.Itoa(e.code)
 }
 
-// fields describes the exit as key-value pairs, for the event stream and
-// the log alike.
-func (e exitStatus) fields() []any {
+// describe puts the exit into ev: its signal, its code, or why it is not
+// known.
+func (e exitStatus) describe(ev *control.Event) {
 	switch {
 	case !e.known:
 		if e.err != nil {
-			return []any{"error", e.err.Error()}
+			ev.Error = e.err.Error()
 		}
-		return nil
 	case e.signal != "":
-		return []any{"signal", e.signal}
+		ev.Signal = e.signal
+	default:
+		ev.Code = e.code
 	}
-	return []any{"code", e.code}
 }
 
 // osSystem is the real operating system.

@@ -1,0 +1,56 @@
+package settings
+
+// Usage is the supervisor command line's help text, for -h.
+const Usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
+
+Runs N copies of COMMAND (default: the worker binary beside the supervisor)
+and spreads connections to -listen over them.
+
+flags:
+  -listen HOST:PORT     address to listen on (default :3000)
+  -workers N            worker processes, 1..1024 (default: number of CPUs)
+  -mode MODE            rr, shared or reuseport (default rr)
+  -balance POLICY       rr mode: round-robin or least-conn (default round-robin)
+  -grace DURATION       drain time on stop before SIGKILL (default 30s)
+  -ready-timeout DUR    time a new worker has to become ready (default 30s)
+  -queue-max N          connections held while no worker is ready (default 4096)
+  -queue-timeout DUR    how long a held connection may wait (default 10s)
+  -max-crashes N        crashes of one slot within -crash-window before giving up (default 10)
+  -crash-window DUR     (default 1m)
+  -log-format FORMAT    console or json (default console)
+
+  -hang-timeout DUR     a ready worker without a heartbeat this long is hung, at least 2s (default 30s)
+  -max-requests N       recycle a worker after N requests (default 0: never)
+  -max-requests-jitter J  plus a random 0..J per worker (J at most N)
+  -max-rss SIZE         recycle a worker above SIZE resident, e.g. 512MiB
+  -control PATH         control socket (default per listening address; none: off)
+  -metrics HOST:PORT    Prometheus metrics listener (default off)
+  -admin HOST:PORT      dashboard, its API and /metrics (default off); a
+                        loopback address unless -admin-auth is given
+  -admin-actions        let the dashboard reload and scale
+  -admin-auth FILE      require the bearer token or the bcrypt users
+                        (htpasswd -nB) in FILE, which must be mode 0600
+  -admin-tls-cert FILE, -admin-tls-key FILE
+                        serve the admin listener over TLS (re-read on SIGHUP)
+  -user NAME, -group NAME  run workers as this user and group
+  -worker-output MODE   inherit or capture (default inherit)
+  -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
+  -worker-protocol P    how workers are spoken to (default node for a node or
+                        .js/.mjs/.cjs command, else prefork):
+                        prefork  Go workers linking prefork's cluster package
+                        node     unmodified Node.js cluster apps: Node's IPC
+                                 channel at fd 3 and its cluster protocol
+                        systemd  socket at fd 3 with LISTEN_FDS/LISTEN_PID, and a
+                                 NOTIFY_SOCKET for READY=1, WATCHDOG=1, STATUS=
+                        plain    socket at fd 3; ready once started
+                        systemd and plain need -mode shared or reuseport;
+                        node takes all three (shared without -mode)
+  -version              print the version and exit
+
+signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,
+TTIN add a worker, TTOU remove one, USR2 upgrade in place to the binary
+the supervisor was started from (see ctl upgrade).
+
+subcommands:
+  supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
+  supervisor probe [flags] [URL]   send requests and show how they spread over workers`
