@@ -12,7 +12,7 @@ import (
 // cluster.worker.disconnect() does in a worker: it tells the primary,
 // which takes it out of rotation and counts its exit as intended
 // (Worker.ExitedAfterDisconnect, no crash budget), then drains as if the
-// primary had asked: [Drain] is closed, so [Serve] and [ListenAndServe]
+// primary had asked: [Drain] is closed, so [Serve] and primary.ListenAndServe
 // finish the connections they have and return. The primary replaces it by
 // its respawn policy. Standalone it returns ErrStandalone.
 func Disconnect() error {

@@ -13,6 +13,7 @@ import (
 	"os"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 )
 
 func main() {
@@ -29,14 +30,14 @@ func main() {
 		mux.HandleFunc("/leave", func(w http.ResponseWriter, r *http.Request) {
 			cluster.Disconnect() // cluster.worker.disconnect()
 		})
-		if err := cluster.ListenAndServe(st.Listen, mux); err != nil {
+		if err := primary.ListenAndServe(st.Listen, mux); err != nil {
 			log.Fatal(err)
 		}
 		return
 	}
 	n := st.Workers
 	st.Workers, st.Respawn = 0, cluster.RespawnManual // the program forks, as in Node
-	p, err := cluster.StartPrimary(st)
+	p, err := primary.Start(st)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,14 +48,14 @@ func main() {
 	requests := 0
 	for ev := range p.Events() {
 		switch ev.Kind {
-		case cluster.EventListening: // cluster.on('listening', ...)
+		case primary.EventListening: // cluster.on('listening', ...)
 			fmt.Printf("worker %d listening\n", ev.Worker.PID())
-		case cluster.EventExit: // cluster.on('exit', (worker, code, signal) => ...)
+		case primary.EventExit: // cluster.on('exit', (worker, code, signal) => ...)
 			fmt.Printf("worker %d died (%d %s)\n", ev.Worker.PID(), ev.Code, ev.Signal)
 			if !ev.Worker.ExitedAfterDisconnect() {
 				go p.Fork(ctx)
 			}
-		case cluster.EventMessage: // cluster.on('message', ...)
+		case primary.EventMessage: // cluster.on('message', ...)
 			requests++
 		}
 	}

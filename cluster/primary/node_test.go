@@ -1,9 +1,10 @@
-package cluster
+package primary
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prefork/prefork/cluster"
 	"io"
 	"net"
 	"net/http"
@@ -31,12 +32,12 @@ var nodeHelpers = map[string]func(){
 // helperLinger takes a second and a half to exit once asked to drain, as
 // a worker finishing long requests does.
 func helperLinger() {
-	ln, err := Listen("")
+	ln, err := cluster.Listen("")
 	if err != nil {
 		os.Exit(1)
 	}
 	go http.Serve(ln, http.NotFoundHandler())
-	<-Drain()
+	<-cluster.Drain()
 	time.Sleep(1500 * time.Millisecond) // the worker's own pace, not a test's synchronisation
 	os.Exit(0)
 }
@@ -45,9 +46,9 @@ func helperLinger() {
 // disconnects itself, as Node's cluster.worker.disconnect() does.
 func helperLeaver() {
 	go func() {
-		for msg := range Messages() {
+		for msg := range cluster.Messages() {
 			if string(msg) == "leave" {
-				if err := Disconnect(); err != nil {
+				if err := cluster.Disconnect(); err != nil {
 					fmt.Fprintln(os.Stderr, "leaver:", err)
 					os.Exit(1)
 				}
@@ -63,10 +64,10 @@ func helperLeaver() {
 // says, as fast as Send lets it.
 func helperFlood() {
 	go func() {
-		for msg := range Messages() {
+		for msg := range cluster.Messages() {
 			n, _ := strconv.Atoi(string(msg))
 			for range n {
-				if err := Send([]byte("x")); err != nil {
+				if err := cluster.Send([]byte("x")); err != nil {
 					fmt.Fprintln(os.Stderr, "flood:", err)
 					os.Exit(1)
 				}
@@ -81,7 +82,7 @@ func helperFlood() {
 // helperCounter is the tutorial's worker: one cluster.Send per request.
 func helperCounter() {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := Send([]byte("1")); err != nil {
+		if err := cluster.Send([]byte("1")); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -95,10 +96,10 @@ func helperCounter() {
 
 // nodeSettings are a primary's settings for these tests: loopback, no
 // control socket, this test binary as the workers running helper.
-func nodeSettings(t *testing.T, helper string, workers int) Settings {
+func nodeSettings(t *testing.T, helper string, workers int) cluster.Settings {
 	t.Setenv(helperEnv, helper) // the workers inherit the environment
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Listen, st.Workers, st.Control, st.Sched = "127.0.0.1:0", workers, "none", "normal"
 	st.Grace, st.LogFormat = 5*time.Second, "json"
 	st.Command = []string{os.Args[0]}
@@ -107,9 +108,9 @@ func nodeSettings(t *testing.T, helper string, workers int) Settings {
 
 // startReady starts a primary with st and waits for start-up; it is
 // stopped when the test ends.
-func startReady(t *testing.T, st Settings) *Primary {
+func startReady(t *testing.T, st cluster.Settings) *Primary {
 	t.Helper()
-	p, err := StartPrimary(st)
+	p, err := Start(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func next(t *testing.T, p *Primary, kind EventKind, d time.Duration) Event {
 // returned nil.
 func TestNodeCounter(t *testing.T) {
 	const requests, clients = 10000, 8
-	p, err := StartPrimary(nodeSettings(t, "counter", 2))
+	p, err := Start(nodeSettings(t, "counter", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,10 +220,10 @@ func TestNodeCounter(t *testing.T) {
 func BenchmarkMessages(b *testing.B) {
 	b.Setenv(helperEnv, "flood")
 	b.Setenv("GORACE", "atexit_sleep_ms=0")
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Listen, st.Workers, st.Control, st.Sched, st.LogFormat = "127.0.0.1:0", 1, "none", "normal", "json"
 	st.Command = []string{os.Args[0]}
-	p, err := StartPrimary(st)
+	p, err := Start(st)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -256,7 +257,7 @@ func BenchmarkMessages(b *testing.B) {
 // Node's start-up: a primary with no workers, a Fork per worker, then
 // Ready; each Fork returns a ready worker in the next slot.
 func TestNodeStartupLoop(t *testing.T) {
-	p, err := StartPrimary(nodeSettings(t, "counter", 0))
+	p, err := Start(nodeSettings(t, "counter", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,11 +308,11 @@ func exitAndFork(t *testing.T, p *Primary, n int) []Event {
 	return exits
 }
 
-// Under RespawnManual the primary only reports the exit, and the
+// Under cluster.RespawnManual the primary only reports the exit, and the
 // program's Fork brings the cluster back to its size.
 func TestNodeExitAndForkManual(t *testing.T) {
 	st := nodeSettings(t, "counter", 2)
-	st.Respawn = RespawnManual
+	st.Respawn = cluster.RespawnManual
 	p := startReady(t, st)
 	for _, ev := range exitAndFork(t, p, 2) {
 		if ev.Reason != "crash" || ev.Signal != "SIGKILL" || ev.Worker.ExitedAfterDisconnect() {
@@ -324,7 +325,7 @@ func TestNodeExitAndForkManual(t *testing.T) {
 	}
 }
 
-// Under RespawnAuto (the default) the same program keeps the cluster at
+// Under cluster.RespawnAuto (the default) the same program keeps the cluster at
 // its size: each Fork takes the primary's own respawn, and two crashes at
 // once make neither Fork fail.
 func TestNodeExitAndForkAuto(t *testing.T) {
@@ -396,12 +397,12 @@ func TestNodeWorkersState(t *testing.T) {
 	}
 }
 
-// ListenAndServe's addr wins over the Settings given with WithSettings.
+// ListenAndServe's addr wins over the cluster.Settings given with WithSettings.
 func TestListenAndServeAddrWins(t *testing.T) {
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Listen = ":4000"
 	for _, tc := range []struct{ addr, want string }{{"127.0.0.1:5000", "127.0.0.1:5000"}, {"", ":4000"}} {
-		have := DefaultSettings()
+		have := cluster.DefaultSettings()
 		for _, o := range withAddr(tc.addr, []Option{WithSettings(st)}) {
 			o(&have)
 		}
@@ -411,22 +412,22 @@ func TestListenAndServeAddrWins(t *testing.T) {
 	}
 }
 
-// A message over MaxMessage is ErrMessageTooLarge, either way; at
-// MaxMessage it is not.
+// A message over cluster.MaxMessage is cluster.ErrMessageTooLarge, either way; at
+// cluster.MaxMessage it is not.
 func TestMessageTooLarge(t *testing.T) {
-	big := make([]byte, MaxMessage+1)
-	if err := Send(big); !errors.Is(err, ErrMessageTooLarge) {
-		t.Errorf("Send of %d bytes: %v, want ErrMessageTooLarge", len(big), err)
+	big := make([]byte, cluster.MaxMessage+1)
+	if err := cluster.Send(big); !errors.Is(err, cluster.ErrMessageTooLarge) {
+		t.Errorf("Send of %d bytes: %v, want cluster.ErrMessageTooLarge", len(big), err)
 	}
-	if err := (&Worker{}).Send(big); !errors.Is(err, ErrMessageTooLarge) {
-		t.Errorf("Worker.Send of %d bytes: %v, want ErrMessageTooLarge", len(big), err)
+	if err := (&Worker{}).Send(big); !errors.Is(err, cluster.ErrMessageTooLarge) {
+		t.Errorf("Worker.Send of %d bytes: %v, want cluster.ErrMessageTooLarge", len(big), err)
 	}
-	if err := Send(big[:MaxMessage]); !errors.Is(err, ErrStandalone) {
-		t.Errorf("Send of MaxMessage bytes, standalone: %v, want ErrStandalone", err)
+	if err := cluster.Send(big[:cluster.MaxMessage]); !errors.Is(err, cluster.ErrStandalone) {
+		t.Errorf("Send of cluster.MaxMessage bytes, standalone: %v, want cluster.ErrStandalone", err)
 	}
 }
 
-// The error that stops StartPrimary is returned, not also logged.
+// The error that stops Start is returned, not also logged.
 func TestStartPrimaryErrorNotLogged(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -441,13 +442,13 @@ func TestStartPrimaryErrorNotLogged(t *testing.T) {
 	os.Stderr = w // the primary's logger writes to os.Stderr as it is made
 	st := nodeSettings(t, "counter", 1)
 	st.Listen = busy.Addr().String()
-	_, err = StartPrimary(st)
+	_, err = Start(st)
 	os.Stderr = stderr
 	w.Close()
 	logged, _ := io.ReadAll(r)
 	r.Close()
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("StartPrimary on a port in use: %v", err)
+		t.Fatalf("Start on a port in use: %v", err)
 	}
 	if strings.Contains(string(logged), "address already in use") {
 		t.Fatalf("the error was logged as well as returned:\n%s", logged)

@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/cluster"
 	ctl "github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/supervisor"
 )
@@ -30,7 +31,7 @@ var ErrCrashBudget = supervisor.ErrCrashBudget
 
 // Primary is a running cluster primary in this process: it listens, runs
 // the workers and keeps them alive, as the supervisor command does. Make
-// one with [StartPrimary]; its methods are safe for concurrent use.
+// one with [Start]; its methods are safe for concurrent use.
 type Primary struct {
 	e    *supervisor.Engine
 	log  *zap.Logger
@@ -47,7 +48,7 @@ type Primary struct {
 	workers map[int]*Worker // live worker processes, by pid
 }
 
-// StartPrimary binds the listening address, starts st.Workers workers and
+// Start binds the listening address, starts st.Workers workers and
 // returns while they boot: Node's cluster.setupPrimary followed by as many
 // cluster.fork() calls. opts apply to st in order. Read [Primary.Events]
 // for what happens next, and call [Primary.Wait] to wait for the end, which
@@ -56,18 +57,18 @@ type Primary struct {
 // SIGTTIN and SIGTTOU scale by one, as for the supervisor command.
 //
 // Errors before the workers start (an address in use, a bad setting: see
-// ErrUsage) are returned here.
-func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
+// cluster.ErrUsage) are returned here.
+func Start(st cluster.Settings, opts ...Option) (*Primary, error) {
 	return startPrimary(st, false, opts...)
 }
 
-// startPrimary is StartPrimary; unread says that nobody will read Events.
-func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
+// startPrimary is Start; unread says that nobody will read Events.
+func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
 	if err := st.Validate(); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	st, err := withCommand(st)
 	if err != nil {
@@ -157,12 +158,12 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 	select {
 	case <-p.e.Done():
 		if !r.OK {
-			return fmt.Errorf("cluster: %s: %w", req.Cmd, ErrStopped)
+			return fmt.Errorf("primary: %s: %w", req.Cmd, ErrStopped)
 		}
 	default:
 	}
 	if !r.OK {
-		return fmt.Errorf("cluster: %s", r.Error)
+		return fmt.Errorf("primary: %s", r.Error)
 	}
 	return nil
 }
@@ -172,7 +173,7 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 // cluster.fork(env). It takes the lowest slot (ID) left without a worker
 // (under RespawnManual, after an exit), else a new one; the slot keeps env
 // for the workers that replace it, and Scale down removes it again. Fork
-// works during start-up (Node's pattern: StartPrimary with Workers 0, then
+// works during start-up (Node's pattern: Start with Workers 0, then
 // Fork n times, then Ready) and waits for a reload or scale to end.
 //
 // Under RespawnAuto (the default) the primary replaces exited workers
@@ -184,7 +185,7 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
 	_, pid, err := p.e.Fork(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	ws, err := p.list(ctx)
 	if err != nil {
@@ -195,16 +196,16 @@ func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
 			return w, nil
 		}
 	}
-	return nil, fmt.Errorf("cluster: fork: worker (pid %d) %w", pid, ErrNoWorker)
+	return nil, fmt.Errorf("primary: fork: worker (pid %d) %w", pid, ErrNoWorker)
 }
 
 // Ready waits until start-up is over: the Settings.Workers workers that
-// StartPrimary started, and the workers Forked meanwhile, are ready (at
+// Start started, and the workers Forked meanwhile, are ready (at
 // once when there are none). It returns the error that stopped the
 // primary first, if one did: a worker that could not boot, say.
 func (p *Primary) Ready(ctx context.Context) error {
 	if err := p.e.Ready(ctx); err != nil {
-		return fmt.Errorf("cluster: ready: %w", err)
+		return fmt.Errorf("primary: ready: %w", err)
 	}
 	return nil
 }
@@ -220,7 +221,7 @@ func (p *Primary) Workers() []*Worker {
 func (p *Primary) list(ctx context.Context) ([]*Worker, error) {
 	r := p.e.Do(ctx, ctl.Request{Cmd: ctl.CmdStatus})
 	if !r.OK {
-		return nil, fmt.Errorf("cluster: %s", r.Error)
+		return nil, fmt.Errorf("primary: %s", r.Error)
 	}
 	var ws []*Worker
 	for _, st := range r.Status.Workers {

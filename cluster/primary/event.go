@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	ctl "github.com/prefork/prefork/internal/control"

@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"bufio"
@@ -27,7 +27,7 @@ import (
 // readmeGoAPI is the README's "Go API" section.
 func readmeGoAPI(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +75,10 @@ import (
 	"syscall"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 )
 
-var _, _, _ = fmt.Sprint, syscall.SIGTERM, http.NewServeMux
+var _, _, _, _ = fmt.Sprint, syscall.SIGTERM, http.NewServeMux, cluster.IsWorker
 
 func main() {}
 `)
@@ -87,9 +88,9 @@ func fragment%d() error {
 	var (
 		ctx = context.Background()
 		st  = cluster.DefaultSettings()
-		p   *cluster.Primary
-		w   *cluster.Worker
-		ev  cluster.Event
+		p   *primary.Primary
+		w   *primary.Worker
+		ev  primary.Event
 		mux = http.NewServeMux()
 	)
 	_, _, _, _, _, _ = ctx, st, p, w, ev, mux
@@ -130,7 +131,7 @@ func TestReadmeSnippets(t *testing.T) {
 		case "fragment":
 			fragments = append(fragments, s.code)
 		default:
-			b, err := os.ReadFile(filepath.Join("..", s.mark))
+			b, err := os.ReadFile(filepath.Join("../..", s.mark))
 			if err != nil {
 				t.Fatalf("snippet %s: %v", s.mark, err)
 			}
@@ -162,7 +163,7 @@ func TestReadmeParity(t *testing.T) {
 	var lines []string
 	for _, r := range rows {
 		if !tests[r[3]] {
-			t.Errorf("row %q names %s, which is not a test of package cluster", r[1], r[3])
+			t.Errorf("row %q names %s, which is not a test of package primary", r[1], r[3])
 		}
 		lines = append(lines, r[2])
 	}
@@ -193,7 +194,7 @@ func packageTests(t *testing.T) map[string]bool {
 // worker disconnects itself, and stops cleanly on SIGTERM.
 func TestReadmeExample(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "fromnode")
-	if out, err := exec.Command("go", "build", "-o", bin, "../examples/fromnode").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "../../examples/fromnode").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork/prefork/cluster"
 	ctl "github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/supervisor"
 )
@@ -83,20 +84,20 @@ func (w *Worker) String() string {
 	return fmt.Sprintf("worker %d (pid %d, generation %d, %s)", w.id, w.pid, w.gen, w.State())
 }
 
-// Send sends msg, at most MaxMessage bytes, to the worker, which receives
+// Send sends msg, at most cluster.MaxMessage bytes, to the worker, which receives
 // it on cluster.Messages (a node worker: process.on('message'), msg's
 // JSON value, or msg as a string when it is not JSON). While the worker's
 // channel is full it waits for room, up to 5s, then fails with ErrBusy;
 // it fails with ErrNoWorker for a worker that has exited, and for one
 // whose protocol has no channel (systemd, plain).
 func (w *Worker) Send(msg []byte) error {
-	if err := checkSize(msg); err != nil {
-		return err
+	if len(msg) > cluster.MaxMessage {
+		return fmt.Errorf("%w: %d bytes", cluster.ErrMessageTooLarge, len(msg))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := w.p.e.Send(ctx, w.pid, msg); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("primary: %w", err)
 	}
 	return nil
 }
@@ -113,7 +114,7 @@ func (w *Worker) Kill(sig syscall.Signal) error {
 	defer cancel()
 	w.afterDisconnect.Store(true)
 	if err := w.p.e.Kill(ctx, w.pid, sig); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("primary: %w", err)
 	}
 	return nil
 }
@@ -127,7 +128,7 @@ func (w *Worker) Disconnect() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := w.p.e.Disconnect(ctx, w.pid); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("primary: %w", err)
 	}
 	w.afterDisconnect.Store(true)
 	return nil
