@@ -43,6 +43,7 @@ func NewRouter(info Info, log *zap.Logger) http.Handler {
 	r.Use(recoverer(log))
 	r.Get("/health", newHealthHandler(info, pid))
 	r.Get("/pid", newPIDHandler(pid))
+	r.Post("/pid", newPIDHandler(pid)) // a request clients do not retry, for the keep-alive race tests
 	r.Get("/ip", ipHandler)
 	r.Get("/heavy", heavyHandler)
 	r.Get("/sleep", sleepHandler)
