@@ -45,6 +45,7 @@
 //	upgrade.go      ctl upgrade and SIGUSR2: check the new binary, save the
 //	upgrade_state.go  state to a memfd, execve from the spawner thread;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
+//	upgrade_repair.go  descriptors missing in the new image: rebind or replace
 //
 // A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts
 // it, the policy picks a routed worker, the worker's transport sends it
