@@ -27,9 +27,9 @@ type process struct {
 	gen     int
 	pid     int
 	proc    proc
-	ctl     *ipc.Channel  // the supervisor's end of the control channel; nil if none
-	link    link          // how the worker speaks to the supervisor (its protocol)
-	read    chan struct{} // closed when the control reader has stopped
+	ctl     *ipc.Channel    // the supervisor's end of the control channel; nil if none
+	link    link            // how the worker speaks to the supervisor (its protocol)
+	read    chan struct{}   // closed when the control reader has stopped
 	t       *handoff.Target // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
