@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -70,9 +71,17 @@ func (l *lockedBuffer) String() string {
 
 // supervisor is one supervisor process with its admin listener.
 type supervisor struct {
-	admin  string // http://HOST:PORT
+	admin  string // http://HOST:PORT, or https://
 	listen string // the workers' HOST:PORT
+	auth   string // the Authorization header its API wants; "" for none
 	out    *lockedBuffer
+	pid    int
+}
+
+// launch is how startSupervisorWith starts a supervisor.
+type launch struct {
+	https bool   // the flags give -admin-tls-cert and -admin-tls-key
+	auth  string // the flags give -admin-auth: the Authorization header to send
 }
 
 func freeAddr(t *testing.T) string {
@@ -90,11 +99,22 @@ func freeAddr(t *testing.T) string {
 // so its workers) when the test ends.
 func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	t.Helper()
+	return startSupervisorWith(t, workers, launch{}, flags...)
+}
+
+// startSupervisorWith is startSupervisor with TLS or authentication on
+// the admin listener, as l says.
+func startSupervisorWith(t *testing.T, workers int, l launch, flags ...string) *supervisor {
+	t.Helper()
 	admin, listen := freeAddr(t), freeAddr(t)
 	args := append([]string{"-listen", listen, "-workers", strconv.Itoa(workers), "-admin", admin,
 		"-control", "none", "-grace", "5s", "-log-format", "json"}, flags...)
 	cmd := exec.Command(supervisorBin, append(args, "--", workerBin)...)
-	s := &supervisor{admin: "http://" + admin, listen: listen, out: &lockedBuffer{}}
+	scheme := "http://"
+	if l.https {
+		scheme = "https://"
+	}
+	s := &supervisor{admin: scheme + admin, listen: listen, auth: l.auth, out: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	// Should the test binary die, the supervisor (and with it its
 	// workers, through their own Pdeathsig) goes too.
@@ -102,6 +122,7 @@ func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
@@ -134,10 +155,25 @@ func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	}
 }
 
-var client = &http.Client{Timeout: 5 * time.Second}
+// client trusts any certificate: the tests' are made on the spot.
+var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+}}
+
+// get GETs path on the admin listener, with the credential if it wants one.
+func (s *supervisor) get(path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", s.admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth != "" {
+		req.Header.Set("Authorization", s.auth)
+	}
+	return client.Do(req)
+}
 
 func (s *supervisor) status() (*control.Status, error) {
-	resp, err := client.Get(s.admin + "/api/status")
+	resp, err := s.get("/api/status")
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +225,8 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.NoSandbox, // tests may run as root, where Chromium's sandbox refuses to start
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true), // a container's /dev/shm is small
+		// The TLS test's certificate is made on the spot, trusted by no one.
+		chromedp.Flag("ignore-certificate-errors", true),
 		// Chromium leaves org.chromium.Chromium.* (its singleton socket)
 		// in TMPDIR: keep it in the test's own directory, removed after.
 		chromedp.Env("TMPDIR="+t.TempDir()),
