@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 )
 
 // IsPrimary reports whether this process is not a worker started by a
@@ -17,53 +16,18 @@ import (
 // is the primary.
 func IsPrimary() bool { return !IsWorker() }
 
-// ListenAndServe makes this program a cluster: Node's
-// `if (cluster.isPrimary) fork() else serve` in one call.
-//
-// In the primary it listens on addr ("" keeps Settings.Listen) and runs
-// [DefaultSettings] changed by opts, with this program as the workers,
-// until a stop: see [StartPrimary]. A worker serves handler, counting its requests for
-// Settings.MaxRequests and the heartbeats, and when its primary asks it to
-// drain (a reload, a scale down, a stop) it finishes its connections and
-// returns. ListenAndServe returns nil after a graceful stop, in both.
-//
-// A deploy is: build the new binary, move it into this program's path
-// (mv, not cp over it: Linux refuses to write to a running executable,
-// ETXTBSY), and send the primary SIGHUP. The reload starts the new binary,
-// slot by slot, without failing a request.
-func ListenAndServe(addr string, handler http.Handler, opts ...Option) error {
-	if IsWorker() {
-		return serve(addr, handler)
-	}
-	st := DefaultSettings()
-	if addr != "" {
-		st.Listen = addr
-	}
-	p, err := startPrimary(st, true, opts...)
-	if err != nil {
-		return err
-	}
-	return p.Wait()
-}
-
-// readHeaderTimeout bounds how long a worker waits for a request's
-// headers, against clients that connect and stall.
-const readHeaderTimeout = 10 * time.Second
-
-// serve is a worker's side of ListenAndServe.
-func serve(addr string, handler http.Handler) error {
-	ln, err := Listen(addr)
-	if err != nil {
-		return err
-	}
-	return Serve(&http.Server{Handler: CountRequests(handler), ReadHeaderTimeout: readHeaderTimeout}, ln)
-}
-
 // Serve serves srv on ln (from [Listen]) until the supervisor asks this
 // worker to drain, or, run standalone, until SIGTERM or SIGINT; then it
 // shuts srv down gracefully within [DrainTimeout] and returns nil. It
 // returns srv.Serve's error if serving fails first. Wrap srv's handler in
 // [CountRequests] for -max-requests and the latency figures.
+//
+// In rr mode, when the supervisor can take them, the drain hands HTTP/1.1
+// connections idle between requests back to the supervisor, which gives
+// them to another worker, instead of closing them: their clients never see
+// the reload. A connection busy with a request goes back after its
+// response; TLS and hijacked connections never move. For that Serve sets
+// srv's ConnState hook, which calls the one srv had.
 func Serve(srv *http.Server, ln net.Listener) error {
 	// SIGTERM and SIGINT are caught while serving: run standalone they
 	// are the stop signal; under a supervisor the drain arrives over IPC,
@@ -71,6 +35,9 @@ func Serve(srv *http.Server, ln net.Listener) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	if l, ok := ln.(*listener); ok && l.w.back != nil {
+		l.w.back.wire(srv) // idle connections go back when it drains
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

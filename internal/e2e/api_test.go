@@ -16,7 +16,7 @@ import (
 
 // The public cluster API, end to end: examples/singlebinary and
 // examples/primary, each one binary that is its own primary
-// (cluster.ListenAndServe, cluster.StartPrimary), run as real processes.
+// (primary.ListenAndServe, primary.Start), run as real processes.
 
 var (
 	examplesOnce sync.Once

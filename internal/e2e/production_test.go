@@ -182,7 +182,7 @@ func TestReapsOrphans(t *testing.T) {
 	}
 	syscall.Kill(worker, syscall.SIGKILL)
 	ex := s.waitEvent(3*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == worker })
-	if ex.str("reason") != string(control.CauseCrash) || ex.str("signal") != "killed" {
+	if ex.str("reason") != string(control.CauseCrash) || ex.str("signal") != "SIGKILL" {
 		t.Fatalf("worker exit status lost: %v", ex.Event)
 	}
 }

@@ -47,7 +47,10 @@ const (
 	// connections as SCM_RIGHTS, non-blocking (the flag belongs to the open
 	// file, so the worker need not set it). Payload: their count, uint8;
 	// then, only to a worker that uses [FeaturePeers], one [Peer] per
-	// connection in the order of the descriptors.
+	// connection in the order of the descriptors. The other way (worker →
+	// supervisor, handoff channel, only with [FeatureHandBack]): idle
+	// keep-alive connections the worker hands back, always with their
+	// peers, for the supervisor to hand to another worker.
 	TypeConns
 	// TypeMessage (either way): opaque bytes for the application.
 	TypeMessage
@@ -60,6 +63,11 @@ const (
 	// sent TypePause has room again. Payload: empty. A worker starts
 	// resumed, and sends Pause and Resume alternately, Pause first.
 	TypeResume
+	// TypeLeave (worker → supervisor, control channel): the worker leaves
+	// on its own (cluster.Disconnect, Node's worker.disconnect() in a
+	// worker): it drains and exits, and its exit is no crash. Payload:
+	// empty.
+	TypeLeave
 	typeEnd
 )
 
@@ -81,6 +89,8 @@ func (t Type) String() string {
 		return "pause"
 	case TypeResume:
 		return "resume"
+	case TypeLeave:
+		return "leave"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -96,6 +106,7 @@ var payloadSize = [typeEnd]int{
 	TypeMessage:   -1,
 	TypePause:     0,
 	TypeResume:    0,
+	TypeLeave:     0,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor
@@ -118,9 +129,15 @@ const (
 	// histogram ([Heartbeat.Latency]). A supervisor that does not offer
 	// it rejects a heartbeat of any other size than the first one's.
 	FeatureLatency
+	// FeatureHandBack (rr): the worker may hand connections back on its
+	// handoff channel (a conns frame the other way) when it drains: HTTP/1.1
+	// connections idle between requests, of which it has read nothing of
+	// the next request. The supervisor reads its end of the channel and
+	// hands them to another worker.
+	FeatureHandBack
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -138,6 +155,9 @@ func (f Features) String() string {
 	}
 	if f&FeatureLatency != 0 {
 		names = append(names, "latency")
+	}
+	if f&FeatureHandBack != 0 {
+		names = append(names, "handback")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))

@@ -32,6 +32,7 @@
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      reload and recycle, slot by slot
 //	scale.go        scaling up and down
+//	fork.go         Engine.Fork and Ready, the respawn policy (auto, manual)
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
 //	stop.go         graceful stop, grace, second signal
 //	control.go      ctl requests and status

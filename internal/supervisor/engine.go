@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -162,38 +161,6 @@ func call[T any](ctx context.Context, e *Engine, fn func(*Supervisor) T) (T, err
 // ErrNoWorker is the error for a worker process that has exited.
 var ErrNoWorker = errors.New("supervisor: no such worker")
 
-// Fork adds a slot whose workers get env (KEY=VALUE entries) on top of the
-// supervisor's environment, and waits until its first worker is ready: a
-// scale by one. It returns the slot's id. It fails as a scale does while
-// the workers start, a reload or scale runs, or the supervisor stops.
-func (e *Engine) Fork(ctx context.Context, env []string) (int, error) {
-	for _, kv := range env {
-		k, _, ok := strings.Cut(kv, "=")
-		switch {
-		case !ok || k == "":
-			return 0, fmt.Errorf("supervisor: fork: %q is not KEY=VALUE", kv)
-		case strings.HasPrefix(k, ipc.EnvPrefix):
-			return 0, fmt.Errorf("supervisor: fork: %s: %s variables are the supervisor's", k, ipc.EnvPrefix)
-		}
-	}
-	id := make(chan int, 1)
-	r, err := ask(ctx, e.s, func(reply chan control.Response) any {
-		return evCall{fn: func(s *Supervisor) {
-			id <- len(s.slots) + 1
-			s.forkEnv = env
-			s.scale(len(s.slots)+1, reply)
-			s.forkEnv = nil
-		}}
-	})
-	if err != nil {
-		return 0, err
-	}
-	if !r.OK {
-		return 0, errors.New(strings.Replace(r.Error, "scale", "fork", 1))
-	}
-	return <-id, nil
-}
-
 // ErrBusy is what a message to a worker that does not read its messages
 // gets: its queue stayed full until the sender's context was done.
 var ErrBusy = errors.New("supervisor: the worker's message queue is full")
@@ -229,10 +196,26 @@ func (e *Engine) Send(ctx context.Context, pid int, msg []byte) error {
 	return fmt.Errorf("supervisor: send to %s: %w", who, err)
 }
 
-// Signal sends sig to the worker process pid. Its exit is then, unless it
-// was already asked to leave, a crash: its slot gets a new worker.
-func (e *Engine) Signal(ctx context.Context, pid int, sig syscall.Signal) error {
-	return e.onWorker(ctx, pid, func(_ *Supervisor, p *process) error { return p.proc.Signal(sig) })
+// Kill sends sig to the worker process pid, as Node's worker.kill does:
+// the worker is taken out of rotation first, so its exit is intended
+// (ExitedAfterDisconnect), not a crash, and costs no crash budget. Its
+// slot gets a new worker by the respawn policy; one that outlives -grace
+// after sig is killed.
+func (e *Engine) Kill(ctx context.Context, pid int, sig syscall.Signal) error {
+	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
+		if !p.asked && !(s.roll != nil && s.roll.next == p) {
+			// A reload's new worker is no slot's yet: its exit fails the
+			// reload, as a crash would.
+			s.dismiss(p, control.CauseKill)
+			s.log.Info("killing worker", p.fields(zap.String("signal", signalName(sig)))...)
+			s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseKill})
+			s.after(s.cfg.Grace, evKillDue{p: p})
+			if p.slot.cur == p {
+				s.respawnAfter(p.slot, control.CauseKill)
+			}
+		}
+		return p.proc.Signal(sig)
+	})
 }
 
 // Disconnect drains the worker process pid, as Node's worker.disconnect()
@@ -246,9 +229,8 @@ func (e *Engine) Disconnect(ctx context.Context, pid int) error {
 			return errors.New("supervisor: disconnect: the worker is a reload's, not yet ready")
 		}
 		s.drain(p, control.CauseDisconnect)
-		if p.slot.cur == p && s.phase != phaseStopping {
-			s.vacate(p.slot)
-			s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+		if p.slot.cur == p {
+			s.respawnAfter(p.slot, control.CauseDisconnect)
 		}
 		return nil
 	})

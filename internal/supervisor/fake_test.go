@@ -147,9 +147,13 @@ func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return p, nil
 }
 
-func (s *fakeSys) Exec(path string, argv, env []string) error {
+func (s *fakeSys) Exec(path string, argv []string, env func() ([]string, error)) error {
 	if s.exec != nil {
-		return s.exec(path, argv, env)
+		e, err := env()
+		if err != nil {
+			return err
+		}
+		return s.exec(path, argv, e)
 	}
 	return errors.New("fake: exec not supported")
 }
@@ -177,7 +181,7 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
 	if sig == syscall.SIGKILL {
-		p.exit(exitStatus{signal: "killed", known: true})
+		p.exit(exitStatus{signal: "SIGKILL", known: true})
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,9 +58,8 @@ func (l *preforkLink) read(s *Supervisor, p *process) {
 			recv = p.ctl.TryRecv
 			continue
 		}
-		var op *net.OpError
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, ipc.ErrWouldBlock) || errors.As(err, &op) {
-			return // the worker is gone (ECONNRESET: it left frames unread)
+		if gone(err) {
+			return
 		}
 		if err == nil {
 			err = l.onFrame(s, p, f, g)
@@ -71,6 +71,15 @@ func (l *preforkLink) read(s *Supervisor, p *process) {
 			return
 		}
 	}
+}
+
+// gone reports whether err from reading a worker's control channel means
+// the worker is gone. ECONNRESET: it exited and left frames unread; Recv
+// wraps it in a *net.OpError, TryRecv (after the exit) does not.
+func gone(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, ipc.ErrWouldBlock) ||
+		errors.As(err, &op) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // guard is what a worker's reader, whatever its protocol, holds against
@@ -115,6 +124,8 @@ func (l *preforkLink) onFrame(s *Supervisor, p *process, f ipc.Frame, g *guard) 
 		s.mode.handoff().Pause(p.t, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
 		s.passMessage(p, f.Payload)
+	case ipc.TypeLeave:
+		s.post(evLeaving{p: p})
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
 	}

@@ -38,7 +38,7 @@ type (
 		p   *process
 		msg []byte
 	}
-	evLeaving  struct{ p *process } // a node worker disconnected itself
+	evLeaving  struct{ p *process } // a worker disconnected itself
 	evProtocol struct {
 		p     *process
 		err   error

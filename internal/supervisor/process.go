@@ -42,6 +42,7 @@ type process struct {
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
 	held      atomic.Bool   // its reader waits for room for a message (messages.go)
+	forked    bool          // started by a Fork, which its failure fails
 	reason    control.Cause // why it was asked
 
 	// watched: hang detection applies. From the start if its protocol
@@ -220,6 +221,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 		return
 	}
 	route(s.mode, p)
+	s.forkReady(p.slot, p)
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
 	}
@@ -233,6 +235,10 @@ func (s *Supervisor) running() {
 	s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", took))
 	s.emit(nil, control.Event{Kind: control.EventRunning, Workers: len(s.slots), StartupMS: took.Milliseconds()})
 	s.notify.Ready(s.statusLine())
+	for _, ch := range s.readyWaiters {
+		ch <- struct{}{}
+	}
+	s.readyWaiters = nil
 	if s.reloadQueued {
 		s.reloadQueued = false
 		s.reloadAfter = append(s.reloadAfter, nil)
@@ -263,6 +269,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 	switch {
 	case s.roll != nil && s.roll.next == p:
 		s.rollFailed(err)
+	case p.forked && s.forkFailed(p.slot, err):
 	case s.scaling != nil && s.scaling.adding[p.slot]:
 		s.scaleFailed(p.slot, err)
 	case s.phase == phaseStarting:
@@ -323,6 +330,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		s.vacate(p.slot)
 	}
 	defer s.scaleProgress()
+	s.claimable(p, cause, now)
 	if cause != control.CauseCrash {
 		s.log.Info("worker exited", fields...)
 		return

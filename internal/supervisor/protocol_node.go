@@ -383,12 +383,11 @@ func (s *Supervisor) onLeaving(p *process) {
 	if s.roll != nil && s.roll.next == p {
 		return // a rollout's new worker: its exit fails the rollout
 	}
-	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
+	s.log.Info("worker disconnected itself", p.fields()...)
 	s.dismiss(p, control.CauseDisconnect)
 	s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseDisconnect})
 	s.after(s.cfg.Grace, evKillDue{p: p})
-	if p.slot.cur == p && s.phase != phaseStopping {
-		s.vacate(p.slot)
-		s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+	if p.slot.cur == p {
+		s.respawnAfter(p.slot, control.CauseDisconnect)
 	}
 }

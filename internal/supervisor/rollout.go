@@ -181,4 +181,7 @@ func (s *Supervisor) idle() {
 		s.scaleQueued = 0
 		s.scaleBy(n)
 	}
+	if s.scaling == nil {
+		s.runForks()
+	}
 }

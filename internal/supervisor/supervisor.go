@@ -63,7 +63,10 @@ type Supervisor struct {
 	reloadAfter  []chan control.Response
 	reloadQueued bool
 	scaleQueued  int
-	forkEnv      []string // the environment of the slot a scale adds (Engine.Fork)
+	forkQueue    []forkReq       // Forks waiting for a reload or scale to end (fork.go)
+	claims       []claim         // respawns a Fork may take for its own
+	forkWarned   bool            // the claim has been explained in the log
+	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
 	lastTick time.Time // the owner loop's last tick, for freeze detection
 	pinged   time.Time // last WATCHDOG=1
@@ -235,11 +238,17 @@ func (s *Supervisor) startWorkers() {
 			return
 		}
 	}
+	if s.cfg.Workers == 0 { // a program's primary that will Fork its workers
+		s.running()
+	}
 }
 
 // allReady reports whether every slot has a ready worker.
 func (s *Supervisor) allReady() bool {
 	for _, sl := range s.slots {
+		if sl.parked {
+			continue
+		}
 		if sl.cur == nil || sl.cur.state != control.StateReady {
 			return false
 		}

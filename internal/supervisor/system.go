@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
 )
@@ -33,8 +35,10 @@ type system interface {
 	// re-executed itself (upgrade): exited is called as for Start.
 	Adopt(pid int, exited func(exitStatus)) (proc, error)
 	// Exec replaces the process image by path, from the thread that
-	// starts the workers; it returns only on failure.
-	Exec(path string, argv, env []string) error
+	// starts the workers, with the environment env returns: env runs on
+	// that thread once the supervisor's signals are held there
+	// (execsignal.Hold). It returns only on failure.
+	Exec(path string, argv []string, env func() ([]string, error)) error
 }
 
 // proc is a started worker process.
@@ -57,9 +61,18 @@ func exitOf(st *os.ProcessState, err error) exitStatus {
 		return exitStatus{err: err}
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitStatus{signal: ws.Signal().String(), known: true, err: err}
+		return exitStatus{signal: signalName(ws.Signal()), known: true, err: err}
 	}
 	return exitStatus{code: st.ExitCode(), known: true, err: err}
+}
+
+// signalName is sig as Node's 'exit' event names it: "SIGKILL", not
+// "killed".
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return sig.String()
 }
 
 // String describes the exit for error messages: "killed by SIGKILL",
@@ -129,7 +142,9 @@ func (osSystem) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return osProc{p}, nil
 }
 
-func (s osSystem) Exec(path string, argv, env []string) error { return s.spawner.exec(path, argv, env) }
+func (s osSystem) Exec(path string, argv []string, env func() ([]string, error)) error {
+	return s.spawner.exec(path, argv, env)
+}
 
 func (osSystem) CPUTicks(pid int) (uint64, bool) {
 	st, err := procfs.ReadStat(pid)
