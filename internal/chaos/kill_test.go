@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // minUptime mirrors the supervisor's: a worker killed younger died young
@@ -25,7 +27,7 @@ func killLoop(t *testing.T, mode string) {
 	s := start(t, opts{mode: mode, workers: workers, args: []string{"-max-crashes", "1000"}})
 	l := startLoad(s.addr, mixed(time.Duration(kills)*time.Second+30*time.Second))
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	var killed []time.Time
@@ -35,7 +37,7 @@ func killLoop(t *testing.T, mode string) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", pid, err)
 		}
-		waitGone(t, pid, 2*time.Second)
+		proctest.WaitGone(t, pid, 2*time.Second)
 		pace(killed[i], every)
 	}
 	s.waitSettled(workers, 15*time.Second)
@@ -69,7 +71,7 @@ func killLoop(t *testing.T, mode string) {
 func pickOld(t *testing.T, s *sup, d time.Duration) int {
 	t.Helper()
 	var old []int
-	if !eventually(d, func() bool {
+	if !proctest.Poll(d, func() bool {
 		old = old[:0]
 		for pid, up := range s.workers() {
 			if up >= minUptime.Seconds() {
