@@ -3,12 +3,15 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node test chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
+	# The fasthttp worker is its own module (examples/fasthttp), so that
+	# prefork's go.mod does not depend on fasthttp.
+	cd examples/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-worker .
 
 run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))
@@ -17,15 +20,28 @@ run: build
 run-node: build
 	./$(BIN)/supervisor $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
 
-test:
+# The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
+# the workers.
+run-fasthttp: build
+	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- ./$(BIN)/fasthttp-worker
+
+# What the tests run besides Go (Node.js, Python's gunicorn and uvicorn,
+# util-linux, Chromium, systemd-analyze, the test apps' npm packages):
+# installed with apt-get as root on Debian, else named in one line.
+test-deps:
+	@scripts/deps test
+
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /internal/chaos)
 	# The fault suite on its own: run beside the end-to-end tests, two
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(GO) test -race -count=1 -timeout 5m ./internal/chaos
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+	cd fastcluster && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 2m ./...
+	cd examples/fasthttp && $(GO) vet ./...
 	cd bench/loadgen && $(GO) vet ./... && $(GO) test -count=1 -timeout 2m ./...
-	# The dashboard in headless Chromium (needs chromium; .ci/run installs it).
+	# The dashboard in headless Chromium.
 	cd dashboard && $(GO) vet ./... && $(GO) test -count=1 -timeout 3m ./...
 
 # The fault suite at full counts (a few minutes): kill loops, reload and
@@ -38,9 +54,7 @@ chaos:
 	echo "chaos: full log in $(BIN)/chaos.out"; exit $$rc
 
 bench-tools:
-	@command -v wrk >/dev/null 2>&1 || { echo "bench: wrk missing, installing it"; apt-get update && apt-get install -y wrk; }
-	@command -v node >/dev/null 2>&1 || { echo "bench: node not found: install Node.js to compare against Node's cluster" >&2; exit 1; }
-	@cd bench/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-prefork . || echo "bench: cannot build bench/fasthttp; the fasthttp-prefork row is left out" >&2
+	@scripts/deps bench
 
 bench: build bench-tools
 	$(GO) run ./bench -go $(GO) $(BENCHFLAGS)

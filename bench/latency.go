@@ -534,8 +534,9 @@ func variant(all []serverSpec, root, name string) (serverSpec, error) {
 	if sp.name == "" {
 		return sp, fmt.Errorf("bench: unknown server %q", parts[0])
 	}
-	sup := sp.name != "go-single" && !strings.HasPrefix(sp.name, "node-")
+	sup := sp.name != "go-single" && sp.name != "fasthttp-prefork" && !strings.HasPrefix(sp.name, "node-")
 	goWorker := sp.name == "rr" || sp.name == "shared" || sp.name == "reuseport"
+	fastWorker := strings.HasPrefix(sp.name, "fasthttp-") && sup
 	var flags, workerEnv []string
 	for _, kv := range parts[1:] {
 		k, v, ok := strings.Cut(kv, "=")
@@ -546,7 +547,7 @@ func variant(all []serverSpec, root, name string) (serverSpec, error) {
 			flags = append(flags, "-"+k, v)
 		case k == "gomaxprocs" && sp.name == "go-single":
 			sp.env = append(sp.env, "GOMAXPROCS="+v)
-		case k == "gomaxprocs" && goWorker:
+		case k == "gomaxprocs" && (goWorker || fastWorker):
 			workerEnv = append(workerEnv, "GOMAXPROCS="+v)
 		default:
 			return sp, fmt.Errorf("bench: server %q: %q does not apply to %s", name, k, sp.name)
@@ -560,7 +561,11 @@ func variant(all []serverSpec, root, name string) (serverSpec, error) {
 		argv = append(append([]string{argv[0]}, flags...), argv[1:]...)
 		if len(workerEnv) > 0 {
 			// Only the workers: env sets it, then execs the worker.
-			argv = append(append(append(argv, "--", "env"), workerEnv...), worker)
+			cmd := []string{worker}
+			if i := slices.Index(argv, "--"); i >= 0 {
+				argv, cmd = argv[:i], argv[i+1:]
+			}
+			argv = append(append(append(argv, "--", "env"), workerEnv...), cmd...)
 		}
 		return argv
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -122,10 +123,11 @@ type lifecycle struct {
 }
 
 // runLifecycle measures cold starts of the supervisor (rr; 2 and 4
-// workers), of the references and of Node's cluster app under the
-// supervisor, and kill → replacement, samples times each, every launch
-// unpinned.
-func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *report) (*lifecycle, error) {
+// workers), of the references, of Node's cluster app and of the fasthttp
+// worker under the supervisor, and kill → replacement, samples times each,
+// every launch unpinned. only, if not nil, keeps the rows of the servers it
+// names.
+func runLifecycle(ctx context.Context, all []serverSpec, only map[string]bool, samples int, rep *report) (*lifecycle, error) {
 	lc := &lifecycle{cold: map[string][]coldSample{}, kill: map[string][]killSample{}}
 	byName := map[string]serverSpec{}
 	for _, sp := range all {
@@ -157,9 +159,13 @@ func runLifecycle(ctx context.Context, all []serverSpec, samples int, rep *repor
 		{"prefork-node-shared, 2 workers", byName["prefork-node-shared"], true},
 		{"prefork-node-reuseport, 2 workers", byName["prefork-node-reuseport"], true},
 		{"singlebinary, 2 workers", byName["singlebinary"], true},
+		{"fasthttp-prefork, 2 workers (reference)", byName["fasthttp-prefork"], true},
+		{"fasthttp-rr, 2 workers", byName["fasthttp-rr"], true},
+		{"fasthttp-shared, 2 workers", byName["fasthttp-shared"], true},
+		{"fasthttp-reuseport, 2 workers", byName["fasthttp-reuseport"], true},
 	}
-	if fast, ok := byName["fasthttp-prefork"]; ok { // optional: see specs
-		rows = append(rows, row{"fasthttp-prefork, 2 workers (reference)", fast, true})
+	if only != nil {
+		rows = slices.DeleteFunc(rows, func(r row) bool { return !only[r.spec.name] })
 	}
 	for _, r := range rows {
 		lc.order = append(lc.order, r.label)

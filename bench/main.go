@@ -77,13 +77,13 @@ func parseFlags() options {
 	flag.IntVar(&o.samples, "samples", 5, "lifecycle samples")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "uncounted wrk warm-up before each measured run (whole seconds)")
 	flag.DurationVar(&o.dur, "duration", 3*time.Second, "measured wrk run (whole seconds)")
-	flag.DurationVar(&o.budget, "budget", 14*time.Minute, "hard bound on the whole run")
-	flag.DurationVar(&o.soft, "soft-budget", 10*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
+	flag.DurationVar(&o.budget, "budget", 17*time.Minute, "hard bound on the whole run")
+	flag.DurationVar(&o.soft, "soft-budget", 13*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
 	flag.Float64Var(&o.noiseLimit, "noise", 0.15, "repeat a measured run once if other processes used more than this many cores during it")
-	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork), with settings as in -lat-servers")
+	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
 	flag.BoolVar(&o.noMicro, "no-micro", false, "skip the Go micro-benchmarks")
 	flag.BoolVar(&o.noLoad, "no-load", false, "skip the load table")
-	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table")
+	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table (-only also limits it to the servers named)")
 	flag.BoolVar(&o.noLatency, "no-latency", false, "skip the open-loop latency table")
 	flag.StringVar(&o.latServers, "lat-servers", defaultLatServers, "servers of the latency table; a server may carry supervisor settings: rr+sched=normal, rr+gomaxprocs=2, rr+balance=least-conn")
 	flag.IntVar(&o.latReps, "lat-reps", 1, "repetitions of every open-loop run (round-robin over servers)")
@@ -125,14 +125,7 @@ func run() int {
 
 	began := time.Now()
 	rep := &report{w: os.Stdout}
-	var all []serverSpec
-	for _, sp := range specs(o.root, o.workers) {
-		if sp.available() || sp.name != "fasthttp-prefork" {
-			all = append(all, sp)
-		} else {
-			fmt.Fprintln(os.Stderr, "bench: bin/fasthttp-prefork missing (make bench builds it from bench/fasthttp, which needs the module proxy): its row is left out")
-		}
-	}
+	all := specs(o.root, o.workers)
 	servers := all
 	if o.only != "" {
 		var err error
@@ -157,12 +150,6 @@ func run() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}
-		for _, sp := range latServers {
-			if o.latSpin > 0 && strings.HasPrefix(sp.name, "fasthttp-prefork") {
-				fmt.Fprintln(os.Stderr, "bench: fasthttp-prefork serves no /spin: leave it out of -lat-servers or use -lat-spin 0")
-				return 2
-			}
-		}
 		latCost = latencyCost(o.latReps, len(latServers), o.latWarmup, o.latDur)
 		fmt.Fprintf(os.Stderr, "bench: open-loop latency: %d servers × %d loads × %d rates × %d reps; about %v\n",
 			len(latServers), len(latLoads), len(latFractions), o.latReps, latCost.Round(time.Second))
@@ -174,7 +161,14 @@ func run() int {
 	if !o.noLifecycle {
 		fmt.Fprintln(os.Stderr, "bench: lifecycle (cold start, kill → replacement)")
 		var err error
-		lc, err = runLifecycle(ctx, all, o.samples, rep)
+		var only map[string]bool
+		if o.only != "" {
+			only = map[string]bool{}
+			for _, sp := range servers {
+				only[sp.name] = true
+			}
+		}
+		lc, err = runLifecycle(ctx, all, only, o.samples, rep)
 		if err != nil {
 			failed = err
 			fmt.Fprintln(os.Stderr, err)
@@ -287,7 +281,7 @@ func preflight(o options) error {
 			missing = append(missing, fmt.Sprintf("%s not found: %s", t.name, t.hint))
 		}
 	}
-	for _, f := range []string{"bin/supervisor", "bin/worker", "bin/singlebinary", "bench/node/cluster.js"} {
+	for _, f := range []string{"bin/supervisor", "bin/worker", "bin/singlebinary", "bin/fasthttp-worker", "bench/node/cluster.js"} {
 		if _, err := os.Stat(filepath.Join(o.root, f)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s missing (run make build from the repository root)", f))
 		}

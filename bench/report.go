@@ -298,6 +298,18 @@ func targets(m *matrix, lc *lifecycle, lat *openLoop, rep *report) {
 				check(fmt.Sprintf("node %s keep-alive / node-rr (%s)", mode, pl.name), r, ok, "≥", 1, "")
 			}
 		}
+		// The fasthttp worker under prefork against the same binary under
+		// fasthttp's own prefork, and rr against shared with keep-alive.
+		for _, pl := range placements {
+			for _, ld := range loads {
+				for _, mode := range []string{"rr", "shared", "reuseport"} {
+					r, ok = m.ratio("fasthttp-"+mode, "fasthttp-prefork", pl.name, ld.name)
+					check(fmt.Sprintf("fasthttp %s %s / fasthttp-prefork (%s)", mode, ld.name, pl.name), r, ok, "≥", 0.95, "")
+				}
+			}
+			r, ok = m.ratio("fasthttp-rr", "fasthttp-shared", pl.name, "keepalive")
+			check(fmt.Sprintf("fasthttp rr keep-alive / fasthttp shared (%s)", pl.name), r, ok, "≥", 0.95, "")
+		}
 		// Closed loop at saturation, the figure: unpinned keep-alive.
 		for _, mode := range []string{"rr", "shared", "reuseport"} {
 			p, node := m.p99(mode, "unpinned", "keepalive"), m.p99("node-rr", "unpinned", "keepalive")

@@ -30,7 +30,7 @@ func specs(root string, workers int) []serverSpec {
 	sup := filepath.Join(root, "bin", "supervisor")
 	worker := filepath.Join(root, "bin", "worker")
 	single := filepath.Join(root, "bin", "singlebinary")
-	fast := filepath.Join(root, "bin", "fasthttp-prefork")
+	fast := filepath.Join(root, "bin", "fasthttp-worker")
 	script := filepath.Join(root, "bench", "node", "cluster.js")
 	n := itoa(workers)
 	prefork := func(mode string) serverSpec {
@@ -65,6 +65,18 @@ func specs(root string, workers int) []serverSpec {
 		sp.env = []string{"BENCH_MODE=" + mode}
 		return sp
 	}
+	// The demo's routes on fasthttp (examples/fasthttp) as the workers,
+	// through package fastcluster: against fasthttp-prefork, the same
+	// binary and handler under fasthttp's own prefork.
+	preforkFast := func(mode string) serverSpec {
+		sp := prefork(mode)
+		sp.name = "fasthttp-" + mode
+		sp.command = func(port int) []string {
+			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", mode,
+				"-grace", "2s", "-log-format", "json", "--", fast}
+		}
+		return sp
+	}
 	return []serverSpec{
 		{
 			name: "go-single", procs: 1,
@@ -82,22 +94,15 @@ func specs(root string, workers int) []serverSpec {
 		node("rr"), node("none"),
 		preforkNode("rr"), preforkNode("shared"), preforkNode("reuseport"),
 		// fasthttp's prefork (Fiber's EnablePrefork): GOMAXPROCS
-		// children, each with its own SO_REUSEPORT socket. Built by make
-		// bench from its own module, bench/fasthttp; without network the
-		// build fails and the row is left out (available).
+		// children, each with its own SO_REUSEPORT socket and GOMAXPROCS
+		// 1, serving the fasthttp worker's handler.
 		{
 			name: "fasthttp-prefork", procs: workers,
-			command: func(port int) []string { return []string{fast, "-listen", addr(port)} },
+			command: func(port int) []string { return []string{fast, "-fasthttp-prefork", "-listen", addr(port)} },
 			env:     []string{"GOMAXPROCS=" + n},
 		},
+		preforkFast("rr"), preforkFast("shared"), preforkFast("reuseport"),
 	}
-}
-
-// available reports whether sp's program exists; the optional rows'
-// programs may not.
-func (sp serverSpec) available() bool {
-	_, err := os.Stat(sp.command(0)[0])
-	return err == nil
 }
 
 func addr(port int) string { return "127.0.0.1:" + itoa(port) }

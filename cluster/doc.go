@@ -70,7 +70,8 @@
 // under pressure. The count is logged at most every ten seconds.
 //
 // The package also sends a heartbeat every second (open connections,
-// requests counted by [CountRequests], RSS, goroutines, and the result of the
+// requests counted by [CountRequests] or reported with [RequestServed] by a
+// server that is not net/http, RSS, goroutines, and the result of the
 // check set with [SetHealthCheck]) so the supervisor can tell a hung worker
 // from a busy one, and it exits the process if the supervisor disappears.
 //

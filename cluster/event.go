@@ -46,46 +46,36 @@ type Event struct {
 
 // translate turns one engine event into the Events it means.
 func (p *Primary) translate(e ctl.Event) {
-	kind, _ := e["event"].(string)
-	if ctl.EventKind(kind) == ctl.EventDropped {
-		n, _ := e["count"].(int)
-		p.dropped.Add(uint64(n))
+	if e.Kind == ctl.EventDropped {
+		p.dropped.Add(uint64(e.Count))
+		p.seenAll() // lost messages hold no place in the window
 		return
 	}
-	pid, ok := e["pid"].(int)
-	if !ok {
+	if e.PID == 0 || e.Slot == 0 {
 		return // not a worker's event
 	}
-	id, _ := e["slot"].(int)
-	gen, _ := e["generation"].(int)
-	w := p.track(pid, id, gen)
-	switch ctl.EventKind(kind) {
+	w := p.track(e.PID, e.Slot, e.Generation)
+	switch e.Kind {
 	case ctl.EventFork:
-		cause, _ := e["cause"].(string)
-		p.emit(Event{Kind: EventFork, Worker: w, Reason: cause})
+		p.emit(Event{Kind: EventFork, Worker: w, Reason: string(e.Cause)})
 		p.emit(Event{Kind: EventOnline, Worker: w})
 	case ctl.EventReady:
 		p.emit(Event{Kind: EventListening, Worker: w, Address: p.addr})
 	case ctl.EventDrain:
-		reason, _ := e["reason"].(string)
-		w.leaving(reason)
+		w.leaving(string(e.Reason))
 		if w.disconnected.CompareAndSwap(false, true) {
-			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: reason})
+			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: string(e.Reason)})
 		}
 	case ctl.EventExit:
-		reason, _ := e["reason"].(string)
+		reason := string(e.Reason)
 		if w.disconnected.CompareAndSwap(false, true) {
 			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: reason})
 		}
 		w.leaving(reason)
 		w.dead.Store(true)
-		p.forget(pid)
-		ev := Event{Kind: EventExit, Worker: w, Reason: reason}
-		ev.Code, _ = e["code"].(int)
-		ev.Signal, _ = e["signal"].(string)
-		p.emit(ev)
+		p.forget(e.PID)
+		p.emit(Event{Kind: EventExit, Worker: w, Reason: reason, Code: e.Code, Signal: e.Signal})
 	case ctl.EventMessage:
-		msg, _ := e["msg"].(string)
-		p.emit(Event{Kind: EventMessage, Worker: w, Message: []byte(msg)})
+		p.deliver(Event{Kind: EventMessage, Worker: w, Message: []byte(e.Msg)}, e.Seq)
 	}
 }

@@ -40,6 +40,26 @@ func CountRequests(h http.Handler) http.Handler {
 	return w.countRequests(h)
 }
 
+// RequestServed counts one request served and records took, how long it
+// took, in the latency histogram: what [CountRequests] does for an
+// http.Handler, for a server that is not net/http (fasthttp, a gRPC
+// interceptor, ...). Call it once per request, when the response has been
+// written. It does not allocate; standalone it does nothing.
+func RequestServed(took time.Duration) {
+	w, err := get()
+	if err != nil {
+		return
+	}
+	w.requestServed(took)
+}
+
+func (w *worker) requestServed(took time.Duration) {
+	w.requests.Add(1)
+	if w.latency != nil {
+		w.latency.Observe(took)
+	}
+}
+
 func (w *worker) countRequests(h http.Handler) http.Handler {
 	if w.latency == nil {
 		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {

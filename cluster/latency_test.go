@@ -34,18 +34,33 @@ func helperLatency() {
 	io.Copy(io.Discard, os.Stdin)
 }
 
-// A worker offered FeatureLatency sends its histogram in every heartbeat;
-// one that was not (an older supervisor) sends the old, shorter frame,
-// which such a supervisor requires.
+// helperServed reports latencyRequests requests with RequestServed, as a
+// server that is not net/http does, then waits for its stdin to close.
+func helperServed() {
+	for range latencyRequests {
+		RequestServed(latencyHandlerTime)
+	}
+	fmt.Println("served")
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// A worker offered FeatureLatency sends its histogram in every heartbeat,
+// whether CountRequests or RequestServed recorded it; one that was not (an
+// older supervisor) sends the old, shorter frame, which such a supervisor
+// requires.
 func TestHeartbeatCarriesLatency(t *testing.T) {
-	for _, offer := range []ipc.Features{ipc.FeatureLatency, 0} {
-		t.Run(offer.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		helper string
+		offer  ipc.Features
+	}{{"latency", ipc.FeatureLatency}, {"latency", 0}, {"served", ipc.FeatureLatency}, {"served", 0}} {
+		offer := tc.offer
+		t.Run(tc.helper+"/"+offer.String(), func(t *testing.T) {
 			handoff, remote, err := ipc.Pair()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer handoff.Close()
-			ctl, out, _ := runWorker(t, "latency", ModeRR, remote, ipc.EnvFeatures+"="+strconv.Itoa(int(offer)))
+			ctl, out, _ := runWorker(t, tc.helper, ModeRR, remote, ipc.EnvFeatures+"="+strconv.Itoa(int(offer)))
 			remote.Close()
 			if line, err := out.ReadString('\n'); line != "served\n" {
 				t.Fatalf("helper: %q, %v", line, err)

@@ -32,6 +32,7 @@ type Primary struct {
 	addr string
 
 	events  chan Event
+	unread  bool // nobody reads events (ListenAndServe): messages are not waited for
 	dropped atomic.Uint64
 	pumped  chan struct{} // closed when pump has delivered the last event
 	waited  sync.Once
@@ -52,22 +53,30 @@ type Primary struct {
 // Errors before the workers start (an address in use, a bad setting: see
 // ErrUsage) are returned here.
 func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
+	return startPrimary(st, false, opts...)
+}
+
+// startPrimary is StartPrimary; unread says that nobody will read Events.
+func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
-	cfg, err := st.config()
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	st, err := withCommand(st)
 	if err != nil {
 		return nil, err
 	}
-	log := supervisor.NewLogger(cfg.LogFormat)
-	e, err := supervisor.Start(cfg, log)
+	log := supervisor.NewLogger(st.LogFormat)
+	e, err := supervisor.Start(st, log)
 	if err != nil {
 		failed(log, err)
 		return nil, err
 	}
 	// Not e.Do: after an in-place upgrade the owner may be waiting for
 	// this goroutine's Wait to start a worker (see supervisor.Start).
-	p := &Primary{e: e, log: log, addr: e.Addr(), events: make(chan Event, EventBuffer), pumped: make(chan struct{}), workers: map[int]*Worker{}}
+	p := &Primary{e: e, log: log, addr: e.Addr(), events: make(chan Event, EventBuffer), unread: unread, pumped: make(chan struct{}), workers: map[int]*Worker{}}
 	go p.pump(e.Events())
 	return p, nil
 }
@@ -87,10 +96,16 @@ func (p *Primary) Addr() string { return p.addr }
 // Events returns the workers' events: EventFork, EventOnline,
 // EventListening, EventDisconnect, EventExit and EventMessage, in the
 // order they happened, from the first fork on. The channel is closed once
-// the primary has stopped.
+// the primary has stopped. Read it: workers that send messages wait for
+// the reader (see Dropped).
 func (p *Primary) Events() <-chan Event { return p.events }
 
-// Dropped is how many events were lost because Events was not read.
+// Dropped is how many events were lost because Events was not read fast
+// enough: lifecycle events past EventBuffer. Messages are not dropped
+// while the primary runs: a reader that falls behind makes the workers'
+// [Send] wait (back-pressure), and a message that arrives as the primary
+// stops, with Events full, is counted here. Messages a worker does not
+// read are counted in that worker (cluster.Dropped there).
 func (p *Primary) Dropped() uint64 { return p.dropped.Load() }
 
 // Wait waits until the primary has stopped, every worker has exited and
@@ -239,6 +254,40 @@ func (p *Primary) pump(sub *ctl.Subscription) {
 			p.translate(e)
 		}
 	}
+}
+
+// deliver hands a message event to the reader of Events, waiting for it
+// while the primary runs: the workers' readers wait meanwhile (the
+// engine's message window), so a worker's Send waits rather than its
+// message be lost. Without a reader (ListenAndServe's primary) it is
+// counted lost at once.
+func (p *Primary) deliver(ev Event, seq uint64) {
+	if p.unread {
+		p.dropped.Add(1)
+	} else {
+		select {
+		case p.events <- ev:
+		case <-p.done():
+			p.emit(ev)
+		}
+	}
+	if p.e != nil {
+		p.e.Seen(seq)
+	}
+}
+
+func (p *Primary) seenAll() {
+	if p.e != nil {
+		p.e.SeenAll()
+	}
+}
+
+// done is closed once the engine has stopped.
+func (p *Primary) done() <-chan struct{} {
+	if p.e == nil { // a unit test's Primary
+		return nil
+	}
+	return p.e.Done()
 }
 
 // emit hands ev to the reader of Events, or counts it lost.

@@ -40,7 +40,7 @@ func TestParseSettings(t *testing.T) {
 // The default command is this program's path, absolute, with its
 // arguments; a command given is kept.
 func TestSettingsCommand(t *testing.T) {
-	cfg, err := DefaultSettings().config()
+	cfg, err := withCommand(DefaultSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestSettingsCommand(t *testing.T) {
 	}
 	st := DefaultSettings()
 	st.Command = []string{"/bin/worker", "-x"}
-	if cfg, _ := st.config(); !slices.Equal(cfg.Command, st.Command) {
+	if cfg, _ := withCommand(st); !slices.Equal(cfg.Command, st.Command) {
 		t.Fatalf("command %q, want %q", cfg.Command, st.Command)
 	}
 }
@@ -60,23 +60,21 @@ func TestSettingsCommand(t *testing.T) {
 // then exit; ExitedAfterDisconnect tells a crash from an exit asked for.
 func TestTranslate(t *testing.T) {
 	p := &Primary{events: make(chan Event, 32), workers: map[int]*Worker{}, addr: "127.0.0.1:1"}
-	w1 := func(kv ...any) ctl.Event {
-		e := ctl.Event{"slot": 1, "pid": 101, "generation": 1}
-		for i := 0; i+1 < len(kv); i += 2 {
-			e[kv[i].(string)] = kv[i+1]
-		}
+	w1 := func(e ctl.Event) ctl.Event {
+		e.Slot, e.PID, e.Generation = 1, 101, 1
 		return e
 	}
 	for _, e := range []ctl.Event{
-		w1("event", "fork", "cause", "start"),
-		w1("event", "ready"),
-		w1("event", "message", "msg", "7"),
-		w1("event", "exit", "reason", "crash", "signal", "killed"),
-		{"event": "fork", "slot": 1, "pid": 102, "generation": 1, "cause": "crash"},
-		{"event": "drain", "slot": 1, "pid": 102, "generation": 1, "reason": "reload"},
-		{"event": "exit", "slot": 1, "pid": 102, "generation": 1, "reason": "reload", "code": 0},
-		{"event": "running", "workers": 1},
-		{"event": "dropped", "count": 3},
+		w1(ctl.Event{Kind: ctl.EventFork, Cause: ctl.CauseStart}),
+		w1(ctl.Event{Kind: ctl.EventReady}),
+		w1(ctl.Event{Kind: ctl.EventMessage, Msg: "7"}),
+		w1(ctl.Event{Kind: ctl.EventExit, Reason: ctl.CauseCrash, Signal: "killed"}),
+		{Kind: ctl.EventFork, Slot: 1, PID: 102, Generation: 1, Cause: ctl.CauseCrash},
+		{Kind: ctl.EventDrain, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
+		{Kind: ctl.EventExit, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
+		{Kind: ctl.EventReap, PID: 103},
+		{Kind: ctl.EventRunning, Workers: 1},
+		{Kind: ctl.EventDropped, Count: 3},
 	} {
 		p.translate(e)
 	}
@@ -177,5 +175,17 @@ func TestPrimaryLifecycle(t *testing.T) {
 	}
 	if err := ws[0].Kill(syscall.SIGTERM); err == nil {
 		t.Fatal("Kill after stop: no error")
+	}
+}
+
+// A Go caller's bad Settings are named as fields, not as flags.
+func TestStartPrimaryNamesTheField(t *testing.T) {
+	_, err := StartPrimary(Settings{})
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
+		t.Fatalf("StartPrimary(Settings{}) = %v, want an ErrUsage naming Settings.Listen", err)
+	}
+	_, err = StartPrimary(DefaultSettings(), WithWorkers(0))
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
+		t.Fatalf("WithWorkers(0): %v, want an ErrUsage naming Settings.Workers", err)
 	}
 }

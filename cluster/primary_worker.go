@@ -19,6 +19,10 @@ const opTimeout = 5 * time.Second
 // worker process that has exited.
 var ErrNoWorker = supervisor.ErrNoWorker
 
+// ErrBusy is the error, for errors.Is, of Worker.Send to a worker that does
+// not read its messages: its channel stayed full.
+var ErrBusy = supervisor.ErrBusy
+
 // Worker is one worker process as its primary sees it: Node's
 // cluster.Worker. A process that replaces it (after a crash, a reload or a
 // Disconnect) is another Worker with the same ID.
@@ -48,12 +52,16 @@ func (w *Worker) String() string {
 	return fmt.Sprintf("worker %d (pid %d, generation %d)", w.id, w.pid, w.gen)
 }
 
-// Send sends msg to the worker, which receives it on cluster.Messages (a
-// node worker: process.on('message'), msg's JSON value, or msg as a
-// string when it is not JSON). It does not wait for the worker to read
-// it: a worker whose channel is full makes it fail, as does one that has
-// exited, or one whose protocol has no channel (systemd, plain).
+// Send sends msg, at most MaxMessage bytes, to the worker, which receives
+// it on cluster.Messages (a node worker: process.on('message'), msg's
+// JSON value, or msg as a string when it is not JSON). While the worker's
+// channel is full it waits for room, up to 5s, then fails with ErrBusy;
+// it fails with ErrNoWorker for a worker that has exited, and for one
+// whose protocol has no channel (systemd, plain).
 func (w *Worker) Send(msg []byte) error {
+	if err := checkSize(msg); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := w.p.e.Send(ctx, w.pid, msg); err != nil {

@@ -39,7 +39,7 @@ func ListenAndServe(addr string, handler http.Handler, opts ...Option) error {
 	if addr != "" {
 		st.Listen = addr
 	}
-	p, err := StartPrimary(st, opts...)
+	p, err := startPrimary(st, true, opts...)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,8 @@ type worker struct {
 	drainMS   atomic.Uint32
 	watched   atomic.Bool // the application called Drain: run need not send SIGTERM
 
-	msgs chan []byte
+	msgs        chan []byte
+	droppedMsgs atomic.Uint64 // messages lost because Messages was not read
 
 	// Inputs of run.
 	frames   chan control   // from readControl
@@ -334,6 +335,7 @@ func (w *worker) run() {
 				select {
 				case w.msgs <- c.f.Payload:
 				default: // nobody reads messages: drop rather than grow
+					w.droppedMsgs.Add(1)
 				}
 			}
 		case r := <-w.listens:
@@ -454,34 +456,4 @@ func DrainTimeout() time.Duration {
 		return defaultDrain
 	}
 	return time.Duration(w.drainMS.Load()) * time.Millisecond
-}
-
-// Send sends an application message to the supervisor, which logs it and
-// publishes it as a message event; a primary of this package delivers it
-// as an EventMessage (Node's process.send).
-func Send(msg []byte) error {
-	w, err := get()
-	if err != nil {
-		return err
-	}
-	if w.ctl == nil {
-		return ErrStandalone
-	}
-	frame, err := ipc.AppendFrame(nil, ipc.TypeMessage, msg)
-	if err != nil {
-		return err
-	}
-	return w.ctl.Send(frame, nil)
-}
-
-// Messages returns application messages from the supervisor: what a
-// primary of this package sends with Worker.Send (Node's
-// process.on('message')). It holds 64; past that, messages are dropped
-// until it is read.
-func Messages() <-chan []byte {
-	w, err := get()
-	if err != nil {
-		return nil
-	}
-	return w.msgs
 }

@@ -38,6 +38,12 @@ func TestMain(m *testing.M) {
 		helperDrain()
 	case "latency":
 		helperLatency()
+	case "served":
+		helperServed()
+	default:
+		if h := nodeHelpers[os.Getenv(helperEnv)]; h != nil {
+			h() // node_test.go
+		}
 	}
 	os.Exit(0)
 }

@@ -6,5 +6,5 @@
 //	cd dashboard && go test ./...
 //
 // The tests need Debian's chromium (or another Chromium or Chrome on PATH);
-// .ci/run installs it.
+// make test-deps installs it.
 package dashboard

@@ -109,7 +109,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Fatal("no Chromium on PATH: install it (Debian: apt-get install chromium); .ci/run does")
+	t.Fatal("no Chromium on PATH: install it (Debian: apt-get install chromium); make test-deps does")
 	return ""
 }
 

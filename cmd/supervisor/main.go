@@ -20,6 +20,7 @@ import (
 	"github.com/prefork/prefork/cluster"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/probe"
+	"github.com/prefork/prefork/internal/settings"
 	"github.com/prefork/prefork/internal/supervisor"
 )
 
@@ -42,7 +43,7 @@ func main() {
 // exit status: 0 after a clean stop, 1 for a runtime failure, 2 for a usage
 // error.
 func primary(args []string, stderr io.Writer) int {
-	cfg, act, err := supervisor.ParseCommandLine(args)
+	st, act, err := settings.ParseCommandLine(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, cluster.Usage())
 		return 0
@@ -52,16 +53,16 @@ func primary(args []string, stderr io.Writer) int {
 		return 2
 	}
 	switch act {
-	case supervisor.ActionVersion:
+	case settings.ActionVersion:
 		fmt.Println("prefork " + supervisor.Version)
 		return 0
-	case supervisor.ActionCheckUpgrade:
-		return supervisor.CheckUpgrade(cfg, stderr)
+	case settings.ActionCheckUpgrade:
+		return supervisor.CheckUpgrade(st, stderr)
 	}
 	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
-	// The flags are the public Settings, field for field; COMMAND (by
-	// default the worker binary beside this one) is its Command.
-	p, err := cluster.StartPrimary(cluster.Settings(cfg))
+	// COMMAND (by default the worker binary beside this one) is
+	// st.Command.
+	p, err := cluster.StartPrimary(st)
 	if err == nil {
 		err = p.Wait()
 	}

@@ -3,24 +3,19 @@ package admin
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"embed"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
@@ -52,6 +47,14 @@ type Options struct {
 	Metrics http.Handler
 	// Actions enables POST /api/reload and /api/scale (-admin-actions).
 	Actions bool
+	// AuthFile is the -admin-auth file (see Auth); "" for none, when the
+	// listener must be bound to a loopback address (the caller checks).
+	AuthFile string
+	// TLSCert and TLSKey are PEM files (-admin-tls-cert, -admin-tls-key);
+	// "" for plain HTTP. Reload reads them again.
+	TLSCert, TLSKey string
+	// Registry gets the listener's own metrics; nil for none.
+	Registry prometheus.Registerer
 	// WriteTimeout: see DefaultWriteTimeout, used when it is 0.
 	WriteTimeout time.Duration
 	// Log gets the server's errors; nil discards them.
@@ -66,36 +69,91 @@ var page = template.Must(template.ParseFS(uiFS, "ui/index.html"))
 // api is the handlers' shared state.
 type api struct {
 	Options
-	token   string
-	clients atomic.Int64 // event stream clients connected now
+	auth    atomic.Pointer[Auth] // nil without AuthFile
+	token   string               // the page's action token, without AuthFile
+	limit   *limiter
+	hub     *hub
+	ring    ring
+	refused atomic.Int64 // wrong credentials
+	limited atomic.Int64 // requests refused while over the failure limit
 	dropped atomic.Int64 // event stream clients disconnected for being slow
 }
 
-func newAPI(addr string, o Options) (http.Handler, *api) {
+func newAPI(addr string, o Options) (http.Handler, *api, error) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	a := &api{Options: o, token: newToken()}
+	a := &api{Options: o, token: newToken(), limit: newLimiter(time.Now)}
+	a.hub = newHub(o.Log, a.countDropped)
+	if o.AuthFile != "" {
+		auth, err := LoadAuth(o.AuthFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		a.auth.Store(auth)
+	}
+	if err := a.register(o.Registry); err != nil {
+		return nil, nil, err
+	}
 	assets, _ := fs.Sub(uiFS, "ui") // a constant directory: cannot fail
 	r := chi.NewRouter()
 	r.Use(allowedHosts(addr, hostname()).guard, secureHeaders)
 	r.Get("/", a.index)
 	r.Handle("/assets/*", http.StripPrefix("/assets/", http.FileServerFS(assets)))
-	r.Get("/api/status", a.status)
-	r.Get("/api/events", a.events)
-	if o.Metrics != nil {
-		r.Handle("/metrics", o.Metrics)
-	}
-	r.Group(func(r chi.Router) {
-		r.Use(a.guard)
-		r.Post("/api/reload", a.reload)
-		r.Post("/api/scale", a.scale)
+	// Everything under /api and /metrics needs the credential, even a path
+	// that does not exist: which do is nobody else's business.
+	r.Route("/api", func(r chi.Router) {
+		r.Use(a.authenticate)
+		r.Get("/status", a.status)
+		r.Get("/history", a.history)
+		r.Get("/events", a.events)
+		r.Group(func(r chi.Router) {
+			r.Use(a.guard)
+			r.Post("/reload", a.reload)
+			r.Post("/scale", a.scale)
+		})
 	})
-	return r, a
+	metrics := o.Metrics
+	if metrics == nil {
+		metrics = http.NotFoundHandler()
+	}
+	r.With(a.authenticate).Handle("/metrics*", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	}))
+	return r, a, nil
 }
+
+// register adds the listener's counters to reg.
+func (a *api) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []struct {
+		name, help string
+		n          *atomic.Int64
+	}{
+		{"admin_auth_failures_total", "Requests to the admin listener with a wrong credential.", &a.refused},
+		{"admin_auth_limited_total", "Requests to the admin listener refused (429) while their address was over its failed attempts.", &a.limited},
+		{"admin_event_clients_dropped_total", "Dashboard event stream clients disconnected for not keeping up.", &a.dropped},
+	} {
+		n := c.n
+		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "prefork", Name: c.name, Help: c.help},
+			func() float64 { return float64(n.Load()) }))
+		if err != nil {
+			return fmt.Errorf("admin: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func (a *api) countDropped() { a.dropped.Add(1) }
 
 func newToken() string {
 	var b [16]byte
@@ -103,72 +161,16 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// hosts are the names the listener answers to; see allowedHosts.
-type hosts map[string]bool
-
-// allowedHosts are the Host header names a request may carry: an IP
-// literal, localhost, the name in -admin, or this machine's hostname.
-// Anything else is DNS rebinding — an attacker's name made to resolve to
-// this address, which the browser then treats as the attacker's own origin
-// and lets its script read the page and its token.
-func allowedHosts(addr, hostname string) hosts {
-	h := hosts{"localhost": true}
-	if name, _, err := net.SplitHostPort(addr); err == nil && name != "" {
-		h[strings.ToLower(name)] = true
-	}
-	if hostname != "" {
-		h[strings.ToLower(hostname)] = true
-	}
-	return h
-}
-
-func (h hosts) allow(host string) bool {
-	if name, _, err := net.SplitHostPort(host); err == nil {
-		host = name
-	}
-	host = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
-	if host == "" {
-		return false
-	}
-	if net.ParseIP(host) != nil || strings.HasSuffix(host, ".localhost") {
-		return true // names under .localhost resolve to loopback only (RFC 6761)
-	}
-	return h[host]
-}
-
-func (h hosts) guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !h.allow(r.Host) {
-			http.Error(w, "admin: unknown host name "+strconv.Quote(r.Host)+": use the address given to -admin, an IP address, localhost or this machine's hostname", http.StatusMisdirectedRequest)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func hostname() string {
-	name, _ := os.Hostname() // none: only the other names are allowed
-	return name
-}
-
-// secureHeaders keeps the page to its own assets and out of frames.
-func secureHeaders(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		next.ServeHTTP(w, r)
-	})
-}
-
 func (a *api) index(w http.ResponseWriter, r *http.Request) {
 	data := struct {
 		Actions bool
+		Auth    string // "", "Bearer" or "Basic"
 		Token   string
-	}{a.Actions, ""}
-	if a.Actions {
-		data.Token = a.token
+	}{Actions: a.Actions}
+	if auth := a.auth.Load(); auth != nil {
+		data.Auth = auth.Scheme()
+	} else if a.Actions {
+		data.Token = a.token // the listener is on loopback only
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store") // the token changes with every start
@@ -185,30 +187,6 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, resp.Status)
-}
-
-// guard refuses actions unless they are enabled, come from the
-// dashboard's own origin and carry its token.
-func (a *api) guard(next http.Handler) http.Handler {
-	// CrossOriginProtection refuses a request whose Sec-Fetch-Site is not
-	// same-origin (or none), or, from browsers that do not send it, whose
-	// Origin is not the Host; requests with neither (curl) pass, and need
-	// the token.
-	cop := http.NewCrossOriginProtection()
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusForbidden, control.Response{Error: "admin: cross-origin request refused"})
-	}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.Actions {
-			writeJSON(w, http.StatusForbidden, control.Response{Error: "admin: actions are off; start the supervisor with -admin-actions"})
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get(TokenHeader)), []byte(a.token)) != 1 {
-			writeJSON(w, http.StatusForbidden, control.Response{Error: "admin: missing or wrong " + TokenHeader + " header"})
-			return
-		}
-		cop.Handler(next).ServeHTTP(w, r)
-	})
 }
 
 func (a *api) reload(w http.ResponseWriter, r *http.Request) {
@@ -252,6 +230,3 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v) // a client that left: nothing to do
 }
-
-// errSlow is why a slow event stream client is disconnected.
-var errSlow = errors.New("admin: event stream client fell behind")

@@ -235,8 +235,8 @@ func (f *fixture) events(t *testing.T) (*bufio.Reader, net.Conn) {
 func TestEventStream(t *testing.T) {
 	f := start(t, Options{})
 	body, _ := f.events(t)
-	f.bus.Publish(control.Event{"event": "fork", "slot": 1, "pid": 99})
-	f.bus.Publish(control.Event{"event": "exit", "slot": 1, "pid": 99, "reason": "crash"})
+	f.bus.Publish(control.Event{Kind: control.EventFork, Slot: 1, PID: 99})
+	f.bus.Publish(control.Event{Kind: control.EventExit, Slot: 1, PID: 99, Reason: control.CauseCrash})
 	var got []control.Event
 	for len(got) < 2 {
 		line, err := body.ReadString('\n')
@@ -253,50 +253,60 @@ func TestEventStream(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if got[0]["event"] != "fork" || got[1]["event"] != "exit" || got[1]["reason"] != "crash" || got[1]["pid"] != 99.0 || got[0]["time"] == nil {
+	if got[0].Kind != control.EventFork || got[1].Kind != control.EventExit || got[1].Reason != control.CauseCrash || got[1].PID != 99 || got[0].Time == "" {
 		t.Fatalf("events %v", got)
 	}
 }
 
-// A client that stops reading is disconnected, whether it falls behind
-// its queue or its socket stops taking writes, and the publisher never
-// waits for it.
+// A client that stops reading is disconnected, whether more than
+// maxClientBytes wait in its queue (its handler is stuck in a write) or
+// its socket stops taking writes, and the publisher never waits for it.
 func TestSlowEventClientDropped(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		events int // published
-		size   int // bytes of padding each
+		name  string
+		size  int  // bytes of padding of each event
+		stuck bool // a queue no handler takes from
 	}{
-		// Many small events: its queue overflows first.
-		{"behind its queue", 4 * control.SubscriberBuffer, 1 << 10},
-		// Fewer than its queue holds, but more than socket buffers take:
-		// only the write timeout can drop it.
-		{"not reading", control.SubscriberBuffer - 1, 256 << 10},
+		{"behind its queue", 1 << 10, true},
+		// Socket buffers on loopback take megabytes: only the write
+		// timeout can drop it.
+		{"not reading", maxEventBytes - 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := start(t, Options{WriteTimeout: 200 * time.Millisecond})
-			f.events(t) // and never read again
+			h := f.srv.api.hub
+			var c *streamClient
+			if tc.stuck {
+				c = h.join(0)
+			} else {
+				f.events(t) // and never read again
+			}
 			pad := strings.Repeat("x", tc.size)
 			begun := time.Now()
-			for i := range tc.events {
-				f.bus.Publish(control.Event{"event": "message", "i": i, "msg": pad})
+			for i := 0; h.clientCount() > 0; i++ {
+				if i == 100_000 { // 400 MB: far more than any socket buffer
+					t.Fatalf("client not dropped after %d events", i)
+				}
+				h.publish(control.Event{Kind: control.EventMessage, Seq: uint64(i), Msg: pad})
 			}
-			if took := time.Since(begun); took > 2*time.Second {
-				t.Fatalf("publishing took %v: the publisher waited for the client", took)
+			t.Logf("dropped after %v", time.Since(begun))
+			if c != nil {
+				select {
+				case <-c.gone:
+				default:
+					t.Fatal("stuck client not told it is gone")
+				}
 			}
-			waitFor(t, "the slow client to be dropped", func() bool { return f.srv.Clients() == 0 })
-			if have := f.srv.api.dropped.Load(); have != 1 {
-				t.Fatalf("dropped %d clients, want 1", have)
-			}
+			waitFor(t, "the drop to be counted", func() bool { return f.srv.api.dropped.Load() == 1 })
 			// A client that reads still gets events.
 			body, _ := f.events(t)
-			f.bus.Publish(control.Event{"event": "fork"})
+			f.bus.Publish(control.Event{Kind: control.EventFork})
 			for {
 				line, err := body.ReadString('\n')
 				if err != nil {
 					t.Fatalf("read after a slow client was dropped: %v", err)
 				}
-				if strings.HasPrefix(line, "data: ") {
+				if strings.HasPrefix(line, "data: ") && strings.Contains(line, "fork") {
 					break
 				}
 			}

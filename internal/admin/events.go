@@ -1,99 +1,87 @@
 package admin
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/prefork/prefork/internal/control"
 )
 
 // events streams the supervisor's events as Server-Sent Events, one
-// "data:" line of JSON each. The stream starts with what is published
-// after the request: the page loads the status first.
+// "data:" line of JSON each, with its sequence number as the "id:". A
+// request with Last-Event-ID (a reconnection, or the page after it loaded
+// /api/history) first gets the recent events after that one; without it,
+// every recent event.
 func (a *api) events(w http.ResponseWriter, r *http.Request) {
+	after, _ := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
+	c := a.hub.join(after)
+	defer a.hub.leave(c)
 	rc := http.NewResponseController(w)
-	sub := a.Events.Subscribe()
-	defer sub.Close()
-	a.clients.Add(1)
-	defer a.clients.Add(-1)
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // a proxy in front must not buffer the stream
 	w.WriteHeader(http.StatusOK)
-	var buf bytes.Buffer
-	buf.WriteString("retry: 1000\n\n") // reconnect after a second if dropped
 	ping := time.NewTicker(pingEvery)
 	defer ping.Stop()
-	var batch []control.Event
+	out := [][]byte{[]byte("retry: 1000\n\n")} // reconnect after a second if dropped
 	for {
-		if err := a.flush(w, rc, &buf); err != nil {
+		if err := a.write(w, rc, out); err != nil {
 			a.drop(r, err)
 			return
 		}
+		clear(out) // let the frames go while waiting
+		out = out[:0]
 		select {
 		case <-r.Context().Done():
 			return
+		case <-c.gone:
+			// More than maxClientBytes waited for this client: what it
+			// shows is no longer right. Disconnecting it makes its page
+			// reconnect and catch up from the recent events.
+			a.drop(r, errSlow)
+			return
 		case <-ping.C:
-			buf.WriteString(": ping\n\n")
-		case <-sub.Ready():
-			batch = sub.Take(batch[:0])
-			for _, e := range batch {
-				if e["event"] == string(control.EventDropped) {
-					// The client did not keep up with its queue: what it
-					// shows is no longer right. Disconnecting it makes its
-					// browser reconnect and start again from the status.
-					a.drop(r, errSlow)
-					return
-				}
-				b, err := json.Marshal(e)
-				if err != nil {
-					a.Log.Warn("admin: event not encodable", zap.Error(err))
-					continue
-				}
-				// JSON has no raw newline, so one data line holds it.
-				buf.WriteString("data: ")
-				buf.Write(b)
-				buf.WriteString("\n\n")
-				if err := a.flush(w, rc, &buf); err != nil {
-					a.drop(r, err)
-					return
-				}
-			}
-			clear(batch) // let the events go
+			out = append(out, []byte(": ping\n\n"))
+		case <-c.ready:
+			out = a.hub.take(c, out)
 		}
 	}
 }
 
-// flush writes buf out, and fails if the client takes longer than
-// WriteTimeout to accept it: its socket buffer is full.
-func (a *api) flush(w http.ResponseWriter, rc *http.ResponseController, buf *bytes.Buffer) error {
-	if buf.Len() == 0 {
+// write writes frames out, and fails if the client takes longer than
+// WriteTimeout to accept them: its socket buffer is full.
+func (a *api) write(w http.ResponseWriter, rc *http.ResponseController, frames [][]byte) error {
+	if len(frames) == 0 {
 		return nil
 	}
 	if err := rc.SetWriteDeadline(time.Now().Add(a.WriteTimeout)); err != nil {
 		return err
 	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		return err
+	for _, f := range frames {
+		if _, err := w.Write(f); err != nil {
+			return err
+		}
 	}
-	buf.Reset()
 	return rc.Flush()
 }
 
+// errSlow is why a slow event stream client is disconnected.
+var errSlow = errors.New("admin: event stream client fell behind")
+
 // drop logs and counts a client disconnected for being slow; a client
-// that left by itself (a write error but a timeout) is not counted.
+// that left by itself (a write error but a timeout) is not counted. One
+// the hub dropped is counted there.
 func (a *api) drop(r *http.Request, err error) {
-	if !errors.Is(err, errSlow) && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, errSlow) {
 		return
 	}
-	a.dropped.Add(1)
+	if !errors.Is(err, errSlow) {
+		a.countDropped()
+	}
 	a.Log.Info("admin: event stream client dropped", zap.String("remote", r.RemoteAddr), zap.Error(err))
 }

@@ -106,7 +106,7 @@ func TestAbusiveClients(t *testing.T) {
 		defer close(published)
 		big := strings.Repeat("x", 1024)
 		for i := range 4 * SubscriberBuffer {
-			bus.Publish(Event{"event": "message", "seq": i, "msg": big})
+			bus.Publish(Event{Kind: EventMessage, PID: i, Msg: big})
 		}
 	}()
 	recv(t, published, "end of Publish to subscribers that do not read")

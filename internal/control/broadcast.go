@@ -39,14 +39,10 @@ type Subscription struct {
 }
 
 // Publish queues e for every subscriber that has room for it. It fills in
-// "time" if e has none (on a copy: e itself is never modified).
+// Time if e has none.
 func (b *Broadcaster) Publish(e Event) {
-	if _, ok := e["time"]; !ok {
-		e = maps.Clone(e)
-		if e == nil {
-			e = Event{}
-		}
-		e["time"] = now()
+	if e.Time == "" {
+		e.Time = now()
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -102,7 +98,7 @@ func (s *Subscription) Take(dst []Event) []Event {
 	defer s.b.mu.Unlock()
 	for ; s.n > 0; s.n-- {
 		dst = append(dst, s.queue[s.head])
-		s.queue[s.head] = nil
+		s.queue[s.head] = Event{}
 		s.head = (s.head + 1) % len(s.queue)
 	}
 	if s.dropped > 0 {
@@ -127,7 +123,7 @@ func (s *Subscription) Close() {
 }
 
 func droppedNotice(n int) Event {
-	return Event{"time": now(), "event": string(EventDropped), "count": n}
+	return Event{Time: now(), Kind: EventDropped, Count: n}
 }
 
 // subscribers returns how many subscriptions are live.
@@ -142,7 +138,8 @@ func now() string { return time.Now().Format(time.RFC3339Nano) }
 // marshalEvent encodes e as one JSON object with "event" and "time" first
 // and the other fields sorted, so that lines read well in a terminal, and
 // with no control character left unescaped (see printableJSON).
-func marshalEvent(e Event) ([]byte, error) {
+func marshalEvent(ev Event) ([]byte, error) {
+	e := ev.Fields()
 	keys := slices.Sorted(maps.Keys(e))
 	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "time" || k == "event" })
 	for _, k := range []string{"time", "event"} {

@@ -2,7 +2,7 @@ package control
 
 import (
 	"bufio"
-	"bytes"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,8 +57,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 // starting with {"event":"subscribed"} once the subscription is in place.
 // It returns fn's error if fn fails, ctx.Err() when ctx ends, nil when the
 // server ends the stream (the supervisor stopped), and an error carrying
-// the server's message if it refuses. Numbers are json.Number, so that they
-// print exactly as sent.
+// the server's message if it refuses.
 func Events(ctx context.Context, path string, fn func(Event) error) error {
 	c, err := dial(ctx, path)
 	if err != nil {
@@ -80,13 +79,11 @@ func Events(ctx context.Context, path string, fn func(Event) error) error {
 		case err != nil:
 			return fmt.Errorf("control: events from %s: %w", path, err)
 		}
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.UseNumber()
 		var e Event
-		if err := dec.Decode(&e); err != nil {
+		if err := json.Unmarshal(line, &e); err != nil {
 			return fmt.Errorf("control: events: malformed line from %s: %v", path, err)
 		}
-		if _, ok := e["event"]; !ok { // a Response: the server refused
+		if e.Kind == "" { // a Response: the server refused
 			var resp Response
 			json.Unmarshal(line, &resp)
 			if resp.Error == "" {

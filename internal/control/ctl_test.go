@@ -213,11 +213,11 @@ func TestCtlEvents(t *testing.T) {
 	if line := recv(t, out.lines, "subscribed line"); !strings.HasPrefix(line, `{"event":"subscribed","time":"`) {
 		t.Fatalf("first line %q", line)
 	}
-	bus.Publish(Event{"event": "fork", "time": "T1", "slot": 0, "pid": 4243, "generation": 1})
-	bus.Publish(Event{"event": "exit", "time": "T2", "slot": 0, "pid": 4243, "code": 2, "requests": uint64(1) << 60})
+	bus.Publish(Event{Kind: EventFork, Time: "T1", Slot: 1, PID: 4243, Generation: 1, Cause: CauseStart})
+	bus.Publish(Event{Kind: EventExit, Time: "T2", Slot: 1, PID: 4243, Generation: 1, Reason: CauseCrash, Code: 2})
 	for _, want := range []string{
-		`{"event":"fork","time":"T1","generation":1,"pid":4243,"slot":0}` + "\n",
-		`{"event":"exit","time":"T2","code":2,"pid":4243,"requests":1152921504606846976,"slot":0}` + "\n",
+		`{"event":"fork","time":"T1","cause":"start","generation":1,"pid":4243,"slot":1}` + "\n",
+		`{"event":"exit","time":"T2","code":2,"generation":1,"pid":4243,"reason":"crash","slot":1}` + "\n",
 	} {
 		if line := recv(t, out.lines, "event line"); line != want {
 			t.Errorf("have %q\nwant %q", line, want)
@@ -240,24 +240,20 @@ func TestCtlEventsLostEventsAddUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	err := Events(ctx, path, func(e Event) error {
-		switch e["event"] {
-		case "subscribed":
+		switch e.Kind {
+		case EventSubscribed:
 			close(subscribed)
 			go func() { // while this client does not read
 				defer close(published)
 				for i := range n {
-					bus.Publish(Event{"event": "fork", "seq": i})
+					bus.Publish(Event{Kind: EventFork, PID: i})
 				}
 			}()
 			recv(t, published, "end of Publish calls while the client does not read")
-		case "fork":
+		case EventFork:
 			total++
-		case "dropped":
-			c, err := e["count"].(json.Number).Int64()
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += int(c)
+		case EventDropped:
+			total += e.Count
 			drops++
 		}
 		if total == n {
@@ -385,7 +381,7 @@ func TestCtlEventsInterrupt(t *testing.T) {
 	if !lines.Scan() || !strings.Contains(lines.Text(), `"subscribed"`) {
 		t.Fatalf("first line %q, %v; stderr %q", lines.Text(), lines.Err(), errOut.String())
 	}
-	bus.Publish(Event{"event": "respawn", "slot": 2})
+	bus.Publish(Event{Kind: EventRespawn, Slot: 2})
 	if !lines.Scan() || !strings.HasPrefix(lines.Text(), `{"event":"respawn","time":"`) {
 		t.Fatalf("second line %q, %v", lines.Text(), lines.Err())
 	}
@@ -467,7 +463,7 @@ func TestCtlEscapesWhatTheServerSays(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() { exited <- runCtl(ctx, []string{"-control", path, "events"}, lines, io.Discard) }()
 	recv(t, lines.lines, "subscribed line")
-	bus.Publish(Event{"event": "message", "msg": evil, evil: 1})
+	bus.Publish(Event{Kind: EventMessage, Msg: evil, Why: evil})
 	line := recv(t, lines.lines, "event line")
 	checkPrintable(t, "ctl events", line)
 	if !strings.Contains(line, `\u001b]0;pwned\u0007\u001b[2J\u009b31m\u007f`+"\ufffd"+`\nctl: fake line\t`) {

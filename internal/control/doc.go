@@ -24,7 +24,7 @@
 //	srv, err := control.Listen(control.DefaultPath(":3000"), log)
 //	if err != nil { ... }            // control.ErrInUse: another supervisor runs there
 //	go func() { served <- srv.Serve(handler, &bus) }() // nil after srv.Close(); log anything else
-//	bus.Publish(control.Event{"event": "fork", "slot": 0, "pid": 4243})
+//	bus.Publish(control.Event{Kind: control.EventFork, Slot: 1, PID: 4243, Generation: 1, Cause: control.CauseStart})
 //
 // Reload and scale are answered once they are over; a client that hangs up
 // first (closes, not just shuts down its write side) cancels the request's

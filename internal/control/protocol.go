@@ -74,18 +74,12 @@ type WorkerStatus struct {
 	Features      string  `json:"features,omitempty"` // worker-protocol features it announced when ready, e.g. "peers,pause"
 	// Over its last few heartbeats (about 5s): requests served a second,
 	// and the median and 99th percentile of their latency, 0 when it
-	// served none or does not report latency (cluster.CountRequests does).
+	// served none or does not report latency (cluster.CountRequests and
+	// cluster.RequestServed do).
 	RequestsPerS float64 `json:"requests_per_s"`
 	P50S         float64 `json:"p50_s"`
 	P99S         float64 `json:"p99_s"`
 }
-
-// Event is one line of the events stream. It has at least "time"
-// (RFC 3339 with nanoseconds) and "event" (fork, ready, exit, respawn,
-// reload, scale, hang, recycle, stop, ..., and "dropped" with a "count" when
-// a slow subscriber missed events), plus fields of the event such as "slot"
-// and "pid". Events are shared between subscribers: do not modify one.
-type Event map[string]any
 
 // Handler carries out requests; the supervisor implements it. Do is called
 // on its own goroutine per connection, only with requests that pass

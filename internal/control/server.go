@@ -426,7 +426,7 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, c *net.U
 	defer s.watchPeer(c, br, cancel)()
 	defer context.AfterFunc(ctx, func() { c.Close() })() // interrupts a blocked write
 	var buf bytes.Buffer
-	batch := []Event{{"time": now(), "event": "subscribed"}}
+	batch := []Event{{Time: now(), Kind: EventSubscribed}}
 	for s.send(c, &buf, batch) {
 		clear(batch) // let the events go while waiting
 		select {
@@ -445,7 +445,7 @@ func (s *Server) send(c *net.UnixConn, buf *bytes.Buffer, events []Event) bool {
 	for _, e := range events {
 		b, err := marshalEvent(e)
 		if err != nil {
-			s.log.Error("cannot encode event", zap.Any("event", e["event"]), zap.Error(err))
+			s.log.Error("cannot encode event", zap.String("event", string(e.Kind)), zap.Error(err))
 			continue
 		}
 		buf.Write(b)

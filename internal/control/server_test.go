@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -364,16 +362,16 @@ func TestEventsStream(t *testing.T) {
 	go func() {
 		ended <- Events(t.Context(), path, func(e Event) error { got <- e; return nil })
 	}()
-	if e := recv(t, got, "subscribed event"); e["event"] != "subscribed" {
+	if e := recv(t, got, "subscribed event"); e.Kind != EventSubscribed {
 		t.Fatalf("first event %v", e)
 	}
 	const n = SubscriberBuffer // all fit, however slowly the stream goes
 	for i := range n {
-		bus.Publish(Event{"event": "fork", "slot": i % 4, "seq": i})
+		bus.Publish(Event{Kind: EventFork, Slot: i % 4, PID: i})
 	}
 	for i := range n {
 		e := recv(t, got, "event")
-		if e["event"] != "fork" || e["seq"] != json.Number(strconv.Itoa(i)) || e["time"] == nil {
+		if e.Kind != EventFork || e.PID != i || e.Time == "" {
 			t.Fatalf("event %d: %v", i, e)
 		}
 	}

@@ -83,6 +83,9 @@ const (
 	EventReap     EventKind = "reap"     // an orphaned grandchild was reaped: pid
 	EventDeferred EventKind = "deferred" // a signal arrived at a moment it cannot act: signal, until
 	EventDropped  EventKind = "dropped"  // this subscriber missed count events
+	// EventSubscribed is the first line of a subscription: the events
+	// published from then on follow.
+	EventSubscribed EventKind = "subscribed"
 )
 
 // Step is the "step" field of reload, recycle and scale events.

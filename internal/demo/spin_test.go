@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prefork/prefork/internal/spin"
 )
 
 func TestSpin(t *testing.T) {
@@ -78,13 +80,13 @@ func TestSpinCPUNotWall(t *testing.T) {
 		}
 		defer unix.SchedSetaffinity(0, &old)
 		ready <- nil
-		spent, err := spent(func() error { return spin(d) })
+		spent, err := spent(func() error { return spin.Thread(d) })
 		done <- result{spent, err}
 	}()
 	if err := <-ready; err != nil {
 		t.Fatal(err)
 	}
-	have, err := spent(func() error { return spin(d) })
+	have, err := spent(func() error { return spin.Thread(d) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +109,14 @@ func TestSpinCPUNotWall(t *testing.T) {
 // spent is the CPU time the calling thread used running f, which must not
 // leave it (the caller has it locked).
 func spent(f func() error) (time.Duration, error) {
-	before, err := threadCPU()
+	before, err := spin.ThreadCPU()
 	if err != nil {
 		return 0, err
 	}
 	if err := f(); err != nil {
 		return 0, err
 	}
-	after, err := threadCPU()
+	after, err := spin.ThreadCPU()
 	if err != nil {
 		return 0, err
 	}

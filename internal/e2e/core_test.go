@@ -530,7 +530,7 @@ func TestNoDescriptorLeak(t *testing.T) {
 			for range 5 {
 				victim, from := s.Children()[0], s.events.Count()
 				syscall.Kill(victim, syscall.SIGKILL)
-				s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Seq >= from })
+				s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
 			}
 			if out, code := s.ctl("reload"); code != 0 {
 				t.Fatalf("reload: %s", out)

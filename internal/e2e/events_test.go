@@ -11,10 +11,10 @@ import (
 // waitEvent waits up to d for an event of kind that matches (a nil match
 // takes any) and returns it. Events recorded before the call count: to
 // wait for one caused by an action, match on what only it can have (a new
-// pid, or seq >= the count taken before the action).
+// pid, or Pos >= the count taken before the action).
 func (s *sup) waitEvent(d time.Duration, kind control.EventKind, match func(proctest.Event) bool) proctest.Event {
 	s.t.Helper()
-	e, ok := s.events.Wait(d, func(e proctest.Event) bool { return e.Kind() == kind && (match == nil || match(e)) })
+	e, ok := s.events.Wait(d, func(e proctest.Event) bool { return e.Kind == kind && (match == nil || match(e)) })
 	if !ok {
 		s.t.Fatalf("no %q event within %s; recorded:\n%s", kind, d, s.events)
 	}

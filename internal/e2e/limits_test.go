@@ -36,7 +36,7 @@ func TestSpawnOutOfDescriptors(t *testing.T) {
 			victim := s.status().Workers[0].PID
 			from := s.events.Count()
 			syscall.Kill(victim, syscall.SIGKILL)
-			s.waitEvent(5*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Seq >= from })
+			s.waitEvent(5*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
 			proctest.Eventually(t, 5*time.Second, "the workers serve", func() bool {
 				st := s.status()
 				return len(st.pids(string(control.StateReady))) == have

@@ -167,7 +167,7 @@ func checkNodeDisconnect(t *testing.T, s *sup) {
 		return err == nil && code == 200 && body == fmt.Sprintf("bye from %d\n", leaving)
 	})
 	exit := s.waitEvent(10*time.Second, control.EventExit, func(e proctest.Event) bool { return e.Int("pid") == leaving })
-	if _, ok := exit.Event["code"]; !ok || exit.Str("reason") != string(control.CauseDisconnect) || exit.Int("code") != 0 {
+	if _, ok := exit.Fields()["code"]; !ok || exit.Str("reason") != string(control.CauseDisconnect) || exit.Int("code") != 0 {
 		t.Fatalf("exit of a worker that disconnected itself: %v; want reason disconnect, code 0", exit.Event)
 	}
 	fork := s.waitEvent(10*time.Second, control.EventFork, func(e proctest.Event) bool {

@@ -86,12 +86,14 @@ type statusJSON struct {
 	Listen     string `json:"listen"`
 	Generation int    `json:"generation"`
 	Workers    []struct {
-		Slot       int    `json:"slot"`
-		PID        int    `json:"pid"`
-		Generation int    `json:"generation"`
-		State      string `json:"state"`
-		OpenConns  int64  `json:"open_conns"`
-		Features   string `json:"features"`
+		Slot       int     `json:"slot"`
+		PID        int     `json:"pid"`
+		Generation int     `json:"generation"`
+		State      string  `json:"state"`
+		OpenConns  int64   `json:"open_conns"`
+		Features   string  `json:"features"`
+		Requests   uint64  `json:"requests"`
+		P50S       float64 `json:"p50_s"`
 	} `json:"workers"`
 }
 
@@ -110,30 +112,36 @@ func (st statusJSON) pids(state string) []int {
 func TestReloadUnderLoad(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
-			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s")
-			before := s.Children()
-			load := startMixedLoad(t, s.url("/pid"), 4, 4)
-			load.waitOK(t, 300, 10*time.Second)
-			s.Signal(syscall.SIGHUP)
-			s.waitEvent(15*time.Second, control.EventReload, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
-			for _, pid := range before {
-				proctest.WaitGone(t, pid, 15*time.Second)
-			}
-			load.waitOK(t, 300, 10*time.Second)
-			load.check(t)
-			after := s.Children()
-			if len(after) != 2 {
-				t.Fatalf("want 2 workers after reload, have %v", after)
-			}
-			for _, pid := range after {
-				if slices.Contains(before, pid) {
-					t.Fatalf("worker %d survived the reload", pid)
-				}
-			}
-			if st := s.status(); st.Generation != 2 {
-				t.Fatalf("generation %d after one reload, want 2", st.Generation)
-			}
+			checkReloadUnderLoad(t, startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s"))
 		})
+	}
+}
+
+// checkReloadUnderLoad: SIGHUP replaces both of s's workers while
+// keep-alive and new-connection clients keep going, with no failed request.
+func checkReloadUnderLoad(t *testing.T, s *sup) {
+	t.Helper()
+	before := s.Children()
+	load := startMixedLoad(t, s.url("/pid"), 4, 4)
+	load.waitOK(t, 300, 10*time.Second)
+	s.Signal(syscall.SIGHUP)
+	s.waitEvent(15*time.Second, control.EventReload, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
+	for _, pid := range before {
+		proctest.WaitGone(t, pid, 15*time.Second)
+	}
+	load.waitOK(t, 300, 10*time.Second)
+	load.check(t)
+	after := s.Children()
+	if len(after) != 2 {
+		t.Fatalf("want 2 workers after reload, have %v", after)
+	}
+	for _, pid := range after {
+		if slices.Contains(before, pid) {
+			t.Fatalf("worker %d survived the reload", pid)
+		}
+	}
+	if st := s.status(); st.Generation != 2 {
+		t.Fatalf("generation %d after one reload, want 2", st.Generation)
 	}
 }
 
@@ -226,7 +234,14 @@ func TestScale(t *testing.T) {
 // -hang-timeout 2s it is replaced within about 3s and its goroutine dump is
 // in the log.
 func TestHangDetection(t *testing.T) {
-	s := startReady(t, "-workers", "2", "-hang-timeout", "2s", "-worker-output", "capture")
+	checkHangDump(t, startReady(t, "-workers", "2", "-hang-timeout", "2s", "-worker-output", "capture"))
+}
+
+// checkHangDump: one of s's workers (run with -hang-timeout 2s and
+// -worker-output capture), stopped, is replaced within about 3s and its
+// goroutine dump is in the log.
+func checkHangDump(t *testing.T, s *sup) {
+	t.Helper()
 	victim := s.status().Workers[0]
 	pid, slot := victim.PID, victim.Slot
 	stoppedAt := time.Now()
@@ -248,7 +263,13 @@ func TestHangDetection(t *testing.T) {
 // TestMaxRequestsRecycles: with -max-requests 100 workers are recycled
 // under load with no failed request.
 func TestMaxRequestsRecycles(t *testing.T) {
-	s := startReady(t, "-workers", "2", "-max-requests", "100", "-max-requests-jitter", "20", "-grace", "10s")
+	checkRecycles(t, startReady(t, "-workers", "2", "-max-requests", "100", "-max-requests-jitter", "20", "-grace", "10s"))
+}
+
+// checkRecycles: s's two workers, run with -max-requests, are recycled
+// under load with no failed request.
+func checkRecycles(t *testing.T, s *sup) {
+	t.Helper()
 	first := s.Children()
 	load := startMixedLoad(t, s.url("/pid"), 4, 4)
 	s.waitEvent(20*time.Second, control.EventRecycle, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })

@@ -96,7 +96,7 @@ func TestMetrics(t *testing.T) {
 	}
 	victim, from := s.Children()[0], s.events.Count()
 	syscall.Kill(victim, syscall.SIGKILL)
-	s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Seq >= from })
+	s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
 	proctest.Eventually(t, 3*time.Second, "crash counted", func() bool {
 		return scrape(t, url, "prefork_worker_exits_total", `cause="crash"`) == 1 &&
 			scrape(t, url, "prefork_worker_spawns_total", `cause="crash"`) == 1

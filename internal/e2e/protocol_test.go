@@ -16,14 +16,14 @@ import (
 // Workers in any language (-worker-protocol systemd and plain): servers
 // that are not Go programs linking the cluster package, run from
 // testdata. They need Debian's python3, gunicorn and python3-uvicorn,
-// which .ci/run installs.
+// which make test-deps installs.
 
 // need returns the path of a program a test needs, failing with what to
 // install if it is missing.
 func need(t *testing.T, path, pkg string) string {
 	t.Helper()
 	if _, err := exec.LookPath(path); err != nil {
-		t.Fatalf("%s is missing: apt-get install -y %s (.ci/run installs it): %v", path, pkg, err)
+		t.Fatalf("%s is missing: apt-get install -y %s (make test-deps installs it): %v", path, pkg, err)
 	}
 	return path
 }
@@ -32,7 +32,7 @@ func need(t *testing.T, path, pkg string) string {
 func pythonNeeds(t *testing.T, python, module, pkg string) {
 	t.Helper()
 	if out, err := exec.Command(python, "-c", "import "+module).CombinedOutput(); err != nil {
-		t.Fatalf("%s cannot import %s: apt-get install -y %s (.ci/run installs it): %v\n%s", python, module, pkg, err, out)
+		t.Fatalf("%s cannot import %s: apt-get install -y %s (make test-deps installs it): %v\n%s", python, module, pkg, err, out)
 	}
 }
 

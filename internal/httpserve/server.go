@@ -11,6 +11,7 @@ package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +51,13 @@ func Listen(addr string, h http.Handler, log *zap.Logger) (*Server, error) {
 // Serve is Listen on ln, a listener already bound (for example one kept
 // across an in-place upgrade), which it takes: Close closes it.
 func Serve(ln net.Listener, h http.Handler, log *zap.Logger) *Server {
+	return ServeTLS(ln, h, log, nil)
+}
+
+// ServeTLS is Serve over TLS with cfg, which must give the certificate
+// (Certificates or GetCertificate); a nil cfg is plain HTTP. Listener
+// still returns ln, whose descriptor an upgrade keeps.
+func ServeTLS(ln net.Listener, h http.Handler, log *zap.Logger, cfg *tls.Config) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -62,6 +70,7 @@ func Serve(ln net.Listener, h http.Handler, log *zap.Logger) *Server {
 			IdleTimeout:       time.Minute,
 			ErrorLog:          zap.NewStdLog(log),
 			BaseContext:       func(net.Listener) context.Context { return ctx },
+			TLSConfig:         cfg,
 		},
 		log:    log,
 		cancel: cancel,
@@ -76,7 +85,13 @@ func (s *Server) Listener() net.Listener { return s.ln }
 
 func (s *Server) serve() {
 	defer close(s.done)
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if s.srv.TLSConfig != nil {
+		err = s.srv.ServeTLS(s.ln, "", "") // the certificate is in TLSConfig
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("httpserve: serve", zap.Error(err))
 	}
 }

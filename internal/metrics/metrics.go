@@ -101,6 +101,10 @@ func (m *Metrics) ObservePendingWait(d time.Duration) {
 	m.pendingWait.Observe(d.Seconds())
 }
 
+// Registerer is where the supervisor's other parts (the admin listener)
+// register their own metrics, served with these.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.registry }
+
 // Handler returns an http.Handler serving the registry in the Prometheus
 // exposition formats. Errors are not logged; [Serve] uses a handler that
 // logs them.

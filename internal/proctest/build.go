@@ -44,6 +44,8 @@ type buildOnce struct {
 // binary is named after the package's directory and sits in a directory of
 // its own with the other packages built with the same flags, so the
 // supervisor finds its default worker beside it when both are built alike.
+// A pkg with a go.mod of its own (a nested module, as examples/fasthttp)
+// is built in its directory.
 //
 // Builds are cached across test binaries and runs, keyed by a hash of the
 // module's sources, the go version and the flags: a test binary that asks
@@ -84,6 +86,11 @@ func MustBuild(pkg string, flags ...string) string {
 func build(pkg string, flags []string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%q", builds.src, flags)
+	src, target := builds.root, pkg
+	if _, err := os.Stat(filepath.Join(builds.root, pkg, "go.mod")); err == nil {
+		// A module of its own (examples/fasthttp): built in its directory.
+		src, target = filepath.Join(builds.root, pkg), "."
+	}
 	dir := filepath.Join(builds.cache, hex.EncodeToString(h.Sum(nil))[:20])
 	path := filepath.Join(dir, filepath.Base(pkg))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -97,8 +104,8 @@ func build(pkg string, flags []string) (string, error) {
 	// Another test binary may build the same file at the same time: each
 	// links to a name of its own and renames it into place, which is atomic.
 	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", tmp, pkg)...)
-	cmd.Dir = builds.root
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", tmp, target)...)
+	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("proctest: go build %s %s: %w\n%s", strings.Join(flags, " "), pkg, err, out)
@@ -177,8 +184,9 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// hashSources hashes every file of the module that can change a binary:
-// all but tests, docs, nested modules, hidden directories and bin/.
+// hashSources hashes every file of the module, and of the modules nested in
+// it that a build may use through a replace directive, that can change a
+// binary: all but tests, docs, hidden directories and bin/.
 func hashSources(root, goVersion string) (string, error) {
 	h := sha256.New()
 	io.WriteString(h, goVersion)
@@ -192,9 +200,6 @@ func hashSources(root, goVersion string) (string, error) {
 				return nil
 			}
 			if strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules" || (name == "bin" && filepath.Dir(path) == root) {
-				return filepath.SkipDir
-			}
-			if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
 				return filepath.SkipDir
 			}
 			return nil

@@ -35,7 +35,7 @@
 //		p := proctest.Start(t, exec.Command(supervisorBin, "-listen", addr, "-control", ctl, "-log-format", "json"))
 //		events := proctest.Follow(ctl, p.Done())
 //		defer events.Stop()
-//		if _, ok := events.Wait(10*time.Second, func(e proctest.Event) bool { return e.Kind() == control.EventRunning }); !ok {
+//		if _, ok := events.Wait(10*time.Second, func(e proctest.Event) bool { return e.Kind == control.EventRunning }); !ok {
 //			t.Fatalf("not running; events:\n%s", events)
 //		}
 //		p.Signal(syscall.SIGTERM)

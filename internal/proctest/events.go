@@ -17,34 +17,30 @@ import (
 // Event is one event of a supervisor's stream (`ctl events`), as recorded.
 type Event struct {
 	control.Event
-	Seq int       // position in the recording, from 0
+	Pos int       // position in the recording, from 0
 	At  time.Time // when it was received
 }
 
-// Kind is the event's kind ("fork", "ready", ...).
-func (e Event) Kind() control.EventKind {
-	k, _ := e.Event["event"].(string)
-	return control.EventKind(k)
-}
-
-// Int returns field k as an int: 0 if it is missing or not a number.
+// Int returns field k as the wire has it (control.Event.Fields) as an int:
+// 0 if it is missing or not a number.
 func (e Event) Int(k string) int {
-	switch v := e.Event[k].(type) {
-	case json.Number: // control.Events decodes numbers so
-		if i, err := v.Int64(); err == nil {
-			return int(i)
-		}
-		f, _ := v.Float64()
-		return int(f)
+	switch v := e.Fields()[k].(type) {
+	case int:
+		return v
+	case int64:
+		return int(v)
+	case uint64:
+		return int(v)
 	case float64:
 		return int(v)
 	}
 	return 0
 }
 
-// Str returns field k as a string: "" if it is missing or not a string.
+// Str returns field k as the wire has it as a string: "" if it is missing
+// or not a string.
 func (e Event) Str(k string) string {
-	v, _ := e.Event[k].(string)
+	v, _ := e.Fields()[k].(string)
 	return v
 }
 
@@ -118,7 +114,7 @@ func (r *Events) follow(ctx context.Context, path string, gone <-chan struct{}) 
 func (r *Events) add(e control.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.events = append(r.events, Event{Event: e, Seq: len(r.events), At: time.Now()})
+	r.events = append(r.events, Event{Event: e, Pos: len(r.events), At: time.Now()})
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
@@ -137,7 +133,7 @@ func (r *Events) Stop() {
 	<-r.exited
 }
 
-// Count is the number of events recorded so far: the Seq the next one gets.
+// Count is the number of events recorded so far: the Pos the next one gets.
 func (r *Events) Count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -150,7 +146,7 @@ func (r *Events) All(kind control.EventKind) []Event {
 	defer r.mu.Unlock()
 	var out []Event
 	for _, e := range r.events {
-		if e.Kind() == kind {
+		if e.Kind == kind {
 			out = append(out, e)
 		}
 	}

@@ -21,6 +21,7 @@
 //	spawner.go      the thread that forks workers (Pdeathsig)
 //	worker.go       a worker's life: spawn, ready, exit, drain
 //	frames.go       what a worker says on its control channel
+//	messages.go     application messages, flow-controlled to an Engine
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel

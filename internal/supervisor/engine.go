@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 
@@ -11,7 +12,9 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/nodeipc"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // Engine is a supervisor run from a Go program rather than from its command
@@ -28,23 +31,18 @@ type Engine struct {
 	addr string                // the listening address, read once before the loop runs
 }
 
-// Usage is the command line's help text.
-const Usage = usage
-
-// ErrUsage is what a *UsageError is: a bad setting, exit status 2 on the
+// ErrUsage is what a bad setting is, for errors.Is: exit status 2 on the
 // command line.
-var ErrUsage = errors.New("supervisor: usage")
+var ErrUsage = settings.ErrUsage
 
-// Is makes errors.Is(err, ErrUsage) true for a *UsageError.
-func (e *UsageError) Is(target error) bool { return target == ErrUsage }
-
-// Validate checks cfg as ParseFlags checks a command line: the error is a
-// *UsageError naming the flag.
-func (c Config) Validate() error {
-	if len(c.Command) == 0 || c.Command[0] == "" {
+// validate checks cfg before it runs: the error names the field of
+// Settings, as a Go caller set it (the command line checked its flags
+// already).
+func validate(cfg Config) error {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return usagef("no worker command")
 	}
-	return c.validate()
+	return cfg.Validate()
 }
 
 // Start runs the supervisor as Run does, on a goroutine of its own, and
@@ -58,7 +56,7 @@ func (c Config) Validate() error {
 // before Wait: each waits for the owner goroutine, which may be waiting
 // for it to start a worker (one that died during the upgrade, say).
 func Start(cfg Config, log *zap.Logger) (*Engine, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := validate(cfg); err != nil {
 		return nil, err
 	}
 	st, stErr := takeState()
@@ -73,6 +71,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 		hook := func(x *Engine) {
 			e = x
 			e.sub = e.bus.Subscribe()
+			x.s.window = newWindow(MessageWindow)
 			e.done = make(chan struct{})
 			e.sp = sp
 			e.addr = x.s.mode.addr()
@@ -194,21 +193,39 @@ func (e *Engine) Fork(ctx context.Context, env []string) (int, error) {
 	return <-id, nil
 }
 
+// ErrBusy is what a message to a worker that does not read its messages
+// gets: its queue stayed full until the sender's context was done.
+var ErrBusy = errors.New("supervisor: the worker's message queue is full")
+
 // Send sends msg to the worker process pid: a message frame that its
 // cluster.Messages receives, or for a node worker its process 'message'.
-// It never waits for the worker: a worker whose channel is full gets an
-// error instead.
+// While a prefork worker's channel is full it waits for room, off the
+// owner goroutine, until ctx is done; a node worker's channel queues up
+// to its bound. Either way a worker that does not read gets ErrBusy.
 func (e *Engine) Send(ctx context.Context, pid int, msg []byte) error {
-	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
-		sd, ok := p.link.(sender)
-		if !ok {
+	var sd sender
+	var who string
+	err := e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
+		var ok bool
+		if sd, ok = p.link.(sender); !ok {
 			return fmt.Errorf("supervisor: a %s worker has no message channel", s.cfg.WorkerProtocol)
 		}
-		if err := sd.send(msg); err != nil {
-			return fmt.Errorf("supervisor: send to worker %d (pid %d): %w", p.slot.id, p.pid, err)
-		}
+		who = fmt.Sprintf("worker %d (pid %d)", p.slot.id, p.pid)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	err = sd.send(ctx, msg)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ipc.ErrWouldBlock), errors.Is(err, nodeipc.ErrQueueFull):
+		return fmt.Errorf("supervisor: send to %s: %w: %w", who, ErrBusy, err)
+	case errors.Is(err, ipc.ErrPeerClosed), errors.Is(err, net.ErrClosed), errors.Is(err, nodeipc.ErrClosed):
+		return fmt.Errorf("supervisor: send to %s: %w: %w", who, ErrNoWorker, err)
+	}
+	return fmt.Errorf("supervisor: send to %s: %w", who, err)
 }
 
 // Signal sends sig to the worker process pid. Its exit is then, unless it

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
 	"slices"
@@ -75,8 +76,9 @@ func TestEngineFork(t *testing.T) {
 }
 
 // Send puts a message frame on the worker's control channel; a worker
-// that does not read gets an error once the channel is full, never a
-// blocked owner; an exited worker is ErrNoWorker.
+// that does not read makes it wait for room off the owner goroutine, and
+// fail with ErrBusy when its context ends; an exited worker is
+// ErrNoWorker.
 func TestEngineSend(t *testing.T) {
 	h := newHarness(t, withProtocol(ProtocolPrefork))
 	h.start(true)
@@ -90,14 +92,37 @@ func TestEngineSend(t *testing.T) {
 		t.Fatalf("worker got %v %q, %v; want a message frame hello", f.Type, f.Payload, err)
 	}
 
-	// The owner goroutine's own view, without a round trip per send.
-	sd := p.link.(sender)
-	var full error
-	for i := 0; i < 1<<20 && full == nil; i++ {
-		full = sd.send(make([]byte, 1024))
+	// Fill the channel, without a round trip per send.
+	frame, _ := ipc.AppendFrame(nil, ipc.TypeMessage, make([]byte, 1024))
+	for i := 0; i < 1<<20; i++ {
+		if p.ctl.Send(frame, nil) != nil {
+			break
+		}
 	}
-	if !errors.Is(full, ipc.ErrWouldBlock) {
-		t.Fatalf("sending to a worker that does not read: %v, want ipc.ErrWouldBlock", full)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	full := viaEngine(h, func(e *Engine) error { return e.Send(ctx, p.pid, []byte("more")) })
+	if !errors.Is(full, ErrBusy) || !errors.Is(full, context.DeadlineExceeded) {
+		t.Fatalf("sending to a worker that does not read: %v, want ErrBusy after the deadline", full)
+	}
+	// Room made by the worker lets a waiting Send through.
+	got := make(chan string, 1)
+	go func() { // the worker, reading late
+		rbuf := make([]byte, ipc.MaxFrame)
+		time.Sleep(200 * time.Millisecond) // not synchronisation: Send must wait, however long
+		for {
+			f, _, err := h.fake(p).ctl.Recv(rbuf, nil)
+			if err != nil || string(f.Payload) == "last" {
+				got <- fmt.Sprint(string(f.Payload), err)
+				return
+			}
+		}
+	}()
+	if err := viaEngine(h, func(e *Engine) error { return e.Send(context.Background(), p.pid, []byte("last")) }); err != nil {
+		t.Fatalf("Send to a worker that reads late: %v", err)
+	}
+	if m := <-got; m != "last<nil>" {
+		t.Fatalf("worker got %q, want last", m)
 	}
 
 	pid := p.pid
@@ -123,7 +148,7 @@ func TestEngineSendNode(t *testing.T) {
 		{`{"total":3}`, `{"total":3}`},
 		{`plain text`, `"plain text"`},
 	} {
-		if err := l.send([]byte(c.send)); err != nil {
+		if err := l.send(context.Background(), []byte(c.send)); err != nil {
 			t.Fatal(err)
 		}
 		if m := peer.recv(); string(m.Body) != c.want {

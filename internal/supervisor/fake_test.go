@@ -16,6 +16,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // The state-machine tests run the supervisor's owner-goroutine logic on
@@ -272,8 +273,8 @@ func testConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:0", Workers: 2, Mode: ipc.ModeShared, Balance: "round-robin",
 		Grace: 30 * time.Second, ReadyTimeout: 30 * time.Second,
-		QueueMax: DefaultQueueMax, QueueTimeout: DefaultQueueTimeout,
-		MaxCrashes: DefaultMaxCrashes, CrashWindow: DefaultCrashWindow, HangTimeout: DefaultHangTimeout,
+		QueueMax: settings.DefaultQueueMax, QueueTimeout: settings.DefaultQueueTimeout,
+		MaxCrashes: settings.DefaultMaxCrashes, CrashWindow: settings.DefaultCrashWindow, HangTimeout: settings.DefaultHangTimeout,
 		WorkerOutput: "inherit", Sched: "normal", Command: []string{"worker"},
 	}
 }
@@ -406,7 +407,7 @@ func (h *harness) cur(id int) *process {
 func (h *harness) events(kind control.EventKind) []control.Event {
 	var out []control.Event
 	for _, e := range *h.evs.evs {
-		if e["event"] == string(kind) {
+		if e.Kind == kind {
 			out = append(out, e)
 		}
 	}
@@ -417,7 +418,7 @@ func (h *harness) events(kind control.EventKind) []control.Event {
 func (h *harness) forks(cause control.Cause) int {
 	n := 0
 	for _, e := range h.events(control.EventFork) {
-		if e["cause"] == string(cause) {
+		if e.Cause == cause {
 			n++
 		}
 	}

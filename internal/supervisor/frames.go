@@ -19,14 +19,14 @@ const (
 	// maxProtocolErrors: a worker that sends this many frames that break
 	// the worker protocol is replaced.
 	maxProtocolErrors = 64
-	// messageBurst application messages are passed on at once; past that,
-	// messageRate a second, and the rest are counted and dropped.
-	messageBurst = 100
-	messageRate  = 100
 	// A worker beats once a second; beats past beatBurst, then beatRate a
 	// second, are dropped rather than cost the owner a /proc read each.
 	beatBurst = 10
 	beatRate  = 10
+	// A systemd worker's notify datagrams past dgramBurst, then
+	// dgramRate a second, are dropped: sd_notify is fire-and-forget.
+	dgramBurst = 100
+	dgramRate  = 100
 )
 
 // readControl forwards a worker's frames to the owner goroutine until the
@@ -34,12 +34,12 @@ const (
 // It is the first line of defence against a worker that breaks the
 // protocol: descriptors a control frame carries are closed (Recv closes
 // what it is not asked for), and malformed frames and message floods are
-// counted here and reach the owner boundedly.
+// counted here and reach the owner boundedly. Messages are read no faster
+// than the owner (and an Engine's reader) takes them: see passMessage.
 func (s *Supervisor) readControl(p *process) {
 	buf := make([]byte, ipc.MaxFrame)
 	var fds []int
 	bad := 0
-	msgs := newBucket(messageBurst, messageRate, time.Now())
 	beats := newBucket(beatBurst, beatRate, time.Now())
 	recv := p.ctl.Recv
 	for {
@@ -63,7 +63,7 @@ func (s *Supervisor) readControl(p *process) {
 			return // the worker is gone (ECONNRESET: it left frames unread)
 		}
 		if err == nil {
-			err = s.onFrame(p, f, msgs, beats)
+			err = s.onFrame(p, f, beats)
 		}
 		if err == nil {
 			continue
@@ -88,7 +88,7 @@ func (s *Supervisor) protocolError(p *process, err error, bad *int) bool {
 }
 
 // onFrame handles one well-formed frame on the reader's goroutine.
-func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs, beats *bucket) error {
+func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 	switch f.Type {
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
@@ -106,22 +106,11 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, msgs, beats *bucket) error
 	case ipc.TypePause, ipc.TypeResume:
 		s.mode.pause(p, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
-		if msgs.take(time.Now()) {
-			s.post(evMessage{p: p, msg: append([]byte(nil), f.Payload...)})
-		} else if n := msgs.dropped; n&(n-1) == 0 {
-			s.log.Warn("worker sends messages too fast; dropping some", p.fields(zap.Uint64("dropped", n))...)
-		}
+		s.passMessage(p, f.Payload)
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
 	}
 	return nil
-}
-
-// onMessage passes an application message on to the log and the event
-// stream (Node's cluster 'message' event).
-func (s *Supervisor) onMessage(p *process, msg []byte) {
-	s.log.Info("message from worker", p.fields(zap.ByteString("msg", msg))...)
-	s.emit(control.EventMessage, p, "msg", string(msg))
 }
 
 // onProtocol counts a worker's protocol errors and replaces a worker that
@@ -132,7 +121,7 @@ func (s *Supervisor) onProtocol(p *process, err error, count int) {
 		return
 	}
 	s.log.Warn("worker broke the worker protocol", p.fields(zap.Error(err), zap.Int("count", count))...)
-	s.emit(control.EventProtocol, p, "error", err.Error(), "count", count)
+	s.emit(p, control.Event{Kind: control.EventProtocol, Error: err.Error(), Count: count})
 	if count < maxProtocolErrors || p.asked {
 		return
 	}

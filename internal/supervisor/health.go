@@ -79,7 +79,7 @@ func (s *Supervisor) onTick() {
 func (s *Supervisor) thawed(now time.Time, gap time.Duration) {
 	s.counts.freezes++
 	s.log.Warn("the supervisor did not run for a while; restarting heartbeat clocks", zap.Duration("gap", gap))
-	s.emit(control.EventFreeze, nil, "gap_s", gap.Seconds())
+	s.emit(nil, control.Event{Kind: control.EventFreeze, GapS: gap.Seconds()})
 	for _, p := range s.live {
 		if p.state == control.StateReady {
 			p.beatAt = now
@@ -92,7 +92,7 @@ func (s *Supervisor) thawed(now time.Time, gap time.Duration) {
 // (a systemd worker's WATCHDOG=1).
 func (s *Supervisor) findHung(now time.Time) {
 	for _, p := range s.live {
-		if p.state != control.StateReady || p.asked || !p.watched {
+		if p.state != control.StateReady || p.asked || !p.watched || p.held.Load() {
 			continue
 		}
 		last := p.beatAt
@@ -102,7 +102,7 @@ func (s *Supervisor) findHung(now time.Time) {
 		if silent := now.Sub(last); silent > s.cfg.HangTimeout {
 			s.log.Error("worker hung: no heartbeat; sending SIGQUIT for a goroutine dump, then SIGKILL",
 				p.fields(zap.Duration("silent", silent), zap.Duration("hang_timeout", s.cfg.HangTimeout))...)
-			s.emit(control.EventHang, p, "silent_s", silent.Seconds())
+			s.emit(p, control.Event{Kind: control.EventHang, SilentS: silent.Seconds()})
 			s.replace(p, control.CauseHang)
 		}
 	}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,15 +10,16 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // Worker protocols (-worker-protocol): how the supervisor speaks to a
 // worker.
 const (
-	ProtocolPrefork = "prefork" // Go programs linking the cluster package
-	ProtocolNode    = "node"    // unmodified Node.js cluster apps
-	ProtocolSystemd = "systemd" // socket activation and sd_notify
-	ProtocolPlain   = "plain"   // the socket at fd 3, nothing else
+	ProtocolPrefork = settings.ProtocolPrefork
+	ProtocolNode    = settings.ProtocolNode
+	ProtocolSystemd = settings.ProtocolSystemd
+	ProtocolPlain   = settings.ProtocolPlain
 )
 
 // protocol is how the supervisor speaks to its workers: one type per
@@ -62,9 +64,10 @@ type link interface {
 }
 
 // sender is a link that can carry application messages to its worker
-// (Node's worker.send). send never blocks: a full channel is an error.
+// (Node's worker.send). send may wait for room until ctx is done: it runs
+// off the owner goroutine.
 type sender interface {
-	send(msg []byte) error
+	send(ctx context.Context, msg []byte) error
 }
 
 // newProtocol returns the protocol named by -worker-protocol (validated
@@ -130,14 +133,14 @@ func (l *preforkLink) drain(s *Supervisor, p *process) { s.sendDrain(p) }
 func (l *preforkLink) close()                          { l.ctl.Close() }
 
 // send is a message frame on the control channel, which the worker's
-// cluster.Messages reads. Channel.Send is MSG_DONTWAIT: a worker that does
-// not read gets ipc.ErrWouldBlock, never a stalled owner.
-func (l *preforkLink) send(msg []byte) error {
+// cluster.Messages reads. While the worker's queue is full it waits for
+// room until ctx is done (then ipc.ErrWouldBlock).
+func (l *preforkLink) send(ctx context.Context, msg []byte) error {
 	frame, err := ipc.AppendFrame(nil, ipc.TypeMessage, msg)
 	if err != nil {
 		return err
 	}
-	return l.ctl.Send(frame, nil)
+	return l.ctl.SendWait(ctx, frame)
 }
 
 // plain is a worker that takes an inherited socket at fd 3 and nothing

@@ -1,18 +1,16 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -98,22 +96,6 @@ func (ps *ports) close() {
 	for _, sock := range ps.socks {
 		sock.Close()
 	}
-}
-
-// isNodeCommand reports whether command runs Node.js: the node binary, or
-// a JavaScript file run by its shebang.
-func isNodeCommand(command []string) bool {
-	if len(command) == 0 {
-		return false
-	}
-	base := filepath.Base(command[0])
-	switch {
-	case base == "node" || base == "nodejs":
-		return true
-	case strings.HasSuffix(base, ".js"), strings.HasSuffix(base, ".mjs"), strings.HasSuffix(base, ".cjs"):
-		return true
-	}
-	return false
 }
 
 type nodeLink struct {
@@ -208,7 +190,7 @@ func (l *nodeLink) drain(s *Supervisor, p *process) {
 // is not JSON, as a Node primary's worker.send would pass them. The
 // channel queues at most nodeipc.MaxQueued lines: past that it is an
 // error, never a wait.
-func (l *nodeLink) send(msg []byte) error {
+func (l *nodeLink) send(_ context.Context, msg []byte) error {
 	if l.w == nil {
 		return errors.New("supervisor: node worker not started")
 	}
@@ -240,7 +222,6 @@ func (l *nodeLink) close() {
 // readNode passes on what a node worker's channel reports until it ends
 // or the link closes, boundedly, as readControl does.
 func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Event) {
-	msgs := newBucket(messageBurst, messageRate, time.Now())
 	bad := 0
 	for {
 		var ev nodeipc.Event
@@ -265,11 +246,7 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 			l.queryServer(s, p, v)
 		case nodeipc.Message:
 			closeNodeFD(ev)
-			if msgs.take(time.Now()) {
-				s.post(evMessage{p: p, msg: append([]byte(nil), v.Body...)})
-			} else if n := msgs.dropped; n&(n-1) == 0 {
-				s.log.Warn("worker sends messages too fast; dropping some", p.fields(zap.Uint64("dropped", n))...)
-			}
+			s.passMessage(p, v.Body)
 		case nodeipc.ExitedAfterDisconnect:
 			s.post(evLeaving{p: p})
 		case nodeipc.Malformed:
@@ -404,7 +381,7 @@ func (s *Supervisor) onLeaving(p *process) {
 	}
 	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
 	s.dismiss(p, control.CauseDisconnect)
-	s.emit(control.EventDrain, p, "reason", control.CauseDisconnect)
+	s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseDisconnect})
 	s.after(s.cfg.Grace, evKillDue{p: p})
 	if p.slot.cur == p && s.phase != phaseStopping {
 		s.vacate(p.slot)

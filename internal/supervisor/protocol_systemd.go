@@ -109,7 +109,7 @@ func (l *systemdLink) close()                          { l.conn.Close() }
 func (s *Supervisor) readNotify(p *process, conn *net.UnixConn) {
 	buf := make([]byte, maxNotify+1)
 	oob := make([]byte, 256)
-	dgrams := newBucket(messageBurst, messageRate, time.Now())
+	dgrams := newBucket(dgramBurst, dgramRate, time.Now())
 	beats := newBucket(beatBurst, beatRate, time.Now())
 	var bad, foreign int
 	recv := conn.ReadMsgUnix

@@ -116,7 +116,7 @@ func TestSystemdNotify(t *testing.T) {
 	if p.state != control.StateReady {
 		t.Fatalf("state %s after READY=1, want ready", p.state)
 	}
-	if e := h.events(control.EventMessage); len(e) != 1 || e[0]["msg"] != "STATUS=booting" {
+	if e := h.events(control.EventMessage); len(e) != 1 || e[0].Msg != "STATUS=booting" {
 		t.Fatalf("message events %v, want STATUS=booting", e)
 	}
 	send("WATCHDOG=1")

@@ -56,12 +56,12 @@ func (s *Supervisor) reload(reply chan control.Response) {
 	case s.phase == phaseStarting:
 		s.reloadQueued = true
 		s.log.Info("reload deferred until the workers are ready")
-		s.emit(control.EventDeferred, nil, "request", "reload", "until", "running")
+		s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "running"})
 		return
 	case s.roll != nil || s.scaling != nil:
 		s.reloadAfter = append(s.reloadAfter, reply)
 		s.log.Info("reload queued behind the operation in progress")
-		s.emit(control.EventDeferred, nil, "request", "reload", "until", "idle")
+		s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "idle"})
 		return
 	}
 	s.gen++
@@ -75,7 +75,7 @@ func (s *Supervisor) reload(reply chan control.Response) {
 	s.roll = r
 	s.notify.Reloading()
 	s.log.Info("reload started", zap.Int("generation", r.gen), zap.Int("slots", len(r.todo)))
-	s.emit(control.EventReload, nil, "step", control.StepStart, "generation", r.gen)
+	s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepStart, Generation: r.gen})
 	s.rollStep()
 }
 
@@ -85,7 +85,7 @@ func (s *Supervisor) recycle(p *process, why string) {
 		return
 	}
 	s.log.Info("recycling worker", p.fields(zap.String("why", why))...)
-	s.emit(control.EventRecycle, p, "why", why)
+	s.emit(p, control.Event{Kind: control.EventRecycle, Why: why})
 	s.roll = &rollout{reason: control.CauseRecycle, gen: s.gen, todo: []*slot{p.slot}, began: s.sys.Now(), recycled: p.slot}
 	s.rollStep()
 }
@@ -105,7 +105,7 @@ func (s *Supervisor) rollStep() {
 			return
 		}
 		r.next = p
-		s.emit(r.event(), p, "step", control.StepFork)
+		s.emit(p, control.Event{Kind: r.event(), Step: control.StepFork})
 		return
 	}
 	s.roll = nil
@@ -115,7 +115,7 @@ func (s *Supervisor) rollStep() {
 	took := s.sys.Now().Sub(r.began)
 	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
 	s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
-	s.emit(r.event(), nil, "step", control.StepDone, "generation", r.gen, "replaced", r.done)
+	s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
 	if r.reason == control.CauseReload {
 		s.counts.reloads["success"]++
 		s.notify.Ready(s.statusLine())
@@ -154,7 +154,7 @@ func (s *Supervisor) rollFailed(err error) {
 		sl.recycleAt = s.sys.Now().Add(recycleBackoff(sl.recycleFails))
 	}
 	s.log.Error(string(r.reason)+" failed; old workers keep serving", zap.Error(err))
-	s.emit(r.event(), nil, "step", control.StepFailed, "error", err.Error())
+	s.emit(nil, control.Event{Kind: r.event(), Step: control.StepFailed, Error: err.Error()})
 	if r.reason == control.CauseReload {
 		s.counts.reloads["failure"]++
 		s.notify.Ready(s.statusLine())

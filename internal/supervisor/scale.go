@@ -30,7 +30,7 @@ func (s *Supervisor) scaleBy(d int) {
 	if s.phase == phaseStarting || s.roll != nil || s.scaling != nil {
 		s.scaleQueued += d
 		s.log.Info("scale deferred until the operation in progress ends", zap.Int("queued", s.scaleQueued))
-		s.emit(control.EventDeferred, nil, "request", "scale", "by", d, "queued", s.scaleQueued)
+		s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdScale), By: d, Queued: s.scaleQueued})
 		return
 	}
 	// Queued signals add up: as many as fit within 1..MaxWorkers apply.
@@ -65,7 +65,7 @@ func (s *Supervisor) scale(n int, reply chan control.Response) {
 	}
 	s.scaling = op
 	s.log.Info("scaling", zap.Int("from", op.from), zap.Int("to", n))
-	s.emit(control.EventScale, nil, "from", op.from, "to", n, "step", control.StepStart)
+	s.emit(nil, control.Event{Kind: control.EventScale, From: op.from, To: n, Step: control.StepStart})
 	for len(s.slots) < n {
 		sl := &slot{id: len(s.slots) + 1, env: s.forkEnv}
 		s.slots = append(s.slots, sl)
@@ -141,14 +141,14 @@ func (s *Supervisor) scaleEnded(err error) {
 			err = errors.New("scale: supervisor is stopping")
 		}
 		s.log.Error("scale failed", zap.Error(err))
-		s.emit(control.EventScale, nil, "step", control.StepFailed, "error", err.Error())
+		s.emit(nil, control.Event{Kind: control.EventScale, Step: control.StepFailed, Error: err.Error()})
 		for _, w := range op.waiters {
 			respond(w, control.Response{Error: err.Error()})
 		}
 	} else {
 		msg := fmt.Sprintf("scale: %d workers in %s", len(s.slots), took.Round(time.Millisecond))
 		s.log.Info("scale done", zap.Int("workers", len(s.slots)), zap.Duration("took", took))
-		s.emit(control.EventScale, nil, "step", control.StepDone, "to", len(s.slots))
+		s.emit(nil, control.Event{Kind: control.EventScale, Step: control.StepDone, To: len(s.slots)})
 		s.notify.Status(s.statusLine())
 		for _, w := range op.waiters {
 			respond(w, control.Response{OK: true, Message: msg})

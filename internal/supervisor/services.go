@@ -53,7 +53,7 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 	}
 	go reaper.Run(ctx, s.notOrphan, func(pid int) {
 		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
-		s.emit(control.EventReap, nil, "pid", pid)
+		s.emit(nil, control.Event{Kind: control.EventReap, PID: pid})
 	})
 	return stop, nil
 }
@@ -163,19 +163,31 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 		s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
 	}
 	if s.cfg.Admin != "" {
+		if err := s.checkAdminFiles(); err != nil {
+			stop()
+			return nil, err
+		}
 		srv, err := s.listenAdmin(admin.Options{
-			Control: handler{s},
-			Events:  bus,
-			Metrics: m.Handler(),
-			Actions: s.cfg.AdminActions,
-			Log:     s.log.Named("admin"),
+			Control:  handler{s},
+			Events:   bus,
+			Metrics:  m.Handler(),
+			Actions:  s.cfg.AdminActions,
+			AuthFile: s.cfg.AdminAuth,
+			TLSCert:  s.cfg.AdminTLSCert,
+			TLSKey:   s.cfg.AdminTLSKey,
+			Registry: m.Registerer(),
+			Log:      s.log.Named("admin"),
 		})
 		if err != nil {
 			stop()
 			return nil, err
 		}
 		closers = append(closers, srv.Close)
-		s.log.Info("admin", zap.String("addr", "http://"+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions))
+		scheme := "http://"
+		if s.cfg.AdminTLSCert != "" {
+			scheme = "https://"
+		}
+		s.log.Info("admin", zap.String("addr", scheme+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions), zap.Bool("auth", s.cfg.AdminAuth != ""))
 	}
 	return stop, nil
 }
@@ -191,4 +203,37 @@ func (s *Supervisor) keepAlive(now time.Time) {
 		s.notify.Notify("WATCHDOG=1")
 		s.pinged = now
 	}
+}
+
+// checkAdminFiles reads what the admin listener will (its auth file and
+// certificate) before it starts: what is wrong with them is a usage
+// error, exit status 2, as a wrong flag is.
+func (s *Supervisor) checkAdminFiles() error {
+	if p := s.cfg.AdminAuth; p != "" {
+		if _, err := admin.LoadAuth(p); err != nil {
+			return usagef("invalid value %q for flag -admin-auth: %v", p, err)
+		}
+	}
+	if p := s.cfg.AdminTLSCert; p != "" {
+		if _, err := admin.LoadCertificate(p, s.cfg.AdminTLSKey); err != nil {
+			return usagef("invalid value %q for flag -admin-tls-cert: %v", p, err)
+		}
+	}
+	return nil
+}
+
+// reloadAdmin reads the admin listener's auth file and certificate again
+// (SIGHUP), off the owner goroutine: a renewed certificate or a changed
+// password needs no restart. What cannot be read is logged, and the one in
+// use stays.
+func (s *Supervisor) reloadAdmin() {
+	srv := s.adminSrv
+	if srv == nil {
+		return
+	}
+	go func() {
+		if err := srv.Reload(); err != nil {
+			s.log.Error("admin: cannot reload the auth file or certificate; keeping the ones in use", zap.Error(err))
+		}
+	}()
 }

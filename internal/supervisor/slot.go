@@ -79,7 +79,7 @@ func (s *Supervisor) crashed(sl *slot, uptime time.Duration, cause control.Cause
 	}
 	sl.restarts++
 	s.log.Info("respawning worker", zap.Int("slot", sl.id), zap.Duration("delay", delay), zap.Int("recent_crashes", recent))
-	s.emit(control.EventRespawn, nil, "slot", sl.id, "delay_ms", delay.Milliseconds(), "cause", cause)
+	s.emit(nil, control.Event{Kind: control.EventRespawn, Slot: sl.id, DelayMS: delay.Milliseconds(), Cause: cause})
 	if delay == 0 {
 		s.enqueue(evRespawn{sl: sl, cause: cause})
 		return

@@ -72,7 +72,7 @@ func TestCrashRespawns(t *testing.T) {
 	if h.forks(control.CauseCrash) != 1 {
 		t.Errorf("forks with cause crash: %d, want 1", h.forks(control.CauseCrash))
 	}
-	if e := h.events(control.EventExit); len(e) != 1 || e[0]["reason"] != string(control.CauseCrash) || e[0]["code"] != 1 {
+	if e := h.events(control.EventExit); len(e) != 1 || e[0].Reason != control.CauseCrash || e[0].Code != 1 {
 		t.Errorf("exit events %v, want one crash with code 1", e)
 	}
 	if h.s.counts.exits[control.CauseCrash] != 1 || h.s.counts.spawns[control.CauseCrash] != 1 {

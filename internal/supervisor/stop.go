@@ -38,7 +38,7 @@ func (s *Supervisor) beginStop(err error) {
 	if err != nil {
 		s.log.Error("stopping", zap.Error(err))
 	}
-	s.emit(control.EventStop, nil)
+	s.emit(nil, control.Event{Kind: control.EventStop})
 	s.phase, s.stopErr = phaseStopping, err
 	if s.roll != nil {
 		s.rollFailed(errStopping) // tells systemd READY=1: the reload is over

@@ -70,6 +70,11 @@ type Supervisor struct {
 
 	counts counters
 
+	// Messages to an Engine's reader (messages.go): nil without one.
+	window    *window
+	msgSeq    uint64        // message events published
+	published atomic.Uint64 // msgSeq, for Engine.SeenAll
+
 	// In-place upgrades (upgrade.go).
 	exe        string          // this image's binary, resolved at start
 	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
@@ -266,22 +271,10 @@ type discard struct{}
 func (discard) Publish(control.Event) {}
 
 // emit publishes an operator event to `supervisor ctl events` subscribers.
-// p, if not nil, adds its slot, pid and generation; kv are field pairs.
-func (s *Supervisor) emit(kind control.EventKind, p *process, kv ...any) {
-	e := control.Event{"event": string(kind)} // Publish stamps the time
+// p, if not nil, is the worker it is about: its slot, pid and generation.
+func (s *Supervisor) emit(p *process, e control.Event) {
 	if p != nil {
-		e["slot"], e["pid"], e["generation"] = p.slot.id, p.pid, p.gen
+		e.Slot, e.PID, e.Generation = p.slot.id, p.pid, p.gen
 	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		k, _ := kv[i].(string)
-		switch v := kv[i+1].(type) {
-		case control.Cause:
-			e[k] = string(v)
-		case control.Step:
-			e[k] = string(v)
-		default:
-			e[k] = v
-		}
-	}
-	s.bus.Publish(e)
+	s.bus.Publish(e) // Publish stamps the time
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
 )
 
@@ -73,19 +74,19 @@ func (e exitStatus) String() string {
 	return "exit code " + strconv.Itoa(e.code)
 }
 
-// fields describes the exit as key-value pairs, for the event stream and
-// the log alike.
-func (e exitStatus) fields() []any {
+// describe puts the exit into ev: its signal, its code, or why it is not
+// known.
+func (e exitStatus) describe(ev *control.Event) {
 	switch {
 	case !e.known:
 		if e.err != nil {
-			return []any{"error", e.err.Error()}
+			ev.Error = e.err.Error()
 		}
-		return nil
 	case e.signal != "":
-		return []any{"signal", e.signal}
+		ev.Signal = e.signal
+	default:
+		ev.Code = e.code
 	}
-	return []any{"code", e.code}
 }
 
 // osSystem is the real operating system.

@@ -44,7 +44,7 @@ const checkTimeout = 5 * time.Second
 const checkLine = "prefork-upgrade-check"
 
 // CheckUpgrade is the new binary's side of the check (-check-upgrade): the
-// flags parsed (ParseFlags did that), the worker command can be found, and
+// flags parsed (settings.Parse did that), the worker command can be found, and
 // it prints its version and the state format it reads.
 func CheckUpgrade(cfg Config, stderr io.Writer) int {
 	if _, err := exec.LookPath(cfg.Command[0]); err != nil {

@@ -176,7 +176,10 @@ func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) 
 func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 	var err error
 	if ln := s.kept(&s.adminFD, roleAdmin); ln != nil {
-		s.adminSrv = admin.ServeListener(ln, s.cfg.Admin, o)
+		s.adminSrv, err = admin.ServeListener(ln, s.cfg.Admin, o)
+		if err != nil {
+			ln.Close()
+		}
 	} else {
 		s.adminSrv, err = admin.Serve(s.cfg.Admin, o)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 func cloexec(t *testing.T, fd int) bool {
@@ -188,7 +189,7 @@ func TestRRPendingAcrossUpgrade(t *testing.T) {
 	until(t, 2*time.Second, "the two back and the third accepted", func() bool { return m.h.npend.Load() == 3 })
 
 	// What a restoring image does with the state: the same order, peers kept.
-	h, _ := newTestHandoff(DefaultQueueMax, time.Minute)
+	h, _ := newTestHandoff(settings.DefaultQueueMax, time.Minute)
 	h.restorePending(st.Pending)
 	m.h.mu.Lock()
 	want := m.h.pending[:2]
@@ -474,7 +475,7 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 // connections: the upgrade waits until the queue is empty.
 func TestUpgradeRefusedWithQueue(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
-	h.mode.h, _ = newTestHandoff(DefaultQueueMax, time.Minute)
+	h.mode.h, _ = newTestHandoff(settings.DefaultQueueMax, time.Minute)
 	h.start(true)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

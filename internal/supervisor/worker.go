@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ type process struct {
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
+	held      atomic.Bool   // its reader waits for room for a message (messages.go)
 	reason    control.Cause // why it was asked
 
 	// watched: hang detection applies. From the start if its protocol
@@ -122,7 +124,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		p.maxRequests = s.cfg.MaxRequests + rand.IntN(s.cfg.MaxRequestsJitter+1)
 	}
 	s.log.Info("spawned worker", p.fields(zap.String("cause", string(cause)))...)
-	s.emit(control.EventFork, p, "cause", cause)
+	s.emit(p, control.Event{Kind: control.EventFork, Cause: cause})
 	s.after(s.cfg.ReadyTimeout, evReadyDue{p: p})
 	lk.started(s, p)
 	return p, nil
@@ -205,7 +207,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	p.state, p.readyAt, p.uses = control.StateReady, now, uses
 	boot := now.Sub(p.started)
 	s.log.Info("worker ready", p.fields(zap.Duration("boot", boot), zap.Stringer("features", uses))...)
-	s.emit(control.EventReady, p, "boot_ms", float64(boot.Microseconds())/1000, "features", uses.String())
+	s.emit(p, control.Event{Kind: control.EventReady, BootMS: float64(boot.Microseconds()) / 1000, Features: uses.String()})
 	switch {
 	case s.phase == phaseStopping:
 		s.drain(p, control.CauseStop)
@@ -228,7 +230,7 @@ func (s *Supervisor) running() {
 	s.phase = phaseRunning
 	took := s.sys.Now().Sub(s.begun)
 	s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", took))
-	s.emit(control.EventRunning, nil, "workers", len(s.slots), "startup_ms", took.Milliseconds())
+	s.emit(nil, control.Event{Kind: control.EventRunning, Workers: len(s.slots), StartupMS: took.Milliseconds()})
 	s.notify.Ready(s.statusLine())
 	if s.reloadQueued {
 		s.reloadQueued = false
@@ -295,10 +297,17 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		cause = control.CauseStop
 	}
 	s.counts.exits[cause]++
-	s.emit(control.EventExit, p, append([]any{"reason", cause}, st.fields()...)...)
+	ev := control.Event{Kind: control.EventExit, Reason: cause}
+	st.describe(&ev)
+	s.emit(p, ev)
 	fields := p.fields(zap.Duration("uptime", p.uptime(now)), zap.String("reason", string(cause)))
-	for kv := st.fields(); len(kv) >= 2; kv = kv[2:] {
-		fields = append(fields, zap.Any(kv[0].(string), kv[1]))
+	switch {
+	case ev.Signal != "":
+		fields = append(fields, zap.String("signal", ev.Signal))
+	case ev.Error != "":
+		fields = append(fields, zap.String("error", ev.Error))
+	case st.known:
+		fields = append(fields, zap.Int("code", ev.Code))
 	}
 	if p.t != nil {
 		p.slot.handedPast += p.t.handed.Load()
@@ -336,7 +345,7 @@ func (s *Supervisor) drain(p *process, reason control.Cause) {
 	}
 	s.dismiss(p, reason)
 	s.log.Info("draining worker", p.fields(zap.String("reason", string(reason)))...)
-	s.emit(control.EventDrain, p, "reason", reason)
+	s.emit(p, control.Event{Kind: control.EventDrain, Reason: reason})
 	s.after(s.cfg.Grace, evKillDue{p: p})
 	p.link.drain(s, p)
 }

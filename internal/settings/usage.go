@@ -1,6 +1,7 @@
-package supervisor
+package settings
 
-const usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
+// Usage is the supervisor command line's help text, for -h.
+const Usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
 
 Runs N copies of COMMAND (default: the worker binary beside the supervisor)
 and spreads connections to -listen over them.
@@ -24,8 +25,13 @@ flags:
   -max-rss SIZE         recycle a worker above SIZE resident, e.g. 512MiB
   -control PATH         control socket (default per listening address; none: off)
   -metrics HOST:PORT    Prometheus metrics listener (default off)
-  -admin HOST:PORT      dashboard, its API and /metrics (default off)
+  -admin HOST:PORT      dashboard, its API and /metrics (default off); a
+                        loopback address unless -admin-auth is given
   -admin-actions        let the dashboard reload and scale
+  -admin-auth FILE      require the bearer token or the bcrypt users
+                        (htpasswd -nB) in FILE, which must be mode 0600
+  -admin-tls-cert FILE, -admin-tls-key FILE
+                        serve the admin listener over TLS (re-read on SIGHUP)
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)

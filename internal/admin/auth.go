@@ -1,0 +1,192 @@
+package admin
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// MinTokenLen is the shortest bearer token -admin-auth takes: 128 bits
+// as hex, what `openssl rand -hex 16` prints.
+const MinTokenLen = 32
+
+// maxAuthFile bounds what LoadAuth reads: a token or a few users.
+const maxAuthFile = 1 << 20
+
+// Auth is who may use the admin listener (-admin-auth FILE): the holder of
+// one bearer token, or users with bcrypt password hashes (HTTP basic
+// authentication). The file is either
+//
+//	one line: the token (at least MinTokenLen characters)
+//
+// or, as `htpasswd -nB NAME` prints them, one user a line:
+//
+//	NAME:$2y$10$...   (a bcrypt hash)
+//
+// Blank lines and lines starting with # are ignored. The file must not be
+// readable by its group or others (mode 0600 or 0400).
+type Auth struct {
+	token  [sha256.Size]byte // sha256 of the token, when users is nil
+	users  map[string][]byte // name -> bcrypt hash
+	verify *verifier         // basic: bcrypt, bounded and remembered
+}
+
+// Scheme is what a client sends: "Bearer" or "Basic".
+func (a *Auth) Scheme() string {
+	if a.users != nil {
+		return "Basic"
+	}
+	return "Bearer"
+}
+
+// LoadAuth reads an -admin-auth file. Its errors say what to fix.
+func LoadAuth(path string) (*Auth, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin: auth file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("admin: auth file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("admin: auth file %s is not a regular file", path)
+	}
+	// Stat follows symbolic links, as a Kubernetes secret volume's are:
+	// the mode is the file's own.
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("admin: auth file %s has mode %04o: it must be readable by its owner only (chmod 600)", path, perm)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxAuthFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("admin: auth file: %w", err)
+	}
+	if len(data) > maxAuthFile {
+		return nil, fmt.Errorf("admin: auth file %s is larger than %d bytes", path, maxAuthFile)
+	}
+	a, err := parseAuth(data)
+	if err != nil {
+		return nil, fmt.Errorf("admin: auth file %s: %w", path, err)
+	}
+	return a, nil
+}
+
+func parseAuth(data []byte) (*Auth, error) {
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, maxAuthFile)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return nil, errors.New("no token and no user")
+	}
+	if len(lines) == 1 && !strings.Contains(lines[0], ":$2") {
+		tok := lines[0]
+		if len(tok) < MinTokenLen {
+			return nil, fmt.Errorf("token of %d characters: want at least %d (openssl rand -hex 32)", len(tok), MinTokenLen)
+		}
+		return &Auth{token: sha256.Sum256([]byte(tok))}, nil
+	}
+	a := &Auth{users: make(map[string][]byte), verify: newVerifier()}
+	for i, line := range lines {
+		name, hash, ok := strings.Cut(line, ":")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("line %d: want NAME:BCRYPT-HASH (htpasswd -nB NAME), or a single token line", i+1)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("line %d: user %q: not a bcrypt hash (htpasswd -nB %s): %v", i+1, name, name, err)
+		}
+		if _, dup := a.users[name]; dup {
+			return nil, fmt.Errorf("line %d: user %q given twice", i+1, name)
+		}
+		a.users[name] = []byte(hash)
+	}
+	return a, nil
+}
+
+// valid reports whether r carries the file's credential. Comparisons are
+// constant-time: the token's by its SHA-256 (which also hides its length),
+// a password's by bcrypt, also for an unknown user.
+func (a *Auth) valid(r *http.Request) bool {
+	if a.users == nil {
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return false
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		return subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	return a.verify.check(r, a.users[user], user, pass)
+}
+
+// verifier checks basic credentials with bcrypt, which is slow on purpose
+// (tens of milliseconds of CPU): one check at a time, so that guesses
+// cannot take more than one core from the workers, and credentials found
+// right are remembered (by their SHA-256), because the page sends them
+// with every poll.
+type verifier struct {
+	sem chan struct{} // one bcrypt at a time
+
+	mu   sync.Mutex
+	good map[[sha256.Size]byte]struct{} // at most maxGood entries
+}
+
+// maxGood bounds the credentials remembered: a handful of operators.
+const maxGood = 64
+
+// dummyHash stands in for an unknown user's, so that the answer takes as
+// long as for a known one.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("prefork: no such user"), bcrypt.DefaultCost)
+
+func newVerifier() *verifier {
+	return &verifier{sem: make(chan struct{}, 1), good: make(map[[sha256.Size]byte]struct{})}
+}
+
+func (v *verifier) check(r *http.Request, hash []byte, user, pass string) bool {
+	key := sha256.Sum256([]byte(user + "\x00" + pass))
+	v.mu.Lock()
+	_, known := v.good[key]
+	v.mu.Unlock()
+	if known && hash != nil {
+		return true
+	}
+	select {
+	case v.sem <- struct{}{}:
+	case <-r.Context().Done():
+		return false
+	}
+	defer func() { <-v.sem }()
+	if hash == nil {
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
+		return false
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.good) >= maxGood {
+		clear(v.good)
+	}
+	v.good[key] = struct{}{}
+	return true
+}

@@ -1,0 +1,85 @@
+package settings
+
+import "time"
+
+// Settings is how a primary runs its workers: Node's cluster.settings,
+// with every option of the supervisor's command line. Each field is the
+// flag of the same name in kebab case (MaxRequests is -max-requests); the
+// README's table gives their meaning. The zero Settings is not valid (it
+// has no workers): start from [Parse]'s defaults.
+type Settings struct {
+	Listen       string        // HOST:PORT to listen on (default ":3000")
+	Workers      int           // worker processes, 1..1024 (default: the number of CPUs)
+	Mode         string        // scheduling mode: "rr" (default), "shared" or "reuseport"
+	Balance      string        // rr mode: BalanceRoundRobin (default) or BalanceLeastConn
+	Grace        time.Duration // how long a draining worker may take before SIGKILL (30s)
+	ReadyTimeout time.Duration // how long a new worker may take to become ready (30s)
+	LogFormat    string        // the primary's log: "console" (default) or "json", on stderr
+
+	QueueMax     int           // connections held while no worker is ready (4096)
+	QueueTimeout time.Duration // how long a held connection may wait (10s)
+
+	// Crash budget: more than MaxCrashes exits nobody asked for of one
+	// slot within CrashWindow stop the primary.
+	MaxCrashes  int           // (10)
+	CrashWindow time.Duration // (1m)
+
+	HangTimeout       time.Duration // a ready worker without a heartbeat this long is hung (30s, at least 2s)
+	MaxRequests       int           // recycle a worker after this many requests; 0: never
+	MaxRequestsJitter int           // plus a random 0..J per worker, so they do not recycle together
+	MaxRSS            uint64        // recycle a worker above this resident size in bytes; 0: never
+	Control           string        // control socket path; "" for the default, "none" for none
+	Metrics           string        // HOST:PORT for Prometheus metrics; "" for none
+	Admin             string        // HOST:PORT for the dashboard, its API and /metrics; "" for none
+	AdminActions      bool          // the dashboard may reload and scale (POST, with cross-site checks)
+	AdminAuth         string        // file with the admin listener's bearer token or bcrypt users (mode 0600); "" for none: Admin must then be a loopback address
+	AdminTLSCert      string        // PEM certificate file for the admin listener (re-read on SIGHUP); "" for plain HTTP
+	AdminTLSKey       string        // its PEM key file
+	User, Group       string        // run workers as this user and group (the primary must be root)
+	WorkerOutput      string        // workers' stdout and stderr: "inherit" (default) or "capture"
+	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
+	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
+
+	// Command is the worker program and its arguments: Node's
+	// settings.exec and settings.args. On the supervisor's command line
+	// it is COMMAND, by default the worker binary beside the supervisor.
+	// For a program that is its own primary (the cluster package), nil
+	// is this program, re-executed with its own arguments, as os.Args[0]
+	// resolved to an absolute path when the primary starts. A reload
+	// starts that path again, so a new binary moved into its place is
+	// what the reloaded workers run.
+	Command []string
+}
+
+// Defaults, documented in the README.
+const (
+	DefaultListen       = ":3000"
+	DefaultGrace        = 30 * time.Second
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultQueueMax     = 4096
+	DefaultQueueTimeout = 10 * time.Second
+	DefaultMaxCrashes   = 10
+	DefaultCrashWindow  = time.Minute
+	DefaultHangTimeout  = 30 * time.Second
+	MaxWorkers          = 1024
+
+	// MinHangTimeout is two worker heartbeats (cluster.HeartbeatInterval
+	// is 1s): with less, a healthy worker is silent that long between two
+	// beats and is killed as hung.
+	MinHangTimeout = 2 * time.Second
+)
+
+// Balance policies (Settings.Balance).
+const (
+	BalanceRoundRobin = "round-robin" // each connection to the next ready worker
+	BalanceLeastConn  = "least-conn"  // each connection to the worker with the fewest open
+)
+
+// Worker protocols (Settings.WorkerProtocol): how the supervisor speaks
+// to a worker.
+const (
+	ProtocolPrefork = "prefork" // Go programs linking the cluster package
+	ProtocolNode    = "node"    // unmodified Node.js cluster apps
+	ProtocolSystemd = "systemd" // socket activation and sd_notify
+	ProtocolPlain   = "plain"   // the socket at fd 3, nothing else
+)

@@ -1,0 +1,101 @@
+package supervisor
+
+import (
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/control"
+)
+
+// MessageWindow is how many application messages from workers may be on
+// their way to an Engine's reader (read from a worker, not yet taken by
+// the reader of Events) before the workers' readers stop reading: well
+// under control.SubscriberBuffer, so that messages alone never overflow
+// the reader's subscription.
+const MessageWindow = control.SubscriberBuffer / 2
+
+// window is the flow control of messages to an Engine's reader, as Node's
+// IPC has none to need: workers' readers take a place before they pass a
+// message on, and the reader gives places back as it takes messages
+// (Engine.Seen). A worker whose reader waits stops being read, so its
+// cluster.Send waits for room: back-pressure, never a drop.
+type window struct {
+	mu    sync.Mutex
+	size  uint64
+	taken uint64        // places taken by the workers' readers
+	seen  uint64        // messages the reader has taken (or lost), by sequence
+	room  chan struct{} // closed when seen grows
+}
+
+func newWindow(size int) *window {
+	return &window{size: uint64(size), room: make(chan struct{})}
+}
+
+// take waits for a place, until done is closed (then false).
+func (w *window) take(done <-chan struct{}) bool {
+	for {
+		w.mu.Lock()
+		if w.taken-w.seen < w.size {
+			w.taken++
+			w.mu.Unlock()
+			return true
+		}
+		room := w.room
+		w.mu.Unlock()
+		select {
+		case <-room:
+		case <-done:
+			return false
+		}
+	}
+}
+
+// saw records that the reader has taken every message up to seq.
+func (w *window) saw(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq <= w.seen {
+		return
+	}
+	w.seen = seq
+	close(w.room)
+	w.room = make(chan struct{})
+}
+
+// passMessage hands an application message from p's reader goroutine to
+// the owner goroutine. With an Engine it first waits for a place in the
+// window, with p marked as held, so that the silence of a worker nobody
+// reads is not taken for a hang.
+func (s *Supervisor) passMessage(p *process, msg []byte) {
+	if w := s.window; w != nil {
+		p.held.Store(true)
+		ok := w.take(s.done)
+		p.held.Store(false)
+		if !ok {
+			return
+		}
+	}
+	s.post(evMessage{p: p, msg: append([]byte(nil), msg...)})
+}
+
+// onMessage passes an application message on to the log (at debug level:
+// a message per request is normal) and the event stream (Node's cluster
+// 'message' event), numbered for the window.
+func (s *Supervisor) onMessage(p *process, msg []byte) {
+	s.msgSeq++
+	s.published.Store(s.msgSeq)
+	if ce := s.log.Check(zap.DebugLevel, "message from worker"); ce != nil {
+		ce.Write(p.fields(zap.ByteString("msg", msg))...)
+	}
+	s.emit(p, control.Event{Kind: control.EventMessage, Msg: string(msg), Seq: s.msgSeq})
+}
+
+// Seen tells the engine that the reader of its events has taken every
+// message event up to sequence seq (the event's "seq"), which makes room in
+// the window. After events were dropped, SeenAll.
+func (e *Engine) Seen(seq uint64) { e.s.window.saw(seq) }
+
+// SeenAll is Seen for every message published so far: what the reader
+// did not get was dropped, and must not hold places.
+func (e *Engine) SeenAll() { e.s.window.saw(e.s.published.Load()) }
