@@ -84,7 +84,7 @@ func specs(root string, workers int) []serverSpec {
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
 		// The same handler in one binary that is its own primary
-		// (cluster.ListenAndServe), in rr mode: against the rr row.
+		// (primary.ListenAndServe), in rr mode: against the rr row.
 		{
 			name: "singlebinary", procs: workers, logged: true,
 			command: func(port int) []string {

@@ -1,28 +1,35 @@
-// Package cluster is Node's cluster module for Go: a program that links it
-// can be a worker of the prefork supervisor, or its own primary, or both.
+// Package cluster is Node's cluster module for Go, the worker's side: a
+// program that links it can be a worker of the prefork supervisor (Node's
+// cluster.isWorker branch), and it links nothing of the primary, so a
+// worker-only binary stays within 1.3 times the size of the same program
+// on plain net/http (TestWorkerSize).
 //
 // # One binary that is its own cluster
 //
-// [ListenAndServe] is Node's `if (cluster.isPrimary) fork() else serve` in
-// one call. Run by hand, the program is the primary: it binds the address,
-// starts itself again (os.Args[0], resolved to an absolute path) as its
-// workers, hands them connections and keeps them alive, with every mode,
-// balance policy and lifecycle option of the supervisor command line
-// ([Settings], [Option]). In each worker the same call serves the handler.
+// The primary's side is package cluster/primary, which links the
+// supervisor's engine. Its ListenAndServe is Node's
+// `if (cluster.isPrimary) fork() else serve` in one call: run by hand, the
+// program is the primary: it binds the address, starts itself again as
+// its workers, hands them connections and keeps them alive, with every
+// mode, balance policy and lifecycle option of the supervisor command
+// line ([Settings]). In each worker the same call serves the handler.
 //
 //	mux := http.NewServeMux()
 //	mux.HandleFunc("/", hello)
-//	err := cluster.ListenAndServe(":3000", mux, cluster.WithWorkers(4))
+//	err := primary.ListenAndServe(":3000", mux, primary.WithWorkers(4))
 //
 // SIGHUP reloads the workers from the binary now at that path (a deploy is
 // mv plus SIGHUP), SIGTERM stops them gracefully, and SIGTTIN and SIGTTOU
-// scale by one. A program that wants its own primary code uses
-// [IsPrimary] and [StartPrimary]: the returned [Primary] forks, scales,
-// reloads and stops, lists its [Worker] processes, and delivers their
-// events ([Event]: fork, online, listening, disconnect, exit, message) on
-// a channel. Messages go both ways: [Worker.Send] from the primary reaches
-// [Messages] in the worker, [Send] in the worker is an [EventMessage] in the
-// primary. examples/singlebinary and examples/primary are complete
+// scale by one. A program with its own primary code tests [IsPrimary] and
+// calls primary.Start; its workers use this package. Node's idioms work
+// as written: start with Workers 0, Primary.Fork n times and
+// Primary.Ready; fork on each exit (with Settings.Respawn set to
+// [RespawnManual] the program decides, as in Node; under the default
+// [RespawnAuto] such a Fork takes the primary's own respawn);
+// primary.Worker.Kill and a worker's own [Disconnect] are intended exits,
+// not crashes. Messages go both ways: primary.Worker.Send reaches
+// [Messages] in the worker, and [Send] in the worker is an EventMessage in
+// the primary. examples/singlebinary and examples/primary are complete
 // programs; the README maps every member of Node's cluster module.
 //
 // # Workers
@@ -74,6 +81,23 @@
 // server that is not net/http, RSS, goroutines, and the result of the
 // check set with [SetHealthCheck]) so the supervisor can tell a hung worker
 // from a busy one, and it exits the process if the supervisor disappears.
+//
+// Where to read:
+//
+//	worker.go     this process as a worker: its link to the supervisor, ID, Drain
+//	loop.go       run, the worker's owner loop: frames, drain, shedding under pressure
+//	listener.go   Listen and its listener: handed connections or an inherited socket
+//	accept.go     accepting on an inherited socket (shared, reuseport)
+//	tcpconn.go    a connection handed over by the supervisor (rr)
+//	pause.go      rr's pause gate: no more connections near RLIMIT_NOFILE
+//	shed.go       closing silent connections when out of descriptors
+//	heartbeat.go  heartbeats, load reports, CountRequests, SetHealthCheck
+//	countlog.go   logging what was truncated or shed, at most every ten seconds
+//	message.go    Send and Messages: application messages to and from the primary
+//	leave.go      Disconnect: this worker leaves on its own
+//	serve.go      Serve, until the supervisor asks to drain; IsPrimary
+//	shutdown.go   Shutdown: srv.Shutdown without dropping a request
+//	settings.go   Settings, the primary's settings (package cluster/primary runs them)
 //
 // Linux only.
 package cluster

@@ -9,8 +9,8 @@ import (
 
 // Send sends an application message of at most MaxMessage bytes to the
 // supervisor, which logs it (at debug level) and publishes it as a message
-// event; a primary of this package delivers it as an EventMessage (Node's
-// process.send). Messages arrive in order and none is dropped: while the
+// event; a primary of package cluster/primary delivers it as an
+// EventMessage (Node's process.send). Messages arrive in order and none is dropped: while the
 // primary has not taken the ones before (its reader of Events is behind),
 // Send waits, as a write to a full pipe does. It returns
 // ErrMessageTooLarge for a message over MaxMessage, and an error when the
@@ -36,7 +36,7 @@ func Send(msg []byte) error {
 	return nil
 }
 
-// MaxMessage is the largest message Send and Worker.Send carry: the
+// MaxMessage is the largest message Send and primary.Worker.Send carry: the
 // payload of one frame on the worker's control channel.
 const MaxMessage = ipc.MaxFrame - ipc.HeaderSize
 
@@ -52,7 +52,7 @@ func checkSize(msg []byte) error {
 }
 
 // Messages returns application messages from the supervisor: what a
-// primary of this package sends with Worker.Send (Node's
+// primary of package cluster/primary sends with Worker.Send (Node's
 // process.on('message')). It holds 64; past that, messages are dropped
 // (and counted: Dropped) until it is read.
 func Messages() <-chan []byte {
@@ -64,7 +64,7 @@ func Messages() <-chan []byte {
 }
 
 // Dropped is how many messages from the primary this worker lost because
-// Messages was not read: the worker's side of Primary.Dropped.
+// Messages was not read: the worker's side of primary.Primary.Dropped.
 func Dropped() uint64 {
 	w, err := get()
 	if err != nil {

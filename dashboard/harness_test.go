@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -32,8 +33,15 @@ func TestMain(m *testing.M) {
 // supervisor is one supervisor process with its admin listener.
 type supervisor struct {
 	*proctest.Proc
-	admin  string // http://HOST:PORT
+	admin  string // http://HOST:PORT, or https://
 	listen string // the workers' HOST:PORT
+	auth   string // the Authorization header its API wants; "" for none
+}
+
+// launch is how startSupervisorWith starts a supervisor.
+type launch struct {
+	https bool   // the flags give -admin-tls-cert and -admin-tls-key
+	auth  string // the flags give -admin-auth: the Authorization header to send
 }
 
 // startSupervisor runs the supervisor with workers demo workers and -admin
@@ -42,11 +50,22 @@ type supervisor struct {
 // 0 within 15s of SIGTERM.
 func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	t.Helper()
+	return startSupervisorWith(t, workers, launch{}, flags...)
+}
+
+// startSupervisorWith is startSupervisor with TLS or authentication on
+// the admin listener, as l says.
+func startSupervisorWith(t *testing.T, workers int, l launch, flags ...string) *supervisor {
+	t.Helper()
 	admin, listen := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	args := append([]string{"-listen", listen, "-workers", strconv.Itoa(workers), "-admin", admin,
 		"-control", "none", "-grace", "5s", "-log-format", "json"}, flags...)
+	scheme := "http://"
+	if l.https {
+		scheme = "https://"
+	}
 	s := &supervisor{Proc: proctest.Start(t, exec.Command(supervisorBin, append(args, "--", workerBin)...)),
-		admin: "http://" + admin, listen: listen}
+		admin: scheme + admin, listen: listen, auth: l.auth}
 	t.Cleanup(func() {
 		s.Cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -68,10 +87,25 @@ func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	return s
 }
 
-var client = &http.Client{Timeout: 5 * time.Second}
+// client trusts any certificate: the tests' are made on the spot.
+var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+}}
+
+// get GETs path on the admin listener, with the credential if it wants one.
+func (s *supervisor) get(path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", s.admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth != "" {
+		req.Header.Set("Authorization", s.auth)
+	}
+	return client.Do(req)
+}
 
 func (s *supervisor) status() (*control.Status, error) {
-	resp, err := client.Get(s.admin + "/api/status")
+	resp, err := s.get("/api/status")
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +157,8 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.NoSandbox, // tests may run as root, where Chromium's sandbox refuses to start
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true), // a container's /dev/shm is small
+		// The TLS test's certificate is made on the spot, trusted by no one.
+		chromedp.Flag("ignore-certificate-errors", true),
 		// Chromium leaves org.chromium.Chromium.* (its singleton socket)
 		// in TMPDIR: keep it in the test's own directory, removed after.
 		chromedp.Env("TMPDIR="+t.TempDir()),

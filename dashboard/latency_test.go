@@ -63,7 +63,7 @@ func TestLatencyShown(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling a heartbeat-driven value, not synchronising
 	}
-	resp, err := client.Get(s.admin + "/metrics")
+	resp, err := s.get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Command singlebinary is the benchmark's single-binary cluster: the demo
 // service's router (the handler the go-single, rr, shared and reuseport
-// rows serve) behind cluster.ListenAndServe, so that this program is its
+// rows serve) behind primary.ListenAndServe, so that this program is its
 // own primary. Its row against the two-binary rows measures what being one
 // binary costs, with nothing else different. It takes the supervisor's
 // flags.
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 	"github.com/prefork/prefork/internal/demo"
 )
 
@@ -28,7 +29,7 @@ func main() {
 		Started:    time.Now(),
 	}, nil)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
-	if err := cluster.ListenAndServe(st.Listen, router, cluster.WithSettings(st)); err != nil {
+	if err := primary.ListenAndServe(st.Listen, router, primary.WithSettings(st)); err != nil {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(1)
 	}

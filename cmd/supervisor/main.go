@@ -1,7 +1,7 @@
 // Command supervisor is prefork's primary process: it binds the port, runs
 // the workers, hands them connections and keeps them alive. It is a command
 // line over the cluster package's primary, which a Go program can also be
-// by itself (cluster.ListenAndServe).
+// by itself (primary.ListenAndServe).
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
@@ -18,6 +18,7 @@ import (
 	"os"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/probe"
 	"github.com/prefork/prefork/internal/settings"
@@ -36,13 +37,13 @@ func main() {
 			os.Exit(control.Main(args[1:], os.Stdout, os.Stderr))
 		}
 	}
-	os.Exit(primary(args, os.Stderr))
+	os.Exit(run(args, os.Stderr))
 }
 
-// primary runs the cluster primary that the flags describe and returns the
+// run runs the cluster primary that the flags describe and returns the
 // exit status: 0 after a clean stop, 1 for a runtime failure, 2 for a usage
 // error.
-func primary(args []string, stderr io.Writer) int {
+func run(args []string, stderr io.Writer) int {
 	st, act, err := settings.ParseCommandLine(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(stderr, cluster.Usage())
@@ -62,7 +63,7 @@ func primary(args []string, stderr io.Writer) int {
 	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
 	// COMMAND (by default the worker binary beside this one) is
 	// st.Command.
-	p, err := cluster.StartPrimary(st)
+	p, err := primary.Start(st)
 	if err == nil {
 		err = p.Wait()
 	}

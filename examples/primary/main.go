@@ -11,12 +11,12 @@
 // The program's shape is Node's:
 //
 //	if cluster.IsPrimary() {
-//		p, _ := cluster.StartPrimary(settings)
+//		p, _ := primary.Start(settings)
 //		for ev := range p.Events() { ... ev.Worker.Send(msg) ... }
 //		p.Wait()
 //	} else {
 //		go report()                       // cluster.Send, and cluster.Messages
-//		cluster.ListenAndServe(addr, mux)
+//		primary.ListenAndServe(addr, mux)
 //	}
 package main
 
@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 )
 
 func main() {
@@ -45,7 +46,7 @@ func main() {
 		os.Exit(2)
 	}
 	if cluster.IsPrimary() {
-		err = primary(st)
+		err = lead(st)
 	} else {
 		err = worker(st.Listen)
 	}
@@ -55,9 +56,10 @@ func main() {
 	}
 }
 
-// primary adds up the counts the workers report and tells them the total.
-func primary(st cluster.Settings) error {
-	p, err := cluster.StartPrimary(st)
+// lead is the primary: it adds up the counts the workers report and tells
+// them the total.
+func lead(st cluster.Settings) error {
+	p, err := primary.Start(st)
 	if err != nil {
 		return err
 	}
@@ -65,11 +67,11 @@ func primary(st cluster.Settings) error {
 	total := 0
 	for ev := range p.Events() {
 		switch ev.Kind {
-		case cluster.EventListening:
+		case primary.EventListening:
 			logger.Printf("%s listening on %s", ev.Worker, ev.Address)
-		case cluster.EventExit:
+		case primary.EventExit:
 			logger.Printf("%s exited (%s)", ev.Worker, ev.Reason)
-		case cluster.EventMessage:
+		case primary.EventMessage:
 			n, err := strconv.Atoi(string(ev.Message))
 			if err != nil || n < 0 {
 				logger.Printf("%s sent %q, not a count", ev.Worker, ev.Message)
@@ -78,7 +80,7 @@ func primary(st cluster.Settings) error {
 			total += n
 			msg := []byte(strconv.Itoa(total))
 			for _, w := range p.Workers() {
-				if err := w.Send(msg); err != nil && !errors.Is(err, cluster.ErrNoWorker) {
+				if err := w.Send(msg); err != nil && !errors.Is(err, primary.ErrNoWorker) {
 					logger.Printf("%s: %v", w, err) // one that exited meanwhile needs no total
 				}
 			}
@@ -123,5 +125,5 @@ func worker(addr string) error {
 	mux.HandleFunc("GET /pid", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, os.Getpid())
 	})
-	return cluster.ListenAndServe(addr, mux)
+	return primary.ListenAndServe(addr, mux)
 }

@@ -8,7 +8,7 @@
 //
 // The whole of it is one call:
 //
-//	cluster.ListenAndServe(":3000", mux)
+//	primary.ListenAndServe(":3000", mux)
 //
 // It serves / (a greeting with its version, worker ID and pid), /pid (the
 // pid), /health (JSON) and /sleep?ms=N (answers after N milliseconds).
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/cluster"
+	"github.com/prefork/prefork/cluster/primary"
 )
 
 // version is what / says; set it with -ldflags "-X main.version=v2".
@@ -45,7 +46,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(2)
 	}
-	if err := cluster.ListenAndServe(st.Listen, handler(), cluster.WithSettings(st)); err != nil {
+	if err := primary.ListenAndServe(st.Listen, handler(), primary.WithSettings(st)); err != nil {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(1)
 	}

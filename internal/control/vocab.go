@@ -51,13 +51,15 @@ const (
 	CauseStop         Cause = "stop"          // exit: the supervisor is stopping
 	CauseReadyTimeout Cause = "ready-timeout" // exit: not ready within -ready-timeout
 	CauseProtocol     Cause = "protocol"      // exit: kept breaking the worker protocol
-	CauseDisconnect   Cause = "disconnect"    // a node worker disconnected itself (cluster.worker.disconnect)
+	CauseDisconnect   Cause = "disconnect"    // the primary or the worker itself disconnected it (worker.disconnect)
+	CauseKill         Cause = "kill"          // the primary signalled it (worker.kill)
+	CauseFork         Cause = "fork"          // spawn: a program's Fork
 )
 
 // SpawnCauses and ExitCauses are every cause each counter can see.
 var (
-	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol, CauseDisconnect}
-	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol, CauseDisconnect}
+	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol, CauseDisconnect, CauseKill, CauseFork}
+	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol, CauseDisconnect, CauseKill}
 )
 
 // EventKind is the "event" field of an Event.

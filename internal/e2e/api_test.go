@@ -16,7 +16,7 @@ import (
 
 // The public cluster API, end to end: examples/singlebinary and
 // examples/primary, each one binary that is its own primary
-// (cluster.ListenAndServe, cluster.StartPrimary), run as real processes.
+// (primary.ListenAndServe, primary.Start), run as real processes.
 
 // singlebinary built with version v1 and v2, and examples/primary, each
 // built (or found in proctest's cache) by the first test that needs it.

@@ -183,7 +183,7 @@ func TestReapsOrphans(t *testing.T) {
 	}
 	syscall.Kill(worker, syscall.SIGKILL)
 	ex := s.waitEvent(3*time.Second, control.EventExit, func(e proctest.Event) bool { return e.Int("pid") == worker })
-	if ex.Str("reason") != string(control.CauseCrash) || ex.Str("signal") != "killed" {
+	if ex.Str("reason") != string(control.CauseCrash) || ex.Str("signal") != "SIGKILL" {
 		t.Fatalf("worker exit status lost: %v", ex.Event)
 	}
 }

@@ -60,6 +60,11 @@ const (
 	// sent TypePause has room again. Payload: empty. A worker starts
 	// resumed, and sends Pause and Resume alternately, Pause first.
 	TypeResume
+	// TypeLeave (worker → supervisor, control channel): the worker leaves
+	// on its own (cluster.Disconnect, Node's worker.disconnect() in a
+	// worker): it drains and exits, and its exit is no crash. Payload:
+	// empty.
+	TypeLeave
 	typeEnd
 )
 
@@ -81,6 +86,8 @@ func (t Type) String() string {
 		return "pause"
 	case TypeResume:
 		return "resume"
+	case TypeLeave:
+		return "leave"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -96,6 +103,7 @@ var payloadSize = [typeEnd]int{
 	TypeMessage:   -1,
 	TypePause:     0,
 	TypeResume:    0,
+	TypeLeave:     0,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor

@@ -40,6 +40,12 @@ type Settings struct {
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
 	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
 
+	// Respawn is who replaces a worker that exits: RespawnAuto (the
+	// default, ""), the primary, or RespawnManual, the program, as in
+	// Node (exit events only; it calls Fork). Not a flag: a command line
+	// has no program to decide.
+	Respawn string
+
 	// Command is the worker program and its arguments: Node's
 	// settings.exec and settings.args. On the supervisor's command line
 	// it is COMMAND, by default the worker binary beside the supervisor.
@@ -67,6 +73,12 @@ const (
 	// is 1s): with less, a healthy worker is silent that long between two
 	// beats and is killed as hung.
 	MinHangTimeout = 2 * time.Second
+)
+
+// Respawn policies (Settings.Respawn).
+const (
+	RespawnAuto   = "auto"   // the primary replaces every worker that exits unasked or is killed
+	RespawnManual = "manual" // Node's: the program replaces them (Fork) if it wants to
 )
 
 // Balance policies (Settings.Balance).

@@ -50,6 +50,15 @@ func (n naming) the(field string) string {
 	return n.ref(field)
 }
 
+// leastWorkers is the fewest workers a primary may start with: none for a
+// Go program, which may Fork them.
+func (n naming) leastWorkers() int {
+	if n == asFlags {
+		return 1
+	}
+	return 0
+}
+
 // ref names it again, inside a message: "-max-requests" or
 // "Settings.MaxRequests".
 func (n naming) ref(field string) string {
@@ -85,8 +94,15 @@ func (c *Settings) validate(n naming) error {
 	if err := listener.ParseAddr(c.Listen); err != nil {
 		return usagef("invalid value %q for %s: want HOST:PORT with a port from 0 to 65535", c.Listen, n.the("Listen"))
 	}
-	if c.Workers < 1 || c.Workers > MaxWorkers {
-		return usagef("invalid value %d for %s: must be from 1 to %d", c.Workers, n.the("Workers"), MaxWorkers)
+	// A program may start with none and Fork them, as Node's does; a
+	// command line has nobody to fork.
+	if least := n.leastWorkers(); c.Workers < least || c.Workers > MaxWorkers {
+		return usagef("invalid value %d for %s: must be from %d to %d", c.Workers, n.the("Workers"), least, MaxWorkers)
+	}
+	switch c.Respawn {
+	case "", RespawnAuto, RespawnManual:
+	default:
+		return usagef("invalid value %q for %s: must be %s or %s", c.Respawn, n.the("Respawn"), RespawnAuto, RespawnManual)
 	}
 	switch c.Mode {
 	case ipc.ModeRR, ipc.ModeShared, ipc.ModeReusePort:

@@ -7,13 +7,13 @@ import (
 	"testing"
 )
 
-// Every field but Command is the flag of the same name in kebab case, as
+// Every field but Command and Respawn is the flag of the same name in kebab case, as
 // the doc says and as Validate's errors assume.
 func TestFieldsAreFlags(t *testing.T) {
 	st := reflect.TypeFor[Settings]()
 	for i := range st.NumField() {
 		name := st.Field(i).Name
-		if name == "Command" {
+		if name == "Command" || name == "Respawn" {
 			continue
 		}
 		flag := "-" + kebab(name)
@@ -43,7 +43,8 @@ func TestValidateNamesFields(t *testing.T) {
 		want   string
 	}{
 		{func(s *Settings) { *s = Settings{} }, `invalid value "" for Settings.Listen`},
-		{func(s *Settings) { s.Workers = 0 }, "invalid value 0 for Settings.Workers"},
+		{func(s *Settings) { s.Workers = -1 }, "invalid value -1 for Settings.Workers: must be from 0 to 1024"},
+		{func(s *Settings) { s.Respawn = "sometimes" }, `invalid value "sometimes" for Settings.Respawn: must be auto or manual`},
 		{func(s *Settings) { s.Mode = "fast" }, `invalid value "fast" for Settings.Mode`},
 		{func(s *Settings) { s.HangTimeout = 1 }, "for Settings.HangTimeout"},
 		{func(s *Settings) { s.MaxRequestsJitter = 3 }, "Settings.MaxRequestsJitter needs Settings.MaxRequests"},
@@ -59,5 +60,14 @@ func TestValidateNamesFields(t *testing.T) {
 	}
 	if err := def.Validate(); err != nil {
 		t.Errorf("the defaults: %v", err)
+	}
+	// Node's start-up: no workers, then Fork; a command line needs one.
+	none := def
+	none.Workers, none.Respawn = 0, RespawnManual
+	if err := none.Validate(); err != nil {
+		t.Errorf("no workers, manual respawn: %v", err)
+	}
+	if _, err := Parse([]string{"-workers", "0"}); !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "-workers: must be from 1") {
+		t.Errorf("-workers 0: %v, want a usage error from 1", err)
 	}
 }

@@ -72,7 +72,7 @@ func (s *Supervisor) status() *control.Status {
 	now := s.sys.Now()
 	st := &control.Status{
 		PID:         os.Getpid(),
-		Listen:      s.mode.addr(),
+		Listen:      addrOf(s.mode),
 		Mode:        s.cfg.Mode,
 		Generation:  s.gen,
 		UptimeS:     now.Sub(s.begun).Seconds(),
@@ -112,7 +112,7 @@ func (s *Supervisor) status() *control.Status {
 // openConns is p's open connections: exact from the handoff counts when
 // workers report closes (least-conn), else from p's last heartbeat.
 func (s *Supervisor) openConns(p *process) int64 {
-	if p.t != nil && s.mode.loadReports() {
+	if p.t != nil && s.mode.handoff().LoadReports() {
 		return p.t.Load()
 	}
 	return int64(p.beat.Conns)

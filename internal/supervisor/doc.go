@@ -13,13 +13,17 @@
 //
 // # Where to read
 //
-//	supervisor.go   the Supervisor type; Run wires the OS to it
-//	engine.go       Start and Engine: the same supervisor run from Go code,
-//	                for the cluster package's primary (and cmd/supervisor)
+//	supervisor.go   the Supervisor type and run, which wires the OS to it
+//	engine.go       Start and Engine: a running supervisor, for the
+//	                supervisor command and the cluster package's primary
+//	config.go       Config, the settings it runs (internal/settings)
+//	log.go          the supervisor's logger
 //	loop.go         the owner loop: events, signals, timers
 //	system.go       the seam to the OS: start, signal, wait, /proc, clock
 //	spawner.go      the thread that forks workers (Pdeathsig)
-//	worker.go       a worker's life: spawn, ready, exit, drain
+//	credentials.go  -user and -group
+//	process.go      a worker process and its life: spawn, ready, exit, drain
+//	output.go       -worker-output capture: a worker's lines through the log
 //	frames.go       what a worker says on its control channel
 //	messages.go     application messages, flow-controlled to an Engine
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
@@ -28,29 +32,37 @@
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      reload and recycle, slot by slot
 //	scale.go        scaling up and down
+//	fork.go         Engine.Fork and Ready, the respawn policy (auto, manual)
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
 //	stop.go         graceful stop, grace, second signal
 //	control.go      ctl requests and status
 //	recent.go       a worker's last heartbeats: requests/s, p50, p99
+//	metrics.go      the snapshot a metrics scrape reads
 //	services.go     control socket, metrics, reaper, systemd watchdog
-//	mode.go         how a mode gets connections to workers, and
-//	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each
-//	handoff.go      rr's accept-and-hand-off path, and its pending queue
-//	handoff_node.go   rr to Node.js workers: newconn messages, answered
+//	mode.go         a mode's sockets (-mode): the mode interface, and
+//	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
+//	                connections themselves go through internal/handoff
 //	upgrade.go      ctl upgrade and SIGUSR2: check the new binary, save the
-//	state.go        state to a memfd, execve from the spawner thread;
+//	upgrade_state.go  state to a memfd, execve from the spawner thread;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //
-// A crash, for example: the waiter goroutine started by system.Start posts
-// evExit; onExit (worker.go) asks the mode for the connections the worker
-// never took and calls crashed (slot.go), which charges the slot's crash
-// budget and queues evRespawn, at once or after a backoff; respawn starts
-// the slot's new worker, and onReady routes it.
+// A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts
+// it, the policy picks a routed worker, the worker's transport sends it
+// (Frames: a conns frame; Node: a newconn message) and the supervisor's
+// copy is closed, once the worker has its own or has answered. The owner
+// routes a worker when it is ready (onReady, process.go: route, mode.go)
+// and unroutes it when it drains.
+//
+// A crash: the waiter goroutine started by system.Start posts evExit;
+// onExit (process.go) has the handoff take back what the worker never took
+// (Handoff.Recover) and calls crashed (slot.go), which charges the slot's
+// crash budget and queues evRespawn, at once or after a backoff; respawn
+// starts the slot's new worker, and onReady routes it.
 //
 // # Testing
 //
 // The OS sits behind the system interface, so the state machine is tested
-// with fake processes and a fake clock (fake_test.go, state_test.go):
+// with fake processes and a fake clock (fake_test.go, loop_test.go):
 // every event is handled on the test's goroutine, and time passes only
 // when a test advances it. The end-to-end tests in internal/e2e run the
 // real binaries.

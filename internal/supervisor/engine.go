@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -17,10 +16,10 @@ import (
 	"github.com/prefork/prefork/internal/settings"
 )
 
-// Engine is a supervisor run from a Go program rather than from its command
-// line: the public cluster package's primary. It runs the same owner loop as
-// Run, and its methods reach that loop as events, as the control socket
-// does, so none of them touches the supervisor's state from outside.
+// Engine is a running supervisor: the supervisor command's, and the public
+// cluster package's primary. Its methods reach the owner loop as events,
+// as the control socket does, so none of them touches the supervisor's
+// state from outside.
 type Engine struct {
 	s    *Supervisor
 	bus  *control.Broadcaster
@@ -45,9 +44,10 @@ func validate(cfg Config) error {
 	return cfg.Validate()
 }
 
-// Start runs the supervisor as Run does, on a goroutine of its own, and
-// returns once it listens and is about to start the first workers, or with
-// the error that stopped it before. Wait returns what Run would.
+// Start binds, starts the workers and supervises them until a stop signal
+// or a fatal error, on a goroutine of its own. It returns once it listens
+// and is about to start the first workers, or with the error that stopped
+// it before; Wait returns what stops it later.
 //
 // In the image an in-place upgrade started (ctl upgrade), the workers'
 // parent is the main thread, so the goroutine that calls Start and Wait —
@@ -74,7 +74,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 			x.s.window = newWindow(MessageWindow)
 			e.done = make(chan struct{})
 			e.sp = sp
-			e.addr = x.s.mode.addr()
+			e.addr = addrOf(x.s.mode)
 			started <- e
 		}
 		var err error
@@ -129,8 +129,8 @@ func (e *Engine) Events() *control.Subscription { return e.sub }
 // worker.
 func (e *Engine) Done() <-chan struct{} { return e.done }
 
-// Wait waits for the supervisor to stop and returns what Run would: nil
-// after a clean stop.
+// Wait waits for the supervisor to stop and returns why: nil after a clean
+// stop.
 //
 // After an in-place upgrade, Wait must be called, from the goroutine that
 // called Start, for workers to be started: see Start.
@@ -160,38 +160,6 @@ func call[T any](ctx context.Context, e *Engine, fn func(*Supervisor) T) (T, err
 
 // ErrNoWorker is the error for a worker process that has exited.
 var ErrNoWorker = errors.New("supervisor: no such worker")
-
-// Fork adds a slot whose workers get env (KEY=VALUE entries) on top of the
-// supervisor's environment, and waits until its first worker is ready: a
-// scale by one. It returns the slot's id. It fails as a scale does while
-// the workers start, a reload or scale runs, or the supervisor stops.
-func (e *Engine) Fork(ctx context.Context, env []string) (int, error) {
-	for _, kv := range env {
-		k, _, ok := strings.Cut(kv, "=")
-		switch {
-		case !ok || k == "":
-			return 0, fmt.Errorf("supervisor: fork: %q is not KEY=VALUE", kv)
-		case strings.HasPrefix(k, ipc.EnvPrefix):
-			return 0, fmt.Errorf("supervisor: fork: %s: %s variables are the supervisor's", k, ipc.EnvPrefix)
-		}
-	}
-	id := make(chan int, 1)
-	r, err := ask(ctx, e.s, func(reply chan control.Response) any {
-		return evCall{fn: func(s *Supervisor) {
-			id <- len(s.slots) + 1
-			s.forkEnv = env
-			s.scale(len(s.slots)+1, reply)
-			s.forkEnv = nil
-		}}
-	})
-	if err != nil {
-		return 0, err
-	}
-	if !r.OK {
-		return 0, errors.New(strings.Replace(r.Error, "scale", "fork", 1))
-	}
-	return <-id, nil
-}
 
 // ErrBusy is what a message to a worker that does not read its messages
 // gets: its queue stayed full until the sender's context was done.
@@ -228,10 +196,26 @@ func (e *Engine) Send(ctx context.Context, pid int, msg []byte) error {
 	return fmt.Errorf("supervisor: send to %s: %w", who, err)
 }
 
-// Signal sends sig to the worker process pid. Its exit is then, unless it
-// was already asked to leave, a crash: its slot gets a new worker.
-func (e *Engine) Signal(ctx context.Context, pid int, sig syscall.Signal) error {
-	return e.onWorker(ctx, pid, func(_ *Supervisor, p *process) error { return p.proc.Signal(sig) })
+// Kill sends sig to the worker process pid, as Node's worker.kill does:
+// the worker is taken out of rotation first, so its exit is intended
+// (ExitedAfterDisconnect), not a crash, and costs no crash budget. Its
+// slot gets a new worker by the respawn policy; one that outlives -grace
+// after sig is killed.
+func (e *Engine) Kill(ctx context.Context, pid int, sig syscall.Signal) error {
+	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
+		if !p.asked && !(s.roll != nil && s.roll.next == p) {
+			// A reload's new worker is no slot's yet: its exit fails the
+			// reload, as a crash would.
+			s.dismiss(p, control.CauseKill)
+			s.log.Info("killing worker", p.fields(zap.String("signal", signalName(sig)))...)
+			s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseKill})
+			s.after(s.cfg.Grace, evKillDue{p: p})
+			if p.slot.cur == p {
+				s.respawnAfter(p.slot, control.CauseKill)
+			}
+		}
+		return p.proc.Signal(sig)
+	})
 }
 
 // Disconnect drains the worker process pid, as Node's worker.disconnect()
@@ -245,9 +229,8 @@ func (e *Engine) Disconnect(ctx context.Context, pid int) error {
 			return errors.New("supervisor: disconnect: the worker is a reload's, not yet ready")
 		}
 		s.drain(p, control.CauseDisconnect)
-		if p.slot.cur == p && s.phase != phaseStopping {
-			s.vacate(p.slot)
-			s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+		if p.slot.cur == p {
+			s.respawnAfter(p.slot, control.CauseDisconnect)
 		}
 		return nil
 	})

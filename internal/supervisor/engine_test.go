@@ -46,7 +46,7 @@ func TestEngineFork(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		id, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"COLOR=blue"})
+		id, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"COLOR=blue"})
 		got <- result{id, err}
 	}()
 	h.await("the fork", func(ev any) bool { _, ok := ev.(evCall); return ok })
@@ -67,10 +67,10 @@ func TestEngineFork(t *testing.T) {
 		t.Fatal("slot 3 after a crash: want a new worker with COLOR=blue")
 	}
 
-	if _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{ipc.EnvWorkerID + "=9"}); err == nil {
+	if _, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{ipc.EnvWorkerID + "=9"}); err == nil {
 		t.Fatal("Fork with a PREFORK_ variable: no error")
 	}
-	if _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"NOEQUALS"}); err == nil {
+	if _, _, err := (&Engine{s: h.s}).Fork(context.Background(), []string{"NOEQUALS"}); err == nil {
 		t.Fatal("Fork with an entry that is not KEY=VALUE: no error")
 	}
 }
@@ -158,8 +158,9 @@ func TestEngineSendNode(t *testing.T) {
 }
 
 // Disconnect drains the worker, its slot gets a new one at once, and its
-// exit is no crash; Signal's SIGKILL is a crash, and the slot respawns.
-func TestEngineDisconnectAndSignal(t *testing.T) {
+// exit is no crash; nor is Kill's, even by SIGKILL: the slot respawns at
+// once, and the crash budget is untouched.
+func TestEngineDisconnectAndKill(t *testing.T) {
 	h := newHarness(t, withProtocol(ProtocolPrefork))
 	h.start(true)
 	p := h.cur(1)
@@ -178,12 +179,19 @@ func TestEngineDisconnectAndSignal(t *testing.T) {
 	}
 
 	q := h.cur(2)
-	if err := viaEngine(h, func(e *Engine) error { return e.Signal(context.Background(), q.pid, syscall.SIGKILL) }); err != nil {
+	if err := viaEngine(h, func(e *Engine) error { return e.Kill(context.Background(), q.pid, syscall.SIGKILL) }); err != nil {
 		t.Fatal(err)
 	}
 	h.run()
-	if n := h.forks(control.CauseCrash); n != 1 {
-		t.Fatalf("%d crash respawns after SIGKILL, want 1", n)
+	switch {
+	case h.forks(control.CauseCrash) != 0 || h.s.counts.exits[control.CauseCrash] != 0:
+		t.Fatalf("a Kill counted as a crash: %d respawns, %d exits", h.forks(control.CauseCrash), h.s.counts.exits[control.CauseCrash])
+	case h.forks(control.CauseKill) != 1 || h.s.counts.exits[control.CauseKill] != 1:
+		t.Fatalf("%d kill respawns and %d kill exits, want 1 each", h.forks(control.CauseKill), h.s.counts.exits[control.CauseKill])
+	case len(q.slot.budget.crashes) != 0:
+		t.Fatalf("the crash budget holds %d crashes after a Kill", len(q.slot.budget.crashes))
+	case h.cur(2) == nil || h.cur(2) == q:
+		t.Fatal("slot 2 has no new worker after a Kill")
 	}
 }
 

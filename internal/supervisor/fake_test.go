@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/settings"
 )
@@ -175,7 +177,7 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
 	if sig == syscall.SIGKILL {
-		p.exit(exitStatus{signal: "killed", known: true})
+		p.exit(exitStatus{signal: "SIGKILL", known: true})
 	}
 	return nil
 }
@@ -224,36 +226,46 @@ func (p *fakeProc) env(key string) string {
 	return ""
 }
 
-// fakeMode records what the supervisor asks of its mode.
+// fakeMode records what the supervisor asks of its mode. Its handoff is
+// real, over targets that hold no descriptor (Node's transport, never
+// listening), so that routing is the handoff's own.
 type fakeMode struct {
-	routed  map[*process]bool
+	h       *handoff.Handoff
 	vacated []int
 	retired []int
 	failAt  map[int]error // slot id → prepare fails
 	stopped bool
-	h       *handoff // nil: none, as in shared mode
 }
 
-func newFakeMode() *fakeMode { return &fakeMode{routed: map[*process]bool{}, failAt: map[int]error{}} }
+func newFakeMode() *fakeMode {
+	h, _ := handoff.New("round-robin", zap.NewNop(), settings.DefaultQueueMax, settings.DefaultQueueTimeout)
+	return &fakeMode{h: h, failAt: map[int]error{}}
+}
 
-func (m *fakeMode) addr() string          { return "127.0.0.1:3000" }
-func (m *fakeMode) activated() bool       { return false }
+func (m *fakeMode) listeners() []listening {
+	return []listening{{name: mainListener, addr: "127.0.0.1:3000"}}
+}
 func (m *fakeMode) startAccepting() error { return nil }
 func (m *fakeMode) stopAccepting()        { m.stopped = true }
 func (m *fakeMode) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) {
-	return handles{}, m.failAt[sl.id]
+	if err := m.failAt[sl.id]; err != nil {
+		return handles{}, err
+	}
+	return handles{t: handoff.NewNodeTarget(sl.id)}, nil
 }
-func (m *fakeMode) route(p *process)     { m.routed[p] = true }
-func (m *fakeMode) unroute(p *process)   { delete(m.routed, p) }
-func (m *fakeMode) exited(*process) int  { return 0 }
-func (m *fakeMode) vacant(sl *slot)      { m.vacated = append(m.vacated, sl.id) }
-func (m *fakeMode) retire(sl *slot)      { m.retired = append(m.retired, sl.id) }
-func (m *fakeMode) close() int           { return 0 }
-func (m *fakeMode) handoff() *handoff    { return m.h }
-func (m *fakeMode) observe(observer)     {}
-func (m *fakeMode) loadReports() bool    { return false }
-func (m *fakeMode) pause(*process, bool) {}
-func (m *fakeMode) tick()                {}
+func (m *fakeMode) slot(sl *slot, c slotChange) {
+	switch c {
+	case slotVacant:
+		m.vacated = append(m.vacated, sl.id)
+	case slotRetired:
+		m.retired = append(m.retired, sl.id)
+	}
+}
+func (m *fakeMode) handoff() *handoff.Handoff          { return m.h }
+func (m *fakeMode) save(*upgradeState) (func(), error) { return func() {}, nil }
+
+// routed reports whether p is in the handoff's rotation.
+func (m *fakeMode) routed(p *process) bool { return m.h.Routed(p.t) }
 
 // harness drives one supervisor on the fake system.
 type harness struct {
@@ -435,8 +447,8 @@ func (h *harness) readyCount() int {
 	return n
 }
 
-// finish runs what Run does after the loop: it reports the error Run would
-// return once every worker has exited, and whether they all have.
+// stopped reports whether every worker has exited, and the error the
+// supervisor stops with (Engine.Wait's).
 func (h *harness) stopped() (bool, error) { return h.s.stopped(), h.s.stopErr }
 
 var errEMFILE = errors.New("too many open files")

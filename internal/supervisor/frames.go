@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,9 +59,8 @@ func (s *Supervisor) readControl(p *process) {
 			recv = p.ctl.TryRecv
 			continue
 		}
-		var op *net.OpError
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, ipc.ErrWouldBlock) || errors.As(err, &op) {
-			return // the worker is gone (ECONNRESET: it left frames unread)
+		if gone(err) {
+			return
 		}
 		if err == nil {
 			err = s.onFrame(p, f, beats)
@@ -72,6 +72,15 @@ func (s *Supervisor) readControl(p *process) {
 			return
 		}
 	}
+}
+
+// gone reports whether err from reading a worker's control channel means
+// the worker is gone. ECONNRESET: it exited and left frames unread; Recv
+// wraps it in a *net.OpError, TryRecv (after the exit) does not.
+func gone(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, ipc.ErrWouldBlock) ||
+		errors.As(err, &op) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // protocolError counts one of p's protocol errors in *bad, on its reader's
@@ -92,7 +101,7 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 	switch f.Type {
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
-			p.t.peers.Store(true) // before the owner adds it to the balancer
+			p.t.TakesPeers() // before the owner adds it to the balancer
 		}
 		s.post(evReady{p: p, uses: f.Features()})
 	case ipc.TypeHeartbeat:
@@ -101,12 +110,14 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 		}
 	case ipc.TypeLoad:
 		if p.t != nil {
-			p.t.closed.Store(f.Uint32())
+			p.t.Closed(f.Uint32())
 		}
 	case ipc.TypePause, ipc.TypeResume:
-		s.mode.pause(p, f.Type == ipc.TypePause)
+		s.mode.handoff().Pause(p.t, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
 		s.passMessage(p, f.Payload)
+	case ipc.TypeLeave:
+		s.post(evLeaving{p: p})
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
 	}

@@ -160,3 +160,24 @@ func TestUnhealthyLoggedOnChange(t *testing.T) {
 		t.Fatalf("%d unhealthy lines for 20 unhealthy beats in two runs, want 2", n)
 	}
 }
+
+// A worker that exits leaving unread what the supervisor sent it is gone,
+// not a worker that broke the protocol: read after its exit (TryRecv), the
+// channel says "connection reset by peer", which was logged as a protocol
+// error.
+func TestResetAfterExitIsGone(t *testing.T) {
+	local, remote, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	msg, _ := ipc.AppendFrame(nil, ipc.TypeMessage, []byte("unread"))
+	if err := local.Send(msg, nil); err != nil {
+		t.Fatal(err)
+	}
+	remote.Close() // the worker exits
+	_, _, err = local.TryRecv(make([]byte, ipc.MaxFrame), nil)
+	if err == nil || !gone(err) {
+		t.Fatalf("TryRecv after the worker's exit: %v; gone %v, want true", err, gone(err))
+	}
+}

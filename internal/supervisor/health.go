@@ -69,7 +69,7 @@ func (s *Supervisor) onTick() {
 		s.thawed(now, gap)
 	}
 	s.lastTick = now
-	s.mode.tick()
+	s.mode.handoff().Check(time.Now())
 	s.findHung(now)
 	s.keepAlive(now)
 }

@@ -38,7 +38,7 @@ type (
 		p   *process
 		msg []byte
 	}
-	evLeaving  struct{ p *process } // a node worker disconnected itself
+	evLeaving  struct{ p *process } // a worker disconnected itself
 	evProtocol struct {
 		p     *process
 		err   error
@@ -89,7 +89,7 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 	return s.stopErr
 }
 
-// post delivers an event to the owner goroutine; after Run returns it is
+// post delivers an event to the owner goroutine; after the loop has ended it is
 // dropped.
 func (s *Supervisor) post(ev any) {
 	select {

@@ -30,14 +30,10 @@ func (s *Supervisor) snapshot() snapshot {
 		snap.Workers = append(snap.Workers, metrics.Worker{Slot: p.slot.id, OpenConns: s.openConns(p),
 			Requests: p.beat.Requests, RSSBytes: p.beat.RSS, HeartbeatAge: p.heartbeatAge(now), Latency: p.beat.Latency})
 		if p.t != nil {
-			snap.Handoffs[p.slot.id] += p.t.handed.Load()
+			snap.Handoffs[p.slot.id] += p.t.Handed()
 		}
 	}
-	if h := s.mode.handoff(); h != nil {
-		snap.HandoffFailures = h.failures.Load()
-		snap.Reroutes = h.retried.Load() + h.recovered.Load()
-		snap.Dropped = h.dropped.Load()
-		snap.PendingDepth = int(h.npend.Load())
-	}
+	st := s.mode.handoff().Stats()
+	snap.HandoffFailures, snap.Reroutes, snap.Dropped, snap.PendingDepth = st.Failures, st.Reroutes, st.Dropped, st.Pending
 	return snap
 }

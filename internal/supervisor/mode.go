@@ -6,24 +6,21 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 )
 
-// mode is how a scheduling mode (-mode) gets connections to workers: one
-// type per mode, in mode_rr.go, mode_shared.go and mode_reuseport.go. The
-// owner goroutine calls every method but pause.
+// mode is a scheduling mode's socket strategy (-mode), as Node's shared and
+// round-robin handles are: which sockets exist, how a worker gets them,
+// accepting and stopping, and a slot that empties or retires. One type per
+// mode, in mode_rr.go, mode_shared.go and mode_reuseport.go. Routing,
+// pausing, exits and load reports are the handoff's, which a mode that
+// accepts connections itself returns. The owner goroutine calls every
+// method.
 type mode interface {
-	// addr is the address actually bound; activated, whether the socket
-	// came from systemd (LISTEN_FDS).
-	addr() string
-	activated() bool
-
-	// startAccepting starts the supervisor's own accept loops, if the
-	// mode has any; stopAccepting closes every listening socket (queued
-	// connections still go to ready workers). Stopping twice is harmless.
-	startAccepting() error
-	stopAccepting()
+	// listeners are the sockets the workers serve, each with a name.
+	listeners() []listening
 
 	// prepare makes what a new worker for sl gets at fd 4, and the
 	// supervisor's side of it, before the process starts. ctl is the
@@ -31,50 +28,65 @@ type mode interface {
 	// worker's. On error nothing is left open.
 	prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (handles, error)
 
-	// route lets a ready worker receive connections from the supervisor;
-	// unroute takes it out of rotation (it drains, or is replaced).
-	route(p *process)
-	unroute(p *process)
-	// exited hands on the connections an exited worker never took,
-	// returning how many.
-	exited(p *process) int
-	// vacant: sl has no worker for now (it crashed or hung). retire: sl
-	// was scaled away.
-	vacant(sl *slot)
-	retire(sl *slot)
-	// pause stops (or resumes) sending p connections at the worker's own
-	// request: it is near its descriptor limit. Called from p's control
-	// reader, so that back-pressure takes effect at once.
-	pause(p *process, paused bool)
-	// tick runs from the owner's tick: rr takes a worker whose queue has
-	// not moved out of rotation and hands its queue on.
-	tick()
+	// startAccepting starts the supervisor's own accept loops, if the
+	// mode has any; stopAccepting closes every listening socket (queued
+	// connections still go to ready workers). Stopping twice is harmless.
+	startAccepting() error
+	stopAccepting()
 
-	// close closes connections still queued at the very end, returning
-	// how many.
-	close() int
+	// slot tells the mode what became of sl's worker (see slotChange).
+	slot(sl *slot, c slotChange)
 
-	// handoff is the mode's handoff path, nil if it has none; observe
-	// gives it the metrics' timing observer before any accept.
-	handoff() *handoff
-	observe(o observer)
-	// loadReports says whether workers report closed connections, which
-	// makes the supervisor's open-connection count exact (least-conn).
-	loadReports() bool
+	// handoff is the mode's handoff, nil if the supervisor never touches
+	// a connection (shared).
+	handoff() *handoff.Handoff
+
+	// save keeps the mode's sockets, and what it holds of the connections,
+	// in st for an upgrade, or says why it cannot now; resume undoes what
+	// save stopped, for an upgrade that did not happen.
+	save(st *upgradeState) (resume func(), err error)
 }
+
+// listening is one listening address the workers serve.
+type listening struct {
+	name      string
+	addr      string
+	activated bool // the socket came from systemd (LISTEN_FDS)
+}
+
+// mainListener is the name of the -listen socket.
+const mainListener = "main"
+
+// addrOf is the address m's main listener is bound to.
+func addrOf(m mode) string { return m.listeners()[0].addr }
+
+// slotChange is what became of a slot's worker.
+type slotChange int
+
+const (
+	slotFilled  slotChange = iota // a worker of the slot is ready and routed
+	slotVacant                    // the slot has no worker for now: it crashed or hung
+	slotRetired                   // the slot was scaled away
+)
 
 // handles is what prepare makes for one worker.
 type handles struct {
-	file *os.File // the worker's fd 4; the caller closes it after the start
-	t    *target  // the worker as the handoff sees it; nil if none
+	file *os.File        // the worker's fd 4; the caller closes it after the start
+	t    *handoff.Target // the worker as the handoff sees it; nil if none
 }
 
 // abort releases what prepare made when the worker did not start.
 func (h handles) abort() {
-	if h.t != nil && h.t.node == nil {
-		h.t.ch.Close()
-		h.t.keep.Close()
+	if h.t != nil {
+		h.t.Close()
 	}
+}
+
+// route lets p, ready, receive connections: the handoff routes it, and its
+// slot is filled.
+func route(m mode, p *process) {
+	m.handoff().Route(p.t)
+	m.slot(p.slot, slotFilled)
 }
 
 // newMode binds the listening sockets for cfg.Mode. The supervisor keeps
@@ -88,9 +100,9 @@ func newMode(cfg Config, log *zap.Logger) (mode, error) {
 		return nil, err
 	}
 	if cfg.Mode == ipc.ModeShared {
-		return &shared{ln: ln, activated_: activated}, nil
+		return &shared{ln: ln, activated: activated}, nil
 	}
-	return newRR(cfg, log, ln, activated), nil
+	return newRR(cfg, log, ln, activated)
 }
 
 // bindOne binds the one listening socket of rr and shared mode, or takes it
@@ -116,10 +128,11 @@ func bindOne(cfg Config, log *zap.Logger) (*listener.Socket, bool, error) {
 	return sock, false, err
 }
 
-// newTarget makes the handoff's view of a worker whose connections travel
-// over ch: a target with keep, a duplicate of the worker's receiving end
-// (remote), made now so that a failure is a failed start.
-func newTarget(sl *slot, ch *ipc.Channel, remote *os.File) (*target, error) {
+// framesTarget makes the handoff's view of a worker whose connections
+// travel as frames over ch: keep, a duplicate of the worker's receiving
+// end (remote), is made now so that a failure is a failed start. lent: ch
+// is the worker's control channel, which its link owns.
+func framesTarget(sl *slot, ch *ipc.Channel, remote *os.File, lent bool, log *zap.Logger) (*handoff.Target, error) {
 	dup, err := listener.Dup(remote)
 	if err != nil {
 		return nil, err
@@ -128,5 +141,21 @@ func newTarget(sl *slot, ch *ipc.Channel, remote *os.File) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{slot: sl.id, ch: ch, keep: keep}, nil
+	log = log.With(zap.Int("slot", sl.id))
+	tr := handoff.NewFrames(ch, keep, log)
+	if lent {
+		tr = handoff.OverControl(ch, keep, log)
+	}
+	return handoff.NewTarget(sl.id, tr), nil
+}
+
+// keepListener records ln, the socket of listener name, in st.
+func keepListener(st *upgradeState, ln *listener.Socket, activated bool) error {
+	fd, err := fdOf(ln)
+	if err != nil {
+		return err
+	}
+	st.Listener = st.keep(fd, roleListener, 0)
+	st.Activated = activated
+	return nil
 }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -8,7 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 )
@@ -25,36 +26,43 @@ import (
 // group (listener.Steer) sends new connections only to the other slots'
 // sockets, the supervisor accepts what was already queued on it until
 // nothing has arrived for retireQuiet, then takes it out of the group and
-// closes it (see drain).
+// closes it (see handoff.Retiring).
 type reusePort struct {
 	listen string
 	log    *zap.Logger
-	bal    balancer.Balancer[*target]
-	h      *handoff
+	h      *handoff.Handoff
 	quiet  time.Duration // retireQuiet; shorter in tests
 	// adoptVacant: workers can be handed connections (see vacant).
 	adoptVacant bool
 
-	// mu guards what follows: the owner goroutine and the drains of
+	// mu guards what follows: the owner goroutine and the emptying of
 	// retired sockets, which finish on their own goroutines, change it.
-	mu     sync.Mutex
-	socks  map[int]*portSocket // by slot id: every slot's, and the retired ones still draining
-	group  []*portSocket       // the kernel's order of the group's sockets (see listener.Steer)
-	closed bool
-	drains sync.WaitGroup
+	mu       sync.Mutex
+	socks    map[int]*portSocket // by slot id: every slot's, and the retired ones still emptied
+	group    []*portSocket       // the kernel's order of the group's sockets (see listener.Steer)
+	closed   bool
+	retiring sync.WaitGroup
 }
 
 // portSocket is one slot's socket, and the supervisor's accept loop on it
-// while the slot has no ready worker, or its drain once the slot is gone.
+// while the slot has no ready worker, or its emptying once the slot is gone.
 type portSocket struct {
 	id     int
 	ln     *listener.Socket
-	orphan *acceptLoop
-	// retired: scaled away; no connection is steered to it. drain is
+	orphan *handoff.AcceptLoop
+	// retired: scaled away; no connection is steered to it. emptying is
 	// non-nil while the supervisor takes what is queued on it.
-	retired bool
-	drain   *drain
+	retired  bool
+	emptying *handoff.Retiring
 }
+
+// retireQuiet is how long a retired socket must go without a new
+// connection before it is closed. Once the group's program steers new SYNs
+// elsewhere, what still arrives is what was queued, and handshakes whose
+// SYN came before the program changed: those complete within a round trip,
+// or, when the SYN-ACK was lost, after its retransmission 1s later (the
+// initial RTO). 1.5s covers one such loss.
+const retireQuiet = 1500 * time.Millisecond
 
 func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 	if lns, err := listener.Inherited(); err == nil {
@@ -75,14 +83,17 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 	for i := range ids {
 		ids[i] = i + 1
 	}
-	return reusePortOver(cfg, log, socks, ids), nil
+	return reusePortOver(cfg, log, socks, ids)
 }
 
 // reusePortOver makes the mode over socks, slot ids[i]'s socket at i, in
 // the order listen() was called on them: the group's.
-func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []int) *reusePort {
-	bal := balancer.NewRoundRobin[*target]()
-	m := &reusePort{log: log, bal: bal, h: newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout), quiet: retireQuiet, socks: map[int]*portSocket{},
+func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []int) (*reusePort, error) {
+	h, err := handoff.New("round-robin", log, cfg.QueueMax, cfg.QueueTimeout)
+	if err != nil {
+		return nil, err
+	}
+	m := &reusePort{log: log, h: h, quiet: retireQuiet, socks: map[int]*portSocket{},
 		adoptVacant: newProtocol(cfg).receives()}
 	for i, ln := range socks {
 		ps := &portSocket{id: ids[i], ln: ln}
@@ -90,7 +101,7 @@ func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []
 		m.group = append(m.group, ps)
 	}
 	m.listen = socks[0].Addr().String()
-	return m
+	return m, nil
 }
 
 // restoreReusePort takes the sockets an upgrade kept, in the group's order
@@ -100,30 +111,33 @@ func restoreReusePort(cfg Config, log *zap.Logger, st *upgradeState) (*reusePort
 	if err != nil {
 		return nil, err
 	}
-	return reusePortOver(cfg, log, socks, st.PortSlots), nil
+	return reusePortOver(cfg, log, socks, st.PortSlots)
 }
 
-func (m *reusePort) addr() string          { return m.listen }
-func (m *reusePort) activated() bool       { return false }
-func (m *reusePort) startAccepting() error { return nil }
+func (m *reusePort) listeners() []listening {
+	return []listening{{name: mainListener, addr: m.listen}}
+}
 
-// stopAccepting stops the accept loops and drains (which take what is
-// queued on their sockets first), then closes every socket.
+func (m *reusePort) startAccepting() error     { return nil }
+func (m *reusePort) handoff() *handoff.Handoff { return m.h }
+
+// stopAccepting stops the accept loops and the emptying of retired sockets
+// (which take what is queued on them first), then closes every socket.
 func (m *reusePort) stopAccepting() {
 	m.mu.Lock()
 	m.closed = true
 	for _, ps := range m.socks {
 		ps.adopt(nil, false)
-		ps.drain.cancel(drainStop)
+		ps.emptying.Cancel(handoff.RetireStop)
 	}
 	m.mu.Unlock()
-	m.drains.Wait()
+	m.retiring.Wait()
 	m.mu.Lock()
 	for _, ps := range m.socks {
 		ps.ln.Close()
 	}
 	m.mu.Unlock()
-	m.h.flush()
+	m.h.Flush()
 }
 
 // prepare gives the worker its slot's socket, binding one for a slot that
@@ -141,7 +155,7 @@ func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (han
 	if ctl == nil {
 		return handles{file: f}, nil // nothing can be handed to it
 	}
-	t, err := newTarget(sl, ctl, ctlRemote)
+	t, err := framesTarget(sl, ctl, ctlRemote, true, m.log)
 	if err != nil {
 		f.Close()
 		return handles{}, err
@@ -150,15 +164,15 @@ func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (han
 }
 
 // socket returns slot id's socket: its own, or a retired one still
-// draining, which takes new connections again; or a new one bound into the
+// being emptied, which takes new connections again; or a new one bound into the
 // group for a slot added by a scale-up.
 func (m *reusePort) socket(id int) (*portSocket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ps, ok := m.socks[id]; ok {
 		if ps.retired {
-			ps.drain.cancel(drainRevive)
-			ps.drain, ps.retired = nil, false
+			ps.emptying.Cancel(handoff.RetireRevive)
+			ps.emptying, ps.retired = nil, false
 			m.steer()
 		}
 		return ps, nil
@@ -196,53 +210,48 @@ func (m *reusePort) steer() bool {
 	return true
 }
 
-// route: the worker takes its own socket's connections again, and may be
-// handed another vacant slot's.
-func (m *reusePort) route(p *process) {
-	if p.t != nil {
-		m.bal.Add(p.t)
-		m.h.flush()
-	}
+// slot: a filled slot's worker takes its own socket's connections again;
+// a vacant one's are taken by the supervisor for the other workers; a
+// retired one's socket is given up.
+func (m *reusePort) slot(sl *slot, c slotChange) {
 	m.mu.Lock()
-	if ps := m.socks[p.slot.id]; ps != nil {
+	defer m.mu.Unlock()
+	ps := m.socks[sl.id]
+	if ps == nil {
+		return
+	}
+	switch c {
+	case slotFilled:
 		ps.adopt(nil, false)
-	}
-	m.mu.Unlock()
-}
-
-func (m *reusePort) unroute(p *process) {
-	if p.t != nil {
-		m.bal.Remove(p.t)
+	case slotVacant:
+		m.vacant(ps)
+	case slotRetired:
+		m.retire(ps)
 	}
 }
-
-func (m *reusePort) exited(p *process) int { return m.h.recover(p.t) }
 
 // vacant: the supervisor accepts on the slot's socket until a new worker is
 // ready, so connections the kernel queued there go to the other workers
 // instead of waiting for the respawn. Workers without a control channel
 // (-worker-protocol systemd or plain) cannot be handed them: those wait in
-// the slot's backlog until its new worker takes them.
-func (m *reusePort) vacant(sl *slot) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if ps := m.socks[sl.id]; ps != nil && !ps.retired && !m.closed && m.adoptVacant {
+// the slot's backlog until its new worker takes them. Called with m.mu
+// held.
+func (m *reusePort) vacant(ps *portSocket) {
+	if !ps.retired && !m.closed && m.adoptVacant {
 		ps.adopt(m, true)
 	}
 }
 
 // retire gives a scaled-away slot's socket up: no new connection is
-// steered to it, and a drain hands what is queued on it to the remaining
-// workers before closing it. Closing it at once would reset what is queued
-// (and, unless net.ipv4.tcp_migrate_req is set, the handshakes in
-// progress), and the kernel would keep hashing new connections to it until
-// then. If the kernel refuses the program, the socket stays open with the
-// supervisor accepting on it, as for a vacant slot.
-func (m *reusePort) retire(sl *slot) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ps := m.socks[sl.id]
-	if ps == nil || ps.retired || m.closed {
+// steered to it, and the supervisor hands what is queued on it to the
+// remaining workers before closing it. Closing it at once would reset what
+// is queued (and, unless net.ipv4.tcp_migrate_req is set, the handshakes
+// in progress), and the kernel would keep hashing new connections to it
+// until then. If the kernel refuses the program, the socket stays open
+// with the supervisor accepting on it, as for a vacant slot. Called with
+// m.mu held.
+func (m *reusePort) retire(ps *portSocket) {
+	if ps.retired || m.closed {
 		return
 	}
 	ps.adopt(nil, false)
@@ -252,52 +261,52 @@ func (m *reusePort) retire(sl *slot) {
 		ps.adopt(m, true)
 		return
 	}
-	m.startDrain(ps)
+	m.startRetiring(ps)
 }
 
-// startDrain starts the drain of a retired socket. Out of descriptors (it
+// startRetiring starts emptying a retired socket. Out of descriptors (it
 // needs one), it tries again after the quiet period: the socket gets no new
 // connections meanwhile, and what is queued on it waits in its backlog.
 // Called with m.mu held.
-func (m *reusePort) startDrain(ps *portSocket) {
-	d, err := newDrain(ps.ln)
+func (m *reusePort) startRetiring(ps *portSocket) {
+	r, err := m.h.Retire(ps.ln)
 	if err != nil {
-		m.log.Error("cannot drain a retired socket yet; retrying", zap.Int("slot", ps.id), zap.Duration("in", m.quiet), zap.Error(err))
+		m.log.Error("cannot empty a retired socket yet; retrying", zap.Int("slot", ps.id), zap.Duration("in", m.quiet), zap.Error(err))
 		time.AfterFunc(m.quiet, func() {
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			if ps.retired && ps.drain == nil && !m.closed && m.socks[ps.id] == ps {
-				m.startDrain(ps)
+			if ps.retired && ps.emptying == nil && !m.closed && m.socks[ps.id] == ps {
+				m.startRetiring(ps)
 			}
 		})
 		return
 	}
-	ps.drain = d
-	m.drains.Add(1)
+	ps.emptying = r
+	m.retiring.Add(1)
 	go func() {
-		defer m.drains.Done()
-		if d.run(m.h, m.quiet) {
-			m.closeRetired(ps, d)
+		defer m.retiring.Done()
+		if r.Run(m.quiet) {
+			m.closeRetired(ps, r)
 		}
-		d.f.Close()
+		r.Close()
 	}()
 }
 
-// closeRetired takes a drained socket out of the group and closes it,
+// closeRetired takes an emptied socket out of the group and closes it,
 // unless a scale-up took it back or the supervisor stopped meanwhile. It
-// accepts what arrived since the drain's last look first: after
-// retireQuiet without arrivals, only a handshake whose SYN-ACK was lost
-// twice can still complete on it.
-func (m *reusePort) closeRetired(ps *portSocket, d *drain) {
+// accepts what arrived since the last look first: after retireQuiet
+// without arrivals, only a handshake whose SYN-ACK was lost twice can
+// still complete on it.
+func (m *reusePort) closeRetired(ps *portSocket, r *handoff.Retiring) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ps.drain != d || m.closed {
+	if ps.emptying != r || m.closed {
 		return
 	}
-	d.sweep(m.h)
+	r.Sweep()
 	if err := listener.Unlisten(ps.ln); err != nil {
 		m.log.Error("cannot close a retired socket; it stays open", zap.Int("slot", ps.id), zap.Error(err))
-		ps.drain, ps.retired = nil, false // it is still in the group: steer to it again
+		ps.emptying, ps.retired = nil, false // it is still in the group: steer to it again
 		m.steer()
 		ps.adopt(m, true)
 		return
@@ -308,7 +317,7 @@ func (m *reusePort) closeRetired(ps *portSocket, d *drain) {
 	m.group[i] = m.group[last]
 	m.group = m.group[:last]
 	delete(m.socks, ps.id)
-	ps.drain = nil
+	ps.emptying = nil
 	ps.ln.Close()
 	m.steer()
 }
@@ -317,10 +326,10 @@ func (m *reusePort) closeRetired(ps *portSocket, d *drain) {
 func (ps *portSocket) adopt(m *reusePort, on bool) {
 	switch {
 	case !on:
-		ps.orphan.stop()
+		ps.orphan.Stop()
 		ps.orphan = nil
 	case ps.orphan == nil:
-		loop, err := m.h.accept(ps.ln)
+		loop, err := m.h.Accept(ps.ln)
 		if err != nil {
 			m.log.Error("cannot adopt the backlog of a slot", zap.Stringer("addr", ps.ln.Addr()), zap.Error(err))
 			return
@@ -329,10 +338,28 @@ func (ps *portSocket) adopt(m *reusePort, on bool) {
 	}
 }
 
-func (m *reusePort) close() int         { return m.h.closeQueue() }
-func (m *reusePort) handoff() *handoff  { return m.h }
-func (m *reusePort) observe(o observer) { m.h.obs = o }
-func (m *reusePort) loadReports() bool  { return false }
-
-func (m *reusePort) pause(p *process, paused bool) { m.h.pause(p.t, paused) }
-func (m *reusePort) tick()                         { m.h.check(time.Now()) }
+// save keeps each slot's socket in st, in the group's order. Only at
+// rest: the state has no place for connections the handoff holds (those
+// of a vacant slot's socket), nor for a socket being retired.
+func (m *reusePort) save(st *upgradeState) (func(), error) {
+	none := func() {}
+	if n := m.h.Pending(); n > 0 {
+		return none, fmt.Errorf("not while %d connections wait for a worker", n)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ps := range m.socks {
+		if ps.retired || ps.emptying != nil || ps.orphan != nil {
+			return none, fmt.Errorf("not while slot %d's socket is retiring or vacant", ps.id)
+		}
+	}
+	for _, ps := range m.group {
+		fd, err := fdOf(ps.ln)
+		if err != nil {
+			return none, err
+		}
+		st.Ports = append(st.Ports, st.keep(fd, rolePort, ps.id))
+		st.PortSlots = append(st.PortSlots, ps.id)
+	}
+	return none, nil
+}

@@ -17,7 +17,7 @@ import (
 // place), so that the program steers to the live sockets only when a new
 // slot's socket joined after retired ones. Nothing accepts on the live
 // sockets here, and no worker takes handoffs: a connection steered to a
-// retired socket would be accepted by its drain and wait in the handoff
+// retired socket would be accepted as it is emptied and wait in the handoff
 // queue.
 func TestReusePortGroupOrder(t *testing.T) {
 	cfg := testConfig()
@@ -35,10 +35,10 @@ func TestReusePortGroupOrder(t *testing.T) {
 	}
 	groupLen := func() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.group) }
 
-	m.retire(&slot{id: 3}) // kernel group: 1 2 3 4 5 → 1 2 5 4
+	m.slot(&slot{id: 3}, slotRetired) // kernel group: 1 2 3 4 5 → 1 2 5 4
 	waitUntil(t, "slot 3's socket closed", func() bool { return groupLen() == 4 })
-	m.retire(&slot{id: 4}) // steered to indices 0 1 2; 4 closes later
-	// Under m.mu: slot 4's drain deletes from m.socks when it closes.
+	m.slot(&slot{id: 4}, slotRetired) // steered to indices 0 1 2; 4 closes later
+	// Under m.mu: slot 4's emptying deletes from m.socks when it closes.
 	m.mu.Lock()
 	live := []*portSocket{m.socks[1], m.socks[2], m.socks[5]}
 	m.mu.Unlock()
@@ -51,7 +51,7 @@ func TestReusePortGroupOrder(t *testing.T) {
 	}()
 	const n = 200
 	for range n {
-		c, err := net.DialTimeout("tcp", m.addr(), 2*time.Second)
+		c, err := net.DialTimeout("tcp", addrOf(m), 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,9 +64,9 @@ func TestReusePortGroupOrder(t *testing.T) {
 			have[i] += acceptAll(t, ps.ln)
 			total += have[i]
 		}
-		return total == n || m.h.npend.Load() > 0
+		return total == n || m.h.Pending() > 0
 	})
-	if p := m.h.npend.Load(); p > 0 {
+	if p := m.h.Pending(); p > 0 {
 		t.Fatalf("%d connections reached the retired socket; live sockets got %v", p, have)
 	}
 	waitUntil(t, "slot 4's socket closed", func() bool { return groupLen() == 3 })

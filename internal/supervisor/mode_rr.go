@@ -6,72 +6,55 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 )
 
-// rr is -mode rr (Node's SCHED_RR): the supervisor accepts, and the
-// balancer picks the worker each connection is handed to over the
-// worker's handoff channel (fd 4). The supervisor keeps a duplicate of the
-// worker's end, so that what a dead or drained worker did not take is read
-// back and handed on.
-//
-// A Node.js worker (-worker-protocol node) has no handoff channel: its
-// connections go as Node's primary sends them, newconn messages on its IPC
-// channel (handoff_node.go), and the supervisor keeps each until the worker
+// rr is -mode rr (Node's SCHED_RR): the supervisor accepts, and its
+// handoff sends each connection to the worker the balancer picks. A
+// prefork worker gets the receiving end of a channel of its own at fd 4,
+// and the supervisor keeps a duplicate of it, so that what a dead or
+// drained worker did not take is read back and handed on. A Node.js worker
+// (-worker-protocol node) is sent its connections as Node's primary sends
+// them, newconn messages on its IPC channel, each kept until the worker
 // answers that it took it.
 type rr struct {
-	ln         *listener.Socket
-	activated_ bool
-	leastConn  bool
-	node       bool // workers are Node.js cluster workers
-	bal        balancer.Balancer[*target]
-	h          *handoff
-	loop       *acceptLoop
+	ln        *listener.Socket
+	activated bool
+	log       *zap.Logger
+	h         *handoff.Handoff
+	loop      *handoff.AcceptLoop
+	// reach makes what a worker of sl gets at fd 4 and its transport.
+	reach func(m *rr, sl *slot) (handles, error)
 }
 
-func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) *rr {
-	bal, _ := balancer.New[*target](cfg.Balance) // validated with the flags
-	return &rr{
-		ln: ln, activated_: activated, leastConn: cfg.Balance == "least-conn", bal: bal,
-		node: cfg.WorkerProtocol == ProtocolNode,
-		h:    newHandoff(bal, log, cfg.QueueMax, cfg.QueueTimeout),
+func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) (*rr, error) {
+	h, err := handoff.New(cfg.Balance, log, cfg.QueueMax, cfg.QueueTimeout)
+	if err != nil {
+		ln.Close()
+		return nil, err
 	}
-}
-
-func (m *rr) addr() string    { return m.ln.Addr().String() }
-func (m *rr) activated() bool { return m.activated_ }
-
-func (m *rr) startAccepting() error {
-	loop, err := m.h.accept(m.ln)
-	m.loop = loop
-	return err
-}
-
-func (m *rr) stopAccepting() {
-	m.ln.Close()
-	m.loop.stop()
-	m.h.flush() // queued connections to whoever is still ready
-}
-
-// prepare gives the worker the receiving end of a new handoff channel; a
-// Node worker, whose connections travel on its IPC channel, gets the
-// listening socket instead, for its link to learn the address its
-// server reports as its own.
-func (m *rr) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) {
-	if m.node {
-		f, err := listener.Dup(m.ln)
-		if err != nil {
-			return handles{}, err
-		}
-		return handles{file: f, t: newNodeTarget(sl)}, nil
+	m := &rr{ln: ln, activated: activated, log: log, h: h, reach: (*rr).frames}
+	if cfg.WorkerProtocol == ProtocolNode {
+		m.reach = (*rr).node
 	}
+	return m, nil
+}
+
+func (m *rr) listeners() []listening {
+	return []listening{{name: mainListener, addr: m.ln.Addr().String(), activated: m.activated}}
+}
+
+func (m *rr) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) { return m.reach(m, sl) }
+
+// frames gives the worker the receiving end of a new handoff channel.
+func (m *rr) frames(sl *slot) (handles, error) {
 	local, remote, err := ipc.Pair()
 	if err != nil {
 		return handles{}, err
 	}
-	t, err := newTarget(sl, local, remote)
+	t, err := framesTarget(sl, local, remote, false, m.log)
 	if err != nil {
 		local.Close()
 		remote.Close()
@@ -80,31 +63,76 @@ func (m *rr) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) {
 	return handles{file: remote, t: t}, nil
 }
 
-func (m *rr) route(p *process) {
-	m.bal.Add(p.t)
-	m.h.flush()
+// node gives a Node worker, whose connections travel on its IPC channel,
+// the listening socket, for its link to learn the address its server
+// reports as its own.
+func (m *rr) node(sl *slot) (handles, error) {
+	f, err := listener.Dup(m.ln)
+	if err != nil {
+		return handles{}, err
+	}
+	return handles{file: f, t: handoff.NewNodeTarget(sl.id)}, nil
 }
 
-func (m *rr) unroute(p *process)    { m.bal.Remove(p.t) }
-func (m *rr) exited(p *process) int { return m.h.recover(p.t) }
-func (m *rr) vacant(*slot)          {}
-func (m *rr) retire(*slot)          {}
-func (m *rr) close() int            { return m.h.closeQueue() }
-func (m *rr) handoff() *handoff     { return m.h }
-func (m *rr) observe(o observer)    { m.h.obs = o }
-func (m *rr) loadReports() bool     { return m.leastConn }
+func (m *rr) startAccepting() error {
+	loop, err := m.h.Accept(m.ln)
+	m.loop = loop
+	return err
+}
 
-func (m *rr) pause(p *process, paused bool) { m.h.pause(p.t, paused) }
-func (m *rr) tick()                         { m.h.check(time.Now()) }
+func (m *rr) stopAccepting() {
+	m.ln.Close()
+	m.loop.Stop()
+	m.h.Flush() // queued connections to whoever is still ready
+}
+
+func (m *rr) slot(*slot, slotChange)    {}
+func (m *rr) handoff() *handoff.Handoff { return m.h }
+
+// save stops the accept loop and moves the pending queue's connections
+// into st, with the listening socket; resume undoes both.
+func (m *rr) save(st *upgradeState) (func(), error) {
+	m.loop.Stop()
+	m.loop = nil
+	st.StoppedAt = time.Now() // the last accept was before this
+	pend := m.h.TakeQueue()
+	resume := func() {
+		m.h.Requeue(pend)
+		if err := m.startAccepting(); err != nil {
+			m.log.Error("cannot accept again after a failed upgrade", zap.Error(err))
+		}
+	}
+	for _, p := range pend {
+		ps := pendingState{FD: st.keep(p.FD, rolePending, 0)}
+		if p.Peer != (ipc.Peer{}) {
+			ps.Peer = p.Peer[:]
+		}
+		st.Pending = append(st.Pending, ps)
+	}
+	return resume, keepListener(st, m.ln, m.activated)
+}
 
 // restoreRR takes the listening socket and the pending queue an upgrade
-// kept (see upgrade.go).
+// kept.
 func restoreRR(cfg Config, log *zap.Logger, st *upgradeState) (*rr, error) {
 	socks, err := inheritSockets([]int{st.Listener})
 	if err != nil {
 		return nil, err
 	}
-	m := newRR(cfg, log, socks[0], st.Activated)
-	m.h.restorePending(st.Pending)
+	m, err := newRR(cfg, log, socks[0], st.Activated)
+	if err != nil {
+		return nil, err
+	}
+	m.h.Requeue(pendingOf(st.Pending)) // new arrivals, handed on once workers are routed
 	return m, nil
+}
+
+// pendingOf is the queue an upgrade kept.
+func pendingOf(ps []pendingState) []handoff.Pending {
+	pend := make([]handoff.Pending, len(ps))
+	for i, p := range ps {
+		pend[i].FD = p.FD
+		copy(pend[i].Peer[:], p.Peer)
+	}
+	return pend
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"os"
 
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 )
@@ -12,39 +13,32 @@ import (
 // connection. The supervisor never touches a connection; what a dead
 // worker did not accept stays in the socket's backlog for the others.
 type shared struct {
-	ln         *listener.Socket
-	activated_ bool
+	ln        *listener.Socket
+	activated bool
 }
 
-func (m *shared) addr() string          { return m.ln.Addr().String() }
-func (m *shared) activated() bool       { return m.activated_ }
-func (m *shared) startAccepting() error { return nil }
-func (m *shared) stopAccepting()        { m.ln.Close() }
+func (m *shared) listeners() []listening {
+	return []listening{{name: mainListener, addr: m.ln.Addr().String(), activated: m.activated}}
+}
 
 func (m *shared) prepare(*slot, *ipc.Channel, *os.File) (handles, error) {
 	f, err := listener.Dup(m.ln)
 	return handles{file: f}, err
 }
 
-func (m *shared) route(*process)      {}
-func (m *shared) unroute(*process)    {}
-func (m *shared) exited(*process) int { return 0 }
-func (m *shared) vacant(*slot)        {}
-func (m *shared) retire(*slot)        {}
-func (m *shared) close() int          { return 0 }
-func (m *shared) handoff() *handoff   { return nil }
-func (m *shared) observe(observer)    {}
-func (m *shared) loadReports() bool   { return false }
+func (m *shared) startAccepting() error     { return nil }
+func (m *shared) stopAccepting()            { m.ln.Close() }
+func (m *shared) slot(*slot, slotChange)    {}
+func (m *shared) handoff() *handoff.Handoff { return nil }
+func (m *shared) save(st *upgradeState) (func(), error) {
+	return func() {}, keepListener(st, m.ln, m.activated)
+}
 
-func (m *shared) pause(*process, bool) {}
-func (m *shared) tick()                {}
-
-// restoreShared takes the listening socket an upgrade kept (see
-// upgrade.go).
+// restoreShared takes the listening socket an upgrade kept.
 func restoreShared(st *upgradeState) (*shared, error) {
 	socks, err := inheritSockets([]int{st.Listener})
 	if err != nil {
 		return nil, err
 	}
-	return &shared{ln: socks[0], activated_: st.Activated}, nil
+	return &shared{ln: socks[0], activated: st.Activated}, nil
 }

@@ -111,10 +111,10 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 	cmd.Env = append(cmd.Env,
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
-		ipc.EnvListenAddr+"="+s.mode.addr(),
+		ipc.EnvListenAddr+"="+addrOf(s.mode),
 		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
 	)
-	if s.mode.loadReports() {
+	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
 	cmd.ExtraFiles = []*os.File{l.remote, listen} // fds 3 and 4

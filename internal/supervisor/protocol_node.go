@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/nodeipc"
@@ -32,7 +33,7 @@ const nodeEvents = 16
 // listen calls ask for the mode's socket (queryServer). In shared and
 // reuseport mode they get it as a handle, as under Node's SCHED_NONE; in
 // rr mode, as under SCHED_RR, a key and no handle, and the supervisor's
-// handoff sends each connection as a newconn message (handoff_node.go).
+// handoff sends each connection as a newconn message (handoff.Node).
 // Its first 'listening' makes it ready; process.send reaches ctl events; a
 // drain is Node's worker.disconnect(). Node's protocol has no heartbeats.
 //
@@ -203,7 +204,7 @@ func (l *nodeLink) send(_ context.Context, msg []byte) error {
 func (l *nodeLink) close() {
 	// The Worker first, so that it reports nothing after the reader has
 	// drained. The reader is not waited for: it may be posting to the
-	// owner, which runs close. It stops at l.stop and drains what is left.
+	// owner, which runs close. It stops at l.stop and finishes what is left.
 	if l.w != nil {
 		l.w.Close()
 	}
@@ -227,14 +228,14 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 		var ev nodeipc.Event
 		select {
 		case <-l.stop: // first, even when events wait too
-			s.drainNode(p, events)
+			s.finishNodeEvents(p, events)
 			return
 		default:
 		}
 		select {
 		case ev = <-events:
 		case <-l.stop:
-			s.drainNode(p, events)
+			s.finishNodeEvents(p, events)
 			return
 		}
 		switch v := ev.Value.(type) {
@@ -256,16 +257,17 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 		case nodeipc.Refused:
 			s.nodeAnswered(p, v.FD, !v.Gone)
 		case nodeipc.ServerClosed:
-			if p.t != nil && p.t.node != nil {
-				s.mode.handoff().nodeClose(p.t, v.Key)
+			if n := handoff.NodeOf(p.t); n != nil {
+				n.ServerClosed(s.mode.handoff(), v.Key)
 			}
 		}
 	}
 }
 
-// drainNode closes what the Worker reported and nobody took, once Close has
-// stopped it reporting; a connection it gave back goes to another worker.
-func (s *Supervisor) drainNode(p *process, events <-chan nodeipc.Event) {
+// finishNodeEvents closes what the Worker reported and nobody took, once
+// Close has stopped it reporting; a connection it gave back goes to
+// another worker.
+func (s *Supervisor) finishNodeEvents(p *process, events <-chan nodeipc.Event) {
 	for {
 		select {
 		case ev := <-events:
@@ -284,13 +286,14 @@ func (s *Supervisor) drainNode(p *process, events <-chan nodeipc.Event) {
 // handoff: taken (fd < 0), or fd given back, refused or not answered
 // before the channel ended. Only rr hands connections.
 func (s *Supervisor) nodeAnswered(p *process, fd int, refused bool) {
-	if p.t == nil || p.t.node == nil {
+	n := handoff.NodeOf(p.t)
+	if n == nil {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		return
 	}
-	s.mode.handoff().nodeAnswered(p.t, fd, refused)
+	n.Answered(s.mode.handoff(), fd, refused)
 }
 
 func closeNodeFD(ev nodeipc.Event) {
@@ -316,7 +319,7 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 			break
 		}
 		err = l.replyShared(q, sock)
-	case p.t != nil && p.t.node != nil:
+	case handoff.NodeOf(p.t) != nil:
 		err = l.roundRobin(s, p, q)
 	default:
 		err = l.replyShared(q, l.listen)
@@ -337,7 +340,8 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 // second on the same port fails with EADDRINUSE, as it would under Node's
 // primary, which cannot bind a port twice.
 func (l *nodeLink) roundRobin(s *Supervisor, p *process, q nodeipc.QueryServer) error {
-	if !p.t.nodeAccepts(q.Key) {
+	n := handoff.NodeOf(p.t)
+	if !n.Accepts(q.Key) {
 		return l.refuse(s, p, q, "another of its servers takes the supervisor's connections")
 	}
 	if err := l.w.ReplyRoundRobin(q, nodeipc.SocknameOf(l.addr)); err != nil {
@@ -345,7 +349,7 @@ func (l *nodeLink) roundRobin(s *Supervisor, p *process, q nodeipc.QueryServer) 
 	}
 	// After the reply: the worker's channel carries messages in order, so
 	// its server exists before the first newconn for it arrives.
-	s.mode.handoff().nodeListen(p.t, l.w, q.Key)
+	n.Listen(s.mode.handoff(), l.w, q.Key)
 	return nil
 }
 
@@ -379,12 +383,11 @@ func (s *Supervisor) onLeaving(p *process) {
 	if s.roll != nil && s.roll.next == p {
 		return // a rollout's new worker: its exit fails the rollout
 	}
-	s.log.Info("worker disconnected itself; replacing it", p.fields()...)
+	s.log.Info("worker disconnected itself", p.fields()...)
 	s.dismiss(p, control.CauseDisconnect)
 	s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseDisconnect})
 	s.after(s.cfg.Grace, evKillDue{p: p})
-	if p.slot.cur == p && s.phase != phaseStopping {
-		s.vacate(p.slot)
-		s.enqueue(evRespawn{sl: p.slot, cause: control.CauseDisconnect})
+	if p.slot.cur == p {
+		s.respawnAfter(p.slot, control.CauseDisconnect)
 	}
 }

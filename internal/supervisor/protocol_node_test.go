@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/nodeipc"
 )
@@ -135,7 +136,7 @@ func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener, rr bool) (*nod
 	t.Cleanup(func() { ch.Close(); peer.raw.Close() })
 	p := &process{slot: sl, pid: 4242, link: l, read: make(chan struct{}), state: control.StateStarting}
 	if rr {
-		p.t = newNodeTarget(sl)
+		p.t = handoff.NewNodeTarget(sl.id)
 	}
 	sl.cur = p
 	h.s.live[p.pid] = p
@@ -291,7 +292,10 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newRR(h.s.cfg, h.s.log, sock, false)
+	m, err := newRR(h.s.cfg, h.s.log, sock, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer m.stopAccepting()
 	h.s.mode = m
 	before := openFDs(t)
@@ -314,15 +318,22 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 		r.Sockname == nil || *r.Sockname != want {
 		t.Fatalf("listen(%d) in rr mode: reply %s with fd %d; want errno null, ack %d, key %s, sockname %+v, no handle", port, msg.Body, msg.FD, seq, key, want)
 	}
-	until(t, 5*time.Second, "the worker's target available", p.t.Available)
+	waitUntil(t, "the worker's target available", p.t.Available)
 
 	seq = w.send(map[string]any{"act": "queryServer", "address": nil, "port": port, "addressType": 4, "fd": -1, "index": 1})
 	if r := decode(t, w.recv()); r.Errno == nil || *r.Errno != -int(syscall.EADDRINUSE) || r.Ack != seq {
 		t.Fatalf("a second server on the port: reply %+v, want EADDRINUSE", r)
 	}
 
-	m.route(p)
-	m.h.dispatch(pipeFDs(t, 1), nil, new(batch))
+	route(m, p)
+	if err := m.startAccepting(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", other.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // accepted or not, the supervisor's copy is what it hands on
 	c := w.recv()
 	var nc struct {
 		Act string `json:"act"`
@@ -337,14 +348,15 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 		t.Fatalf("load %d before the answer, want 1", p.t.Load())
 	}
 	w.send(map[string]any{"ack": nc.Seq, "accepted": true})
-	until(t, 5*time.Second, "the answer counted", func() bool { return p.t.Load() == 0 })
+	waitUntil(t, "the answer counted", func() bool { return p.t.Load() == 0 })
 
 	w.send(map[string]any{"act": "close", "key": key})
-	until(t, 5*time.Second, "the closed server's target unavailable", func() bool { return !p.t.Available() })
+	waitUntil(t, "the closed server's target unavailable", func() bool { return !p.t.Available() })
 
 	w.hangUp(p)
-	m.exited(p)
+	m.h.Recover(p.t)
 	l.close()
+	m.loop.Stop()
 	if after := openFDs(t); after != before {
 		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
 	}

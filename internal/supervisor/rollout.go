@@ -132,7 +132,7 @@ func (s *Supervisor) rollReady(p *process) {
 	r := s.roll
 	prev := p.slot.cur
 	p.slot.cur = p
-	s.mode.route(p)
+	route(s.mode, p)
 	if prev != nil && s.live[prev.pid] == prev {
 		s.drain(prev, r.reason)
 	}
@@ -180,5 +180,8 @@ func (s *Supervisor) idle() {
 	if n := s.scaleQueued; n != 0 {
 		s.scaleQueued = 0
 		s.scaleBy(n)
+	}
+	if s.scaling == nil {
+		s.runForks()
 	}
 }

@@ -67,7 +67,7 @@ func (s *Supervisor) scale(n int, reply chan control.Response) {
 	s.log.Info("scaling", zap.Int("from", op.from), zap.Int("to", n))
 	s.emit(nil, control.Event{Kind: control.EventScale, From: op.from, To: n, Step: control.StepStart})
 	for len(s.slots) < n {
-		sl := &slot{id: len(s.slots) + 1, env: s.forkEnv}
+		sl := &slot{id: len(s.slots) + 1}
 		s.slots = append(s.slots, sl)
 		op.adding[sl] = true
 		if err := s.start(sl, control.CauseScale); err != nil {
@@ -95,7 +95,7 @@ func (s *Supervisor) removeSlots(n int, op *scaling) {
 			}
 		}
 		sl.cur = nil
-		s.mode.retire(sl)
+		s.mode.slot(sl, slotRetired)
 	}
 }
 

@@ -147,7 +147,7 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 	m := metrics.New(func(ctx context.Context) (snapshot, error) {
 		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
 	})
-	s.mode.observe(m)
+	s.mode.handoff().Observe(m)
 	var closers []func() error
 	stop := func() {
 		for _, c := range closers {

@@ -20,6 +20,8 @@ type slot struct {
 	removed    bool     // scaled away
 	handedPast uint64   // connections handed to its exited workers
 	env        []string // added to its workers' environment (Engine.Fork)
+	parked     bool     // left without a worker until a Fork takes it (fork.go)
+	forks      []forkReq
 	// A recycle whose new worker failed is tried again from recycleAt.
 	recycleFails int
 	recycleAt    time.Time
@@ -70,11 +72,17 @@ func respawnDelay(young int) time.Duration {
 // crashed schedules the respawn of sl after an unrequested exit (or a
 // replacement), or stops the supervisor when the slot's crash budget is
 // spent.
+// Under the manual policy the program replaces it, if it wants to: the
+// slot waits for a Fork, and there is no budget to spend.
 func (s *Supervisor) crashed(sl *slot, uptime time.Duration, cause control.Cause) {
+	if s.manual() {
+		s.park(sl)
+		return
+	}
 	delay, recent, spent := sl.budget.crash(s.sys.Now(), uptime, s.cfg.MaxCrashes, s.cfg.CrashWindow)
 	if spent {
-		s.beginStop(fmt.Errorf("slot %d crashed %d times within %s (-max-crashes %d); giving up",
-			sl.id, recent, s.cfg.CrashWindow, s.cfg.MaxCrashes))
+		s.beginStop(fmt.Errorf("slot %d crashed %d times within %s (-max-crashes %d): %w",
+			sl.id, recent, s.cfg.CrashWindow, s.cfg.MaxCrashes, ErrCrashBudget))
 		return
 	}
 	sl.restarts++

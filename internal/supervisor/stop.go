@@ -28,9 +28,10 @@ func (s *Supervisor) stop(by string) {
 	}
 }
 
-// beginStop stops accepting and drains every worker. err is what Run will
-// return (nil for a clean stop). Each worker has -grace to finish before
-// its kill timer fires; Run returns once every worker has been waited for.
+// beginStop stops accepting and drains every worker. err is what the
+// supervisor stops with (nil for a clean stop). Each worker has -grace to
+// finish before its kill timer fires; the loop ends once every worker has
+// been waited for.
 func (s *Supervisor) beginStop(err error) {
 	if s.phase == phaseStopping {
 		return
@@ -51,6 +52,7 @@ func (s *Supervisor) beginStop(err error) {
 		respond(w, control.Response{Error: "reload: supervisor is stopping"})
 	}
 	s.reloadAfter, s.reloadQueued, s.scaleQueued = nil, false, 0
+	s.endForks()
 	s.mode.stopAccepting() // queued connections go to whoever is still ready
 	s.proto.stop()
 	for _, p := range s.live {
@@ -64,7 +66,7 @@ func (s *Supervisor) stopped() bool { return s.phase == phaseStopping && len(s.l
 
 // finish runs once every worker has exited.
 func (s *Supervisor) finish() {
-	if n := s.mode.close(); n > 0 {
+	if n := s.mode.handoff().CloseQueue(); n > 0 {
 		s.log.Warn("closed connections still queued at stop", zap.Int("connections", n))
 	}
 	s.log.Info("stopped", zap.Duration("uptime", s.sys.Now().Sub(s.begun)))

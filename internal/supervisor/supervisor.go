@@ -63,7 +63,10 @@ type Supervisor struct {
 	reloadAfter  []chan control.Response
 	reloadQueued bool
 	scaleQueued  int
-	forkEnv      []string // the environment of the slot a scale adds (Engine.Fork)
+	forkQueue    []forkReq       // Forks waiting for a reload or scale to end (fork.go)
+	claims       []claim         // respawns a Fork may take for its own
+	forkWarned   bool            // the claim has been explained in the log
+	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
 	lastTick time.Time // the owner loop's last tick, for freeze detection
 	pinged   time.Time // last WATCHDOG=1
@@ -123,16 +126,6 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 	}
 }
 
-// Run binds, starts the workers and supervises them until a stop signal or a
-// fatal error. It returns nil after a clean stop.
-func Run(cfg Config, log *zap.Logger) error {
-	e, err := Start(cfg, log)
-	if err != nil {
-		return err
-	}
-	return e.Wait()
-}
-
 // run supervises from a fresh start, or with st from the state an
 // in-place upgrade left (sp is then the spawner the main thread serves:
 // see Start). started, if not nil, gets the Engine once the mode accepts
@@ -169,8 +162,10 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		return err
 	}
 	defer m.stopAccepting()
-	log.Info("listening", zap.String("addr", m.addr()), zap.Bool("socket_activated", m.activated()), zap.String("mode", cfg.Mode),
-		zap.Int("workers", cfg.Workers), zap.Strings("command", cfg.Command))
+	for _, l := range m.listeners() {
+		log.Info("listening", zap.String("addr", l.addr), zap.Bool("socket_activated", l.activated), zap.String("mode", cfg.Mode),
+			zap.Int("workers", cfg.Workers), zap.Strings("command", cfg.Command))
+	}
 
 	batch := cfg.Sched == "batch"
 	if batch {
@@ -240,11 +235,17 @@ func (s *Supervisor) startWorkers() {
 			return
 		}
 	}
+	if s.cfg.Workers == 0 { // a program's primary that will Fork its workers
+		s.running()
+	}
 }
 
 // allReady reports whether every slot has a ready worker.
 func (s *Supervisor) allReady() bool {
 	for _, sl := range s.slots {
+		if sl.parked {
+			continue
+		}
 		if sl.cur == nil || sl.cur.state != control.StateReady {
 			return false
 		}
@@ -259,7 +260,7 @@ func (s *Supervisor) statusLine() string {
 			ready++
 		}
 	}
-	return fmt.Sprintf("%d of %d workers ready, generation %d, %s mode on %s", ready, len(s.slots), s.gen, s.cfg.Mode, s.mode.addr())
+	return fmt.Sprintf("%d of %d workers ready, generation %d, %s mode on %s", ready, len(s.slots), s.gen, s.cfg.Mode, addrOf(s.mode))
 }
 
 // publisher takes the supervisor's events: a control.Broadcaster, which

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
 )
@@ -57,9 +59,18 @@ func exitOf(st *os.ProcessState, err error) exitStatus {
 		return exitStatus{err: err}
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return exitStatus{signal: ws.Signal().String(), known: true, err: err}
+		return exitStatus{signal: signalName(ws.Signal()), known: true, err: err}
 	}
 	return exitStatus{code: st.ExitCode(), known: true, err: err}
+}
+
+// signalName is sig as Node's 'exit' event names it: "SIGKILL", not
+// "killed".
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return sig.String()
 }
 
 // String describes the exit for error messages: "killed by SIGKILL",

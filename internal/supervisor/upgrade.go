@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/procfs"
@@ -320,29 +321,14 @@ func (s *Supervisor) canUpgrade() error {
 			return fmt.Errorf("upgrade: not while worker %d (pid %d) is %s", p.slot.id, p.pid, p.state)
 		}
 	}
-	// rr's pending queue goes into the state (pauseAccepting); another
-	// mode's (reuseport hands a vacant slot's connections on) has no
-	// place there, and execve would close what it holds.
-	if _, ok := s.mode.(*rr); !ok {
-		if h := s.mode.handoff(); h != nil && h.npend.Load() > 0 {
-			return fmt.Errorf("upgrade: not while %d connections wait for a worker", h.npend.Load())
-		}
-	}
-	if m, ok := s.mode.(*reusePort); ok {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for _, ps := range m.socks {
-			if ps.retired || ps.drain != nil || ps.orphan != nil {
-				return fmt.Errorf("upgrade: not while slot %d's socket is retiring or vacant", ps.id)
-			}
-		}
-	}
+	// What the mode's sockets hold it checks as it saves them (mode.save).
 	return nil
 }
 
-// saveState describes the supervisor for the image that replaces it. In
-// rr mode it stops the accept loop first and takes the pending queue out
-// of the handoff. resume undoes that, for an upgrade that did not happen.
+// saveState describes the supervisor for the image that replaces it. The
+// mode saves its sockets first; in rr mode that stops the accept loop and
+// takes the pending queue out of the handoff. resume undoes that, for an
+// upgrade that did not happen.
 func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 	st := &upgradeState{
 		Format: stateFormat, From: Version, Previous: s.exe, Args: os.Args[1:], Env: s.env,
@@ -357,29 +343,8 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		return nil, nil, fmt.Errorf("upgrade: %w", err)
 	}
 	var err error
-	switch m := s.mode.(type) {
-	case *rr:
-		resume = m.pauseAccepting(st)
-		if st.Listener, err = fdOf(m.ln); err != nil {
-			return fail(err)
-		}
-		st.keep(st.Listener, roleListener, 0)
-		st.Activated = m.activated_
-	case *shared:
-		if st.Listener, err = fdOf(m.ln); err != nil {
-			return fail(err)
-		}
-		st.keep(st.Listener, roleListener, 0)
-		st.Activated = m.activated_
-	case *reusePort:
-		for _, ps := range m.group {
-			fd, err := fdOf(ps.ln)
-			if err != nil {
-				return fail(err)
-			}
-			st.Ports = append(st.Ports, st.keep(fd, rolePort, ps.id))
-			st.PortSlots = append(st.PortSlots, ps.id)
-		}
+	if resume, err = s.mode.save(st); err != nil {
+		return fail(err)
 	}
 	for _, sl := range s.slots {
 		ss, err := saveSlot(st, sl)
@@ -447,19 +412,19 @@ func saveSlot(st *upgradeState, sl *slot) (slotState, error) {
 		return ss, err
 	}
 	st.keep(w.Ctl, roleControl, sl.id)
-	if t := p.t; t != nil {
+	if f := handoff.FramesOf(p.t); f != nil {
 		// Handed as an older supervisor counts it (less what was
 		// returned), so that a rollback to one restores the right load.
-		returned := t.returned.Load()
-		w.Handed, w.Returned, w.Closed, w.Peers = t.handed.Load()-returned, returned, t.closed.Load(), t.peers.Load()
-		w.Paused = t.off.Load()&offPaused != 0
-		if t.ch != p.ctl { // rr: a channel of its own; reuseport: the control channel
-			if w.Handoff, err = fdOf(t.ch); err != nil {
+		ts := p.t.State()
+		w.Handed, w.Returned, w.Closed, w.Peers, w.Paused = ts.Handed-ts.Returned, ts.Returned, ts.Closed, ts.Peers, ts.Paused
+		own, keep := f.Channels() // own is nil when the control channel is lent (reuseport)
+		if own != nil {
+			if w.Handoff, err = fdOf(own); err != nil {
 				return ss, err
 			}
 			st.keep(w.Handoff, roleHandoff, sl.id)
 		}
-		if w.Keep, err = fdOf(t.keep); err != nil {
+		if w.Keep, err = fdOf(keep); err != nil {
 			return ss, err
 		}
 		st.keep(w.Keep, roleKeep, sl.id)

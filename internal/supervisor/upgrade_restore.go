@@ -8,13 +8,13 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
@@ -199,7 +199,7 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 		if err != nil {
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
 		}
-		t, err := restoreTarget(sl, ctl, w)
+		t, err := restoreTarget(sl, ctl, w, s.log)
 		if err != nil {
 			ctl.Close()
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
@@ -226,7 +226,7 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 		}
 		p.proc = pr
 		p.link.started(s, p)
-		s.mode.route(p)
+		route(s.mode, p)
 	}
 	return nil
 }
@@ -238,9 +238,9 @@ func (p goneProc) Pid() int                  { return int(p) }
 func (goneProc) Signal(syscall.Signal) error { return os.ErrProcessDone }
 
 // restoreTarget rebuilds the handoff's view of w: in rr its own channel
-// and the duplicate of its end; in reuseport the control channel ctl and
-// that duplicate; in shared nothing.
-func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
+// and the duplicate of its end; in reuseport the control channel ctl, lent,
+// and that duplicate; in shared nothing.
+func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (*handoff.Target, error) {
 	if w.Keep < 0 {
 		return nil, nil
 	}
@@ -258,15 +258,13 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState) (*target, error) {
 		}
 		return nil, err
 	}
-	t := &target{slot: sl.id, ch: ch, keep: keep}
-	t.handed.Store(w.Handed + w.Returned)
-	t.returned.Store(w.Returned)
-	t.closed.Store(w.Closed)
-	t.peers.Store(w.Peers)
-	if w.Paused {
-		t.off.Store(offPaused)
+	log = log.With(zap.Int("slot", sl.id))
+	tr := handoff.NewFrames(ch, keep, log)
+	if ch == ctl {
+		tr = handoff.OverControl(ctl, keep, log)
 	}
-	return t, nil
+	return handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
+		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
 }
 
 // restoreMode rebuilds cfg.Mode over the sockets st kept.
@@ -335,51 +333,6 @@ func inheritSockets(fds []int) ([]*listener.Socket, error) {
 		lns = append(lns, ln)
 	}
 	return listener.DetachAll(lns)
-}
-
-// pauseAccepting stops the accept loop for an upgrade and moves the
-// pending queue's connections into st; resume undoes both.
-func (m *rr) pauseAccepting(st *upgradeState) (resume func()) {
-	m.loop.stop()
-	m.loop = nil
-	st.StoppedAt = time.Now() // the last accept was before this
-	m.h.mu.Lock()
-	pend := m.h.pending
-	m.h.pending = nil
-	m.h.npend.Store(0)
-	m.h.rearm(time.Now())
-	m.h.mu.Unlock()
-	for _, p := range pend {
-		ps := pendingState{FD: st.keep(p.fd, rolePending, 0)}
-		if p.peer != (ipc.Peer{}) {
-			ps.Peer = p.peer[:]
-		}
-		st.Pending = append(st.Pending, ps)
-	}
-	return func() {
-		m.h.mu.Lock()
-		m.h.pending = append(pend, m.h.pending...)
-		m.h.npend.Store(int32(len(m.h.pending)))
-		m.h.mu.Unlock()
-		m.h.flush()
-		if err := m.startAccepting(); err != nil {
-			m.h.log.Error("cannot accept again after a failed upgrade", zap.Error(err))
-		}
-	}
-}
-
-// restorePending queues the connections an upgrade kept, as new arrivals:
-// they are handed on once workers are routed.
-func (h *handoff) restorePending(ps []pendingState) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := time.Now()
-	for _, p := range ps {
-		pc := pendingConn{fd: p.FD, since: now}
-		copy(pc.peer[:], p.Peer)
-		h.pending = append(h.pending, pc)
-	}
-	h.npend.Store(int32(len(h.pending)))
 }
 
 // adminServer is the admin listener's HTTP server, nil without -admin.

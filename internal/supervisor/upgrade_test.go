@@ -19,9 +19,9 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
-	"github.com/prefork/prefork/internal/settings"
 )
 
 func cloexec(t *testing.T, fd int) bool {
@@ -159,13 +159,16 @@ func TestRRPendingAcrossUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newRR(cfg, zap.NewNop(), sock, false)
+	m, err := newRR(cfg, zap.NewNop(), sock, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := m.startAccepting(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { m.stopAccepting(); m.close() }()
+	defer func() { m.stopAccepting(); m.h.CloseQueue() }()
 	dial := func() net.Conn {
-		c, err := net.DialTimeout("tcp", m.addr(), 2*time.Second)
+		c, err := net.DialTimeout("tcp", addrOf(m), 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,32 +177,31 @@ func TestRRPendingAcrossUpgrade(t *testing.T) {
 	}
 	dial()
 	dial()
-	until(t, 2*time.Second, "two connections pending", func() bool { return m.h.npend.Load() == 2 })
+	waitUntil(t, "two connections pending", func() bool { return m.h.Pending() == 2 })
 
 	st := &upgradeState{}
-	resume := m.pauseAccepting(st)
-	if len(st.Pending) != 2 || m.h.npend.Load() != 0 || len(st.FDs) != 2 || st.FDs[0].Role != rolePending {
-		t.Fatalf("state %+v, %d still pending", st, m.h.npend.Load())
+	resume, err := m.save(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 2 || m.h.Pending() != 0 || len(st.FDs) != 3 || st.FDs[0].Role != rolePending || st.FDs[2].Role != roleListener {
+		t.Fatalf("state %+v, %d still pending", st, m.h.Pending())
 	}
 	if st.StoppedAt.IsZero() || st.Pending[0].Peer == nil {
 		t.Errorf("no stop time or peer in %+v", st)
 	}
 	dial() // waits in the backlog: nothing accepts
 	resume()
-	until(t, 2*time.Second, "the two back and the third accepted", func() bool { return m.h.npend.Load() == 3 })
+	waitUntil(t, "the two back and the third accepted", func() bool { return m.h.Pending() == 3 })
 
 	// What a restoring image does with the state: the same order, peers kept.
-	h, _ := newTestHandoff(settings.DefaultQueueMax, time.Minute)
-	h.restorePending(st.Pending)
-	m.h.mu.Lock()
-	want := m.h.pending[:2]
-	m.h.mu.Unlock()
-	for i, p := range h.pending {
-		if p.fd != want[i].fd || p.peer != want[i].peer {
-			t.Errorf("restored %d: fd %d peer %x, want fd %d peer %x", i, p.fd, p.peer, want[i].fd, want[i].peer)
+	want := m.h.TakeQueue()
+	defer m.h.Requeue(want) // m closes them
+	for i, p := range pendingOf(st.Pending) {
+		if p.FD != want[i].FD || p.Peer != want[i].Peer {
+			t.Errorf("restored %d: fd %d peer %x, want fd %d peer %x", i, p.FD, p.Peer, want[i].FD, want[i].Peer)
 		}
 	}
-	h.pending = nil // the same descriptors as m's: m closes them
 }
 
 // adoptState is an upgrade's state with one ready worker per pid, each
@@ -422,18 +424,18 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer remote.Close()
-	tg, err := newTarget(sl, ch, remote)
+	tg, err := framesTarget(sl, ch, remote, false, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg.handed.Store(10)
-	tg.closed.Store(7)
-	tg.off.Store(offPaused)
+	defer tg.Close()
+	tg = handoff.RestoreTarget(1, handoff.FramesOf(tg), handoff.TargetState{Handed: 10, Closed: 7, Paused: true})
 	ctl, ctlRemote, err := ipc.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ctlRemote.Close()
+	defer ctl.Close()
 	sl.cur = &process{slot: sl, ctl: ctl, t: tg}
 	st := &upgradeState{}
 	ss, err := saveSlot(st, sl)
@@ -452,21 +454,17 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ctl2.Close()
-	got, err := restoreTarget(&slot{id: 1}, ctl2, w)
+	got, err := restoreTarget(&slot{id: 1}, ctl2, w, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer got.ch.Close()
-	defer got.keep.Close()
-	if got.Available() || got.off.Load()&offPaused == 0 {
+	defer got.Close()
+	if got.Available() || !got.State().Paused {
 		t.Error("a paused worker is available after the upgrade")
 	}
 	if got.Load() != 3 {
 		t.Errorf("load %d after the upgrade, want 3 (10 handed, 7 closed)", got.Load())
 	}
-	ctl.Close()
-	tg.ch.Close()
-	tg.keep.Close()
 }
 
 // TestUpgradeRefusedWithQueue: outside rr mode (reuseport hands the
@@ -474,20 +472,28 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 // for the handoff's pending queue, and execve would close those
 // connections: the upgrade waits until the queue is empty.
 func TestUpgradeRefusedWithQueue(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
-	h.mode.h, _ = newTestHandoff(settings.DefaultQueueMax, time.Minute)
-	h.start(true)
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	cfg := testConfig()
+	cfg.Listen, cfg.Workers, cfg.Mode = "127.0.0.1:0", 1, ipc.ModeReusePort
+	m, err := newReusePort(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[1])
-	h.mode.h.enqueue(fds[:1], nil, nil) // no worker in its balancer: it waits
-	if err := h.s.canUpgrade(); err == nil || !strings.Contains(err.Error(), "wait for a worker") {
+	defer m.stopAccepting()
+	defer m.h.CloseQueue()
+	// No worker is routed: what the vacant slot's socket gets waits.
+	m.slot(&slot{id: 1}, slotVacant)
+	c, err := net.DialTimeout("tcp", addrOf(m), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitUntil(t, "the connection queued", func() bool { return m.h.Pending() == 1 })
+	m.slot(&slot{id: 1}, slotFilled)
+	if _, err := m.save(&upgradeState{}); err == nil || !strings.Contains(err.Error(), "wait for a worker") {
 		t.Fatalf("with a connection queued: %v", err)
 	}
-	h.mode.h.closeQueue()
-	if err := h.s.canUpgrade(); err != nil {
+	m.h.CloseQueue()
+	if _, err := m.save(&upgradeState{}); err != nil {
 		t.Fatalf("with the queue empty: %v", err)
 	}
 }
@@ -534,15 +540,14 @@ func TestTargetCountsAcrossUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg, err := restoreTarget(&slot{id: 1}, nil, workerState{Handoff: fds[0], Keep: fds[1], Handed: 7, Returned: 3})
+	tg, err := restoreTarget(&slot{id: 1}, nil, workerState{Handoff: fds[0], Keep: fds[1], Handed: 7, Returned: 3}, zap.NewNop())
 	if err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
 		t.Fatal(err)
 	}
-	defer tg.ch.Close()
-	defer tg.keep.Close()
-	if tg.handed.Load() != 10 || tg.returned.Load() != 3 || tg.Load() != 7 {
-		t.Fatalf("restored handed %d, returned %d, load %d; want 10, 3 and 7", tg.handed.Load(), tg.returned.Load(), tg.Load())
+	defer tg.Close()
+	if st := tg.State(); tg.Handed() != 10 || st.Returned != 3 || tg.Load() != 7 {
+		t.Fatalf("restored handed %d, returned %d, load %d; want 10, 3 and 7", tg.Handed(), st.Returned, tg.Load())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -26,10 +27,10 @@ type process struct {
 	gen     int
 	pid     int
 	proc    proc
-	ctl     *ipc.Channel  // the supervisor's end of the control channel; nil if none
-	link    link          // how the worker speaks to the supervisor (its protocol)
-	read    chan struct{} // closed when the control reader has stopped
-	t       *target       // the worker as the handoff sees it; nil in shared mode
+	ctl     *ipc.Channel    // the supervisor's end of the control channel; nil if none
+	link    link            // how the worker speaks to the supervisor (its protocol)
+	read    chan struct{}   // closed when the control reader has stopped
+	t       *handoff.Target // the worker as the handoff sees it; nil in shared mode
 	state   control.State
 	started time.Time
 	readyAt time.Time
@@ -41,6 +42,7 @@ type process struct {
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
 	held      atomic.Bool   // its reader waits for room for a message (messages.go)
+	forked    bool          // started by a Fork, which its failure fails
 	reason    control.Cause // why it was asked
 
 	// watched: hang detection applies. From the start if its protocol
@@ -218,7 +220,8 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	case p.slot.cur != p:
 		return
 	}
-	s.mode.route(p)
+	route(s.mode, p)
+	s.forkReady(p.slot, p)
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
 	}
@@ -232,6 +235,10 @@ func (s *Supervisor) running() {
 	s.log.Info("all workers ready", zap.Int("workers", len(s.slots)), zap.Duration("startup", took))
 	s.emit(nil, control.Event{Kind: control.EventRunning, Workers: len(s.slots), StartupMS: took.Milliseconds()})
 	s.notify.Ready(s.statusLine())
+	for _, ch := range s.readyWaiters {
+		ch <- struct{}{}
+	}
+	s.readyWaiters = nil
 	if s.reloadQueued {
 		s.reloadQueued = false
 		s.reloadAfter = append(s.reloadAfter, nil)
@@ -262,6 +269,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 	switch {
 	case s.roll != nil && s.roll.next == p:
 		s.rollFailed(err)
+	case p.forked && s.forkFailed(p.slot, err):
 	case s.scaling != nil && s.scaling.adding[p.slot]:
 		s.scaleFailed(p.slot, err)
 	case s.phase == phaseStarting:
@@ -277,7 +285,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 func (s *Supervisor) vacate(sl *slot) {
 	sl.cur = nil
 	if s.phase != phaseStopping {
-		s.mode.vacant(sl)
+		s.mode.slot(sl, slotVacant)
 	}
 }
 
@@ -310,8 +318,8 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		fields = append(fields, zap.Int("code", ev.Code))
 	}
 	if p.t != nil {
-		p.slot.handedPast += p.t.handed.Load()
-		if n := s.mode.exited(p); n > 0 {
+		p.slot.handedPast += p.t.Handed()
+		if n := s.mode.handoff().Recover(p.t); n > 0 {
 			s.log.Info("re-routed connections queued for an exited worker", p.fields(zap.Int("connections", n))...)
 		}
 	}
@@ -322,6 +330,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		s.vacate(p.slot)
 	}
 	defer s.scaleProgress()
+	s.claimable(p, cause, now)
 	if cause != control.CauseCrash {
 		s.log.Info("worker exited", fields...)
 		return
@@ -386,5 +395,5 @@ func (s *Supervisor) killDue(p *process) {
 // its exit is not a crash.
 func (s *Supervisor) dismiss(p *process, reason control.Cause) {
 	p.asked, p.reason, p.state = true, reason, control.StateDraining
-	s.mode.unroute(p)
+	s.mode.handoff().Unroute(p.t)
 }

@@ -1,12 +1,12 @@
-package cluster
+package primary
 
 import (
 	"context"
 	"errors"
+	"github.com/prefork/prefork/cluster"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,31 +16,22 @@ import (
 	ctl "github.com/prefork/prefork/internal/control"
 )
 
-// ParseSettings gives the command line's defaults with this program as the
-// command, and refuses what is not a flag.
-func TestParseSettings(t *testing.T) {
-	st, err := ParseSettings(nil)
-	if err != nil {
-		t.Fatal(err)
+// helperEnv names the helper program the re-executed test binary runs as
+// a worker (nodeHelpers).
+const helperEnv = "PRIMARY_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if h := nodeHelpers[os.Getenv(helperEnv)]; h != nil {
+		h() // node_test.go
+		os.Exit(0)
 	}
-	if st.Workers != runtime.NumCPU() || st.Mode != ModeRR || st.Balance != BalanceRoundRobin || st.Listen != ":3000" || st.Command != nil {
-		t.Fatalf("defaults: %+v", st)
-	}
-	st, err = ParseSettings([]string{"-workers", "3", "-mode", "reuseport", "-balance", "least-conn"})
-	if err != nil || st.Workers != 3 || st.Mode != ModeReusePort || st.Balance != BalanceLeastConn {
-		t.Fatalf("flags: %+v, %v", st, err)
-	}
-	for _, args := range [][]string{{"extra"}, {"-workers", "0"}, {"--", "worker"}, {"-mode", "fast"}} {
-		if _, err := ParseSettings(args); !errors.Is(err, ErrUsage) {
-			t.Errorf("ParseSettings(%q) = %v, want an ErrUsage", args, err)
-		}
-	}
+	os.Exit(m.Run())
 }
 
 // The default command is this program's path, absolute, with its
 // arguments; a command given is kept.
 func TestSettingsCommand(t *testing.T) {
-	cfg, err := withCommand(DefaultSettings())
+	cfg, err := withCommand(cluster.DefaultSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +39,7 @@ func TestSettingsCommand(t *testing.T) {
 	if cfg.Command[0] != want || !slices.Equal(cfg.Command[1:], os.Args[1:]) {
 		t.Fatalf("command %q, want %q and this program's arguments", cfg.Command, want)
 	}
-	st := DefaultSettings()
+	st := cluster.DefaultSettings()
 	st.Command = []string{"/bin/worker", "-x"}
 	if cfg, _ := withCommand(st); !slices.Equal(cfg.Command, st.Command) {
 		t.Fatalf("command %q, want %q", cfg.Command, st.Command)
@@ -68,7 +59,7 @@ func TestTranslate(t *testing.T) {
 		w1(ctl.Event{Kind: ctl.EventFork, Cause: ctl.CauseStart}),
 		w1(ctl.Event{Kind: ctl.EventReady}),
 		w1(ctl.Event{Kind: ctl.EventMessage, Msg: "7"}),
-		w1(ctl.Event{Kind: ctl.EventExit, Reason: ctl.CauseCrash, Signal: "killed"}),
+		w1(ctl.Event{Kind: ctl.EventExit, Reason: ctl.CauseCrash, Signal: "SIGKILL"}),
 		{Kind: ctl.EventFork, Slot: 1, PID: 102, Generation: 1, Cause: ctl.CauseCrash},
 		{Kind: ctl.EventDrain, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
 		{Kind: ctl.EventExit, Slot: 1, PID: 102, Generation: 1, Reason: ctl.CauseReload},
@@ -94,7 +85,7 @@ func TestTranslate(t *testing.T) {
 	switch {
 	case first.PID() != 101 || first.ID() != 1 || second.PID() != 102:
 		t.Fatalf("workers %v and %v", first, second)
-	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "killed":
+	case string(evs[3].Message) != "7" || evs[2].Address != "127.0.0.1:1" || evs[5].Signal != "SIGKILL":
 		t.Fatalf("message %q, address %q, signal %q", evs[3].Message, evs[2].Address, evs[5].Signal)
 	case !first.IsDead() || first.IsConnected() || first.ExitedAfterDisconnect():
 		t.Fatalf("crashed worker: dead %v connected %v after disconnect %v", first.IsDead(), first.IsConnected(), first.ExitedAfterDisconnect())
@@ -114,11 +105,11 @@ func TestPrimaryLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := DefaultSettings()
-	st.Listen, st.Workers, st.Mode, st.WorkerProtocol = "127.0.0.1:0", 2, ModeShared, "plain"
+	st := cluster.DefaultSettings()
+	st.Listen, st.Workers, st.Mode, st.WorkerProtocol = "127.0.0.1:0", 2, cluster.ModeShared, "plain"
 	st.Control, st.Sched, st.Grace = "none", "normal", 5*time.Second
 	st.Command = []string{sleep, "30"}
-	p, err := StartPrimary(st)
+	p, err := Start(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,14 +169,14 @@ func TestPrimaryLifecycle(t *testing.T) {
 	}
 }
 
-// A Go caller's bad Settings are named as fields, not as flags.
-func TestStartPrimaryNamesTheField(t *testing.T) {
-	_, err := StartPrimary(Settings{})
-	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
-		t.Fatalf("StartPrimary(Settings{}) = %v, want an ErrUsage naming Settings.Listen", err)
+// A Go caller's bad cluster.Settings are named as fields, not as flags.
+func TestStartNamesTheField(t *testing.T) {
+	_, err := Start(cluster.Settings{})
+	if !errors.Is(err, cluster.ErrUsage) || !strings.Contains(err.Error(), "Settings.Listen") || strings.Contains(err.Error(), "flag") {
+		t.Fatalf("Start(cluster.Settings{}) = %v, want a cluster.ErrUsage naming Settings.Listen", err)
 	}
-	_, err = StartPrimary(DefaultSettings(), WithWorkers(0))
-	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
-		t.Fatalf("WithWorkers(0): %v, want an ErrUsage naming Settings.Workers", err)
+	_, err = Start(cluster.DefaultSettings(), WithWorkers(-1))
+	if !errors.Is(err, cluster.ErrUsage) || !strings.Contains(err.Error(), "Settings.Workers") {
+		t.Fatalf("WithWorkers(-1): %v, want an cluster.ErrUsage naming Settings.Workers", err)
 	}
 }

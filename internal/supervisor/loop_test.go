@@ -180,7 +180,7 @@ func TestReload(t *testing.T) {
 				t.Fatal("old worker drained before its replacement was ready")
 			}
 			h.ready(next)
-			if !h.fake(old).drained() || h.cur(old.slot.id) != next || !h.mode.routed[next] || h.mode.routed[old] {
+			if !h.fake(old).drained() || h.cur(old.slot.id) != next || !h.mode.routed(next) || h.mode.routed(old) {
 				t.Fatal("the ready replacement did not take the slot from the old worker")
 			}
 			h.exit(old, 0)
@@ -203,7 +203,7 @@ func TestReload(t *testing.T) {
 		if r.OK || !strings.Contains(r.Error, "after 1 of 2 slots") || !strings.Contains(r.Error, "exit code 1") {
 			t.Fatalf("reply %+v, want a failure that says where and why", r)
 		}
-		if h.cur(2) != old2 || old2.state != control.StateReady || !h.mode.routed[old2] {
+		if h.cur(2) != old2 || old2.state != control.StateReady || !h.mode.routed(old2) {
 			t.Fatal("the old worker of the slot not reached stopped serving")
 		}
 		if h.readyCount() != 2 || h.forks(control.CauseCrash) != 0 {

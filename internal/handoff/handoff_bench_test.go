@@ -1,4 +1,4 @@
-package supervisor
+package handoff
 
 import (
 	"net"
@@ -57,11 +57,11 @@ func BenchmarkHandoffTCP(b *testing.B) {
 	h, bal := newTestHandoff(16, time.Second)
 	t, peer := testTarget(b, 1)
 	bal.Add(t)
-	loop, err := h.accept(ln.(*net.TCPListener))
+	loop, err := h.Accept(ln.(*net.TCPListener))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer loop.stop()
+	defer loop.Stop()
 	buf := make([]byte, ipc.MaxFrame)
 	got := make([]int, 0, ipc.MaxFDs)
 	addr := ln.Addr().String()

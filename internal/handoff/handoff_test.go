@@ -1,4 +1,4 @@
-package supervisor
+package handoff
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ import (
 
 // testTarget is a target and the worker's end of its channel; keep is set
 // as the supervisor keeps it.
-func testTarget(t testing.TB, slot int) (*target, *ipc.Channel) {
+func testTarget(t testing.TB, slot int) (*Target, *ipc.Channel) {
 	t.Helper()
 	local, remote, err := ipc.Pair()
 	if err != nil {
@@ -37,7 +37,7 @@ func testTarget(t testing.TB, slot int) (*target, *ipc.Channel) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { local.Close(); keep.Close(); worker.Close() })
-	return &target{slot: slot, ch: local, keep: keep}, worker
+	return NewTarget(slot, NewFrames(local, keep, zap.NewNop())), worker
 }
 
 // pipeFDs returns n descriptors that stand in for accepted connections.
@@ -68,14 +68,14 @@ func received(t *testing.T, w *ipc.Channel) int {
 	return n
 }
 
-func newTestHandoff(queueMax int, queueTimeout time.Duration) (*handoff, balancer.Balancer[*target]) {
-	bal := balancer.NewRoundRobin[*target]()
-	return newHandoff(bal, zap.NewNop(), queueMax, queueTimeout), bal
+func newTestHandoff(queueMax int, queueTimeout time.Duration) (*Handoff, balancer.Balancer[*Target]) {
+	h, _ := New("round-robin", zap.NewNop(), queueMax, queueTimeout)
+	return h, h.policy
 }
 
 // twoWorkers is a handoff to two ready workers, a and b, with the worker
 // ends of their channels; oneCPU as the supervisor would find it.
-func twoWorkers(t *testing.T, oneCPU bool) (h *handoff, a, b *target, wa, wb *ipc.Channel) {
+func twoWorkers(t *testing.T, oneCPU bool) (h *Handoff, a, b *Target, wa, wb *ipc.Channel) {
 	h, bal := newTestHandoff(16, time.Minute)
 	h.oneCPU = oneCPU
 	a, wa = testTarget(t, 1)
@@ -190,17 +190,18 @@ func TestHandoffTransientErrorKeepsWorker(t *testing.T) {
 	h, a, _, wa, wb := twoWorkers(t, false)
 	var failA atomic.Bool
 	failA.Store(true)
-	h.sendmsg = func(tg *target, frame []byte, fds []int) error {
-		if tg == a && failA.CompareAndSwap(true, false) {
+	fa := FramesOf(a)
+	fa.sendmsg = func(frame []byte, fds []int) error {
+		if failA.CompareAndSwap(true, false) {
 			return fmt.Errorf("ipc: send: %w", unix.ENOBUFS)
 		}
-		return tg.ch.Send(frame, fds)
+		return fa.ch.Send(frame, fds)
 	}
 	h.dispatch(pipeFDs(t, 1), nil, new(batch)) // a's turn: fails, goes to b
 	if na, nb := received(t, wa), received(t, wb); na != 0 || nb != 1 {
 		t.Fatalf("failed connection: want it at b, have %d at a, %d at b", na, nb)
 	}
-	if want, have := 2, h.bal.Len(); want != have {
+	if want, have := 2, h.policy.Len(); want != have {
 		t.Fatalf("workers in rotation after ENOBUFS: want %d, have %d", want, have)
 	}
 	until(t, 2*time.Second, "worker still backing off", a.Available)
@@ -216,17 +217,12 @@ func TestHandoffTransientErrorKeepsWorker(t *testing.T) {
 // A closed channel removes the worker for good.
 func TestHandoffClosedChannelRemovesWorker(t *testing.T) {
 	h, a, _, wa, wb := twoWorkers(t, false)
-	h.sendmsg = func(tg *target, frame []byte, fds []int) error {
-		if tg == a {
-			return ipc.ErrPeerClosed
-		}
-		return tg.ch.Send(frame, fds)
-	}
+	FramesOf(a).sendmsg = func([]byte, []int) error { return ipc.ErrPeerClosed }
 	h.dispatch(pipeFDs(t, 2), nil, new(batch))
 	if na, nb := received(t, wa), received(t, wb); na != 0 || nb != 2 {
 		t.Fatalf("want both at b, have %d at a, %d at b", na, nb)
 	}
-	if want, have := []*target{h.bal.Members()[0]}, h.bal.Members(); len(have) != 1 || have[0] == a {
+	if want, have := []*Target{h.policy.Members()[0]}, h.policy.Members(); len(have) != 1 || have[0] == a {
 		t.Fatalf("members: want %v, have %v", want, have)
 	}
 }
@@ -262,9 +258,10 @@ func TestHandoffQueueWaitsForWritability(t *testing.T) {
 	a, wa := testTarget(t, 1)
 	bal.Add(a)
 	var sends atomic.Int64
-	h.sendmsg = func(tg *target, frame []byte, fds []int) error {
+	fa := FramesOf(a)
+	fa.sendmsg = func(frame []byte, fds []int) error {
 		sends.Add(1)
-		return tg.ch.Send(frame, fds)
+		return fa.ch.Send(frame, fds)
 	}
 	scratch := new(batch)
 	for range maxUntaken / maxBatch {
@@ -317,12 +314,12 @@ func TestHandoffStalledWorkerReadBack(t *testing.T) {
 		t.Fatalf("b: want %d, have %d", want, have)
 	}
 	t0 := time.Now()
-	h.check(t0)
-	h.check(t0.Add(stallAfter / 2))
+	h.Check(t0)
+	h.Check(t0.Add(stallAfter / 2))
 	if !a.Available() {
 		t.Fatal("a left the rotation before stallAfter")
 	}
-	h.check(t0.Add(stallAfter + time.Millisecond))
+	h.Check(t0.Add(stallAfter + time.Millisecond))
 	if a.Available() {
 		t.Fatal("a still in rotation after stallAfter without taking anything")
 	}
@@ -333,7 +330,7 @@ func TestHandoffStalledWorkerReadBack(t *testing.T) {
 		t.Fatalf("a's load after the read-back: want %d, have %d", want, have)
 	}
 	// Its queue is empty: back in rotation, on probation.
-	h.check(t0.Add(stallAfter + 250*time.Millisecond))
+	h.Check(t0.Add(stallAfter + 250*time.Millisecond))
 	if !a.Available() {
 		t.Fatal("a not back in rotation with an empty queue")
 	}
@@ -342,7 +339,7 @@ func TestHandoffStalledWorkerReadBack(t *testing.T) {
 		t.Fatalf("on probation: want 1 at a and 3 at b, have %d and %d", na, nb)
 	}
 	// a took it: off probation, its full share again.
-	h.check(t0.Add(stallAfter + 500*time.Millisecond))
+	h.Check(t0.Add(stallAfter + 500*time.Millisecond))
 	until(t, 2*time.Second, "a still full", a.Available)
 	h.dispatch(pipeFDs(t, 4), nil, new(batch))
 	if na, nb := received(t, wa), received(t, wb); na != 2 || nb != 2 {
@@ -360,8 +357,8 @@ func TestHandoffStalledOnlyWorkerStays(t *testing.T) {
 	bal.Add(a)
 	h.dispatch(pipeFDs(t, 3), nil, new(batch))
 	t0 := time.Now()
-	h.check(t0)
-	h.check(t0.Add(2 * stallAfter))
+	h.Check(t0)
+	h.Check(t0.Add(2 * stallAfter))
 	if !a.Available() {
 		t.Fatal("the only worker left the rotation")
 	}
@@ -375,22 +372,22 @@ func TestHandoffStalledOnlyWorkerStays(t *testing.T) {
 func TestHandoffPause(t *testing.T) {
 	h, a, _, wa, wb := twoWorkers(t, false)
 	h.dispatch(pipeFDs(t, 2), nil, new(batch)) // one queued at each
-	h.pause(a, true)
+	h.Pause(a, true)
 	h.dispatch(pipeFDs(t, 4), nil, new(batch))
 	if want, have := 5, received(t, wb); want != have {
 		t.Fatalf("paused: want %d at b, have %d", want, have)
 	}
 	t0 := time.Now()
-	h.check(t0)
-	h.check(t0.Add(stallAfter + time.Millisecond))
+	h.Check(t0)
+	h.Check(t0.Add(stallAfter + time.Millisecond))
 	if want, have := 1, received(t, wb); want != have {
 		t.Fatalf("read back from the paused worker: want %d at b, have %d", want, have)
 	}
 	if n := received(t, wa); n != 0 {
 		t.Fatalf("paused worker still has %d queued", n)
 	}
-	h.pause(a, false)
-	h.check(t0.Add(stallAfter + 250*time.Millisecond)) // empty: no longer stalled
+	h.Pause(a, false)
+	h.Check(t0.Add(stallAfter + 250*time.Millisecond)) // empty: no longer stalled
 	h.dispatch(pipeFDs(t, 2), nil, new(batch))
 	if na, nb := received(t, wa), received(t, wb); na != 1 || nb != 1 {
 		t.Fatalf("resumed: want 1 and 1, have %d and %d", na, nb)

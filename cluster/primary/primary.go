@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/cluster"
 	ctl "github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/supervisor"
 )
@@ -23,9 +24,14 @@ const EventBuffer = 1024
 // has stopped.
 var ErrStopped = supervisor.ErrStopped
 
+// ErrCrashBudget is what Wait returns, for errors.Is, after a slot's
+// workers crashed more than Settings.MaxCrashes times within
+// Settings.CrashWindow and the primary gave up.
+var ErrCrashBudget = supervisor.ErrCrashBudget
+
 // Primary is a running cluster primary in this process: it listens, runs
 // the workers and keeps them alive, as the supervisor command does. Make
-// one with [StartPrimary]; its methods are safe for concurrent use.
+// one with [Start]; its methods are safe for concurrent use.
 type Primary struct {
 	e    *supervisor.Engine
 	log  *zap.Logger
@@ -42,7 +48,7 @@ type Primary struct {
 	workers map[int]*Worker // live worker processes, by pid
 }
 
-// StartPrimary binds the listening address, starts st.Workers workers and
+// Start binds the listening address, starts st.Workers workers and
 // returns while they boot: Node's cluster.setupPrimary followed by as many
 // cluster.fork() calls. opts apply to st in order. Read [Primary.Events]
 // for what happens next, and call [Primary.Wait] to wait for the end, which
@@ -51,18 +57,18 @@ type Primary struct {
 // SIGTTIN and SIGTTOU scale by one, as for the supervisor command.
 //
 // Errors before the workers start (an address in use, a bad setting: see
-// ErrUsage) are returned here.
-func StartPrimary(st Settings, opts ...Option) (*Primary, error) {
+// cluster.ErrUsage) are returned here.
+func Start(st cluster.Settings, opts ...Option) (*Primary, error) {
 	return startPrimary(st, false, opts...)
 }
 
-// startPrimary is StartPrimary; unread says that nobody will read Events.
-func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
+// startPrimary is Start; unread says that nobody will read Events.
+func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {
 		o(&st)
 	}
 	if err := st.Validate(); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	st, err := withCommand(st)
 	if err != nil {
@@ -71,7 +77,7 @@ func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
 	log := supervisor.NewLogger(st.LogFormat)
 	e, err := supervisor.Start(st, log)
 	if err != nil {
-		failed(log, err)
+		log.Sync() // the error is the caller's to report, not logged here
 		return nil, err
 	}
 	// Not e.Do: after an in-place upgrade the owner may be waiting for
@@ -79,14 +85,6 @@ func startPrimary(st Settings, unread bool, opts ...Option) (*Primary, error) {
 	p := &Primary{e: e, log: log, addr: e.Addr(), events: make(chan Event, EventBuffer), unread: unread, pumped: make(chan struct{}), workers: map[int]*Worker{}}
 	go p.pump(e.Events())
 	return p, nil
-}
-
-// failed logs the error that ends a primary, as its last line.
-func failed(log *zap.Logger, err error) {
-	if err != nil && !errors.Is(err, ErrUsage) {
-		log.Error("exiting", zap.Error(err))
-	}
-	log.Sync()
 }
 
 // Addr is the address the primary listens on, with the port it got for
@@ -115,7 +113,7 @@ func (p *Primary) Wait() error {
 	p.waited.Do(func() {
 		p.err = p.e.Wait()
 		<-p.pumped
-		failed(p.log, p.err)
+		p.log.Sync() // p.err is the caller's to report, not logged here
 	})
 	return p.err
 }
@@ -160,40 +158,61 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 	select {
 	case <-p.e.Done():
 		if !r.OK {
-			return fmt.Errorf("cluster: %s: %w", req.Cmd, ErrStopped)
+			return fmt.Errorf("primary: %s: %w", req.Cmd, ErrStopped)
 		}
 	default:
 	}
 	if !r.OK {
-		return fmt.Errorf("cluster: %s", r.Error)
+		return fmt.Errorf("primary: %s", r.Error)
 	}
 	return nil
 }
 
 // Fork adds a worker, whose process gets env (KEY=VALUE entries) on top of
 // the primary's environment, and returns it once it is ready: Node's
-// cluster.fork(env). It takes a new slot (ID), which keeps env for the
-// workers that replace it; Scale down removes it again. It fails while the
-// workers start or a reload or scale runs.
+// cluster.fork(env). It takes the lowest slot (ID) left without a worker
+// (under RespawnManual, after an exit), else a new one; the slot keeps env
+// for the workers that replace it, and Scale down removes it again. Fork
+// works during start-up (Node's pattern: Start with Workers 0, then
+// Fork n times, then Ready) and waits for a reload or scale to end.
+//
+// Under RespawnAuto (the default) the primary replaces exited workers
+// itself, so a Fork made within 5s of an exit, as Node's
+// cluster.on('exit', () => cluster.fork()) does, returns that exit's
+// replacement instead of adding a worker: the cluster keeps the size
+// asked for, and the log says once how to decide yourself
+// (Settings.Respawn = RespawnManual).
 func (p *Primary) Fork(ctx context.Context, env ...string) (*Worker, error) {
-	id, err := p.e.Fork(ctx, env)
+	_, pid, err := p.e.Fork(ctx, env)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, fmt.Errorf("primary: %w", err)
 	}
 	ws, err := p.list(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, w := range ws {
-		if w.id == id {
+		if w.pid == pid {
 			return w, nil
 		}
 	}
-	return nil, fmt.Errorf("cluster: fork: worker %d exited at once", id)
+	return nil, fmt.Errorf("primary: fork: worker (pid %d) %w", pid, ErrNoWorker)
+}
+
+// Ready waits until start-up is over: the Settings.Workers workers that
+// Start started, and the workers Forked meanwhile, are ready (at
+// once when there are none). It returns the error that stopped the
+// primary first, if one did: a worker that could not boot, say.
+func (p *Primary) Ready(ctx context.Context) error {
+	if err := p.e.Ready(ctx); err != nil {
+		return fmt.Errorf("primary: ready: %w", err)
+	}
+	return nil
 }
 
 // Workers returns the live worker processes, by ID: Node's
-// cluster.workers. During a reload a slot may have two (old and new).
+// cluster.workers. During a reload a slot may have two, the old one
+// draining (State) and its replacement.
 func (p *Primary) Workers() []*Worker {
 	ws, _ := p.list(context.Background())
 	return ws
@@ -202,11 +221,13 @@ func (p *Primary) Workers() []*Worker {
 func (p *Primary) list(ctx context.Context) ([]*Worker, error) {
 	r := p.e.Do(ctx, ctl.Request{Cmd: ctl.CmdStatus})
 	if !r.OK {
-		return nil, fmt.Errorf("cluster: %s", r.Error)
+		return nil, fmt.Errorf("primary: %s", r.Error)
 	}
 	var ws []*Worker
 	for _, st := range r.Status.Workers {
-		ws = append(ws, p.track(st.PID, st.Slot, st.Generation))
+		w := p.track(st.PID, st.Slot, st.Generation)
+		w.setState(State(st.State))
+		ws = append(ws, w)
 	}
 	slices.SortStableFunc(ws, func(a, b *Worker) int { return a.id - b.id })
 	return ws, nil

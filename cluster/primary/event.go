@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	ctl "github.com/prefork/prefork/internal/control"
@@ -41,7 +41,7 @@ type Event struct {
 	// "stop", "reload", "scale", "disconnect", "hang", "recycle", ...
 	Reason string
 	Code   int    // EventExit: the exit code, when Signal is ""
-	Signal string // EventExit: the signal that killed it, such as "killed"
+	Signal string // EventExit: the signal that killed it, as Node names it: "SIGKILL"
 }
 
 // translate turns one engine event into the Events it means.
@@ -60,9 +60,11 @@ func (p *Primary) translate(e ctl.Event) {
 		p.emit(Event{Kind: EventFork, Worker: w, Reason: string(e.Cause)})
 		p.emit(Event{Kind: EventOnline, Worker: w})
 	case ctl.EventReady:
+		w.setState(StateReady)
 		p.emit(Event{Kind: EventListening, Worker: w, Address: p.addr})
 	case ctl.EventDrain:
 		w.leaving(string(e.Reason))
+		w.setState(StateDraining)
 		if w.disconnected.CompareAndSwap(false, true) {
 			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: string(e.Reason)})
 		}
@@ -72,6 +74,7 @@ func (p *Primary) translate(e ctl.Event) {
 			p.emit(Event{Kind: EventDisconnect, Worker: w, Reason: reason})
 		}
 		w.leaving(reason)
+		w.setState(StateExited)
 		w.dead.Store(true)
 		p.forget(e.PID)
 		p.emit(Event{Kind: EventExit, Worker: w, Reason: reason, Code: e.Code, Signal: e.Signal})

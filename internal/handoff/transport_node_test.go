@@ -1,4 +1,4 @@
-package supervisor
+package handoff
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/prefork/prefork/internal/balancer"
+	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/nodeipc"
 )
 
@@ -50,7 +50,7 @@ type newconn struct {
 // nodeTestTarget makes a Node worker target listening on key "k", with its
 // Worker's events passed to h as the link's reader does, and returns it
 // with the worker's side. wait waits until the reader has stopped.
-func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandIn, wait func()) {
+func nodeTestTarget(t *testing.T, h *Handoff, id int) (tg *Target, w *nodeStandIn, wait func()) {
 	t.Helper()
 	tg, w, wait = newNodeTestTarget(t, h, id, false)
 	go w.read()
@@ -60,12 +60,12 @@ func nodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandI
 // stoppedNodeTestTarget is nodeTestTarget with a worker that reads nothing
 // from its channel, as a stopped process or a blocked event loop, until
 // the test starts its read; its written reports what waits for it.
-func stoppedNodeTestTarget(t *testing.T, h *handoff, id int) (tg *target, w *nodeStandIn, wait func()) {
+func stoppedNodeTestTarget(t *testing.T, h *Handoff, id int) (tg *Target, w *nodeStandIn, wait func()) {
 	t.Helper()
 	return newNodeTestTarget(t, h, id, true)
 }
 
-func newNodeTestTarget(t *testing.T, h *handoff, id int, stopped bool) (tg *target, w *nodeStandIn, wait func()) {
+func newNodeTestTarget(t *testing.T, h *Handoff, id int, stopped bool) (tg *Target, w *nodeStandIn, wait func()) {
 	t.Helper()
 	ch, remote, err := nodeipc.Pair()
 	if err != nil {
@@ -86,9 +86,9 @@ func newNodeTestTarget(t *testing.T, h *handoff, id int, stopped bool) (tg *targ
 		}
 		t.Fatal(err)
 	}
-	events := make(chan nodeipc.Event, nodeEvents)
+	events := make(chan nodeipc.Event, 16)
 	nw := nodeipc.NewWorker(ch, events)
-	tg = newNodeTarget(&slot{id: id})
+	tg = NewNodeTarget(id)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -96,9 +96,9 @@ func newNodeTestTarget(t *testing.T, h *handoff, id int, stopped bool) (tg *targ
 		for ev := range events {
 			switch v := ev.Value.(type) {
 			case nodeipc.Accepted:
-				h.nodeAnswered(tg, -1, false)
+				NodeOf(tg).Answered(h, -1, false)
 			case nodeipc.Refused:
-				h.nodeAnswered(tg, v.FD, !v.Gone)
+				NodeOf(tg).Answered(h, v.FD, !v.Gone)
 			case nodeipc.Disconnected:
 				return
 			}
@@ -113,8 +113,8 @@ func newNodeTestTarget(t *testing.T, h *handoff, id int, stopped bool) (tg *targ
 		wg.Wait()
 		nw.Close()
 	})
-	h.nodeListen(tg, nw, "k")
-	h.bal.Add(tg)
+	NodeOf(tg).Listen(h, nw, "k")
+	h.policy.Add(tg)
 	w = &nodeStandIn{t: t, ch: peer, unread: unread, msgs: make(chan nodeipc.Message, 2*maxNodeUntaken)}
 	return tg, w, wg.Wait
 }
@@ -168,7 +168,7 @@ func TestHandoffNodeTakesTurns(t *testing.T) {
 	h, _ := newTestHandoff(16, time.Minute)
 	a, wa, _ := nodeTestTarget(t, h, 1)
 	b, wb, _ := nodeTestTarget(t, h, 2)
-	before := openFDs(t)
+	before := fdtest.Open(t)
 	fds := pipeFDs(t, 4)
 	for _, fd := range fds {
 		h.dispatch([]int{fd}, nil, new(batch))
@@ -191,7 +191,7 @@ func TestHandoffNodeTakesTurns(t *testing.T) {
 	if a.handed.Load() != 2 || b.handed.Load() != 2 {
 		t.Fatalf("handed %d %d, want 2 2", a.handed.Load(), b.handed.Load())
 	}
-	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return openFDs(t) == before })
+	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return fdtest.Open(t) == before })
 }
 
 // A refused connection (the worker is closing its server) goes to another
@@ -256,20 +256,20 @@ func TestHandoffNodeExitLosesNothing(t *testing.T) {
 			c := wa.next() // received, not answered; two more wait for its ACK
 			unix.Close(c.fd)
 			if how == "reclaim" {
-				if n := h.recover(a); n != 3 {
+				if n := h.Recover(a); n != 3 {
 					t.Fatalf("recover = %d, want 3", n)
 				}
 			}
 			wa.ch.Close() // the worker is gone
 			wait()
-			if h.bal.Len() != 1 || a.fails.Load() != 0 {
-				t.Fatalf("%d members, a backed off %d times; want b alone, and a gone, not paused", h.bal.Len(), a.fails.Load())
+			if h.policy.Len() != 1 || a.fails.Load() != 0 {
+				t.Fatalf("%d members, a backed off %d times; want b alone, and a gone, not paused", h.policy.Len(), a.fails.Load())
 			}
 			for range 3 {
 				wb.answer(wb.next(), true)
 			}
 			wb.none("after the three")
-			if n := h.recover(a); n != 0 {
+			if n := h.Recover(a); n != 0 {
 				t.Fatalf("recover after everything was handed on = %d, want 0", n)
 			}
 			if a.Load() != 0 || a.handed.Load() != 3 || a.returned.Load() != 3 {
@@ -284,19 +284,19 @@ func TestHandoffNodeExitLosesNothing(t *testing.T) {
 func TestHandoffNodeNotListening(t *testing.T) {
 	h, _ := newTestHandoff(16, time.Minute)
 	a, wa, _ := nodeTestTarget(t, h, 1)
-	h.nodeClose(a, "other") // not its key: no change
+	NodeOf(a).ServerClosed(h, "other") // not its key: no change
 	h.dispatch(pipeFDs(t, 1), nil, new(batch))
 	wa.answer(wa.next(), true)
-	h.nodeClose(a, "k")
+	NodeOf(a).ServerClosed(h, "k")
 	h.dispatch(pipeFDs(t, 1), nil, new(batch))
 	wa.none("after its server closed")
 	if n := h.npend.Load(); n != 1 {
 		t.Fatalf("%d queued, want 1", n)
 	}
 	a.mu.Lock()
-	w := a.node.w
+	w := NodeOf(a).w
 	a.mu.Unlock()
-	h.nodeListen(a, w, "k2")
+	NodeOf(a).Listen(h, w, "k2")
 	if c := wa.next(); c.key != "k2" {
 		t.Fatalf("queued connection handed for key %q, want k2", c.key)
 	}
@@ -306,7 +306,7 @@ func TestHandoffNodeNotListening(t *testing.T) {
 // that keeps up gets the next connections, while one that sits on a
 // connection gets none.
 func TestHandoffNodeLeastConn(t *testing.T) {
-	h := newHandoff(balancer.NewLeastConn[*target](), zap.NewNop(), 16, time.Minute)
+	h, _ := New("least-conn", zap.NewNop(), 16, time.Minute)
 	a, wa, _ := nodeTestTarget(t, h, 1)
 	b, wb, _ := nodeTestTarget(t, h, 2)
 	h.dispatch(pipeFDs(t, 1), nil, new(batch))
@@ -353,7 +353,7 @@ func TestHandoffNodeStalledGivesBackQueued(t *testing.T) {
 	h.oneCPU = true // the burst goes whole to a
 	a, wa, _ := stoppedNodeTestTarget(t, h, 1)
 	b, wb, _ := nodeTestTarget(t, h, 2)
-	before := openFDs(t)
+	before := fdtest.Open(t)
 	h.dispatch(pipeFDs(t, 5), nil, new(batch))
 	if n := a.handed.Load(); n != 5 {
 		t.Fatalf("a was handed %d, want the burst of 5", n)
@@ -362,8 +362,8 @@ func TestHandoffNodeStalledGivesBackQueued(t *testing.T) {
 	// acknowledge it.
 	until(t, 5*time.Second, "the first newconn written to a", wa.written)
 	now := time.Now()
-	h.check(now)
-	h.check(now.Add(stallAfter))
+	h.Check(now)
+	h.Check(now.Add(stallAfter))
 	if a.off.Load()&offStalled == 0 {
 		t.Fatal("a worker that answered nothing for stallAfter is not stalled")
 	}
@@ -384,12 +384,12 @@ func TestHandoffNodeStalledGivesBackQueued(t *testing.T) {
 	wa.none("after the one it was written")
 	wa.answer(c, true)
 	until(t, 5*time.Second, "a's answer counted", func() bool { return a.Load() == 0 })
-	h.check(now.Add(2 * stallAfter))
+	h.Check(now.Add(2 * stallAfter))
 	if !a.Available() {
 		t.Fatalf("a is not back in rotation after it moved (off %#x)", a.off.Load())
 	}
 	if n := h.recovered.Load(); n != 4 {
 		t.Fatalf("recovered %d, want 4", n)
 	}
-	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return openFDs(t) == before })
+	until(t, 5*time.Second, "every copy of the connections closed", func() bool { return fdtest.Open(t) == before })
 }

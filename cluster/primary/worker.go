@@ -1,4 +1,4 @@
-package cluster
+package primary
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prefork/prefork/cluster"
 	ctl "github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/supervisor"
 )
@@ -30,9 +31,40 @@ type Worker struct {
 	p            *Primary
 	id, pid, gen int
 
+	state           atomic.Value // a State
 	disconnected    atomic.Bool
 	dead            atomic.Bool
 	afterDisconnect atomic.Bool
+}
+
+// State is where a worker is in its life: starting → ready → draining →
+// exited. It tells a draining worker from the one that replaces it in the
+// same slot (Primary.Workers during a reload).
+type State string
+
+// States of a Worker.
+const (
+	StateStarting State = "starting" // started, not serving yet
+	StateReady    State = "ready"    // serving: EventListening
+	StateDraining State = "draining" // asked to leave, finishing its connections: EventDisconnect
+	StateExited   State = "exited"   // EventExit
+)
+
+// State returns the worker's state, as of its last event or Workers call.
+func (w *Worker) State() State {
+	st, _ := w.state.Load().(State)
+	if st == "" {
+		return StateStarting
+	}
+	return st
+}
+
+// setState records st, but never goes back from exited.
+func (w *Worker) setState(st State) {
+	if w.dead.Load() && st != StateExited {
+		return
+	}
+	w.state.Store(st)
 }
 
 // ID is the worker's slot, 1..N: the process's cluster.ID(). Unlike Node's
@@ -49,50 +81,54 @@ func (w *Worker) Generation() int { return w.gen }
 
 // String describes the worker for logs.
 func (w *Worker) String() string {
-	return fmt.Sprintf("worker %d (pid %d, generation %d)", w.id, w.pid, w.gen)
+	return fmt.Sprintf("worker %d (pid %d, generation %d, %s)", w.id, w.pid, w.gen, w.State())
 }
 
-// Send sends msg, at most MaxMessage bytes, to the worker, which receives
+// Send sends msg, at most cluster.MaxMessage bytes, to the worker, which receives
 // it on cluster.Messages (a node worker: process.on('message'), msg's
 // JSON value, or msg as a string when it is not JSON). While the worker's
 // channel is full it waits for room, up to 5s, then fails with ErrBusy;
 // it fails with ErrNoWorker for a worker that has exited, and for one
 // whose protocol has no channel (systemd, plain).
 func (w *Worker) Send(msg []byte) error {
-	if err := checkSize(msg); err != nil {
-		return err
+	if len(msg) > cluster.MaxMessage {
+		return fmt.Errorf("%w: %d bytes", cluster.ErrMessageTooLarge, len(msg))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := w.p.e.Send(ctx, w.pid, msg); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("primary: %w", err)
 	}
 	return nil
 }
 
-// Kill sends sig to the worker process (Node's worker.kill, whose default
-// is SIGTERM). Unlike Node, where the primary forks again if it wants to,
-// the primary replaces a worker that exits unasked: the exit is a crash,
-// and the slot gets a new worker. To let a worker go gracefully use
-// Disconnect; to have fewer, Scale.
+// Kill sends sig to the worker process: Node's worker.kill, whose default
+// is SIGTERM (a Go worker on Serve or ListenAndServe then drains and
+// exits). The exit is intended, as in Node: ExitedAfterDisconnect is true,
+// its EventExit has Reason "kill", and it costs no crash budget. The slot
+// gets a new worker at once under RespawnAuto; under RespawnManual the
+// program forks one if it wants to. A worker that outlives Settings.Grace
+// after sig is killed with SIGKILL.
 func (w *Worker) Kill(sig syscall.Signal) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if err := w.p.e.Signal(ctx, w.pid, sig); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+	w.afterDisconnect.Store(true)
+	if err := w.p.e.Kill(ctx, w.pid, sig); err != nil {
+		return fmt.Errorf("primary: %w", err)
 	}
 	return nil
 }
 
 // Disconnect asks the worker to drain: it stops taking connections,
 // finishes those it has and exits, within Settings.Grace or it is killed
-// (Node's worker.disconnect). Its slot gets a new worker at once, and
-// ExitedAfterDisconnect reports true once it has gone.
+// (Node's worker.disconnect). Its slot gets a new worker at once (under
+// RespawnManual, when the program forks one), and ExitedAfterDisconnect
+// reports true once it has gone.
 func (w *Worker) Disconnect() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := w.p.e.Disconnect(ctx, w.pid); err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return fmt.Errorf("primary: %w", err)
 	}
 	w.afterDisconnect.Store(true)
 	return nil
