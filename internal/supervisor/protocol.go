@@ -112,7 +112,8 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
+		// Hand-back is offered once the supervisor reads it (rr).
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported&^ipc.FeatureHandBack), 10),
 	)
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")

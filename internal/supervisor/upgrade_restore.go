@@ -14,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/execsignal"
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
@@ -30,9 +31,14 @@ func init() {
 	if _, ok := os.LookupEnv(envState); ok {
 		runtime.LockOSThread()
 		// Until signal.Notify, SIGHUP, SIGINT and SIGTERM end a Go
-		// program, and this image's workers with it (Pdeathsig): catch
-		// them from here on, not only once run has restored everything.
-		// run handles what they queue.
+		// program, and this image's workers with it (Pdeathsig). An image
+		// that execsignal.Hold preceded catches them from its first
+		// package's init on (see execsignal); one started by an older
+		// supervisor from here. run handles what they queue.
+		if ch, ok := execsignal.Early(); ok {
+			earlySigs = ch
+			return
+		}
 		earlySigs = make(chan os.Signal, 16)
 		signal.Notify(earlySigs, supervisorSignals...)
 	}
@@ -43,7 +49,7 @@ func init() {
 var earlySigs chan os.Signal
 
 // supervisorSignals are the signals the owner goroutine handles (onSignal).
-var supervisorSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2}
+var supervisorSignals = execsignal.Signals
 
 // takeSignals empties ch (nil: none) into st, for the image that execve
 // starts: signals Go queued for this one are lost with it.
@@ -304,6 +310,9 @@ func (s *Supervisor) resumed(st *upgradeState) {
 // replaySignals handles the signals an image received but had not handled
 // when it re-executed itself, or tried to.
 func (s *Supervisor) replaySignals(sigs []int) {
+	if len(sigs) > 0 {
+		s.log.Info("handling the signals that arrived during the upgrade", zap.Ints("signals", sigs))
+	}
 	for _, n := range sigs {
 		s.onSignal(syscall.Signal(n))
 	}
