@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // minUptime mirrors the supervisor's: a worker killed younger died young
@@ -18,50 +20,79 @@ func TestKillLoop(t *testing.T) {
 	eachMode(t, killLoop)
 }
 
-func killLoop(t *testing.T, mode string) {
+func killLoop(t *testing.T, mode string) { killLoopOf(t, "kill", mode, nil) }
+
+// killLoopOf is the kill loop of a supervisor running command (nil: the
+// demo worker) in mode, reported as scenario.
+func killLoopOf(t *testing.T, scenario, mode string, command []string) {
 	const workers = 3
-	kills := pick(3, 30)
+	s := start(t, opts{mode: mode, workers: workers, args: []string{"-max-crashes", "1000"}, command: command})
+	k := killUnderLoad(t, s.addr, func() int { return pickOld(t, s, 10*time.Second) },
+		func() { s.waitSettled(workers, 15*time.Second) })
+	k.report(t, scenario, mode)
+	if k.stray > 0 {
+		t.Errorf("%d requests failed that were not in flight at any kill (errors: %v)", k.stray, k.sum.errs)
+	}
+	s.stop()
+}
+
+// kills is what a kill loop measured.
+type kills struct {
+	n            int
+	sum          summary
+	worst, total int // failed requests in flight at one kill: the most, and all
+	stray        int // failed requests in flight at no kill
+}
+
+// killUnderLoad starts the mixed load on addr, kill -9s the worker victim
+// picks, kills times (pick(3, 30)) at most every 300ms, waits for settle,
+// and attributes the failed requests to the kills. It fails the test if
+// the load does not start, if a request hangs, or if too few succeed.
+func killUnderLoad(t *testing.T, addr string, victim func() int, settle func()) kills {
+	t.Helper()
+	k := kills{n: pick(3, 30)}
 	every := 300 * time.Millisecond
-	s := start(t, opts{mode: mode, workers: workers, args: []string{"-max-crashes", "1000"}})
-	l := startLoad(s.addr, mixed(time.Duration(kills)*time.Second+30*time.Second))
+	l := startLoad(addr, mixed(time.Duration(k.n)*time.Second+30*time.Second))
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	var killed []time.Time
-	for i := 0; i < kills; i++ {
-		pid := pickOld(t, s, 10*time.Second)
+	for i := 0; i < k.n; i++ {
+		pid := victim()
 		killed = append(killed, time.Now())
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", pid, err)
 		}
-		waitGone(t, pid, 2*time.Second)
+		proctest.WaitGone(t, pid, 2*time.Second)
 		pace(killed[i], every)
 	}
-	s.waitSettled(workers, 15*time.Second)
+	settle()
 	// Let requests that began around the last kill finish.
 	pace(time.Now(), time.Second)
 	rs := l.finish()
 
-	perKill, stray := attribute(rs, killed)
-	sum := summarize(rs)
-	worst, total := 0, 0
+	var perKill []int
+	perKill, k.stray = attribute(rs, killed)
+	k.sum = summarize(rs)
 	for _, n := range perKill {
-		worst, total = max(worst, n), total+n
+		k.worst, k.total = max(k.worst, n), k.total+n
 	}
-	figure(t, "kill", mode, "kills", kills, "requests", sum.total, "failed", sum.failed,
-		"failed_per_kill_max", worst, "failed_per_kill_mean", float64(total)/float64(kills),
-		"stray_failures", stray, "hung", sum.hung, "max_latency", sum.max, "p99", sum.p99)
-	if sum.hung > 0 {
-		t.Errorf("%d requests took %s or more (hung)", sum.hung, reqDeadline)
+	if k.sum.hung > 0 {
+		t.Errorf("%d requests took %s or more (hung)", k.sum.hung, reqDeadline)
 	}
-	if stray > 0 {
-		t.Errorf("%d requests failed that were not in flight at any kill (errors: %v)", stray, sum.errs)
+	if k.sum.total-k.sum.failed < k.n*20 {
+		t.Errorf("only %d of %d requests succeeded", k.sum.total-k.sum.failed, k.sum.total)
 	}
-	if sum.total-sum.failed < kills*20 {
-		t.Errorf("only %d of %d requests succeeded", sum.total-sum.failed, sum.total)
-	}
-	s.stop()
+	return k
+}
+
+// report logs k's figures.
+func (k kills) report(t *testing.T, scenario, mode string) {
+	t.Helper()
+	figure(t, scenario, mode, "kills", k.n, "requests", k.sum.total, "failed", k.sum.failed,
+		"failed_per_kill_max", k.worst, "failed_per_kill_mean", float64(k.total)/float64(k.n),
+		"stray_failures", k.stray, "hung", k.sum.hung, "max_latency", k.sum.max, "p99", k.sum.p99)
 }
 
 // pickOld returns a random ready worker older than minUptime, waiting up
@@ -69,7 +100,7 @@ func killLoop(t *testing.T, mode string) {
 func pickOld(t *testing.T, s *sup, d time.Duration) int {
 	t.Helper()
 	var old []int
-	if !eventually(d, func() bool {
+	if !proctest.Poll(d, func() bool {
 		old = old[:0]
 		for pid, up := range s.workers() {
 			if up >= minUptime.Seconds() {
