@@ -95,13 +95,17 @@ func (st *upgradeState) repair(missing []fdRole, log *zap.Logger) []string {
 		drop(p)
 	}
 	portLost := map[int]bool{}
+	for _, f := range missing {
+		if f.Role == rolePort {
+			portLost[f.Slot] = true
+			st.portsLost++
+		}
+	}
 	var ports, portSlots []int
 	for i, fd := range st.Ports {
-		if gone[fd] {
-			portLost[st.PortSlots[i]] = true
-			continue
+		if !gone[fd] {
+			ports, portSlots = append(ports, fd), append(portSlots, st.PortSlots[i])
 		}
-		ports, portSlots = append(ports, fd), append(portSlots, st.PortSlots[i])
 	}
 	st.Ports, st.PortSlots = ports, portSlots
 	st.Pending = slices.DeleteFunc(st.Pending, func(p pendingState) bool { return gone[p.FD] })
@@ -148,19 +152,19 @@ func (s *Supervisor) giveUp(sl *slot, w workerState) {
 	s.enqueue(evRespawn{sl: sl, cause: control.CauseCrash})
 }
 
-// restoreMode rebuilds cfg.Mode over the sockets st kept, binding again
-// those that are missing.
-func restoreMode(cfg Config, log *zap.Logger, st *upgradeState) (mode, error) {
+// restoreMode rebuilds cfg.Mode over the sockets an upgrade kept, binding
+// again those that are missing.
+func restoreMode(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (mode, error) {
 	switch {
-	case cfg.Mode == ipc.ModeReusePort && len(st.Ports) > 0:
-		return restoreReusePort(cfg, log, st)
+	case cfg.Mode == ipc.ModeReusePort && kept.has(rolePort):
+		return restoreReusePort(cfg, log, kept)
 	case cfg.Mode == ipc.ModeReusePort:
 		log.Warn("no reuseport socket survived the upgrade; binding the group again")
 		return newReusePort(cfg, log)
-	case st.Listener >= 0 && cfg.Mode == ipc.ModeShared:
-		return restoreShared(st)
-	case st.Listener >= 0:
-		return restoreRR(cfg, log, st)
+	case kept.has(roleListener) && cfg.Mode == ipc.ModeShared:
+		return restoreShared(st, kept)
+	case kept.has(roleListener):
+		return restoreRR(cfg, log, st, kept)
 	}
 	ln, err := listener.Listen(cfg.Listen)
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/metrics"
 )
 
@@ -108,7 +107,7 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 			return fmt.Errorf("upgrade: %s descriptor %d did not survive execve: %w", f.Role, f.FD, err)
 		}
 	}
-	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports) > 0) {
+	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports)+st.portsLost > 0) {
 		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
 	}
 	return nil
@@ -148,26 +147,15 @@ func (s *Supervisor) restoreState(st *upgradeState) {
 	for _, ss := range st.Slots {
 		s.owned.Add(ss.Worker.PID) // before the reaper runs
 	}
-	if st.Control >= 0 {
-		s.ctlInherit = file(st.Control, "control-socket")
-	}
-	s.metricsFD, s.adminFD = st.Metrics, st.Admin
 }
 
-// kept takes the listener an upgrade kept at *fd (role names it), if
-// any: nil when there is none or it cannot be used, which the caller
-// meets by binding again.
-func (s *Supervisor) kept(fd *int, role string) net.Listener {
-	if *fd < 0 {
-		return nil
-	}
-	f := file(*fd, role)
-	*fd = -1
-	ln, err := net.FileListener(f) // a duplicate
-	f.Close()
+// keptListener takes the listener an upgrade kept under role and name, if
+// any: nil when there is none or it cannot be used, which the caller meets
+// by binding again.
+func (s *Supervisor) keptListener(role, name string) net.Listener {
+	ln, err := s.kept.listener(role, name)
 	if err != nil {
 		s.log.Warn("cannot serve on the kept listener; binding again", zap.String("role", role), zap.Error(err))
-		return nil
 	}
 	return ln
 }
@@ -176,7 +164,7 @@ func (s *Supervisor) kept(fd *int, role string) net.Listener {
 // image kept, or on a new one bound at -metrics.
 func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
 	var err error
-	if ln := s.kept(&s.metricsFD, roleMetrics); ln != nil {
+	if ln := s.keptListener(roleMetrics, s.cfg.Metrics); ln != nil {
 		s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
 	} else {
 		s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
@@ -188,7 +176,7 @@ func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) 
 // started this image kept, or on a new one bound at -admin.
 func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 	var err error
-	if ln := s.kept(&s.adminFD, roleAdmin); ln != nil {
+	if ln := s.keptListener(roleAdmin, s.cfg.Admin); ln != nil {
 		s.adminSrv, err = admin.ServeListener(ln, s.cfg.Admin, o)
 		if err != nil {
 			ln.Close()
@@ -319,32 +307,6 @@ func (s *Supervisor) replaySignals(sigs []int) {
 	for _, n := range sigs {
 		s.onSignal(syscall.Signal(n))
 	}
-}
-
-// inheritSockets takes listening TCP sockets kept across execve.
-func inheritSockets(fds []int) ([]*listener.Socket, error) {
-	var lns []*net.TCPListener
-	for i, fd := range fds {
-		f := file(fd, "listener-"+strconv.Itoa(fd))
-		nl, err := net.FileListener(f) // a duplicate: f is closed below
-		f.Close()
-		ln, ok := nl.(*net.TCPListener)
-		if err == nil && !ok {
-			nl.Close()
-			err = fmt.Errorf("descriptor %d is not a TCP listener", fd)
-		}
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			for _, fd := range fds[i+1:] {
-				unix.Close(fd)
-			}
-			return nil, fmt.Errorf("upgrade: %w", err)
-		}
-		lns = append(lns, ln)
-	}
-	return listener.DetachAll(lns)
 }
 
 // adminServer is the admin listener's HTTP server, nil without -admin.
