@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"github.com/prefork/prefork/internal/proctest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,7 +73,7 @@ func missingDescriptor(t *testing.T, mode, role string) {
 	before := s.workers()
 	l := startLoad(s.addr, mixed(time.Minute))
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	resp := s.upgrade(closingWrapper(t, supervisorBin, role))
@@ -96,7 +97,7 @@ func missingDescriptor(t *testing.T, mode, role string) {
 	// Serving on; what the killed worker had in hand, or the lost
 	// listener's backlog, may fail: counted, not asserted.
 	served := l.okCount()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= served+50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= served+50 }) {
 		t.Errorf("not serving after the upgrade: %d requests in 5s", l.okCount()-served)
 	}
 	sum := summarize(l.finish())
