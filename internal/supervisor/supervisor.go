@@ -47,6 +47,8 @@ type Supervisor struct {
 	events chan any         // from other goroutines
 	queue  []any            // from the owner goroutine itself: see enqueue
 	done   chan struct{}
+	// stopping is closed when the stop begins (beginStop).
+	stopping chan struct{}
 
 	phase   phase
 	gen     int
@@ -113,6 +115,7 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		bus:       discard{},
 		events:    make(chan any, 1024),
 		done:      make(chan struct{}),
+		stopping:  make(chan struct{}),
 		gen:       1,
 		begun:     sys.Now(),
 		live:      map[int]*process{},
