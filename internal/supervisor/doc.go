@@ -44,6 +44,7 @@
 //	                connections themselves go through internal/handoff
 //	upgrade.go      ctl upgrade and SIGUSR2: check the new binary, save the
 //	upgrade_state.go  state to a memfd, execve from the spawner thread;
+//	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //
 // A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts

@@ -17,7 +17,15 @@ import (
 
 // stateFormat is the version of upgradeState's encoding. A binary takes
 // over only from a supervisor that writes the format it reads (checked by
-// -check-upgrade before the old image execs it).
+// -check-upgrade before the old image execs it). Within a format, fields
+// are only added, optional (an older binary ignores them, and a newer one
+// reading an older state finds them zero), and the fields an older binary
+// reads are still written: so an upgrade goes both ways between releases
+// of one format, and a rollback re-executes the previous binary with the
+// state it wrote. A change an older binary cannot read takes a new format.
+//
+// Format 1 is what the previous release (b74e5cd) writes; fdRole.Name was
+// added since, optional.
 const stateFormat = 1
 
 // envState names the memfd that holds the state, in the new image's
@@ -64,27 +72,6 @@ type upgradeState struct {
 	FDs []fdRole `json:"fds"`
 }
 
-type fdRole struct {
-	FD   int    `json:"fd"`
-	Role string `json:"role"`
-	Slot int    `json:"slot,omitempty"`
-}
-
-// Descriptor roles.
-const (
-	roleListener = "listener"
-	rolePort     = "reuseport"
-	roleControl  = "control-channel"
-	roleHandoff  = "handoff"
-	roleKeep     = "handoff-duplicate"
-	rolePending  = "pending"
-	roleCtlSock  = "control-socket"
-	roleMetrics  = "metrics-listener"
-	roleAdmin    = "admin-listener"
-	roleBinary   = "previous-binary"
-	roleReply    = "ctl-connection"
-)
-
 type countsState struct {
 	Spawns   map[control.Cause]uint64 `json:"spawns"`
 	Exits    map[control.Cause]uint64 `json:"exits"`
@@ -124,12 +111,6 @@ type workerState struct {
 type pendingState struct {
 	FD   int    `json:"fd"`
 	Peer []byte `json:"peer,omitempty"`
-}
-
-// keep records fd under role (for slot, if not 0) and returns it.
-func (st *upgradeState) keep(fd int, role string, slot int) int {
-	st.FDs = append(st.FDs, fdRole{FD: fd, Role: role, Slot: slot})
-	return fd
 }
 
 // fdOf is the descriptor behind c, read without os.File.Fd, which would
