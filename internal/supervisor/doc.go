@@ -15,7 +15,7 @@
 //
 //	supervisor.go   the Supervisor type and run, which wires the OS to it
 //	engine.go       Start and Engine: a running supervisor, for the
-//	                supervisor command and the cluster package's primary
+//	                supervisor command and package cluster/primary
 //	config.go       Config, the settings it runs (internal/settings)
 //	log.go          the supervisor's logger
 //	loop.go         the owner loop: events, signals, timers
