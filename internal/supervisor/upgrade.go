@@ -364,19 +364,16 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		st.Slots = append(st.Slots, ss)
 	}
 	if s.ctlsvc != nil {
-		s.ctlsvc.mu.Lock()
-		fd, err := fdOf(s.ctlsvc.srv.Listener())
-		s.ctlsvc.mu.Unlock()
-		if err != nil {
+		if st.Control, err = s.ctlsvc.save(st); err != nil {
 			return fail(err)
 		}
-		st.Control = st.keep(fd, roleCtlSock, 0)
 	}
 	for _, h := range []struct {
 		srv  *httpserve.Server
 		to   *int
 		role string
-	}{{s.metricsSrv, &st.Metrics, roleMetrics}, {s.adminServer(), &st.Admin, roleAdmin}} {
+		name string
+	}{{s.metricsSrv, &st.Metrics, roleMetrics, s.cfg.Metrics}, {s.adminServer(), &st.Admin, roleAdmin, s.cfg.Admin}} {
 		if h.srv == nil {
 			continue
 		}
@@ -384,11 +381,9 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		if !ok {
 			return fail(fmt.Errorf("the %s has no descriptor", h.role))
 		}
-		fd, err := fdOf(ln)
-		if err != nil {
+		if *h.to, err = st.keepListener(ln, h.role, h.name, 0); err != nil {
 			return fail(err)
 		}
-		*h.to = st.keep(fd, h.role, 0)
 	}
 	if s.exeFile != nil {
 		fd, err := fdOf(s.exeFile)
