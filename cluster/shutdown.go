@@ -3,8 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"net/http"
+	"os"
 	"time"
 )
 
