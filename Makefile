@@ -17,8 +17,9 @@ run: build
 	./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS))
 
 # The Node.js cluster example, unmodified, as prefork's workers (needs node).
+# PORT=0: the app listens on whatever port the supervisor was given.
 run-node: build
-	./$(BIN)/supervisor $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
+	PORT=0 ./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
 
 # The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
 # the workers.

@@ -62,6 +62,14 @@
 // http.Server.Serve returns http.ErrServerClosed rather than an error. A
 // worker that never calls Drain is sent SIGTERM instead.
 //
+// In rr mode, when the supervisor offers it, a server run by [Serve] hands
+// its keep-alive connections back to the supervisor when it drains,
+// instead of closing them: each HTTP/1.1 connection idle between requests
+// (one busy with a request, after its response), provided the worker has
+// read none of the next request, so that the next worker answers it on the
+// same TCP connection. TLS and hijacked connections never move
+// (handback.go says how idleness is told from net/http's reads).
+//
 // In rr mode, when the supervisor offers it, a worker whose open descriptors
 // come within two frames and some headroom of RLIMIT_NOFILE asks the
 // supervisor to send it no more connections, and asks again once a frame's
@@ -93,6 +101,7 @@
 //	listener.go   Listen and its listener: handed connections or an inherited socket
 //	accept.go     accepting on an inherited socket (shared, reuseport)
 //	tcpconn.go    a connection handed over by the supervisor (rr)
+//	handback.go   handing idle keep-alive connections back when draining (rr)
 //	pause.go      rr's pause gate: no more connections near RLIMIT_NOFILE
 //	shed.go       closing silent connections when out of descriptors
 //	heartbeat.go  heartbeats, load reports, CountRequests, SetHealthCheck

@@ -35,6 +35,9 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		l.handoff = ch
 		l.buf = make([]byte, ipc.MaxFrame)
+		if w.uses&ipc.FeatureHandBack != 0 {
+			w.back = newHandBack(ch)
+		}
 		if a, err := net.ResolveTCPAddr("tcp", w.listenAddr); err == nil && !a.IP.IsUnspecified() && a.IP != nil {
 			l.local = a // every connection on a socket bound to one IP has it as local address
 		}
@@ -230,6 +233,9 @@ func (l *listener) took(c *handedConn) net.Conn {
 	l.w.accepted.Add(1)
 	c.w = l.w
 	l.w.silent.add(c)
+	if l.w.back != nil {
+		l.w.back.add(c)
+	}
 	return c
 }
 

@@ -173,7 +173,9 @@ func (w *worker) run() {
 			// Accept found nothing more to take (draining, or the
 			// supervisor closed the handoff channel).
 			parked = true
-			if l.handoff != nil {
+			// With hand-back the channel stays open for connections going
+			// back; the listener's Close closes it.
+			if l.handoff != nil && w.back == nil {
 				l.handoff.Close()
 			}
 			if draining {

@@ -21,6 +21,13 @@ func IsPrimary() bool { return !IsWorker() }
 // shuts srv down gracefully within [DrainTimeout] and returns nil. It
 // returns srv.Serve's error if serving fails first. Wrap srv's handler in
 // [CountRequests] for -max-requests and the latency figures.
+//
+// In rr mode, when the supervisor can take them, the drain hands HTTP/1.1
+// connections idle between requests back to the supervisor, which gives
+// them to another worker, instead of closing them: their clients never see
+// the reload. A connection busy with a request goes back after its
+// response; TLS and hijacked connections never move. For that Serve sets
+// srv's ConnState hook, which calls the one srv had.
 func Serve(srv *http.Server, ln net.Listener) error {
 	// SIGTERM and SIGINT are caught while serving: run standalone they
 	// are the stop signal; under a supervisor the drain arrives over IPC,
@@ -28,6 +35,9 @@ func Serve(srv *http.Server, ln net.Listener) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	if l, ok := ln.(*listener); ok && l.w.back != nil {
+		l.w.back.wire(srv) // idle connections go back when it drains
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

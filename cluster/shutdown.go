@@ -17,9 +17,18 @@ import (
 // connections close now, busy ones after their current response — and waits
 // until every connection this worker accepted has closed, then shuts the
 // server down, with nothing left to drop. ctx bounds the whole wait.
+//
+// A server run by [Serve] whose supervisor takes connections back keeps
+// its keep-alives instead: each connection goes back to the supervisor
+// when it is idle (see Serve), and the wait is for that.
 func Shutdown(ctx context.Context, srv *http.Server) error {
-	srv.SetKeepAlivesEnabled(false)
-	if w, err := get(); err == nil && w.ctl != nil {
+	w, err := get()
+	if err == nil && w.back != nil && w.back.wired(srv) {
+		w.back.leaveAll()
+	} else {
+		srv.SetKeepAlivesEnabled(false)
+	}
+	if err == nil && w.ctl != nil {
 		t := time.NewTicker(5 * time.Millisecond)
 		for w.accepted.Load() > w.closed.Load() {
 			select {

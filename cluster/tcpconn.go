@@ -38,6 +38,20 @@ type handedConn struct {
 	// has sent anything.
 	since time.Time
 	state atomic.Uint32
+
+	// For hand-back (handback.go): move is its state, nread the bytes read
+	// so far and idleAt their count when the last response was written
+	// (both owned by the goroutine that reads, as net/http orders its
+	// reads). mmu guards the rest: waiting, a read that may hand c back is
+	// blocked; woken, a wake set a past deadline on it; leave, c is asked
+	// to go back (rebalancing); rd, the read deadline the server set.
+	move          atomic.Uint32
+	nread, idleAt uint64
+	mmu           sync.Mutex
+	waiting       bool
+	woken         bool
+	leave         bool
+	rd            time.Time
 }
 
 // adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
@@ -75,7 +89,15 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 }
 
 func (c *handedConn) Read(b []byte) (int, error) {
-	n, err := c.f.Read(b)
+	if c.mayLeave(b) {
+		return c.readIdle(b)
+	}
+	return c.read(c.f.Read(b))
+}
+
+// read accounts for a read that returned n bytes and err.
+func (c *handedConn) read(n int, err error) (int, error) {
+	c.nread += uint64(n)
 	if n > 0 && c.state.Load() == connSilent {
 		c.state.CompareAndSwap(connSilent, connHeard) // it spoke: never shed
 	}
@@ -92,15 +114,37 @@ func (c *handedConn) Close() error {
 		c.state.CompareAndSwap(connSilent, connHeard) // nothing for shed to close
 	}
 	if c.w != nil {
-		c.once.Do(func() { c.w.closed.Add(1); c.w.kickLoad(); c.w.gate.update(0) })
+		c.once.Do(func() {
+			if c.w.back != nil {
+				c.w.back.remove(c)
+			}
+			c.w.closed.Add(1)
+			c.w.kickLoad()
+			c.w.gate.update(0)
+		})
 	}
 	return c.f.Close()
 }
 
-func (c *handedConn) LocalAddr() net.Addr                { return c.la }
-func (c *handedConn) RemoteAddr() net.Addr               { return c.ra }
-func (c *handedConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
-func (c *handedConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
+func (c *handedConn) LocalAddr() net.Addr  { return c.la }
+func (c *handedConn) RemoteAddr() net.Addr { return c.ra }
+
+// SetDeadline and SetReadDeadline remember the read deadline, for a wake
+// that lost its race to put back (readIdle).
+func (c *handedConn) SetDeadline(t time.Time) error {
+	c.mmu.Lock()
+	defer c.mmu.Unlock()
+	c.rd = t
+	return c.f.SetDeadline(t)
+}
+
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	c.mmu.Lock()
+	defer c.mmu.Unlock()
+	c.rd = t
+	return c.f.SetReadDeadline(t)
+}
+
 func (c *handedConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
 
 // SyscallConn gives raw access to the socket, as *net.TCPConn's does.

@@ -67,6 +67,7 @@ type worker struct {
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
 	gate                   *pauseGate        // rr with FeaturePause: set by Listen
+	back                   *handBack         // rr with FeatureHandBack: set by Listen
 	silent                 silentSet         // connections that have sent nothing yet
 	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
 }

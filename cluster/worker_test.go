@@ -40,6 +40,8 @@ func TestMain(m *testing.M) {
 		helperLatency()
 	case "served":
 		helperServed()
+	case "handback":
+		helperHandBack()
 	}
 	os.Exit(0)
 }

@@ -59,6 +59,12 @@ func Pair() (*Channel, *os.File, error) {
 	return local, remote, nil
 }
 
+// TakeConns lets this end, which Pair made to refuse descriptors, receive
+// conns frames: the supervisor's end of the handoff channel of a worker
+// that hands connections back ([FeatureHandBack]). Call it before the
+// first Recv.
+func (c *Channel) TakeConns() { c.refuseFDs = false }
+
 // NewChannel takes ownership of f, a SEQPACKET socket, and closes it:
 // net.FileConn works on its own duplicate.
 func NewChannel(f *os.File) (*Channel, error) {

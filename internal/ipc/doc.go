@@ -26,7 +26,9 @@
 // frame (accept4 yields it for free), which spares the worker a getpeername
 // per connection. [FeaturePause] lets a worker close to its descriptor limit
 // send [TypePause], and [TypeResume] once it has room again; the supervisor
-// hands a paused worker nothing.
+// hands a paused worker nothing. [FeatureHandBack] lets a draining rr
+// worker send idle keep-alive connections back on its handoff channel, a
+// conns frame the other way, for the supervisor to hand to another worker.
 //
 // Descriptors travel only from the supervisor to the worker, and only with
 // conns frames. A receiver closes any others at once ([ErrUnexpectedFDs]), so

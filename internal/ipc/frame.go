@@ -47,7 +47,10 @@ const (
 	// connections as SCM_RIGHTS, non-blocking (the flag belongs to the open
 	// file, so the worker need not set it). Payload: their count, uint8;
 	// then, only to a worker that uses [FeaturePeers], one [Peer] per
-	// connection in the order of the descriptors.
+	// connection in the order of the descriptors. The other way (worker →
+	// supervisor, handoff channel, only with [FeatureHandBack]): idle
+	// keep-alive connections the worker hands back, always with their
+	// peers, for the supervisor to hand to another worker.
 	TypeConns
 	// TypeMessage (either way): opaque bytes for the application.
 	TypeMessage
@@ -126,9 +129,15 @@ const (
 	// histogram ([Heartbeat.Latency]). A supervisor that does not offer
 	// it rejects a heartbeat of any other size than the first one's.
 	FeatureLatency
+	// FeatureHandBack (rr): the worker may hand connections back on its
+	// handoff channel (a conns frame the other way) when it drains: HTTP/1.1
+	// connections idle between requests, of which it has read nothing of
+	// the next request. The supervisor reads its end of the channel and
+	// hands them to another worker.
+	FeatureHandBack
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -146,6 +155,9 @@ func (f Features) String() string {
 	}
 	if f&FeatureLatency != 0 {
 		names = append(names, "latency")
+	}
+	if f&FeatureHandBack != 0 {
+		names = append(names, "handback")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))

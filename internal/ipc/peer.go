@@ -44,6 +44,25 @@ func PeerOf(sa *unix.RawSockaddrAny) Peer {
 	return p
 }
 
+// PeerOfAddr records a, as PeerOf does for a raw address: unknown unless
+// a is a *net.TCPAddr with an IPv4 or unscoped IPv6 address.
+func PeerOfAddr(a net.Addr) Peer {
+	var p Peer
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta.Zone != "" {
+		return p
+	}
+	binary.BigEndian.PutUint16(p[1:3], uint16(ta.Port))
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		p[0] = peer4
+		copy(p[3:], ip4)
+	} else if len(ta.IP) == 16 {
+		p[0] = peer6
+		copy(p[3:], ta.IP)
+	}
+	return p
+}
+
 // PeerAddr decodes the first record of recs (as Frame.Peers returns them)
 // into a TCP address; nil when the record says unknown.
 func PeerAddr(recs []byte) *net.TCPAddr {

@@ -147,9 +147,13 @@ func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return p, nil
 }
 
-func (s *fakeSys) Exec(path string, argv, env []string) error {
+func (s *fakeSys) Exec(path string, argv []string, env func() ([]string, error)) error {
 	if s.exec != nil {
-		return s.exec(path, argv, env)
+		e, err := env()
+		if err != nil {
+			return err
+		}
+		return s.exec(path, argv, e)
 	}
 	return errors.New("fake: exec not supported")
 }

@@ -30,18 +30,17 @@ const (
 	dgramRate  = 100
 )
 
-// readControl forwards a worker's frames to the owner goroutine until the
+// read forwards a worker's frames to the owner goroutine until the
 // channel closes. Load frames, the hot ones, update the target directly.
 // It is the first line of defence against a worker that breaks the
 // protocol: descriptors a control frame carries are closed (Recv closes
 // what it is not asked for), and malformed frames and message floods are
 // counted here and reach the owner boundedly. Messages are read no faster
 // than the owner (and an Engine's reader) takes them: see passMessage.
-func (s *Supervisor) readControl(p *process) {
+func (l *preforkLink) read(s *Supervisor, p *process) {
 	buf := make([]byte, ipc.MaxFrame)
 	var fds []int
-	bad := 0
-	beats := newBucket(beatBurst, beatRate, time.Now())
+	g := newGuard()
 	recv := p.ctl.Recv
 	for {
 		f, got, err := recv(buf, fds[:0])
@@ -63,12 +62,12 @@ func (s *Supervisor) readControl(p *process) {
 			return
 		}
 		if err == nil {
-			err = s.onFrame(p, f, beats)
+			err = l.onFrame(s, p, f, g)
 		}
 		if err == nil {
 			continue
 		}
-		if s.protocolError(p, err, &bad) {
+		if g.broke(s, p, err) {
 			return
 		}
 	}
@@ -83,21 +82,30 @@ func gone(err error) bool {
 		errors.As(err, &op) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// protocolError counts one of p's protocol errors in *bad, on its reader's
-// goroutine. A message that breaks the protocol is the worker's bug: it
-// loses the supervisor nothing. The owner hears of it at powers of two;
-// protocolError reports true once the worker is to be replaced, and its
-// reader stops listening.
-func (s *Supervisor) protocolError(p *process, err error, bad *int) bool {
-	*bad++
-	if n := *bad; n&(n-1) == 0 || n == maxProtocolErrors {
+// guard is what a worker's reader, whatever its protocol, holds against
+// the worker: its protocol errors, and a bucket for its beats.
+type guard struct {
+	bad   int
+	beats *bucket
+}
+
+func newGuard() *guard { return &guard{beats: newBucket(beatBurst, beatRate, time.Now())} }
+
+// broke counts one of p's protocol errors, on its reader's goroutine. A
+// message that breaks the protocol is the worker's bug: it loses the
+// supervisor nothing. The owner hears of it at powers of two; broke
+// reports true once the worker is to be replaced, and its reader stops
+// listening.
+func (g *guard) broke(s *Supervisor, p *process, err error) bool {
+	g.bad++
+	if n := g.bad; n&(n-1) == 0 || n == maxProtocolErrors {
 		s.post(evProtocol{p: p, err: err, count: n})
 	}
-	return *bad >= maxProtocolErrors
+	return g.bad >= maxProtocolErrors
 }
 
 // onFrame handles one well-formed frame on the reader's goroutine.
-func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
+func (l *preforkLink) onFrame(s *Supervisor, p *process, f ipc.Frame, g *guard) error {
 	switch f.Type {
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
@@ -105,7 +113,7 @@ func (s *Supervisor) onFrame(p *process, f ipc.Frame, beats *bucket) error {
 		}
 		s.post(evReady{p: p, uses: f.Features()})
 	case ipc.TypeHeartbeat:
-		if beats.take(time.Now()) {
+		if g.beats.take(time.Now()) {
 			s.post(evBeat{p: p, hb: f.Heartbeat()})
 		}
 	case ipc.TypeLoad:

@@ -141,7 +141,7 @@ func (s *Supervisor) handle(ev any) {
 	case evKillDue:
 		s.killDue(ev.p)
 	case evDrainDue:
-		s.sendDrain(ev.p)
+		ev.p.link.drain(s, ev.p) // only a prefork link retries
 	case evControl:
 		s.onControl(ev.req, ev.reply)
 	case evSnapshot:

@@ -149,13 +149,9 @@ func framesTarget(sl *slot, ch *ipc.Channel, remote *os.File, lent bool, log *za
 	return handoff.NewTarget(sl.id, tr), nil
 }
 
-// keepListener records ln, the socket of listener name, in st.
-func keepListener(st *upgradeState, ln *listener.Socket, activated bool) error {
-	fd, err := fdOf(ln)
-	if err != nil {
-		return err
-	}
-	st.Listener = st.keep(fd, roleListener, 0)
+// keepListener records ln, the main listener's socket, in st.
+func keepListener(st *upgradeState, ln *listener.Socket, activated bool) (err error) {
+	st.Listener, err = st.keepListener(ln, roleListener, mainListener, 0)
 	st.Activated = activated
-	return nil
+	return err
 }

@@ -106,12 +106,20 @@ func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []
 
 // restoreReusePort takes the sockets an upgrade kept, in the group's order
 // (see upgrade.go).
-func restoreReusePort(cfg Config, log *zap.Logger, st *upgradeState) (*reusePort, error) {
-	socks, err := inheritSockets(st.Ports)
-	if err != nil {
-		return nil, err
+func restoreReusePort(cfg Config, log *zap.Logger, kept *keptFDs) (*reusePort, error) {
+	var socks []*listener.Socket
+	var ids []int
+	for kept.has(rolePort) {
+		sock, id, err := kept.socket(rolePort, mainListener)
+		if err != nil {
+			for _, s := range socks {
+				s.Close()
+			}
+			return nil, err
+		}
+		socks, ids = append(socks, sock), append(ids, id)
 	}
-	return reusePortOver(cfg, log, socks, st.PortSlots)
+	return reusePortOver(cfg, log, socks, ids)
 }
 
 func (m *reusePort) listeners() []listening {
@@ -354,11 +362,11 @@ func (m *reusePort) save(st *upgradeState) (func(), error) {
 		}
 	}
 	for _, ps := range m.group {
-		fd, err := fdOf(ps.ln)
+		fd, err := st.keepListener(ps.ln, rolePort, mainListener, ps.id)
 		if err != nil {
 			return none, err
 		}
-		st.Ports = append(st.Ports, st.keep(fd, rolePort, ps.id))
+		st.Ports = append(st.Ports, fd)
 		st.PortSlots = append(st.PortSlots, ps.id)
 	}
 	return none, nil

@@ -114,12 +114,12 @@ func (m *rr) save(st *upgradeState) (func(), error) {
 
 // restoreRR takes the listening socket and the pending queue an upgrade
 // kept.
-func restoreRR(cfg Config, log *zap.Logger, st *upgradeState) (*rr, error) {
-	socks, err := inheritSockets([]int{st.Listener})
+func restoreRR(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (*rr, error) {
+	sock, _, err := kept.socket(roleListener, mainListener)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newRR(cfg, log, socks[0], st.Activated)
+	m, err := newRR(cfg, log, sock, st.Activated)
 	if err != nil {
 		return nil, err
 	}

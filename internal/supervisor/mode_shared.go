@@ -35,10 +35,10 @@ func (m *shared) save(st *upgradeState) (func(), error) {
 }
 
 // restoreShared takes the listening socket an upgrade kept.
-func restoreShared(st *upgradeState) (*shared, error) {
-	socks, err := inheritSockets([]int{st.Listener})
+func restoreShared(st *upgradeState, kept *keptFDs) (*shared, error) {
+	sock, _, err := kept.socket(roleListener, mainListener)
 	if err != nil {
 		return nil, err
 	}
-	return &shared{ln: socks[0], activated: st.Activated}, nil
+	return &shared{ln: sock, activated: st.Activated}, nil
 }

@@ -363,26 +363,6 @@ func (s *Supervisor) drain(p *process, reason control.Cause) {
 // sent again. The worker has until -grace (its kill timer) either way.
 const drainRetry = 50 * time.Millisecond
 
-// sendDrain sends p the drain frame. A full channel (a reuseport worker
-// busy taking a backlog handed to it over that channel) is retried until the
-// kill timer fires; any other failure means the worker cannot hear us, and
-// it is killed.
-func (s *Supervisor) sendDrain(p *process) {
-	if s.live[p.pid] != p {
-		return
-	}
-	grace := uint32(min(s.cfg.Grace.Milliseconds(), 1<<32-1))
-	err := p.ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, grace), nil)
-	switch {
-	case err == nil:
-	case errors.Is(err, ipc.ErrWouldBlock):
-		s.after(drainRetry, evDrainDue{p: p})
-	default:
-		s.log.Warn("could not ask worker to drain; killing it", p.fields(zap.Error(err))...)
-		p.proc.Signal(syscall.SIGKILL)
-	}
-}
-
 // killDue kills a worker that outlived its grace period.
 func (s *Supervisor) killDue(p *process) {
 	if s.live[p.pid] == p {

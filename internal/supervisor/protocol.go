@@ -2,12 +2,15 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/settings"
@@ -112,7 +115,8 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported), 10),
+		// Hand-back is offered once the supervisor reads it (rr).
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported&^ipc.FeatureHandBack), 10),
 	)
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
@@ -123,14 +127,33 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 func (l *preforkLink) started(s *Supervisor, p *process) {
 	go func() {
 		defer close(p.read)
-		s.readControl(p)
+		l.read(s, p)
 	}()
 }
 
 // exited wakes the reader if it waits: what the worker sent is queued.
-func (l *preforkLink) exited()                         { l.ctl.SetReadDeadline(time.Now()) }
-func (l *preforkLink) drain(s *Supervisor, p *process) { s.sendDrain(p) }
-func (l *preforkLink) close()                          { l.ctl.Close() }
+func (l *preforkLink) exited() { l.ctl.SetReadDeadline(time.Now()) }
+func (l *preforkLink) close()  { l.ctl.Close() }
+
+// drain sends p the drain frame. A full channel (a reuseport worker busy
+// taking a backlog handed to it over that channel) is retried until the
+// kill timer fires; any other failure means the worker cannot hear us, and
+// it is killed.
+func (l *preforkLink) drain(s *Supervisor, p *process) {
+	if s.live[p.pid] != p {
+		return
+	}
+	grace := uint32(min(s.cfg.Grace.Milliseconds(), 1<<32-1))
+	err := l.ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, grace), nil)
+	switch {
+	case err == nil:
+	case errors.Is(err, ipc.ErrWouldBlock):
+		s.after(drainRetry, evDrainDue{p: p})
+	default:
+		s.log.Warn("could not ask worker to drain; killing it", p.fields(zap.Error(err))...)
+		p.proc.Signal(syscall.SIGKILL)
+	}
+}
 
 // send is a message frame on the control channel, which the worker's
 // cluster.Messages reads. While the worker's queue is full it waits for

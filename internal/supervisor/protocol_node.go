@@ -165,7 +165,7 @@ func (l *nodeLink) started(s *Supervisor, p *process) {
 	l.ch = nil
 	go func() {
 		defer close(p.read)
-		s.readNode(p, l, events)
+		l.read(s, p, events)
 	}()
 }
 
@@ -220,22 +220,22 @@ func (l *nodeLink) close() {
 	}
 }
 
-// readNode passes on what a node worker's channel reports until it ends
-// or the link closes, boundedly, as readControl does.
-func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Event) {
-	bad := 0
+// read passes on what a node worker's channel reports until it ends or
+// the link closes, boundedly, as a prefork worker's reader does.
+func (l *nodeLink) read(s *Supervisor, p *process, events <-chan nodeipc.Event) {
+	g := newGuard()
 	for {
 		var ev nodeipc.Event
 		select {
 		case <-l.stop: // first, even when events wait too
-			s.finishNodeEvents(p, events)
+			l.finish(s, p, events)
 			return
 		default:
 		}
 		select {
 		case ev = <-events:
 		case <-l.stop:
-			s.finishNodeEvents(p, events)
+			l.finish(s, p, events)
 			return
 		}
 		switch v := ev.Value.(type) {
@@ -251,11 +251,11 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 		case nodeipc.ExitedAfterDisconnect:
 			s.post(evLeaving{p: p})
 		case nodeipc.Malformed:
-			s.protocolError(p, fmt.Errorf("supervisor: node channel: %w", v.Err), &bad)
+			g.broke(s, p, fmt.Errorf("supervisor: node channel: %w", v.Err))
 		case nodeipc.Accepted:
-			s.nodeAnswered(p, -1, false)
+			l.answered(s, p, -1, false)
 		case nodeipc.Refused:
-			s.nodeAnswered(p, v.FD, !v.Gone)
+			l.answered(s, p, v.FD, !v.Gone)
 		case nodeipc.ServerClosed:
 			if n := handoff.NodeOf(p.t); n != nil {
 				n.ServerClosed(s.mode.handoff(), v.Key)
@@ -264,15 +264,15 @@ func (s *Supervisor) readNode(p *process, l *nodeLink, events <-chan nodeipc.Eve
 	}
 }
 
-// finishNodeEvents closes what the Worker reported and nobody took, once
+// finish closes what the Worker reported and nobody took, once
 // Close has stopped it reporting; a connection it gave back goes to
 // another worker.
-func (s *Supervisor) finishNodeEvents(p *process, events <-chan nodeipc.Event) {
+func (l *nodeLink) finish(s *Supervisor, p *process, events <-chan nodeipc.Event) {
 	for {
 		select {
 		case ev := <-events:
 			if v, ok := ev.Value.(nodeipc.Refused); ok {
-				s.nodeAnswered(p, v.FD, !v.Gone)
+				l.answered(s, p, v.FD, !v.Gone)
 				continue
 			}
 			closeNodeFD(ev)
@@ -282,10 +282,10 @@ func (s *Supervisor) finishNodeEvents(p *process, events <-chan nodeipc.Event) {
 	}
 }
 
-// nodeAnswered passes p's answer to a connection handed to it on to the
+// answered passes p's answer to a connection handed to it on to the
 // handoff: taken (fd < 0), or fd given back, refused or not answered
 // before the channel ended. Only rr hands connections.
-func (s *Supervisor) nodeAnswered(p *process, fd int, refused bool) {
+func (l *nodeLink) answered(s *Supervisor, p *process, fd int, refused bool) {
 	n := handoff.NodeOf(p.t)
 	if n == nil {
 		if fd >= 0 {

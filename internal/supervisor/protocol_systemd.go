@@ -96,7 +96,7 @@ func (l *systemdLink) command(_ *Supervisor, cmd *exec.Cmd, listen *os.File) {
 func (l *systemdLink) started(s *Supervisor, p *process) {
 	go func() {
 		defer close(p.read)
-		s.readNotify(p, l.conn)
+		l.read(s, p)
 	}()
 }
 
@@ -104,14 +104,16 @@ func (l *systemdLink) exited()                         { l.conn.SetReadDeadline(
 func (l *systemdLink) drain(s *Supervisor, p *process) { terminate(s, p) }
 func (l *systemdLink) close()                          { l.conn.Close() }
 
-// readNotify passes on what a worker says on its notify socket until the
-// socket closes or the worker has exited, boundedly, as readControl does.
-func (s *Supervisor) readNotify(p *process, conn *net.UnixConn) {
+// read passes on what a worker says on its notify socket until the socket
+// closes or the worker has exited, boundedly, as a prefork worker's reader
+// does.
+func (l *systemdLink) read(s *Supervisor, p *process) {
+	conn := l.conn
 	buf := make([]byte, maxNotify+1)
 	oob := make([]byte, 256)
 	dgrams := newBucket(dgramBurst, dgramRate, time.Now())
-	beats := newBucket(beatBurst, beatRate, time.Now())
-	var bad, foreign int
+	g := newGuard()
+	var foreign int
 	recv := conn.ReadMsgUnix
 	for {
 		n, oobn, flags, _, err := recv(buf, oob)
@@ -142,9 +144,9 @@ func (s *Supervisor) readNotify(p *process, conn *net.UnixConn) {
 			}
 			continue
 		case err == nil:
-			err = s.onNotify(p, buf[:n], beats)
+			err = l.onNotify(s, p, buf[:n], g.beats)
 		}
-		if err != nil && s.protocolError(p, err, &bad) {
+		if err != nil && g.broke(s, p, err) {
 			return
 		}
 	}
@@ -199,7 +201,7 @@ func notifySender(oob []byte) (int, error) {
 // on READY=1, WATCHDOG=1 (a healthy heartbeat), WATCHDOG=trigger (an
 // unhealthy one), and passes STOPPING, STATUS, RELOADING and ERRNO on as
 // messages. Other variables are ignored, as systemd ignores unknown ones.
-func (s *Supervisor) onNotify(p *process, msg []byte, beats *bucket) error {
+func (l *systemdLink) onNotify(s *Supervisor, p *process, msg []byte, beats *bucket) error {
 	if !utf8.Valid(msg) {
 		return errors.New("supervisor: sd_notify datagram is not UTF-8")
 	}

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"os"
 	"sync"
 	"time"
 
@@ -27,7 +26,7 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		cancel()
 	}
 	if path := s.controlPath(); path != "" {
-		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.ctlInherit}
+		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.kept}
 		s.ctlsvc = cs
 		if err := cs.listen(); err != nil {
 			stop()
@@ -70,14 +69,14 @@ type controlService struct {
 	mu  sync.Mutex
 	srv *control.Server
 
-	inherit *os.File // the listener an upgrade kept, for the first listen
+	inherit *keptFDs // what an upgrade kept, for the first listen
 }
 
 func (c *controlService) listen() error {
 	var srv *control.Server
 	var err error
-	if c.inherit != nil {
-		srv, err = control.Inherit(c.path, c.inherit, c.log)
+	if f, ok := c.inherit.take(roleCtlSock, c.path); ok {
+		srv, err = control.Inherit(c.path, file(f.FD, "control-socket"), c.log)
 		c.inherit = nil
 	} else {
 		srv, err = control.Listen(c.path, c.log)
@@ -89,6 +88,13 @@ func (c *controlService) listen() error {
 	c.srv = srv
 	c.mu.Unlock()
 	return nil
+}
+
+// save keeps the control socket's listener in st, for an upgrade.
+func (c *controlService) save(st *upgradeState) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return st.keepListener(c.srv.Listener(), roleCtlSock, c.path, 0)
 }
 
 // run serves until ctx is done, listening again after a failure.

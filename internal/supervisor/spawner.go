@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/prefork/prefork/internal/execsignal"
 	"github.com/prefork/prefork/internal/reaper"
 )
 
@@ -34,8 +35,9 @@ type spawnReq struct {
 }
 
 type execReq struct {
-	path      string
-	argv, env []string
+	path string
+	argv []string
+	env  func() ([]string, error)
 }
 
 // newSpawner starts the spawning thread. Every pid it starts is recorded in
@@ -93,16 +95,28 @@ func (s *spawner) serveUntil(quit <-chan struct{}) {
 // a multi-threaded process ends every thread but the calling one, which
 // becomes the new image's main thread. Called from any other thread, it
 // would kill every worker. It returns only on failure.
+//
+// The supervisor's signals are held first (execsignal.Hold): blocked here
+// and ignored, so that one arriving while the new image starts is neither
+// fatal (SIGHUP, SIGTERM and SIGUSR2 end a process that has no handler)
+// nor, for most, lost: it stays pending for the new image.
 func execve(r *execReq) error {
-	if err := unix.Exec(r.path, r.argv, r.env); err != nil {
-		return fmt.Errorf("upgrade: exec %s: %w", r.path, err)
+	release, err := execsignal.Hold()
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
 	}
-	return nil
+	env, err := r.env()
+	if err == nil {
+		err = unix.Exec(r.path, r.argv, append(env, execsignal.Env+"=1"))
+		err = fmt.Errorf("upgrade: exec %s: %w", r.path, err)
+	}
+	release()
+	return err
 }
 
 // exec replaces the process image by path from the spawner's thread (see
 // execve); it returns only on failure.
-func (s *spawner) exec(path string, argv, env []string) error {
+func (s *spawner) exec(path string, argv []string, env func() ([]string, error)) error {
 	done := make(chan error, 1)
 	s.reqs <- spawnReq{exec: &execReq{path: path, argv: argv, env: env}, done: done}
 	return <-done

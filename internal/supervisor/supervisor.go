@@ -47,6 +47,8 @@ type Supervisor struct {
 	events chan any         // from other goroutines
 	queue  []any            // from the owner goroutine itself: see enqueue
 	done   chan struct{}
+	// stopping is closed when the stop begins (beginStop).
+	stopping chan struct{}
 
 	phase   phase
 	gen     int
@@ -86,11 +88,11 @@ type Supervisor struct {
 	upgrades   int             // completed since the first start
 	acceptGap  time.Duration   // how long the last upgrade stopped accepting
 	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
-	ctlInherit *os.File        // its listener, kept by the upgrade that started this image
 	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
-	metricsFD  int             // its descriptor kept by the upgrade that started this image; -1 none
 	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
-	adminFD    int             // as metricsFD
+	// kept holds the listeners the upgrade that started this image kept,
+	// until the services take theirs; empty otherwise.
+	kept *keptFDs
 }
 
 // counters are cumulative, for metrics.
@@ -105,19 +107,19 @@ type counters struct {
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
 func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor {
 	return &Supervisor{
-		cfg:       cfg,
-		log:       log,
-		sys:       sys,
-		mode:      m,
-		proto:     newProtocol(cfg),
-		bus:       discard{},
-		events:    make(chan any, 1024),
-		done:      make(chan struct{}),
-		gen:       1,
-		begun:     sys.Now(),
-		live:      map[int]*process{},
-		metricsFD: -1,
-		adminFD:   -1,
+		cfg:      cfg,
+		log:      log,
+		sys:      sys,
+		mode:     m,
+		proto:    newProtocol(cfg),
+		bus:      discard{},
+		events:   make(chan any, 1024),
+		done:     make(chan struct{}),
+		stopping: make(chan struct{}),
+		gen:      1,
+		begun:    sys.Now(),
+		live:     map[int]*process{},
+		kept:     &keptFDs{},
 		counts: counters{
 			spawns:  map[control.Cause]uint64{},
 			exits:   map[control.Cause]uint64{},
@@ -153,8 +155,10 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		return err
 	}
 	var m mode
+	kept := keptOf(st)
+	defer kept.close() // what no part took
 	if st != nil {
-		m, err = restoreMode(cfg, log, st)
+		m, err = restoreMode(cfg, log, st, kept)
 	} else {
 		m, err = newMode(cfg, log)
 	}
@@ -177,6 +181,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 	}
 	osys := osSystem{}
 	s := newSupervisor(cfg, log, &osys, m)
+	s.kept = kept
 	bus := &control.Broadcaster{}
 	s.bus = bus
 	defer close(s.done)
@@ -198,6 +203,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		return err
 	}
 	defer stopServices()
+	kept.close()      // the services took theirs
 	sigs := earlySigs // the image an upgrade started: caught since init
 	if sigs == nil {
 		sigs = make(chan os.Signal, 16)

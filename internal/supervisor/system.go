@@ -35,8 +35,10 @@ type system interface {
 	// re-executed itself (upgrade): exited is called as for Start.
 	Adopt(pid int, exited func(exitStatus)) (proc, error)
 	// Exec replaces the process image by path, from the thread that
-	// starts the workers; it returns only on failure.
-	Exec(path string, argv, env []string) error
+	// starts the workers, with the environment env returns: env runs on
+	// that thread once the supervisor's signals are held there
+	// (execsignal.Hold). It returns only on failure.
+	Exec(path string, argv []string, env func() ([]string, error)) error
 }
 
 // proc is a started worker process.
@@ -140,7 +142,9 @@ func (osSystem) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return osProc{p}, nil
 }
 
-func (s osSystem) Exec(path string, argv, env []string) error { return s.spawner.exec(path, argv, env) }
+func (s osSystem) Exec(path string, argv []string, env func() ([]string, error)) error {
+	return s.spawner.exec(path, argv, env)
+}
 
 func (osSystem) CPUTicks(pid int) (uint64, bool) {
 	st, err := procfs.ReadStat(pid)

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/execsignal"
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
@@ -188,6 +189,7 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 	// One at a time: a second check would fork while the first upgrade
 	// has cleared close-on-exec on what it keeps, and hold all of it.
 	if !s.upgrading.CompareAndSwap(false, true) {
+		s.log.Info("upgrade coalesced with the one in progress")
 		return control.Response{Error: "upgrade: another upgrade is in progress"}
 	}
 	defer s.upgrading.Store(false)
@@ -246,18 +248,6 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 // across execve, and execs path as argv0 with the supervisor's arguments.
 // It returns only on failure, with every descriptor close-on-exec again.
 func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
-	// A signal that comes after this is lost, and SIGHUP, SIGINT or
-	// SIGTERM before the new image's init ends it: a short window.
-	st.takeSignals(s.sigs)
-	mem, err := writeState(st)
-	if err != nil {
-		return err
-	}
-	defer mem.Close()
-	memfd, err := fdOf(mem)
-	if err != nil {
-		return fmt.Errorf("upgrade: %w", err)
-	}
 	// Go opens every descriptor close-on-exec; clear it on exactly the
 	// ones listed in the state, and set it again if execve fails.
 	if err := st.setCloexec(false); err != nil {
@@ -265,12 +255,32 @@ func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 		return err
 	}
 	defer st.setCloexec(true)
-	if err := setCloexec(memfd, false); err != nil {
-		return fmt.Errorf("upgrade: %w", err)
-	}
 	s.notify.Reloading()
-	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd))
-	return s.sys.Exec(path, append([]string{argv0}, st.Args...), env)
+	var mem *os.File
+	defer func() {
+		if mem != nil {
+			mem.Close()
+		}
+	}()
+	return s.sys.Exec(path, append([]string{argv0}, st.Args...), func() ([]string, error) {
+		// On the thread that execs, with the supervisor's signals held
+		// (execsignal.Hold): what reaches Go from here on is lost with
+		// this image, so what it queued is taken last.
+		execsignal.Flush()
+		st.takeSignals(s.sigs)
+		var err error
+		if mem, err = writeState(st); err != nil {
+			return nil, err
+		}
+		memfd, err := fdOf(mem)
+		if err != nil {
+			return nil, fmt.Errorf("upgrade: %w", err)
+		}
+		if err := setCloexec(memfd, false); err != nil {
+			return nil, fmt.Errorf("upgrade: %w", err)
+		}
+		return append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd)), nil
+	})
 }
 
 // killReaped kills p and waits until its waiter has reaped it (see
@@ -354,19 +364,16 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		st.Slots = append(st.Slots, ss)
 	}
 	if s.ctlsvc != nil {
-		s.ctlsvc.mu.Lock()
-		fd, err := fdOf(s.ctlsvc.srv.Listener())
-		s.ctlsvc.mu.Unlock()
-		if err != nil {
+		if st.Control, err = s.ctlsvc.save(st); err != nil {
 			return fail(err)
 		}
-		st.Control = st.keep(fd, roleCtlSock, 0)
 	}
 	for _, h := range []struct {
 		srv  *httpserve.Server
 		to   *int
 		role string
-	}{{s.metricsSrv, &st.Metrics, roleMetrics}, {s.adminServer(), &st.Admin, roleAdmin}} {
+		name string
+	}{{s.metricsSrv, &st.Metrics, roleMetrics, s.cfg.Metrics}, {s.adminServer(), &st.Admin, roleAdmin, s.cfg.Admin}} {
 		if h.srv == nil {
 			continue
 		}
@@ -374,11 +381,9 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		if !ok {
 			return fail(fmt.Errorf("the %s has no descriptor", h.role))
 		}
-		fd, err := fdOf(ln)
-		if err != nil {
+		if *h.to, err = st.keepListener(ln, h.role, h.name, 0); err != nil {
 			return fail(err)
 		}
-		*h.to = st.keep(fd, h.role, 0)
 	}
 	if s.exeFile != nil {
 		fd, err := fdOf(s.exeFile)

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -14,10 +15,10 @@ import (
 
 	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/execsignal"
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/metrics"
 )
 
@@ -30,9 +31,14 @@ func init() {
 	if _, ok := os.LookupEnv(envState); ok {
 		runtime.LockOSThread()
 		// Until signal.Notify, SIGHUP, SIGINT and SIGTERM end a Go
-		// program, and this image's workers with it (Pdeathsig): catch
-		// them from here on, not only once run has restored everything.
-		// run handles what they queue.
+		// program, and this image's workers with it (Pdeathsig). An image
+		// that execsignal.Hold preceded catches them from its first
+		// package's init on (see execsignal); one started by an older
+		// supervisor from here. run handles what they queue.
+		if ch, ok := execsignal.Early(); ok {
+			earlySigs = ch
+			return
+		}
 		earlySigs = make(chan os.Signal, 16)
 		signal.Notify(earlySigs, supervisorSignals...)
 	}
@@ -43,7 +49,7 @@ func init() {
 var earlySigs chan os.Signal
 
 // supervisorSignals are the signals the owner goroutine handles (onSignal).
-var supervisorSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2}
+var supervisorSignals = execsignal.Signals
 
 // takeSignals empties ch (nil: none) into st, for the image that execve
 // starts: signals Go queued for this one are lost with it.
@@ -63,10 +69,16 @@ func (st *upgradeState) takeSignals(ch <-chan os.Signal) {
 // restore checks st, rolling back to the previous binary if it cannot be
 // used, and supervises from it.
 func restore(cfg Config, log *zap.Logger, st *upgradeState, err error, sp *spawner, started func(*Engine)) error {
+	if st != nil {
+		st.lost = st.repair(st.missing, log)
+	}
 	if err == nil {
 		err = restoreCheck(cfg, st)
 	}
 	if err != nil {
+		if st != nil && len(st.lost) > 0 {
+			err = fmt.Errorf("%w (missing after the execve: %s)", err, strings.Join(st.lost, "; "))
+		}
 		if st == nil || st.Binary < 0 || st.Failure != "" {
 			return err // nothing to roll back to, or this is the rollback
 		}
@@ -95,7 +107,7 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 			return fmt.Errorf("upgrade: %s descriptor %d did not survive execve: %w", f.Role, f.FD, err)
 		}
 	}
-	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports) > 0) {
+	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports)+st.portsLost > 0) {
 		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
 	}
 	return nil
@@ -135,26 +147,15 @@ func (s *Supervisor) restoreState(st *upgradeState) {
 	for _, ss := range st.Slots {
 		s.owned.Add(ss.Worker.PID) // before the reaper runs
 	}
-	if st.Control >= 0 {
-		s.ctlInherit = file(st.Control, "control-socket")
-	}
-	s.metricsFD, s.adminFD = st.Metrics, st.Admin
 }
 
-// kept takes the listener an upgrade kept at *fd (role names it), if
-// any: nil when there is none or it cannot be used, which the caller
-// meets by binding again.
-func (s *Supervisor) kept(fd *int, role string) net.Listener {
-	if *fd < 0 {
-		return nil
-	}
-	f := file(*fd, role)
-	*fd = -1
-	ln, err := net.FileListener(f) // a duplicate
-	f.Close()
+// keptListener takes the listener an upgrade kept under role and name, if
+// any: nil when there is none or it cannot be used, which the caller meets
+// by binding again.
+func (s *Supervisor) keptListener(role, name string) net.Listener {
+	ln, err := s.kept.listener(role, name)
 	if err != nil {
 		s.log.Warn("cannot serve on the kept listener; binding again", zap.String("role", role), zap.Error(err))
-		return nil
 	}
 	return ln
 }
@@ -163,7 +164,7 @@ func (s *Supervisor) kept(fd *int, role string) net.Listener {
 // image kept, or on a new one bound at -metrics.
 func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
 	var err error
-	if ln := s.kept(&s.metricsFD, roleMetrics); ln != nil {
+	if ln := s.keptListener(roleMetrics, s.cfg.Metrics); ln != nil {
 		s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
 	} else {
 		s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
@@ -175,7 +176,7 @@ func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) 
 // started this image kept, or on a new one bound at -admin.
 func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 	var err error
-	if ln := s.kept(&s.adminFD, roleAdmin); ln != nil {
+	if ln := s.keptListener(roleAdmin, s.cfg.Admin); ln != nil {
 		s.adminSrv, err = admin.ServeListener(ln, s.cfg.Admin, o)
 		if err != nil {
 			ln.Close()
@@ -195,6 +196,10 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 			budget: crashBudget{crashes: ss.Crashes, young: ss.Young}}
 		s.slots = append(s.slots, sl)
 		w := ss.Worker
+		if w.Lost != "" {
+			s.giveUp(sl, w)
+			continue
+		}
 		ctl, err := ipc.NewChannel(file(w.Ctl, "ipc-local"))
 		if err != nil {
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
@@ -267,17 +272,6 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
 }
 
-// restoreMode rebuilds cfg.Mode over the sockets st kept.
-func restoreMode(cfg Config, log *zap.Logger, st *upgradeState) (mode, error) {
-	switch cfg.Mode {
-	case ipc.ModeReusePort:
-		return restoreReusePort(cfg, log, st)
-	case ipc.ModeShared:
-		return restoreShared(st)
-	}
-	return restoreRR(cfg, log, st)
-}
-
 // resumed finishes a restore once the mode accepts again and the workers
 // are routed: it tells systemd and answers the client that asked for the
 // upgrade.
@@ -286,6 +280,9 @@ func (s *Supervisor) resumed(st *upgradeState) {
 	s.notify.Ready(s.statusLine())
 	r := control.Response{OK: true, Message: fmt.Sprintf("upgraded from %s to %s in place (pid %d, %d workers kept, accept gap %.2fms)",
 		st.From, Version, os.Getpid(), len(st.Slots), float64(s.acceptGap.Microseconds())/1000)}
+	if len(st.lost) > 0 {
+		r.Message += "; rebuilt without " + strings.Join(st.lost, "; ")
+	}
 	if st.Failure != "" {
 		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
 		s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
@@ -304,35 +301,12 @@ func (s *Supervisor) resumed(st *upgradeState) {
 // replaySignals handles the signals an image received but had not handled
 // when it re-executed itself, or tried to.
 func (s *Supervisor) replaySignals(sigs []int) {
+	if len(sigs) > 0 {
+		s.log.Info("handling the signals that arrived during the upgrade", zap.Ints("signals", sigs))
+	}
 	for _, n := range sigs {
 		s.onSignal(syscall.Signal(n))
 	}
-}
-
-// inheritSockets takes listening TCP sockets kept across execve.
-func inheritSockets(fds []int) ([]*listener.Socket, error) {
-	var lns []*net.TCPListener
-	for i, fd := range fds {
-		f := file(fd, "listener-"+strconv.Itoa(fd))
-		nl, err := net.FileListener(f) // a duplicate: f is closed below
-		f.Close()
-		ln, ok := nl.(*net.TCPListener)
-		if err == nil && !ok {
-			nl.Close()
-			err = fmt.Errorf("descriptor %d is not a TCP listener", fd)
-		}
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			for _, fd := range fds[i+1:] {
-				unix.Close(fd)
-			}
-			return nil, fmt.Errorf("upgrade: %w", err)
-		}
-		lns = append(lns, ln)
-	}
-	return listener.DetachAll(lns)
 }
 
 // adminServer is the admin listener's HTTP server, nil without -admin.

@@ -17,7 +17,15 @@ import (
 
 // stateFormat is the version of upgradeState's encoding. A binary takes
 // over only from a supervisor that writes the format it reads (checked by
-// -check-upgrade before the old image execs it).
+// -check-upgrade before the old image execs it). Within a format, fields
+// are only added, optional (an older binary ignores them, and a newer one
+// reading an older state finds them zero), and the fields an older binary
+// reads are still written: so an upgrade goes both ways between releases
+// of one format, and a rollback re-executes the previous binary with the
+// state it wrote. A change an older binary cannot read takes a new format.
+//
+// Format 1 is what the previous release (b74e5cd) writes; fdRole.Name was
+// added since, optional.
 const stateFormat = 1
 
 // envState names the memfd that holds the state, in the new image's
@@ -62,28 +70,12 @@ type upgradeState struct {
 	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
-}
 
-type fdRole struct {
-	FD   int    `json:"fd"`
-	Role string `json:"role"`
-	Slot int    `json:"slot,omitempty"`
+	missing []fdRole // listed but not open in this image (takeState)
+	lost    []string // what repair took out of the state, for messages
+	// portsLost counts the reuseport sockets repair took out.
+	portsLost int
 }
-
-// Descriptor roles.
-const (
-	roleListener = "listener"
-	rolePort     = "reuseport"
-	roleControl  = "control-channel"
-	roleHandoff  = "handoff"
-	roleKeep     = "handoff-duplicate"
-	rolePending  = "pending"
-	roleCtlSock  = "control-socket"
-	roleMetrics  = "metrics-listener"
-	roleAdmin    = "admin-listener"
-	roleBinary   = "previous-binary"
-	roleReply    = "ctl-connection"
-)
 
 type countsState struct {
 	Spawns   map[control.Cause]uint64 `json:"spawns"`
@@ -116,6 +108,9 @@ type workerState struct {
 	Returned    uint64    `json:"returned,omitempty"` // sent and given back (read back, refused)
 	Closed      uint32    `json:"closed"`             // of those, closed by the worker, from its load reports
 	Peers       bool      `json:"peers"`
+	// Lost says why the worker cannot be kept (a channel missing in the
+	// new image): it is killed and replaced.
+	Lost string `json:"lost,omitempty"`
 	// Paused: the worker asked for no connections (near its descriptor
 	// limit) and has not resumed; it does not say so again.
 	Paused bool `json:"paused,omitempty"`
@@ -124,12 +119,6 @@ type workerState struct {
 type pendingState struct {
 	FD   int    `json:"fd"`
 	Peer []byte `json:"peer,omitempty"`
-}
-
-// keep records fd under role (for slot, if not 0) and returns it.
-func (st *upgradeState) keep(fd int, role string, slot int) int {
-	st.FDs = append(st.FDs, fdRole{FD: fd, Role: role, Slot: slot})
-	return fd
 }
 
 // fdOf is the descriptor behind c, read without os.File.Fd, which would
@@ -218,9 +207,9 @@ func takeState() (*upgradeState, error) {
 	if st.Format != stateFormat {
 		return &st, fmt.Errorf("upgrade: state format %d, this binary reads %d", st.Format, stateFormat)
 	}
-	if err := st.setCloexec(true); err != nil {
-		return &st, err
-	}
+	// Not failed at the first one missing: restore rebuilds without them
+	// (upgrade_repair.go).
+	st.missing = st.closeOnExec()
 	return &st, nil
 }
 

@@ -1,0 +1,214 @@
+package chaos
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
+)
+
+// The in-place upgrade under fire: signals at every point of it, and
+// releases broken in every way an operator can install one.
+
+// sweepOffsets are the delays after SIGUSR2 at which the second signal is
+// sent: every millisecond from 0 to 20 in the long run, a few spread over
+// the check, the execve and the new image's start otherwise.
+func sweepOffsets() []time.Duration {
+	var ms []int
+	if long {
+		for i := 0; i <= 20; i++ {
+			ms = append(ms, i)
+		}
+	} else {
+		ms = []int{2, 5, 7, 9, 12}
+	}
+	var out []time.Duration
+	for _, m := range ms {
+		out = append(out, time.Duration(m)*time.Millisecond)
+	}
+	return out
+}
+
+// upgradeOutcomes are the log lines that end an upgrade request, one each.
+var upgradeOutcomes = []string{`"msg":"upgraded in place"`, `"msg":"upgrade refused"`, `"msg":"upgrade failed; still serving"`,
+	`"msg":"upgrade rolled back"`, `"msg":"upgrade coalesced with the one in progress"`}
+
+// upgradesSettled reports whether every upgrade request the supervisor has
+// logged has ended, one way or another.
+func (s *sup) upgradesSettled() bool {
+	n := 0
+	for _, o := range upgradeOutcomes {
+		n += s.count(o)
+	}
+	return n == s.count(`"msg":"upgrade requested"`)
+}
+
+// usr2Then sends SIGUSR2, and sig offset later, by a timer; it returns
+// when it sent sig.
+func (s *sup) usr2Then(sig syscall.Signal, offset time.Duration) time.Time {
+	s.t.Helper()
+	type sent struct {
+		at  time.Time
+		err error
+	}
+	fired := make(chan sent, 1)
+	s.Signal(syscall.SIGUSR2)
+	time.AfterFunc(offset, func() { at := time.Now(); fired <- sent{at, syscall.Kill(s.PID(), sig)} })
+	f := <-fired
+	if f.err != nil {
+		s.t.Fatalf("%s at %s after SIGUSR2: %v", sig, offset, f.err)
+	}
+	return f.at
+}
+
+// TestUpgradeSignals: SIGTERM, SIGHUP, SIGUSR2 and SIGTTIN sent at each
+// offset after SIGUSR2 — during the check, the execve or the new image's
+// start. SIGUSR2 and SIGTTIN do what they do at any other time, at every
+// offset: a second upgrade (or one coalesced with the first), one more
+// worker. SIGHUP is never fatal. SIGHUP and SIGTERM that arrive in the few
+// milliseconds between the execve and the new image's first package init
+// are lost (or, for SIGTERM from the runtime's handler install on, fatal):
+// Go's runtime unblocks them on its first thread before any Go code runs
+// (see internal/execsignal); those outcomes are counted in the figures,
+// and a SIGTERM that was lost must still stop the supervisor gracefully
+// when sent again.
+func TestUpgradeSignals(t *testing.T) {
+	modesHere := pick([]string{"rr"}, modes)
+	for _, mode := range modesHere {
+		t.Run(mode, func(t *testing.T) {
+			t.Run("TERM", func(t *testing.T) { sweepTerm(t, mode) })
+			t.Run("HUP", func(t *testing.T) { sweepHup(t, mode) })
+			t.Run("USR2", func(t *testing.T) { sweepUsr2(t, mode) })
+			t.Run("TTIN", func(t *testing.T) { sweepTtin(t, mode) })
+		})
+	}
+}
+
+func sweepTerm(t *testing.T, mode string) {
+	var lost, killed []string
+	for _, off := range sweepOffsets() {
+		s := start(t, opts{mode: mode, workers: 1})
+		s.usr2Then(syscall.SIGTERM, off)
+		stopped := proctest.Poll(3*time.Second, func() bool { return !s.Running() })
+		switch {
+		case !stopped:
+			lost = append(lost, off.String())
+			s.stop() // again: the supervisor must still stop gracefully
+		case s.ExitCode() != 0:
+			killed = append(killed, fmt.Sprintf("%s (status %d)", off, s.ExitCode()))
+		}
+		s.Kill()
+	}
+	figure(t, "upgrade-signals", mode, "signal", "SIGTERM", "offsets", len(sweepOffsets()), "lost", len(lost), "fatal", len(killed))
+	if len(lost)+len(killed) > 0 {
+		t.Logf("SIGTERM in the new image's start: lost at %v, fatal at %v", lost, killed)
+	}
+}
+
+func sweepHup(t *testing.T, mode string) {
+	s := start(t, opts{mode: mode, workers: 1})
+	var lost []string
+	for _, off := range sweepOffsets() {
+		st, _, err := s.status(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen := st.Generation
+		s.usr2Then(syscall.SIGHUP, off)
+		reloaded := func() bool {
+			st, _, err := s.status(2 * time.Second)
+			return err == nil && st.Generation == gen+1 && settledNow(s, 1)
+		}
+		// Settled: the upgrade has ended and no reload runs or starts.
+		proctest.Poll(10*time.Second, func() bool { return !s.Running() || s.upgradesSettled() && settledNow(s, 1) })
+		if !s.Running() {
+			t.Fatalf("%s: the supervisor died (status %d)", off, s.ExitCode())
+		}
+		if !proctest.Poll(3*time.Second, reloaded) {
+			lost = append(lost, off.String())
+		}
+	}
+	figure(t, "upgrade-signals", mode, "signal", "SIGHUP", "offsets", len(sweepOffsets()), "lost", len(lost))
+	if len(lost) > 0 {
+		t.Logf("SIGHUP in the new image's start: lost at %v", lost)
+	}
+	s.stop()
+}
+
+func sweepUsr2(t *testing.T, mode string) {
+	s := start(t, opts{mode: mode, workers: 1})
+	var bad []string
+	for _, off := range sweepOffsets() {
+		st, _, err := s.status(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, asked := st.Upgrades, s.count(`"msg":"upgrade requested"`)
+		sent := s.usr2Then(syscall.SIGUSR2, off)
+		// Two signals of one kind both pending before the first is
+		// handled are one to the kernel: then one request is right.
+		// The log's times are in milliseconds.
+		var after int
+		ok := proctest.Poll(15*time.Second, func() bool {
+			want := 2
+			if at := s.times("upgrade requested"); len(at) > asked && !at[asked].Before(sent.Truncate(time.Millisecond)) {
+				want = 1
+			}
+			if !s.Running() || s.count(`"msg":"upgrade requested"`) < asked+want || !s.upgradesSettled() {
+				return false
+			}
+			st, _, err := s.status(2 * time.Second)
+			if err != nil {
+				return false
+			}
+			after = st.Upgrades
+			return settledNow(s, 1)
+		})
+		if !s.Running() {
+			t.Fatalf("%s: the supervisor died (status %d)", off, s.ExitCode())
+		}
+		if !ok || after < before+1 || after > before+2 {
+			bad = append(bad, fmt.Sprintf("%s: upgrades %d → %d, %d of 2 requests seen", off, before, after,
+				s.count(`"msg":"upgrade requested"`)-asked))
+		}
+	}
+	report(t, "SIGUSR2", mode, bad)
+	s.stop()
+}
+
+func sweepTtin(t *testing.T, mode string) {
+	var bad []string
+	for _, off := range sweepOffsets() {
+		s := start(t, opts{mode: mode, workers: 1})
+		s.usr2Then(syscall.SIGTTIN, off)
+		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled() && settledNow(s, 2) })
+		switch {
+		case !s.Running():
+			bad = append(bad, fmt.Sprintf("%s: the supervisor died (status %d)", off, s.ExitCode()))
+		case !ok:
+			_, why := s.settled(2)
+			bad = append(bad, fmt.Sprintf("%s: not 2 workers: %s", off, why))
+		default:
+			s.stop()
+		}
+		s.Kill()
+	}
+	report(t, "SIGTTIN", mode, bad)
+}
+
+// settledNow is s.settled without the reason.
+func settledNow(s *sup, n int) bool {
+	ok, _ := s.settled(n)
+	return ok
+}
+
+func report(t *testing.T, sig, mode string, bad []string) {
+	t.Helper()
+	figure(t, "upgrade-signals", mode, "signal", sig, "offsets", len(sweepOffsets()), "wrong", len(bad))
+	if len(bad) > 0 {
+		t.Errorf("%s after SIGUSR2, wrong outcomes:\n%s", sig, strings.Join(bad, "\n"))
+	}
+}

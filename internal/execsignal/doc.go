@@ -1,0 +1,48 @@
+// Package execsignal carries the supervisor's signals across the execve of
+// an in-place upgrade, so that none is fatal to the new image and as few
+// as the kernel and Go's runtime allow are lost.
+//
+// The old image calls Hold on the thread that is about to execve: it
+// blocks Signals on that thread, and sets SIGHUP, SIGINT and SIGTERM to
+// SIG_IGN. Both survive execve (execve(2): the mask is kept, ignored
+// signals stay ignored), and a blocked signal is never discarded as
+// ignored: the kernel keeps it pending until it is unblocked (signal(7)).
+//
+// The new image's Go runtime then, before any Go code runs:
+//   - unblocks SIGHUP, SIGINT, SIGTERM (and SIGQUIT) on every thread it
+//     starts (runtime.minitSignalMask: signals that kill a Go program
+//     cannot be blocked). One of those pending at that moment is
+//     delivered at once: with SIG_DFL it would kill the process, so it is
+//     ignored instead, and lost;
+//   - keeps SIGHUP and SIGINT ignored until os/signal asks for them
+//     (runtime.sigInstallGoHandler respects an inherited SIG_IGN for
+//     those two): lost, never fatal, until this package's init;
+//   - installs its own handler for SIGTERM, which kills the program unless
+//     os/signal asked for it: this package's init asks as early as a
+//     package can, before the supervisor's dependencies (Prometheus, zap)
+//     run their own init. From the execve to that init SIGTERM is lost,
+//     then fatal: 1–4 ms on a loaded 2-core machine, a window no Go
+//     program can close;
+//   - keeps SIGUSR2, SIGTTIN and SIGTTOU blocked on every thread, because
+//     every thread's mask starts from the mask the image inherited
+//     (runtime.initSigmask). init takes the ones pending with
+//     sigtimedwait(2), then ignores SIGTTIN and SIGTTOU until os/signal's
+//     handler is in, because os/signal unblocks a signal before it
+//     installs the handler (runtime.sigenable) and their default stops
+//     the process. These three are neither lost nor fatal.
+//
+// The new image is told by the variable Env; Early returns what its init
+// caught, in order, and keeps catching.
+//
+//	// the old image, on the thread that execs:
+//	release, err := execsignal.Hold()
+//	err = unix.Exec(path, argv, append(env, execsignal.Env+"=1"))
+//	release() // execve failed
+//
+//	// the new image:
+//	if sigs, ok := execsignal.Early(); ok { ... }
+//
+// Linux only.
+package execsignal
+
+import _ "github.com/prefork/prefork/internal/linuxonly" // fails to build on any other GOOS

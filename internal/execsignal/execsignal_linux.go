@@ -1,0 +1,185 @@
+package execsignal
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"unsafe"
+)
+
+// Signals are the supervisor's: what it handles (stop, reload, scale,
+// upgrade) and must neither die of nor lose during an upgrade.
+var Signals = func() []os.Signal {
+	var s []os.Signal
+	for _, n := range sigNums {
+		s = append(s, n)
+	}
+	return s
+}()
+
+// Env, set in the new image's environment, says that Hold blocked and
+// ignored Signals before its execve.
+const Env = "PREFORK_HELD_SIGNALS"
+
+// early catches Signals in an image started with Env; nil otherwise.
+var early chan os.Signal
+
+func init() {
+	if _, ok := os.LookupEnv(Env); !ok {
+		return
+	}
+	os.Unsetenv(Env)
+	// During init the main goroutine runs on the main thread, the one that
+	// called execve, and its mask is still the one Hold set.
+	early = make(chan os.Signal, 32)
+	take := func(sigs []syscall.Signal) {
+		for _, sig := range takePending(sigs) {
+			early <- sig
+		}
+	}
+	take(sigNums[:])
+	// First the signals Go's runtime has a handler for since it started:
+	// this starts os/signal's thread, which takes milliseconds.
+	signal.Notify(early, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	// Then SIGTTIN and SIGTTOU, which os/signal unblocks on that thread
+	// before it installs its handler: taken once more, and ignored for
+	// the microseconds in between, so that one arriving then is lost
+	// rather than stop the process.
+	take(stopEarly[:])
+	ignore(stopEarly[:])
+	signal.Notify(early, syscall.SIGTTIN, syscall.SIGTTOU)
+	// Children inherit the mask of the thread that forks them, and this
+	// one forks the workers: they must not start with these blocked.
+	// Every other thread keeps SIGUSR2, SIGTTIN and SIGTTOU blocked, which
+	// is harmless: os/signal's own thread has them unblocked.
+	set := sigset(sigNums[:])
+	sigprocmask(sigUnblock, &set, nil)
+}
+
+// Early returns the channel that has caught Signals since this image's
+// init, the ones pending at that moment first; ok is false unless Hold
+// preceded the execve that started the image.
+func Early() (sigs chan os.Signal, ok bool) { return early, early != nil }
+
+// Hold blocks Signals on the calling thread, for an execve that follows,
+// and ignores the ones Go's runtime will unblock in the new image before
+// any Go code runs (SIGTERM, SIGINT, SIGHUP), which would otherwise kill
+// it; release undoes both if execve failed. The caller must be locked to
+// its thread.
+//
+// The others are not ignored here: one that arrives while execve waits
+// for this process's other threads to exit is then kept pending, while an
+// ignored one is dropped as it is sent (signal(7)).
+func Hold() (release func(), err error) {
+	set := sigset(sigNums[:])
+	var oldMask uint64
+	if err := sigprocmask(sigBlock, &set, &oldMask); err != nil {
+		return nil, fmt.Errorf("execsignal: block: %w", err)
+	}
+	restore, err := ignore(fatalEarly[:])
+	if err != nil {
+		sigprocmask(sigSetmask, &oldMask, nil)
+		return nil, err
+	}
+	return func() {
+		restore()
+		sigprocmask(sigSetmask, &oldMask, nil)
+	}, nil
+}
+
+// ignore sets sigs to SIG_IGN; restore sets back what they were.
+func ignore(sigs []syscall.Signal) (restore func(), err error) {
+	old := make([]sigaction, len(sigs))
+	n := 0
+	restore = func() {
+		for i := range n {
+			rtSigaction(sigs[i], &old[i], nil)
+		}
+	}
+	ign := sigaction{handler: 1} // SIG_IGN
+	for ; n < len(sigs); n++ {
+		if err := rtSigaction(sigs[n], &ign, &old[n]); err != nil {
+			restore()
+			return nil, fmt.Errorf("execsignal: ignore %v: %w", sigs[n], err)
+		}
+	}
+	return restore, nil
+}
+
+// fatalEarly are the Signals Go's runtime unblocks on every thread it
+// starts (runtime.blockableSig).
+var fatalEarly = [...]syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP}
+
+// stopEarly are the Signals whose default stops the process and for which
+// os/signal unblocks before it installs its handler (runtime.sigenable).
+var stopEarly = [...]syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU}
+
+// Flush returns once Go's runtime has handed every Signal it has received
+// so far to the channels that asked for it (os/signal's goroutine may lag
+// behind the signal handler by milliseconds on a busy machine): after
+// Hold, a last look at those channels then misses nothing received before.
+func Flush() {
+	// signal.Stop waits until signal delivery is idle; with another
+	// channel still registered, no signal is disabled.
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, Signals...)
+	signal.Stop(c)
+}
+
+// sigNums is Signals as numbers.
+var sigNums = [...]syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2}
+
+func sigset(sigs []syscall.Signal) uint64 {
+	var set uint64
+	for _, s := range sigs {
+		set |= 1 << (uint(s) - 1)
+	}
+	return set
+}
+
+// takePending takes the Signals pending for this process or thread,
+// without delivering them: they are blocked here, so sigtimedwait with a
+// zero timeout dequeues each one or returns EAGAIN.
+func takePending(sigs []syscall.Signal) []os.Signal {
+	var got []os.Signal
+	set := sigset(sigs)
+	var ts syscall.Timespec
+	for range 64 { // standard signals do not queue: at most one each
+		r, _, errno := syscall.RawSyscall6(syscall.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(&set)), 0,
+			uintptr(unsafe.Pointer(&ts)), 8, 0, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return got
+		}
+		got = append(got, syscall.Signal(r))
+	}
+	return got
+}
+
+func sigprocmask(how int, set, old *uint64) error {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, uintptr(how), uintptr(unsafe.Pointer(set)),
+		uintptr(unsafe.Pointer(old)), 8, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func rtSigaction(sig syscall.Signal, act, old *sigaction) error {
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(act)),
+		uintptr(unsafe.Pointer(old)), 8, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// rt_sigprocmask's how.
+const (
+	sigBlock   = 0
+	sigUnblock = 1
+	sigSetmask = 2
+)
