@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/prefork/prefork/internal/admin/admintest"
+	"github.com/prefork/prefork/internal/control"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -176,6 +179,8 @@ func TestQueryTokenRefused(t *testing.T) {
 func TestFailuresLimited(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	f := start(t, Options{AuthFile: writeAuth(t, basicUsers(t, "ops", "pw"), 0o600), Registry: reg})
+	frozen := time.Now() // no failure is forgiven while the test runs
+	f.srv.api.limit.now = func() time.Time { return frozen }
 	wrong := "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:guess"))
 	for i := range failBurst {
 		if code, _ := f.do(t, "GET", "/api/status", "Authorization", wrong); code != http.StatusUnauthorized {
@@ -274,6 +279,9 @@ func TestBcryptChecksBounded(t *testing.T) {
 		r.RemoteAddr = remote
 		return r
 	}
+	frozen := time.Now() // no check is given back while the test runs
+	a.verify.now = func() time.Time { return frozen }
+	a.verify.checks.at = frozen
 	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
 		t.Fatalf("right password: %v", v)
 	}
@@ -284,10 +292,39 @@ func TestBcryptChecksBounded(t *testing.T) {
 			break
 		}
 	}
-	if busyAt < checksBurst-1 || busyAt > checksBurst+1 {
+	if busyAt != checksBurst-1 { // the right password took one
 		t.Fatalf("checks refused from guess %d, want about %d", busyAt, checksBurst)
 	}
 	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
 		t.Fatalf("a known password while checks are refused: %v", v)
+	}
+}
+
+func TestDummyHash(t *testing.T) {
+	if cost, err := bcrypt.Cost(dummyHash); err != nil || cost != bcrypt.DefaultCost {
+		t.Fatalf("dummy hash: cost %d, %v; want %d, like a real one", cost, err, bcrypt.DefaultCost)
+	}
+}
+
+// Without -admin-auth, actions come from loopback only, even with the
+// page's token (something forwarding to the listener).
+func TestActionsLoopbackOnly(t *testing.T) {
+	sup := &fakeSupervisor{}
+	h, a, err := newAPI("127.0.0.1:9090", Options{Control: sup, Events: &control.Broadcaster{}, Actions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for remote, want := range map[string]int{"10.0.0.5:1234": http.StatusForbidden, "[::1]:1234": http.StatusOK, "127.0.0.1:1": http.StatusOK} {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/api/reload", strings.NewReader("{}"))
+		r.RemoteAddr = remote
+		r.Header.Set(TokenHeader, a.token)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("reload from %s: %d %s, want %d", remote, w.Code, w.Body, want)
+		}
+	}
+	if n := len(sup.actions()); n != 2 {
+		t.Fatalf("%d actions done, want 2", n)
 	}
 }
