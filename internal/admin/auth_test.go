@@ -6,11 +6,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/prefork/prefork/internal/admin/admintest"
 )
@@ -175,6 +177,8 @@ func TestQueryTokenRefused(t *testing.T) {
 func TestFailuresLimited(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	f := start(t, Options{AuthFile: writeAuth(t, basicUsers(t, "ops", "pw"), 0o600), Registry: reg})
+	frozen := time.Now() // no failure is forgiven while the test runs
+	f.srv.api.limit.now = func() time.Time { return frozen }
 	wrong := "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:guess"))
 	for i := range failBurst {
 		if code, _ := f.do(t, "GET", "/api/status", "Authorization", wrong); code != http.StatusUnauthorized {
@@ -256,5 +260,46 @@ func TestLimiterBounded(t *testing.T) {
 	l.fail(newcomer)
 	if n := l.tracked(); n != 1 {
 		t.Fatalf("tracked %d addresses after the flood, want 1", n)
+	}
+}
+
+// Guesses from many addresses together run at most checksBurst bcrypt
+// checks, then checksPerS a second; a password already found right needs
+// none.
+func TestBcryptChecksBounded(t *testing.T) {
+	a, err := LoadAuth(writeAuth(t, basicUsers(t, "ops", "pw"), 0o600))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(pass, remote string) *http.Request {
+		r, _ := http.NewRequest("GET", "/api/status", nil)
+		r.SetBasicAuth("ops", pass)
+		r.RemoteAddr = remote
+		return r
+	}
+	frozen := time.Now() // no check is given back while the test runs
+	a.verify.now = func() time.Time { return frozen }
+	a.verify.checks.at = frozen
+	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
+		t.Fatalf("right password: %v", v)
+	}
+	busyAt := -1
+	for i := range 3 * checksBurst {
+		if v := a.valid(req("guess", "10.0.1."+strconv.Itoa(i)+":1")); v == busy {
+			busyAt = i
+			break
+		}
+	}
+	if busyAt != checksBurst-1 { // the right password took one
+		t.Fatalf("checks refused from guess %d, want about %d", busyAt, checksBurst)
+	}
+	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
+		t.Fatalf("a known password while checks are refused: %v", v)
+	}
+}
+
+func TestDummyHash(t *testing.T) {
+	if cost, err := bcrypt.Cost(dummyHash); err != nil || cost != bcrypt.DefaultCost {
+		t.Fatalf("dummy hash: cost %d, %v; want %d, like a real one", cost, err, bcrypt.DefaultCost)
 	}
 }
