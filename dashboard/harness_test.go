@@ -1,16 +1,13 @@
 package dashboard
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -20,62 +17,25 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 var supervisorBin, workerBin string
 
-func TestMain(m *testing.M) { os.Exit(buildAndRun(m)) }
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "prefork-dashboard-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	supervisorBin, workerBin = filepath.Join(dir, "supervisor"), filepath.Join(dir, "worker")
-	for _, b := range []struct{ out, pkg string }{
-		{supervisorBin, "./cmd/supervisor"},
-		{workerBin, "./cmd/worker"},
-	} {
-		// Built in the main module, with its go.mod and go.sum, as
-		// `make build` builds them.
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-		cmd.Dir = ".."
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building", b.pkg, err)
-			return 1
-		}
-	}
-	return m.Run()
-}
-
-// lockedBuffer collects a process's output from its copying goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+func TestMain(m *testing.M) {
+	// Built in the main module, with its go.mod and go.sum, as `make
+	// build` builds them.
+	supervisorBin = proctest.MustBuild("./cmd/supervisor")
+	workerBin = proctest.MustBuild("./cmd/worker")
+	os.Exit(proctest.Run(m))
 }
 
 // supervisor is one supervisor process with its admin listener.
 type supervisor struct {
+	*proctest.Proc
 	admin  string // http://HOST:PORT, or https://
 	listen string // the workers' HOST:PORT
 	auth   string // the Authorization header its API wants; "" for none
-	out    *lockedBuffer
-	pid    int
 }
 
 // launch is how startSupervisorWith starts a supervisor.
@@ -84,19 +44,10 @@ type launch struct {
 	auth  string // the flags give -admin-auth: the Authorization header to send
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startSupervisor runs the supervisor with workers demo workers and -admin
 // on a free port, and waits until every worker is ready. It stops it (and
-// so its workers) when the test ends.
+// so its workers) when the test ends, and fails the test unless it exits
+// 0 within 15s of SIGTERM.
 func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 	t.Helper()
 	return startSupervisorWith(t, workers, launch{}, flags...)
@@ -106,53 +57,34 @@ func startSupervisor(t *testing.T, workers int, flags ...string) *supervisor {
 // the admin listener, as l says.
 func startSupervisorWith(t *testing.T, workers int, l launch, flags ...string) *supervisor {
 	t.Helper()
-	admin, listen := freeAddr(t), freeAddr(t)
+	admin, listen := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	args := append([]string{"-listen", listen, "-workers", strconv.Itoa(workers), "-admin", admin,
 		"-control", "none", "-grace", "5s", "-log-format", "json"}, flags...)
-	cmd := exec.Command(supervisorBin, append(args, "--", workerBin)...)
 	scheme := "http://"
 	if l.https {
 		scheme = "https://"
 	}
-	s := &supervisor{admin: scheme + admin, listen: listen, auth: l.auth, out: &lockedBuffer{}}
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	// Should the test binary die, the supervisor (and with it its
-	// workers, through their own Pdeathsig) goes too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.pid = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	s := &supervisor{Proc: proctest.Start(t, exec.Command(supervisorBin, append(args, "--", workerBin)...)),
+		admin: scheme + admin, listen: listen, auth: l.auth}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
+		s.Cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("supervisor exited with %v; output:\n%s", err, s.out)
+		case <-s.Done():
+			if code := s.ExitCode(); code != 0 {
+				t.Errorf("supervisor exited with status %d", code)
 			}
 		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("supervisor did not stop within 15s of SIGTERM; output:\n%s", s.out)
+			t.Errorf("supervisor did not stop within 15s of SIGTERM")
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if st, err := s.status(); err == nil && ready(st) == workers {
-			return s
+	proctest.Eventually(t, 20*time.Second, fmt.Sprintf("%d ready workers", workers), func() bool {
+		if !s.Running() {
+			t.Fatalf("supervisor exited with status %d", s.ExitCode())
 		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("supervisor exited (%v); output:\n%s", err, s.out)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d workers not ready within 20s; output:\n%s", workers, s.out)
-		}
-	}
+		st, err := s.status()
+		return err == nil && ready(st) == workers
+	})
+	return s
 }
 
 // client trusts any certificate: the tests' are made on the spot.

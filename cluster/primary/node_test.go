@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -452,5 +453,52 @@ func TestStartPrimaryErrorNotLogged(t *testing.T) {
 	}
 	if strings.Contains(string(logged), "address already in use") {
 		t.Fatalf("the error was logged as well as returned:\n%s", logged)
+	}
+}
+
+// A program that stops reading Events and stops its primary does not
+// hold up the workers' drains with the messages they wait to send: the
+// stop takes what a drain takes, not Settings.Grace, and what was not
+// read is counted in Dropped.
+func TestStopWhileMessagesWait(t *testing.T) {
+	st := nodeSettings(t, "counter", 1)
+	st.Grace = time.Minute
+	p := startReady(t, st)
+	var wg sync.WaitGroup
+	var served atomic.Int64
+	for range 8 { // far more messages than the window and the buffer hold
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 30 * time.Second}
+			for range 1000 {
+				resp, err := c.Get("http://" + p.Addr() + "/")
+				if err != nil {
+					return // refused once the primary stops
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				served.Add(1)
+			}
+		}()
+	}
+	// Poll, with a deadline, until the buffer is full and no request has
+	// been answered for 300ms: the handlers wait in Send.
+	deadline := time.Now().Add(20 * time.Second)
+	for last := int64(-1); len(p.Events()) < EventBuffer || served.Load() != last; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events buffered, %d requests served after 20s: not stalled", len(p.Events()), served.Load())
+		}
+		last = served.Load()
+		time.Sleep(300 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("Stop with messages waiting: %v (grace %s)", err, st.Grace)
+	}
+	wg.Wait()
+	if p.Dropped() == 0 {
+		t.Error("messages waiting at the stop: none counted in Dropped")
 	}
 }

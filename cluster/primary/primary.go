@@ -177,7 +177,7 @@ func (p *Primary) do(ctx context.Context, req ctl.Request) error {
 // Fork n times, then Ready) and waits for a reload or scale to end.
 //
 // Under RespawnAuto (the default) the primary replaces exited workers
-// itself, so a Fork made within 5s of an exit, as Node's
+// itself, so a Fork made within 30s of an exit, as Node's
 // cluster.on('exit', () => cluster.fork()) does, returns that exit's
 // replacement instead of adding a worker: the cluster keeps the size
 // asked for, and the log says once how to decide yourself
@@ -288,7 +288,10 @@ func (p *Primary) deliver(ev Event, seq uint64) {
 	} else {
 		select {
 		case p.events <- ev:
-		case <-p.done():
+		case <-p.stopping():
+			// A program that stops its primary may stop reading: a
+			// worker's handler waiting in Send must not hold up its
+			// drain. Past the buffer, the message is counted lost.
 			p.emit(ev)
 		}
 	}
@@ -303,12 +306,12 @@ func (p *Primary) seenAll() {
 	}
 }
 
-// done is closed once the engine has stopped.
-func (p *Primary) done() <-chan struct{} {
+// stopping is closed once the engine has begun to stop.
+func (p *Primary) stopping() <-chan struct{} {
 	if p.e == nil { // a unit test's Primary
 		return nil
 	}
-	return p.e.Done()
+	return p.e.Stopping()
 }
 
 // emit hands ev to the reader of Events, or counts it lost.

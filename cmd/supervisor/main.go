@@ -1,7 +1,7 @@
 // Command supervisor is prefork's primary process: it binds the port, runs
 // the workers, hands them connections and keeps them alive. It is a command
-// line over the cluster package's primary, which a Go program can also be
-// by itself (primary.ListenAndServe).
+// line over package cluster/primary, which a Go program can also use
+// to be its own primary (primary.ListenAndServe).
 //
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]

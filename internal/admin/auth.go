@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -122,21 +123,33 @@ func parseAuth(data []byte) (*Auth, error) {
 // valid reports whether r carries the file's credential. Comparisons are
 // constant-time: the token's by its SHA-256 (which also hides its length),
 // a password's by bcrypt, also for an unknown user.
-func (a *Auth) valid(r *http.Request) bool {
+func (a *Auth) valid(r *http.Request) verdict {
 	if a.users == nil {
 		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return false
+			return wrong
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		return subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1
+		if subtle.ConstantTimeCompare(sum[:], a.token[:]) == 1 {
+			return right
+		}
+		return wrong
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
-		return false
+		return wrong
 	}
 	return a.verify.check(r, a.users[user], user, pass)
 }
+
+// verdict is what a credential is found to be.
+type verdict int
+
+const (
+	wrong verdict = iota
+	right
+	busy // not checked: too many bcrypt checks lately
+)
 
 // verifier checks basic credentials with bcrypt, which is slow on purpose
 // (tens of milliseconds of CPU): one check at a time, so that guesses
@@ -144,7 +157,8 @@ func (a *Auth) valid(r *http.Request) bool {
 // right are remembered (by their SHA-256), because the page sends them
 // with every poll.
 type verifier struct {
-	sem chan struct{} // one bcrypt at a time
+	sem    chan struct{} // one bcrypt at a time
+	checks *bucket       // bcrypt checks allowed: checksBurst, then checksPerS a second
 
 	mu   sync.Mutex
 	good map[[sha256.Size]byte]struct{} // at most maxGood entries
@@ -153,34 +167,48 @@ type verifier struct {
 // maxGood bounds the credentials remembered: a handful of operators.
 const maxGood = 64
 
+// Guesses from many addresses each stay within their own limit, but
+// together could keep a core busy with bcrypt and slow the workers: past
+// checksBurst checks, at most checksPerS a second run, for everyone. A
+// credential already found right needs no check.
+const (
+	checksBurst = 10
+	checksPerS  = 4
+)
+
 // dummyHash stands in for an unknown user's, so that the answer takes as
 // long as for a known one.
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("prefork: no such user"), bcrypt.DefaultCost)
 
 func newVerifier() *verifier {
-	return &verifier{sem: make(chan struct{}, 1), good: make(map[[sha256.Size]byte]struct{})}
+	return &verifier{sem: make(chan struct{}, 1), good: make(map[[sha256.Size]byte]struct{}),
+		checks: &bucket{tokens: checksBurst, at: time.Now()}}
 }
 
-func (v *verifier) check(r *http.Request, hash []byte, user, pass string) bool {
+func (v *verifier) check(r *http.Request, hash []byte, user, pass string) verdict {
 	key := sha256.Sum256([]byte(user + "\x00" + pass))
 	v.mu.Lock()
 	_, known := v.good[key]
+	allowed := known || v.take(time.Now())
 	v.mu.Unlock()
-	if known && hash != nil {
-		return true
+	switch {
+	case known && hash != nil:
+		return right
+	case !allowed:
+		return busy
 	}
 	select {
 	case v.sem <- struct{}{}:
 	case <-r.Context().Done():
-		return false
+		return busy
 	}
 	defer func() { <-v.sem }()
 	if hash == nil {
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
-		return false
+		return wrong
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
-		return false
+		return wrong
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -188,5 +216,18 @@ func (v *verifier) check(r *http.Request, hash []byte, user, pass string) bool {
 		clear(v.good)
 	}
 	v.good[key] = struct{}{}
+	return right
+}
+
+// take takes one check from the budget, if there is one. Called with
+// v.mu held.
+func (v *verifier) take(now time.Time) bool {
+	b := v.checks
+	b.tokens = min(b.tokens+now.Sub(b.at).Seconds()*checksPerS, checksBurst)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
 	return true
 }

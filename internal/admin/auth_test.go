@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,37 @@ func TestLimiterBounded(t *testing.T) {
 	l.fail(newcomer)
 	if n := l.tracked(); n != 1 {
 		t.Fatalf("tracked %d addresses after the flood, want 1", n)
+	}
+}
+
+// Guesses from many addresses together run at most checksBurst bcrypt
+// checks, then checksPerS a second; a password already found right needs
+// none.
+func TestBcryptChecksBounded(t *testing.T) {
+	a, err := LoadAuth(writeAuth(t, basicUsers(t, "ops", "pw"), 0o600))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(pass, remote string) *http.Request {
+		r, _ := http.NewRequest("GET", "/api/status", nil)
+		r.SetBasicAuth("ops", pass)
+		r.RemoteAddr = remote
+		return r
+	}
+	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
+		t.Fatalf("right password: %v", v)
+	}
+	busyAt := -1
+	for i := range 3 * checksBurst {
+		if v := a.valid(req("guess", "10.0.1."+strconv.Itoa(i)+":1")); v == busy {
+			busyAt = i
+			break
+		}
+	}
+	if busyAt < checksBurst-1 || busyAt > checksBurst+1 {
+		t.Fatalf("checks refused from guess %d, want about %d", busyAt, checksBurst)
+	}
+	if v := a.valid(req("pw", "10.0.0.1:1")); v != right {
+		t.Fatalf("a known password while checks are refused: %v", v)
 	}
 }

@@ -140,8 +140,14 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusTooManyRequests, control.Response{Error: "admin: too many failed attempts from this address; try again later"})
 			return
 		}
-		if auth.valid(r) {
+		switch auth.valid(r) {
+		case right:
 			next.ServeHTTP(w, r)
+			return
+		case busy:
+			a.limited.Add(1)
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusTooManyRequests, control.Response{Error: "admin: too many password checks lately; try again in a second"})
 			return
 		}
 		if r.Header.Get("Authorization") != "" {

@@ -1,46 +1,31 @@
 package chaos
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The kill loop with the fasthttp worker (examples/fasthttp) under prefork,
 // and against the same binary under fasthttp's own prefork package (what
 // Fiber's EnablePrefork runs), the reference the README compares with.
 
-var (
-	fastOnce sync.Once
-	fastBin  string
-	fastErr  error
-)
-
-// buildFastHTTPWorker builds examples/fasthttp, its own module, once per
-// run, without -race like the suite's other binaries.
+// buildFastHTTPWorker builds examples/fasthttp, its own module, without
+// -race like the suite's other binaries (or finds it in proctest's cache).
 func buildFastHTTPWorker(t *testing.T) string {
 	t.Helper()
-	fastOnce.Do(func() {
-		fastBin = filepath.Join(filepath.Dir(supervisorBin), "fasthttp-worker")
-		cmd := exec.Command("go", "build", "-o", fastBin, ".")
-		cmd.Dir = "../../examples/fasthttp"
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fastErr = fmt.Errorf("go build in examples/fasthttp: %v\n%s", err, out)
-		}
-	})
-	if fastErr != nil {
-		t.Fatal(fastErr)
+	bin, err := proctest.Build("./examples/fasthttp")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fastBin
+	return bin
 }
 
 // TestKillLoopFastHTTP: the kill loop with fasthttp workers under the
@@ -67,11 +52,9 @@ func TestKillLoopFastHTTP(t *testing.T) {
 // starts GOMAXPROCS children, each on its own SO_REUSEPORT socket, and
 // replaces one that exits.
 type ownPrefork struct {
+	*proctest.Proc
 	t    *testing.T
-	cmd  *exec.Cmd
 	addr string
-	out  *output
-	done chan struct{}
 	seen map[int]time.Time // when each child was first seen
 }
 
@@ -80,20 +63,13 @@ type ownPrefork struct {
 // waits until they serve.
 func startOwnPrefork(t *testing.T, bin string, children int) *ownPrefork {
 	t.Helper()
-	p := &ownPrefork{t: t, addr: freeAddr(t), out: &output{}, done: make(chan struct{}), seen: map[int]time.Time{}}
-	p.cmd = exec.Command(bin, "-fasthttp-prefork", "-recover-threshold", "1000", "-listen", p.addr)
-	p.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(children))
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p := &ownPrefork{t: t, addr: proctest.FreeAddr(t), seen: map[int]time.Time{}}
+	cmd := exec.Command(bin, "-fasthttp-prefork", "-recover-threshold", "1000", "-listen", p.addr)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(children))
 	// Children the master leaves behind hold the output pipe: Wait would
-	// wait for them forever.
-	p.cmd.WaitDelay = time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
+	// wait for them.
+	cmd.WaitDelay = time.Second
+	p.Proc = proctest.Start(t, cmd)
 	t.Cleanup(p.cleanup)
 	p.waitChildren(children, 15*time.Second)
 	return p
@@ -101,7 +77,7 @@ func startOwnPrefork(t *testing.T, bin string, children int) *ownPrefork {
 
 // children lists the master's live children and notes new ones.
 func (p *ownPrefork) children() []int {
-	kids := procfs.Children(p.cmd.Process.Pid)
+	kids := p.Proc.Children()
 	for _, pid := range kids {
 		if _, ok := p.seen[pid]; !ok {
 			p.seen[pid] = time.Now()
@@ -114,14 +90,14 @@ func (p *ownPrefork) children() []int {
 // answers within d.
 func (p *ownPrefork) waitChildren(n int, d time.Duration) {
 	p.t.Helper()
-	if !eventually(d, func() bool {
+	if !proctest.Poll(d, func() bool {
 		if len(p.children()) != n {
 			return false
 		}
 		_, err := get(p.addr, "/pid", time.Second)
 		return err == nil
 	}) {
-		p.t.Fatalf("fasthttp's prefork: not %d children serving within %s (children %v)\n%s", n, d, p.children(), p.out.tail(20))
+		p.t.Fatalf("fasthttp's prefork: not %d children serving within %s (children %v)\n%s", n, d, p.children(), p.Out.Tail(20))
 	}
 }
 
@@ -130,7 +106,7 @@ func (p *ownPrefork) waitChildren(n int, d time.Duration) {
 func (p *ownPrefork) pickOld(d time.Duration) int {
 	p.t.Helper()
 	var old []int
-	if !eventually(d, func() bool {
+	if !proctest.Poll(d, func() bool {
 		old = old[:0]
 		for _, pid := range p.children() {
 			if time.Since(p.seen[pid]) >= minUptime {
@@ -149,9 +125,9 @@ func (p *ownPrefork) pickOld(d time.Duration) int {
 func (p *ownPrefork) stop() {
 	p.t.Helper()
 	kids := p.children()
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(15 * time.Second):
 		p.t.Errorf("fasthttp's prefork: master still running 15s after SIGTERM")
 		return
@@ -165,31 +141,20 @@ func (p *ownPrefork) stop() {
 		}
 		return n
 	}
-	eventually(2*time.Second, func() bool { return left() == 0 })
+	proctest.Poll(2*time.Second, func() bool { return left() == 0 })
 	figure(p.t, "stop-fasthttp", "fasthttp-prefork", "children", len(kids), "children_left_2s_after_master_exit", left())
 }
 
 // cleanup kills the master and every child it had, by pid.
 func (p *ownPrefork) cleanup() {
-	kids := p.children()
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-	}
-	// Children the master left (re-parented to init) are gone from kids:
+	p.Kill() // the master and its children
+	// Children the master left (re-parented to init) are not among them:
 	// kill every child ever seen that still runs this binary (a pid
 	// reused since is someone else's).
 	for pid := range p.seen {
-		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil && exe == p.cmd.Path {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil && exe == p.Cmd.Path {
 			syscall.Kill(pid, syscall.SIGKILL)
+			proctest.WaitGone(p.t, pid, 5*time.Second)
 		}
-	}
-	for _, pid := range append(kids, p.cmd.Process.Pid) {
-		waitGone(p.t, pid, 5*time.Second)
-	}
-	if p.t.Failed() {
-		p.t.Logf("fasthttp's prefork output (last 40 lines):\n%s", p.out.tail(40))
 	}
 }

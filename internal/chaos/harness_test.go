@@ -2,12 +2,10 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,13 +13,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
-	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // long selects the full counts (make chaos); the default is the short run
@@ -48,13 +45,10 @@ func eachMode(t *testing.T, scenario func(t *testing.T, mode string)) {
 
 var (
 	supervisorBin string
-	workerBin     string
 	hostileScript string
 )
 
-func TestMain(m *testing.M) { os.Exit(buildAndRun(m)) }
-
-func buildAndRun(m *testing.M) int {
+func TestMain(m *testing.M) {
 	// Floods hold thousands of sockets in this process; the supervisor and
 	// its workers inherit the raised limit unless a test lowers it.
 	var rl syscall.Rlimit
@@ -62,39 +56,16 @@ func buildAndRun(m *testing.M) int {
 		rl.Cur = rl.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
-	dir, err := os.MkdirTemp("", "prefork-chaos-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	supervisorBin = filepath.Join(dir, "supervisor")
-	workerBin = filepath.Join(dir, "worker")
 	// Built without -race: the figures (RSS, latency) are the product's,
 	// not the race detector's; the e2e suite runs the binaries under -race.
-	for _, b := range []struct{ out, pkg string }{{supervisorBin, "../../cmd/supervisor"}, {workerBin, "../../cmd/worker"}} {
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building", b.pkg, err)
-			return 1
-		}
-	}
+	supervisorBin = proctest.MustBuild("./cmd/supervisor")
+	proctest.MustBuild("./cmd/worker") // beside it, its default command
+	var err error
 	if hostileScript, err = filepath.Abs("testdata/hostile_worker.py"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.Exit(1)
 	}
-	code := m.Run()
-	// Each test kills and waits for its own processes; anything left is a
-	// bug of the suite.
-	if kids := procfs.Children(os.Getpid()); len(kids) > 0 {
-		fmt.Fprintf(os.Stderr, "chaos: child processes left behind: %v\n", kids)
-		for _, pid := range kids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-		return 1
-	}
-	return code
+	os.Exit(proctest.Run(m))
 }
 
 // figure logs one line of figures in the fixed format the README table is
@@ -113,17 +84,6 @@ func figure(t testing.TB, scenario, mode string, kv ...any) {
 	t.Log(b.String())
 }
 
-// freePort returns a 127.0.0.1 address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // opts say how to start a supervisor.
 type opts struct {
 	mode    string
@@ -135,15 +95,11 @@ type opts struct {
 
 // sup is one supervisor process under test.
 type sup struct {
-	t        testing.TB
-	cmd      *exec.Cmd
-	pid      int
-	addr     string
-	ctlPath  string
-	metrics  string
-	out      *output
-	done     chan struct{}
-	exitCode int
+	*proctest.Proc
+	t       testing.TB
+	addr    string
+	ctlPath string
+	metrics string
 }
 
 // start runs a supervisor on a free 127.0.0.1 port with its control socket
@@ -151,7 +107,7 @@ type sup struct {
 // o.workers ready workers.
 func start(t testing.TB, o opts) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: freeAddr(t), metrics: freeAddr(t), out: &output{}, done: make(chan struct{})}
+	s := &sup{t: t, addr: proctest.FreeAddr(t), metrics: proctest.FreeAddr(t)}
 	s.ctlPath = filepath.Join(t.TempDir(), "ctl.sock")
 	argv := append([]string{}, o.wrapper...)
 	argv = append(argv, supervisorBin, "-listen", s.addr, "-mode", o.mode, "-workers", strconv.Itoa(o.workers),
@@ -160,80 +116,29 @@ func start(t testing.TB, o opts) *sup {
 	if o.command != nil {
 		argv = append(append(argv, "--"), o.command...)
 	}
-	s.cmd = exec.Command(argv[0], argv[1:]...)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.pid = s.cmd.Process.Pid
-	go func() {
-		s.cmd.Wait()
-		s.exitCode = s.cmd.ProcessState.ExitCode()
-		close(s.done)
-	}()
-	t.Cleanup(s.cleanup)
+	s.Proc = proctest.Start(t, exec.Command(argv[0], argv[1:]...))
 	s.waitSettled(o.workers, 15*time.Second)
 	return s
-}
-
-// running reports whether the supervisor process is still up.
-func (s *sup) running() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// cleanup resumes, then kills the supervisor and every child it left, by
-// pid, and checks that they are gone and the control socket is removed.
-func (s *sup) cleanup() {
-	kids := procfs.Children(s.pid)
-	for _, pid := range kids {
-		syscall.Kill(pid, syscall.SIGCONT) // a test may have stopped one
-	}
-	if s.running() {
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.done
-	}
-	for _, pid := range kids {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for _, pid := range append(kids, s.pid) {
-		waitGone(s.t, pid, 5*time.Second)
-	}
-	if s.t.Failed() {
-		s.t.Logf("supervisor output (last 60 lines):\n%s", s.out.tail(60))
-	}
 }
 
 // stop asks the supervisor to stop (SIGTERM) and waits for exit status 0.
 func (s *sup) stop() {
 	s.t.Helper()
-	if !s.running() {
-		s.t.Errorf("supervisor exited early with status %d", s.exitCode)
+	if !s.Running() {
+		s.t.Errorf("supervisor exited early with status %d", s.ExitCode())
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
-		if s.exitCode != 0 {
-			s.t.Errorf("supervisor stopped with status %d, want 0", s.exitCode)
+	case <-s.Done():
+		if code := s.ExitCode(); code != 0 {
+			s.t.Errorf("supervisor stopped with status %d, want 0", code)
 		}
 	case <-time.After(15 * time.Second):
 		s.t.Errorf("supervisor still running 15s after SIGTERM")
 	}
 	if _, err := os.Lstat(s.ctlPath); err == nil {
 		s.t.Errorf("control socket %s left behind after a clean stop", s.ctlPath)
-	}
-}
-
-// signal sends sig to the supervisor.
-func (s *sup) signal(sig syscall.Signal) {
-	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal %s: %v", sig, err)
 	}
 }
 
@@ -280,7 +185,7 @@ func (s *sup) settled(n int) (ok bool, why string) {
 			ready++
 		}
 	}
-	kids := procfs.Children(s.pid)
+	kids := s.Children()
 	if len(st.Workers) != n || ready != n || len(gens) != 1 || !gens[st.Generation] || len(kids) != n {
 		return false, fmt.Sprintf("%d workers (%d ready) of generations %v (current %d), %d children %v",
 			len(st.Workers), ready, keys(gens), st.Generation, len(kids), kids)
@@ -295,8 +200,8 @@ func (s *sup) waitSettled(n int, d time.Duration) time.Duration {
 	t0 := time.Now()
 	var why string
 	for time.Since(t0) < d {
-		if !s.running() {
-			s.t.Fatalf("supervisor exited with status %d while settling at %d workers", s.exitCode, n)
+		if !s.Running() {
+			s.t.Fatalf("supervisor exited with status %d while settling at %d workers", s.ExitCode(), n)
 		}
 		var ok bool
 		if ok, why = s.settled(n); ok {
@@ -333,18 +238,9 @@ func restarts(st *control.Status) int {
 	return n
 }
 
-// fds counts the supervisor's open descriptors.
-func (s *sup) fds() int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
-	if err != nil {
-		s.t.Fatalf("counting descriptors: %v", err)
-	}
-	return len(ents)
-}
-
 // rssKiB reads the supervisor's resident set size.
 func (s *sup) rssKiB() int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
 	if err != nil {
 		s.t.Fatalf("reading RSS: %v", err)
 	}
@@ -382,12 +278,12 @@ func (s *sup) goroutines() int {
 }
 
 // count returns how many of the supervisor's log lines contain sub.
-func (s *sup) count(sub string) int { return strings.Count(s.out.String(), sub) }
+func (s *sup) count(sub string) int { return strings.Count(s.Out.String(), sub) }
 
 // times returns when the supervisor logged each line with message msg.
 func (s *sup) times(msg string) []time.Time {
 	var out []time.Time
-	for _, line := range strings.Split(s.out.String(), "\n") {
+	for _, line := range strings.Split(s.Out.String(), "\n") {
 		var e struct {
 			Msg string    `json:"msg"`
 			TS  time.Time `json:"ts"`
@@ -412,72 +308,6 @@ func get(addr, path string, d time.Duration) (string, error) {
 		err = fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return string(b), err
-}
-
-// output collects the supervisor's (and its workers') output.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
-
-// tail returns the last n lines, each cut to 300 bytes, with a run of lines
-// of the same message (a flood) shown once and counted.
-func (o *output) tail(n int) string {
-	var lines []string
-	prev, run := "", 0
-	flush := func() {
-		if run > 1 {
-			lines = append(lines, fmt.Sprintf("\t... %d more lines like the one above", run-1))
-		}
-	}
-	for _, line := range strings.Split(strings.TrimRight(o.String(), "\n"), "\n") {
-		msg := line
-		if i := strings.Index(line, `"msg":`); i >= 0 {
-			msg, _, _ = strings.Cut(line[i:], ",")
-		}
-		if msg == prev {
-			run++
-			continue
-		}
-		flush()
-		prev, run = msg, 1
-		lines = append(lines, line[:min(len(line), 300)])
-	}
-	flush()
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// waitGone fails the test unless pid is gone (or a zombie) within d.
-func waitGone(t testing.TB, pid int, d time.Duration) {
-	t.Helper()
-	if !eventually(d, func() bool { return !procfs.Alive(pid) }) {
-		t.Errorf("process %d still alive after %s", pid, d)
-	}
-}
-
-// eventually polls cond every few milliseconds until it holds (true) or d
-// passes (false).
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
 }
 
 func keys[V any](m map[int]V) []int {

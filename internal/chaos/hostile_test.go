@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // TestHostileWorker runs testdata/hostile_worker.py as every worker: it
@@ -30,7 +32,7 @@ func hostile(t *testing.T, mode string) {
 	if _, err := get(s.addr, "/pid", 2*time.Second); err != nil {
 		t.Fatalf("the Python worker does not serve before the attack: %v", err)
 	}
-	fd0 := s.fds()
+	fd0 := s.FDs()
 	l := startLoad(s.addr, loadSpec{fresh: 4, every: 20 * time.Millisecond, d: 60 * time.Second})
 	defer l.finish()
 	if err := os.WriteFile(goFile, nil, 0o600); err != nil {
@@ -48,7 +50,7 @@ func hostile(t *testing.T, mode string) {
 		return s.count(`"over_limit":false`) >= workers && s.count(`"cause":"protocol"`) >= 1 &&
 			time.Since(attacked) >= pick(2*time.Second, 10*time.Second)
 	}
-	if !eventually(pick(20*time.Second, 40*time.Second), func() bool { return done() || !s.running() }) {
+	if !proctest.Poll(pick(20*time.Second, 40*time.Second), func() bool { return done() || !s.Running() }) {
 		t.Errorf("attack not over within the deadline: %d workers done, %d replaced for protocol errors",
 			s.count(`"over_limit":false`), s.count(replacing))
 	}
@@ -60,7 +62,7 @@ func hostile(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd1 := s.fds()
+	fd1 := s.FDs()
 	replaced := s.count(replacing)
 	_, stray := attribute(rs, s.times(replacing))
 	figure(t, "hostile", mode, "protocol_errors_logged", s.count("worker broke the worker protocol"),
@@ -86,7 +88,7 @@ func hostile(t *testing.T, mode string) {
 		t.Errorf("supervisor descriptors grew from %d to %d after %d descriptors were sent to it", fd0, fd1, 8*3+100)
 	}
 	if n := s.count(`"msg":"abuse interrupted"`); n > 0 {
-		t.Errorf("%d workers could not finish the attack: %s", n, grepLines(s.out.String(), "abuse interrupted"))
+		t.Errorf("%d workers could not finish the attack: %s", n, grepLines(s.Out.String(), "abuse interrupted"))
 	}
 	s.stop()
 }

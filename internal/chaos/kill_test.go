@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // minUptime mirrors the supervisor's: a worker killed younger died young
@@ -52,7 +54,7 @@ func killUnderLoad(t *testing.T, addr string, victim func() int, settle func()) 
 	every := 300 * time.Millisecond
 	l := startLoad(addr, mixed(time.Duration(k.n)*time.Second+30*time.Second))
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	var killed []time.Time
@@ -62,7 +64,7 @@ func killUnderLoad(t *testing.T, addr string, victim func() int, settle func()) 
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", pid, err)
 		}
-		waitGone(t, pid, 2*time.Second)
+		proctest.WaitGone(t, pid, 2*time.Second)
 		pace(killed[i], every)
 	}
 	settle()
@@ -98,7 +100,7 @@ func (k kills) report(t *testing.T, scenario, mode string) {
 func pickOld(t *testing.T, s *sup, d time.Duration) int {
 	t.Helper()
 	var old []int
-	if !eventually(d, func() bool {
+	if !proctest.Poll(d, func() bool {
 		old = old[:0]
 		for pid, up := range s.workers() {
 			if up >= minUptime.Seconds() {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // Leak bounds: what the supervisor may keep after the churn.
@@ -75,7 +76,7 @@ type usage struct {
 }
 
 func (s *sup) usage() usage {
-	return usage{fds: s.fds(), goroutines: s.goroutines(), rssKiB: s.rssKiB()}
+	return usage{fds: s.FDs(), goroutines: s.goroutines(), rssKiB: s.rssKiB()}
 }
 
 // churn runs one round — conns connections, two kills, a reload, a scale
@@ -92,7 +93,7 @@ func (s *sup) churn(conns, workers, extra int, from usage) usage {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitGone(t, pid, 2*time.Second)
+		proctest.WaitGone(t, pid, 2*time.Second)
 		s.waitSettled(workers, 15*time.Second)
 	}
 	if err := s.call(control.Request{Cmd: control.CmdReload}, 30*time.Second); err != nil {

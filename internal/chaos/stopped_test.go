@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // TestStoppedWorker SIGSTOPs one of two workers in rr mode under
@@ -15,7 +17,7 @@ func TestStoppedWorker(t *testing.T) {
 	s := start(t, opts{mode: mode, workers: workers})
 	l := startLoad(s.addr, loadSpec{fresh: 4, every: 20 * time.Millisecond, d: 60 * time.Second})
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	pid := keys(s.workers())[0]

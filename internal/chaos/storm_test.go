@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // TestReloadScaleStorm sends 10 SIGHUPs 150ms apart, then bursts of TTIN
@@ -22,17 +23,17 @@ func storm(t *testing.T, mode string) {
 	s := start(t, opts{mode: mode, workers: workers})
 	l := startLoad(s.addr, mixed(time.Duration(rounds)*30*time.Second))
 	defer l.finish()
-	if !eventually(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
 		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
 	}
 	gen0 := s.generation()
 	maxKids := 0
-	sample := func() { maxKids = max(maxKids, len(procfs.Children(s.pid))) }
+	sample := func() { maxKids = max(maxKids, len(procfs.Children(s.PID()))) }
 	var settle time.Duration
 	for r := 0; r < rounds; r++ {
 		for i := 0; i < 10; i++ {
 			t0 := time.Now()
-			s.signal(syscall.SIGHUP)
+			s.Signal(syscall.SIGHUP)
 			sample()
 			pace(t0, 150*time.Millisecond)
 		}
@@ -43,7 +44,7 @@ func storm(t *testing.T, mode string) {
 		}{{syscall.SIGTTIN, workers + burst}, {syscall.SIGTTOU, workers}} {
 			for i := 0; i < burst; i++ {
 				t0 := time.Now()
-				s.signal(step.sig)
+				s.Signal(step.sig)
 				sample()
 				pace(t0, 20*time.Millisecond)
 			}

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The in-place upgrade under fire: signals at every point of it, and
@@ -53,8 +55,8 @@ func (s *sup) usr2Then(sig syscall.Signal, offset time.Duration) time.Time {
 		err error
 	}
 	fired := make(chan sent, 1)
-	s.signal(syscall.SIGUSR2)
-	time.AfterFunc(offset, func() { at := time.Now(); fired <- sent{at, syscall.Kill(s.pid, sig)} })
+	s.Signal(syscall.SIGUSR2)
+	time.AfterFunc(offset, func() { at := time.Now(); fired <- sent{at, syscall.Kill(s.PID(), sig)} })
 	f := <-fired
 	if f.err != nil {
 		s.t.Fatalf("%s at %s after SIGUSR2: %v", sig, offset, f.err)
@@ -90,15 +92,15 @@ func sweepTerm(t *testing.T, mode string) {
 	for _, off := range sweepOffsets() {
 		s := start(t, opts{mode: mode, workers: 1})
 		s.usr2Then(syscall.SIGTERM, off)
-		stopped := eventually(3*time.Second, func() bool { return !s.running() })
+		stopped := proctest.Poll(3*time.Second, func() bool { return !s.Running() })
 		switch {
 		case !stopped:
 			lost = append(lost, off.String())
 			s.stop() // again: the supervisor must still stop gracefully
-		case s.exitCode != 0:
-			killed = append(killed, fmt.Sprintf("%s (status %d)", off, s.exitCode))
+		case s.ExitCode() != 0:
+			killed = append(killed, fmt.Sprintf("%s (status %d)", off, s.ExitCode()))
 		}
-		s.cleanup()
+		s.Kill()
 	}
 	figure(t, "upgrade-signals", mode, "signal", "SIGTERM", "offsets", len(sweepOffsets()), "lost", len(lost), "fatal", len(killed))
 	if len(lost)+len(killed) > 0 {
@@ -121,11 +123,11 @@ func sweepHup(t *testing.T, mode string) {
 			return err == nil && st.Generation == gen+1 && settledNow(s, 1)
 		}
 		// Settled: the upgrade has ended and no reload runs or starts.
-		eventually(10*time.Second, func() bool { return !s.running() || s.upgradesSettled() && settledNow(s, 1) })
-		if !s.running() {
-			t.Fatalf("%s: the supervisor died (status %d)", off, s.exitCode)
+		proctest.Poll(10*time.Second, func() bool { return !s.Running() || s.upgradesSettled() && settledNow(s, 1) })
+		if !s.Running() {
+			t.Fatalf("%s: the supervisor died (status %d)", off, s.ExitCode())
 		}
-		if !eventually(3*time.Second, reloaded) {
+		if !proctest.Poll(3*time.Second, reloaded) {
 			lost = append(lost, off.String())
 		}
 	}
@@ -150,12 +152,12 @@ func sweepUsr2(t *testing.T, mode string) {
 		// handled are one to the kernel: then one request is right.
 		// The log's times are in milliseconds.
 		var after int
-		ok := eventually(15*time.Second, func() bool {
+		ok := proctest.Poll(15*time.Second, func() bool {
 			want := 2
 			if at := s.times("upgrade requested"); len(at) > asked && !at[asked].Before(sent.Truncate(time.Millisecond)) {
 				want = 1
 			}
-			if !s.running() || s.count(`"msg":"upgrade requested"`) < asked+want || !s.upgradesSettled() {
+			if !s.Running() || s.count(`"msg":"upgrade requested"`) < asked+want || !s.upgradesSettled() {
 				return false
 			}
 			st, _, err := s.status(2 * time.Second)
@@ -165,8 +167,8 @@ func sweepUsr2(t *testing.T, mode string) {
 			after = st.Upgrades
 			return settledNow(s, 1)
 		})
-		if !s.running() {
-			t.Fatalf("%s: the supervisor died (status %d)", off, s.exitCode)
+		if !s.Running() {
+			t.Fatalf("%s: the supervisor died (status %d)", off, s.ExitCode())
 		}
 		if !ok || after < before+1 || after > before+2 {
 			bad = append(bad, fmt.Sprintf("%s: upgrades %d → %d, %d of 2 requests seen", off, before, after,
@@ -182,17 +184,17 @@ func sweepTtin(t *testing.T, mode string) {
 	for _, off := range sweepOffsets() {
 		s := start(t, opts{mode: mode, workers: 1})
 		s.usr2Then(syscall.SIGTTIN, off)
-		ok := eventually(15*time.Second, func() bool { return s.running() && s.upgradesSettled() && settledNow(s, 2) })
+		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled() && settledNow(s, 2) })
 		switch {
-		case !s.running():
-			bad = append(bad, fmt.Sprintf("%s: the supervisor died (status %d)", off, s.exitCode))
+		case !s.Running():
+			bad = append(bad, fmt.Sprintf("%s: the supervisor died (status %d)", off, s.ExitCode()))
 		case !ok:
 			_, why := s.settled(2)
 			bad = append(bad, fmt.Sprintf("%s: not 2 workers: %s", off, why))
 		default:
 			s.stop()
 		}
-		s.cleanup()
+		s.Kill()
 	}
 	report(t, "SIGTTIN", mode, bad)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // Dashboard event streams under a message flood (issue 20, defect 5): 300
@@ -52,10 +53,10 @@ func floodWith(t *testing.T, clients int) flooding {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
+	admin := proctest.FreeAddr(t)
 	s := startReady(t, "-workers", "2", "-mode", "shared", "-admin", admin, "--", node, app)
 	defer s.cleanup()
-	sup := s.cmd.Process.Pid
+	sup := s.PID()
 	// Clients that send their request and never read: a receive buffer
 	// of a few KiB fills at once.
 	before := sockets(t, sup)
@@ -76,7 +77,7 @@ func floodWith(t *testing.T, clients int) flooding {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, fmt.Sprintf("%d stream clients connected", clients), func() bool {
+	proctest.Eventually(t, 10*time.Second, fmt.Sprintf("%d stream clients connected", clients), func() bool {
 		return sockets(t, sup) >= before+clients
 	})
 	return flood(t, s)
@@ -101,7 +102,7 @@ func (f flooding) String() string {
 func flood(t *testing.T, s *sup) flooding {
 	t.Helper()
 	const messages, kib = 600, 32
-	sup := s.cmd.Process.Pid
+	sup := s.PID()
 	f := flooding{rss: rss(t, sup)}
 	f.peak = f.rss
 	cpu0 := cpuTicks(t, sup)
@@ -121,7 +122,7 @@ func flood(t *testing.T, s *sup) flooding {
 	defer func() { <-done }()
 	// The flood is over once the workers have sent everything (their
 	// answers) and the supervisor has published nothing for a second.
-	published := func() int { return s.events.count() }
+	published := func() int { return s.events.Count() }
 	deadline := time.Now().Add(60 * time.Second)
 	last, quiet := published(), time.Now()
 	sent := false
@@ -150,7 +151,7 @@ func flood(t *testing.T, s *sup) flooding {
 		time.Sleep(20 * time.Millisecond) // a status every 20ms, not a busy loop
 	}
 	f.cpu = time.Duration(cpuTicks(t, sup)-cpu0) * time.Second / 100 // USER_HZ
-	f.messages = len(s.events.all(control.EventMessage))
+	f.messages = len(s.events.All(control.EventMessage))
 	return f
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/admin/admintest"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The admin listener is refused at start, exit 2 naming the flag, where it
@@ -74,7 +75,7 @@ func TestAdminAuthTLS(t *testing.T) {
 	certFile, keyFile := admintest.WriteCert(t, dir, 1)
 	// All addresses, as a dashboard meant for other hosts listens; the
 	// test still connects over loopback only.
-	port := strings.Split(freeAddr(t), ":")[1]
+	port := strings.Split(proctest.FreeAddr(t), ":")[1]
 	s := startReady(t, "-workers", "1", "-admin", "0.0.0.0:"+port, "-admin-auth", auth,
 		"-admin-tls-cert", certFile, "-admin-tls-key", keyFile, "-admin-actions")
 	base := "https://127.0.0.1:" + port
@@ -123,8 +124,8 @@ func TestAdminAuthTLS(t *testing.T) {
 		t.Fatalf("serial %d, want 1", have)
 	}
 	admintest.WriteCert(t, dir, 2)
-	s.signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "the renewed certificate to be served", func() bool { return serial() == 2 })
+	s.Signal(syscall.SIGHUP)
+	proctest.Eventually(t, 10*time.Second, "the renewed certificate to be served", func() bool { return serial() == 2 })
 	if code := do("GET", "/api/status", token); code != http.StatusOK {
 		t.Fatalf("GET /api/status after SIGHUP: %d", code)
 	}

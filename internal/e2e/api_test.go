@@ -6,47 +6,39 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The public cluster API, end to end: examples/singlebinary and
 // examples/primary, each one binary that is its own primary
 // (primary.ListenAndServe, primary.Start), run as real processes.
 
-var (
-	examplesOnce sync.Once
-	examplesErr  error
-	// singlebinary built with version v1 and v2, and examples/primary.
-	appV1, appV2, counterBin string
-)
+// singlebinary built with version v1 and v2, and examples/primary, each
+// built (or found in proctest's cache) by the first test that needs it.
+var appV1, appV2, counterBin string
 
-// buildExamples builds the example binaries into the suite's directory,
-// once per run.
+// buildExamples builds the example binaries.
 func buildExamples(t *testing.T) {
 	t.Helper()
-	examplesOnce.Do(func() {
-		appV1 = filepath.Join(binDir, "singlebinary-v1")
-		appV2 = filepath.Join(binDir, "singlebinary-v2")
-		counterBin = filepath.Join(binDir, "counter")
-		for _, args := range [][]string{
-			{"-o", appV1, "../../examples/singlebinary"},
-			{"-ldflags", "-X main.version=v2", "-o", appV2, "../../examples/singlebinary"},
-			{"-o", counterBin, "../../examples/primary"},
-		} {
-			out, err := exec.Command("go", append([]string{"build", "-race"}, args...)...).CombinedOutput()
-			if err != nil {
-				examplesErr = fmt.Errorf("go build %v: %v\n%s", args, err, out)
-				return
-			}
+	for _, b := range []struct {
+		path  *string
+		pkg   string
+		flags []string
+	}{
+		{&appV1, "./examples/singlebinary", []string{"-race"}},
+		{&appV2, "./examples/singlebinary", []string{"-race", "-ldflags=-X main.version=v2"}},
+		{&counterBin, "./examples/primary", []string{"-race"}},
+	} {
+		path, err := proctest.Build(b.pkg, b.flags...)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	if examplesErr != nil {
-		t.Fatal(examplesErr)
+		*b.path = path
 	}
 }
 
@@ -55,7 +47,7 @@ func buildExamples(t *testing.T) {
 // and waits until its workers are ready.
 func startApp(t *testing.T, bin string, args ...string) *sup {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	argv := append([]string{"-listen", addr, "-log-format", "json", "-control", ctl}, args...)
 	s := adopt(t, exec.Command(bin, argv...), addr, ctl)
@@ -83,9 +75,9 @@ func TestAPISingleBinary(t *testing.T) {
 				break
 			}
 			syscall.Kill(victim, syscall.SIGKILL)
-			fork := s.waitEvent(10*time.Second, control.EventFork, func(e event) bool { return e.str("cause") == string(control.CauseCrash) })
-			respawned := fork.int("pid")
-			eventually(t, 5*time.Second, "the respawned worker serves", func() bool {
+			fork := s.waitEvent(10*time.Second, control.EventFork, func(e proctest.Event) bool { return e.Str("cause") == string(control.CauseCrash) })
+			respawned := fork.Int("pid")
+			proctest.Eventually(t, 5*time.Second, "the respawned worker serves", func() bool {
 				pid, err := s.pid()
 				if err != nil {
 					t.Fatal(err)
@@ -100,7 +92,7 @@ func TestAPISingleBinary(t *testing.T) {
 
 // isChild reports whether pid is a child of the supervisor.
 func (s *sup) isChild(pid int) bool {
-	for _, c := range s.children() {
+	for _, c := range s.Children() {
 		if c == pid {
 			return true
 		}
@@ -128,8 +120,8 @@ func TestAPIReloadNewBinary(t *testing.T) {
 	if err := os.Rename(app+".new", app); err != nil {
 		t.Fatal(err)
 	}
-	s.signal(syscall.SIGHUP)
-	s.waitEvent(15*time.Second, control.EventReload, func(e event) bool { return e.str("step") == string(control.StepDone) })
+	s.Signal(syscall.SIGHUP)
+	s.waitEvent(15*time.Second, control.EventReload, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
 	load.waitOK(t, 300, 10*time.Second)
 	load.check(t)
 	for range 4 {
@@ -168,7 +160,7 @@ func TestAPIMessages(t *testing.T) {
 	// rr hands new connections to the workers in turn: a run of answers
 	// that all say n is both workers having heard the total.
 	run := 0
-	eventually(t, 5*time.Second, fmt.Sprintf("every worker hears the total %d", n), func() bool {
+	proctest.Eventually(t, 5*time.Second, fmt.Sprintf("every worker hears the total %d", n), func() bool {
 		_, body, err := s.get("/total")
 		if err != nil {
 			t.Fatal(err)
@@ -180,8 +172,8 @@ func TestAPIMessages(t *testing.T) {
 		}
 		return run >= 6
 	})
-	s.signal(syscall.SIGTERM)
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	s.Signal(syscall.SIGTERM)
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit status %d, want 0", code)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/probe"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 var modes = []string{"rr", "shared", "reuseport"}
@@ -33,9 +34,9 @@ var modes = []string{"rr", "shared", "reuseport"}
 func TestAlternation(t *testing.T) {
 	s := startReady(t, "-workers", "2")
 	pids := checkAlternation(t, s)
-	kids := s.children()
+	kids := s.Children()
 	for _, p := range pids[:2] {
-		if p == s.cmd.Process.Pid {
+		if p == s.PID() {
 			t.Fatal("/pid answered with the supervisor's pid")
 		}
 		if !slices.Contains(kids, p) {
@@ -103,7 +104,7 @@ func TestOneCPUEven(t *testing.T) {
 	}
 	s := startUnder(t, []string{taskset, "-c", strconv.Itoa(cpu)}, "-workers", "2")
 	s.waitReady(10 * time.Second)
-	for _, pid := range s.children() {
+	for _, pid := range s.Children() {
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +194,7 @@ func TestHealthAndRoutes(t *testing.T) {
 				t.Fatalf("/health fields wrong: %s", body)
 			}
 			for pid := range s.waitPIDs(2) {
-				if pid == s.cmd.Process.Pid {
+				if pid == s.PID() {
 					t.Fatal("/pid answered with the supervisor's pid")
 				}
 			}
@@ -254,12 +255,12 @@ func TestKillRespawn(t *testing.T) {
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			e := s.waitEvent(2*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
-			if d := e.at.Sub(killed); d > time.Second {
+			e := s.waitEvent(2*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("slot") == slot && e.Int("pid") != pid })
+			if d := e.At.Sub(killed); d > time.Second {
 				t.Errorf("replacement ready after %s, want within 1s", d)
 			}
-			newPID := e.int("pid")
-			eventually(t, 2*time.Second, "replacement serves /pid", func() bool {
+			newPID := e.Int("pid")
+			proctest.Eventually(t, 2*time.Second, "replacement serves /pid", func() bool {
 				p, err := s.pid()
 				return err == nil && p == newPID
 			})
@@ -302,10 +303,10 @@ func TestStopRefusesNewConnections(t *testing.T) {
 
 func testStopRefuses(t *testing.T, mode string) {
 	s := startReady(t, "-workers", "1", "-mode", mode)
-	conn, _ := s.slowRequest(s.children(), 2000)
-	s.signal(syscall.SIGTERM)
-	s.waitEvent(2*time.Second, control.EventDrain, func(e event) bool { return e.str("reason") == string(control.CauseStop) })
-	eventually(t, 2*time.Second, "port refuses", func() bool {
+	conn, _ := s.slowRequest(s.Children(), 2000)
+	s.Signal(syscall.SIGTERM)
+	s.waitEvent(2*time.Second, control.EventDrain, func(e proctest.Event) bool { return e.Str("reason") == string(control.CauseStop) })
+	proctest.Eventually(t, 2*time.Second, "port refuses", func() bool {
 		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
 			return true
@@ -316,7 +317,7 @@ func testStopRefuses(t *testing.T, mode string) {
 	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil {
 		t.Fatalf("in-flight request: %v", err)
 	}
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -325,12 +326,12 @@ func testStopRefuses(t *testing.T, mode string) {
 // waiting for the grace period.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	s := startReady(t, "-workers", "1", "-grace", "60s")
-	s.slowRequest(s.children(), 30000)
-	s.signal(syscall.SIGINT)
-	s.waitEvent(2*time.Second, control.EventDrain, func(e event) bool { return e.str("reason") == string(control.CauseStop) })
-	s.signal(syscall.SIGINT)
+	s.slowRequest(s.Children(), 30000)
+	s.Signal(syscall.SIGINT)
+	s.waitEvent(2*time.Second, control.EventDrain, func(e proctest.Event) bool { return e.Str("reason") == string(control.CauseStop) })
+	s.Signal(syscall.SIGINT)
 	start := time.Now()
-	code := s.waitExit(5 * time.Second)
+	code := s.WaitExit(5 * time.Second)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("second SIGINT took %s", d)
 	}
@@ -345,14 +346,14 @@ func TestSupervisorKilledNoOrphans(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode)
-			workers := s.children()
+			workers := s.Children()
 			if len(workers) != 2 {
 				t.Fatalf("want 2 workers, have %v", workers)
 			}
-			s.signal(syscall.SIGKILL)
-			s.waitExit(5 * time.Second)
+			s.Signal(syscall.SIGKILL)
+			s.WaitExit(5 * time.Second)
 			for _, pid := range workers {
-				waitGone(t, pid, time.Second)
+				proctest.WaitGone(t, pid, time.Second)
 			}
 		})
 	}
@@ -412,8 +413,8 @@ func testPortInUse(t *testing.T, mode string) {
 }
 
 func TestMissingWorkerBinary(t *testing.T) {
-	missing := binDir + "/no-such-worker"
-	out, err := osexec.Command(supervisorBin, "-listen", freeAddr(t), "-workers", "2", "--", missing).CombinedOutput()
+	missing := t.TempDir() + "/no-such-worker"
+	out, err := osexec.Command(supervisorBin, "-listen", proctest.FreeAddr(t), "-workers", "2", "--", missing).CombinedOutput()
 	if code := exitCode(err); code != 1 {
 		t.Fatalf("exit %d, want 1: %s", code, out)
 	}
@@ -436,30 +437,30 @@ func testWorkerExitsAtBoot(t *testing.T, mode string) {
 	hold := filepath.Join(t.TempDir(), "hold")
 	s := startRole(t, "exit-at-boot", []string{"PREFORK_E2E_HOLD=" + hold}, "-workers", "2", "-mode", mode)
 	start := time.Now()
-	s.waitEvent(3*time.Second, control.EventExit, func(e event) bool {
-		return e.int("slot") == 1 && e.str("reason") == string(control.CauseCrash)
+	s.waitEvent(3*time.Second, control.EventExit, func(e proctest.Event) bool {
+		return e.Int("slot") == 1 && e.Str("reason") == string(control.CauseCrash)
 	})
 	stop := s.waitEvent(3*time.Second, control.EventStop, nil)
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code := s.waitExit(5 * time.Second); code != 1 {
+	if code := s.WaitExit(5 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if d := stop.at.Sub(start); d > 3*time.Second {
+	if d := stop.At.Sub(start); d > 3*time.Second {
 		t.Fatalf("took %s to give up", d)
 	}
 	// The stream is ordered: whatever the supervisor did between slot 1's
 	// exit and its stop was recorded.
-	if n := len(s.events.all(control.EventRespawn)); n > 0 {
+	if n := len(s.events.All(control.EventRespawn)); n > 0 {
 		t.Fatalf("%d respawns before the first workers were ready: a respawn storm", n)
 	}
-	for _, e := range s.events.all(control.EventFork) {
-		if e.str("cause") != string(control.CauseStart) {
+	for _, e := range s.events.All(control.EventFork) {
+		if e.Str("cause") != string(control.CauseStart) {
 			t.Fatalf("a spawn for 2 slots that is not a first start: %v", e.Event)
 		}
 	}
-	out := s.stderr.String()
+	out := s.Out.String()
 	if !strings.Contains(out, "exited before it was ready") || !strings.Contains(out, "boot failure") {
 		t.Fatalf("output lacks the worker's error:\n%s", out)
 	}
@@ -476,29 +477,29 @@ func TestCrashBudget(t *testing.T) {
 
 func testCrashBudget(t *testing.T, mode string) {
 	s := startRole(t, "crash-after-ready", nil, "-workers", "1", "-mode", mode, "-max-crashes", "4")
-	if code := s.waitExit(20 * time.Second); code != 1 {
+	if code := s.WaitExit(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
 	// The first spawn may precede the subscription; the respawns follow
 	// the first worker's exit, which waited for it.
-	forks := s.events.all(control.EventFork)
+	forks := s.events.All(control.EventFork)
 	spawns := map[string]int{}
 	for _, e := range forks {
-		spawns[e.str("cause")]++
+		spawns[e.Str("cause")]++
 	}
 	crash, first := spawns[string(control.CauseCrash)], spawns[string(control.CauseStart)]
 	if crash != 4 || first > 1 || crash+first != len(forks) {
 		t.Fatalf("spawns by cause %v, want the first + 4 respawns", spawns)
 	}
 	var delays []int
-	for _, e := range s.events.all(control.EventRespawn) {
-		delays = append(delays, e.int("delay_ms"))
+	for _, e := range s.events.All(control.EventRespawn) {
+		delays = append(delays, e.Int("delay_ms"))
 	}
 	if want := []int{0, 100, 200, 400}; !slices.Equal(delays, want) {
 		t.Fatalf("respawn delays %v, want %v", delays, want)
 	}
-	if !strings.Contains(s.stderr.String(), "giving up") {
-		t.Fatalf("no reason given:\n%s", s.stderr.String())
+	if !strings.Contains(s.Out.String(), "giving up") {
+		t.Fatalf("no reason given:\n%s", s.Out.String())
 	}
 }
 
@@ -521,15 +522,15 @@ func TestNoDescriptorLeak(t *testing.T) {
 			if _, err := s.pid(); err != nil {
 				t.Fatal(err)
 			}
-			sup := s.cmd.Process.Pid
+			sup := s.PID()
 			before, err := fdtest.Count(sup)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for range 5 {
-				victim, from := s.children()[0], s.events.count()
+				victim, from := s.Children()[0], s.events.Count()
 				syscall.Kill(victim, syscall.SIGKILL)
-				s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.seq >= from })
+				s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
 			}
 			if out, code := s.ctl("reload"); code != 0 {
 				t.Fatalf("reload: %s", out)
@@ -576,12 +577,12 @@ func TestNoDescriptorLeak(t *testing.T) {
 func TestMalformedFrames(t *testing.T) {
 	s := startRole(t, "garbage", nil, "-workers", "1")
 	s.waitReady(10 * time.Second)
-	s.waitEvent(3*time.Second, control.EventProtocol, func(e event) bool { return e.str("error") != "" && e.int("count") >= 1 })
+	s.waitEvent(3*time.Second, control.EventProtocol, func(e proctest.Event) bool { return e.Str("error") != "" && e.Int("count") >= 1 })
 	if _, err := s.pid(); err != nil {
 		t.Fatal(err)
 	}
-	s.signal(syscall.SIGTERM)
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	s.Signal(syscall.SIGTERM)
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }

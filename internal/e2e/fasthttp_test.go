@@ -1,42 +1,28 @@
 package e2e
 
 import (
-	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The fasthttp worker (examples/fasthttp, package fastcluster, each its own
 // module) under the supervisor, in every mode: what a net/http worker of
 // package cluster is tested for here, the same checks.
 
-var (
-	fastOnce sync.Once
-	fastBin  string
-	fastErr  error
-)
-
-// buildFastHTTPWorker builds examples/fasthttp, with -race, into the
-// suite's directory once per run. It is another module: go build runs in
-// its directory, which needs fasthttp in the module cache or the proxy.
+// buildFastHTTPWorker builds examples/fasthttp with -race (or finds it in
+// proctest's cache). It is another module: go build runs in its
+// directory, which needs fasthttp in the module cache or the proxy.
 func buildFastHTTPWorker(t *testing.T) string {
 	t.Helper()
-	fastOnce.Do(func() {
-		fastBin = filepath.Join(binDir, "fasthttp-worker")
-		cmd := exec.Command("go", "build", "-race", "-o", fastBin, ".")
-		cmd.Dir = "../../examples/fasthttp"
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fastErr = fmt.Errorf("go build in examples/fasthttp: %v\n%s", err, out)
-		}
-	})
-	if fastErr != nil {
-		t.Fatal(fastErr)
+	bin, err := proctest.Build("./examples/fasthttp", "-race")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fastBin
+	return bin
 }
 
 // TestFastHTTPWorker: in every mode, two fasthttp workers share /pid,
@@ -103,7 +89,7 @@ func checkBothServe(t *testing.T, s *sup) {
 		})
 	}
 	wg.Wait()
-	kids := s.children()
+	kids := s.Children()
 	if len(count) != 2 {
 		t.Fatalf("/pid answered by %v, want the two workers %v", count, kids)
 	}
@@ -128,7 +114,7 @@ func checkLatencyReported(t *testing.T, s *sup) {
 			t.Fatalf("/sleep?ms=5: %d %v", code, err)
 		}
 	}
-	eventually(t, 5*time.Second, "requests in every worker's status, and a p50 ≥ 5ms", func() bool {
+	proctest.Eventually(t, 5*time.Second, "requests in every worker's status, and a p50 ≥ 5ms", func() bool {
 		st := s.status()
 		slow := false
 		for _, w := range st.Workers {

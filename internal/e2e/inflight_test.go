@@ -12,6 +12,7 @@ import (
 
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // slowRequest opens a connection, sends GET /sleep?ms=ms on it and waits
@@ -26,7 +27,7 @@ func (s *sup) slowRequest(workers []int, ms int) (net.Conn, int) {
 	s.t.Cleanup(func() { c.Close() })
 	fmt.Fprintf(c, "GET /sleep?ms=%d HTTP/1.1\r\nHost: x\r\n\r\n", ms)
 	var owner int
-	eventually(s.t, 3*time.Second, "slow request inside a worker", func() bool {
+	proctest.Eventually(s.t, 3*time.Second, "slow request inside a worker", func() bool {
 		var ok bool
 		owner, ok = connOwner(c.LocalAddr(), workers)
 		return ok
@@ -39,9 +40,9 @@ func (s *sup) slowRequest(workers []int, ms int) (net.Conn, int) {
 // the supervisor exits 0 after its workers, and the port is closed.
 func (s *sup) stopDuringRequest(ms int) {
 	s.t.Helper()
-	workers := s.children()
+	workers := s.Children()
 	conn, _ := s.slowRequest(workers, ms)
-	s.signal(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		s.t.Fatalf("in-flight request: %v", err)
@@ -50,7 +51,7 @@ func (s *sup) stopDuringRequest(ms int) {
 	if resp.StatusCode != 200 {
 		s.t.Fatalf("in-flight request: status %d", resp.StatusCode)
 	}
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		s.t.Fatalf("exit status %d, want 0", code)
 	}
 	for _, pid := range workers {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // TestSpawnOutOfDescriptors: a supervisor that runs out of descriptors while
@@ -33,10 +34,10 @@ func TestSpawnOutOfDescriptors(t *testing.T) {
 			const have = 2
 			// Every worker left serves, and one that dies is replaced.
 			victim := s.status().Workers[0].PID
-			from := s.events.count()
+			from := s.events.Count()
 			syscall.Kill(victim, syscall.SIGKILL)
-			s.waitEvent(5*time.Second, control.EventReady, func(e event) bool { return e.seq >= from })
-			eventually(t, 5*time.Second, "the workers serve", func() bool {
+			s.waitEvent(5*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
+			proctest.Eventually(t, 5*time.Second, "the workers serve", func() bool {
 				st := s.status()
 				return len(st.pids(string(control.StateReady))) == have
 			})
@@ -45,11 +46,11 @@ func TestSpawnOutOfDescriptors(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s.signal(syscall.SIGTERM)
-			if code := s.waitExit(10 * time.Second); code != 0 {
+			s.Signal(syscall.SIGTERM)
+			if code := s.WaitExit(10 * time.Second); code != 0 {
 				t.Fatalf("exit %d after a clean stop, want 0", code)
 			}
-			if out := s.stderr.String(); strings.Contains(out, "panic") {
+			if out := s.Out.String(); strings.Contains(out, "panic") {
 				t.Fatalf("the supervisor panicked:\n%s", out)
 			}
 		})

@@ -19,6 +19,7 @@ import (
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/fdtest"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // load is a bounded stream of requests, each on a new connection, from c
@@ -151,12 +152,12 @@ func checkKillUnderLoad(t *testing.T, s *sup) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
+	proctest.Eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
 	inside := clientPortsInside(pid, serverPort)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	s.waitEvent(10*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
+	s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("slot") == slot && e.Int("pid") != pid })
 	l.waitOK(t, 500, 10*time.Second)
 	l.finish()
 
@@ -180,7 +181,7 @@ func checkKillUnderLoad(t *testing.T, s *sup) {
 // round-robin would alternate).
 func TestLeastConn(t *testing.T) {
 	s := startReady(t, "-workers", "2", "-balance", "least-conn")
-	workers := s.children()
+	workers := s.Children()
 	byOwner := map[int][]net.Conn{}
 	for range 4 {
 		c, owner := s.slowRequest(workers, 20000)
@@ -198,7 +199,7 @@ func TestLeastConn(t *testing.T) {
 	// has nothing open (a report can lag a busy machine, and with two
 	// unreported closes the idle worker would tie with the busy one).
 	idleSeen := func() {
-		eventually(t, 5*time.Second, "supervisor sees the idle worker's connections closed", func() bool {
+		proctest.Eventually(t, 5*time.Second, "supervisor sees the idle worker's connections closed", func() bool {
 			for _, w := range s.status().Workers {
 				if w.PID == idle {
 					return w.OpenConns == 0
@@ -249,8 +250,8 @@ func TestSocketActivation(t *testing.T) {
 				t.Fatalf("listening on %s, want the inherited socket's %s", have, addr)
 			}
 			s.waitPIDs(2) // both workers serve the inherited socket
-			s.signal(syscall.SIGTERM)
-			if code := s.waitExit(10 * time.Second); code != 0 {
+			s.Signal(syscall.SIGTERM)
+			if code := s.WaitExit(10 * time.Second); code != 0 {
 				t.Fatalf("exit %d", code)
 			}
 		})
@@ -279,9 +280,9 @@ func TestNoWorkerReady(t *testing.T) {
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	victim := s.children()[0]
+	victim := s.Children()[0]
 	syscall.Kill(victim, syscall.SIGKILL)
-	s.waitEvent(3*time.Second, control.EventFork, func(e event) bool { return e.int("pid") != victim })
+	s.waitEvent(3*time.Second, control.EventFork, func(e proctest.Event) bool { return e.Int("pid") != victim })
 	results := make(chan error, 5)
 	for range 5 {
 		go func() {
@@ -295,5 +296,5 @@ func TestNoWorkerReady(t *testing.T) {
 		}
 	}
 	// They were served by the replacement, after it became ready.
-	s.waitEvent(time.Second, control.EventReady, func(e event) bool { return e.int("pid") != victim })
+	s.waitEvent(time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("pid") != victim })
 }

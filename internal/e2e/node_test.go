@@ -14,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // Unmodified Node.js cluster apps (-worker-protocol node), run with the
@@ -79,7 +80,7 @@ func checkNodeWorkers(t *testing.T, s *sup) {
 		slots[w.PID] = w.Slot
 	}
 	seen := map[int]bool{}
-	eventually(t, 10*time.Second, "both workers answer /health", func() bool {
+	proctest.Eventually(t, 10*time.Second, "both workers answer /health", func() bool {
 		code, body, err := s.get("/health")
 		if err != nil || code != 200 {
 			return false
@@ -107,14 +108,14 @@ func checkNodeSend(t *testing.T, s *sup) {
 	if err != nil || code != 200 {
 		t.Fatalf("/send: %d %q %v", code, body, err)
 	}
-	e := s.waitEvent(5*time.Second, control.EventMessage, func(e event) bool {
-		return strings.Contains(e.str("msg"), "node-says-hi")
+	e := s.waitEvent(5*time.Second, control.EventMessage, func(e proctest.Event) bool {
+		return strings.Contains(e.Str("msg"), "node-says-hi")
 	})
 	var msg struct {
 		From int    `json:"from"`
 		Text string `json:"text"`
 	}
-	if err := json.Unmarshal([]byte(e.str("msg")), &msg); err != nil || msg.Text != "node-says-hi" || msg.From != e.int("slot") {
+	if err := json.Unmarshal([]byte(e.Str("msg")), &msg); err != nil || msg.Text != "node-says-hi" || msg.From != e.Int("slot") {
 		t.Fatalf("message event %v: want the JSON the worker sent, from its slot (%v)", e.Event, err)
 	}
 }
@@ -131,22 +132,22 @@ func checkNodeKill(t *testing.T, s *sup) {
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, victim.PID, 5*time.Second)
+	proctest.WaitGone(t, victim.PID, 5*time.Second)
 	for i := range 20 {
 		code, body, err := s.get("/pid")
 		if err != nil || code != 200 {
 			t.Fatalf("request %d after kill -9 of %d: %d %q %v", i, victim.PID, code, body, err)
 		}
 	}
-	e := s.waitEvent(10*time.Second, control.EventReady, func(e event) bool {
-		return e.int("slot") == victim.Slot && e.int("pid") != victim.PID
+	e := s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool {
+		return e.Int("slot") == victim.Slot && e.Int("pid") != victim.PID
 	})
 	if !procfs.Alive(other.PID) {
 		t.Fatalf("worker %d died with its neighbour", other.PID)
 	}
-	eventually(t, 10*time.Second, "the respawned worker serves", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the respawned worker serves", func() bool {
 		pid, err := s.pid()
-		return err == nil && pid == e.int("pid")
+		return err == nil && pid == e.Int("pid")
 	})
 }
 
@@ -161,18 +162,18 @@ func checkNodeDisconnect(t *testing.T, s *sup) {
 			leaving = w.PID
 		}
 	}
-	eventually(t, 10*time.Second, "slot 2's worker answers /disconnect", func() bool {
+	proctest.Eventually(t, 10*time.Second, "slot 2's worker answers /disconnect", func() bool {
 		code, body, err := s.get("/disconnect")
 		return err == nil && code == 200 && body == fmt.Sprintf("bye from %d\n", leaving)
 	})
-	exit := s.waitEvent(10*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == leaving })
-	if _, ok := exit.Fields()["code"]; !ok || exit.str("reason") != string(control.CauseDisconnect) || exit.int("code") != 0 {
+	exit := s.waitEvent(10*time.Second, control.EventExit, func(e proctest.Event) bool { return e.Int("pid") == leaving })
+	if _, ok := exit.Fields()["code"]; !ok || exit.Str("reason") != string(control.CauseDisconnect) || exit.Int("code") != 0 {
 		t.Fatalf("exit of a worker that disconnected itself: %v; want reason disconnect, code 0", exit.Event)
 	}
-	fork := s.waitEvent(10*time.Second, control.EventFork, func(e event) bool {
-		return e.int("slot") == 2 && e.str("cause") == string(control.CauseDisconnect)
+	fork := s.waitEvent(10*time.Second, control.EventFork, func(e proctest.Event) bool {
+		return e.Int("slot") == 2 && e.Str("cause") == string(control.CauseDisconnect)
 	})
-	s.waitEvent(10*time.Second, control.EventReady, func(e event) bool { return e.int("pid") == fork.int("pid") })
+	s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("pid") == fork.Int("pid") })
 }
 
 // TestNodeOtherPort: an app that listens on a port other than the
@@ -189,12 +190,12 @@ func TestNodeOtherPort(t *testing.T) {
 }
 
 func checkNodeOtherPort(t *testing.T, node, app string, flags ...string) {
-	other := freeAddr(t)
+	other := proctest.FreeAddr(t)
 	t.Setenv("PORT", other[strings.LastIndex(other, ":")+1:])
 	s := startReady(t, append(flags, "-workers", "2", "--", node, app)...)
 	pids := map[string]bool{}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	eventually(t, 10*time.Second, "both workers answer on the other port", func() bool {
+	proctest.Eventually(t, 10*time.Second, "both workers answer on the other port", func() bool {
 		resp, err := client.Get("http://" + other + "/pid")
 		if err != nil {
 			return false
@@ -204,8 +205,8 @@ func checkNodeOtherPort(t *testing.T, node, app string, flags ...string) {
 		pids[strings.TrimSpace(string(b))] = true
 		return len(pids) == 2
 	})
-	s.signal(syscall.SIGTERM)
-	if code := s.waitExit(15 * time.Second); code != 0 {
+	s.Signal(syscall.SIGTERM)
+	if code := s.WaitExit(15 * time.Second); code != 0 {
 		t.Fatalf("exit %d after a stop, want 0", code)
 	}
 	if c, err := net.Dial("tcp", other); err == nil {
@@ -229,7 +230,7 @@ func TestNodeStoppedWorker(t *testing.T) {
 	}
 	// Resumed at the end, whatever happens, so that it can drain.
 	defer syscall.Kill(victim, syscall.SIGCONT)
-	eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(victim) })
+	proctest.Eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(victim) })
 
 	const n = 8 // round-robin: half of them are handed to the victim
 	type result struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/procfs"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // mixedLoad runs keep-alive and new-connection clients until stopped,
@@ -120,17 +121,17 @@ func TestReloadUnderLoad(t *testing.T) {
 // keep-alive and new-connection clients keep going, with no failed request.
 func checkReloadUnderLoad(t *testing.T, s *sup) {
 	t.Helper()
-	before := s.children()
+	before := s.Children()
 	load := startMixedLoad(t, s.url("/pid"), 4, 4)
 	load.waitOK(t, 300, 10*time.Second)
-	s.signal(syscall.SIGHUP)
-	s.waitEvent(15*time.Second, control.EventReload, func(e event) bool { return e.str("step") == string(control.StepDone) })
+	s.Signal(syscall.SIGHUP)
+	s.waitEvent(15*time.Second, control.EventReload, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
 	for _, pid := range before {
-		waitGone(t, pid, 15*time.Second)
+		proctest.WaitGone(t, pid, 15*time.Second)
 	}
 	load.waitOK(t, 300, 10*time.Second)
 	load.check(t)
-	after := s.children()
+	after := s.Children()
 	if len(after) != 2 {
 		t.Fatalf("want 2 workers after reload, have %v", after)
 	}
@@ -157,7 +158,7 @@ func TestReloadToBrokenBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startReady(t, "-workers", "2", "--", worker)
-	before := s.children()
+	before := s.Children()
 	// Deploy a broken build: write it beside and rename over, as deploys do.
 	broken := filepath.Join(dir, "worker.new")
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken build >&2\nexit 1\n"), 0o755); err != nil {
@@ -182,7 +183,7 @@ func TestReloadToBrokenBinary(t *testing.T) {
 			t.Fatalf("pid %d is not one of the old workers %v", pid, before)
 		}
 	}
-	if got := s.children(); !slices.Equal(sorted(got), sorted(before)) {
+	if got := s.Children(); !slices.Equal(sorted(got), sorted(before)) {
 		t.Fatalf("workers changed: before %v after %v", before, got)
 	}
 }
@@ -203,10 +204,10 @@ func TestScale(t *testing.T) {
 			load.waitOK(t, 200, 10*time.Second)
 			count := func() int { return len(s.status().pids("ready")) }
 
-			s.signal(syscall.SIGTTIN)
-			eventually(t, 10*time.Second, "3 ready workers after TTIN", func() bool { return count() == 3 })
-			s.signal(syscall.SIGTTOU)
-			eventually(t, 10*time.Second, "2 workers after TTOU", func() bool { return len(s.status().Workers) == 2 })
+			s.Signal(syscall.SIGTTIN)
+			proctest.Eventually(t, 10*time.Second, "3 ready workers after TTIN", func() bool { return count() == 3 })
+			s.Signal(syscall.SIGTTOU)
+			proctest.Eventually(t, 10*time.Second, "2 workers after TTOU", func() bool { return len(s.status().Workers) == 2 })
 			if out, code := s.ctl("scale", "3"); code != 0 {
 				t.Fatalf("ctl scale 3: %d %s", code, out)
 			}
@@ -222,7 +223,7 @@ func TestScale(t *testing.T) {
 			}
 			load.waitOK(t, 200, 10*time.Second)
 			load.check(t)
-			if n := len(s.children()); n != 1 {
+			if n := len(s.Children()); n != 1 {
 				t.Fatalf("%d worker processes after scale 1", n)
 			}
 		})
@@ -247,14 +248,14 @@ func checkHangDump(t *testing.T, s *sup) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	s.waitEvent(5*time.Second, control.EventHang, func(e event) bool { return e.int("pid") == pid })
-	s.waitEvent(5*time.Second, control.EventReady, func(e event) bool { return e.int("slot") == slot && e.int("pid") != pid })
+	s.waitEvent(5*time.Second, control.EventHang, func(e proctest.Event) bool { return e.Int("pid") == pid })
+	s.waitEvent(5*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("slot") == slot && e.Int("pid") != pid })
 	if d := time.Since(stoppedAt); d > 4*time.Second {
 		t.Errorf("replaced after %s, want about 3s", d)
 	}
-	waitGone(t, pid, 5*time.Second)
-	eventually(t, 5*time.Second, "goroutine dump of the hung worker in the log", func() bool {
-		out := s.stderr.String()
+	proctest.WaitGone(t, pid, 5*time.Second)
+	proctest.Eventually(t, 5*time.Second, "goroutine dump of the hung worker in the log", func() bool {
+		out := s.Out.String()
 		return strings.Contains(out, "SIGQUIT") && strings.Contains(out, "goroutine ") && strings.Contains(out, `"pid":`+strconv.Itoa(pid))
 	})
 }
@@ -269,10 +270,10 @@ func TestMaxRequestsRecycles(t *testing.T) {
 // under load with no failed request.
 func checkRecycles(t *testing.T, s *sup) {
 	t.Helper()
-	first := s.children()
+	first := s.Children()
 	load := startMixedLoad(t, s.url("/pid"), 4, 4)
-	s.waitEvent(20*time.Second, control.EventRecycle, func(e event) bool { return e.str("step") == string(control.StepDone) })
-	eventually(t, 20*time.Second, "both first workers recycled", func() bool {
+	s.waitEvent(20*time.Second, control.EventRecycle, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
+	proctest.Eventually(t, 20*time.Second, "both first workers recycled", func() bool {
 		return !procfs.Alive(first[0]) && !procfs.Alive(first[1])
 	})
 	load.waitOK(t, 100, 10*time.Second)
@@ -287,7 +288,7 @@ func TestControlSocket(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("ctl status: %d %s", code, out)
 	}
-	for _, pid := range s.children() {
+	for _, pid := range s.Children() {
 		if !strings.Contains(out, strconv.Itoa(pid)) {
 			t.Fatalf("status lacks worker %d:\n%s", pid, out)
 		}
@@ -341,7 +342,7 @@ func TestUserDrop(t *testing.T) {
 		t.Skip("needs root to start workers as another user")
 	}
 	s := startReady(t, "-workers", "2", "-user", "nobody")
-	for _, pid := range s.children() {
+	for _, pid := range s.Children() {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err != nil {
 			t.Fatal(err)
@@ -363,11 +364,11 @@ func TestWorkerOutputCapture(t *testing.T) {
 	s := startReady(t, "-workers", "1", "-worker-output", "capture", "--", "/bin/sh", "-c",
 		`echo hello from the worker; exec env PREFORK_E2E_ROLE=serve "$0"`, os.Args[0])
 	pid := s.status().Workers[0].PID
-	e, ok := s.log.waitAny(5*time.Second, func(m map[string]any) bool {
+	e, ok := s.Out.WaitJSON(5*time.Second, func(m map[string]any) bool {
 		return m["logger"] == "supervisor.worker" && m["msg"] == "hello from the worker"
 	})
 	if !ok {
-		t.Fatalf("worker line not re-emitted:\n%s", s.stderr.String())
+		t.Fatalf("worker line not re-emitted:\n%s", s.Out.String())
 	}
 	if int(e["pid"].(float64)) != pid || int(e["slot"].(float64)) != 1 || e["stream"] != "stdout" {
 		t.Fatalf("captured line lacks slot/pid/stream: %v", e)

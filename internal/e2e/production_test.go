@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // scrape fetches a Prometheus text page and sums the samples of name whose
@@ -59,7 +60,7 @@ func scrape(t testing.TB, url, name string, labels ...string) float64 {
 // requests sent over new connections in rr mode, and worker gauges come
 // from heartbeats.
 func TestMetrics(t *testing.T) {
-	maddr := freeAddr(t)
+	maddr := proctest.FreeAddr(t)
 	s := startReady(t, "-workers", "2", "-metrics", maddr)
 	url := "http://" + maddr + "/metrics"
 	if got := scrape(t, url, "prefork_workers", `state="ready"`); got != 2 {
@@ -83,7 +84,7 @@ func TestMetrics(t *testing.T) {
 	if got := scrape(t, url, "prefork_worker_spawns_total", `cause="start"`); got != 2 {
 		t.Fatalf("spawns by start = %v, want 2", got)
 	}
-	eventually(t, 5*time.Second, "heartbeats report requests", func() bool {
+	proctest.Eventually(t, 5*time.Second, "heartbeats report requests", func() bool {
 		return scrape(t, url, "prefork_worker_requests_total") >= n
 	})
 	if rss := scrape(t, url, "prefork_worker_resident_memory_bytes"); rss <= 0 {
@@ -93,10 +94,10 @@ func TestMetrics(t *testing.T) {
 	if code, _, _ := s.get("/metrics"); code != 404 {
 		t.Fatalf("/metrics on the service port: status %d, want 404", code)
 	}
-	victim, from := s.children()[0], s.events.count()
+	victim, from := s.Children()[0], s.events.Count()
 	syscall.Kill(victim, syscall.SIGKILL)
-	s.waitEvent(3*time.Second, control.EventReady, func(e event) bool { return e.seq >= from })
-	eventually(t, 3*time.Second, "crash counted", func() bool {
+	s.waitEvent(3*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Pos >= from })
+	proctest.Eventually(t, 3*time.Second, "crash counted", func() bool {
 		return scrape(t, url, "prefork_worker_exits_total", `cause="crash"`) == 1 &&
 			scrape(t, url, "prefork_worker_spawns_total", `cause="crash"`) == 1
 	})
@@ -145,26 +146,26 @@ func TestSystemdNotify(t *testing.T) {
 			}
 		}
 	}
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	cmd := exec.Command(supervisorBin, "-listen", addr, "-workers", "2", "-log-format", "json", "-control", "none")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
 	s := adopt(t, cmd, addr, "")
 	next("READY=1")
 	next("WATCHDOG=1")
-	for _, pid := range s.children() {
+	for _, pid := range s.Children() {
 		env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 		if strings.Contains(string(env), "NOTIFY_SOCKET") || strings.Contains(string(env), "WATCHDOG_USEC") {
 			t.Fatalf("worker %d inherited the systemd variables", pid)
 		}
 	}
-	s.signal(syscall.SIGHUP)
+	s.Signal(syscall.SIGHUP)
 	if m := next("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
 		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", m)
 	}
 	next("READY=1")
-	s.signal(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 	next("STOPPING=1")
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -177,12 +178,12 @@ func TestReapsOrphans(t *testing.T) {
 	s.waitReady(10 * time.Second)
 	worker := s.status().Workers[0].PID
 	e := s.waitEvent(5*time.Second, control.EventReap, nil)
-	if pid := e.int("pid"); pid == 0 || pid == worker {
+	if pid := e.Int("pid"); pid == 0 || pid == worker {
 		t.Fatalf("reaped %d", pid)
 	}
 	syscall.Kill(worker, syscall.SIGKILL)
-	ex := s.waitEvent(3*time.Second, control.EventExit, func(e event) bool { return e.int("pid") == worker })
-	if ex.str("reason") != string(control.CauseCrash) || ex.str("signal") != "SIGKILL" {
+	ex := s.waitEvent(3*time.Second, control.EventExit, func(e proctest.Event) bool { return e.Int("pid") == worker })
+	if ex.Str("reason") != string(control.CauseCrash) || ex.Str("signal") != "SIGKILL" {
 		t.Fatalf("worker exit status lost: %v", ex.Event)
 	}
 }
@@ -223,10 +224,10 @@ func TestDeployFlags(t *testing.T) {
 			if len(args) < 4 {
 				t.Fatalf("no arguments found: %v", args)
 			}
-			addr, ctl := freeAddr(t), filepath.Join(t.TempDir(), "ctl.sock")
+			addr, ctl := proctest.FreeAddr(t), filepath.Join(t.TempDir(), "ctl.sock")
 			swapped := swapFlags(args, map[string]string{
 				"-listen":  addr,
-				"-metrics": freeAddr(t),
+				"-metrics": proctest.FreeAddr(t),
 				"-control": ctl,
 				"-workers": "2",
 			})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // Workers in any language (-worker-protocol systemd and plain): servers
@@ -57,7 +58,7 @@ func TestForeignWorkerLifecycle(t *testing.T) {
 			t.Run(proto+"/"+mode, func(t *testing.T) {
 				s := startReady(t, "-workers", "2", "-mode", mode, "-worker-protocol", proto, "-grace", "10s", "--", python, server)
 				if proto == "systemd" {
-					s.waitEvent(5*time.Second, control.EventMessage, func(e event) bool { return e.str("msg") == "STATUS=serving" })
+					s.waitEvent(5*time.Second, control.EventMessage, func(e proctest.Event) bool { return e.Str("msg") == "STATUS=serving" })
 				}
 				checkForeignLifecycle(t, s, 2, 2, 2)
 			})
@@ -74,7 +75,7 @@ func TestForeignWorkerLifecycle(t *testing.T) {
 // connection after a response as it drains (the Python test server does).
 func checkForeignLifecycle(t *testing.T, s *sup, n, keepAlive, fresh int) {
 	t.Helper()
-	workers := s.children()
+	workers := s.Children()
 	if len(workers) != n {
 		t.Fatalf("%d workers, want %d", len(workers), n)
 	}
@@ -88,28 +89,28 @@ func checkForeignLifecycle(t *testing.T, s *sup, n, keepAlive, fresh int) {
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	e := s.waitEvent(10*time.Second, control.EventReady, func(e event) bool {
-		return e.int("slot") == victim.Slot && e.int("pid") != victim.PID
+	e := s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool {
+		return e.Int("slot") == victim.Slot && e.Int("pid") != victim.PID
 	})
 	if direct {
-		eventually(t, 10*time.Second, "the respawned worker serves /pid", func() bool {
+		proctest.Eventually(t, 10*time.Second, "the respawned worker serves /pid", func() bool {
 			pid, err := s.pid()
-			return err == nil && pid == e.int("pid")
+			return err == nil && pid == e.Int("pid")
 		})
 	} else {
 		s.waitPIDs(n)
 	}
 
-	before := s.children()
+	before := s.Children()
 	var load *mixedLoad
 	if keepAlive+fresh > 0 {
 		load = startMixedLoad(t, s.url("/pid"), keepAlive, fresh)
 		load.waitOK(t, 100, 10*time.Second)
 	}
-	s.signal(syscall.SIGHUP)
-	s.waitEvent(30*time.Second, control.EventReload, func(e event) bool { return e.str("step") == string(control.StepDone) })
+	s.Signal(syscall.SIGHUP)
+	s.waitEvent(30*time.Second, control.EventReload, func(e proctest.Event) bool { return e.Str("step") == string(control.StepDone) })
 	for _, pid := range before {
-		waitGone(t, pid, 15*time.Second)
+		proctest.WaitGone(t, pid, 15*time.Second)
 	}
 	if load != nil {
 		load.waitOK(t, 100, 10*time.Second)
@@ -117,17 +118,17 @@ func checkForeignLifecycle(t *testing.T, s *sup, n, keepAlive, fresh int) {
 	}
 	s.waitPIDs(n)
 
-	workers = s.children()
-	s.signal(syscall.SIGTERM)
-	if code := s.waitExit(15 * time.Second); code != 0 {
-		t.Fatalf("exit status %d after a graceful stop, want 0; stderr:\n%s", code, s.stderr)
+	workers = s.Children()
+	s.Signal(syscall.SIGTERM)
+	if code := s.WaitExit(15 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after a graceful stop, want 0; stderr:\n%s", code, s.Out)
 	}
 	// Each worker exited on its own after SIGTERM, not killed at -grace.
 	for _, pid := range workers {
-		if _, ok := s.log.waitAny(5*time.Second, func(l map[string]any) bool {
+		if _, ok := s.Out.WaitJSON(5*time.Second, func(l map[string]any) bool {
 			return l["msg"] == "worker exited" && l["pid"] == float64(pid) && l["reason"] == "stop" && l["code"] == float64(0)
 		}); !ok {
-			t.Errorf("no log line of worker %d exiting with code 0 on stop; stderr:\n%s", pid, s.stderr)
+			t.Errorf("no log line of worker %d exiting with code 0 on stop; stderr:\n%s", pid, s.Out)
 		}
 	}
 }
@@ -142,7 +143,7 @@ func TestGunicornSocketActivation(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode, "-worker-protocol", "systemd", "-grace", "10s", "--",
 				gunicorn, "--workers", "1", "--chdir", testdata(t, "."), "pid_app:app")
 			// gunicorn binds nothing itself: it must have used fd 3.
-			s.waitEvent(5*time.Second, control.EventMessage, func(e event) bool { return strings.HasPrefix(e.str("msg"), "STATUS=Gunicorn") })
+			s.waitEvent(5*time.Second, control.EventMessage, func(e proctest.Event) bool { return strings.HasPrefix(e.Str("msg"), "STATUS=Gunicorn") })
 			checkForeignLifecycle(t, s, 2, 0, 4)
 		})
 	}

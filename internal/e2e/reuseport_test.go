@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // TestReusePortScaleDown: in reuseport mode, scaling 2 → 16 → 2 under a
@@ -16,12 +18,12 @@ import (
 // port (no retired socket, no accept loop's duplicate), and hands off no
 // connection itself: the kernel sends every new one to a worker's socket.
 func TestReusePortScaleDown(t *testing.T) {
-	maddr := freeAddr(t)
+	maddr := proctest.FreeAddr(t)
 	s := startReady(t, "-workers", "2", "-mode", "reuseport", "-metrics", maddr)
 	metrics := "http://" + maddr + "/metrics"
 	_, portStr, _ := net.SplitHostPort(s.addr)
 	port, _ := strconv.Atoi(portStr)
-	sup := s.cmd.Process.Pid
+	sup := s.PID()
 	if have := listeningFDs(sup, port); have != 2 {
 		t.Fatalf("at start: %d listening descriptors on the port, want 2", have)
 	}
@@ -38,7 +40,7 @@ func TestReusePortScaleDown(t *testing.T) {
 	l.waitOK(t, 200, 10*time.Second)
 	// The retired sockets close once nothing has arrived on them for a
 	// moment: with new connections steered elsewhere, soon, load or not.
-	eventually(t, 10*time.Second, "two listening descriptors on the port", func() bool {
+	proctest.Eventually(t, 10*time.Second, "two listening descriptors on the port", func() bool {
 		return listeningFDs(sup, port) == 2
 	})
 	l.waitOK(t, 200, 10*time.Second)

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -10,23 +12,21 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/proctest"
 )
 
 // The in-place upgrade (`ctl upgrade`, SIGUSR2): the supervisor re-executes
 // itself as another build, keeping its pid, its workers and its sockets.
 
-// upgradeBins are supervisors built with different versions beside the
-// worker binary (the default command): v1, v2, and badRestore, a build
-// whose restore of an upgrade's state fails.
+// upgradeBins are supervisors built with different versions: v1, v2, and
+// badRestore, a build whose restore of an upgrade's state fails; each has
+// the worker linked beside it, its default command.
 var upgradeBins struct {
-	once               sync.Once
-	err                error
 	v1, v2, badRestore string
 	loses              string // v1 that kills a worker just before its execve
 	ctl                string // for ctl commands, built without -race
@@ -34,28 +34,31 @@ var upgradeBins struct {
 
 func buildUpgradeBins(t *testing.T) (v1, v2, badRestore string) {
 	t.Helper()
+	const pkg = "github.com/prefork/prefork/internal/supervisor"
 	b := &upgradeBins
-	b.once.Do(func() {
-		const pkg = "github.com/prefork/prefork/internal/supervisor"
-		b.v1, b.v2, b.badRestore = filepath.Join(binDir, "supervisor-v1"), filepath.Join(binDir, "supervisor-v2"), filepath.Join(binDir, "supervisor-badrestore")
-		b.ctl = filepath.Join(binDir, "supervisor-ctl")
-		b.loses = filepath.Join(binDir, "supervisor-loses")
-		for _, x := range []struct{ out, flags, race string }{
-			{b.v1, "-X " + pkg + ".Version=v1", "-race"},
-			{b.v2, "-X " + pkg + ".Version=v2", "-race"},
-			{b.badRestore, "-X " + pkg + ".Version=v3-broken -X " + pkg + ".failRestore=test", "-race"},
-			{b.loses, "-X " + pkg + ".Version=v1 -X " + pkg + ".loseWorker=test", "-race"},
-			{b.ctl, "", "-race=false"},
-		} {
-			out, err := exec.Command("go", "build", x.race, "-ldflags", x.flags, "-o", x.out, "../../cmd/supervisor").CombinedOutput()
-			if err != nil {
-				b.err = fmt.Errorf("building %s: %v\n%s", x.out, err, out)
-				return
-			}
+	for _, x := range []struct {
+		path  *string
+		flags []string
+	}{
+		{&b.v1, []string{"-race", "-ldflags=-X " + pkg + ".Version=v1"}},
+		{&b.v2, []string{"-race", "-ldflags=-X " + pkg + ".Version=v2"}},
+		{&b.badRestore, []string{"-race", "-ldflags=-X " + pkg + ".Version=v3-broken -X " + pkg + ".failRestore=test"}},
+		{&b.loses, []string{"-race", "-ldflags=-X " + pkg + ".Version=v1 -X " + pkg + ".loseWorker=test"}},
+		{&b.ctl, nil},
+	} {
+		path, err := proctest.Build("./cmd/supervisor", x.flags...)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
+		*x.path = path
+		if x.path == &b.ctl {
+			continue // in the directory of the plain builds, with their worker
+		}
+		// Its directory is proctest's for these flags and these sources:
+		// the link is the same for every test binary that makes it.
+		if err := os.Symlink(workerBin, filepath.Join(filepath.Dir(path), "worker")); err != nil && !errors.Is(err, fs.ErrExist) {
+			t.Fatal(err)
+		}
 	}
 	return b.v1, b.v2, b.badRestore
 }
@@ -63,7 +66,7 @@ func buildUpgradeBins(t *testing.T) (v1, v2, badRestore string) {
 // startBin starts the supervisor binary bin as start does.
 func startBin(t *testing.T, bin string, args ...string) *sup {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	cmd := exec.Command(bin, append([]string{"-listen", addr, "-log-format", "json", "-control", ctl}, args...)...)
 	s := adopt(t, cmd, addr, ctl)
@@ -89,7 +92,7 @@ func (s *sup) uctlStop(t *testing.T) {
 	if out, code := s.uctl("stop"); code != 0 {
 		t.Fatalf("ctl stop: exit %d: %s", code, out)
 	}
-	if code := s.waitExit(10 * time.Second); code != 0 {
+	if code := s.WaitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit status %d after stop", code)
 	}
 }
@@ -128,8 +131,8 @@ func (st upgradeStatus) workerPIDs() []int {
 // same workers as before, running version.
 func checkKept(t *testing.T, s *sup, before, after upgradeStatus, version string, upgrades int) {
 	t.Helper()
-	if after.PID != s.cmd.Process.Pid || before.PID != after.PID {
-		t.Errorf("supervisor pid: before %d, after %d, process %d", before.PID, after.PID, s.cmd.Process.Pid)
+	if after.PID != s.PID() || before.PID != after.PID {
+		t.Errorf("supervisor pid: before %d, after %d, process %d", before.PID, after.PID, s.PID())
 	}
 	if !slices.Equal(before.workerPIDs(), after.workerPIDs()) {
 		t.Errorf("worker pids: before %v, after %v", before.workerPIDs(), after.workerPIDs())
@@ -137,7 +140,7 @@ func checkKept(t *testing.T, s *sup, before, after upgradeStatus, version string
 	if after.Version != version || after.Upgrades != upgrades {
 		t.Errorf("after: version %q, upgrades %d; want %q, %d", after.Version, after.Upgrades, version, upgrades)
 	}
-	if kids := s.children(); !slices.Equal(sorted(kids), after.workerPIDs()) {
+	if kids := s.Children(); !slices.Equal(sorted(kids), after.workerPIDs()) {
 		t.Errorf("children of the supervisor %v, want its workers %v", kids, after.workerPIDs())
 	}
 }
@@ -182,7 +185,7 @@ func TestUpgradeWorkerLost(t *testing.T) {
 	s := startBin(t, upgradeBins.loses, "-workers", "2")
 	before, load, _ := upgradeUnderLoad(t, s, v2)
 	var after upgradeStatus
-	eventually(t, 10*time.Second, "two ready workers, one of them new", func() bool {
+	proctest.Eventually(t, 10*time.Second, "two ready workers, one of them new", func() bool {
 		o, c := s.uctl("-json", "status")
 		if c != 0 || json.Unmarshal([]byte(o), &after) != nil || len(after.Workers) != 2 {
 			return false
@@ -226,9 +229,9 @@ func TestUpgradeSignal(t *testing.T) {
 	if err := os.Rename(tmp, bin); err != nil {
 		t.Fatal(err)
 	}
-	s.signal(syscall.SIGUSR2)
+	s.Signal(syscall.SIGUSR2)
 	var after upgradeStatus
-	eventually(t, 10*time.Second, "version v2 after SIGUSR2", func() bool {
+	proctest.Eventually(t, 10*time.Second, "version v2 after SIGUSR2", func() bool {
 		out, code := s.uctl("-json", "status")
 		return code == 0 && json.Unmarshal([]byte(out), &after) == nil && after.Version == "v2"
 	})
@@ -310,8 +313,8 @@ func TestUpgradeRollbackPathReplaced(t *testing.T) {
 	if err := os.Rename(bin+".new", bin); err != nil {
 		t.Fatal(err)
 	}
-	s.signal(syscall.SIGUSR2)
-	if _, ok := s.log.waitAny(10*time.Second, func(m map[string]any) bool { return m["msg"] == "upgrade rolled back" }); !ok {
+	s.Signal(syscall.SIGUSR2)
+	if _, ok := s.Out.WaitJSON(10*time.Second, func(m map[string]any) bool { return m["msg"] == "upgrade rolled back" }); !ok {
 		t.Fatal("no rollback within 10s")
 	}
 	after := s.upgradeStatus()
@@ -327,9 +330,9 @@ func TestUpgradeRollbackPathReplaced(t *testing.T) {
 // before.
 func TestUpgradeNoLeak(t *testing.T) {
 	v1, v2, _ := buildUpgradeBins(t)
-	metricsAddr, adminAddr := freeAddr(t), freeAddr(t)
+	metricsAddr, adminAddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	s := startBin(t, v1, "-mode", "rr", "-workers", "2", "-metrics", metricsAddr, "-admin", adminAddr)
-	pid := s.cmd.Process.Pid
+	pid := s.PID()
 	adminSocket := listenInode(t, adminAddr)
 	fds := func() int {
 		n, err := fdtest.Count(pid)
@@ -341,8 +344,8 @@ func TestUpgradeNoLeak(t *testing.T) {
 	// The harness's event subscription ends with the first upgrade (its
 	// connection is not kept): end it now, and count without it.
 	subscribed := fds()
-	s.events.stop()
-	eventually(t, 5*time.Second, "the event subscription's connection closed", func() bool { return fds() == subscribed-1 })
+	s.events.Stop()
+	proctest.Eventually(t, 5*time.Second, "the event subscription's connection closed", func() bool { return fds() == subscribed-1 })
 	want := fds()
 	wantList, _ := fdtest.List(pid)
 	before := s.upgradeStatus()
@@ -378,7 +381,7 @@ func TestUpgradeNoLeak(t *testing.T) {
 	kept := after.Workers[0].PID
 	syscall.Kill(after.Workers[1].PID, syscall.SIGKILL)
 	var fresh int
-	eventually(t, 10*time.Second, "a respawned worker ready", func() bool {
+	proctest.Eventually(t, 10*time.Second, "a respawned worker ready", func() bool {
 		for _, w := range s.upgradeStatus().Workers {
 			if w.PID != kept && w.PID != after.Workers[1].PID && w.State == "ready" {
 				fresh = w.PID
@@ -428,7 +431,7 @@ func TestUpgradeSystemdNotify(t *testing.T) {
 			}
 		}
 	}
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	cmd := exec.Command(v1, "-listen", addr, "-workers", "2", "-log-format", "json", "-control", ctl)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")

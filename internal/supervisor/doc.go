@@ -15,7 +15,7 @@
 //
 //	supervisor.go   the Supervisor type and run, which wires the OS to it
 //	engine.go       Start and Engine: a running supervisor, for the
-//	                supervisor command and the cluster package's primary
+//	                supervisor command and package cluster/primary
 //	config.go       Config, the settings it runs (internal/settings)
 //	log.go          the supervisor's logger
 //	loop.go         the owner loop: events, signals, timers
@@ -46,6 +46,7 @@
 //	upgrade_state.go  state to a memfd, execve from the spawner thread;
 //	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
+//	upgrade_repair.go  descriptors missing in the new image: rebind or replace
 //
 // A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts
 // it, the policy picks a routed worker, the worker's transport sends it

@@ -17,8 +17,8 @@ import (
 )
 
 // Engine is a running supervisor: the supervisor command's, and the public
-// cluster package's primary. Its methods reach the owner loop as events,
-// as the control socket does, so none of them touches the supervisor's
+// cluster/primary package's Primary. Its methods reach the owner loop as
+// events, as the control socket does, so none of them touches the supervisor's
 // state from outside.
 type Engine struct {
 	s    *Supervisor

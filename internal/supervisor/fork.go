@@ -27,8 +27,10 @@ func (s *Supervisor) manual() bool { return s.cfg.Respawn == RespawnManual }
 // claimWindow is how long after a worker's exit, which the supervisor
 // answered with a respawn, a Fork is taken for the program's own answer to
 // that exit (Node's cluster.on('exit', () => cluster.fork())): it gets the
-// respawned worker rather than a slot more.
-const claimWindow = 5 * time.Second
+// respawned worker rather than a slot more. Generous: the program's
+// reader of events may lag, and each Fork it makes waits for a ready
+// worker before it reads the next exit.
+const claimWindow = 30 * time.Second
 
 // claim is a respawn that a Fork may take for its own.
 type claim struct {

@@ -108,7 +108,7 @@ func TestManualRespawn(t *testing.T) {
 // workers: two crashes at once and two Forks leave the cluster at its size,
 // and neither Fork fails.
 func TestAutoRespawnClaimedByFork(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *Config) { c.HangTimeout = time.Hour }) // time passes without heartbeats
 	h.start(true)
 	h.exit(h.cur(1), 1)
 	h.exit(h.cur(2), 1)
@@ -125,8 +125,8 @@ func TestAutoRespawnClaimedByFork(t *testing.T) {
 	// Past the window, a Fork adds a worker.
 	h.advance(claimWindow + 1)
 	h.exit(h.cur(1), 1)
-	h.advance(claimWindow + 1)
 	h.ready(h.cur(1))
+	h.advance(claimWindow + 1)
 	c := h.forkAsync()
 	h.ready(h.cur(3))
 	if r := receive(t, c); r.err != nil || r.slot != 3 {

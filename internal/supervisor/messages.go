@@ -96,6 +96,11 @@ func (s *Supervisor) onMessage(p *process, msg []byte) {
 // the window. After events were dropped, SeenAll.
 func (e *Engine) Seen(seq uint64) { e.s.window.saw(seq) }
 
+// Stopping is closed once the supervisor has begun to stop: a reader of
+// events that stops reading then must not hold up the workers' drains
+// with messages they wait to send.
+func (e *Engine) Stopping() <-chan struct{} { return e.s.stopping }
+
 // SeenAll is Seen for every message published so far: what the reader
 // did not get was dropped, and must not hold places.
 func (e *Engine) SeenAll() { e.s.window.saw(e.s.published.Load()) }

@@ -39,6 +39,7 @@ func (s *Supervisor) beginStop(err error) {
 	if err != nil {
 		s.log.Error("stopping", zap.Error(err))
 	}
+	close(s.stopping)
 	s.emit(nil, control.Event{Kind: control.EventStop})
 	s.phase, s.stopErr = phaseStopping, err
 	if s.roll != nil {

@@ -47,6 +47,8 @@ type Supervisor struct {
 	events chan any         // from other goroutines
 	queue  []any            // from the owner goroutine itself: see enqueue
 	done   chan struct{}
+	// stopping is closed when the stop begins (beginStop).
+	stopping chan struct{}
 
 	phase   phase
 	gen     int
@@ -105,18 +107,19 @@ type counters struct {
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
 func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor {
 	return &Supervisor{
-		cfg:    cfg,
-		log:    log,
-		sys:    sys,
-		mode:   m,
-		proto:  newProtocol(cfg),
-		bus:    discard{},
-		events: make(chan any, 1024),
-		done:   make(chan struct{}),
-		gen:    1,
-		begun:  sys.Now(),
-		live:   map[int]*process{},
-		kept:   &keptFDs{},
+		cfg:      cfg,
+		log:      log,
+		sys:      sys,
+		mode:     m,
+		proto:    newProtocol(cfg),
+		bus:      discard{},
+		events:   make(chan any, 1024),
+		done:     make(chan struct{}),
+		stopping: make(chan struct{}),
+		gen:      1,
+		begun:    sys.Now(),
+		live:     map[int]*process{},
+		kept:     &keptFDs{},
 		counts: counters{
 			spawns:  map[control.Cause]uint64{},
 			exits:   map[control.Cause]uint64{},

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -68,10 +69,16 @@ func (st *upgradeState) takeSignals(ch <-chan os.Signal) {
 // restore checks st, rolling back to the previous binary if it cannot be
 // used, and supervises from it.
 func restore(cfg Config, log *zap.Logger, st *upgradeState, err error, sp *spawner, started func(*Engine)) error {
+	if st != nil {
+		st.lost = st.repair(st.missing, log)
+	}
 	if err == nil {
 		err = restoreCheck(cfg, st)
 	}
 	if err != nil {
+		if st != nil && len(st.lost) > 0 {
+			err = fmt.Errorf("%w (missing after the execve: %s)", err, strings.Join(st.lost, "; "))
+		}
 		if st == nil || st.Binary < 0 || st.Failure != "" {
 			return err // nothing to roll back to, or this is the rollback
 		}
@@ -100,7 +107,7 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 			return fmt.Errorf("upgrade: %s descriptor %d did not survive execve: %w", f.Role, f.FD, err)
 		}
 	}
-	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports) > 0) {
+	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports)+st.portsLost > 0) {
 		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
 	}
 	return nil
@@ -189,6 +196,10 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 			budget: crashBudget{crashes: ss.Crashes, young: ss.Young}}
 		s.slots = append(s.slots, sl)
 		w := ss.Worker
+		if w.Lost != "" {
+			s.giveUp(sl, w)
+			continue
+		}
 		ctl, err := ipc.NewChannel(file(w.Ctl, "ipc-local"))
 		if err != nil {
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
@@ -261,17 +272,6 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
 }
 
-// restoreMode rebuilds cfg.Mode over the sockets an upgrade kept.
-func restoreMode(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (mode, error) {
-	switch cfg.Mode {
-	case ipc.ModeReusePort:
-		return restoreReusePort(cfg, log, kept)
-	case ipc.ModeShared:
-		return restoreShared(st, kept)
-	}
-	return restoreRR(cfg, log, st, kept)
-}
-
 // resumed finishes a restore once the mode accepts again and the workers
 // are routed: it tells systemd and answers the client that asked for the
 // upgrade.
@@ -280,6 +280,9 @@ func (s *Supervisor) resumed(st *upgradeState) {
 	s.notify.Ready(s.statusLine())
 	r := control.Response{OK: true, Message: fmt.Sprintf("upgraded from %s to %s in place (pid %d, %d workers kept, accept gap %.2fms)",
 		st.From, Version, os.Getpid(), len(st.Slots), float64(s.acceptGap.Microseconds())/1000)}
+	if len(st.lost) > 0 {
+		r.Message += "; rebuilt without " + strings.Join(st.lost, "; ")
+	}
 	if st.Failure != "" {
 		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
 		s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))

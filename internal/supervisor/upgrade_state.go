@@ -70,6 +70,11 @@ type upgradeState struct {
 	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
+
+	missing []fdRole // listed but not open in this image (takeState)
+	lost    []string // what repair took out of the state, for messages
+	// portsLost counts the reuseport sockets repair took out.
+	portsLost int
 }
 
 type countsState struct {
@@ -103,6 +108,9 @@ type workerState struct {
 	Returned    uint64    `json:"returned,omitempty"` // sent and given back (read back, refused)
 	Closed      uint32    `json:"closed"`             // of those, closed by the worker, from its load reports
 	Peers       bool      `json:"peers"`
+	// Lost says why the worker cannot be kept (a channel missing in the
+	// new image): it is killed and replaced.
+	Lost string `json:"lost,omitempty"`
 	// Paused: the worker asked for no connections (near its descriptor
 	// limit) and has not resumed; it does not say so again.
 	Paused bool `json:"paused,omitempty"`
@@ -199,9 +207,9 @@ func takeState() (*upgradeState, error) {
 	if st.Format != stateFormat {
 		return &st, fmt.Errorf("upgrade: state format %d, this binary reads %d", st.Format, stateFormat)
 	}
-	if err := st.setCloexec(true); err != nil {
-		return &st, err
-	}
+	// Not failed at the first one missing: restore rebuilds without them
+	// (upgrade_repair.go).
+	st.missing = st.closeOnExec()
 	return &st, nil
 }
 
