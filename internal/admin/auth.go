@@ -159,6 +159,7 @@ const (
 type verifier struct {
 	sem    chan struct{} // one bcrypt at a time
 	checks *bucket       // bcrypt checks allowed: checksBurst, then checksPerS a second
+	now    func() time.Time
 
 	mu   sync.Mutex
 	good map[[sha256.Size]byte]struct{} // at most maxGood entries
@@ -177,19 +178,21 @@ const (
 )
 
 // dummyHash stands in for an unknown user's, so that the answer takes as
-// long as for a known one.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("prefork: no such user"), bcrypt.DefaultCost)
+// long as for a known one: the hash of a random password, at
+// bcrypt.DefaultCost. A constant, not made at init: that would cost every
+// start of the binary (ctl, -check-upgrade) a bcrypt.
+var dummyHash = []byte("$2a$10$uYiX50CkQd4uXzgb5KEsdO8wBlLsLWIpiOzUQ5usBdRSccDP7rWLm")
 
 func newVerifier() *verifier {
 	return &verifier{sem: make(chan struct{}, 1), good: make(map[[sha256.Size]byte]struct{}),
-		checks: &bucket{tokens: checksBurst, at: time.Now()}}
+		checks: &bucket{tokens: checksBurst, at: time.Now()}, now: time.Now}
 }
 
 func (v *verifier) check(r *http.Request, hash []byte, user, pass string) verdict {
 	key := sha256.Sum256([]byte(user + "\x00" + pass))
 	v.mu.Lock()
 	_, known := v.good[key]
-	allowed := known || v.take(time.Now())
+	allowed := known || v.take(v.now())
 	v.mu.Unlock()
 	switch {
 	case known && hash != nil:

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -357,7 +358,7 @@ func (m *reusePort) save(st *upgradeState) (func(), error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, ps := range m.socks {
-		if ps.retired || ps.emptying != nil || ps.orphan != nil {
+		if ps.retired || ps.emptying != nil || ps.orphan != nil { // see settling
 			return none, fmt.Errorf("not while slot %d's socket is retiring or vacant", ps.id)
 		}
 	}
@@ -370,4 +371,39 @@ func (m *reusePort) save(st *upgradeState) (func(), error) {
 		st.PortSlots = append(st.PortSlots, ps.id)
 	}
 	return none, nil
+}
+
+// settling reports whether a socket is being retired, or a slot's socket
+// is vacant: save refuses then.
+func (m *reusePort) settling() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ps := range m.socks {
+		if ps.retired || ps.emptying != nil || ps.orphan != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// settleWait bounds how long an upgrade waits for the mode's sockets to
+// come to rest: a socket retired by a scale-down is emptied for
+// retireQuiet after its last arrival.
+const settleWait = 10 * time.Second
+
+// waitSettled waits, up to settleWait or ctx, until m holds no
+// socket being retired: `ctl scale` answers once the removed workers have
+// exited, while their reuseport sockets still drain, and an upgrade right
+// after it would be refused.
+func (m *reusePort) waitSettled(ctx context.Context) {
+	deadline := time.Now().Add(settleWait)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for m.settling() && time.Now().Before(deadline) {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -47,6 +47,13 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 	}
 	// As PID 1 in a container, orphaned grandchildren are re-parented to
 	// us; reap them without taking the exit status of our own workers.
+	// Outside PID 1 the supervisor is a subreaper too, on purpose: what a
+	// worker leaves behind (a helper it forked, a double-forked daemon)
+	// stays in the supervisor's tree, its cgroup and its reaping, instead
+	// of drifting to an init that may not reap (a container's sh). The
+	// processes it starts itself beside workers (the upgrade's check) run
+	// in process groups of their own, killed once they end, so nothing
+	// of theirs lingers as its child.
 	if err := reaper.SetSubreaper(); err != nil {
 		s.log.Warn("cannot become a child subreaper", zap.Error(err))
 	}

@@ -81,12 +81,16 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	// for as long as it lives. Wait stops reading this long after the
 	// check has exited.
 	cmd.WaitDelay = time.Second
-	// Recorded as ours, so that the reaper of orphans does not take its
-	// exit status before Wait does.
+	// In a group of its own, killed once it exits: what it leaves would
+	// live on as our child (a subreaper) in our group, never reaped.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Recorded as ours: the reaper must not take its exit status.
 	if err := s.owned.Start(cmd); err != nil {
 		return "", fmt.Errorf("upgrade: check %s: %w", path, unwrapExec(err))
 	}
 	err = cmd.Wait()
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group outlives its leader
 	s.owned.Forget(cmd.Process.Pid)
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // it exited 0; what it left running printed nothing we read
@@ -200,6 +204,9 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 	if err != nil {
 		s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
 		return control.Response{Error: err.Error()}
+	}
+	if m, ok := s.mode.(*reusePort); ok {
+		m.waitSettled(ctx)
 	}
 	var reply *os.File
 	if fromCtl {
