@@ -209,7 +209,9 @@ func run() int {
 			"are medians over the quiet reps only (reps = quiet/all; all reps when none was quiet)\n", o.noiseLimit*100, m.retries))
 		rep.print("spread = (max-min)/median of req/s; p50/p99 = medians of wrk's; errors = wrk's socket errors\n" +
 			"(connect/read/write/timeout) + non-2xx/3xx, summed over all reps; ratio = req/s / go-single's;\n" +
-			"primary = CPU of the supervisor (Node's primary) during the run, in % of a core\n\n")
+			"primary = CPU of the supervisor (Node's primary) during the run, in % of a core;\n" +
+			"cpu/req = CPU the server's processes spent per request (median): unlike req/s, about the same\n" +
+			"whatever other processes take\n\n")
 		m.loadTable(servers, placements, o.reps, rep)
 		m.rssTable(servers, placements, rep)
 	}

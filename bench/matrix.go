@@ -169,6 +169,7 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 			after := snapCPU(pids)
 			res.noise, res.steal = noise(before, after, res.cpu)
 			res.busiest = busiest(before, after, pids)
+			res.serverCPU = perRequest(before, after, pids[:len(pids)-1], res.requests)
 			if s.spec.procs > 1 {
 				secs := after.at.Sub(before.at).Seconds()
 				res.primaryCPU = float64(after.procs[s.pid()].ticks-before.procs[s.pid()].ticks) / clockTicks / secs
@@ -199,4 +200,21 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 	}
 	m.rss[key].load = append(m.rss[key].load, peak)
 	m.rss[key].after = append(m.rss[key].after, statOf(s.sampleRSS()))
+}
+
+// perRequest is the CPU time pids spent between a and b, per request. It
+// is what the server's code costs whatever else shares the CPUs, which
+// req/s is not on a busy machine: a server gets fewer requests done when
+// other processes take its CPU, but each one costs about the same.
+func perRequest(a, b cpuSnap, pids []int, requests int64) time.Duration {
+	var ticks uint64
+	for _, pid := range pids {
+		if t0, t1 := a.procs[pid].ticks, b.procs[pid].ticks; t1 > t0 {
+			ticks += t1 - t0
+		}
+	}
+	if requests <= 0 {
+		return 0
+	}
+	return time.Duration(float64(ticks) / clockTicks * float64(time.Second) / float64(requests))
 }

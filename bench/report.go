@@ -80,8 +80,8 @@ func mib(kb int) string {
 func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep *report) {
 	var b strings.Builder
 	nw := nameWidth(servers)
-	fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8s  %4s  %6s  %8s  %8s  %6s  %5s  %7s  %5s\n",
-		nw, "server", "placement", "load", "req/s", "reps", "spread", "p50", "p99", "errors", "ratio", "primary", "noise")
+	fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8s  %4s  %6s  %8s  %8s  %6s  %5s  %7s  %7s  %5s\n",
+		nw, "server", "placement", "load", "req/s", "reps", "spread", "p50", "p99", "errors", "ratio", "primary", "cpu/req", "noise")
 	for _, pl := range pls {
 		for _, ld := range loads {
 			base := median(rpsOf(m.quiet(cellKey{"go-single", pl.name, ld.name})))
@@ -97,6 +97,7 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 				spread := (slices.Max(rps) - slices.Min(rps)) / med * 100
 				var p50, p99 []time.Duration
 				var prim []float64
+				var cpu []time.Duration
 				var errs int64
 				var noise float64
 				for _, r := range m.runs[k] {
@@ -106,6 +107,7 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 					p50 = append(p50, r.p50)
 					p99 = append(p99, r.p99)
 					prim = append(prim, r.primaryCPU)
+					cpu = append(cpu, r.serverCPU)
 					noise = max(noise, r.noise)
 				}
 				ratio := "-"
@@ -116,9 +118,10 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 				if sp.procs > 1 {
 					primary = fmt.Sprintf("%.0f%%", median(prim)*100)
 				}
-				fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8.0f  %4s  %5.1f%%  %8s  %8s  %6d  %5s  %7s  %4.0f%%\n",
+				fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8.0f  %4s  %5.1f%%  %8s  %8s  %6d  %5s  %7s  %5.1fµs  %4.0f%%\n",
 					nw, sp.name, pl.name, ld.name, med, fmt.Sprintf("%d/%d", len(rs), reps), spread,
-					ms(median(p50)), ms(median(p99)), errs, ratio, primary, noise*100)
+					ms(median(p50)), ms(median(p99)), errs, ratio, primary,
+					float64(median(cpu))/float64(time.Microsecond), noise*100)
 			}
 			b.WriteString("\n")
 		}
@@ -167,6 +170,23 @@ func (m *matrix) ratio(server, than, pl, ld string) (float64, bool) {
 		return 0, false
 	}
 	return a / b, true
+}
+
+// cpuRatio returns the median CPU per request of server over the one of
+// than, in a cell, over all runs: CPU per request hardly depends on noise.
+func (m *matrix) cpuRatio(server, than, pl, ld string) (float64, bool) {
+	cpu := func(name string) time.Duration {
+		var ds []time.Duration
+		for _, r := range m.runs[cellKey{name, pl, ld}] {
+			ds = append(ds, r.serverCPU)
+		}
+		return median(ds)
+	}
+	a, b := cpu(server), cpu(than)
+	if a == 0 || b == 0 {
+		return 0, false
+	}
+	return float64(a) / float64(b), true
 }
 
 // p99 is the median p99 of a cell over its quiet runs, 0 without runs.
@@ -309,6 +329,14 @@ func targets(m *matrix, lc *lifecycle, lat *openLoop, rep *report) {
 			}
 			r, ok = m.ratio("fasthttp-rr", "fasthttp-shared", pl.name, "keepalive")
 			check(fmt.Sprintf("fasthttp rr keep-alive / fasthttp shared (%s)", pl.name), r, ok, "≥", 0.95, "")
+		}
+		// The same comparison in CPU per request, which other processes
+		// on a shared machine disturb much less than req/s.
+		for _, ld := range loads {
+			for _, mode := range []string{"rr", "shared", "reuseport"} {
+				r, ok = m.cpuRatio("fasthttp-"+mode, "fasthttp-prefork", "pinned", ld.name)
+				check(fmt.Sprintf("fasthttp %s %s CPU/request / fasthttp-prefork's", mode, ld.name), r, ok, "≤", 1.05, "")
+			}
 		}
 		// Closed loop at saturation, the figure: unpinned keep-alive.
 		for _, mode := range []string{"rr", "shared", "reuseport"} {

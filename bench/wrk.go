@@ -39,6 +39,7 @@ type wrkResult struct {
 	noise, steal float64       // other processes' CPU and steal during the run, in cores
 	busiest      string        // who the other processes were
 	primaryCPU   float64       // CPU of the supervisor / Node primary, in cores (0 for one process)
+	serverCPU    time.Duration // CPU the server's processes (workers and primary) spent per request
 }
 
 func (r wrkResult) errors() int64 { return r.sockErrs + r.non2xx }

@@ -49,6 +49,10 @@
 //	defer cancel()
 //	cluster.Shutdown(ctx, srv)           // finish every accepted connection, then srv.Shutdown
 //
+// A server that is not net/http serves on the same listener and reports
+// each request with [RequestServed]; for fasthttp (and Fiber), package
+// github.com/prefork/prefork/fastcluster, its own module, does it all.
+//
 // Under the supervisor the listener yields, depending on the mode, the
 // connections handed over the IPC channel (rr) or those accepted on the
 // listening socket the worker inherited (shared, reuseport). When the

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -39,6 +41,10 @@ func Shutdown(ctx context.Context, srv *http.Server) error {
 			}
 		}
 		t.Stop()
+	}
+	if err == nil && w.back != nil && w.back.all.Load() {
+		fmt.Fprintf(os.Stderr, "cluster: drained: %d connections handed back, %d could not be and closed\n",
+			w.back.moved.Load(), w.back.failed.Load())
 	}
 	return srv.Shutdown(ctx)
 }

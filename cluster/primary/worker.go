@@ -112,7 +112,7 @@ func (w *Worker) Send(msg []byte) error {
 func (w *Worker) Kill(sig syscall.Signal) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	w.afterDisconnect.Store(true)
+	// Its drain event, reason kill, marks it as leaving (translate).
 	if err := w.p.e.Kill(ctx, w.pid, sig); err != nil {
 		return fmt.Errorf("primary: %w", err)
 	}

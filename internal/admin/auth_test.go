@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/prefork/prefork/internal/admin/admintest"
+	"github.com/prefork/prefork/internal/control"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -301,5 +303,28 @@ func TestBcryptChecksBounded(t *testing.T) {
 func TestDummyHash(t *testing.T) {
 	if cost, err := bcrypt.Cost(dummyHash); err != nil || cost != bcrypt.DefaultCost {
 		t.Fatalf("dummy hash: cost %d, %v; want %d, like a real one", cost, err, bcrypt.DefaultCost)
+	}
+}
+
+// Without -admin-auth, actions come from loopback only, even with the
+// page's token (something forwarding to the listener).
+func TestActionsLoopbackOnly(t *testing.T) {
+	sup := &fakeSupervisor{}
+	h, a, err := newAPI("127.0.0.1:9090", Options{Control: sup, Events: &control.Broadcaster{}, Actions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for remote, want := range map[string]int{"10.0.0.5:1234": http.StatusForbidden, "[::1]:1234": http.StatusOK, "127.0.0.1:1": http.StatusOK} {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:9090/api/reload", strings.NewReader("{}"))
+		r.RemoteAddr = remote
+		r.Header.Set(TokenHeader, a.token)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("reload from %s: %d %s, want %d", remote, w.Code, w.Body, want)
+		}
+	}
+	if n := len(sup.actions()); n != 2 {
+		t.Fatalf("%d actions done, want 2", n)
 	}
 }

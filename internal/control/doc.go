@@ -30,6 +30,22 @@
 // first (closes, not just shuts down its write side) cancels the request's
 // context.
 //
+// # Where to read
+//
+//	protocol.go      Request, Response, Status, Handler: the wire
+//	vocab.go         commands, worker states, event kinds, causes, steps
+//	event.go         Event and its wire form (Fields)
+//	server.go        Server: limits, the accept loop, admission, Close
+//	listen.go        Listen: the socket file made, replaced if stale, removed
+//	conn.go          one connection: request, Handler, answer, event stream
+//	peer_linux.go    SO_PEERCRED and a peer's hang-up
+//	inherit.go       the socket and a client's connection across an upgrade
+//	broadcast.go     Broadcaster: events fanned out, never blocking
+//	path.go          DefaultDir, DefaultPath and the private directory
+//	client.go        Call and Events, the client side
+//	ctl.go           `supervisor ctl`
+//	print.go         WriteStatus: ctl status as a table
+//
 // Linux only.
 package control
 

@@ -43,6 +43,9 @@ func NewRouter(info Info, log *zap.Logger) http.Handler {
 	r.Use(recoverer(log))
 	r.Get("/health", newHealthHandler(info, pid))
 	r.Get("/pid", newPIDHandler(pid))
+	// POST /submit answers like /pid: a request clients do not retry,
+	// for the keep-alive race tests and benchmarks.
+	r.Post("/submit", newPIDHandler(pid))
 	r.Get("/ip", ipHandler)
 	r.Get("/heavy", heavyHandler)
 	r.Get("/sleep", sleepHandler)

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -38,6 +39,14 @@ func TestNotFound(t *testing.T) {
 		if want, have := http.StatusNotFound, serve(t, target).Code; want != have {
 			t.Errorf("GET %s: want status %d, have %d", target, want, have)
 		}
+	}
+}
+
+func TestSubmitAnswersPID(t *testing.T) {
+	rec := httptest.NewRecorder()
+	NewRouter(Info{}, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/submit", strings.NewReader("x")))
+	if want, have := strconv.Itoa(os.Getpid()), rec.Body.String(); rec.Code != 200 || want != have {
+		t.Fatalf("POST /submit: %d %q, want 200 %q", rec.Code, have, want)
 	}
 }
 

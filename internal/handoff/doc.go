@@ -29,6 +29,7 @@
 //	accept.go             an accept loop on a listening socket
 //	retiring.go           emptying a retired listening socket
 //	takeback.go           stalled workers (Check), exits (Recover)
+//	handback.go           connections a draining worker hands back (Receive)
 //	target.go             Target: counts, availability, the window
 //	transport.go          the Transport seam and what a send carries
 //	transport_frames.go   prefork's frame channel

@@ -67,6 +67,9 @@ type Handoff struct {
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
 	dropped   atomic.Uint64 // connections closed unserved: queue full or too old
 	recovered atomic.Uint64 // connections taken back from a dead or stalled worker
+
+	handedBack atomic.Uint64 // connections workers handed back (handback.go)
+	unplaced   atomic.Uint64 // of those, closed because no worker could take them
 }
 
 // Observer receives timings from the handoff path; it must not allocate.
@@ -123,6 +126,10 @@ type Stats struct {
 	Reroutes uint64 // connections that went to another worker than first picked
 	Dropped  uint64 // connections closed unserved
 	Pending  int    // connections queued now
+	// HandedBack counts idle connections draining workers handed back;
+	// Unplaced, those of them closed because no worker could take them.
+	// The rest moved to another worker.
+	HandedBack, Unplaced uint64
 }
 
 // Stats reports the counters; a nil Handoff has none.
@@ -131,7 +138,8 @@ func (h *Handoff) Stats() Stats {
 		return Stats{}
 	}
 	return Stats{Failures: h.failures.Load(), Reroutes: h.retried.Load() + h.recovered.Load(),
-		Dropped: h.dropped.Load(), Pending: int(h.npend.Load())}
+		Dropped: h.dropped.Load(), Pending: int(h.npend.Load()),
+		HandedBack: h.handedBack.Load(), Unplaced: h.unplaced.Load()}
 }
 
 // batch groups the connections of one dispatch by worker, so that those
@@ -184,6 +192,14 @@ func (h *Handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 // deliver sends c to t or, what t does not take, to other workers, and
 // queues what no worker takes.
 func (h *Handoff) deliver(t *Target, c conns) {
+	if c = h.place(t, c); len(c.fds) > 0 {
+		h.enqueue(c)
+	}
+}
+
+// place sends c to t or, what t does not take, to other workers, and
+// returns what no worker took.
+func (h *Handoff) place(t *Target, c conns) conns {
 	// Every failure makes its target unavailable, so each try is another
 	// worker; the bound holds if others clear their marks meanwhile.
 	for tries := 0; t != nil && tries <= h.policy.Len(); tries++ {
@@ -198,13 +214,13 @@ func (h *Handoff) deliver(t *Target, c conns) {
 			}
 		}
 		if len(c.fds) == 0 {
-			return
+			return c
 		}
 		h.failed(t, err)
 		h.retried.Add(uint64(len(c.fds)))
 		t, _ = h.policy.Pick()
 	}
-	h.enqueue(c)
+	return c
 }
 
 // send sends as many of c's connections to t as t has room for, and

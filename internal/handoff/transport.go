@@ -43,6 +43,10 @@ type Transport interface {
 	// exited, and after this nothing can be sent to it). It returns how
 	// many; mu is the target's, to lock around its accounting.
 	takeBack(mu sync.Locker, live bool, give func(fds []int, peers []ipc.Peer)) int
+	// receive starts giving, through give, the connections the worker
+	// hands back (handback.go), until the transport closes; a transport
+	// that cannot carry them does nothing.
+	receive(give func(fds []int, peers []ipc.Peer))
 	// close releases the transport's descriptors; no send succeeds after
 	// it. Closing twice is harmless.
 	close()

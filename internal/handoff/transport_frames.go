@@ -36,6 +36,11 @@ type Frames struct {
 	q    sendLog // guarded by the target's mu
 
 	sendmsg func(frame []byte, fds []int) error // nil: ch.Send; tests inject errors
+
+	// The goroutine receiving what the worker hands back on ch
+	// (handback.go): received is closed when it ends; nil, none.
+	rmu      sync.Mutex
+	received chan struct{}
 }
 
 // NewFrames is the transport over ch, a channel of the worker's own, with
@@ -162,6 +167,7 @@ func writable(fd uintptr) bool {
 // worker it closes ch first, so that no send can succeed after it.
 func (f *Frames) takeBack(mu sync.Locker, live bool, give func([]int, []ipc.Peer)) int {
 	if !live {
+		f.stopReceiving() // what it handed back before it exited first
 		f.ch.Close()
 		if f.keep == nil {
 			return 0
@@ -207,15 +213,8 @@ func (f *Frames) takeBack(mu sync.Locker, live bool, give func([]int, []ipc.Peer
 		}
 		// The frame keeps its peer records, if it had them, for the next
 		// worker (Decode checked there is one per descriptor).
-		peers = peers[:0]
-		for p := fr.Peers(); len(p) >= ipc.PeerSize; p = p[ipc.PeerSize:] {
-			peers = append(peers, ipc.Peer(p[:ipc.PeerSize]))
-		}
-		if len(peers) == 0 {
-			peers = nil
-		} else {
-			peers = peers[:len(fds)] // after a truncation, the first ones came
-		}
+		// After a truncation, the first ones came.
+		peers = peersOf(fr, len(fds), peers[:0])
 		n += len(fds)
 		give(fds, peers)
 	}

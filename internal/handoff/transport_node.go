@@ -78,6 +78,9 @@ func (n *Node) window() int              { return maxNodeUntaken }
 func (n *Node) untaken(measure bool) int { return int(n.sent - n.answered) }
 func (n *Node) taken() uint64            { return n.answered - n.reclaimed }
 func (n *Node) close()                   {}
+
+// receive does nothing: a Node worker hands nothing back.
+func (n *Node) receive(func([]int, []ipc.Peer)) {}
 func (n *Node) awaitRoom(hasRoom func() bool, ready func(error)) {
 	// The worker's answers make room (Answered); the last may have come
 	// between the send and the mark.

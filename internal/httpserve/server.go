@@ -4,6 +4,10 @@
 // with a Close that ends even the requests that never end by themselves
 // (event streams).
 //
+// ServeTLS serves HTTPS on the same terms (the admin listener with
+// -admin-tls-cert); Listener still returns the TCP listener, which an
+// in-place upgrade keeps.
+//
 //	srv, err := httpserve.Listen("127.0.0.1:9090", mux, log)
 //	...
 //	srv.Close()

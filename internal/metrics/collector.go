@@ -30,6 +30,8 @@ type snapshotCollector struct {
 	handoffFailures *prometheus.Desc
 	reroutes        *prometheus.Desc
 	dropped         *prometheus.Desc
+	handedBack      *prometheus.Desc
+	unplaced        *prometheus.Desc
 	pending         *prometheus.Desc
 	reloads         *prometheus.Desc
 	openConns       *prometheus.Desc
@@ -54,6 +56,8 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		handoffFailures: d("handoff_failures_total", "Connection handoffs that failed because the worker was gone or its queue was full."),
 		reroutes:        d("handoff_reroutes_total", "Connections re-routed to another worker after a failed handoff, including ones read back from a dead worker's queue."),
 		dropped:         d("connections_dropped_total", "Connections closed unserved because the pending queue was full or they waited too long."),
+		handedBack:      d("connections_handed_back_total", "Idle keep-alive connections draining workers handed back to move to another worker (rr)."),
+		unplaced:        d("connections_handed_back_unplaced_total", "Connections handed back and closed because no worker could take them."),
 		pending:         d("pending_connections", "Connections waiting for a ready worker."),
 		reloads:         d("reloads_total", "Reloads of all workers, by result.", "result"),
 		openConns:       d("worker_open_connections", "Connections the worker in each slot has open.", "slot"),
@@ -70,7 +74,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
-		c.reroutes, c.dropped, c.pending, c.reloads, c.openConns,
+		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.pending, c.reloads, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 		c.duration,
 	} {
@@ -105,6 +109,8 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.handoffFailures, prometheus.CounterValue, float64(s.HandoffFailures))
 	ch <- constMetric(c.reroutes, prometheus.CounterValue, float64(s.Reroutes))
 	ch <- constMetric(c.dropped, prometheus.CounterValue, float64(s.Dropped))
+	ch <- constMetric(c.handedBack, prometheus.CounterValue, float64(s.HandedBack))
+	ch <- constMetric(c.unplaced, prometheus.CounterValue, float64(s.Unplaced))
 	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
 	ch <- constMetric(c.protocolErrors, prometheus.CounterValue, float64(s.ProtocolErrors))
 	ch <- constMetric(c.freezes, prometheus.CounterValue, float64(s.Freezes))

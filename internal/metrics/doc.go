@@ -49,6 +49,13 @@
 //	prefork_handoff_duration_seconds           histogram  accept to descriptor sent; buckets 1µs to 100ms
 //	prefork_pending_wait_seconds               histogram  time a connection waited in the pending queue; buckets 100µs to 10s
 //
+// The admin listener (-admin), registered by internal/admin through
+// [Metrics.Registerer]:
+//
+//	prefork_admin_auth_failures_total          counter  requests with a wrong credential
+//	prefork_admin_auth_limited_total           counter  requests refused (429) while over the failed attempts' limit
+//	prefork_admin_event_clients_dropped_total  counter  dashboard event stream clients disconnected for not keeping up
+//
 // The supervisor process itself: the standard go_* and process_* metrics,
 // and the handler's own promhttp_metric_handler_requests_total{code},
 // promhttp_metric_handler_requests_in_flight and

@@ -20,6 +20,8 @@ type Snapshot struct {
 	Reroutes        uint64                   // connections re-routed to another worker after a failure, incl. ones read back from a dead worker's queue
 	Dropped         uint64                   // connections closed unserved (queue full or too old)
 	PendingDepth    int                      // connections waiting for a ready worker now
+	HandedBack      uint64                   // idle keep-alive connections draining workers handed back (rr)
+	Unplaced        uint64                   // of those, closed because no worker could take them; the rest moved
 	Reloads         map[string]uint64        // "success", "failure"
 	ProtocolErrors  uint64                   // frames from workers that broke the worker protocol
 	Freezes         uint64                   // stalls of the supervisor itself that restarted the heartbeat clocks

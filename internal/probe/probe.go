@@ -1,24 +1,12 @@
-// Package probe measures how evenly a prefork supervisor spreads
-// connections over its workers.
-//
-// Every worker answers GET /pid with its decimal pid. The probe fires a
-// bounded number of requests (by default each on a NEW TCP connection, so
-// every request is a fresh accept the supervisor has to balance), counts the
-// responses by body, and prints a table of per-pid counts, the max/min ratio,
-// latency percentiles and failures by kind.
-//
-// It is wired as the "probe" subcommand of the supervisor binary through Main.
 package probe
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -28,97 +16,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// Defaults and limits shared by Main and Run.
-const (
-	DefaultURL         = "http://127.0.0.1:3000/pid"
-	DefaultRequests    = 1000
-	DefaultConcurrency = 1
-	DefaultTimeout     = 5 * time.Second
-	DefaultDuration    = 60 * time.Second
-
-	MaxRequests    = 10_000_000
-	MaxConcurrency = 10_000
-
-	// MaxLatencySamples bounds the memory spent on latencies (8 MiB). Up to
-	// this many successful requests every latency is kept and percentiles are
-	// exact; beyond it each worker keeps a uniform reservoir sample of its own
-	// requests (MaxLatencySamples/workers each).
-	MaxLatencySamples = 1 << 20
-
-	maxKeyBytes   = 128      // bytes of a 2xx body used as the pid key
-	maxKeys       = 10_000   // distinct keys kept; further bodies go to OverflowKey
-	maxDrainBytes = 64 << 10 // rest of a body read so a keep-alive conn can be reused
-	barWidth      = 30
-	userAgent     = "prefork-probe"
-)
-
-// OverflowKey collects 2xx responses whose body would have been a new key
-// after 10,000 distinct ones (a target answering something other than pids),
-// keeping memory bounded.
-const OverflowKey = "(other bodies)"
-
-// Failure kinds. Non-2xx responses are reported as "http-status NNN".
-const (
-	KindRefused     = "refused"     // ECONNREFUSED: nothing listening
-	KindReset       = "reset"       // ECONNRESET / EPIPE / ECONNABORTED
-	KindTimeout     = "timeout"     // the per-request timeout expired
-	KindEOF         = "eof"         // the server closed the connection without an answer
-	KindDNS         = "dns"         // the URL's host did not resolve
-	KindUnreachable = "unreachable" // EHOSTUNREACH / ENETUNREACH
-	KindOther       = "other"
-)
-
-// Options configures Run. Zero fields take the defaults above; negative or
-// out-of-range values are an error.
-type Options struct {
-	URL         string        // http URL of a worker's /pid endpoint
-	Requests    int           // total requests to issue, 1..MaxRequests
-	Concurrency int           // requests in flight at once, 1..MaxConcurrency
-	KeepAlive   bool          // false: a new TCP connection for every request
-	Timeout     time.Duration // per request (dial, headers and body)
-	Duration    time.Duration // overall bound: stop issuing after it, abandon requests in flight
-}
-
-// Result is what Run observed.
-type Result struct {
-	// The options the run used (after defaults).
-	URL         string
-	Requests    int
-	Concurrency int
-	KeepAlive   bool
-	Timeout     time.Duration
-	Duration    time.Duration
-
-	// Counts holds successful (2xx) responses keyed by body, whitespace
-	// trimmed (only the first 128 bytes of a body are used): normally a pid.
-	// At most 10,000 distinct keys are kept, the rest count under OverflowKey.
-	Counts map[string]int
-	// Failures counts failed requests by kind: one of the Kind* constants or
-	// "http-status NNN" for a non-2xx response.
-	Failures map[string]int
-	// FailureExamples holds the first error message seen for each kind.
-	FailureExamples map[string]string
-
-	OK      int // successful requests (sum of Counts)
-	Failed  int // failed requests (sum of Failures)
-	Aborted int // in flight when the run was stopped; neither OK nor Failed
-
-	// Stopped says why fewer than Requests requests completed: "" (all
-	// completed), "duration" (the Duration bound expired) or "canceled"
-	// (the caller's context was canceled).
-	Stopped string
-
-	// Dials is the number of TCP connections the probe opened successfully.
-	Dials int64
-
-	// Latencies of successful requests (request start to end of body),
-	// sorted ascending: all of them, or a sample once OK > MaxLatencySamples.
-	Latencies  []time.Duration
-	MaxLatency time.Duration // exact, over all successful requests
-
-	Elapsed time.Duration // wall time of the whole run
-}
 
 // Run issues o.Requests GET requests to o.URL, o.Concurrency at a time, and
 // tallies the answers. It stops early, returning what was done, when
@@ -236,69 +133,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	return r, nil
-}
-
-func (o Options) normalize() (Options, error) {
-	if o.URL == "" {
-		o.URL = DefaultURL
-	}
-	if err := checkURL(o.URL); err != nil {
-		return o, err
-	}
-	if o.Requests == 0 {
-		o.Requests = DefaultRequests
-	}
-	if o.Concurrency == 0 {
-		o.Concurrency = DefaultConcurrency
-	}
-	if o.Timeout == 0 {
-		o.Timeout = DefaultTimeout
-	}
-	if o.Duration == 0 {
-		o.Duration = DefaultDuration
-	}
-	switch {
-	case o.Requests < 1 || o.Requests > MaxRequests:
-		return o, fmt.Errorf("probe: Requests must be between 1 and %d (got %d)", MaxRequests, o.Requests)
-	case o.Concurrency < 1 || o.Concurrency > MaxConcurrency:
-		return o, fmt.Errorf("probe: Concurrency must be between 1 and %d (got %d)", MaxConcurrency, o.Concurrency)
-	case o.Timeout < 0:
-		return o, fmt.Errorf("probe: Timeout must be positive (got %v)", o.Timeout)
-	case o.Duration < 0:
-		return o, fmt.Errorf("probe: Duration must be positive (got %v)", o.Duration)
-	}
-	return o, nil
-}
-
-// checkURL accepts only http URLs with a host (and a valid port, if any).
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("invalid URL %q: %v", s, err)
-	}
-	if u.Scheme != "http" {
-		if u.Scheme == "" {
-			return fmt.Errorf("invalid URL %q: scheme must be http (e.g. %s)", s, DefaultURL)
-		}
-		hint := ""
-		if !strings.Contains(s, "://") {
-			hint = " (missing http://?)"
-		}
-		return fmt.Errorf("invalid URL %q: scheme must be http, not %q%s", s, u.Scheme, hint)
-	}
-	if u.Hostname() == "" {
-		return fmt.Errorf("invalid URL %q: missing host", s)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("invalid URL %q: bad port %q", s, p)
-		}
-	}
-	return nil
 }
 
 // tally is one worker's private counters, merged after the run.
@@ -420,61 +254,4 @@ func classify(err error) string {
 		return KindUnreachable
 	}
 	return KindOther
-}
-
-// Unreachable reports whether the target could not be reached at all: no
-// request succeeded, no TCP connection was ever opened, and at least one
-// request failed (refused, unresolvable host, unreachable, dial timeout...).
-func (r *Result) Unreachable() bool {
-	return r.OK == 0 && r.Dials == 0 && r.Failed > 0
-}
-
-// MaxMinRatio is the largest per-pid count divided by the smallest, over the
-// pids that answered at all (1 with a single pid, 0 when nothing succeeded).
-// Workers that got no request are invisible to the probe and do not count.
-func (r *Result) MaxMinRatio() float64 {
-	lo, hi := 0, 0
-	for _, c := range r.Counts {
-		if c <= 0 {
-			continue
-		}
-		if lo == 0 || c < lo {
-			lo = c
-		}
-		hi = max(hi, c)
-	}
-	if lo == 0 {
-		return 0
-	}
-	return float64(hi) / float64(lo)
-}
-
-// Percentile returns the p-th percentile (0 < p <= 100, nearest rank) of the
-// successful latencies, or 0 when there are none.
-func (r *Result) Percentile(p float64) time.Duration {
-	n := len(r.Latencies)
-	if n == 0 {
-		return 0
-	}
-	i := int(float64(n)*p/100+0.9999999) - 1
-	return r.Latencies[min(max(i, 0), n-1)]
-}
-
-// RequestsPerSecond is successful requests per second of wall time.
-func (r *Result) RequestsPerSecond() float64 {
-	if r.Elapsed <= 0 {
-		return 0
-	}
-	return float64(r.OK) / r.Elapsed.Seconds()
-}
-
-// Pids returns the keys of Counts: numeric ones in numeric order, then any
-// others in lexical order.
-func (r *Result) Pids() []string {
-	keys := make([]string, 0, len(r.Counts))
-	for k := range r.Counts {
-		keys = append(keys, k)
-	}
-	sortKeys(keys)
-	return keys
 }

@@ -24,12 +24,13 @@ const modulePath = "github.com/prefork/prefork"
 const unused = time.Hour
 
 var builds struct {
-	mu    sync.Mutex
-	root  string // the module's directory
-	cache string // this user's cache directory
-	src   string // hash of the module's sources and the go version
-	err   error
-	once  map[string]*buildOnce
+	mu        sync.Mutex
+	root      string // the module's directory
+	cache     string // this user's cache directory
+	src       string // hash of the module's sources and the go version
+	goVersion string
+	err       error
+	once      map[string]*buildOnce
 }
 
 type buildOnce struct {
@@ -45,7 +46,8 @@ type buildOnce struct {
 // its own with the other packages built with the same flags, so the
 // supervisor finds its default worker beside it when both are built alike.
 // A pkg with a go.mod of its own (a nested module, as examples/fasthttp)
-// is built in its directory.
+// is built in its directory. Two packages whose directories have the same
+// name would share a file: build them with different flags.
 //
 // Builds are cached across test binaries and runs, keyed by a hash of the
 // module's sources, the go version and the flags: a test binary that asks
@@ -56,7 +58,10 @@ func Build(pkg string, flags ...string) (string, error) {
 	builds.mu.Lock()
 	if builds.once == nil {
 		builds.once = map[string]*buildOnce{}
-		builds.root, builds.cache, builds.src, builds.err = prepare()
+		builds.root, builds.cache, builds.goVersion, builds.err = prepare()
+		if builds.err == nil {
+			builds.src, builds.err = hashSources(builds.root, builds.goVersion)
+		}
 	}
 	if builds.err != nil {
 		builds.mu.Unlock()
@@ -110,6 +115,13 @@ func build(pkg string, flags []string) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("proctest: go build %s %s: %w\n%s", strings.Join(flags, " "), pkg, err, out)
 	}
+	// A binary built while the sources changed must not be cached under
+	// the hash of what they were before: reverting the change (to see a
+	// test fail without a fix) would find it.
+	if now, err := hashSources(builds.root, builds.goVersion); err != nil || now != builds.src {
+		os.Remove(tmp)
+		return "", fmt.Errorf("proctest: the sources changed while %s was built: run the tests again", pkg)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("proctest: %w", err)
@@ -117,9 +129,9 @@ func build(pkg string, flags []string) (string, error) {
 	return path, nil
 }
 
-// prepare finds the module, hashes its sources, makes the cache directory
+// prepare finds the module and the go version, makes the cache directory
 // and removes the entries nobody used for an hour.
-func prepare() (root, cache, src string, err error) {
+func prepare() (root, cache, goVersion string, err error) {
 	if root, err = moduleRoot(); err != nil {
 		return "", "", "", err
 	}
@@ -127,9 +139,7 @@ func prepare() (root, cache, src string, err error) {
 	if err != nil {
 		return "", "", "", fmt.Errorf("proctest: go env GOVERSION: %w", err)
 	}
-	if src, err = hashSources(root, string(out)); err != nil {
-		return "", "", "", err
-	}
+	goVersion = string(out)
 	// In the temporary directory, not the user's cache: workers a test
 	// runs as another user (-user) must be able to reach the binaries.
 	cache = filepath.Join(os.TempDir(), fmt.Sprintf("prefork-proctest-%d", os.Getuid()))
@@ -145,7 +155,7 @@ func prepare() (root, cache, src string, err error) {
 		return "", "", "", fmt.Errorf("proctest: %s is not a directory only this user can write", cache)
 	}
 	prune(cache)
-	return root, cache, src, nil
+	return root, cache, goVersion, nil
 }
 
 // prune removes the cache entries not used for a while: builds of older

@@ -62,6 +62,29 @@
 // crash budget and queues evRespawn, at once or after a backoff; respawn
 // starts the slot's new worker, and onReady routes it.
 //
+// A Node.js worker in rr mode: its listen arrives on its link's reader as
+// a queryServer (nodeLink.queryServer, protocol_node.go), answered as
+// Node's primary answers under SCHED_RR; handoff.Node.Listen makes its
+// target take connections for that key, each a newconn held by
+// nodeipc.Worker until the worker answers (nodeLink.answered), and given
+// back to the handoff if it refuses or exits first.
+//
+// A reload: SIGHUP or ctl reload reaches onSignal or onControl (loop.go,
+// control.go), which call reload (rollout.go); rollStep spawns the next
+// slot's new worker, rollReady routes it once it is ready and drains the
+// one it replaces (drain, process.go; the link sends the drain frame),
+// and the next slot follows until none is left.
+//
+// An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade (upgrade.go),
+// which checks the new binary off the owner; onUpgrade has each part save
+// itself into an upgradeState (the mode its sockets, mode.save; the
+// control socket, metrics and admin their listeners, recorded by role and
+// name in upgrade_fds.go; each slot its worker's channels and the
+// handoff's counts), writes it to a memfd and execs (execState,
+// upgrade_state.go). The new image's Start finds the state (restore,
+// upgrade_restore.go): restoreMode and the services take their listeners
+// back from keptFDs, adopt takes the workers back and routes them.
+//
 // # Testing
 //
 // The OS sits behind the system interface, so the state machine is tested

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
+
 	"github.com/prefork/prefork/internal/control"
 )
 
@@ -109,6 +112,8 @@ func TestManualRespawn(t *testing.T) {
 // and neither Fork fails.
 func TestAutoRespawnClaimedByFork(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.HangTimeout = time.Hour }) // time passes without heartbeats
+	core, logs := zapobserver.New(zap.WarnLevel)
+	h.s.log = zap.New(core)
 	h.start(true)
 	h.exit(h.cur(1), 1)
 	h.exit(h.cur(2), 1)
@@ -121,6 +126,9 @@ func TestAutoRespawnClaimedByFork(t *testing.T) {
 	ra, rb := receive(t, a), receive(t, b)
 	if ra.err != nil || rb.err != nil || ra.slot == rb.slot {
 		t.Fatalf("Forks = %+v and %+v, want slots 1 and 2", ra, rb)
+	}
+	if n := logs.FilterMessageSnippet("set Settings.Respawn to RespawnManual").Len(); n != 1 {
+		t.Fatalf("%d log lines explain the claimed Forks, want 1", n)
 	}
 	// Past the window, a Fork adds a worker.
 	h.advance(claimWindow + 1)

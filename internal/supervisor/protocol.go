@@ -115,13 +115,22 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		// Hand-back is offered once the supervisor reads it (rr).
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(ipc.Supported&^ipc.FeatureHandBack), 10),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(s.mode)), 10),
 	)
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
 	cmd.ExtraFiles = []*os.File{l.remote, listen} // fds 3 and 4
+}
+
+// offered is what the supervisor offers a worker in mode m: everything,
+// but hand-back only in rr mode, where the worker's handoff channel is its
+// own for connections to come back on.
+func offered(m mode) ipc.Features {
+	if _, ok := m.(*rr); ok {
+		return ipc.Supported
+	}
+	return ipc.Supported &^ ipc.FeatureHandBack
 }
 
 func (l *preforkLink) started(s *Supervisor, p *process) {

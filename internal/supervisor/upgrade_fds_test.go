@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 )
 
@@ -125,5 +126,56 @@ func TestRestoreModeFromPreviousRelease(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A reuseport worker's control channel, lent to its handoff transport,
+// is kept once, as the control channel: the upgrade asks the transport
+// what it owns instead of comparing channels, and the restored target
+// borrows the restored control channel again.
+func TestUpgradeLentControlChannel(t *testing.T) {
+	sl := &slot{id: 1}
+	ctl, ctlRemote, err := ipc.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctlRemote.Close()
+	defer ctl.Close()
+	tg, err := framesTarget(sl, ctl, ctlRemote, true, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	sl.cur = &process{slot: sl, ctl: ctl, t: tg}
+	st := &upgradeState{}
+	ss, err := saveSlot(st, sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, f := range st.FDs {
+		roles[f.Role]++
+	}
+	if ss.Worker.Handoff != -1 || roles[roleHandoff] != 0 || roles[roleControl] != 1 || roles[roleKeep] != 1 {
+		t.Fatalf("kept %v, handoff %d; want the control channel and the duplicate only", roles, ss.Worker.Handoff)
+	}
+	keep, err := unix.FcntlInt(uintptr(ss.Worker.Keep), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := ss.Worker
+	w.Keep = keep
+	got, err := restoreTarget(sl, ctl, w, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	if own, _ := handoff.FramesOf(got).Channels(); own != nil {
+		t.Error("the restored target owns the control channel it was lent")
+	}
+	got.Close()
+	// Closing the target left the control channel open: it is its link's.
+	if err := ctl.Send(ipc.AppendUint32(nil, ipc.TypeDrain, 1), nil); err != nil {
+		t.Errorf("control channel after the target closed: %v", err)
 	}
 }

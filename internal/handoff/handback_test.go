@@ -1,0 +1,65 @@
+package handoff
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/fdtest"
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// handBack sends fds from a worker's end, as a draining worker hands its
+// connections back, and closes them there.
+func handBack(t *testing.T, w *ipc.Channel, fds []int) {
+	t.Helper()
+	err := w.Send(ipc.ConnsFrame(len(fds)), fds)
+	ipc.CloseAll(fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Connections a draining worker hands back go to another worker; those it
+// handed back just before it exited are placed too, not lost with its
+// channel.
+func TestHandBackPlacesOnAnotherWorker(t *testing.T) {
+	h, a, b, wa, wb := twoWorkers(t, false)
+	h.Receive(a)
+	h.Unroute(a) // draining
+	handBack(t, wa, pipeFDs(t, 3))
+	got := 0
+	until(t, 5*time.Second, "3 connections reach the other worker", func() bool {
+		got += received(t, wb)
+		return got == 3
+	})
+	handBack(t, wa, pipeFDs(t, 2))
+	h.Recover(a) // exited: what it sent last is read before its channel closes
+	if have := received(t, wb); have != 2 {
+		t.Fatalf("after the exit: %d of 2 handed back reached the other worker", have)
+	}
+	if st := h.Stats(); st.HandedBack != 5 || st.Unplaced != 0 {
+		t.Fatalf("stats %+v, want 5 handed back, 0 unplaced", st)
+	}
+	if b.Handed() != 5 {
+		t.Fatalf("the other worker was handed %d, want 5", b.Handed())
+	}
+}
+
+// A connection handed back when no other worker can take it is closed and
+// counted, not queued for ever or leaked.
+func TestHandBackUnplacedIsClosed(t *testing.T) {
+	h, a, b, wa, _ := twoWorkers(t, false)
+	h.Receive(a)
+	h.Unroute(a)
+	h.Unroute(b)
+	before := fdtest.Open(t)
+	handBack(t, wa, pipeFDs(t, 2))
+	h.Recover(a)
+	if st := h.Stats(); st.HandedBack != 2 || st.Unplaced != 2 || st.Pending != 0 {
+		t.Fatalf("stats %+v, want 2 handed back, 2 unplaced, none pending", st)
+	}
+	// Recover closed a's channel and its kept end: two fewer.
+	if want, have := before-2, fdtest.Open(t); want != have {
+		t.Fatalf("descriptors open: want %d, have %d", want, have)
+	}
+}
