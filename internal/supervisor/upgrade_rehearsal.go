@@ -92,12 +92,15 @@ func rehearsing() bool {
 // touching what the live process uses, prints rehearsalLine and returns
 // the exit status.
 func rehearse(cfg Config, log *zap.Logger, st *upgradeState, err error) int {
+	if st == nil {
+		fmt.Fprintf(os.Stderr, "supervisor: rehearsal: %v\n", err)
+		return 1
+	}
+	// The real restore rebuilds without what is missing (a wrapper that
+	// closes it would close it then too): so does this one.
+	st.repair(st.missing, log.Named("rehearsal"))
 	if err == nil {
 		err = restoreCheck(cfg, st)
-	}
-	for _, f := range st.missing {
-		log.Warn("rehearsal: a kept descriptor is missing; the restore will rebuild without it",
-			zap.String("role", f.Role), zap.Int("fd", f.FD))
 	}
 	for _, f := range st.FDs {
 		if err != nil || !listenerRoles[f.Role] {
