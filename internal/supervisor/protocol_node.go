@@ -240,6 +240,12 @@ func (l *nodeLink) read(s *Supervisor, p *process, events <-chan nodeipc.Event) 
 		}
 		switch v := ev.Value.(type) {
 		case nodeipc.Disconnected:
+			if errors.Is(v.Err, nodeipc.ErrLineTooLong) {
+				// Its channel is gone: replaced at once, as a protocol
+				// breaker, not taken for a crash when it exits.
+				s.post(evProtocol{p: p, err: fmt.Errorf("supervisor: node channel: a message over the %d MiB bound: %w",
+					nodeipc.MaxLine>>20, v.Err), count: maxProtocolErrors})
+			}
 			return
 		case nodeipc.Listening:
 			s.post(evReady{p: p})
