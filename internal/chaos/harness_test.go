@@ -255,7 +255,10 @@ func (s *sup) rssKiB() int {
 }
 
 // goroutines reads go_goroutines from the supervisor's /metrics.
-func (s *sup) goroutines() int {
+func (s *sup) goroutines() int { return int(s.metric("go_goroutines")) }
+
+// metric reads one unlabelled metric from the supervisor's /metrics.
+func (s *sup) metric(name string) float64 {
 	s.t.Helper()
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + s.metrics + "/metrics")
@@ -265,15 +268,15 @@ func (s *sup) goroutines() int {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				s.t.Fatalf("metrics: go_goroutines %q: %v", v, err)
+				s.t.Fatalf("metrics: %s %q: %v", name, v, err)
 			}
-			return int(n)
+			return n
 		}
 	}
-	s.t.Fatal("metrics: no go_goroutines")
+	s.t.Fatalf("metrics: no %s", name)
 	return 0
 }
 

@@ -13,10 +13,11 @@ import (
 
 // Connections handed back: a draining worker that uses
 // ipc.FeatureHandBack returns its idle keep-alive connections over its
-// transport, the other way, and the handoff gives each to a worker that
-// can take it now. One that no worker can take now (none ready, every one
-// full) is closed and counted: for the client that is what a drain did
-// before, an idle keep-alive connection closed.
+// transport, the other way, and the handoff gives each to another worker
+// as it does a new connection, queueing what none can take yet. One that
+// is dropped from the queue (full, or no worker ready in time) is closed
+// and counted apart: for the client that is what a drain did before, an
+// idle keep-alive connection closed.
 
 // Receive starts taking the connections t's worker hands back, until t's
 // transport closes (Recover, Target.Close). Call it once the worker says
@@ -30,19 +31,15 @@ func (h *Handoff) Receive(t *Target) {
 	t.tr.receive(func(fds []int, peers []ipc.Peer) { h.comeBack(fds, peers) })
 }
 
-// comeBack hands connections a worker handed back to other workers, and
-// closes what none can take now.
+// comeBack hands connections a worker handed back to other workers, as
+// dispatch does: what none takes waits in the queue.
 func (h *Handoff) comeBack(fds []int, peers []ipc.Peer) {
 	h.handedBack.Add(uint64(len(fds)))
+	if h.npend.Load() > 0 {
+		h.Flush() // keep order: earlier connections first
+	}
 	t, _ := h.policy.Pick()
-	c := h.place(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte)})
-	if len(c.fds) == 0 {
-		return
-	}
-	ipc.CloseAll(c.fds)
-	if n := h.unplaced.Add(uint64(len(c.fds))); n&(n-1) == 0 {
-		h.log.Warn("connection handed back closed: no worker could take it", zap.Uint64("unplaced_total", n))
-	}
+	h.deliver(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
 }
 
 // receive reads, on a goroutine, the conns frames the worker sends on its

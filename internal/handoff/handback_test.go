@@ -45,21 +45,26 @@ func TestHandBackPlacesOnAnotherWorker(t *testing.T) {
 	}
 }
 
-// A connection handed back when no other worker can take it is closed and
-// counted, not queued for ever or leaked.
+// A connection handed back while no other worker can take it waits in the
+// queue; one the queue cannot hold is closed and counted, never leaked.
 func TestHandBackUnplacedIsClosed(t *testing.T) {
-	h, a, b, wa, _ := twoWorkers(t, false)
+	h, a, b, wa, wb := twoWorkers(t, false)
+	h.queueMax = 1
 	h.Receive(a)
 	h.Unroute(a)
 	h.Unroute(b)
 	before := fdtest.Open(t)
 	handBack(t, wa, pipeFDs(t, 2))
 	h.Recover(a)
-	if st := h.Stats(); st.HandedBack != 2 || st.Unplaced != 2 || st.Pending != 0 {
-		t.Fatalf("stats %+v, want 2 handed back, 2 unplaced, none pending", st)
+	if st := h.Stats(); st.HandedBack != 2 || st.Unplaced != 1 || st.Pending != 1 {
+		t.Fatalf("stats %+v, want 2 handed back, 1 unplaced, 1 pending", st)
 	}
-	// Recover closed a's channel and its kept end: two fewer.
-	if want, have := before-2, fdtest.Open(t); want != have {
+	// Recover closed a's channel and its kept end; one connection waits.
+	if want, have := before-2+1, fdtest.Open(t); want != have {
 		t.Fatalf("descriptors open: want %d, have %d", want, have)
+	}
+	h.Route(b)
+	if have := received(t, wb); have != 1 {
+		t.Fatalf("the queued one: %d reached the worker that became ready", have)
 	}
 }

@@ -192,14 +192,6 @@ func (h *Handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 // deliver sends c to t or, what t does not take, to other workers, and
 // queues what no worker takes.
 func (h *Handoff) deliver(t *Target, c conns) {
-	if c = h.place(t, c); len(c.fds) > 0 {
-		h.enqueue(c)
-	}
-}
-
-// place sends c to t or, what t does not take, to other workers, and
-// returns what no worker took.
-func (h *Handoff) place(t *Target, c conns) conns {
 	// Every failure makes its target unavailable, so each try is another
 	// worker; the bound holds if others clear their marks meanwhile.
 	for tries := 0; t != nil && tries <= h.policy.Len(); tries++ {
@@ -214,13 +206,13 @@ func (h *Handoff) place(t *Target, c conns) conns {
 			}
 		}
 		if len(c.fds) == 0 {
-			return c
+			return
 		}
 		h.failed(t, err)
 		h.retried.Add(uint64(len(c.fds)))
 		t, _ = h.policy.Pick()
 	}
-	return c
+	h.enqueue(c)
 }
 
 // send sends as many of c's connections to t as t has room for, and

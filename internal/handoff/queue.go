@@ -14,6 +14,7 @@ type Pending struct {
 	FD    int
 	Peer  ipc.Peer // zero: unknown, the worker asks the kernel
 	since time.Time
+	back  bool // a worker handed it back (handback.go)
 }
 
 // enqueue holds c's connections until a worker is ready, within the
@@ -24,21 +25,25 @@ func (h *Handoff) enqueue(c conns) {
 	now := time.Now()
 	for i, fd := range c.fds {
 		if len(h.pending) >= h.queueMax {
-			h.drop(fd, "no worker ready and queue full")
+			h.drop(fd, c.back, "no worker ready and queue full")
 			continue
 		}
-		h.pending = append(h.pending, Pending{FD: fd, since: now, Peer: c.peer(i)})
+		h.pending = append(h.pending, Pending{FD: fd, since: now, Peer: c.peer(i), back: c.back})
 	}
 	// A worker may have become available since the pick; its flush ran
 	// before these were queued. Under mu, one of the two sees the other.
 	h.flushLocked(now)
 }
 
-// drop closes a connection no worker will take and counts it. It logs at
-// powers of two of the total, so that a full queue expiring at once is a
-// few lines, not thousands.
-func (h *Handoff) drop(fd int, why string) {
+// drop closes a connection no worker will take and counts it (back: one
+// a worker handed back, counted apart too). It logs at powers of two of
+// the total, so that a full queue expiring at once is a few lines, not
+// thousands.
+func (h *Handoff) drop(fd int, back bool, why string) {
 	unix.Close(fd)
+	if back {
+		h.unplaced.Add(1)
+	}
 	if n := h.dropped.Add(1); n&(n-1) == 0 {
 		h.log.Warn("connection closed unserved: "+why, zap.Int("queue_max", h.queueMax),
 			zap.Duration("queue_timeout", h.queueTimeout), zap.Uint64("dropped_total", n))
@@ -82,7 +87,7 @@ func (h *Handoff) Flush() {
 func (h *Handoff) flushLocked(now time.Time) {
 	i := 0
 	for i < len(h.pending) && now.Sub(h.pending[i].since) >= h.queueTimeout {
-		h.drop(h.pending[i].FD, "waited too long for a ready worker")
+		h.drop(h.pending[i].FD, h.pending[i].back, "waited too long for a ready worker")
 		i++
 	}
 	for fails := 0; i < len(h.pending) && fails <= h.policy.Len(); {

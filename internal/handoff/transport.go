@@ -61,6 +61,7 @@ type conns struct {
 	peers []ipc.Peer
 	at    []uint8
 	frame *[ipc.MaxConnsFrame]byte // scratch for the frame, if one is built
+	back  bool                     // workers handed them back (handback.go)
 }
 
 // peer is the address of c.fds[i].
