@@ -116,7 +116,8 @@ type nodeLink struct {
 
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
-func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
+func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
+	listen := h.file
 	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
 	f, err := listener.Dup(listen)

@@ -171,9 +171,7 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 		s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
-	if m, ok := s.mode.(*reusePort); ok {
-		m.waitSettled(ctx)
-	}
+	s.mode.settle(ctx)
 	var reply *os.File
 	if fromCtl {
 		if reply, err = control.ConnFile(ctx); err != nil {
