@@ -89,3 +89,62 @@ func TestScaleThenUpgrade(t *testing.T) {
 	s.waitSettled(2, 15*time.Second)
 	s.stop()
 }
+
+// TestUpgradeBrokenRelease: releases broken in each way an operator can
+// install one are refused before the execve, which cannot be undone, and
+// the running version serves on without a failed request: one that fails
+// its check, one that passes it and then exits (the rehearsal catches it),
+// one that passes it and then prints something else, one that hangs in
+// its rehearsal, one that is not there.
+func TestUpgradeBrokenRelease(t *testing.T) {
+	for _, mode := range pick([]string{"rr"}, modes) {
+		t.Run(mode, func(t *testing.T) { brokenReleases(t, mode) })
+	}
+}
+
+func brokenReleases(t *testing.T, mode string) {
+	check := `[ "$1" = -check-upgrade ] && exec ` + supervisorBin + ` "$@"` + "\n"
+	releases := []struct{ name, script, want string }{
+		{"fails-check", "echo 'cannot start' >&2\nexit 3\n", "cannot start"},
+		{"exits-after-check", check + "exit 1\n", "rehearsal of"},
+		{"other-after-check", check + "echo hello\n", "exited without restoring"},
+	}
+	if long { // 5s each: the rehearsal's bound
+		releases = append(releases, struct{ name, script, want string }{"hangs-after-check", check + "exec sleep 60\n", "no answer within"})
+	}
+	s := start(t, opts{mode: mode, workers: 2})
+	before := s.workers()
+	l := startLoad(s.addr, mixed(2*time.Minute))
+	defer l.finish()
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= 50 }) {
+		t.Fatalf("load did not start: %d requests served in 5s", l.okCount())
+	}
+	for _, r := range releases {
+		resp := s.upgrade(writeRelease(t, r.name, r.script))
+		if resp.OK || !strings.Contains(resp.Error, r.want) {
+			t.Errorf("ctl upgrade %s: %+v, want refused with %q", r.name, resp, r.want)
+		}
+	}
+	if resp := s.upgrade(filepath.Join(t.TempDir(), "missing")); resp.OK || !strings.Contains(resp.Error, "no such file") {
+		t.Errorf("ctl upgrade of a missing file: %+v", resp)
+	}
+	served := l.okCount()
+	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= served+50 }) {
+		t.Errorf("not serving after the refused upgrades")
+	}
+	sum := summarize(l.finish())
+	after := s.workers()
+	if !s.Running() || len(after) != len(before) {
+		t.Errorf("after: running %v, workers %v, before %v", s.Running(), keys(after), keys(before))
+	}
+	for pid := range before {
+		if _, ok := after[pid]; !ok {
+			t.Errorf("worker %d is gone", pid)
+		}
+	}
+	if sum.failed > 0 {
+		t.Errorf("%d of %d requests failed: %v", sum.failed, sum.total, sum.errs)
+	}
+	figure(t, "upgrade-broken-release", mode, "releases", len(releases)+1, "requests", sum.total, "failed", sum.failed)
+	s.stop()
+}

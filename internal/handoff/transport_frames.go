@@ -55,6 +55,14 @@ func OverControl(ctl, keep *ipc.Channel, log *zap.Logger) *Frames {
 	return &Frames{ch: ctl, keep: keep, lent: true, log: log}
 }
 
+// TakesBack reports whether t is reached over a frame channel of the
+// worker's own, on which it can hand connections back (a lent control
+// channel carries its link's frames).
+func TakesBack(t *Target) bool {
+	f := FramesOf(t)
+	return f != nil && !f.lent
+}
+
 // Channels returns the descriptors' channels, for an upgrade to keep:
 // own is nil when the channel is lent (the control link keeps it).
 func (f *Frames) Channels() (own, keep *ipc.Channel) {

@@ -215,6 +215,7 @@ func (r *reader) init() {
 // next returns the next line, without its newline, valid until the next
 // call, and the descriptors that came with it, which the caller owns.
 func (r *reader) next(uc *net.UnixConn) ([]byte, []int, error) {
+	r.shrink()
 	for {
 		if i := bytes.IndexByte(r.buf[r.scan:], '\n'); i >= 0 {
 			end := r.scan + i
@@ -234,6 +235,20 @@ func (r *reader) next(uc *net.UnixConn) ([]byte, []int, error) {
 		}
 		r.read(uc)
 	}
+}
+
+// shrink gives back a buffer a long line grew, once what is left of it
+// fits a chunk: a burst of long lines must not keep the supervisor large
+// for good. The line next returned last aliases mem; its caller is done
+// with it by now.
+func (r *reader) shrink() {
+	if cap(r.mem) <= 4*readChunk || len(r.buf) > readChunk {
+		return
+	}
+	mem := make([]byte, readChunk)
+	n := copy(mem, r.buf)
+	r.mem, r.buf = mem, mem[:n:len(mem)]
+	r.scan = min(r.scan, n)
 }
 
 // read appends what one read brings to buf, or sets err.

@@ -47,6 +47,7 @@
 //	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //	upgrade_repair.go  descriptors missing in the new image: rebind or replace
+//	upgrade_rehearsal.go  the new binary restores a copy as a child first
 //
 // A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts
 // it, the policy picks a routed worker, the worker's transport sends it

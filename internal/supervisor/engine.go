@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -60,6 +61,9 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 		return nil, err
 	}
 	st, stErr := takeState()
+	if stErr != errNoState && rehearsing() {
+		os.Exit(rehearse(cfg, log, st, stErr)) // see upgrade_rehearsal.go
+	}
 	var sp *spawner
 	if stErr != errNoState {
 		sp = &spawner{reqs: make(chan spawnReq), err: make(chan error, 1)}

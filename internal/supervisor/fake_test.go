@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -265,6 +266,7 @@ func (m *fakeMode) slot(sl *slot, c slotChange) {
 		m.retired = append(m.retired, sl.id)
 	}
 }
+func (m *fakeMode) settle(context.Context)             {}
 func (m *fakeMode) handoff() *handoff.Handoff          { return m.h }
 func (m *fakeMode) save(*upgradeState) (func(), error) { return func() {}, nil }
 

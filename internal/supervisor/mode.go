@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"os"
 
@@ -40,6 +41,10 @@ type mode interface {
 	// handoff is the mode's handoff, nil if the supervisor never touches
 	// a connection (shared).
 	handoff() *handoff.Handoff
+
+	// settle waits, off the owner, up to a bound or ctx, until the mode is
+	// at rest for an upgrade: no socket being retired (reuseport).
+	settle(ctx context.Context)
 
 	// save keeps the mode's sockets, and what it holds of the connections,
 	// in st for an upgrade, or says why it cannot now; resume undoes what

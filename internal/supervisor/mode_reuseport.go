@@ -391,11 +391,11 @@ func (m *reusePort) settling() bool {
 // retireQuiet after its last arrival.
 const settleWait = 10 * time.Second
 
-// waitSettled waits, up to settleWait or ctx, until m holds no
-// socket being retired: `ctl scale` answers once the removed workers have
-// exited, while their reuseport sockets still drain, and an upgrade right
-// after it would be refused.
-func (m *reusePort) waitSettled(ctx context.Context) {
+// settle waits, up to settleWait or ctx, until m holds no socket being
+// retired: `ctl scale` answers once the removed workers have exited, while
+// their reuseport sockets are still emptied, and an upgrade right after
+// it would be refused.
+func (m *reusePort) settle(ctx context.Context) {
 	deadline := time.Now().Add(settleWait)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()

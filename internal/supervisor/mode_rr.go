@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 	"time"
 
@@ -87,6 +88,7 @@ func (m *rr) stopAccepting() {
 }
 
 func (m *rr) slot(*slot, slotChange)    {}
+func (m *rr) settle(context.Context)    {}
 func (m *rr) handoff() *handoff.Handoff { return m.h }
 
 // save stops the accept loop and moves the pending queue's connections

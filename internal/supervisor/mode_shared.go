@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"os"
 
 	"github.com/prefork/prefork/internal/handoff"
@@ -29,6 +30,7 @@ func (m *shared) prepare(*slot, *ipc.Channel, *os.File) (handles, error) {
 func (m *shared) startAccepting() error     { return nil }
 func (m *shared) stopAccepting()            { m.ln.Close() }
 func (m *shared) slot(*slot, slotChange)    {}
+func (m *shared) settle(context.Context)    {}
 func (m *shared) handoff() *handoff.Handoff { return nil }
 func (m *shared) save(st *upgradeState) (func(), error) {
 	return func() {}, keepListener(st, m.ln, m.activated)

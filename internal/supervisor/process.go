@@ -89,7 +89,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		return nil, err
 	}
 	defer h.file.Close()
-	cmd := s.command(sl, gen, lk, h.file)
+	cmd := s.command(sl, gen, lk, h)
 	var capture *outputCapture
 	if s.cfg.WorkerOutput == "capture" {
 		if capture, err = newOutputCapture(); err != nil {
@@ -152,16 +152,16 @@ func (p *process) readerDone() {
 }
 
 // command is the worker's command line, environment and descriptors: its
-// slot and generation, and what its protocol's link gives it, around
-// listen, what the mode gives it.
-func (s *Supervisor) command(sl *slot, gen int, lk link, listen *os.File) *exec.Cmd {
+// slot and generation, and what its protocol's link gives it, around h,
+// what the mode gives it.
+func (s *Supervisor) command(sl *slot, gen int, lk link, h handles) *exec.Cmd {
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
 	cmd.Env = append(append(workerEnv(), sl.env...),
 		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
 		ipc.EnvMode+"="+s.cfg.Mode,
 		ipc.EnvGeneration+"="+strconv.Itoa(gen),
 	)
-	lk.command(s, cmd, listen)
+	lk.command(s, cmd, h)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Die with the supervisor (see spawner for the thread caveat).

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/settings"
 )
@@ -49,9 +50,9 @@ type link interface {
 	// channel and the worker's end, which the mode may make the worker's
 	// handoff target; nil, nil when it has none.
 	control() (*ipc.Channel, *os.File)
-	// command sets what the worker gets: its descriptors (listen is the
-	// mode's socket), its environment and, for a shim, its program.
-	command(s *Supervisor, cmd *exec.Cmd, listen *os.File)
+	// command sets what the worker gets: its descriptors (h.file is what
+	// the mode gives it), its environment and, for a shim, its program.
+	command(s *Supervisor, cmd *exec.Cmd, h handles)
 	// started runs on the owner once p runs: it starts reading what the
 	// worker says, closing p.read when the reader stops; a worker that
 	// says nothing is ready now.
@@ -110,24 +111,24 @@ type preforkLink struct {
 
 func (l *preforkLink) control() (*ipc.Channel, *os.File) { return l.ctl, l.remote }
 
-func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
+func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 	cmd.Env = append(cmd.Env,
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(s.mode)), 10),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t)), 10),
 	)
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
-	cmd.ExtraFiles = []*os.File{l.remote, listen} // fds 3 and 4
+	cmd.ExtraFiles = []*os.File{l.remote, h.file} // fds 3 and 4
 }
 
-// offered is what the supervisor offers a worker in mode m: everything,
-// but hand-back only in rr mode, where the worker's handoff channel is its
-// own for connections to come back on.
-func offered(m mode) ipc.Features {
-	if _, ok := m.(*rr); ok {
+// offered is what the supervisor offers a worker reached over t:
+// everything, but hand-back only when t's transport is a channel of the
+// worker's own for connections to come back on (rr's).
+func offered(t *handoff.Target) ipc.Features {
+	if handoff.TakesBack(t) {
 		return ipc.Supported
 	}
 	return ipc.Supported &^ ipc.FeatureHandBack
@@ -188,7 +189,8 @@ type plainLink struct{}
 
 func (plainLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
-func (plainLink) command(_ *Supervisor, cmd *exec.Cmd, listen *os.File) {
+func (plainLink) command(_ *Supervisor, cmd *exec.Cmd, h handles) {
+	listen := h.file
 	cmd.ExtraFiles = []*os.File{listen} // fd 3
 }
 

@@ -116,7 +116,8 @@ type nodeLink struct {
 
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
-func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, listen *os.File) {
+func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
+	listen := h.file
 	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
 	f, err := listener.Dup(listen)
@@ -240,6 +241,12 @@ func (l *nodeLink) read(s *Supervisor, p *process, events <-chan nodeipc.Event) 
 		}
 		switch v := ev.Value.(type) {
 		case nodeipc.Disconnected:
+			if errors.Is(v.Err, nodeipc.ErrLineTooLong) {
+				// Its channel is gone: replaced at once, as a protocol
+				// breaker, not taken for a crash when it exits.
+				s.post(evProtocol{p: p, err: fmt.Errorf("supervisor: node channel: a message over the %d MiB bound: %w",
+					nodeipc.MaxLine>>20, v.Err), count: maxProtocolErrors})
+			}
 			return
 		case nodeipc.Listening:
 			s.post(evReady{p: p})

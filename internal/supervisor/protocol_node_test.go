@@ -114,7 +114,7 @@ func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener, rr bool) (*nod
 		t.Fatal(err)
 	}
 	cmd := exec.Command("node", "app.js")
-	l.command(h.s, cmd, lf)
+	l.command(h.s, cmd, handles{file: lf})
 	lf.Close() // as spawn does once the worker has started
 	if cmd.Err != nil || len(cmd.ExtraFiles) != 1 {
 		t.Fatalf("command: err %v, %d extra files; want fd 3 only", cmd.Err, len(cmd.ExtraFiles))

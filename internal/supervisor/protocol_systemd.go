@@ -79,7 +79,8 @@ func (l *systemdLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 // worker in place. The pid stays the same, and so do Pdeathsig, the
 // process group and credentials: execve keeps them for a binary that is
 // not set-user-ID.
-func (l *systemdLink) command(_ *Supervisor, cmd *exec.Cmd, listen *os.File) {
+func (l *systemdLink) command(_ *Supervisor, cmd *exec.Cmd, h handles) {
+	listen := h.file
 	cmd.Env = append(cmd.Env,
 		"LISTEN_FDS=1",
 		"LISTEN_FDNAMES=http",

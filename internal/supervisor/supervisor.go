@@ -81,15 +81,16 @@ type Supervisor struct {
 	published atomic.Uint64 // msgSeq, for Engine.SeenAll
 
 	// In-place upgrades (upgrade.go).
-	exe        string          // this image's binary, resolved at start
-	exeFile    *os.File        // and opened, for a rollback to it whatever replaces its path
-	env        []string        // the environment it started with, systemd's variables included
-	upgrading  atomic.Bool     // a requestUpgrade runs: any goroutine
-	upgrades   int             // completed since the first start
-	acceptGap  time.Duration   // how long the last upgrade stopped accepting
-	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
-	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
-	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
+	exe        string                                    // this image's binary, resolved at start
+	exeFile    *os.File                                  // and opened, for a rollback to it whatever replaces its path
+	rehearse   func(st *upgradeState, path string) error // the new binary's rehearsal; nil: none (fake tests)
+	env        []string                                  // the environment it started with, systemd's variables included
+	upgrading  atomic.Bool                               // a requestUpgrade runs: any goroutine
+	upgrades   int                                       // completed since the first start
+	acceptGap  time.Duration                             // how long the last upgrade stopped accepting
+	ctlsvc     *controlService                           // the control socket, whose listener an upgrade keeps
+	metricsSrv *metrics.Server                           // the metrics listener, which an upgrade keeps too
+	adminSrv   *admin.Server                             // the admin listener (-admin), kept by an upgrade too
 	// kept holds the listeners the upgrade that started this image kept,
 	// until the services take theirs; empty otherwise.
 	kept *keptFDs
@@ -186,6 +187,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 	s.bus = bus
 	defer close(s.done)
 	s.notify, s.cred, s.exe, s.exeFile, s.env = notify, cred, exe, exeFile, env
+	s.rehearse = s.rehearseChild
 	if exeErr != nil {
 		log.Warn("cannot tell this binary's path; ctl upgrade needs one", zap.Error(exeErr))
 	}

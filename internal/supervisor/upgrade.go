@@ -70,47 +70,13 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	case fi.Mode().Perm()&0o111 == 0:
 		return "", fmt.Errorf("upgrade: %s is not executable", path)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, append([]string{"-check-upgrade"}, os.Args[1:]...)...)
-	var out, errOut cappedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	// Its output is a pipe that os/exec reads until every writer has
-	// closed it: a process the check leaves behind (a wrapper's daemon),
-	// or one it started before the timeout killed it, would hold Wait
-	// for as long as it lives. Wait stops reading this long after the
-	// check has exited.
-	cmd.WaitDelay = time.Second
-	// In a group of its own, killed once it exits: what it leaves would
-	// live on as our child (a subreaper) in our group, never reaped.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// Recorded as ours: the reaper must not take its exit status.
-	if err := s.owned.Start(cmd); err != nil {
-		return "", fmt.Errorf("upgrade: check %s: %w", path, unwrapExec(err))
-	}
-	err = cmd.Wait()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group outlives its leader
-	s.owned.Forget(cmd.Process.Pid)
-	if errors.Is(err, exec.ErrWaitDelay) {
-		err = nil // it exited 0; what it left running printed nothing we read
-	}
-	switch {
-	case ctx.Err() != nil:
-		return "", fmt.Errorf("upgrade: check %s: no answer within %s", path, checkTimeout)
-	case out.over || errOut.over:
-		return "", fmt.Errorf("upgrade: check %s printed more than %d bytes", path, checkOutputMax)
-	}
+	out, err := s.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil, nil)
 	if err != nil {
-		why := strings.TrimSpace(errOut.String())
-		if why == "" {
-			why = "no message"
-		}
-		return "", fmt.Errorf("upgrade: check %s failed (%v): %s", path, err, printableLine(why))
+		return "", err
 	}
 	var version string
 	format := -1
-	for _, f := range strings.Fields(out.String()) {
+	for _, f := range strings.Fields(out) {
 		if v, ok := strings.CutPrefix(f, "version="); ok {
 			version = v
 		}
@@ -119,8 +85,8 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 		}
 	}
 	switch {
-	case !strings.HasPrefix(out.String(), checkLine):
-		return "", fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out.String()))
+	case !strings.HasPrefix(out, checkLine):
+		return "", fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out))
 	case format != stateFormat:
 		return "", fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
 	}
@@ -205,9 +171,7 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 		s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
-	if m, ok := s.mode.(*reusePort); ok {
-		m.waitSettled(ctx)
-	}
+	s.mode.settle(ctx)
 	var reply *os.File
 	if fromCtl {
 		if reply, err = control.ConnFile(ctx); err != nil {
@@ -241,10 +205,7 @@ func (s *Supervisor) onUpgrade(ev evUpgrade) {
 		fail(err)
 		return
 	}
-	if loseWorker != "" {
-		s.killReaped(s.slots[0].cur)
-	}
-	err = s.execState(st, ev.path, ev.path)
+	err = s.rehearseThenExec(st, ev.path)
 	resume()
 	s.notify.Ready(s.statusLine())
 	fail(err)
