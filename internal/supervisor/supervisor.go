@@ -104,6 +104,9 @@ type counters struct {
 	reloads  map[string]uint64
 	protocol uint64 // frames from workers that broke the protocol
 	freezes  uint64 // owner-loop stalls detected
+	// rebalanceAsks counts idle connections workers were asked to give
+	// back to rebalance (rebalance.go).
+	rebalanceAsks uint64
 }
 
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
