@@ -62,6 +62,20 @@ func Start(st cluster.Settings, opts ...Option) (*Primary, error) {
 	return startPrimary(st, false, opts...)
 }
 
+// Run is Start followed by Wait, for a program that does not read Events,
+// as the supervisor command: workers' messages still reach the log and
+// `supervisor ctl events`, but nothing waits for a reader of Events that
+// never comes, so a worker's Send never blocks on it (Start's primary, past
+// a window of unread messages, stops reading its workers' channels until
+// Events is read).
+func Run(st cluster.Settings, opts ...Option) error {
+	p, err := startPrimary(st, true, opts...)
+	if err != nil {
+		return err
+	}
+	return p.Wait()
+}
+
 // startPrimary is Start; unread says that nobody will read Events.
 func startPrimary(st cluster.Settings, unread bool, opts ...Option) (*Primary, error) {
 	for _, o := range opts {

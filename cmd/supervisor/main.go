@@ -63,10 +63,8 @@ func run(args []string, stderr io.Writer) int {
 	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
 	// COMMAND (by default the worker binary beside this one) is
 	// st.Command.
-	p, err := primary.Start(st)
-	if err == nil {
-		err = p.Wait()
-	}
+	// Run, not Start: nothing here reads the primary's Events.
+	err = primary.Run(st)
 	switch {
 	case err == nil:
 		return 0
