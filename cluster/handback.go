@@ -148,6 +148,28 @@ func (b *handBack) leaveAll() {
 	}
 }
 
+// leaveSome asks up to n connections waiting for their next request now
+// to go back (the supervisor rebalances), and returns how many it asked.
+// Those busy with a request, or that hold bytes of the next one, stay.
+func (b *handBack) leaveSome(n int) int {
+	b.mu.Lock()
+	conns := make([]*handedConn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	k := 0
+	for _, c := range conns {
+		if k == n {
+			break
+		}
+		if c.ask() {
+			k++
+		}
+	}
+	return k
+}
+
 // send hands c back: one conns frame with c's descriptor and peer. It
 // waits a bounded time for room in the supervisor's queue.
 func (b *handBack) send(c *handedConn) error {
@@ -247,6 +269,19 @@ func (c *handedConn) wake() {
 		c.f.SetReadDeadline(time.Unix(1, 0))
 	}
 	c.mmu.Unlock()
+}
+
+// ask makes c, if it waits in readIdle now, go back: the wake of a drain,
+// for this connection alone.
+func (c *handedConn) ask() bool {
+	c.mmu.Lock()
+	defer c.mmu.Unlock()
+	if !c.waiting || c.woken {
+		return false
+	}
+	c.leave, c.woken = true, true
+	c.f.SetReadDeadline(time.Unix(1, 0))
+	return true
 }
 
 // handBack sends c to the supervisor and returns io.EOF, for net/http to

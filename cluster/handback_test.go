@@ -441,3 +441,67 @@ func TestHandBackKeepsHijacked(t *testing.T) {
 	default:
 	}
 }
+
+// Asked to give back n connections (rebalancing), a worker that is not
+// draining hands back n of those waiting for their next request, and
+// serves the rest as before.
+func TestHandBackGiveBack(t *testing.T) {
+	r := newHandBackRig(t)
+	const clients, asked = 4, 2
+	cs := make([]net.Conn, clients)
+	brs := make([]*bufio.Reader, clients)
+	for i := range cs {
+		cs[i] = r.dial()
+		brs[i] = bufio.NewReader(cs[i])
+		if _, err := io.WriteString(cs[i], post("/1", "a")); err != nil {
+			t.Fatal(err)
+		}
+		if want, have := "old /1 a", answer(t, cs[i], brs[i]); want != have {
+			t.Fatalf("want %q, have %q", want, have)
+		}
+	}
+	// Answered: each is back in net/http's read for the next request, or
+	// about to be (then the worker skips it); ask again for what did not
+	// come, once what was given back has had time to arrive.
+	moved := map[string]bool{}
+	for try := 0; len(moved) < asked && try < 20; try++ {
+		if err := r.ctl.Send(ipc.AppendUint32(nil, ipc.TypeGiveBack, uint32(asked-len(moved))), nil); err != nil {
+			t.Fatal(err)
+		}
+		for wait := time.After(500 * time.Millisecond); ; {
+			select {
+			case c := <-r.back:
+				moved[c.RemoteAddr().String()] = true
+				r.backs.c <- c
+				continue
+			case <-wait:
+			}
+			break
+		}
+	}
+	if len(moved) != asked {
+		t.Fatalf("%d connections given back, want %d", len(moved), asked)
+	}
+	select {
+	case c := <-r.back:
+		t.Fatalf("more given back than asked: %v", c.RemoteAddr())
+	case <-time.After(100 * time.Millisecond):
+	}
+	for i, c := range cs {
+		if _, err := io.WriteString(c, post("/2", "b")); err != nil {
+			t.Fatal(err)
+		}
+		want := "old /2 b"
+		if moved[c.LocalAddr().String()] {
+			want = "new /2 b"
+		}
+		if have := answer(t, c, brs[i]); want != have {
+			t.Fatalf("client %d: want %q, have %q", i, want, have)
+		}
+	}
+	r.forward()
+	r.drain()
+	if moved, failed := r.done(); moved != clients || failed != 0 {
+		t.Fatalf("worker moved %d, failed %d; want %d, 0", moved, failed, clients)
+	}
+}

@@ -158,6 +158,8 @@ func (w *worker) run() {
 				default: // nobody reads messages: drop rather than grow
 					w.droppedMsgs.Add(1)
 				}
+			case c.f.Type == ipc.TypeGiveBack && w.back != nil:
+				w.back.leaveSome(int(c.f.Uint32()))
 			}
 		case r := <-w.listens:
 			l, parked = r.l, false

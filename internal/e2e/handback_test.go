@@ -166,3 +166,52 @@ func TestKeepAliveConnectionsMove(t *testing.T) {
 		}
 	}
 }
+
+// After a scale-up the supervisor moves idle keep-alive connections from
+// the busy workers to the new ones (least-conn: until each holds about an
+// even share); with -rebalance=false the new ones get none.
+func TestRebalanceAfterScaleUp(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("rebalance=%v", on), func(t *testing.T) {
+			s := startReady(t, "-workers", "2", "-balance", "least-conn", fmt.Sprintf("-rebalance=%v", on))
+			const n = 16
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			clients := make([]*kaClient, n)
+			for i := range clients {
+				clients[i] = &kaClient{addr: s.addr}
+				wg.Add(1)
+				go func() { defer wg.Done(); clients[i].run(stop) }()
+			}
+			defer func() { close(stop); wg.Wait() }()
+			proctest.Eventually(t, 10*time.Second, "the clients are connected", func() bool {
+				open := int64(0)
+				for _, w := range s.status().Workers {
+					open += w.OpenConns
+				}
+				return open == n
+			})
+			if out, code := s.ctl("scale", "4"); code != 0 {
+				t.Fatalf("ctl scale 4: %d %s", code, out)
+			}
+			least := func() int64 {
+				least := int64(n)
+				for _, w := range s.status().Workers {
+					least = min(least, w.OpenConns)
+				}
+				return least
+			}
+			if on {
+				// An even share is 4; within one of it.
+				proctest.Eventually(t, 10*time.Second, "every worker holds 3 connections or more", func() bool { return least() >= 3 })
+			} else if proctest.Poll(2*time.Second, func() bool { return least() > 0 }) {
+				t.Fatalf("a new worker got a connection without rebalancing: %+v", s.status().Workers)
+			}
+			for i, k := range clients {
+				if f, c := k.failed.Load(), k.connects.Load(); f != 0 || c != 1 {
+					t.Errorf("client %d: %d failed, %d connections: %v", i, f, c, k.errs)
+				}
+			}
+		})
+	}
+}

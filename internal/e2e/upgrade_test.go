@@ -409,19 +409,39 @@ func TestUpgradeSystemdNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	// expect reads datagrams until one has want, skipping watchdog pings
-	// and status lines, for up to 15s.
-	expect := func(want string) {
-		t.Helper()
+	// Read as systemd does, all the time, not only while the test waits
+	// for a datagram: the supervisor drops what a full queue cannot take
+	// (sdnotify.ErrQueueFull), so a receiver that stops reading during
+	// the upgrade would lose READY=1.
+	got := make(chan string, 4096)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
 		buf := make([]byte, 4096)
-		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 		for {
 			n, _, err := conn.ReadFromUnix(buf)
 			if err != nil {
-				t.Fatalf("waiting for %s: %v", want, err)
+				return // closed at the end of the test
 			}
-			msg := string(buf[:n])
+			select {
+			case got <- string(buf[:n]):
+			default: // more than 4096 unread: expect fails for what it misses
+			}
+		}
+	}()
+	defer func() { conn.Close(); <-read }()
+	// expect takes datagrams until one has want, skipping watchdog pings
+	// and status lines, for up to 15s.
+	expect := func(want string) {
+		t.Helper()
+		timeout := time.After(15 * time.Second)
+		for {
+			var msg string
+			select {
+			case msg = <-got:
+			case <-timeout:
+				t.Fatalf("no %s within 15s", want)
+			}
 			switch {
 			case slices.Contains(strings.Split(msg, "\n"), want):
 				return

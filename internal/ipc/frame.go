@@ -68,6 +68,11 @@ const (
 	// worker): it drains and exits, and its exit is no crash. Payload:
 	// empty.
 	TypeLeave
+	// TypeGiveBack (supervisor → worker, control channel, only to a worker
+	// that uses [FeatureHandBack]): hand back up to n of the connections
+	// idle between requests now, for the supervisor to move to less busy
+	// workers (rebalancing after a scale-up). Payload: n, uint32.
+	TypeGiveBack
 	typeEnd
 )
 
@@ -91,6 +96,8 @@ func (t Type) String() string {
 		return "resume"
 	case TypeLeave:
 		return "leave"
+	case TypeGiveBack:
+		return "giveback"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -107,6 +114,7 @@ var payloadSize = [typeEnd]int{
 	TypePause:     0,
 	TypeResume:    0,
 	TypeLeave:     0,
+	TypeGiveBack:  4,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor

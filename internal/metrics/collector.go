@@ -32,6 +32,7 @@ type snapshotCollector struct {
 	dropped         *prometheus.Desc
 	handedBack      *prometheus.Desc
 	unplaced        *prometheus.Desc
+	rebalanceAsks   *prometheus.Desc
 	pending         *prometheus.Desc
 	reloads         *prometheus.Desc
 	openConns       *prometheus.Desc
@@ -58,6 +59,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		dropped:         d("connections_dropped_total", "Connections closed unserved because the pending queue was full or they waited too long."),
 		handedBack:      d("connections_handed_back_total", "Idle keep-alive connections draining workers handed back to move to another worker (rr)."),
 		unplaced:        d("connections_handed_back_unplaced_total", "Connections handed back and closed because no worker could take them."),
+		rebalanceAsks:   d("rebalance_asked_total", "Idle keep-alive connections workers were asked to give back so that new workers get a share (-rebalance)."),
 		pending:         d("pending_connections", "Connections waiting for a ready worker."),
 		reloads:         d("reloads_total", "Reloads of all workers, by result.", "result"),
 		openConns:       d("worker_open_connections", "Connections the worker in each slot has open.", "slot"),
@@ -74,7 +76,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
-		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.pending, c.reloads, c.openConns,
+		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 		c.duration,
 	} {
@@ -111,6 +113,7 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.dropped, prometheus.CounterValue, float64(s.Dropped))
 	ch <- constMetric(c.handedBack, prometheus.CounterValue, float64(s.HandedBack))
 	ch <- constMetric(c.unplaced, prometheus.CounterValue, float64(s.Unplaced))
+	ch <- constMetric(c.rebalanceAsks, prometheus.CounterValue, float64(s.RebalanceAsks))
 	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
 	ch <- constMetric(c.protocolErrors, prometheus.CounterValue, float64(s.ProtocolErrors))
 	ch <- constMetric(c.freezes, prometheus.CounterValue, float64(s.Freezes))

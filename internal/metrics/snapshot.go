@@ -22,6 +22,7 @@ type Snapshot struct {
 	PendingDepth    int                      // connections waiting for a ready worker now
 	HandedBack      uint64                   // idle keep-alive connections draining workers handed back (rr)
 	Unplaced        uint64                   // of those, closed because no worker could take them; the rest moved
+	RebalanceAsks   uint64                   // idle connections workers were asked to give back to even out the load
 	Reloads         map[string]uint64        // "success", "failure"
 	ProtocolErrors  uint64                   // frames from workers that broke the worker protocol
 	Freezes         uint64                   // stalls of the supervisor itself that restarted the heartbeat clocks

@@ -3,11 +3,13 @@ package sdnotify
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Environment variables systemd sets for a Type=notify service.
@@ -22,12 +24,17 @@ const (
 // "vsock:" form newer systemd uses for virtual machines.
 var ErrUnsupportedSocket = errors.New("sdnotify: unsupported NOTIFY_SOCKET address")
 
+// ErrQueueFull is returned by Notify when the receiver's queue is full: the
+// datagram is dropped, not waited for (see Dropped).
+var ErrQueueFull = errors.New("sdnotify: receiver's queue full, notification dropped")
+
 // Notifier sends sd_notify datagrams to $NOTIFY_SOCKET. The zero value, a nil
 // *Notifier and one built by New without $NOTIFY_SOCKET are disabled: every
 // call is a no-op returning nil.
 type Notifier struct {
 	socket   string        // $NOTIFY_SOCKET as systemd set it; "" when disabled
 	watchdog time.Duration // half of $WATCHDOG_USEC; 0 when no watchdog applies to us
+	dropped  atomic.Uint64 // notifications dropped on a full queue
 }
 
 // New reads $NOTIFY_SOCKET, $WATCHDOG_USEC and $WATCHDOG_PID. It does not
@@ -78,33 +85,50 @@ func (n *Notifier) Notify(state ...string) error {
 	if !n.Enabled() || len(state) == 0 {
 		return nil
 	}
-	addr, err := n.addr()
-	if err != nil {
+	if err := n.checkAddr(); err != nil {
 		return err
 	}
 	// A fresh socket per message, as sd_notify(3) does. systemd learns the
 	// sender's pid from the kernel (SO_PASSCRED on its end) and, under
 	// NotifyAccess=main, drops datagrams not sent by MainPID. Nothing stays
-	// open between calls, and net.DialUnix sets SOCK_CLOEXEC, so no notify
-	// socket leaks into a worker.
-	conn, err := net.DialUnix("unixgram", nil, addr)
+	// open between calls, and SOCK_CLOEXEC keeps it out of a worker
+	// started meanwhile.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("sdnotify: %w", err)
+		return fmt.Errorf("sdnotify: socket: %w", err)
 	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(strings.Join(state, "\n"))); err != nil {
-		return fmt.Errorf("sdnotify: %w", err)
+	defer unix.Close(fd)
+	// MSG_DONTWAIT: the caller is the supervisor's owner loop, which must
+	// never wait on a receiver that does not read. A datagram the
+	// receiver's full queue cannot take is dropped and counted; the next
+	// watchdog ping or status supersedes it.
+	err = unix.Sendto(fd, []byte(strings.Join(state, "\n")), unix.MSG_DONTWAIT, &unix.SockaddrUnix{Name: n.socket})
+	if errors.Is(err, unix.EAGAIN) {
+		n.dropped.Add(1)
+		return ErrQueueFull
+	}
+	if err != nil {
+		return fmt.Errorf("sdnotify: send: %w", err)
 	}
 	return nil
 }
 
-func (n *Notifier) addr() (*net.UnixAddr, error) {
-	// Go's net package maps a leading '@' to the Linux abstract namespace
-	// (a leading NUL byte in sun_path), which is what systemd means by it.
-	if !strings.HasPrefix(n.socket, "/") && !strings.HasPrefix(n.socket, "@") {
-		return nil, fmt.Errorf("%w: %q", ErrUnsupportedSocket, n.socket)
+// Dropped is how many notifications were dropped because the receiver's
+// queue was full.
+func (n *Notifier) Dropped() uint64 {
+	if n == nil {
+		return 0
 	}
-	return &net.UnixAddr{Name: n.socket, Net: "unixgram"}, nil
+	return n.dropped.Load()
+}
+
+func (n *Notifier) checkAddr() error {
+	// x/sys/unix maps a leading '@' to the Linux abstract namespace (a
+	// leading NUL byte in sun_path), which is what systemd means by it.
+	if !strings.HasPrefix(n.socket, "/") && !strings.HasPrefix(n.socket, "@") {
+		return fmt.Errorf("%w: %q", ErrUnsupportedSocket, n.socket)
+	}
+	return nil
 }
 
 // Ready tells systemd that start-up (or a reload) has finished. A non-empty

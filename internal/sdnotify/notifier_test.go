@@ -195,6 +195,47 @@ func TestNotifyErrors(t *testing.T) {
 	}
 }
 
+// TestNotifyNeverWaits: a receiver that does not read (systemd busy, or a
+// test that reads only at the end) fills its queue; Notify must then drop
+// and count, not wait, as the supervisor's owner loop calls it.
+func TestNotifyNeverWaits(t *testing.T) {
+	clearEnv(t)
+	c, addr := listenPath(t)
+	t.Setenv("NOTIFY_SOCKET", addr)
+	n := sdnotify.New()
+
+	const tries = 10000 // far past any queue: the kernel's default holds tens
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < tries; i++ {
+			if err := n.Notify("WATCHDOG=1"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sdnotify.ErrQueueFull) {
+			t.Fatalf("%d notifications to a receiver that does not read: want ErrQueueFull, have %v", tries, err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("Notify waited on a receiver whose queue is full")
+	}
+	if d := n.Dropped(); d != 1 {
+		t.Errorf("Dropped() = %d, want 1", d)
+	}
+	// What was queued is intact, and once the receiver reads, room is
+	// made and notifications pass again.
+	if have := recv(t, c); have != "WATCHDOG=1" {
+		t.Errorf("first queued datagram %q, want WATCHDOG=1", have)
+	}
+	if err := n.Notify("STATUS=again"); err != nil {
+		t.Errorf("Notify after the receiver read: %v", err)
+	}
+}
+
 func TestWatchdogInterval(t *testing.T) {
 	self := strconv.Itoa(os.Getpid())
 	other := strconv.Itoa(os.Getpid() + 1)

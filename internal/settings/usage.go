@@ -15,6 +15,8 @@ flags:
   -ready-timeout DUR    time a new worker has to become ready (default 30s)
   -queue-max N          connections held while no worker is ready (default 4096)
   -queue-timeout DUR    how long a held connection may wait (default 10s)
+  -rebalance BOOL       rr: move idle keep-alive connections from busy workers
+                        to new ones after a scale-up or respawn (default true)
   -max-crashes N        crashes of one slot within -crash-window before giving up (default 10)
   -crash-window DUR     (default 1m)
   -log-format FORMAT    console or json (default console)

@@ -34,6 +34,7 @@
 //	scale.go        scaling up and down
 //	fork.go         Engine.Fork and Ready, the respawn policy (auto, manual)
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
+//	rebalance.go    rr: asking busy workers to give idle connections back after a scale-up
 //	stop.go         graceful stop, grace, second signal
 //	control.go      ctl requests and status
 //	recent.go       a worker's last heartbeats: requests/s, p50, p99

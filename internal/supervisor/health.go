@@ -70,6 +70,7 @@ func (s *Supervisor) onTick() {
 	}
 	s.lastTick = now
 	s.mode.handoff().Check(time.Now())
+	s.rebalance(time.Now())
 	s.findHung(now)
 	s.keepAlive(now)
 }

@@ -35,6 +35,6 @@ func (s *Supervisor) snapshot() snapshot {
 	}
 	st := s.mode.handoff().Stats()
 	snap.HandoffFailures, snap.Reroutes, snap.Dropped, snap.PendingDepth = st.Failures, st.Reroutes, st.Dropped, st.Pending
-	snap.HandedBack, snap.Unplaced = st.HandedBack, st.Unplaced
+	snap.HandedBack, snap.Unplaced, snap.RebalanceAsks = st.HandedBack, st.Unplaced, s.counts.rebalanceAsks
 	return snap
 }

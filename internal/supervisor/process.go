@@ -35,6 +35,7 @@ type process struct {
 	started time.Time
 	readyAt time.Time
 	uses    ipc.Features // what its ready frame announced
+	askedAt time.Time    // when rebalancing last asked it to give connections back
 	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
 	recent  recent // its last heartbeats, for requests/s and latency

@@ -216,6 +216,14 @@ func (s *Supervisor) keepAlive(now time.Time) {
 		s.notify.Notify("WATCHDOG=1")
 		s.pinged = now
 	}
+	// A notification systemd's full queue could not take is dropped, never
+	// waited for (sdnotify.ErrQueueFull): said at powers of two.
+	if d := s.notify.Dropped(); d != s.sdDropped {
+		s.sdDropped = d
+		if d&(d-1) == 0 {
+			s.log.Warn("systemd's notify socket is full: notifications dropped", zap.Uint64("dropped", d))
+		}
+	}
 }
 
 // checkAdminFiles reads what the admin listener will (its auth file and

@@ -33,15 +33,16 @@ func (p phase) String() string { return [...]string{"starting", "running", "stop
 // goroutine running loop (the owner); everything else talks to it through
 // events.
 type Supervisor struct {
-	cfg    Config
-	log    *zap.Logger
-	sys    system
-	mode   mode
-	proto  protocol // -worker-protocol
-	owned  reaper.Owned
-	cred   *syscall.Credential // -user/-group
-	notify *sdnotify.Notifier  // nil: not under systemd
-	bus    publisher
+	cfg       Config
+	log       *zap.Logger
+	sys       system
+	mode      mode
+	proto     protocol // -worker-protocol
+	owned     reaper.Owned
+	cred      *syscall.Credential // -user/-group
+	notify    *sdnotify.Notifier  // nil: not under systemd
+	sdDropped uint64              // notify.Dropped at the last tick
+	bus       publisher
 
 	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
 	events chan any         // from other goroutines
@@ -103,6 +104,9 @@ type counters struct {
 	reloads  map[string]uint64
 	protocol uint64 // frames from workers that broke the protocol
 	freezes  uint64 // owner-loop stalls detected
+	// rebalanceAsks counts idle connections workers were asked to give
+	// back to rebalance (rebalance.go).
+	rebalanceAsks uint64
 }
 
 // newSupervisor makes a supervisor over sys and m, with no worker yet.

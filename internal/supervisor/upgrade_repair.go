@@ -31,18 +31,20 @@ import (
 // The state, repaired, lists only descriptors that exist, so that a
 // rollback carries a state the previous image can restore.
 
-// closeOnExec sets close-on-exec on every descriptor st lists and returns
-// the ones that are not open, or not what their role says: the number of
-// one closed may have been taken meanwhile (by the Go runtime's epoll
-// descriptor, say).
+// closeOnExec sets close-on-exec on every descriptor st lists that is open,
+// and returns the ones that are not open, or not what their role says: the
+// number of one closed may have been taken meanwhile (by the Go runtime's
+// epoll descriptor, say). One that is open but does not fit is made
+// close-on-exec too: execve left it without, and whatever it is, no worker
+// started later may inherit it (a descriptor the runtime opened already
+// has the flag).
 func (st *upgradeState) closeOnExec() []fdRole {
 	var missing []fdRole
 	for _, f := range st.FDs {
+		setCloexec(f.FD, true) // EBADF for one not open: nothing to do
 		if !fits(f) {
 			missing = append(missing, f)
-			continue
 		}
-		setCloexec(f.FD, true)
 	}
 	return missing
 }

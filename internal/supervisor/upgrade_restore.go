@@ -209,6 +209,9 @@ func (s *Supervisor) adopt(st *upgradeState) error {
 			ctl.Close()
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
 		}
+		if w.features()&ipc.FeatureHandBack != 0 {
+			s.mode.handoff().Receive(t) // what it hands back when it drains
+		}
 		p := &process{slot: sl, gen: w.Gen, ctl: ctl, link: &preforkLink{ctl: ctl}, t: t,
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}

@@ -65,8 +65,13 @@ func TestStateRoundTrip(t *testing.T) {
 	if _, ok := os.LookupEnv(envState); ok {
 		t.Errorf("%s still set", envState)
 	}
+	// A pipe is not the socket a control channel is: the restore is to
+	// rebuild without it, yet it is close-on-exec like every other.
 	if !cloexec(t, int(r.Fd())) {
 		t.Error("kept descriptor not close-on-exec after takeState")
+	}
+	if len(have.missing) != 1 || have.missing[0].FD != int(r.Fd()) {
+		t.Errorf("missing %+v, want the pipe (descriptor %d) that is no control channel", have.missing, r.Fd())
 	}
 	if have.From != "v1" || have.Upgrades != 2 || have.Gen != 3 || len(have.Slots) != 1 || have.Slots[0].Worker.PID != 42 ||
 		have.Slots[0].Worker.Ctl != int(r.Fd()) || !have.StoppedAt.Equal(want.StoppedAt) {
