@@ -36,14 +36,16 @@ func sweepOffsets() []time.Duration {
 var upgradeOutcomes = []string{`"msg":"upgraded in place"`, `"msg":"upgrade refused"`, `"msg":"upgrade failed; still serving"`,
 	`"msg":"upgrade rolled back"`, `"msg":"upgrade coalesced with the one in progress"`}
 
-// upgradesSettled reports whether every upgrade request the supervisor has
-// logged has ended, one way or another.
-func (s *sup) upgradesSettled() bool {
+// upgradesSettled reports whether the supervisor has logged more than
+// asked upgrade requests and every one of them has ended, one way or
+// another.
+func (s *sup) upgradesSettled(asked int) bool {
 	n := 0
 	for _, o := range upgradeOutcomes {
 		n += s.count(o)
 	}
-	return n == s.count(`"msg":"upgrade requested"`)
+	requested := s.count(`"msg":"upgrade requested"`)
+	return requested > asked && n == requested
 }
 
 // usr2Then sends SIGUSR2, and sig offset later, by a timer; it returns
@@ -116,14 +118,14 @@ func sweepHup(t *testing.T, mode string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gen := st.Generation
+		gen, asked := st.Generation, s.count(`"msg":"upgrade requested"`)
 		s.usr2Then(syscall.SIGHUP, off)
 		reloaded := func() bool {
 			st, _, err := s.status(2 * time.Second)
 			return err == nil && st.Generation == gen+1 && settledNow(s, 1)
 		}
 		// Settled: the upgrade has ended and no reload runs or starts.
-		proctest.Poll(10*time.Second, func() bool { return !s.Running() || s.upgradesSettled() && settledNow(s, 1) })
+		proctest.Poll(10*time.Second, func() bool { return !s.Running() || s.upgradesSettled(asked) && settledNow(s, 1) })
 		if !s.Running() {
 			t.Fatalf("%s: the supervisor died (status %d)", off, s.ExitCode())
 		}
@@ -157,7 +159,7 @@ func sweepUsr2(t *testing.T, mode string) {
 			if at := s.times("upgrade requested"); len(at) > asked && !at[asked].Before(sent.Truncate(time.Millisecond)) {
 				want = 1
 			}
-			if !s.Running() || s.count(`"msg":"upgrade requested"`) < asked+want || !s.upgradesSettled() {
+			if !s.Running() || s.count(`"msg":"upgrade requested"`) < asked+want || !s.upgradesSettled(asked) {
 				return false
 			}
 			st, _, err := s.status(2 * time.Second)
@@ -184,7 +186,7 @@ func sweepTtin(t *testing.T, mode string) {
 	for _, off := range sweepOffsets() {
 		s := start(t, opts{mode: mode, workers: 1})
 		s.usr2Then(syscall.SIGTTIN, off)
-		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled() && settledNow(s, 2) })
+		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled(0) && settledNow(s, 2) })
 		switch {
 		case !s.Running():
 			bad = append(bad, fmt.Sprintf("%s: the supervisor died (status %d)", off, s.ExitCode()))
