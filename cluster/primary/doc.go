@@ -31,11 +31,14 @@
 //	}
 //	return primary.ListenAndServe("", mux)   // a worker
 //
+// A primary that reads no events calls [Run] (Start and Wait) instead, as
+// the supervisor command does: workers' messages then wait for no reader.
+//
 // This package links the supervisor's engine, Prometheus and the admin
 // dashboard; a program that is only a worker imports package cluster
 // alone and links none of them.
 //
-//	primary.go   Start and Primary: the engine run in this process
+//	primary.go   Start, Run and Primary: the engine run in this process
 //	worker.go    Worker: one worker process as the primary sees it
 //	event.go     Event: the engine's events as Node's cluster events
 //	serve.go     ListenAndServe: primary or worker, by the environment
