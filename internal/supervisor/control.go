@@ -16,7 +16,7 @@ type handler struct{ s *Supervisor }
 
 func (h handler) Do(ctx context.Context, req control.Request) control.Response {
 	if req.Cmd == control.CmdUpgrade {
-		return h.s.requestUpgrade(ctx, req.Path, true)
+		return h.s.up.requestUpgrade(ctx, req.Path, true)
 	}
 	r, err := ask(ctx, h.s, func(reply chan control.Response) any { return evControl{req: req, reply: reply} })
 	if err != nil {
@@ -77,8 +77,8 @@ func (s *Supervisor) status() *control.Status {
 		Generation:  s.gen,
 		UptimeS:     now.Sub(s.begun).Seconds(),
 		Version:     Version,
-		Upgrades:    s.upgrades,
-		AcceptGapMS: float64(s.acceptGap.Microseconds()) / 1000,
+		Upgrades:    s.up.upgrades,
+		AcceptGapMS: float64(s.up.acceptGap.Microseconds()) / 1000,
 	}
 	for _, p := range s.live {
 		perSec, lat, _ := p.recent.figures(p.started)

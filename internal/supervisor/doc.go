@@ -43,8 +43,9 @@
 //	mode.go         a mode's sockets (-mode): the mode interface, and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
 //	                connections themselves go through internal/handoff
-//	upgrade.go      ctl upgrade and SIGUSR2: check the new binary, save the
-//	upgrade_state.go  state to a memfd, execve from the spawner thread;
+//	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, check the new
+//	                binary, save the state (upgrade_state.go: to a memfd),
+//	upgrade_state.go  execve from the spawner thread;
 //	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //	upgrade_repair.go  descriptors missing in the new image: rebind or replace
@@ -76,9 +77,9 @@
 // one it replaces (drain, process.go; the link sends the drain frame),
 // and the next slot follows until none is left.
 //
-// An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade (upgrade.go),
-// which checks the new binary off the owner; onUpgrade has each part save
-// itself into an upgradeState (the mode its sockets, mode.save; the
+// An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade on the
+// supervisor's upgrader (s.up, upgrade.go), which checks the new binary
+// off the owner; onUpgrade has each part save itself into an upgradeState (the mode its sockets, mode.save; the
 // control socket, metrics and admin their listeners, recorded by role and
 // name in upgrade_fds.go; each slot its worker's channels and the
 // handoff's counts), writes it to a memfd and execs (execState,

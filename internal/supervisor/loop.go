@@ -149,7 +149,7 @@ func (s *Supervisor) handle(ev any) {
 	case evCall:
 		ev.fn(s)
 	case evUpgrade:
-		s.onUpgrade(ev)
+		s.up.onUpgrade(ev)
 	}
 }
 
@@ -167,8 +167,8 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGTTOU:
 		s.scaleBy(-1)
 	case syscall.SIGUSR2:
-		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.exe))
-		go s.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine
+		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.up.exe))
+		go s.up.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine
 	}
 }
 

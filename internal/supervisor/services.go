@@ -26,7 +26,7 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		cancel()
 	}
 	if path := s.controlPath(); path != "" {
-		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.kept}
+		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.up.kept}
 		s.ctlsvc = cs
 		if err := cs.listen(); err != nil {
 			stop()

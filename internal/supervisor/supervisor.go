@@ -82,19 +82,11 @@ type Supervisor struct {
 	published atomic.Uint64 // msgSeq, for Engine.SeenAll
 
 	// In-place upgrades (upgrade.go).
-	exe        string                                    // this image's binary, resolved at start
-	exeFile    *os.File                                  // and opened, for a rollback to it whatever replaces its path
-	rehearse   func(st *upgradeState, path string) error // the new binary's rehearsal; nil: none (fake tests)
-	env        []string                                  // the environment it started with, systemd's variables included
-	upgrading  atomic.Bool                               // a requestUpgrade runs: any goroutine
-	upgrades   int                                       // completed since the first start
-	acceptGap  time.Duration                             // how long the last upgrade stopped accepting
-	ctlsvc     *controlService                           // the control socket, whose listener an upgrade keeps
-	metricsSrv *metrics.Server                           // the metrics listener, which an upgrade keeps too
-	adminSrv   *admin.Server                             // the admin listener (-admin), kept by an upgrade too
-	// kept holds the listeners the upgrade that started this image kept,
-	// until the services take theirs; empty otherwise.
-	kept *keptFDs
+	up upgrader
+
+	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
+	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
+	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
 }
 
 // counters are cumulative, for metrics.
@@ -111,7 +103,7 @@ type counters struct {
 
 // newSupervisor makes a supervisor over sys and m, with no worker yet.
 func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor {
-	return &Supervisor{
+	s := &Supervisor{
 		cfg:      cfg,
 		log:      log,
 		sys:      sys,
@@ -124,13 +116,14 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		gen:      1,
 		begun:    sys.Now(),
 		live:     map[int]*process{},
-		kept:     &keptFDs{},
 		counts: counters{
 			spawns:  map[control.Cause]uint64{},
 			exits:   map[control.Cause]uint64{},
 			reloads: map[string]uint64{},
 		},
 	}
+	s.up = upgrader{s: s, kept: &keptFDs{}}
+	return s
 }
 
 // run supervises from a fresh start, or with st from the state an
@@ -186,19 +179,19 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 	}
 	osys := osSystem{}
 	s := newSupervisor(cfg, log, &osys, m)
-	s.kept = kept
+	s.up.kept = kept
 	bus := &control.Broadcaster{}
 	s.bus = bus
 	defer close(s.done)
-	s.notify, s.cred, s.exe, s.exeFile, s.env = notify, cred, exe, exeFile, env
-	s.rehearse = s.rehearseChild
+	s.notify, s.cred, s.up.exe, s.up.exeFile, s.up.env = notify, cred, exe, exeFile, env
+	s.up.rehearse = s.up.rehearseChild
 	if exeErr != nil {
 		log.Warn("cannot tell this binary's path; ctl upgrade needs one", zap.Error(exeErr))
 	}
 	if sp != nil {
 		sp.owned, osys.spawner = &s.owned, sp
-		s.env = st.Env
-		s.restoreState(st)
+		s.up.env = st.Env
+		s.up.restoreState(st)
 	} else if osys.spawner, err = newSpawner(&s.owned, batch); err != nil {
 		log.Warn("cannot use SCHED_BATCH for workers", zap.Error(err))
 	}
@@ -226,11 +219,11 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 		// Accepting first, to keep the gap short: what it accepts before
 		// the workers are routed queues behind rr's restored pending
 		// queue, and goes to them in that order.
-		s.acceptGap = time.Since(st.StoppedAt)
-		if err := s.adopt(st); err != nil {
+		s.up.acceptGap = time.Since(st.StoppedAt)
+		if err := s.up.adopt(st); err != nil {
 			return err
 		}
-		s.resumed(st)
+		s.up.resumed(st)
 	} else {
 		s.startWorkers()
 	}

@@ -57,10 +57,29 @@ func CheckUpgrade(cfg Config, stderr io.Writer) int {
 	return 0
 }
 
+// upgrader is the supervisor's in-place upgrade: checking the new binary,
+// saving the state, the execve, and in the new image the restore. It is
+// the field up of a Supervisor and, like the rest of it, belongs to the
+// owner goroutine (requestUpgrade excepted: see upgrading).
+type upgrader struct {
+	s *Supervisor
+
+	exe       string                                    // this image's binary, resolved at start
+	exeFile   *os.File                                  // and opened, for a rollback to it whatever replaces its path
+	rehearse  func(st *upgradeState, path string) error // the new binary's rehearsal; nil: none (fake tests)
+	env       []string                                  // the environment it started with, systemd's variables included
+	upgrading atomic.Bool                               // a requestUpgrade runs: any goroutine
+	upgrades  int                                       // completed since the first start
+	acceptGap time.Duration                             // how long the last upgrade stopped accepting
+	// kept holds the listeners the upgrade that started this image kept,
+	// until the services take theirs; empty otherwise.
+	kept *keptFDs
+}
+
 // checkBinary runs path -check-upgrade with this supervisor's flags and
 // returns the version it reports. The binary must exit 0 within
 // checkTimeout and read this supervisor's state format.
-func (s *Supervisor) checkBinary(path string) (string, error) {
+func (u *upgrader) checkBinary(path string) (string, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case err != nil:
@@ -70,7 +89,7 @@ func (s *Supervisor) checkBinary(path string) (string, error) {
 	case fi.Mode().Perm()&0o111 == 0:
 		return "", fmt.Errorf("upgrade: %s is not executable", path)
 	}
-	out, err := s.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil, nil)
+	out, err := u.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -150,28 +169,28 @@ type evUpgrade struct {
 // goroutine, then has the owner re-execute itself. It returns when the
 // upgrade did not happen; on success this process is the new image and
 // the new image answers on the ctl connection in ctx, if fromCtl.
-func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bool) control.Response {
+func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool) control.Response {
 	if !upgradable.Load() {
 		err := errors.New("upgrade: only the supervisor command upgrades in place; a program that is its own primary takes a new binary with a reload")
-		s.log.Error("upgrade refused", zap.Error(err))
+		u.s.log.Error("upgrade refused", zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
 	// One at a time: a second check would fork while the first upgrade
 	// has cleared close-on-exec on what it keeps, and hold all of it.
-	if !s.upgrading.CompareAndSwap(false, true) {
-		s.log.Info("upgrade coalesced with the one in progress")
+	if !u.upgrading.CompareAndSwap(false, true) {
+		u.s.log.Info("upgrade coalesced with the one in progress")
 		return control.Response{Error: "upgrade: another upgrade is in progress"}
 	}
-	defer s.upgrading.Store(false)
+	defer u.upgrading.Store(false)
 	if path == "" {
-		path = s.exe
+		path = u.exe
 	}
-	version, err := s.checkBinary(path)
+	version, err := u.checkBinary(path)
 	if err != nil {
-		s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
+		u.s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
 		return control.Response{Error: err.Error()}
 	}
-	s.mode.settle(ctx)
+	u.s.mode.settle(ctx)
 	var reply *os.File
 	if fromCtl {
 		if reply, err = control.ConnFile(ctx); err != nil {
@@ -179,7 +198,7 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 		}
 		defer reply.Close() // not reached if execve succeeds: the new image answers on it
 	}
-	r, err := ask(context.Background(), s, func(answer chan control.Response) any {
+	r, err := ask(context.Background(), u.s, func(answer chan control.Response) any {
 		return evUpgrade{path: path, version: version, reply: reply, answer: answer}
 	})
 	if err != nil {
@@ -190,32 +209,32 @@ func (s *Supervisor) requestUpgrade(ctx context.Context, path string, fromCtl bo
 
 // onUpgrade re-executes the supervisor from ev.path; it returns only if
 // that failed, with everything as it was.
-func (s *Supervisor) onUpgrade(ev evUpgrade) {
+func (u *upgrader) onUpgrade(ev evUpgrade) {
 	fail := func(err error) {
-		s.log.Error("upgrade failed; still serving", zap.String("version", Version), zap.Error(err))
+		u.s.log.Error("upgrade failed; still serving", zap.String("version", Version), zap.Error(err))
 		respond(ev.answer, control.Response{Error: err.Error()})
 	}
-	if err := s.canUpgrade(); err != nil {
+	if err := u.canUpgrade(); err != nil {
 		fail(err)
 		return
 	}
-	s.log.Info("upgrading in place", zap.String("from", Version), zap.String("to", ev.version), zap.String("path", ev.path))
-	st, resume, err := s.saveState(ev.reply)
+	u.s.log.Info("upgrading in place", zap.String("from", Version), zap.String("to", ev.version), zap.String("path", ev.path))
+	st, resume, err := u.saveState(ev.reply)
 	if err != nil {
 		fail(err)
 		return
 	}
-	err = s.rehearseThenExec(st, ev.path)
+	err = u.rehearseThenExec(st, ev.path)
 	resume()
-	s.notify.Ready(s.statusLine())
+	u.s.notify.Ready(u.s.statusLine())
 	fail(err)
-	s.replaySignals(st.Signals) // taken from s.sigs for an image that did not start
+	u.replaySignals(st.Signals) // taken from s.sigs for an image that did not start
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)
 // across execve, and execs path as argv0 with the supervisor's arguments.
 // It returns only on failure, with every descriptor close-on-exec again.
-func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
+func (u *upgrader) execState(st *upgradeState, path, argv0 string) error {
 	// Go opens every descriptor close-on-exec; clear it on exactly the
 	// ones listed in the state, and set it again if execve fails.
 	if err := st.setCloexec(false); err != nil {
@@ -223,19 +242,19 @@ func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 		return err
 	}
 	defer st.setCloexec(true)
-	s.notify.Reloading()
+	u.s.notify.Reloading()
 	var mem *os.File
 	defer func() {
 		if mem != nil {
 			mem.Close()
 		}
 	}()
-	return s.sys.Exec(path, append([]string{argv0}, st.Args...), func() ([]string, error) {
+	return u.s.sys.Exec(path, append([]string{argv0}, st.Args...), func() ([]string, error) {
 		// On the thread that execs, with the supervisor's signals held
 		// (execsignal.Hold): what reaches Go from here on is lost with
 		// this image, so what it queued is taken last.
 		execsignal.Flush()
-		st.takeSignals(s.sigs)
+		st.takeSignals(u.s.sigs)
 		var err error
 		if mem, err = writeState(st); err != nil {
 			return nil, err
@@ -253,7 +272,7 @@ func (s *Supervisor) execState(st *upgradeState, path, argv0 string) error {
 
 // killReaped kills p and waits until its waiter has reaped it (see
 // loseWorker).
-func (s *Supervisor) killReaped(p *process) {
+func (u *upgrader) killReaped(p *process) {
 	p.proc.Signal(syscall.SIGKILL)
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		if _, err := procfs.ReadStat(p.pid); err != nil {
@@ -276,25 +295,25 @@ func withoutVar(env []string, name string) []string {
 // canUpgrade says why the supervisor cannot re-execute itself now: it
 // does so only at rest, every slot with one ready worker, so that the
 // state to hand over is the slots and their workers and nothing in flight.
-func (s *Supervisor) canUpgrade() error {
+func (u *upgrader) canUpgrade() error {
 	switch {
-	case s.phase != phaseRunning:
-		return fmt.Errorf("upgrade: not while %s", s.phase)
-	case s.roll != nil:
+	case u.s.phase != phaseRunning:
+		return fmt.Errorf("upgrade: not while %s", u.s.phase)
+	case u.s.roll != nil:
 		return errors.New("upgrade: not during a reload")
-	case s.scaling != nil:
+	case u.s.scaling != nil:
 		return errors.New("upgrade: not during a scale")
-	case s.cfg.WorkerProtocol != "" && s.cfg.WorkerProtocol != ProtocolPrefork:
-		return fmt.Errorf("upgrade: supported for -worker-protocol prefork only, not %s", s.cfg.WorkerProtocol)
-	case s.cfg.WorkerOutput == "capture":
+	case u.s.cfg.WorkerProtocol != "" && u.s.cfg.WorkerProtocol != ProtocolPrefork:
+		return fmt.Errorf("upgrade: supported for -worker-protocol prefork only, not %s", u.s.cfg.WorkerProtocol)
+	case u.s.cfg.WorkerOutput == "capture":
 		return errors.New("upgrade: not supported with -worker-output capture")
 	}
-	for _, sl := range s.slots {
+	for _, sl := range u.s.slots {
 		if sl.cur == nil || sl.cur.state != control.StateReady {
 			return fmt.Errorf("upgrade: not while slot %d has no ready worker", sl.id)
 		}
 	}
-	for _, p := range s.live {
+	for _, p := range u.s.live {
 		if p.slot.cur != p {
 			return fmt.Errorf("upgrade: not while worker %d (pid %d) is %s", p.slot.id, p.pid, p.state)
 		}
@@ -307,12 +326,12 @@ func (s *Supervisor) canUpgrade() error {
 // mode saves its sockets first; in rr mode that stops the accept loop and
 // takes the pending queue out of the handoff. resume undoes that, for an
 // upgrade that did not happen.
-func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
+func (u *upgrader) saveState(reply *os.File) (*upgradeState, func(), error) {
 	st := &upgradeState{
-		Format: stateFormat, From: Version, Previous: s.exe, Args: os.Args[1:], Env: s.env,
-		Upgrades: s.upgrades, Begun: s.begun, Gen: s.gen,
-		Counts: countsState{Spawns: s.counts.spawns, Exits: s.counts.exits, Reloads: s.counts.reloads,
-			Protocol: s.counts.protocol, Freezes: s.counts.freezes},
+		Format: stateFormat, From: Version, Previous: u.exe, Args: os.Args[1:], Env: u.env,
+		Upgrades: u.upgrades, Begun: u.s.begun, Gen: u.s.gen,
+		Counts: countsState{Spawns: u.s.counts.spawns, Exits: u.s.counts.exits, Reloads: u.s.counts.reloads,
+			Protocol: u.s.counts.protocol, Freezes: u.s.counts.freezes},
 		Listener: -1, Control: -1, Metrics: -1, Admin: -1, Reply: -1, Binary: -1,
 	}
 	resume := func() {}
@@ -321,18 +340,18 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		return nil, nil, fmt.Errorf("upgrade: %w", err)
 	}
 	var err error
-	if resume, err = s.mode.save(st); err != nil {
+	if resume, err = u.s.mode.save(st); err != nil {
 		return fail(err)
 	}
-	for _, sl := range s.slots {
+	for _, sl := range u.s.slots {
 		ss, err := saveSlot(st, sl)
 		if err != nil {
 			return fail(err)
 		}
 		st.Slots = append(st.Slots, ss)
 	}
-	if s.ctlsvc != nil {
-		if st.Control, err = s.ctlsvc.save(st); err != nil {
+	if u.s.ctlsvc != nil {
+		if st.Control, err = u.s.ctlsvc.save(st); err != nil {
 			return fail(err)
 		}
 	}
@@ -341,7 +360,7 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 		to   *int
 		role string
 		name string
-	}{{s.metricsSrv, &st.Metrics, roleMetrics, s.cfg.Metrics}, {s.adminServer(), &st.Admin, roleAdmin, s.cfg.Admin}} {
+	}{{u.s.metricsSrv, &st.Metrics, roleMetrics, u.s.cfg.Metrics}, {u.s.adminServer(), &st.Admin, roleAdmin, u.s.cfg.Admin}} {
 		if h.srv == nil {
 			continue
 		}
@@ -353,8 +372,8 @@ func (s *Supervisor) saveState(reply *os.File) (*upgradeState, func(), error) {
 			return fail(err)
 		}
 	}
-	if s.exeFile != nil {
-		fd, err := fdOf(s.exeFile)
+	if u.exeFile != nil {
+		fd, err := fdOf(u.exeFile)
 		if err != nil {
 			return fail(err)
 		}

@@ -35,23 +35,23 @@ const rehearsalLine = "prefork-upgrade-rehearsal ok"
 
 // rehearseThenExec rehearses path on st, then execs it; it returns only
 // on failure.
-func (s *Supervisor) rehearseThenExec(st *upgradeState, path string) error {
-	if s.rehearse != nil {
-		if err := s.rehearse(st, path); err != nil {
+func (u *upgrader) rehearseThenExec(st *upgradeState, path string) error {
+	if u.rehearse != nil {
+		if err := u.rehearse(st, path); err != nil {
 			return err
 		}
 	}
 	if loseWorker != "" {
-		s.killReaped(s.slots[0].cur)
+		u.killReaped(u.s.slots[0].cur)
 	}
-	return s.execState(st, path, path)
+	return u.execState(st, path, path)
 }
 
 // rehearseChild runs path as a rehearsal on st (see above) and returns
 // why it failed, if it did. st's descriptors are inherited by the child
 // only: no other process is started meanwhile (the owner goroutine, which
 // starts workers, waits here).
-func (s *Supervisor) rehearseChild(st *upgradeState, path string) error {
+func (u *upgrader) rehearseChild(st *upgradeState, path string) error {
 	mem, err := writeState(st)
 	if err != nil {
 		return err
@@ -69,7 +69,7 @@ func (s *Supervisor) rehearseChild(st *upgradeState, path string) error {
 		return err
 	}
 	setCloexec(memfd, false)
-	out, err := s.runAside("rehearsal of", path, st.Args, env, func() {
+	out, err := u.runAside("rehearsal of", path, st.Args, env, func() {
 		st.setCloexec(true)
 		setCloexec(memfd, true)
 	})
@@ -127,7 +127,7 @@ func rehearse(cfg Config, log *zap.Logger, st *upgradeState, err error) int {
 // workers, as the check and the rehearsal do (what names it), within
 // checkTimeout, and returns what it printed; started, if not nil, is
 // called once it has started or failed to.
-func (s *Supervisor) runAside(what, path string, args, env []string, started func()) (string, error) {
+func (u *upgrader) runAside(what, path string, args, env []string, started func()) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
@@ -143,7 +143,7 @@ func (s *Supervisor) runAside(what, path string, args, env []string, started fun
 	// live on as our child (a subreaper) in our group, never reaped.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err := s.owned.Start(cmd) // recorded as ours: the reaper must not take its status
+	err := u.s.owned.Start(cmd) // recorded as ours: the reaper must not take its status
 	if started != nil {
 		started()
 	}
@@ -152,7 +152,7 @@ func (s *Supervisor) runAside(what, path string, args, env []string, started fun
 	}
 	err = cmd.Wait()
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group outlives its leader
-	s.owned.Forget(cmd.Process.Pid)
+	u.s.owned.Forget(cmd.Process.Pid)
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // it exited 0; what it left running printed nothing we read
 	}

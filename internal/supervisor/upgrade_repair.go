@@ -141,17 +141,17 @@ func (st *upgradeState) repair(missing []fdRole, log *zap.Logger) []string {
 
 // giveUp kills the worker w, kept by the upgrade without a channel to it,
 // and has sl respawned.
-func (s *Supervisor) giveUp(sl *slot, w workerState) {
-	s.log.Warn("replacing a worker the upgrade could not keep", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.String("why", w.Lost))
+func (u *upgrader) giveUp(sl *slot, w workerState) {
+	u.s.log.Warn("replacing a worker the upgrade could not keep", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.String("why", w.Lost))
 	// Waited for through its own waiter, which Adopt starts; a pid that
 	// is no longer our child (it exited meanwhile) is not signalled.
-	pr, err := s.sys.Adopt(w.PID, func(exitStatus) { s.owned.Forget(w.PID) })
+	pr, err := u.s.sys.Adopt(w.PID, func(exitStatus) { u.s.owned.Forget(w.PID) })
 	if err == nil {
 		pr.Signal(syscall.SIGKILL)
 	} else {
-		s.owned.Forget(w.PID)
+		u.s.owned.Forget(w.PID)
 	}
-	s.enqueue(evRespawn{sl: sl, cause: control.CauseCrash})
+	u.s.enqueue(evRespawn{sl: sl, cause: control.CauseCrash})
 }
 
 // restoreMode rebuilds cfg.Mode over the sockets an upgrade kept, binding

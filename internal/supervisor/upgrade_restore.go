@@ -119,21 +119,22 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 func rollback(st *upgradeState, why error, sp *spawner) error {
 	st.Failure = why.Error()
 	s := &Supervisor{sys: &osSystem{spawner: sp}, notify: nil, sigs: earlySigs}
+	s.up.s = s
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
-	err := s.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
+	err := s.up.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 
 // restoreState sets what the runtime lost from st, before the services
 // start: counters, crash budgets, the pids the reaper must leave alone and
 // the control socket.
-func (s *Supervisor) restoreState(st *upgradeState) {
-	s.gen, s.begun, s.upgrades = st.Gen, st.Begun, st.Upgrades
+func (u *upgrader) restoreState(st *upgradeState) {
+	u.s.gen, u.s.begun, u.upgrades = st.Gen, st.Begun, st.Upgrades
 	if st.Failure == "" {
-		s.upgrades++
+		u.upgrades++
 	}
-	c := &s.counts
+	c := &u.s.counts
 	for k, v := range st.Counts.Spawns {
 		c.spawns[k] = v
 	}
@@ -145,17 +146,17 @@ func (s *Supervisor) restoreState(st *upgradeState) {
 	}
 	c.protocol, c.freezes = st.Counts.Protocol, st.Counts.Freezes
 	for _, ss := range st.Slots {
-		s.owned.Add(ss.Worker.PID) // before the reaper runs
+		u.s.owned.Add(ss.Worker.PID) // before the reaper runs
 	}
 }
 
 // keptListener takes the listener an upgrade kept under role and name, if
 // any: nil when there is none or it cannot be used, which the caller meets
 // by binding again.
-func (s *Supervisor) keptListener(role, name string) net.Listener {
-	ln, err := s.kept.listener(role, name)
+func (u *upgrader) keptListener(role, name string) net.Listener {
+	ln, err := u.kept.listener(role, name)
 	if err != nil {
-		s.log.Warn("cannot serve on the kept listener; binding again", zap.String("role", role), zap.Error(err))
+		u.s.log.Warn("cannot serve on the kept listener; binding again", zap.String("role", role), zap.Error(err))
 	}
 	return ln
 }
@@ -164,7 +165,7 @@ func (s *Supervisor) keptListener(role, name string) net.Listener {
 // image kept, or on a new one bound at -metrics.
 func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
 	var err error
-	if ln := s.keptListener(roleMetrics, s.cfg.Metrics); ln != nil {
+	if ln := s.up.keptListener(roleMetrics, s.cfg.Metrics); ln != nil {
 		s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
 	} else {
 		s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
@@ -176,7 +177,7 @@ func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) 
 // started this image kept, or on a new one bound at -admin.
 func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 	var err error
-	if ln := s.keptListener(roleAdmin, s.cfg.Admin); ln != nil {
+	if ln := s.up.keptListener(roleAdmin, s.cfg.Admin); ln != nil {
 		s.adminSrv, err = admin.ServeListener(ln, s.cfg.Admin, o)
 		if err != nil {
 			ln.Close()
@@ -189,52 +190,52 @@ func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
 
 // adopt takes over the workers st lists: each gets its channels back and
 // is waited for and routed as the ready worker it is.
-func (s *Supervisor) adopt(st *upgradeState) error {
-	now := s.sys.Now()
+func (u *upgrader) adopt(st *upgradeState) error {
+	now := u.s.sys.Now()
 	for _, ss := range st.Slots {
 		sl := &slot{id: ss.ID, restarts: ss.Restarts, handedPast: ss.HandedPast,
 			budget: crashBudget{crashes: ss.Crashes, young: ss.Young}}
-		s.slots = append(s.slots, sl)
+		u.s.slots = append(u.s.slots, sl)
 		w := ss.Worker
 		if w.Lost != "" {
-			s.giveUp(sl, w)
+			u.giveUp(sl, w)
 			continue
 		}
 		ctl, err := ipc.NewChannel(file(w.Ctl, "ipc-local"))
 		if err != nil {
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
 		}
-		t, err := restoreTarget(sl, ctl, w, s.log)
+		t, err := restoreTarget(sl, ctl, w, u.s.log)
 		if err != nil {
 			ctl.Close()
 			return fmt.Errorf("upgrade: slot %d: %w", ss.ID, err)
 		}
 		if w.features()&ipc.FeatureHandBack != 0 {
-			s.mode.handoff().Receive(t) // what it hands back when it drains
+			u.s.mode.handoff().Receive(t) // what it hands back when it drains
 		}
 		p := &process{slot: sl, gen: w.Gen, ctl: ctl, link: &preforkLink{ctl: ctl}, t: t,
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
 		p.pid = w.PID
-		s.live[p.pid], sl.cur = p, p
-		pr, err := s.sys.Adopt(w.PID, func(st exitStatus) {
+		u.s.live[p.pid], sl.cur = p, p
+		pr, err := u.s.sys.Adopt(w.PID, func(st exitStatus) {
 			p.link.exited()
 			p.readerDone()
-			s.post(evExit{p: p, st: st})
+			u.s.post(evExit{p: p, st: st})
 		})
 		if err != nil {
 			// It exited while the old image re-executed itself: that
 			// image's waiter reaped it, and its exit event was lost with
 			// the image. Its exit, handled once the supervisor runs, reads
 			// back what it was handed and respawns the slot as a crash.
-			s.log.Warn("a worker kept across the upgrade is gone", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.Error(err))
+			u.s.log.Warn("a worker kept across the upgrade is gone", zap.Int("slot", sl.id), zap.Int("pid", w.PID), zap.Error(err))
 			p.proc = goneProc(w.PID)
-			s.enqueue(evExit{p: p, st: exitStatus{err: err}})
+			u.s.enqueue(evExit{p: p, st: exitStatus{err: err}})
 			continue
 		}
 		p.proc = pr
-		p.link.started(s, p)
-		route(s.mode, p)
+		p.link.started(u.s, p)
+		route(u.s.mode, p)
 	}
 	return nil
 }
@@ -278,37 +279,37 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 // resumed finishes a restore once the mode accepts again and the workers
 // are routed: it tells systemd and answers the client that asked for the
 // upgrade.
-func (s *Supervisor) resumed(st *upgradeState) {
-	s.phase = phaseRunning
-	s.notify.Ready(s.statusLine())
+func (u *upgrader) resumed(st *upgradeState) {
+	u.s.phase = phaseRunning
+	u.s.notify.Ready(u.s.statusLine())
 	r := control.Response{OK: true, Message: fmt.Sprintf("upgraded from %s to %s in place (pid %d, %d workers kept, accept gap %.2fms)",
-		st.From, Version, os.Getpid(), len(st.Slots), float64(s.acceptGap.Microseconds())/1000)}
+		st.From, Version, os.Getpid(), len(st.Slots), float64(u.acceptGap.Microseconds())/1000)}
 	if len(st.lost) > 0 {
 		r.Message += "; rebuilt without " + strings.Join(st.lost, "; ")
 	}
 	if st.Failure != "" {
 		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
-		s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
+		u.s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
 	} else {
-		s.log.Info("upgraded in place", zap.String("from", st.From), zap.String("version", Version),
-			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", s.acceptGap), zap.Int("upgrades", s.upgrades))
+		u.s.log.Info("upgraded in place", zap.String("from", st.From), zap.String("version", Version),
+			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", u.acceptGap), zap.Int("upgrades", u.upgrades))
 	}
 	if st.Reply >= 0 {
 		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {
-			s.log.Warn("could not answer ctl upgrade", zap.Error(err))
+			u.s.log.Warn("could not answer ctl upgrade", zap.Error(err))
 		}
 	}
-	s.replaySignals(st.Signals)
+	u.replaySignals(st.Signals)
 }
 
 // replaySignals handles the signals an image received but had not handled
 // when it re-executed itself, or tried to.
-func (s *Supervisor) replaySignals(sigs []int) {
+func (u *upgrader) replaySignals(sigs []int) {
 	if len(sigs) > 0 {
-		s.log.Info("handling the signals that arrived during the upgrade", zap.Ints("signals", sigs))
+		u.s.log.Info("handling the signals that arrived during the upgrade", zap.Ints("signals", sigs))
 	}
 	for _, n := range sigs {
-		s.onSignal(syscall.Signal(n))
+		u.s.onSignal(syscall.Signal(n))
 	}
 }
 

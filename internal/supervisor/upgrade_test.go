@@ -108,18 +108,18 @@ func TestTakeState(t *testing.T) {
 func TestUpgradeRefusedUnlessAtRest(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start(false)
-	if err := h.s.canUpgrade(); err == nil || !strings.Contains(err.Error(), "not while starting") {
+	if err := h.s.up.canUpgrade(); err == nil || !strings.Contains(err.Error(), "not while starting") {
 		t.Fatalf("while starting: %v", err)
 	}
 	for _, sl := range h.s.slots {
 		h.ready(sl.cur)
 	}
-	if err := h.s.canUpgrade(); err != nil {
+	if err := h.s.up.canUpgrade(); err != nil {
 		t.Fatalf("at rest: %v", err)
 	}
 	h.control(control.Request{Cmd: control.CmdReload}) // answered when done
 	h.run()
-	if err := h.s.canUpgrade(); err == nil || !strings.Contains(err.Error(), "reload") {
+	if err := h.s.up.canUpgrade(); err == nil || !strings.Contains(err.Error(), "reload") {
 		t.Fatalf("during a reload: %v", err)
 	}
 }
@@ -234,11 +234,11 @@ func TestAdoptGoneWorker(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
 	h.sys.adoptable = map[int]bool{501: true}
 	st := adoptState(t, 501, 502)
-	h.s.restoreState(st)
-	if err := h.s.adopt(st); err != nil {
+	h.s.up.restoreState(st)
+	if err := h.s.up.adopt(st); err != nil {
 		t.Fatalf("adopt with one worker gone: %v", err)
 	}
-	h.s.resumed(st)
+	h.s.up.resumed(st)
 	h.run()
 	if stopped, err := h.stopped(); stopped {
 		t.Fatalf("supervisor stopped: %v", err)
@@ -257,7 +257,7 @@ func TestAdoptGoneWorker(t *testing.T) {
 		t.Errorf("%d exit events, want 1 for pid 502", n)
 	}
 	h.ready(p)
-	if err := h.s.canUpgrade(); err != nil {
+	if err := h.s.up.canUpgrade(); err != nil {
 		t.Errorf("after the respawn: %v", err)
 	}
 }
@@ -293,8 +293,9 @@ func checkWithin(t *testing.T, path string, d time.Duration) (string, error) {
 	}
 	done := make(chan result, 1)
 	s := &Supervisor{log: zap.NewNop()}
+	s.up.s = s
 	go func() {
-		v, err := s.checkBinary(path)
+		v, err := s.up.checkBinary(path)
 		done <- result{v, err}
 	}()
 	select {
@@ -386,7 +387,7 @@ func TestUpgradeKeepsSignals(t *testing.T) {
 	// runs.
 	h2 := newHarness(t, func(c *Config) { c.WorkerProtocol = ProtocolPrefork })
 	h2.start(true)
-	h2.s.resumed(&upgradeState{Reply: -1, Signals: []int{int(syscall.SIGTERM)}})
+	h2.s.up.resumed(&upgradeState{Reply: -1, Signals: []int{int(syscall.SIGTERM)}})
 	if h2.s.phase != phaseStopping {
 		t.Fatalf("phase %s after a restore with a SIGTERM in the state, want stopping", h2.s.phase)
 	}
@@ -513,7 +514,7 @@ func TestOneUpgradeAtATime(t *testing.T) {
 	h := newHarness(t, nil)
 	path := checkScript(t, "echo prefork-upgrade-check version=v9 format="+strconv.Itoa(stateFormat)+"\n")
 	first := make(chan control.Response, 1)
-	go func() { first <- h.s.requestUpgrade(context.Background(), path, false) }()
+	go func() { first <- h.s.up.requestUpgrade(context.Background(), path, false) }()
 	var ev evUpgrade
 	select {
 	case e := <-h.s.events: // not handled until the second is answered
@@ -526,7 +527,7 @@ func TestOneUpgradeAtATime(t *testing.T) {
 		<-first
 	}()
 	second := make(chan control.Response, 1)
-	go func() { second <- h.s.requestUpgrade(context.Background(), path, false) }()
+	go func() { second <- h.s.up.requestUpgrade(context.Background(), path, false) }()
 	select {
 	case r := <-second:
 		if r.OK || !strings.Contains(r.Error, "in progress") {
