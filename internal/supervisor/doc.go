@@ -39,7 +39,7 @@
 //	control.go      ctl requests and status
 //	recent.go       a worker's last heartbeats: requests/s, p50, p99
 //	metrics.go      the snapshot a metrics scrape reads
-//	services.go     control socket, metrics, reaper, systemd watchdog
+//	services.go     services: control socket, metrics, admin, reaper, watchdog
 //	mode.go         a mode's sockets (-mode): the mode interface, and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
 //	                connections themselves go through internal/handoff

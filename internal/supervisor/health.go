@@ -72,7 +72,7 @@ func (s *Supervisor) onTick() {
 	s.mode.handoff().Check(time.Now())
 	s.rebalance(time.Now())
 	s.findHung(now)
-	s.keepAlive(now)
+	s.svc.keepAlive(now)
 }
 
 // thawed restarts every heartbeat clock after the supervisor was frozen for

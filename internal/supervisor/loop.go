@@ -160,7 +160,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		s.stop(sig.String())
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
-		s.reloadAdmin()
+		s.svc.reloadAdmin()
 		s.reload(nil)
 	case syscall.SIGTTIN:
 		s.scaleBy(+1)

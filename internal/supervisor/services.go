@@ -9,14 +9,28 @@ import (
 
 	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/reaper"
 )
 
+// services are what the supervisor serves besides the workers: the
+// control socket, metrics, admin, the reaper and systemd's watchdog. They
+// are the field svc of a Supervisor, owned by its owner goroutine.
+type services struct {
+	s *Supervisor
+
+	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
+	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
+	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
+	sdDropped  uint64          // notify.Dropped at the last tick
+	pinged     time.Time       // last WATCHDOG=1
+}
+
 // startServices starts what runs beside the workers: the control socket,
 // the metrics listener and the reaper of orphaned grandchildren. The
 // returned function stops them.
-func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
+func (sv *services) startServices(bus *control.Broadcaster) (func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stops []func()
 	stop := func() {
@@ -25,9 +39,9 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		}
 		cancel()
 	}
-	if path := s.controlPath(); path != "" {
-		cs := &controlService{s: s, path: path, bus: bus, log: s.log.Named("control"), inherit: s.up.kept}
-		s.ctlsvc = cs
+	if path := sv.controlPath(); path != "" {
+		cs := &controlService{s: sv.s, path: path, bus: bus, log: sv.s.log.Named("control"), inherit: sv.s.up.kept}
+		sv.ctlsvc = cs
 		if err := cs.listen(); err != nil {
 			stop()
 			return nil, err
@@ -35,10 +49,10 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 		done := make(chan struct{})
 		go func() { defer close(done); cs.run(ctx) }()
 		stops = append(stops, func() { cancel(); cs.close(); <-done })
-		s.log.Info("control socket", zap.String("path", path))
+		sv.s.log.Info("control socket", zap.String("path", path))
 	}
-	if s.cfg.Metrics != "" || s.cfg.Admin != "" {
-		closeMetrics, err := s.serveMetrics(bus)
+	if sv.s.cfg.Metrics != "" || sv.s.cfg.Admin != "" {
+		closeMetrics, err := sv.serveMetrics(bus)
 		if err != nil {
 			stop()
 			return nil, err
@@ -55,11 +69,11 @@ func (s *Supervisor) startServices(bus *control.Broadcaster) (func(), error) {
 	// in process groups of their own, killed once they end, so nothing
 	// of theirs lingers as its child.
 	if err := reaper.SetSubreaper(); err != nil {
-		s.log.Warn("cannot become a child subreaper", zap.Error(err))
+		sv.s.log.Warn("cannot become a child subreaper", zap.Error(err))
 	}
-	go reaper.Run(ctx, s.notOrphan, func(pid int) {
-		s.log.Info("reaped orphaned process", zap.Int("pid", pid))
-		s.emit(nil, control.Event{Kind: control.EventReap, PID: pid})
+	go reaper.Run(ctx, sv.s.notOrphan, func(pid int) {
+		sv.s.log.Info("reaped orphaned process", zap.Int("pid", pid))
+		sv.s.emit(nil, control.Event{Kind: control.EventReap, PID: pid})
 	})
 	return stop, nil
 }
@@ -143,53 +157,53 @@ func (c *controlService) close() {
 	c.srv.Close()
 }
 
-func (s *Supervisor) controlPath() string {
-	switch s.cfg.Control {
+func (sv *services) controlPath() string {
+	switch sv.s.cfg.Control {
 	case "none":
 		return ""
 	case "":
-		return control.DefaultPath(s.cfg.Listen)
+		return control.DefaultPath(sv.s.cfg.Listen)
 	}
-	return s.cfg.Control
+	return sv.s.cfg.Control
 }
 
 // serveMetrics starts the Prometheus listener (-metrics) and the admin
 // listener (-admin), which serves the same metrics. Scrapes ask the owner
 // goroutine for a snapshot, so the numbers agree with each other.
-func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
+func (sv *services) serveMetrics(bus *control.Broadcaster) (func(), error) {
 	m := metrics.New(func(ctx context.Context) (snapshot, error) {
-		return ask(ctx, s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
+		return ask(ctx, sv.s, func(reply chan snapshot) any { return evSnapshot{reply: reply} })
 	})
-	s.mode.handoff().Observe(m)
+	sv.s.mode.handoff().Observe(m)
 	var closers []func() error
 	stop := func() {
 		for _, c := range closers {
 			c()
 		}
 	}
-	if s.cfg.Metrics != "" {
-		srv, err := s.listenMetrics(m) // upgrade_restore.go: bound, or kept by an upgrade
+	if sv.s.cfg.Metrics != "" {
+		srv, err := sv.listenMetrics(m) // upgrade_restore.go: bound, or kept by an upgrade
 		if err != nil {
 			return nil, err
 		}
 		closers = append(closers, srv.Close)
-		s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
+		sv.s.log.Info("metrics", zap.String("addr", "http://"+srv.Addr()+"/metrics"))
 	}
-	if s.cfg.Admin != "" {
-		if err := s.checkAdminFiles(); err != nil {
+	if sv.s.cfg.Admin != "" {
+		if err := sv.checkAdminFiles(); err != nil {
 			stop()
 			return nil, err
 		}
-		srv, err := s.listenAdmin(admin.Options{
-			Control:  handler{s},
+		srv, err := sv.listenAdmin(admin.Options{
+			Control:  handler{sv.s},
 			Events:   bus,
 			Metrics:  m.Handler(),
-			Actions:  s.cfg.AdminActions,
-			AuthFile: s.cfg.AdminAuth,
-			TLSCert:  s.cfg.AdminTLSCert,
-			TLSKey:   s.cfg.AdminTLSKey,
+			Actions:  sv.s.cfg.AdminActions,
+			AuthFile: sv.s.cfg.AdminAuth,
+			TLSCert:  sv.s.cfg.AdminTLSCert,
+			TLSKey:   sv.s.cfg.AdminTLSKey,
 			Registry: m.Registerer(),
-			Log:      s.log.Named("admin"),
+			Log:      sv.s.log.Named("admin"),
 		})
 		if err != nil {
 			stop()
@@ -197,10 +211,10 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 		}
 		closers = append(closers, srv.Close)
 		scheme := "http://"
-		if s.cfg.AdminTLSCert != "" {
+		if sv.s.cfg.AdminTLSCert != "" {
 			scheme = "https://"
 		}
-		s.log.Info("admin", zap.String("addr", scheme+srv.Addr()+"/"), zap.Bool("actions", s.cfg.AdminActions), zap.Bool("auth", s.cfg.AdminAuth != ""))
+		sv.s.log.Info("admin", zap.String("addr", scheme+srv.Addr()+"/"), zap.Bool("actions", sv.s.cfg.AdminActions), zap.Bool("auth", sv.s.cfg.AdminAuth != ""))
 	}
 	return stop, nil
 }
@@ -211,17 +225,17 @@ func (s *Supervisor) serveMetrics(bus *control.Broadcaster) (func(), error) {
 // pings on the first tick once WatchdogInterval (half the timeout) is less
 // than a tick away, so pings stay within the timeout whenever that exceeds
 // two ticks.
-func (s *Supervisor) keepAlive(now time.Time) {
-	if every := s.notify.WatchdogInterval(); every > 0 && now.Sub(s.pinged) >= every-tickEvery {
-		s.notify.Notify("WATCHDOG=1")
-		s.pinged = now
+func (sv *services) keepAlive(now time.Time) {
+	if every := sv.s.notify.WatchdogInterval(); every > 0 && now.Sub(sv.pinged) >= every-tickEvery {
+		sv.s.notify.Notify("WATCHDOG=1")
+		sv.pinged = now
 	}
 	// A notification systemd's full queue could not take is dropped, never
 	// waited for (sdnotify.ErrQueueFull): said at powers of two.
-	if d := s.notify.Dropped(); d != s.sdDropped {
-		s.sdDropped = d
+	if d := sv.s.notify.Dropped(); d != sv.sdDropped {
+		sv.sdDropped = d
 		if d&(d-1) == 0 {
-			s.log.Warn("systemd's notify socket is full: notifications dropped", zap.Uint64("dropped", d))
+			sv.s.log.Warn("systemd's notify socket is full: notifications dropped", zap.Uint64("dropped", d))
 		}
 	}
 }
@@ -229,14 +243,14 @@ func (s *Supervisor) keepAlive(now time.Time) {
 // checkAdminFiles reads what the admin listener will (its auth file and
 // certificate) before it starts: what is wrong with them is a usage
 // error, exit status 2, as a wrong flag is.
-func (s *Supervisor) checkAdminFiles() error {
-	if p := s.cfg.AdminAuth; p != "" {
+func (sv *services) checkAdminFiles() error {
+	if p := sv.s.cfg.AdminAuth; p != "" {
 		if _, err := admin.LoadAuth(p); err != nil {
 			return usagef("invalid value %q for flag -admin-auth: %v", p, err)
 		}
 	}
-	if p := s.cfg.AdminTLSCert; p != "" {
-		if _, err := admin.LoadCertificate(p, s.cfg.AdminTLSKey); err != nil {
+	if p := sv.s.cfg.AdminTLSCert; p != "" {
+		if _, err := admin.LoadCertificate(p, sv.s.cfg.AdminTLSKey); err != nil {
 			return usagef("invalid value %q for flag -admin-tls-cert: %v", p, err)
 		}
 	}
@@ -247,14 +261,49 @@ func (s *Supervisor) checkAdminFiles() error {
 // (SIGHUP), off the owner goroutine: a renewed certificate or a changed
 // password needs no restart. What cannot be read is logged, and the one in
 // use stays.
-func (s *Supervisor) reloadAdmin() {
-	srv := s.adminSrv
+func (sv *services) reloadAdmin() {
+	srv := sv.adminSrv
 	if srv == nil {
 		return
 	}
 	go func() {
 		if err := srv.Reload(); err != nil {
-			s.log.Error("admin: cannot reload the auth file or certificate; keeping the ones in use", zap.Error(err))
+			sv.s.log.Error("admin: cannot reload the auth file or certificate; keeping the ones in use", zap.Error(err))
 		}
 	}()
+}
+
+// listenMetrics serves m on the listener the upgrade that started this
+// image kept, or on a new one bound at -metrics.
+func (sv *services) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
+	var err error
+	if ln := sv.s.up.keptListener(roleMetrics, sv.s.cfg.Metrics); ln != nil {
+		sv.metricsSrv = metrics.ServeListener(ln, m, sv.s.log.Named("metrics"))
+	} else {
+		sv.metricsSrv, err = metrics.Serve(sv.s.cfg.Metrics, m, sv.s.log.Named("metrics"))
+	}
+	return sv.metricsSrv, err
+}
+
+// listenAdmin serves the admin listener on the listener the upgrade that
+// started this image kept, or on a new one bound at -admin.
+func (sv *services) listenAdmin(o admin.Options) (*admin.Server, error) {
+	var err error
+	if ln := sv.s.up.keptListener(roleAdmin, sv.s.cfg.Admin); ln != nil {
+		sv.adminSrv, err = admin.ServeListener(ln, sv.s.cfg.Admin, o)
+		if err != nil {
+			ln.Close()
+		}
+	} else {
+		sv.adminSrv, err = admin.Serve(sv.s.cfg.Admin, o)
+	}
+	return sv.adminSrv, err
+}
+
+// adminServer is the admin listener's HTTP server, nil without -admin.
+func (sv *services) adminServer() *httpserve.Server {
+	if sv.adminSrv == nil {
+		return nil
+	}
+	return sv.adminSrv.Server
 }

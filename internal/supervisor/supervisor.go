@@ -11,9 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
-	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/reaper"
 	"github.com/prefork/prefork/internal/sdnotify"
 )
@@ -33,16 +31,15 @@ func (p phase) String() string { return [...]string{"starting", "running", "stop
 // goroutine running loop (the owner); everything else talks to it through
 // events.
 type Supervisor struct {
-	cfg       Config
-	log       *zap.Logger
-	sys       system
-	mode      mode
-	proto     protocol // -worker-protocol
-	owned     reaper.Owned
-	cred      *syscall.Credential // -user/-group
-	notify    *sdnotify.Notifier  // nil: not under systemd
-	sdDropped uint64              // notify.Dropped at the last tick
-	bus       publisher
+	cfg    Config
+	log    *zap.Logger
+	sys    system
+	mode   mode
+	proto  protocol // -worker-protocol
+	owned  reaper.Owned
+	cred   *syscall.Credential // -user/-group
+	notify *sdnotify.Notifier  // nil: not under systemd
+	bus    publisher
 
 	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
 	events chan any         // from other goroutines
@@ -72,7 +69,6 @@ type Supervisor struct {
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
 	lastTick time.Time // the owner loop's last tick, for freeze detection
-	pinged   time.Time // last WATCHDOG=1
 
 	counts counters
 
@@ -83,10 +79,8 @@ type Supervisor struct {
 
 	// In-place upgrades (upgrade.go).
 	up upgrader
-
-	ctlsvc     *controlService // the control socket, whose listener an upgrade keeps
-	metricsSrv *metrics.Server // the metrics listener, which an upgrade keeps too
-	adminSrv   *admin.Server   // the admin listener (-admin), kept by an upgrade too
+	// The control socket, metrics, admin, reaper and watchdog (services.go).
+	svc services
 }
 
 // counters are cumulative, for metrics.
@@ -123,6 +117,7 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		},
 	}
 	s.up = upgrader{s: s, kept: &keptFDs{}}
+	s.svc = services{s: s}
 	return s
 }
 
@@ -197,7 +192,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 	}
 	// After the mode exists (the metrics observe its handoff) and before
 	// it accepts anything.
-	stopServices, err := s.startServices(bus)
+	stopServices, err := s.svc.startServices(bus)
 	if err != nil {
 		return err
 	}

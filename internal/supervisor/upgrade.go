@@ -350,8 +350,8 @@ func (u *upgrader) saveState(reply *os.File) (*upgradeState, func(), error) {
 		}
 		st.Slots = append(st.Slots, ss)
 	}
-	if u.s.ctlsvc != nil {
-		if st.Control, err = u.s.ctlsvc.save(st); err != nil {
+	if u.s.svc.ctlsvc != nil {
+		if st.Control, err = u.s.svc.ctlsvc.save(st); err != nil {
 			return fail(err)
 		}
 	}
@@ -360,7 +360,7 @@ func (u *upgrader) saveState(reply *os.File) (*upgradeState, func(), error) {
 		to   *int
 		role string
 		name string
-	}{{u.s.metricsSrv, &st.Metrics, roleMetrics, u.s.cfg.Metrics}, {u.s.adminServer(), &st.Admin, roleAdmin, u.s.cfg.Admin}} {
+	}{{u.s.svc.metricsSrv, &st.Metrics, roleMetrics, u.s.cfg.Metrics}, {u.s.svc.adminServer(), &st.Admin, roleAdmin, u.s.cfg.Admin}} {
 		if h.srv == nil {
 			continue
 		}

@@ -13,13 +13,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/prefork/prefork/internal/admin"
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/execsignal"
 	"github.com/prefork/prefork/internal/handoff"
-	"github.com/prefork/prefork/internal/httpserve"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/metrics"
 )
 
 func init() {
@@ -161,33 +158,6 @@ func (u *upgrader) keptListener(role, name string) net.Listener {
 	return ln
 }
 
-// listenMetrics serves m on the listener the upgrade that started this
-// image kept, or on a new one bound at -metrics.
-func (s *Supervisor) listenMetrics(m *metrics.Metrics) (*metrics.Server, error) {
-	var err error
-	if ln := s.up.keptListener(roleMetrics, s.cfg.Metrics); ln != nil {
-		s.metricsSrv = metrics.ServeListener(ln, m, s.log.Named("metrics"))
-	} else {
-		s.metricsSrv, err = metrics.Serve(s.cfg.Metrics, m, s.log.Named("metrics"))
-	}
-	return s.metricsSrv, err
-}
-
-// listenAdmin serves the admin listener on the listener the upgrade that
-// started this image kept, or on a new one bound at -admin.
-func (s *Supervisor) listenAdmin(o admin.Options) (*admin.Server, error) {
-	var err error
-	if ln := s.up.keptListener(roleAdmin, s.cfg.Admin); ln != nil {
-		s.adminSrv, err = admin.ServeListener(ln, s.cfg.Admin, o)
-		if err != nil {
-			ln.Close()
-		}
-	} else {
-		s.adminSrv, err = admin.Serve(s.cfg.Admin, o)
-	}
-	return s.adminSrv, err
-}
-
 // adopt takes over the workers st lists: each gets its channels back and
 // is waited for and routed as the ready worker it is.
 func (u *upgrader) adopt(st *upgradeState) error {
@@ -311,12 +281,4 @@ func (u *upgrader) replaySignals(sigs []int) {
 	for _, n := range sigs {
 		u.s.onSignal(syscall.Signal(n))
 	}
-}
-
-// adminServer is the admin listener's HTTP server, nil without -admin.
-func (s *Supervisor) adminServer() *httpserve.Server {
-	if s.adminSrv == nil {
-		return nil
-	}
-	return s.adminSrv.Server
 }
