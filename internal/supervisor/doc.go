@@ -32,7 +32,8 @@
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      reload and recycle, slot by slot
 //	scale.go        scaling up and down
-//	fork.go         Engine.Fork and Ready, the respawn policy (auto, manual)
+//	fork.go         forks: Engine.Fork and Ready, the respawn policy (auto,
+//	                manual)
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
 //	rebalance.go    rr: asking busy workers to give idle connections back after a scale-up
 //	stop.go         graceful stop, grace, second signal

@@ -215,7 +215,7 @@ func (e *Engine) Kill(ctx context.Context, pid int, sig syscall.Signal) error {
 			s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseKill})
 			s.after(s.cfg.Grace, evKillDue{p: p})
 			if p.slot.cur == p {
-				s.respawnAfter(p.slot, control.CauseKill)
+				s.forks.respawnAfter(p.slot, control.CauseKill)
 			}
 		}
 		return p.proc.Signal(sig)
@@ -234,7 +234,7 @@ func (e *Engine) Disconnect(ctx context.Context, pid int) error {
 		}
 		s.drain(p, control.CauseDisconnect)
 		if p.slot.cur == p {
-			s.respawnAfter(p.slot, control.CauseDisconnect)
+			s.forks.respawnAfter(p.slot, control.CauseDisconnect)
 		}
 		return nil
 	})

@@ -20,9 +20,20 @@ const (
 	RespawnManual = settings.RespawnManual
 )
 
+// forks are the workers the program asks for (Engine.Fork) and the
+// respawn policy: the field forks of a Supervisor, owned by its owner
+// goroutine.
+type forks struct {
+	s *Supervisor
+
+	forkQueue  []forkReq // Forks waiting for a reload or scale to end
+	claims     []claim   // respawns a Fork may take for its own
+	forkWarned bool      // the claim has been explained in the log
+}
+
 // manual reports whether the program, not the supervisor, replaces
 // workers that exit (Node's policy).
-func (s *Supervisor) manual() bool { return s.cfg.Respawn == RespawnManual }
+func (fk *forks) manual() bool { return fk.s.cfg.Respawn == RespawnManual }
 
 // claimWindow is how long after a worker's exit, which the supervisor
 // answered with a respawn, a Fork is taken for the program's own answer to
@@ -70,7 +81,7 @@ func (e *Engine) Fork(ctx context.Context, env []string) (slot, pid int, err err
 		}
 	}
 	req := forkReq{env: env, reply: make(chan forkReply, 1)}
-	if _, err := call(ctx, e, func(s *Supervisor) bool { s.fork(req); return true }); err != nil {
+	if _, err := call(ctx, e, func(s *Supervisor) bool { s.forks.fork(req); return true }); err != nil {
 		return 0, 0, err
 	}
 	select {
@@ -84,69 +95,69 @@ func (e *Engine) Fork(ctx context.Context, env []string) (slot, pid int, err err
 }
 
 // fork carries out req, or queues it behind the reload or scale that runs.
-func (s *Supervisor) fork(req forkReq) {
-	if s.phase == phaseStopping {
+func (fk *forks) fork(req forkReq) {
+	if fk.s.phase == phaseStopping {
 		req.reply <- forkReply{err: fmt.Errorf("supervisor: fork: %w", errStopping)}
 		return
 	}
-	if sl := s.claimRespawn(); sl != nil {
-		s.waitReady(sl, req)
+	if sl := fk.claimRespawn(); sl != nil {
+		fk.waitReady(sl, req)
 		return
 	}
-	if s.roll != nil || s.scaling != nil {
-		s.forkQueue = append(s.forkQueue, req)
+	if fk.s.roll != nil || fk.s.scaling != nil {
+		fk.forkQueue = append(fk.forkQueue, req)
 		return
 	}
 	var sl *slot
-	for _, x := range s.slots {
+	for _, x := range fk.s.slots {
 		if x.parked {
 			sl = x
 			break
 		}
 	}
 	if sl == nil {
-		sl = &slot{id: len(s.slots) + 1}
-		s.slots = append(s.slots, sl)
+		sl = &slot{id: len(fk.s.slots) + 1}
+		fk.s.slots = append(fk.s.slots, sl)
 	}
 	sl.parked, sl.env = false, req.env
-	if err := s.start(sl, control.CauseFork); err != nil {
-		s.park(sl)
+	if err := fk.s.start(sl, control.CauseFork); err != nil {
+		fk.park(sl)
 		req.reply <- forkReply{err: fmt.Errorf("supervisor: fork: %w", err)}
 		return
 	}
 	sl.cur.forked = true
-	s.waitReady(sl, req)
+	fk.waitReady(sl, req)
 }
 
 // claimable records, under the automatic policy, that the exit of p
 // (cause) is answered by a respawn of its slot, which a Fork soon after
 // may take for its own. Stops and scale-downs leave no slot to take.
-func (s *Supervisor) claimable(p *process, cause control.Cause, now time.Time) {
-	if s.manual() || p.slot.removed || p.slot.parked || s.phase == phaseStopping || cause == control.CauseScale {
+func (fk *forks) claimable(p *process, cause control.Cause, now time.Time) {
+	if fk.manual() || p.slot.removed || p.slot.parked || fk.s.phase == phaseStopping || cause == control.CauseScale {
 		return
 	}
-	kept := s.claims[:0]
-	for _, c := range s.claims {
+	kept := fk.claims[:0]
+	for _, c := range fk.claims {
 		if now.Sub(c.at) <= claimWindow {
 			kept = append(kept, c)
 		}
 	}
-	s.claims = append(kept, claim{sl: p.slot, at: now})
+	fk.claims = append(kept, claim{sl: p.slot, at: now})
 }
 
 // claimRespawn takes the oldest respawn still within claimWindow, under
 // the automatic policy, and logs once how to have the program decide.
-func (s *Supervisor) claimRespawn() *slot {
-	now := s.sys.Now()
-	for len(s.claims) > 0 {
-		c := s.claims[0]
-		s.claims = s.claims[1:]
+func (fk *forks) claimRespawn() *slot {
+	now := fk.s.sys.Now()
+	for len(fk.claims) > 0 {
+		c := fk.claims[0]
+		fk.claims = fk.claims[1:]
 		if now.Sub(c.at) > claimWindow || c.sl.removed || c.sl.parked {
 			continue
 		}
-		if !s.forkWarned {
-			s.forkWarned = true
-			s.log.Warn("Fork right after a worker's exit: the primary respawns workers itself, so this Fork returns the respawned worker "+
+		if !fk.forkWarned {
+			fk.forkWarned = true
+			fk.s.log.Warn("Fork right after a worker's exit: the primary respawns workers itself, so this Fork returns the respawned worker "+
 				"instead of adding one; to decide yourself, as in Node, set Settings.Respawn to RespawnManual", zap.Int("slot", c.sl.id))
 		}
 		return c.sl
@@ -155,7 +166,7 @@ func (s *Supervisor) claimRespawn() *slot {
 }
 
 // waitReady answers req once sl's worker is ready.
-func (s *Supervisor) waitReady(sl *slot, req forkReq) {
+func (fk *forks) waitReady(sl *slot, req forkReq) {
 	if p := sl.cur; p != nil && p.state == control.StateReady {
 		req.reply <- forkReply{slot: sl.id, pid: p.pid}
 		return
@@ -164,7 +175,7 @@ func (s *Supervisor) waitReady(sl *slot, req forkReq) {
 }
 
 // forkReady answers the Forks waiting for sl, whose worker p is ready.
-func (s *Supervisor) forkReady(sl *slot, p *process) {
+func (fk *forks) forkReady(sl *slot, p *process) {
 	for _, req := range sl.forks {
 		req.reply <- forkReply{slot: sl.id, pid: p.pid}
 	}
@@ -173,7 +184,7 @@ func (s *Supervisor) forkReady(sl *slot, p *process) {
 
 // forkFailed answers the Forks waiting for sl, whose worker failed to
 // start; the slot is left without one. It reports false if none waited.
-func (s *Supervisor) forkFailed(sl *slot, err error) bool {
+func (fk *forks) forkFailed(sl *slot, err error) bool {
 	if len(sl.forks) == 0 {
 		return false
 	}
@@ -181,54 +192,54 @@ func (s *Supervisor) forkFailed(sl *slot, err error) bool {
 		req.reply <- forkReply{err: fmt.Errorf("supervisor: fork: %w", err)}
 	}
 	sl.forks = nil
-	s.park(sl)
+	fk.park(sl)
 	return true
 }
 
 // park leaves sl without a worker until a Fork takes it: the manual
 // policy's answer to an exit, and a failed Fork's slot.
-func (s *Supervisor) park(sl *slot) {
+func (fk *forks) park(sl *slot) {
 	sl.parked = true
 	if sl.cur != nil {
-		s.vacate(sl)
+		fk.s.vacate(sl)
 	}
-	if s.phase == phaseStarting && s.allReady() {
-		s.running()
+	if fk.s.phase == phaseStarting && fk.s.allReady() {
+		fk.s.running()
 	}
 }
 
 // respawnAfter replaces sl's worker, which left (cause) without crashing,
 // by the policy: at once, or not at all under the manual one.
-func (s *Supervisor) respawnAfter(sl *slot, cause control.Cause) {
-	if s.phase == phaseStopping {
+func (fk *forks) respawnAfter(sl *slot, cause control.Cause) {
+	if fk.s.phase == phaseStopping {
 		return
 	}
 	if sl.cur != nil {
-		s.vacate(sl)
+		fk.s.vacate(sl)
 	}
-	if s.manual() {
-		s.park(sl)
+	if fk.manual() {
+		fk.park(sl)
 		return
 	}
-	s.enqueue(evRespawn{sl: sl, cause: cause})
+	fk.s.enqueue(evRespawn{sl: sl, cause: cause})
 }
 
 // runForks carries out the Forks queued behind a reload or scale.
-func (s *Supervisor) runForks() {
-	q := s.forkQueue
-	s.forkQueue = nil
+func (fk *forks) runForks() {
+	q := fk.forkQueue
+	fk.forkQueue = nil
 	for _, req := range q {
-		s.fork(req)
+		fk.fork(req)
 	}
 }
 
 // endForks fails the Forks still waiting when the supervisor stops.
-func (s *Supervisor) endForks() {
-	for _, req := range s.forkQueue {
+func (fk *forks) endForks() {
+	for _, req := range fk.forkQueue {
 		req.reply <- forkReply{err: fmt.Errorf("supervisor: fork: %w", errStopping)}
 	}
-	s.forkQueue = nil
-	for _, sl := range s.slots {
+	fk.forkQueue = nil
+	for _, sl := range fk.s.slots {
 		for _, req := range sl.forks {
 			req.reply <- forkReply{err: fmt.Errorf("supervisor: fork: %w", errStopping)}
 		}

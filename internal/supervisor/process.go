@@ -222,7 +222,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 		return
 	}
 	route(s.mode, p)
-	s.forkReady(p.slot, p)
+	s.forks.forkReady(p.slot, p)
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
 	}
@@ -270,7 +270,7 @@ func (s *Supervisor) failedStarting(p *process, err error) bool {
 	switch {
 	case s.roll != nil && s.roll.next == p:
 		s.rollFailed(err)
-	case p.forked && s.forkFailed(p.slot, err):
+	case p.forked && s.forks.forkFailed(p.slot, err):
 	case s.scaling != nil && s.scaling.adding[p.slot]:
 		s.scaleFailed(p.slot, err)
 	case s.phase == phaseStarting:
@@ -331,7 +331,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 		s.vacate(p.slot)
 	}
 	defer s.scaleProgress()
-	s.claimable(p, cause, now)
+	s.forks.claimable(p, cause, now)
 	if cause != control.CauseCrash {
 		s.log.Info("worker exited", fields...)
 		return

@@ -395,6 +395,6 @@ func (s *Supervisor) onLeaving(p *process) {
 	s.emit(p, control.Event{Kind: control.EventDrain, Reason: control.CauseDisconnect})
 	s.after(s.cfg.Grace, evKillDue{p: p})
 	if p.slot.cur == p {
-		s.respawnAfter(p.slot, control.CauseDisconnect)
+		s.forks.respawnAfter(p.slot, control.CauseDisconnect)
 	}
 }

@@ -182,6 +182,6 @@ func (s *Supervisor) idle() {
 		s.scaleBy(n)
 	}
 	if s.scaling == nil {
-		s.runForks()
+		s.forks.runForks()
 	}
 }

@@ -75,8 +75,8 @@ func respawnDelay(young int) time.Duration {
 // Under the manual policy the program replaces it, if it wants to: the
 // slot waits for a Fork, and there is no budget to spend.
 func (s *Supervisor) crashed(sl *slot, uptime time.Duration, cause control.Cause) {
-	if s.manual() {
-		s.park(sl)
+	if s.forks.manual() {
+		s.forks.park(sl)
 		return
 	}
 	delay, recent, spent := sl.budget.crash(s.sys.Now(), uptime, s.cfg.MaxCrashes, s.cfg.CrashWindow)

@@ -53,7 +53,7 @@ func (s *Supervisor) beginStop(err error) {
 		respond(w, control.Response{Error: "reload: supervisor is stopping"})
 	}
 	s.reloadAfter, s.reloadQueued, s.scaleQueued = nil, false, 0
-	s.endForks()
+	s.forks.endForks()
 	s.mode.stopAccepting() // queued connections go to whoever is still ready
 	s.proto.stop()
 	for _, p := range s.live {

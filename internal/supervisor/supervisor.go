@@ -63,9 +63,7 @@ type Supervisor struct {
 	reloadAfter  []chan control.Response
 	reloadQueued bool
 	scaleQueued  int
-	forkQueue    []forkReq       // Forks waiting for a reload or scale to end (fork.go)
-	claims       []claim         // respawns a Fork may take for its own
-	forkWarned   bool            // the claim has been explained in the log
+	forks        forks           // Engine.Fork and the respawn policy (fork.go)
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
 	lastTick time.Time // the owner loop's last tick, for freeze detection
@@ -118,6 +116,7 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 	}
 	s.up = upgrader{s: s, kept: &keptFDs{}}
 	s.svc = services{s: s}
+	s.forks = forks{s: s}
 	return s
 }
 
