@@ -56,9 +56,9 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 		respond(reply, control.Response{OK: true, Status: s.status()})
 	case control.CmdReload:
 		s.log.Info("reload requested over the control socket")
-		s.reload(reply)
+		s.reloader.reload(reply)
 	case control.CmdScale:
-		s.scale(req.N, reply)
+		s.scaler.scale(req.N, reply)
 	case control.CmdStop:
 		s.log.Info("stop requested over the control socket")
 		s.beginStop(nil)

@@ -30,8 +30,8 @@
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
 //	slot.go         a slot and its crash budget (backoff, giving up)
-//	rollout.go      reload and recycle, slot by slot
-//	scale.go        scaling up and down
+//	rollout.go      the reloader: reload and recycle, slot by slot
+//	scale.go        the scaler: scaling up and down
 //	fork.go         forks: Engine.Fork and Ready, the respawn policy (auto,
 //	                manual)
 //	health.go       heartbeats, hang and freeze detection, recycling triggers
@@ -73,9 +73,9 @@
 // back to the handoff if it refuses or exits first.
 //
 // A reload: SIGHUP or ctl reload reaches onSignal or onControl (loop.go,
-// control.go), which call reload (rollout.go); rollStep spawns the next
-// slot's new worker, rollReady routes it once it is ready and drains the
-// one it replaces (drain, process.go; the link sends the drain frame),
+// control.go), which call the reloader's reload (rollout.go); rollStep
+// spawns the next slot's new worker, rollReady routes it once it is ready
+// and drains the one it replaces (drain, process.go; the link sends the drain frame),
 // and the next slot follows until none is left.
 //
 // An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade on the

@@ -207,7 +207,7 @@ func (e *Engine) Send(ctx context.Context, pid int, msg []byte) error {
 // after sig is killed.
 func (e *Engine) Kill(ctx context.Context, pid int, sig syscall.Signal) error {
 	return e.onWorker(ctx, pid, func(s *Supervisor, p *process) error {
-		if !p.asked && !(s.roll != nil && s.roll.next == p) {
+		if !p.asked && !(s.reloader.roll != nil && s.reloader.roll.next == p) {
 			// A reload's new worker is no slot's yet: its exit fails the
 			// reload, as a crash would.
 			s.dismiss(p, control.CauseKill)
@@ -229,7 +229,7 @@ func (e *Engine) Disconnect(ctx context.Context, pid int) error {
 		if p.asked {
 			return nil // already leaving
 		}
-		if s.roll != nil && s.roll.next == p {
+		if s.reloader.roll != nil && s.reloader.roll.next == p {
 			return errors.New("supervisor: disconnect: the worker is a reload's, not yet ready")
 		}
 		s.drain(p, control.CauseDisconnect)

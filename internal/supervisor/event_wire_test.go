@@ -30,7 +30,7 @@ func TestEventWireFormat(t *testing.T) {
 	h.answer(scaled)
 	h.signal(syscall.SIGHUP)
 	for range 3 {
-		next := h.s.roll.next
+		next := h.s.reloader.roll.next
 		old := h.cur(next.slot.id)
 		h.ready(next)
 		h.exit(old, 0)

@@ -104,7 +104,7 @@ func (fk *forks) fork(req forkReq) {
 		fk.waitReady(sl, req)
 		return
 	}
-	if fk.s.roll != nil || fk.s.scaling != nil {
+	if fk.s.reloader.roll != nil || fk.s.scaler.scaling != nil {
 		fk.forkQueue = append(fk.forkQueue, req)
 		return
 	}

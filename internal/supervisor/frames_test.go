@@ -82,13 +82,13 @@ func TestProtocolBreakerDuringReloadEndsIt(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start(true)
 	reply := h.control(control.Request{Cmd: control.CmdReload})
-	next := h.s.roll.next
+	next := h.s.reloader.roll.next
 	h.s.handle(evProtocol{p: next, err: errors.New("bad frame"), count: maxProtocolErrors})
 	h.run()
 	if !h.fake(next).got(syscall.SIGKILL) {
 		t.Fatal("the protocol breaker was not killed")
 	}
-	if pending(reply) || h.s.roll != nil {
+	if pending(reply) || h.s.reloader.roll != nil {
 		t.Fatal("the reload still waits for a worker that was killed")
 	}
 	if r := h.answer(reply); r.OK {

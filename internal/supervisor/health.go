@@ -55,9 +55,9 @@ func (s *Supervisor) onBeat(p *process, hb ipc.Heartbeat) {
 	}
 	switch {
 	case p.maxRequests > 0 && hb.Requests >= uint64(p.maxRequests):
-		s.recycle(p, "served "+strconv.FormatUint(hb.Requests, 10)+" requests (-max-requests)")
+		s.reloader.recycle(p, "served "+strconv.FormatUint(hb.Requests, 10)+" requests (-max-requests)")
 	case s.cfg.MaxRSS > 0 && hb.RSS > s.cfg.MaxRSS:
-		s.recycle(p, "RSS "+strconv.FormatUint(hb.RSS>>20, 10)+"MiB above -max-rss")
+		s.reloader.recycle(p, "RSS "+strconv.FormatUint(hb.RSS>>20, 10)+"MiB above -max-rss")
 	}
 }
 
@@ -125,8 +125,8 @@ func (s *Supervisor) replace(p *process, cause control.Cause) {
 	}
 	// A rollout's new worker is no slot's yet: its exit, asked for, is no
 	// crash, so the rollout waiting for it must fail here.
-	if s.roll != nil && s.roll.next == p {
-		s.rollFailed(fmt.Errorf("worker %d (pid %d) replaced before it was ready: %s", p.slot.id, p.pid, cause))
+	if s.reloader.roll != nil && s.reloader.roll.next == p {
+		s.reloader.rollFailed(fmt.Errorf("worker %d (pid %d) replaced before it was ready: %s", p.slot.id, p.pid, cause))
 		return
 	}
 	if p.slot.cur == p {

@@ -161,11 +161,11 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
 		s.svc.reloadAdmin()
-		s.reload(nil)
+		s.reloader.reload(nil)
 	case syscall.SIGTTIN:
-		s.scaleBy(+1)
+		s.scaler.scaleBy(+1)
 	case syscall.SIGTTOU:
-		s.scaleBy(-1)
+		s.scaler.scaleBy(-1)
 	case syscall.SIGUSR2:
 		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.up.exe))
 		go s.up.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine

@@ -172,7 +172,7 @@ func TestReload(t *testing.T) {
 		old1, old2 := h.cur(1), h.cur(2)
 		reply := h.control(control.Request{Cmd: control.CmdReload})
 		for _, old := range []*process{old1, old2} {
-			next := h.s.roll.next
+			next := h.s.reloader.roll.next
 			if next == nil || next.slot != old.slot || next.gen != 2 {
 				t.Fatalf("rollout's next worker %+v, want generation 2 in slot %d", next, old.slot.id)
 			}
@@ -196,9 +196,9 @@ func TestReload(t *testing.T) {
 		h := newHarness(t, nil)
 		h.start(true)
 		reply := h.control(control.Request{Cmd: control.CmdReload})
-		h.ready(h.s.roll.next)
+		h.ready(h.s.reloader.roll.next)
 		old2 := h.cur(2)
-		h.exit(h.s.roll.next, 1)
+		h.exit(h.s.reloader.roll.next, 1)
 		r := h.answer(reply)
 		if r.OK || !strings.Contains(r.Error, "after 1 of 2 slots") || !strings.Contains(r.Error, "exit code 1") {
 			t.Fatalf("reply %+v, want a failure that says where and why", r)
@@ -214,7 +214,7 @@ func TestReload(t *testing.T) {
 		h := newHarness(t, func(c *Config) { c.ReadyTimeout = time.Second })
 		h.start(true)
 		reply := h.control(control.Request{Cmd: control.CmdReload})
-		next := h.s.roll.next
+		next := h.s.reloader.roll.next
 		h.advance(time.Second)
 		if r := h.answer(reply); r.OK || !strings.Contains(r.Error, "-ready-timeout") {
 			t.Fatalf("reply %+v", r)
@@ -229,7 +229,7 @@ func TestReload(t *testing.T) {
 		first := h.control(control.Request{Cmd: control.CmdReload})
 		second := h.control(control.Request{Cmd: control.CmdReload})
 		for range 4 {
-			h.ready(h.s.roll.next)
+			h.ready(h.s.reloader.roll.next)
 		}
 		if !h.answer(first).OK || !h.answer(second).OK {
 			t.Fatal("a reload failed")
@@ -261,7 +261,7 @@ func TestReload(t *testing.T) {
 		}
 		h.ready(h.cur(1))
 		h.ready(h.cur(2))
-		if h.s.roll == nil || h.s.gen != 2 {
+		if h.s.reloader.roll == nil || h.s.gen != 2 {
 			t.Fatal("the deferred reload did not start once the workers were ready")
 		}
 	})
@@ -296,7 +296,7 @@ func TestScale(t *testing.T) {
 		h.start(true)
 		h.mode.failAt[4] = errEMFILE
 		r := h.answer(h.control(control.Request{Cmd: control.CmdScale, N: 4}))
-		if r.OK || len(h.s.slots) != 2 || h.s.scaling != nil {
+		if r.OK || len(h.s.slots) != 2 || h.s.scaler.scaling != nil {
 			t.Fatalf("reply %+v, %d slots", r, len(h.s.slots))
 		}
 	})
@@ -330,8 +330,8 @@ func TestScale(t *testing.T) {
 		if len(h.s.slots) != 2 {
 			t.Fatal("TTOU acted during the reload")
 		}
-		h.ready(h.s.roll.next)
-		h.ready(h.s.roll.next)
+		h.ready(h.s.reloader.roll.next)
+		h.ready(h.s.reloader.roll.next)
 		if len(h.s.slots) != 1 {
 			t.Fatalf("%d slots after the reload, want the queued TTOU applied", len(h.s.slots))
 		}
@@ -346,8 +346,8 @@ func TestQueuedTTOUsStopAtOne(t *testing.T) {
 	h.control(control.Request{Cmd: control.CmdReload})
 	h.signal(syscall.SIGTTOU)
 	h.signal(syscall.SIGTTOU)
-	h.ready(h.s.roll.next)
-	h.ready(h.s.roll.next)
+	h.ready(h.s.reloader.roll.next)
+	h.ready(h.s.reloader.roll.next)
 	if len(h.s.slots) != 1 {
 		t.Fatalf("%d slots after two queued TTOUs with 2 workers, want 1", len(h.s.slots))
 	}
@@ -432,20 +432,20 @@ func TestRecycle(t *testing.T) {
 		}
 		first, second := h.cur(1), h.cur(2)
 		h.beat(first, ipc.Heartbeat{Requests: 999})
-		if h.s.roll != nil {
+		if h.s.reloader.roll != nil {
 			t.Fatal("recycled below -max-requests")
 		}
 		h.beat(first, ipc.Heartbeat{Requests: 1100})
 		h.beat(second, ipc.Heartbeat{Requests: 1100})
-		if h.s.roll == nil || h.s.roll.next.slot.id != 1 || len(h.s.live) != 3 {
+		if h.s.reloader.roll == nil || h.s.reloader.roll.next.slot.id != 1 || len(h.s.live) != 3 {
 			t.Fatal("want one recycle, of slot 1, at a time")
 		}
-		h.ready(h.s.roll.next)
+		h.ready(h.s.reloader.roll.next)
 		if !h.fake(first).drained() {
 			t.Fatal("recycled worker not drained")
 		}
 		h.beat(second, ipc.Heartbeat{Requests: 1101})
-		if h.s.roll == nil || h.s.roll.next.slot.id != 2 {
+		if h.s.reloader.roll == nil || h.s.reloader.roll.next.slot.id != 2 {
 			t.Fatal("slot 2 not recycled after slot 1's recycle ended")
 		}
 	})
@@ -453,11 +453,11 @@ func TestRecycle(t *testing.T) {
 		h := newHarness(t, func(c *Config) { c.MaxRSS = 100 << 20 })
 		h.start(true)
 		h.beat(h.cur(2), ipc.Heartbeat{RSS: 99 << 20})
-		if h.s.roll != nil {
+		if h.s.reloader.roll != nil {
 			t.Fatal("recycled below -max-rss")
 		}
 		h.beat(h.cur(2), ipc.Heartbeat{RSS: 101 << 20})
-		if h.s.roll == nil || h.s.roll.reason != control.CauseRecycle || h.s.roll.next.slot.id != 2 {
+		if h.s.reloader.roll == nil || h.s.reloader.roll.reason != control.CauseRecycle || h.s.reloader.roll.next.slot.id != 2 {
 			t.Fatal("no recycle of slot 2 above -max-rss")
 		}
 	})
@@ -586,7 +586,7 @@ func TestFailedRecycleBacksOff(t *testing.T) {
 	p := h.cur(1)
 	for range 5 {
 		h.beat(p, ipc.Heartbeat{Requests: 1000})
-		if r := h.s.roll; r != nil {
+		if r := h.s.reloader.roll; r != nil {
 			h.exit(r.next, 1) // the new build cannot boot
 		}
 		h.advance(time.Second)
@@ -596,7 +596,7 @@ func TestFailedRecycleBacksOff(t *testing.T) {
 	}
 	h.advance(time.Minute)
 	h.beat(p, ipc.Heartbeat{Requests: 1000})
-	h.ready(h.s.roll.next)
+	h.ready(h.s.reloader.roll.next)
 	if h.cur(1) == p || h.cur(1).slot.recycleFails != 0 {
 		t.Fatal("a recycle that works after failures did not replace the worker and reset the backoff")
 	}

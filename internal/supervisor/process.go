@@ -215,8 +215,8 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	case s.phase == phaseStopping:
 		s.drain(p, control.CauseStop)
 		return
-	case s.roll != nil && s.roll.next == p:
-		s.rollReady(p)
+	case s.reloader.roll != nil && s.reloader.roll.next == p:
+		s.reloader.rollReady(p)
 		return
 	case p.slot.cur != p:
 		return
@@ -226,7 +226,7 @@ func (s *Supervisor) onReady(p *process, uses ipc.Features) {
 	if s.phase == phaseStarting && s.allReady() {
 		s.running()
 	}
-	s.scaleProgress()
+	s.scaler.scaleProgress()
 }
 
 // running ends start-up: every slot has a ready worker.
@@ -240,9 +240,9 @@ func (s *Supervisor) running() {
 		ch <- struct{}{}
 	}
 	s.readyWaiters = nil
-	if s.reloadQueued {
-		s.reloadQueued = false
-		s.reloadAfter = append(s.reloadAfter, nil)
+	if s.reloader.reloadQueued {
+		s.reloader.reloadQueued = false
+		s.reloader.reloadAfter = append(s.reloader.reloadAfter, nil)
 	}
 	s.idle()
 }
@@ -268,11 +268,11 @@ func (s *Supervisor) readyDue(p *process) {
 // stops. It reports false when nothing waited for it.
 func (s *Supervisor) failedStarting(p *process, err error) bool {
 	switch {
-	case s.roll != nil && s.roll.next == p:
-		s.rollFailed(err)
+	case s.reloader.roll != nil && s.reloader.roll.next == p:
+		s.reloader.rollFailed(err)
 	case p.forked && s.forks.forkFailed(p.slot, err):
-	case s.scaling != nil && s.scaling.adding[p.slot]:
-		s.scaleFailed(p.slot, err)
+	case s.scaler.scaling != nil && s.scaler.scaling.adding[p.slot]:
+		s.scaler.scaleFailed(p.slot, err)
 	case s.phase == phaseStarting:
 		s.beginStop(err)
 	default:
@@ -330,7 +330,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 	if p.slot.cur == p {
 		s.vacate(p.slot)
 	}
-	defer s.scaleProgress()
+	defer s.scaler.scaleProgress()
 	s.forks.claimable(p, cause, now)
 	if cause != control.CauseCrash {
 		s.log.Info("worker exited", fields...)

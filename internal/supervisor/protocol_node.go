@@ -387,7 +387,7 @@ func (s *Supervisor) onLeaving(p *process) {
 	if s.live[p.pid] != p || p.asked {
 		return
 	}
-	if s.roll != nil && s.roll.next == p {
+	if s.reloader.roll != nil && s.reloader.roll.next == p {
 		return // a rollout's new worker: its exit fails the rollout
 	}
 	s.log.Info("worker disconnected itself", p.fields()...)

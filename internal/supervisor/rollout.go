@@ -40,148 +40,161 @@ func (r *rollout) event() control.EventKind {
 	return control.EventReload
 }
 
+// reloader carries out reloads and recycles: the rollout that runs, and
+// the reloads asked for while it could not start. It is the field
+// reloader of a Supervisor, owned by its owner goroutine.
+type reloader struct {
+	s *Supervisor
+
+	roll *rollout // nil: none runs
+	// Reloads that arrived while they could not run, carried out as soon
+	// as they can: during start-up or during another rollout.
+	reloadAfter  []chan control.Response
+	reloadQueued bool
+}
+
 // reload starts a rolling reload of every slot into a new generation; reply
 // (may be nil) gets the result when it is over. A reload asked for while
 // the workers are still starting starts once they are ready, and one asked
 // for during another rollout starts after it, so that it picks up a binary
 // replaced meanwhile.
-func (s *Supervisor) reload(reply chan control.Response) {
+func (rl *reloader) reload(reply chan control.Response) {
 	switch {
-	case s.phase == phaseStopping:
+	case rl.s.phase == phaseStopping:
 		respond(reply, control.Response{Error: "reload: supervisor is stopping"})
 		return
-	case s.phase == phaseStarting && reply != nil:
+	case rl.s.phase == phaseStarting && reply != nil:
 		respond(reply, control.Response{Error: "reload: workers are still starting"})
 		return
-	case s.phase == phaseStarting:
-		s.reloadQueued = true
-		s.log.Info("reload deferred until the workers are ready")
-		s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "running"})
+	case rl.s.phase == phaseStarting:
+		rl.reloadQueued = true
+		rl.s.log.Info("reload deferred until the workers are ready")
+		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "running"})
 		return
-	case s.roll != nil || s.scaling != nil:
-		s.reloadAfter = append(s.reloadAfter, reply)
-		s.log.Info("reload queued behind the operation in progress")
-		s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "idle"})
+	case rl.roll != nil || rl.s.scaler.scaling != nil:
+		rl.reloadAfter = append(rl.reloadAfter, reply)
+		rl.s.log.Info("reload queued behind the operation in progress")
+		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "idle"})
 		return
 	}
-	s.gen++
+	rl.s.gen++
 	// It answers the requests queued behind the operation that just ended
 	// too, however it ends, even before rollStep returns.
-	r := &rollout{reason: control.CauseReload, gen: s.gen, todo: append([]*slot(nil), s.slots...), began: s.sys.Now(), waiters: s.reloadAfter}
-	s.reloadAfter = nil
+	r := &rollout{reason: control.CauseReload, gen: rl.s.gen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: rl.reloadAfter}
+	rl.reloadAfter = nil
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
-	s.roll = r
-	s.notify.Reloading()
-	s.log.Info("reload started", zap.Int("generation", r.gen), zap.Int("slots", len(r.todo)))
-	s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepStart, Generation: r.gen})
-	s.rollStep()
+	rl.roll = r
+	rl.s.notify.Reloading()
+	rl.s.log.Info("reload started", zap.Int("generation", r.gen), zap.Int("slots", len(r.todo)))
+	rl.s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepStart, Generation: r.gen})
+	rl.rollStep()
 }
 
 // recycle replaces one slot's worker through the rollout path.
-func (s *Supervisor) recycle(p *process, why string) {
-	if s.roll != nil || s.scaling != nil || s.phase != phaseRunning || s.sys.Now().Before(p.slot.recycleAt) {
+func (rl *reloader) recycle(p *process, why string) {
+	if rl.roll != nil || rl.s.scaler.scaling != nil || rl.s.phase != phaseRunning || rl.s.sys.Now().Before(p.slot.recycleAt) {
 		return
 	}
-	s.log.Info("recycling worker", p.fields(zap.String("why", why))...)
-	s.emit(p, control.Event{Kind: control.EventRecycle, Why: why})
-	s.roll = &rollout{reason: control.CauseRecycle, gen: s.gen, todo: []*slot{p.slot}, began: s.sys.Now(), recycled: p.slot}
-	s.rollStep()
+	rl.s.log.Info("recycling worker", p.fields(zap.String("why", why))...)
+	rl.s.emit(p, control.Event{Kind: control.EventRecycle, Why: why})
+	rl.roll = &rollout{reason: control.CauseRecycle, gen: rl.s.gen, todo: []*slot{p.slot}, began: rl.s.sys.Now(), recycled: p.slot}
+	rl.rollStep()
 }
 
 // rollStep starts the new worker for the next slot, or ends the rollout.
-func (s *Supervisor) rollStep() {
-	r := s.roll
+func (rl *reloader) rollStep() {
+	r := rl.roll
 	for len(r.todo) > 0 {
 		sl := r.todo[0]
 		r.todo = r.todo[1:]
 		if sl.removed || sl.cur == nil {
 			continue // scaled away, or respawning (into the new generation)
 		}
-		p, err := s.spawn(sl, r.gen, r.reason)
+		p, err := rl.s.spawn(sl, r.gen, r.reason)
 		if err != nil {
-			s.rollFailed(fmt.Errorf("slot %d: %w", sl.id, err))
+			rl.rollFailed(fmt.Errorf("slot %d: %w", sl.id, err))
 			return
 		}
 		r.next = p
-		s.emit(p, control.Event{Kind: r.event(), Step: control.StepFork})
+		rl.s.emit(p, control.Event{Kind: r.event(), Step: control.StepFork})
 		return
 	}
-	s.roll = nil
+	rl.roll = nil
 	if sl := r.recycled; sl != nil {
 		sl.recycleFails = 0
 	}
-	took := s.sys.Now().Sub(r.began)
+	took := rl.s.sys.Now().Sub(r.began)
 	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
-	s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
-	s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
+	rl.s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
+	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
 	if r.reason == control.CauseReload {
-		s.counts.reloads["success"]++
-		s.notify.Ready(s.statusLine())
+		rl.s.counts.reloads["success"]++
+		rl.s.notify.Ready(rl.s.statusLine())
 	}
 	for _, w := range r.waiters {
 		respond(w, control.Response{OK: true, Message: msg})
 	}
-	s.idle()
+	rl.s.idle()
 }
 
 // rollReady runs when the rollout's new worker is ready: it takes the slot
 // and the worker it replaces drains.
-func (s *Supervisor) rollReady(p *process) {
-	r := s.roll
+func (rl *reloader) rollReady(p *process) {
+	r := rl.roll
 	prev := p.slot.cur
 	p.slot.cur = p
-	route(s.mode, p)
-	if prev != nil && s.live[prev.pid] == prev {
-		s.drain(prev, r.reason)
+	route(rl.s.mode, p)
+	if prev != nil && rl.s.live[prev.pid] == prev {
+		rl.s.drain(prev, r.reason)
 	}
 	r.done++
 	r.next = nil
-	s.rollStep()
+	rl.rollStep()
 }
 
 // rollFailed ends the rollout after its new worker failed; the old worker of
 // that slot, and every slot not reached, keep serving.
-func (s *Supervisor) rollFailed(err error) {
-	r := s.roll
-	s.roll = nil
+func (rl *reloader) rollFailed(err error) {
+	r := rl.roll
+	rl.roll = nil
 	err = fmt.Errorf("%s failed after %d of %d slots: %w", r.reason, r.done, r.done+1+len(r.todo), err)
 	if sl := r.recycled; sl != nil {
 		// The new worker could not boot: try again after a backoff, not at
 		// the old one's next heartbeat.
 		sl.recycleFails++
-		sl.recycleAt = s.sys.Now().Add(recycleBackoff(sl.recycleFails))
+		sl.recycleAt = rl.s.sys.Now().Add(recycleBackoff(sl.recycleFails))
 	}
-	s.log.Error(string(r.reason)+" failed; old workers keep serving", zap.Error(err))
-	s.emit(nil, control.Event{Kind: r.event(), Step: control.StepFailed, Error: err.Error()})
+	rl.s.log.Error(string(r.reason)+" failed; old workers keep serving", zap.Error(err))
+	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepFailed, Error: err.Error()})
 	if r.reason == control.CauseReload {
-		s.counts.reloads["failure"]++
-		s.notify.Ready(s.statusLine())
+		rl.s.counts.reloads["failure"]++
+		rl.s.notify.Ready(rl.s.statusLine())
 	}
 	for _, w := range r.waiters {
 		respond(w, control.Response{Error: err.Error()})
 	}
-	s.idle()
+	rl.s.idle()
 }
 
 // idle runs when a rollout or a scale ends: it starts what was queued
 // behind it, a reload first.
 func (s *Supervisor) idle() {
-	if s.phase != phaseRunning || s.roll != nil || s.scaling != nil {
+	if s.phase != phaseRunning || s.reloader.roll != nil || s.scaler.scaling != nil {
 		return
 	}
-	if len(s.reloadAfter) > 0 {
-		s.reload(nil) // takes the queued requests as its waiters
-		if s.roll != nil {
+	if len(s.reloader.reloadAfter) > 0 {
+		s.reloader.reload(nil) // takes the queued requests as its waiters
+		if s.reloader.roll != nil {
 			return
 		}
 	}
-	if n := s.scaleQueued; n != 0 {
-		s.scaleQueued = 0
-		s.scaleBy(n)
+	if n := s.scaler.scaleQueued; n != 0 {
+		s.scaler.scaleQueued = 0
+		s.scaler.scaleBy(n)
 	}
-	if s.scaling == nil {
+	if s.scaler.scaling == nil {
 		s.forks.runForks()
 	}
 }

@@ -42,17 +42,17 @@ func (s *Supervisor) beginStop(err error) {
 	close(s.stopping)
 	s.emit(nil, control.Event{Kind: control.EventStop})
 	s.phase, s.stopErr = phaseStopping, err
-	if s.roll != nil {
-		s.rollFailed(errStopping) // tells systemd READY=1: the reload is over
+	if s.reloader.roll != nil {
+		s.reloader.rollFailed(errStopping) // tells systemd READY=1: the reload is over
 	}
-	if s.scaling != nil {
-		s.scaleEnded(errStopping)
+	if s.scaler.scaling != nil {
+		s.scaler.scaleEnded(errStopping)
 	}
 	s.notify.Stopping()
-	for _, w := range s.reloadAfter {
+	for _, w := range s.reloader.reloadAfter {
 		respond(w, control.Response{Error: "reload: supervisor is stopping"})
 	}
-	s.reloadAfter, s.reloadQueued, s.scaleQueued = nil, false, 0
+	s.reloader.reloadAfter, s.reloader.reloadQueued, s.scaler.scaleQueued = nil, false, 0
 	s.forks.endForks()
 	s.mode.stopAccepting() // queued connections go to whoever is still ready
 	s.proto.stop()

@@ -55,14 +55,8 @@ type Supervisor struct {
 	slots   []*slot
 	live    map[int]*process // by pid, every process not yet waited for
 
-	roll    *rollout
-	scaling *scaling
-	// Requests that arrived while they could not run, carried out as soon
-	// as they can: a reload asked for during start-up or during another
-	// rollout, and TTIN/TTOU during a scale.
-	reloadAfter  []chan control.Response
-	reloadQueued bool
-	scaleQueued  int
+	reloader     reloader        // reloads and recycles, slot by slot (rollout.go)
+	scaler       scaler          // scaling up and down (scale.go)
 	forks        forks           // Engine.Fork and the respawn policy (fork.go)
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
@@ -117,6 +111,8 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 	s.up = upgrader{s: s, kept: &keptFDs{}}
 	s.svc = services{s: s}
 	s.forks = forks{s: s}
+	s.reloader = reloader{s: s}
+	s.scaler = scaler{s: s}
 	return s
 }
 

@@ -299,9 +299,9 @@ func (u *upgrader) canUpgrade() error {
 	switch {
 	case u.s.phase != phaseRunning:
 		return fmt.Errorf("upgrade: not while %s", u.s.phase)
-	case u.s.roll != nil:
+	case u.s.reloader.roll != nil:
 		return errors.New("upgrade: not during a reload")
-	case u.s.scaling != nil:
+	case u.s.scaler.scaling != nil:
 		return errors.New("upgrade: not during a scale")
 	case u.s.cfg.WorkerProtocol != "" && u.s.cfg.WorkerProtocol != ProtocolPrefork:
 		return fmt.Errorf("upgrade: supported for -worker-protocol prefork only, not %s", u.s.cfg.WorkerProtocol)

@@ -378,7 +378,7 @@ func TestUpgradeKeepsSignals(t *testing.T) {
 	if !slices.Equal(execed.Signals, []int{int(syscall.SIGHUP)}) {
 		t.Fatalf("state handed to the new image has signals %v, want [SIGHUP]", execed.Signals)
 	}
-	if h.s.roll == nil {
+	if h.s.reloader.roll == nil {
 		t.Fatal("the SIGHUP taken for an image that did not start was not handled: no reload")
 	}
 	h.run()
