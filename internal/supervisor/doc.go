@@ -9,7 +9,10 @@
 // Everything else reaches it as an event: a worker's exit and frames,
 // signals, timers, control requests and metrics scrapes. A handler that
 // changes state another handler reacts to queues an event (enqueue); it
-// never calls back into the dispatcher.
+// never calls back into the dispatcher. The parts of that state with a
+// name of their own (the upgrader, services, reloader, scaler, forks,
+// messages and health) are fields of Supervisor, each a type in its file,
+// owned by the same goroutine.
 //
 // # Where to read
 //

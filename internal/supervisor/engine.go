@@ -75,7 +75,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 		hook := func(x *Engine) {
 			e = x
 			e.sub = e.bus.Subscribe()
-			x.s.window = newWindow(MessageWindow)
+			x.s.messages.window = newWindow(MessageWindow)
 			e.done = make(chan struct{})
 			e.sp = sp
 			e.addr = addrOf(x.s.mode)

@@ -18,7 +18,7 @@ import (
 func TestEventWireFormat(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start(true)
-	h.s.onMessage(h.cur(1), nil)
+	h.s.messages.onMessage(h.cur(1), nil)
 	h.s.onProtocol(h.cur(2), errors.New("bad frame"), 1)
 	h.exit(h.cur(1), 0)
 	h.fake(h.cur(2)).exit(exitStatus{signal: "killed", known: true})

@@ -377,7 +377,7 @@ func (h *harness) advance(d time.Duration) {
 }
 
 func (h *harness) tick() {
-	h.s.onTick()
+	h.s.health.onTick()
 	h.run()
 }
 

@@ -126,7 +126,7 @@ func (l *preforkLink) onFrame(s *Supervisor, p *process, f ipc.Frame, g *guard) 
 	case ipc.TypePause, ipc.TypeResume:
 		s.mode.handoff().Pause(p.t, f.Type == ipc.TypePause)
 	case ipc.TypeMessage:
-		s.passMessage(p, f.Payload)
+		s.messages.passMessage(p, f.Payload)
 	case ipc.TypeLeave:
 		s.post(evLeaving{p: p})
 	default:
@@ -148,7 +148,7 @@ func (s *Supervisor) onProtocol(p *process, err error, count int) {
 		return
 	}
 	s.log.Error("replacing a worker that keeps breaking the protocol", p.fields(zap.Int("limit", maxProtocolErrors))...)
-	s.replace(p, control.CauseProtocol)
+	s.health.replace(p, control.CauseProtocol)
 }
 
 // bucket is a token bucket: burst at once, then rate a second.

@@ -82,7 +82,7 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 		case ev := <-s.events:
 			s.handle(ev)
 		case <-tick.C:
-			s.onTick()
+			s.health.onTick()
 		}
 	}
 	s.finish()
@@ -127,9 +127,9 @@ func (s *Supervisor) handle(ev any) {
 	case evReady:
 		s.onReady(ev.p, ev.uses)
 	case evBeat:
-		s.onBeat(ev.p, ev.hb)
+		s.health.onBeat(ev.p, ev.hb)
 	case evMessage:
-		s.onMessage(ev.p, ev.msg)
+		s.messages.onMessage(ev.p, ev.msg)
 	case evProtocol:
 		s.onProtocol(ev.p, ev.err, ev.count)
 	case evLeaving:

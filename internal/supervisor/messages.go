@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -63,38 +64,50 @@ func (w *window) saw(seq uint64) {
 	w.room = make(chan struct{})
 }
 
+// messages are the application messages workers send, passed on to an
+// Engine's reader through its window. They are the field messages of a
+// Supervisor: the owner goroutine numbers them (onMessage); passMessage
+// runs on a worker's reader goroutine.
+type messages struct {
+	s *Supervisor
+
+	window    *window       // nil without an Engine
+	msgSeq    uint64        // message events published
+	published atomic.Uint64 // msgSeq, for Engine.SeenAll
+}
+
 // passMessage hands an application message from p's reader goroutine to
 // the owner goroutine. With an Engine it first waits for a place in the
 // window, with p marked as held, so that the silence of a worker nobody
 // reads is not taken for a hang.
-func (s *Supervisor) passMessage(p *process, msg []byte) {
-	if w := s.window; w != nil {
+func (ms *messages) passMessage(p *process, msg []byte) {
+	if w := ms.window; w != nil {
 		p.held.Store(true)
-		ok := w.take(s.done)
+		ok := w.take(ms.s.done)
 		p.held.Store(false)
 		if !ok {
 			return
 		}
 	}
-	s.post(evMessage{p: p, msg: append([]byte(nil), msg...)})
+	ms.s.post(evMessage{p: p, msg: append([]byte(nil), msg...)})
 }
 
 // onMessage passes an application message on to the log (at debug level:
 // a message per request is normal) and the event stream (Node's cluster
 // 'message' event), numbered for the window.
-func (s *Supervisor) onMessage(p *process, msg []byte) {
-	s.msgSeq++
-	s.published.Store(s.msgSeq)
-	if ce := s.log.Check(zap.DebugLevel, "message from worker"); ce != nil {
+func (ms *messages) onMessage(p *process, msg []byte) {
+	ms.msgSeq++
+	ms.published.Store(ms.msgSeq)
+	if ce := ms.s.log.Check(zap.DebugLevel, "message from worker"); ce != nil {
 		ce.Write(p.fields(zap.ByteString("msg", msg))...)
 	}
-	s.emit(p, control.Event{Kind: control.EventMessage, Msg: string(msg), Seq: s.msgSeq})
+	ms.s.emit(p, control.Event{Kind: control.EventMessage, Msg: string(msg), Seq: ms.msgSeq})
 }
 
 // Seen tells the engine that the reader of its events has taken every
 // message event up to sequence seq (the event's "seq"), which makes room in
 // the window. After events were dropped, SeenAll.
-func (e *Engine) Seen(seq uint64) { e.s.window.saw(seq) }
+func (e *Engine) Seen(seq uint64) { e.s.messages.window.saw(seq) }
 
 // Stopping is closed once the supervisor has begun to stop: a reader of
 // events that stops reading then must not hold up the workers' drains
@@ -103,4 +116,4 @@ func (e *Engine) Stopping() <-chan struct{} { return e.s.stopping }
 
 // SeenAll is Seen for every message published so far: what the reader
 // did not get was dropped, and must not hold places.
-func (e *Engine) SeenAll() { e.s.window.saw(e.s.published.Load()) }
+func (e *Engine) SeenAll() { e.s.messages.window.saw(e.s.messages.published.Load()) }

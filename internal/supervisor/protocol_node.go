@@ -254,7 +254,7 @@ func (l *nodeLink) read(s *Supervisor, p *process, events <-chan nodeipc.Event) 
 			l.queryServer(s, p, v)
 		case nodeipc.Message:
 			closeNodeFD(ev)
-			s.passMessage(p, v.Body)
+			s.messages.passMessage(p, v.Body)
 		case nodeipc.ExitedAfterDisconnect:
 			s.post(evLeaving{p: p})
 		case nodeipc.Malformed:

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,14 +59,12 @@ type Supervisor struct {
 	forks        forks           // Engine.Fork and the respawn policy (fork.go)
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
 
-	lastTick time.Time // the owner loop's last tick, for freeze detection
+	health health // heartbeats, hangs and freezes (health.go)
 
 	counts counters
 
-	// Messages to an Engine's reader (messages.go): nil without one.
-	window    *window
-	msgSeq    uint64        // message events published
-	published atomic.Uint64 // msgSeq, for Engine.SeenAll
+	// Messages to an Engine's reader (messages.go).
+	messages messages
 
 	// In-place upgrades (upgrade.go).
 	up upgrader
@@ -113,6 +110,8 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 	s.forks = forks{s: s}
 	s.reloader = reloader{s: s}
 	s.scaler = scaler{s: s}
+	s.messages = messages{s: s}
+	s.health = health{s: s}
 	return s
 }
 
