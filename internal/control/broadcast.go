@@ -32,7 +32,7 @@ type Subscription struct {
 	ready chan struct{} // cap 1: something was queued since the last Take
 
 	// guarded by b.mu
-	queue   [SubscriberBuffer]Event // a ring: n events from head
+	queue   [SubscriberBuffer]*line // a ring: n events from head
 	head, n int
 	dropped int  // lost since the queue filled up
 	closed  bool // Close was called: nothing more is queued
@@ -46,9 +46,31 @@ func (b *Broadcaster) Publish(e Event) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for s := range b.subs {
-		s.push(e)
+	if len(b.subs) == 0 {
+		return
 	}
+	l := &line{e: e} // one for all: encoded once, by the first to write it
+	for s := range b.subs {
+		s.push(l)
+	}
+}
+
+// line is a published event and its encoding, shared by every
+// subscription it was queued for, so that however many control clients
+// stream events each is encoded once: with fifty clients, encoding it
+// for each cost the server fifty times the CPU, which a status request
+// then waited for.
+type line struct {
+	e    Event
+	once sync.Once
+	b    []byte
+	err  error
+}
+
+// bytes is l's event encoded by marshalEvent, done on the first call.
+func (l *line) bytes() ([]byte, error) {
+	l.once.Do(func() { l.b, l.err = marshalEvent(l.e) })
+	return l.b, l.err
 }
 
 // Subscribe returns a subscription to the events published from now on.
@@ -68,20 +90,20 @@ func (b *Broadcaster) Subscribe() *Subscription {
 // reader. It never blocks. Called with b.mu held. Since Take empties the
 // queue and reports the loss, events are lost only behind a full queue, and
 // the notice of their loss goes right after it.
-func (s *Subscription) push(e Event) {
+func (s *Subscription) push(l *line) {
 	if s.n == len(s.queue) {
 		s.dropped++
 		return // the reader is already due to look
 	}
-	s.put(e)
+	s.put(l)
 	select {
 	case s.ready <- struct{}{}:
 	default: // the reader is already due to look
 	}
 }
 
-func (s *Subscription) put(e Event) {
-	s.queue[(s.head+s.n)%len(s.queue)] = e
+func (s *Subscription) put(l *line) {
+	s.queue[(s.head+s.n)%len(s.queue)] = l
 	s.n++
 }
 
@@ -94,18 +116,30 @@ func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 // notice of events lost after them, and returns the extended slice. It
 // never blocks; after Close it appends nothing.
 func (s *Subscription) Take(dst []Event) []Event {
+	s.take(func(l *line) { dst = append(dst, l.e) })
+	return dst
+}
+
+// takeLines is Take with the shared encodings (see line).
+func (s *Subscription) takeLines(dst []*line) []*line {
+	s.take(func(l *line) { dst = append(dst, l) })
+	return dst
+}
+
+// take passes what is queued to each, oldest first, followed by the
+// notice of events lost after them.
+func (s *Subscription) take(each func(*line)) {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
 	for ; s.n > 0; s.n-- {
-		dst = append(dst, s.queue[s.head])
-		s.queue[s.head] = Event{}
+		each(s.queue[s.head])
+		s.queue[s.head] = nil
 		s.head = (s.head + 1) % len(s.queue)
 	}
 	if s.dropped > 0 {
-		dst = append(dst, droppedNotice(s.dropped))
+		each(&line{e: droppedNotice(s.dropped)})
 		s.dropped = 0
 	}
-	return dst
 }
 
 // Close unsubscribes and drops what is queued. Calling it again does

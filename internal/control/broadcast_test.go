@@ -210,3 +210,38 @@ func TestMarshalEventPutsEventAndTimeFirst(t *testing.T) {
 		t.Error("not one line")
 	}
 }
+
+// TestEventEncodedOnce: an event published to many subscribers is encoded
+// once, and every event stream writes those same bytes; before, each
+// stream encoded it again, and with fifty of them a status request waited
+// for fifty times the encoding.
+func TestEventEncodedOnce(t *testing.T) {
+	var b Broadcaster
+	subs := make([]*Subscription, 50)
+	for i := range subs {
+		subs[i] = b.Subscribe()
+		defer subs[i].Close()
+	}
+	b.Publish(Event{Kind: EventMessage, PID: 7, Msg: strings.Repeat("x", 1024)})
+	var first []byte
+	for i, s := range subs {
+		lines := s.takeLines(nil)
+		if len(lines) != 1 {
+			t.Fatalf("subscriber %d: %d events, want 1", i, len(lines))
+		}
+		enc, err := lines[0].bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = enc
+			if want, _ := marshalEvent(lines[0].e); string(enc) != string(want) {
+				t.Fatalf("encoded %s, want %s", enc, want)
+			}
+			continue
+		}
+		if &enc[0] != &first[0] {
+			t.Fatalf("subscriber %d encoded the event again", i)
+		}
+	}
+}

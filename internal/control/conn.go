@@ -150,7 +150,7 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, c *net.U
 	defer s.watchPeer(c, br, cancel)()
 	defer context.AfterFunc(ctx, func() { c.Close() })() // interrupts a blocked write
 	var buf bytes.Buffer
-	batch := []Event{{Time: now(), Kind: EventSubscribed}}
+	batch := []*line{{e: Event{Time: now(), Kind: EventSubscribed}}}
 	for s.send(c, &buf, batch) {
 		clear(batch) // let the events go while waiting
 		select {
@@ -158,18 +158,18 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, c *net.U
 			return
 		case <-sub.Ready():
 		}
-		batch = sub.Take(batch[:0])
+		batch = sub.takeLines(batch[:0])
 	}
 }
 
 // send writes events, one line each, in one write; false if the client is
 // gone. An event that cannot be encoded is logged and skipped.
-func (s *Server) send(c *net.UnixConn, buf *bytes.Buffer, events []Event) bool {
+func (s *Server) send(c *net.UnixConn, buf *bytes.Buffer, events []*line) bool {
 	buf.Reset()
-	for _, e := range events {
-		b, err := marshalEvent(e)
+	for _, l := range events {
+		b, err := l.bytes()
 		if err != nil {
-			s.log.Error("cannot encode event", zap.String("event", string(e.Kind)), zap.Error(err))
+			s.log.Error("cannot encode event", zap.String("event", string(l.e.Kind)), zap.Error(err))
 			continue
 		}
 		buf.Write(b)
