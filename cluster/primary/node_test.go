@@ -349,21 +349,46 @@ func TestNodeIntendedExits(t *testing.T) {
 	if err := w.Send([]byte("leave")); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(t, p, EventExit, 20*time.Second)
-	if ev.Worker != w || ev.Reason != "disconnect" || ev.Code != 0 || !w.ExitedAfterDisconnect() {
-		t.Fatalf("exit of %s: reason %q code %d after disconnect %v, want disconnect, 0, true", ev.Worker, ev.Reason, ev.Code, w.ExitedAfterDisconnect())
+	ev, w := exitAndReplacement(t, p, w)
+	if ev.Reason != "disconnect" || ev.Code != 0 || !ev.Worker.ExitedAfterDisconnect() {
+		t.Fatalf("exit of %s: reason %q code %d after disconnect %v, want disconnect, 0, true", ev.Worker, ev.Reason, ev.Code, ev.Worker.ExitedAfterDisconnect())
 	}
 	for range 3 {
-		w := next(t, p, EventListening, 20*time.Second).Worker
 		if err := w.Kill(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		ev := next(t, p, EventExit, 20*time.Second)
-		if ev.Worker != w || ev.Reason != "kill" || !w.ExitedAfterDisconnect() {
-			t.Fatalf("exit of %s after Kill: reason %q after disconnect %v, want kill, true", ev.Worker, ev.Reason, w.ExitedAfterDisconnect())
+		ev, w = exitAndReplacement(t, p, w)
+		if ev.Reason != "kill" || !ev.Worker.ExitedAfterDisconnect() {
+			t.Fatalf("exit of %s after Kill: reason %q after disconnect %v, want kill, true", ev.Worker, ev.Reason, ev.Worker.ExitedAfterDisconnect())
 		}
 	}
-	next(t, p, EventListening, 20*time.Second)
+}
+
+// exitAndReplacement waits for old's exit and for its replacement's
+// listening event, in either order: the replacement of a worker that
+// leaves on purpose can be ready before the old one's exit is reaped.
+func exitAndReplacement(t *testing.T, p *Primary, old *Worker) (exit Event, replacement *Worker) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for exit.Worker == nil || replacement == nil {
+		select {
+		case ev, ok := <-p.Events():
+			if !ok {
+				t.Fatalf("events ended waiting for the exit and replacement of %s", old)
+			}
+			switch {
+			case ev.Kind == EventExit && ev.Worker == old:
+				exit = ev
+			case ev.Kind == EventExit:
+				t.Fatalf("exit of %s, want only %s to exit", ev.Worker, old)
+			case ev.Kind == EventListening && ev.Worker != old:
+				replacement = ev.Worker
+			}
+		case <-deadline:
+			t.Fatalf("no exit of %s and listening replacement within 20s (exit seen: %v, replacement: %v)", old, exit.Worker != nil, replacement)
+		}
+	}
+	return exit, replacement
 }
 
 // A draining worker is told apart from its replacement in Workers: the
