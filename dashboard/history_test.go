@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -49,6 +50,9 @@ func TestDashboardRemembers(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("served %d requests, killed pid %d", served, victim.PID)
+	// A worker's RSS is sampled less often than its requests: wait until the
+	// history holds the 8 RSS points the page is asked to draw below.
+	waitHistory(t, s.admin, 8)
 
 	b := newBrowser(t)
 	opened := time.Now()
@@ -126,4 +130,41 @@ func TestDashboardTicks(t *testing.T) {
 	within(t, b, 10*time.Second, "distinct labels on every chart",
 		chromedp.Poll[bool](`[...document.querySelectorAll("canvas")].every(c => c.dataset.ticks && new Set(c.dataset.ticks.split(",")).size === c.dataset.ticks.split(",").length)`,
 			chromedp.WithPollingInterval(50*time.Millisecond)))
+}
+
+// waitHistory polls the admin listener's /api/history until its samples
+// hold at least n measured worker RSS values, the sparsest of the charts.
+func waitHistory(t *testing.T, admin string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	have := 0
+	for time.Now().Before(deadline) {
+		var h struct {
+			Samples []struct {
+				Workers []struct {
+					RSS uint64 `json:"rss_bytes"`
+				} `json:"workers"`
+			} `json:"samples"`
+		}
+		resp, err := http.Get(admin + "/api/history")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+		}
+		if err == nil {
+			have = 0
+			for _, s := range h.Samples {
+				for _, w := range s.Workers {
+					if w.RSS > 0 {
+						have++
+					}
+				}
+			}
+			if have >= n {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("history has %d RSS points after 15s, want %d", have, n)
 }
