@@ -20,6 +20,8 @@
 //	settings.go  the Settings type, its defaults and the worker protocols
 //	parse.go     the command line: flags, COMMAND, -version, sizes
 //	validate.go  the checks, worded for a flag or for a field
+//	listen.go    -listen, repeatable (Listeners, a flag.Value whose Set
+//	             appends), and the socket file's -listen-mode, owner, group
 //	admin.go     the admin listener's: loopback without auth, the auth file's mode
 //	usage.go     the command line's help text
 package settings

@@ -7,7 +7,15 @@ Runs N copies of COMMAND (default: the worker binary beside the supervisor)
 and spreads connections to -listen over them.
 
 flags:
-  -listen HOST:PORT     address to listen on (default :3000)
+  -listen [NAME=]ADDR   where to listen (default :3000); repeat for several.
+                        ADDR: HOST:PORT, :PORT, [v6]:PORT, unix:/path/to.sock,
+                        or fd:N (an inherited listening socket). NAME (letters,
+                        digits, . _ -) is what workers, logs and metrics call
+                        it; default: ADDR. Under systemd socket activation the
+                        passed sockets are the listeners, named by LISTEN_FDNAMES
+  -listen-mode OCTAL    a Unix listener's socket file mode, e.g. 0660
+  -listen-owner USER, -listen-group GROUP
+                        its owner and group (for a front server such as nginx)
   -workers N            worker processes, 1..1024 (default: number of CPUs)
   -mode MODE            rr, shared or reuseport (default rr)
   -balance POLICY       rr mode: round-robin or least-conn (default round-robin)
