@@ -6,7 +6,10 @@ const Usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
 Runs N copies of COMMAND (default: the worker binary beside the supervisor)
 and spreads connections to -listen over them.
 
-flags:
+flags (each also a key of the -config file, flags winning):
+  -config FILE          read settings from a TOML file: one key per flag,
+                        workers = 4, grace = "30s", command = ["app", "-x"]
+  -print-config         print the effective settings as a -config file and exit
   -listen HOST:PORT     address to listen on (default :3000)
   -workers N            worker processes, 1..1024 (default: number of CPUs)
   -mode MODE            rr, shared or reuseport (default rr)
