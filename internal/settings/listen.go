@@ -36,6 +36,12 @@ func (l *Listeners) String() string {
 	return strings.Join(*l, ",")
 }
 
+// Values are the entries, for a configuration file (a repeatable flag).
+func (l *Listeners) Values() []string { return *l }
+
+// Get is the entries, as flag.Getter.
+func (l *Listeners) Get() any { return []string(*l) }
+
 // First is the first listener's address: what a one-listener program
 // passes on as the address it serves (ignored under a supervisor).
 func (l Listeners) First() string {
@@ -111,6 +117,10 @@ func (f fileMode) String() string {
 }
 
 func (f fileMode) Set(v string) error {
+	if v == "" { // as -print-config writes the default
+		*f.m = 0
+		return nil
+	}
 	n, err := strconv.ParseUint(v, 8, 32)
 	if err != nil || n == 0 || n > 0o777 {
 		return fmt.Errorf("want octal permission bits from 1 to 0777, such as 0660")

@@ -62,6 +62,10 @@ type Settings struct {
 	// starts that path again, so a new binary moved into its place is
 	// what the reloaded workers run.
 	Command []string
+
+	// from is the command line and -config file Parse read these
+	// settings from, for Reread; nil without a file.
+	from *origin
 }
 
 // Defaults, documented in the README.

@@ -13,7 +13,7 @@ func TestFieldsAreFlags(t *testing.T) {
 	st := reflect.TypeFor[Settings]()
 	for i := range st.NumField() {
 		name := st.Field(i).Name
-		if name == "Command" || name == "Respawn" {
+		if name == "Command" || name == "Respawn" || !st.Field(i).IsExported() {
 			continue
 		}
 		flag := "-" + kebab(name)
