@@ -25,8 +25,9 @@ import (
 type socketAcceptor struct {
 	f     *os.File
 	rc    syscall.RawConn
-	addr  *net.TCPAddr
+	addr  net.Addr
 	local net.Addr // nil when bound to a wildcard address: ask per connection
+	index int      // the listener's, in the supervisor's order
 
 	// What one accept leaves for Accept: set by try, which is made once
 	// (a closure per call would allocate on every connection).
@@ -62,9 +63,9 @@ func newSocketAcceptor(f *os.File) (*socketAcceptor, error) {
 	if serr != nil {
 		return nil, serr
 	}
-	a.addr = tcpAddr(sa).(*net.TCPAddr)
-	if !a.addr.IP.IsUnspecified() {
-		a.local = a.addr
+	a.addr = tcpAddr(sa)
+	if ta, ok := a.addr.(*net.TCPAddr); !ok || !ta.IP.IsUnspecified() {
+		a.local = a.addr // a Unix socket's, or an IP's
 	}
 	return a, nil
 }
@@ -85,6 +86,7 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 		return nil, unusable{err}
 	}
 	c.since = time.Now()
+	c.index = a.index
 	return c, nil
 }
 

@@ -99,6 +99,7 @@
 //	worker.go     this process as a worker: its link to the supervisor, ID, Drain
 //	loop.go       run, the worker's owner loop: frames, drain, shedding under pressure
 //	listener.go   Listen and its listener: handed connections or an inherited socket
+//	listeners.go  several listeners: the other sockets (shared, reuseport), ListenerName
 //	accept.go     accepting on an inherited socket (shared, reuseport)
 //	tcpconn.go    a connection handed over by the supervisor (rr)
 //	handback.go   handing idle keep-alive connections back when draining (rr)

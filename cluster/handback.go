@@ -173,9 +173,14 @@ func (b *handBack) leaveSome(n int) int {
 // send hands c back: one conns frame with c's descriptor and peer. It
 // waits a bounded time for room in the supervisor's queue.
 func (b *handBack) send(c *handedConn) error {
-	var buf [ipc.HeaderSize + 1 + ipc.PeerSize]byte
+	var buf [ipc.HeaderSize + 1 + ipc.RecordSize]byte
 	p := ipc.PeerOfAddr(c.ra)
-	frame := append(ipc.AppendConnsPeers(buf[:0], 1), p[:]...)
+	size := ipc.PeerSize
+	if c.w != nil && c.w.uses&ipc.FeatureListeners != 0 {
+		p.SetListener(c.index)
+		size = ipc.RecordSize
+	}
+	frame := append(ipc.AppendConnsRecords(buf[:0], 1, size), p[:size]...)
 	rc, err := c.f.SyscallConn()
 	if err != nil {
 		return err

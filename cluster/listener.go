@@ -38,7 +38,7 @@ func Listen(addr string) (net.Listener, error) {
 		if w.uses&ipc.FeatureHandBack != 0 {
 			w.back = newHandBack(ch)
 		}
-		if a, err := net.ResolveTCPAddr("tcp", w.listenAddr); err == nil && !a.IP.IsUnspecified() && a.IP != nil {
+		if a, err := net.ResolveTCPAddr("tcp", w.listenAddr); err == nil && !a.IP.IsUnspecified() && a.IP != nil && w.listeners == nil {
 			l.local = a // every connection on a socket bound to one IP has it as local address
 		}
 	} else {
@@ -49,6 +49,10 @@ func Listen(addr string) (net.Listener, error) {
 		}
 		l.inner = a
 		l.addr, l.local = a.Addr(), a.local
+		if err := l.acceptMore(); err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	r := listenReq{l: l, done: make(chan struct{})}
 	w.listens <- r
@@ -66,13 +70,15 @@ func newListener(w *worker) *listener {
 type listener struct {
 	w       *worker
 	addr    net.Addr
-	inner   *socketAcceptor // shared, reuseport
-	local   net.Addr        // the local address of every connection, if bound to one IP
-	handoff *ipc.Channel    // rr
-	buf     []byte          // rr: frame buffer
-	pending []int           // rr: descriptors received but not yet returned
-	peers   []byte          // rr: their peer records (ipc.PeerSize each), if the frame had them
-	at      time.Time       // rr: when they arrived
+	inner   *socketAcceptor   // shared, reuseport
+	local   net.Addr          // the local address of every connection, if bound to one IP
+	handoff *ipc.Channel      // rr
+	buf     []byte            // rr: frame buffer
+	pending []int             // rr: descriptors received but not yet returned
+	peers   []byte            // rr: their peer records (recSize each), if the frame had them
+	recSize int               // rr: ipc.PeerSize, or ipc.RecordSize with the listener's index
+	more    []*socketAcceptor // shared, reuseport: the other listeners' sockets (listeners.go)
+	at      time.Time         // rr: when they arrived
 
 	// extra holds connections sent over the control channel (reuseport:
 	// another slot's orphaned backlog), fed by the worker's loop, which
@@ -105,6 +111,9 @@ func (l *listener) stopTaking() {
 	close(l.stop) // before the deadline: the woken Accept must see it
 	if l.inner != nil {
 		l.inner.Close()
+		for _, a := range l.more {
+			a.Close()
+		}
 	} else {
 		l.handoff.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -191,10 +200,10 @@ func (l *listener) Accept() (net.Conn, error) {
 // adoptAll appends to dst the connections fds, received on the control
 // channel; peers are their records, if the frame had them. A connection
 // whose client already left is closed and skipped.
-func adoptAll(dst []*handedConn, fds []int, peers []byte, local net.Addr) []*handedConn {
+func adoptAll(dst []*handedConn, fds []int, peers []byte, size int, local net.Addr) []*handedConn {
 	now := time.Now()
 	for _, fd := range fds {
-		if c, err := adoptConn(fd, popPeer(&peers), local); err == nil {
+		if c, err := adoptConn(fd, popPeer(&peers, size), local); err == nil {
 			c.since = now
 			dst = append(dst, c)
 		}
@@ -207,12 +216,12 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// popPeer takes the first record off recs and returns its address (see
-// peerAddr).
-func popPeer(recs *[]byte) net.Addr {
+// popPeer takes the first record, of size bytes, off recs and returns its
+// address (see peerAddr).
+func popPeer(recs *[]byte, size int) net.Addr {
 	a := peerAddr(*recs)
-	if len(*recs) >= ipc.PeerSize {
-		*recs = (*recs)[ipc.PeerSize:]
+	if size > 0 && len(*recs) >= size {
+		*recs = (*recs)[size:]
 	}
 	return a
 }
@@ -312,6 +321,7 @@ func (l *listener) next() (*handedConn, error) {
 			continue
 		}
 		l.peers = f.Peers() // aliases buf, which the next Recv reuses only once pending is empty
+		l.recSize = f.RecordSize()
 		l.at = time.Now()
 		// Ask for a pause before Accept returns any of these, and so
 		// before this receives another frame.
@@ -319,7 +329,8 @@ func (l *listener) next() (*handedConn, error) {
 	}
 	fd := l.pending[0]
 	l.pending = l.pending[1:]
-	c, err := adoptConn(fd, popPeer(&l.peers), l.local)
+	index := recordListener(l.peers, l.recSize)
+	c, err := adoptConn(fd, popPeer(&l.peers, l.recSize), l.local)
 	if err != nil {
 		// Not a socket we can use, or its client already left. Count it
 		// as accepted and closed: the supervisor counted it as handed.
@@ -329,6 +340,7 @@ func (l *listener) next() (*handedConn, error) {
 		return nil, unusable{err}
 	}
 	c.since = l.at
+	l.w.name(c, index)
 	return c, nil
 }
 

@@ -117,7 +117,7 @@ func TestListenerWithoutPeers(t *testing.T) {
 func TestAdoptAllTakesPeers(t *testing.T) {
 	_, fd := acceptedFD(t)
 	p := peer4([4]byte{192, 0, 2, 9}, 80)
-	cs := adoptAll(nil, []int{fd}, p[:], nil)
+	cs := adoptAll(nil, []int{fd}, p[:ipc.PeerSize], ipc.PeerSize, nil)
 	if len(cs) != 1 {
 		t.Fatalf("want one connection, have %d", len(cs))
 	}

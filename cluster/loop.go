@@ -151,7 +151,7 @@ func (w *worker) run() {
 					ipc.CloseAll(c.fds)
 					continue
 				}
-				queue = adoptAll(queue, c.fds, c.f.Peers(), l.local)
+				queue = adoptAll(queue, c.fds, c.f.Peers(), c.f.RecordSize(), l.local)
 			case c.f.Type == ipc.TypeMessage:
 				select {
 				case w.msgs <- c.f.Payload:

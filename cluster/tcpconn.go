@@ -31,6 +31,7 @@ import (
 type handedConn struct {
 	f      *os.File
 	la, ra net.Addr
+	index  int     // the listener it came from, in the supervisor's order
 	w      *worker // counts the close; nil outside a listener
 	once   sync.Once
 
@@ -80,6 +81,8 @@ func adoptConn(fd int, peer net.Addr, local net.Addr) (*handedConn, error) {
 
 func tcpAddr(sa unix.Sockaddr) net.Addr {
 	switch a := sa.(type) {
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}
 	case *unix.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
 	case *unix.SockaddrInet6:

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,8 +43,11 @@ var ErrStandalone = errors.New("cluster: not running under a supervisor")
 type worker struct {
 	id, gen    int
 	mode       string
-	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
-	ctl        *ipc.Channel // nil when standalone
+	listenAddr string // the supervisor's address (PREFORK_LISTEN_ADDR)
+	// listeners are the supervisor's listeners when it has several
+	// (PREFORK_LISTENERS), in order; nil for one.
+	listeners []ipc.ListenerInfo
+	ctl       *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
 	drainCh   chan struct{} // closed by run when the application should stop
@@ -128,6 +132,14 @@ func start() (*worker, error) {
 	}
 	w.gen, _ = strconv.Atoi(os.Getenv(ipc.EnvGeneration))
 	w.listenAddr = os.Getenv(ipc.EnvListenAddr)
+	if v := os.Getenv(ipc.EnvListeners); v != "" {
+		if err := json.Unmarshal([]byte(v), &w.listeners); err != nil {
+			return nil, fmt.Errorf("cluster: bad %s=%q: %w", ipc.EnvListeners, v, err)
+		}
+		for i := 1; i < len(w.listeners); i++ {
+			unix.FcntlInt(uintptr(ipc.ListenFD+i), unix.F_SETFD, unix.FD_CLOEXEC) // shared, reuseport: fd 4+i
+		}
+	}
 	w.mode = os.Getenv(ipc.EnvMode)
 	switch w.mode {
 	case ModeRR, ModeShared, ModeReusePort:

@@ -6,6 +6,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -44,6 +45,9 @@ func run(addr string) error {
 		Mode:       cluster.Mode(),
 		Generation: cluster.Generation(),
 		Started:    time.Now(),
+		Listener: func(r *http.Request) string {
+			return cluster.ListenerName(r.Context().Value(http.LocalAddrContextKey))
+		},
 	}, log)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
 	srv := demo.NewServer(cluster.CountRequests(router), log)

@@ -20,6 +20,7 @@ type Health struct {
 	Generation int     `json:"generation"`
 	UptimeS    float64 `json:"uptime_s"`
 	Goroutines int     `json:"goroutines"`
+	Listener   string  `json:"listener,omitempty"` // the supervisor's listener that answered, if it has several
 }
 
 // healthBufs holds response buffers for /health.
@@ -41,12 +42,18 @@ func newHealthHandler(info Info, pid int) http.HandlerFunc {
 		pid, info.WorkerID, mode, info.Generation)
 	started := info.Started
 
-	return func(w http.ResponseWriter, _ *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
 		bp := healthBufs.Get().(*[]byte)
 		b := append((*bp)[:0], prefix...)
 		b = strconv.AppendFloat(b, time.Since(started).Seconds(), 'f', 3, 64)
 		b = append(b, `,"goroutines":`...)
 		b = strconv.AppendInt(b, int64(runtime.NumGoroutine()), 10)
+		if info.Listener != nil {
+			if name := info.Listener(r); name != "" {
+				b = append(b, `,"listener":`...)
+				b = strconv.AppendQuote(b, name)
+			}
+		}
 		b = append(b, "}\n"...)
 
 		w.Header()["Content-Type"] = contentTypeJSON

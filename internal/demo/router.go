@@ -16,6 +16,9 @@ type Info struct {
 	Mode       string    // "rr", "shared", "reuseport" or "standalone"
 	Generation int       // reload generation, 0 standalone
 	Started    time.Time // process start; the zero value means "now"
+	// Listener names the listener a request came in on (cluster.ListenerName
+	// of its local address), for /health; nil, or "", for none.
+	Listener func(*http.Request) string
 }
 
 // Shared header values. They are assigned directly into response headers to

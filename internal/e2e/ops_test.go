@@ -34,28 +34,31 @@ type mixedLoad struct {
 
 func startMixedLoad(t testing.TB, url string, keepAlive, fresh int) *mixedLoad {
 	m := &mixedLoad{clients: newClients()}
-	loop := func(client *http.Client, kind string) {
-		m.run(100000, 60*time.Second, func() bool {
-			err := fetch(client, url)
-			if err != nil {
-				m.failed.Add(1)
-				m.mu.Lock()
-				if len(m.errs) < 20 {
-					m.errs = append(m.errs, kind+": "+err.Error())
-				}
-				m.mu.Unlock()
-			}
-			return err == nil
-		})
-	}
 	for range keepAlive {
-		loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}, "keep-alive")
+		m.loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}, url, "keep-alive")
 	}
 	for range fresh {
-		loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, "new-connection")
+		m.loop(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, url, "new-connection")
 	}
 	t.Cleanup(m.finish)
 	return m
+}
+
+// loop starts one client requesting url until stopped; kind names it in
+// the errors kept.
+func (m *mixedLoad) loop(client *http.Client, url, kind string) {
+	m.run(100000, 60*time.Second, func() bool {
+		err := fetch(client, url)
+		if err != nil {
+			m.failed.Add(1)
+			m.mu.Lock()
+			if len(m.errs) < 20 {
+				m.errs = append(m.errs, kind+": "+err.Error())
+			}
+			m.mu.Unlock()
+		}
+		return err == nil
+	})
 }
 
 func (m *mixedLoad) check(t testing.TB) {

@@ -17,17 +17,19 @@ import (
 // handing every connection off.
 type AcceptLoop struct {
 	f       *os.File
+	index   int // the listener's, recorded with each connection's peer
 	closing atomic.Bool
 	done    chan struct{}
 }
 
-// Accept starts an accept loop on a duplicate of ln.
-func (h *Handoff) Accept(ln syscall.Conn) (*AcceptLoop, error) {
+// Accept starts an accept loop on a duplicate of ln, the listener of
+// index i in the workers' listener order.
+func (h *Handoff) Accept(ln syscall.Conn, i int) (*AcceptLoop, error) {
 	f, err := listener.Dup(ln)
 	if err != nil {
 		return nil, err
 	}
-	l := &AcceptLoop{f: f, done: make(chan struct{})}
+	l := &AcceptLoop{f: f, index: i, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		if err := h.serve(l); err != nil {
@@ -73,6 +75,7 @@ func (h *Handoff) serve(l *AcceptLoop) error {
 			case nil:
 				accepted[n] = nfd
 				peers[n] = ipc.PeerOf(&sa)
+				peers[n].SetListener(l.index)
 				n++
 			case unix.EAGAIN:
 				return n > 0 // false: wait until the socket is readable

@@ -114,8 +114,11 @@ func (f *Frames) stopReceiving() {
 // peersOf appends the first n peer records of fr, a conns frame, to dst;
 // nil when it has none.
 func peersOf(fr ipc.Frame, n int, dst []ipc.Peer) []ipc.Peer {
-	for p := fr.Peers(); len(p) >= ipc.PeerSize && len(dst) < n; p = p[ipc.PeerSize:] {
-		dst = append(dst, ipc.Peer(p[:ipc.PeerSize]))
+	size := fr.RecordSize()
+	for p := fr.Peers(); size > 0 && len(p) >= size && len(dst) < n; p = p[size:] {
+		var peer ipc.Peer
+		copy(peer[:], p[:size]) // a PeerSize record comes from listener 0
+		dst = append(dst, peer)
 	}
 	if len(dst) == 0 {
 		return nil

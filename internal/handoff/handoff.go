@@ -222,6 +222,9 @@ func (h *Handoff) send(t *Target, c conns) (int, error) {
 	if !t.peers.Load() {
 		c.peers, c.at = nil, nil
 	}
+	if t.lnIndex.Load() {
+		c.records = ipc.RecordSize
+	}
 	t.mu.Lock()
 	n := t.room(len(c.fds))
 	if n == 0 {

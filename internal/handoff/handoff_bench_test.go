@@ -57,7 +57,7 @@ func BenchmarkHandoffTCP(b *testing.B) {
 	h, bal := newTestHandoff(16, time.Second)
 	t, peer := testTarget(b, 1)
 	bal.Add(t)
-	loop, err := h.Accept(ln.(*net.TCPListener))
+	loop, err := h.Accept(ln.(*net.TCPListener), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,13 +29,14 @@ type Retiring struct {
 	f       *os.File // registered with the runtime poller: Read waits, deadlines work
 	rc      syscall.RawConn
 	end     atomic.Int32
+	index   int // the listener's (see Accept)
 	fds     [maxBatch]int
 	peers   [maxBatch]ipc.Peer
 	scratch batch
 }
 
-// Retire starts emptying ln; Run does the work.
-func (h *Handoff) Retire(ln syscall.Conn) (*Retiring, error) {
+// Retire starts emptying ln, the listener of index i; Run does the work.
+func (h *Handoff) Retire(ln syscall.Conn, i int) (*Retiring, error) {
 	f, err := listener.Dup(ln)
 	if err != nil {
 		return nil, err
@@ -45,7 +46,7 @@ func (h *Handoff) Retire(ln syscall.Conn) (*Retiring, error) {
 		f.Close()
 		return nil, err
 	}
-	return &Retiring{h: h, f: f, rc: rc}, nil
+	return &Retiring{h: h, f: f, rc: rc, index: i}, nil
 }
 
 // Cancel ends the emptying early, why being RetireRevive or RetireStop; a
@@ -123,6 +124,7 @@ func (r *Retiring) accept(fd int) (int, error) {
 		case nil:
 			r.fds[n] = nfd
 			r.peers[n] = ipc.PeerOf(&sa)
+			r.peers[n].SetListener(r.index)
 			n++
 		case unix.ECONNABORTED, unix.EINTR:
 		case unix.EAGAIN:

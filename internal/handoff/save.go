@@ -9,12 +9,14 @@ type TargetState struct {
 	Closed   uint32
 	Peers    bool
 	Paused   bool
+	// Listeners: the worker takes its connections' listener indexes.
+	Listeners bool `json:",omitempty"`
 }
 
 // State is t's counts, for an upgrade to keep.
 func (t *Target) State() TargetState {
 	return TargetState{Handed: t.handed.Load(), Returned: t.returned.Load(), Closed: t.closed.Load(),
-		Peers: t.peers.Load(), Paused: t.off.Load()&offPaused != 0}
+		Peers: t.peers.Load(), Paused: t.off.Load()&offPaused != 0, Listeners: t.lnIndex.Load()}
 }
 
 // RestoreTarget is the target an upgrade kept: in slot, over tr, with st's
@@ -25,6 +27,7 @@ func RestoreTarget(slot int, tr Transport, st TargetState) *Target {
 	t.returned.Store(st.Returned)
 	t.closed.Store(st.Closed)
 	t.peers.Store(st.Peers)
+	t.lnIndex.Store(st.Listeners)
 	if st.Paused {
 		t.off.Store(offPaused)
 	}

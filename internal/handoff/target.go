@@ -20,6 +20,7 @@ type Target struct {
 	handed   atomic.Uint64
 	returned atomic.Uint64
 	peers    atomic.Bool   // the worker takes peer addresses with its connections
+	lnIndex  atomic.Bool   // and their listener's index (ipc.FeatureListeners)
 	closed   atomic.Uint32 // connections the worker reports closed, wrapping
 
 	// off says why the handoff must not pick the target now (off* bits);
@@ -69,6 +70,10 @@ func (t *Target) Handed() uint64 { return t.handed.Load() }
 // TakesPeers records that the worker takes its connections' peer
 // addresses (its ready frame said so); before the owner routes it.
 func (t *Target) TakesPeers() { t.peers.Store(true) }
+
+// TakesListeners records that the worker takes, with each peer, the index
+// of the listener the connection came from (ipc.FeatureListeners).
+func (t *Target) TakesListeners() { t.lnIndex.Store(true) }
 
 // Closed records the worker's own count of the connections it closed (its
 // load report), which makes Load exact.

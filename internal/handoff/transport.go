@@ -60,8 +60,11 @@ type conns struct {
 	// fds[i]'s is peers[at[i]], or peers[i] if at is nil.
 	peers []ipc.Peer
 	at    []uint8
-	frame *[ipc.MaxConnsFrame]byte // scratch for the frame, if one is built
-	back  bool                     // workers handed them back (handback.go)
+	// records is the size of a peer record the worker takes: PeerSize, or
+	// RecordSize with the listener's index.
+	records int
+	frame   *[ipc.MaxConnsFrame]byte // scratch for the frame, if one is built
+	back    bool                     // workers handed them back (handback.go)
 }
 
 // peer is the address of c.fds[i].

@@ -76,10 +76,11 @@ func (f *Frames) send(c conns) (int, error) {
 	n := len(c.fds)
 	frame := ipc.ConnsFrame(n)
 	if c.peers != nil {
-		frame = ipc.AppendConnsPeers(c.frame[:0], n)
+		size := max(c.records, ipc.PeerSize)
+		frame = ipc.AppendConnsRecords(c.frame[:0], n, size)
 		for i := range n {
 			p := c.peer(i)
-			frame = append(frame, p[:]...)
+			frame = append(frame, p[:size]...)
 		}
 	}
 	var err error

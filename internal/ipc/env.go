@@ -20,6 +20,12 @@ const (
 	EnvListenFD = "PREFORK_LISTEN_FD"
 	// EnvListenAddr is the address the supervisor listens on, for logs.
 	EnvListenAddr = "PREFORK_LISTEN_ADDR"
+	// EnvListeners, set when there are several listeners, lists them in
+	// order as a JSON array of ListenerInfo. In shared and reuseport mode
+	// the Nth (from 0) is the listening socket at fd ListenFD+N; in rr mode
+	// every connection arrives on the handoff channel with its listener's
+	// index (FeatureListeners). Absent: one listener, EnvListenAddr.
+	EnvListeners = "PREFORK_LISTENERS"
 	// EnvLoadReports is "1" when the supervisor balances by open
 	// connections (least-conn) and wants a load frame after each close.
 	EnvLoadReports = "PREFORK_LOAD_REPORTS"
@@ -40,3 +46,9 @@ const (
 	ModeShared    = "shared"
 	ModeReusePort = "reuseport"
 )
+
+// ListenerInfo is one listener in EnvListeners.
+type ListenerInfo struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"` // HOST:PORT, or unix:/path
+}

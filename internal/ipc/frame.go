@@ -143,9 +143,14 @@ const (
 	// the next request. The supervisor reads its end of the channel and
 	// hands them to another worker.
 	FeatureHandBack
+	// FeatureListeners (rr, with FeaturePeers): each peer record of a
+	// conns frame has one more byte, the index of the listener the
+	// connection came from (RecordSize), so a worker serving several
+	// listeners gives each connection to its own.
+	FeatureListeners
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureListeners
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -166,6 +171,9 @@ func (f Features) String() string {
 	}
 	if f&FeatureHandBack != 0 {
 		names = append(names, "handback")
+	}
+	if f&FeatureListeners != 0 {
+		names = append(names, "listeners")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
@@ -242,10 +250,11 @@ func Decode(b []byte) (Frame, error) {
 			return Frame{}, ErrPayload
 		}
 		if peers := n - 1; peers != 0 {
-			if peers != int(f.Payload[0])*PeerSize {
+			size := peers / int(f.Payload[0])
+			if size != PeerSize && size != RecordSize || peers != int(f.Payload[0])*size {
 				return Frame{}, ErrPayload
 			}
-			for i := 1; i < n; i += PeerSize {
+			for i := 1; i < n; i += size {
 				if fam := f.Payload[i]; fam != peerUnknown && fam != peer4 && fam != peer6 {
 					return Frame{}, ErrPayload
 				}
@@ -298,9 +307,13 @@ func ConnsFrame(n int) []byte { return connsFrames[n] }
 // Count is the number of descriptors a conns frame announces.
 func (f Frame) Count() int { return int(f.Payload[0]) }
 
-// Peers returns the peer records of a conns frame, PeerSize bytes each, or
-// nothing when it carries none. They alias the frame's buffer.
+// Peers returns the peer records of a conns frame, RecordSize bytes
+// each, or nothing when it carries none. They alias the frame's buffer.
 func (f Frame) Peers() []byte { return f.Payload[1:] }
+
+// RecordSize is the size of each of Peers' records: PeerSize, or
+// RecordSize with the listener's index; 0 when the frame carries none.
+func (f Frame) RecordSize() int { return (len(f.Payload) - 1) / f.Count() }
 
 // AppendReady appends a ready frame announcing the features the worker uses
 // (none: an empty payload, which every supervisor accepts).
@@ -322,11 +335,17 @@ func (f Frame) Features() Features {
 // AppendConnsPeers appends the start of a conns frame for n descriptors,
 // 1..MaxFDs, that carries their peers: the caller appends the n records.
 func AppendConnsPeers(dst []byte, n int) []byte {
-	return append(appendHeader(dst, TypeConns, 1+n*PeerSize), byte(n))
+	return AppendConnsRecords(dst, n, PeerSize)
+}
+
+// AppendConnsRecords is AppendConnsPeers for records of size bytes each:
+// PeerSize, or RecordSize for a worker that uses FeatureListeners.
+func AppendConnsRecords(dst []byte, n, size int) []byte {
+	return append(appendHeader(dst, TypeConns, 1+n*size), byte(n))
 }
 
 // MaxConnsFrame is the size of the largest conns frame.
-const MaxConnsFrame = HeaderSize + 1 + MaxFDs*PeerSize
+const MaxConnsFrame = HeaderSize + 1 + MaxFDs*RecordSize
 
 // Heartbeat is what a worker reports every second.
 type Heartbeat struct {

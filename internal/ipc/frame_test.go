@@ -212,7 +212,7 @@ func connsPeers(n int) []byte {
 		in.Addr = [4]byte{10, 0, 0, 1}
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.Port))[:], uint16(80+i))
 		p := PeerOf(&sa)
-		b = append(b, p[:]...)
+		b = append(b, p[:PeerSize]...)
 	}
 	return b
 }

@@ -10,11 +10,25 @@ import (
 
 // PeerSize is the size of a peer record in a conns frame: a family byte
 // (peer4, peer6, or peerUnknown: ask the kernel), the port (big-endian) and
-// the address (16 bytes, IPv4 in the first 4).
+// the address (16 bytes, IPv4 in the first 4). With FeatureListeners a
+// record is one byte longer (RecordSize): the index of the listener the
+// connection came from, in the worker's listener order.
 const PeerSize = 1 + 2 + 16
 
-// Peer is one connection's peer address, as a conns frame carries it.
-type Peer [PeerSize]byte
+// RecordSize is a conns frame's record with FeatureListeners: the peer
+// and its listener's index.
+const RecordSize = PeerSize + 1
+
+// Peer is one connection's peer address, as a conns frame carries it,
+// and the index of the listener it came from (its last byte, sent only
+// with FeatureListeners).
+type Peer [RecordSize]byte
+
+// Listener is the index of the listener the connection came from.
+func (p *Peer) Listener() int { return int(p[PeerSize]) }
+
+// SetListener records the index of the listener the connection came from.
+func (p *Peer) SetListener(i int) { p[PeerSize] = byte(i) }
 
 const (
 	peerUnknown = 0

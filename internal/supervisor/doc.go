@@ -44,9 +44,13 @@
 //	recent.go       a worker's last heartbeats: requests/s, p50, p99
 //	metrics.go      the snapshot a metrics scrape reads
 //	services.go     services: control socket, metrics, admin, reaper, watchdog
-//	mode.go         a mode's sockets (-mode): the mode interface, and
+//	mode.go         a mode's sockets (-mode): the mode interface, the
+//	                listeners (-listen, several: each a name and a socket,
+//	                bound or taken from systemd in order), and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
 //	                connections themselves go through internal/handoff
+//	listeners_env.go  what a worker learns of several listeners:
+//	                PREFORK_LISTENERS, LISTEN_FDS and LISTEN_FDNAMES
 //	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, check the new
 //	                binary, save the state (upgrade_state.go: to a memfd),
 //	upgrade_state.go  execve from the spawner thread;

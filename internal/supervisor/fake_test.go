@@ -119,7 +119,8 @@ func (s *fakeSys) Start(cmd *exec.Cmd, exited func(exitStatus)) (proc, error) {
 	p := &fakeProc{pid: s.nextPID, cmd: cmd, exited: exited}
 	// Keep the worker's end of the control channel, as a started worker
 	// would, so that drain frames can be read back.
-	if f := cmd.ExtraFiles[0]; f != nil {
+	if len(cmd.ExtraFiles) > 0 && cmd.ExtraFiles[0] != nil {
+		f := cmd.ExtraFiles[0]
 		dup, err := syscall.Dup(int(f.Fd()))
 		if err != nil {
 			return nil, err
@@ -248,7 +249,7 @@ func newFakeMode() *fakeMode {
 }
 
 func (m *fakeMode) listeners() []listening {
-	return []listening{{name: mainListener, addr: "127.0.0.1:3000"}}
+	return []listening{{name: "127.0.0.1:3000", addr: "127.0.0.1:3000"}}
 }
 func (m *fakeMode) startAccepting() error { return nil }
 func (m *fakeMode) stopAccepting()        { m.stopped = true }
@@ -256,7 +257,7 @@ func (m *fakeMode) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error
 	if err := m.failAt[sl.id]; err != nil {
 		return handles{}, err
 	}
-	return handles{t: handoff.NewNodeTarget(sl.id)}, nil
+	return handles{files: []*os.File{nil}, t: handoff.NewNodeTarget(sl.id)}, nil // one listener, no socket
 }
 func (m *fakeMode) slot(sl *slot, c slotChange) {
 	switch c {

@@ -110,6 +110,9 @@ func (l *preforkLink) onFrame(s *Supervisor, p *process, f ipc.Frame, g *guard) 
 	case ipc.TypeReady:
 		if p.t != nil && f.Features()&ipc.FeaturePeers != 0 {
 			p.t.TakesPeers() // before the owner adds it to the balancer
+			if f.Features()&ipc.FeatureListeners != 0 {
+				p.t.TakesListeners()
+			}
 		}
 		if f.Features()&ipc.FeatureHandBack != 0 {
 			s.mode.handoff().Receive(p.t) // what it hands back when it drains

@@ -52,18 +52,63 @@ type mode interface {
 	save(st *upgradeState) (resume func(), err error)
 }
 
-// listening is one listening address the workers serve.
+// listening is one listener the workers serve: its name, the address it
+// is bound to (HOST:PORT, or unix:/path), and the supervisor's socket.
 type listening struct {
 	name      string
 	addr      string
 	activated bool // the socket came from systemd (LISTEN_FDS)
+	sock      *listener.Socket
 }
 
-// mainListener is the name of the -listen socket.
+// listeningOn is sock as the listener named name.
+func listeningOn(name string, sock *listener.Socket, activated bool) listening {
+	addr := sock.Addr().String()
+	if sock.Addr().Network() == "unix" {
+		addr = "unix:" + addr
+	}
+	return listening{name: name, addr: addr, activated: activated, sock: sock}
+}
+
+// unixSocket reports whether the listener is a Unix socket.
+func (l listening) unixSocket() bool { return l.sock.Addr().Network() == "unix" }
+
+// mainListener is the name an older image kept its one listener by.
 const mainListener = "main"
 
-// addrOf is the address m's main listener is bound to.
+// addrOf is the address m's first listener is bound to.
 func addrOf(m mode) string { return m.listeners()[0].addr }
+
+// closeListeners closes every socket, and removes the socket files the
+// supervisor made if remove: a clean stop, not an upgrade.
+func closeListeners(lns []listening, remove bool) {
+	for _, l := range lns {
+		l.sock.Close()
+		if remove {
+			l.sock.Remove()
+		}
+	}
+}
+
+// dupAll duplicates every listener's socket for a worker, in order.
+func dupAll(lns []listening) ([]*os.File, error) {
+	files := make([]*os.File, 0, len(lns))
+	for _, l := range lns {
+		f, err := listener.Dup(l.sock)
+		if err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
 
 // slotChange is what became of a slot's worker.
 type slotChange int
@@ -76,9 +121,15 @@ const (
 
 // handles is what prepare makes for one worker.
 type handles struct {
-	file *os.File        // the worker's fd 4; the caller closes it after the start
-	t    *handoff.Target // the worker as the handoff sees it; nil if none
+	// files are the worker's descriptors from fd 4 (prefork) or fd 3
+	// (the others): rr's handoff channel, or every listener's socket in
+	// listener order. The caller closes them after the start.
+	files []*os.File
+	t     *handoff.Target // the worker as the handoff sees it; nil if none
 }
+
+// close closes the caller's copies of the files.
+func (h handles) close() { closeFiles(h.files) }
 
 // abort releases what prepare made when the worker did not start.
 func (h handles) abort() {
@@ -97,47 +148,45 @@ func route(m mode, p *process) {
 // newMode binds the listening sockets for cfg.Mode. The supervisor keeps
 // them as bare descriptors (listener.Socket), outside its runtime poller.
 func newMode(cfg Config, log *zap.Logger) (mode, error) {
-	if len(cfg.Listen) > 1 {
-		return nil, usagef("several listeners are not served yet: give one -listen")
-	}
 	if cfg.Mode == ipc.ModeReusePort {
 		return newReusePort(cfg, log)
 	}
-	ln, activated, err := bindOne(cfg, log)
+	lns, err := bindListeners(cfg)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Mode == ipc.ModeShared {
-		return &shared{ln: ln, activated: activated}, nil
+		return &shared{lns: lns}, nil
 	}
-	return newRR(cfg, log, ln, activated)
+	return newRR(cfg, log, lns)
 }
 
-// bindOne binds the one listening socket of rr and shared mode, or takes it
-// from systemd (socket activation).
-func bindOne(cfg Config, log *zap.Logger) (*listener.Socket, bool, error) {
-	inherited, err := listener.Inherited()
+// bindListeners binds cfg's listeners in order, or takes every socket
+// systemd passed (socket activation), named by LISTEN_FDNAMES. On error
+// nothing is left bound.
+func bindListeners(cfg Config) ([]listening, error) {
+	specs, socks, err := listener.Activated()
+	activated := err == nil
 	switch {
-	case err == nil:
-		for _, l := range inherited[1:] {
-			log.Warn("ignoring extra inherited socket", zap.Stringer("addr", l.Addr()))
-			l.Close()
+	case errors.Is(err, listener.ErrNotActivated):
+		if specs, err = cfg.Listeners(); err != nil {
+			return nil, err
 		}
-		sock, err := listener.Detach(inherited[0])
-		return sock, true, err
-	case !errors.Is(err, listener.ErrNotActivated):
-		return nil, false, err
+		fo, err := cfg.SocketFile()
+		if err != nil {
+			return nil, err
+		}
+		if socks, err = listener.BindAll(specs, fo); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
 	}
-	specs, err := cfg.Listeners()
-	if err != nil {
-		return nil, false, err
+	lns := make([]listening, len(specs))
+	for i, s := range specs {
+		lns[i] = listeningOn(s.Name, socks[i], activated)
 	}
-	fo, err := cfg.SocketFile()
-	if err != nil {
-		return nil, false, err
-	}
-	sock, err := listener.Bind(specs[0], fo)
-	return sock, false, err
+	return lns, nil
 }
 
 // framesTarget makes the handoff's view of a worker whose connections
@@ -161,9 +210,45 @@ func framesTarget(sl *slot, ch *ipc.Channel, remote *os.File, lent bool, log *za
 	return handoff.NewTarget(sl.id, tr), nil
 }
 
-// keepListener records ln, the main listener's socket, in st.
-func keepListener(st *upgradeState, ln *listener.Socket, activated bool) (err error) {
-	st.Listener, err = st.keepListener(ln, roleListener, mainListener, 0)
-	st.Activated = activated
-	return err
+// keepListeners records every listener's socket in st, by name, and the
+// listeners themselves in order.
+func keepListeners(st *upgradeState, lns []listening) error {
+	for i, l := range lns {
+		fd, err := st.keepListener(l.sock, roleListener, l.name, 0)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			st.Listener = fd
+		}
+		st.Listeners = append(st.Listeners, listenerState{Name: l.name, Path: l.sock.Path()})
+		st.Activated = l.activated
+	}
+	return nil
+}
+
+// restoreListeners takes the listeners an upgrade kept, in their order;
+// an older image's state has one, kept as mainListener.
+func restoreListeners(cfg Config, st *upgradeState, kept *keptFDs) ([]listening, error) {
+	saved := st.Listeners
+	if len(saved) == 0 {
+		saved = []listenerState{{Name: mainListener}}
+	}
+	var lns []listening
+	for _, ls := range saved {
+		sock, _, err := kept.socket(roleListener, ls.Name)
+		if err != nil {
+			closeListeners(lns, false)
+			return nil, err
+		}
+		if ls.Path != "" {
+			sock.Own(ls.Path) // the file this image removes on a clean stop
+		}
+		name := ls.Name
+		if specs, err := cfg.Listeners(); err == nil && len(st.Listeners) == 0 {
+			name = specs[0].Name
+		}
+		lns = append(lns, listeningOn(name, sock, st.Activated))
+	}
+	return lns, nil
 }

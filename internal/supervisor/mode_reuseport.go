@@ -30,6 +30,7 @@ import (
 // closes it (see handoff.Retiring).
 type reusePort struct {
 	listen string
+	name   string // the listener's
 	log    *zap.Logger
 	h      *handoff.Handoff
 	quiet  time.Duration // retireQuiet; shorter in tests
@@ -76,8 +77,13 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 	if err != nil {
 		return nil, err
 	}
-	if specs[0].Network != listener.TCP {
-		return nil, usagef("-mode reuseport needs a TCP listener: %s is not", specs[0].Address())
+	switch {
+	case len(specs) > 1:
+		return nil, usagef("-mode reuseport serves one TCP listener in this version, not %d; use -mode rr or shared for several", len(specs))
+	case specs[0].Network != listener.TCP:
+		// SO_REUSEPORT groups are for TCP: a Unix socket file has one
+		// socket, which rr or shared serve as well.
+		return nil, usagef("-mode reuseport needs a TCP listener, and %s is not one: SO_REUSEPORT groups TCP sockets; use -mode rr or shared", specs[0].Address())
 	}
 	lns, err := listener.ListenReusePort(specs[0].Addr, cfg.Workers)
 	if err != nil {
@@ -109,6 +115,10 @@ func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []
 		m.group = append(m.group, ps)
 	}
 	m.listen = socks[0].Addr().String()
+	m.name = m.listen
+	if specs, err := cfg.Listeners(); err == nil {
+		m.name = specs[0].Name
+	}
 	return m, nil
 }
 
@@ -131,7 +141,9 @@ func restoreReusePort(cfg Config, log *zap.Logger, kept *keptFDs) (*reusePort, e
 }
 
 func (m *reusePort) listeners() []listening {
-	return []listening{{name: mainListener, addr: m.listen}}
+	m.mu.Lock() // the group changes as retired sockets close
+	defer m.mu.Unlock()
+	return []listening{{name: m.name, addr: m.listen, sock: m.group[0].ln}}
 }
 
 func (m *reusePort) startAccepting() error     { return nil }
@@ -169,14 +181,14 @@ func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (han
 		return handles{}, err
 	}
 	if ctl == nil {
-		return handles{file: f}, nil // nothing can be handed to it
+		return handles{files: []*os.File{f}}, nil // nothing can be handed to it
 	}
 	t, err := framesTarget(sl, ctl, ctlRemote, true, m.log)
 	if err != nil {
 		f.Close()
 		return handles{}, err
 	}
-	return handles{file: f, t: t}, nil
+	return handles{files: []*os.File{f}, t: t}, nil
 }
 
 // socket returns slot id's socket: its own, or a retired one still
@@ -285,7 +297,7 @@ func (m *reusePort) retire(ps *portSocket) {
 // connections meanwhile, and what is queued on it waits in its backlog.
 // Called with m.mu held.
 func (m *reusePort) startRetiring(ps *portSocket) {
-	r, err := m.h.Retire(ps.ln)
+	r, err := m.h.Retire(ps.ln, 0)
 	if err != nil {
 		m.log.Error("cannot empty a retired socket yet; retrying", zap.Int("slot", ps.id), zap.Duration("in", m.quiet), zap.Error(err))
 		time.AfterFunc(m.quiet, func() {
@@ -345,7 +357,7 @@ func (ps *portSocket) adopt(m *reusePort, on bool) {
 		ps.orphan.Stop()
 		ps.orphan = nil
 	case ps.orphan == nil:
-		loop, err := m.h.Accept(ps.ln)
+		loop, err := m.h.Accept(ps.ln, 0)
 		if err != nil {
 			m.log.Error("cannot adopt the backlog of a slot", zap.Stringer("addr", ps.ln.Addr()), zap.Error(err))
 			return

@@ -21,31 +21,28 @@ import (
 // them, newconn messages on its IPC channel, each kept until the worker
 // answers that it took it.
 type rr struct {
-	ln        *listener.Socket
-	activated bool
-	log       *zap.Logger
-	h         *handoff.Handoff
-	loop      *handoff.AcceptLoop
+	lns   []listening
+	log   *zap.Logger
+	h     *handoff.Handoff
+	loops []*handoff.AcceptLoop // one per listener while accepting
 	// reach makes what a worker of sl gets at fd 4 and its transport.
 	reach func(m *rr, sl *slot) (handles, error)
 }
 
-func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) (*rr, error) {
+func newRR(cfg Config, log *zap.Logger, lns []listening) (*rr, error) {
 	h, err := handoff.New(cfg.Balance, log, cfg.QueueMax, cfg.QueueTimeout)
 	if err != nil {
-		ln.Close()
+		closeListeners(lns, true)
 		return nil, err
 	}
-	m := &rr{ln: ln, activated: activated, log: log, h: h, reach: (*rr).frames}
+	m := &rr{lns: lns, log: log, h: h, reach: (*rr).frames}
 	if cfg.WorkerProtocol == ProtocolNode {
 		m.reach = (*rr).node
 	}
 	return m, nil
 }
 
-func (m *rr) listeners() []listening {
-	return []listening{{name: mainListener, addr: m.ln.Addr().String(), activated: m.activated}}
-}
+func (m *rr) listeners() []listening { return m.lns }
 
 func (m *rr) prepare(sl *slot, _ *ipc.Channel, _ *os.File) (handles, error) { return m.reach(m, sl) }
 
@@ -61,29 +58,44 @@ func (m *rr) frames(sl *slot) (handles, error) {
 		remote.Close()
 		return handles{}, err
 	}
-	return handles{file: remote, t: t}, nil
+	return handles{files: []*os.File{remote}, t: t}, nil
 }
 
 // node gives a Node worker, whose connections travel on its IPC channel,
-// the listening socket, for its link to learn the address its server
-// reports as its own.
+// the first listening socket, for its link to learn the address its
+// server reports as its own.
 func (m *rr) node(sl *slot) (handles, error) {
-	f, err := listener.Dup(m.ln)
+	f, err := listener.Dup(m.lns[0].sock)
 	if err != nil {
 		return handles{}, err
 	}
-	return handles{file: f, t: handoff.NewNodeTarget(sl.id)}, nil
+	return handles{files: []*os.File{f}, t: handoff.NewNodeTarget(sl.id)}, nil
 }
 
+// startAccepting starts one accept loop per listener; each connection
+// carries its listener's index to the worker.
 func (m *rr) startAccepting() error {
-	loop, err := m.h.Accept(m.ln)
-	m.loop = loop
-	return err
+	for i, l := range m.lns {
+		loop, err := m.h.Accept(l.sock, i)
+		if err != nil {
+			m.stopLoops()
+			return err
+		}
+		m.loops = append(m.loops, loop)
+	}
+	return nil
+}
+
+func (m *rr) stopLoops() {
+	for _, l := range m.loops {
+		l.Stop()
+	}
+	m.loops = nil
 }
 
 func (m *rr) stopAccepting() {
-	m.ln.Close()
-	m.loop.Stop()
+	closeListeners(m.lns, true)
+	m.stopLoops()
 	m.h.Flush() // queued connections to whoever is still ready
 }
 
@@ -94,8 +106,7 @@ func (m *rr) handoff() *handoff.Handoff { return m.h }
 // save stops the accept loop and moves the pending queue's connections
 // into st, with the listening socket; resume undoes both.
 func (m *rr) save(st *upgradeState) (func(), error) {
-	m.loop.Stop()
-	m.loop = nil
+	m.stopLoops()
 	st.StoppedAt = time.Now() // the last accept was before this
 	pend := m.h.TakeQueue()
 	resume := func() {
@@ -111,17 +122,17 @@ func (m *rr) save(st *upgradeState) (func(), error) {
 		}
 		st.Pending = append(st.Pending, ps)
 	}
-	return resume, keepListener(st, m.ln, m.activated)
+	return resume, keepListeners(st, m.lns)
 }
 
 // restoreRR takes the listening socket and the pending queue an upgrade
 // kept.
 func restoreRR(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (*rr, error) {
-	sock, _, err := kept.socket(roleListener, mainListener)
+	lns, err := restoreListeners(cfg, st, kept)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newRR(cfg, log, sock, st.Activated)
+	m, err := newRR(cfg, log, lns)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 )
 
 // shared is -mode shared (Node's SCHED_NONE): every worker accepts on a
@@ -14,33 +13,31 @@ import (
 // connection. The supervisor never touches a connection; what a dead
 // worker did not accept stays in the socket's backlog for the others.
 type shared struct {
-	ln        *listener.Socket
-	activated bool
+	lns []listening
 }
 
-func (m *shared) listeners() []listening {
-	return []listening{{name: mainListener, addr: m.ln.Addr().String(), activated: m.activated}}
-}
+func (m *shared) listeners() []listening { return m.lns }
 
+// prepare gives the worker every listener's socket, in order.
 func (m *shared) prepare(*slot, *ipc.Channel, *os.File) (handles, error) {
-	f, err := listener.Dup(m.ln)
-	return handles{file: f}, err
+	files, err := dupAll(m.lns)
+	return handles{files: files}, err
 }
 
 func (m *shared) startAccepting() error     { return nil }
-func (m *shared) stopAccepting()            { m.ln.Close() }
+func (m *shared) stopAccepting()            { closeListeners(m.lns, true) }
 func (m *shared) slot(*slot, slotChange)    {}
 func (m *shared) settle(context.Context)    {}
 func (m *shared) handoff() *handoff.Handoff { return nil }
 func (m *shared) save(st *upgradeState) (func(), error) {
-	return func() {}, keepListener(st, m.ln, m.activated)
+	return func() {}, keepListeners(st, m.lns)
 }
 
-// restoreShared takes the listening socket an upgrade kept.
-func restoreShared(st *upgradeState, kept *keptFDs) (*shared, error) {
-	sock, _, err := kept.socket(roleListener, mainListener)
+// restoreShared takes the listening sockets an upgrade kept.
+func restoreShared(cfg Config, st *upgradeState, kept *keptFDs) (*shared, error) {
+	lns, err := restoreListeners(cfg, st, kept)
 	if err != nil {
 		return nil, err
 	}
-	return &shared{ln: sock, activated: st.Activated}, nil
+	return &shared{lns: lns}, nil
 }

@@ -89,7 +89,7 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		lk.close()
 		return nil, err
 	}
-	defer h.file.Close()
+	defer h.close()
 	cmd := s.command(sl, gen, lk, h)
 	var capture *outputCapture
 	if s.cfg.WorkerOutput == "capture" {

@@ -116,22 +116,30 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t)), 10),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t, len(s.mode.listeners()))), 10),
 	)
+	if lns := s.mode.listeners(); len(lns) > 1 {
+		cmd.Env = append(cmd.Env, ipc.EnvListeners+"="+listenersEnv(lns))
+	}
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
-	cmd.ExtraFiles = []*os.File{l.remote, h.file} // fds 3 and 4
+	cmd.ExtraFiles = append([]*os.File{l.remote}, h.files...) // fds 3, and 4...
 }
 
 // offered is what the supervisor offers a worker reached over t:
 // everything, but hand-back only when t's transport is a channel of the
-// worker's own for connections to come back on (rr's).
-func offered(t *handoff.Target) ipc.Features {
-	if handoff.TakesBack(t) {
-		return ipc.Supported
+// worker's own for connections to come back on (rr's), and listener
+// indexes only when there are several listeners.
+func offered(t *handoff.Target, listeners int) ipc.Features {
+	f := ipc.Supported
+	if !handoff.TakesBack(t) {
+		f &^= ipc.FeatureHandBack
 	}
-	return ipc.Supported &^ ipc.FeatureHandBack
+	if listeners < 2 {
+		f &^= ipc.FeatureListeners // one listener: the frames stay as they were
+	}
+	return f
 }
 
 func (l *preforkLink) started(s *Supervisor, p *process) {
@@ -189,9 +197,14 @@ type plainLink struct{}
 
 func (plainLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
-func (plainLink) command(_ *Supervisor, cmd *exec.Cmd, h handles) {
-	listen := h.file
-	cmd.ExtraFiles = []*os.File{listen} // fd 3
+// command gives the worker every listener's socket from fd 3, in
+// listener order; with several, LISTEN_FDS and LISTEN_FDNAMES say how many
+// and which (one socket at fd 3 is all a plain worker ever had).
+func (plainLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
+	if len(h.files) > 1 {
+		cmd.Env = append(cmd.Env, listenFDs(s.mode.listeners())...)
+	}
+	cmd.ExtraFiles = h.files // fd 3...
 }
 
 // started: the process runs, and exec succeeded (os/exec's Start waits

@@ -117,7 +117,10 @@ type nodeLink struct {
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
 func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
-	listen := h.file
+	var listen *os.File // the first listener's: a Node worker's server asks for the others by address
+	if len(h.files) > 0 {
+		listen = h.files[0]
+	}
 	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
 	f, err := listener.Dup(listen)

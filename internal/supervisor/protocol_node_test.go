@@ -114,7 +114,7 @@ func startNodeLink(t *testing.T, h *harness, ln *net.TCPListener, rr bool) (*nod
 		t.Fatal(err)
 	}
 	cmd := exec.Command("node", "app.js")
-	l.command(h.s, cmd, handles{file: lf})
+	l.command(h.s, cmd, handles{files: []*os.File{lf}})
 	lf.Close() // as spawn does once the worker has started
 	if cmd.Err != nil || len(cmd.ExtraFiles) != 1 {
 		t.Fatalf("command: err %v, %d extra files; want fd 3 only", cmd.Err, len(cmd.ExtraFiles))
@@ -292,7 +292,7 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newRR(h.s.cfg, h.s.log, sock, false)
+	m, err := newRR(h.s.cfg, h.s.log, []listening{listeningOn("main", sock, false)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func TestNodeLinkRoundRobin(t *testing.T) {
 	w.hangUp(p)
 	m.h.Recover(p.t)
 	l.close()
-	m.loop.Stop()
+	m.stopLoops()
 	if after := openFDs(t); after != before {
 		t.Fatalf("%d descriptors open before the link, %d after close", before, after)
 	}

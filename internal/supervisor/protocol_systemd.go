@@ -79,16 +79,14 @@ func (l *systemdLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 // worker in place. The pid stays the same, and so do Pdeathsig, the
 // process group and credentials: execve keeps them for a binary that is
 // not set-user-ID.
-func (l *systemdLink) command(_ *Supervisor, cmd *exec.Cmd, h handles) {
-	listen := h.file
+func (l *systemdLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
+	cmd.Env = append(cmd.Env, listenFDs(s.mode.listeners())...)
 	cmd.Env = append(cmd.Env,
-		"LISTEN_FDS=1",
-		"LISTEN_FDNAMES=http",
 		"NOTIFY_SOCKET="+l.name,
 		"WATCHDOG_USEC="+strconv.FormatInt(l.hang.Microseconds(), 10),
 	)
-	cmd.ExtraFiles = []*os.File{listen} // fd 3: SD_LISTEN_FDS_START
-	if cmd.Err == nil {                 // else Start reports the lookup's error
+	cmd.ExtraFiles = h.files // from fd 3: SD_LISTEN_FDS_START
+	if cmd.Err == nil {      // else Start reports the lookup's error
 		cmd.Args = append([]string{"supervisor", ShimCommand, "--", cmd.Path}, cmd.Args...)
 		cmd.Path = "/proc/self/exe"
 	}

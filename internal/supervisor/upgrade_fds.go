@@ -113,7 +113,7 @@ func (k *keptFDs) listener(role, name string) (net.Listener, error) {
 	return ln, nil
 }
 
-// socket takes the listening TCP socket kept under role and name, with
+// socket takes the listening TCP or Unix socket kept under role and name, with
 // the slot it was kept for, as a bare descriptor outside the runtime
 // poller (listener.Socket).
 func (k *keptFDs) socket(role, name string) (*listener.Socket, int, error) {
@@ -127,10 +127,10 @@ func (k *keptFDs) socket(role, name string) (*listener.Socket, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("upgrade: kept %s %d: %w", role, f.FD, err)
 	}
-	ln, ok := nl.(*net.TCPListener)
+	ln, ok := nl.(listener.Listener)
 	if !ok {
 		nl.Close()
-		return nil, 0, fmt.Errorf("upgrade: kept %s %d is not a TCP listener", role, f.FD)
+		return nil, 0, fmt.Errorf("upgrade: kept %s %d is not a stream listener", role, f.FD)
 	}
 	sock, err := listener.Detach(ln)
 	return sock, f.Slot, err

@@ -163,19 +163,19 @@ func restoreMode(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (
 		log.Warn("no reuseport socket survived the upgrade; binding the group again")
 		return newReusePort(cfg, log)
 	case kept.has(roleListener) && cfg.Mode == ipc.ModeShared:
-		return restoreShared(st, kept)
+		return restoreShared(cfg, st, kept)
 	case kept.has(roleListener):
 		return restoreRR(cfg, log, st, kept)
 	}
-	sock, _, err := bindOne(cfg, log)
+	lns, err := bindListeners(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("upgrade: the listening socket was lost and cannot be bound again: %w", err)
+		return nil, fmt.Errorf("upgrade: the listening sockets were lost and cannot be bound again: %w", err)
 	}
-	log.Warn("the listening socket was lost across the upgrade; bound again", zap.String("addr", cfg.Listen.First()))
+	log.Warn("the listening sockets were lost across the upgrade; bound again", zap.String("addr", cfg.Listen.String()))
 	if cfg.Mode == ipc.ModeShared {
-		return &shared{ln: sock}, nil
+		return &shared{lns: lns}, nil
 	}
-	m, err := newRR(cfg, log, sock, false)
+	m, err := newRR(cfg, log, lns)
 	if err == nil {
 		m.h.Requeue(pendingOf(st.Pending))
 	}

@@ -59,15 +59,19 @@ type upgradeState struct {
 	Counts    countsState `json:"counts"`
 	Slots     []slotState `json:"slots"`
 
-	Listener  int            `json:"listener"` // rr and shared: the listening socket; -1 none
-	Activated bool           `json:"activated"`
-	Ports     []int          `json:"ports"` // reuseport: each slot's socket, in the group's order
-	PortSlots []int          `json:"port_slots"`
-	Pending   []pendingState `json:"pending"` // rr: connections queued for a ready worker
-	Control   int            `json:"control"` // the control socket's listener; -1 none
-	Metrics   int            `json:"metrics"` // the metrics listener; -1 none
-	Admin     int            `json:"admin"`   // the admin listener (-admin); -1 none
-	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
+	Listener  int  `json:"listener"` // rr and shared: the listening socket; -1 none
+	Activated bool `json:"activated"`
+	// Listeners are the listeners in the workers' order, each kept under
+	// roleListener by its name; an older image's state has none (its one
+	// listener is mainListener).
+	Listeners []listenerState `json:"listeners,omitempty"`
+	Ports     []int           `json:"ports"` // reuseport: each slot's socket, in the group's order
+	PortSlots []int           `json:"port_slots"`
+	Pending   []pendingState  `json:"pending"` // rr: connections queued for a ready worker
+	Control   int             `json:"control"` // the control socket's listener; -1 none
+	Metrics   int             `json:"metrics"` // the metrics listener; -1 none
+	Admin     int             `json:"admin"`   // the admin listener (-admin); -1 none
+	Reply     int             `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
 
@@ -216,3 +220,11 @@ func takeState() (*upgradeState, error) {
 // file wraps inherited descriptor fd, for the constructors that take an
 // *os.File and close it (they work on their own duplicate).
 func file(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }
+
+// listenerState is one listener an upgrade keeps: its name, and the
+// socket file it made (a Unix listener), which the new image removes on a
+// clean stop and never binds again.
+type listenerState struct {
+	Name string `json:"name"`
+	Path string `json:"path,omitempty"`
+}

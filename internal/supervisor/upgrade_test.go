@@ -165,7 +165,7 @@ func TestRRPendingAcrossUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := newRR(cfg, zap.NewNop(), sock, false)
+	m, err := newRR(cfg, zap.NewNop(), []listening{listeningOn("main", sock, false)})
 	if err != nil {
 		t.Fatal(err)
 	}

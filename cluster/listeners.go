@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/prefork/prefork/internal/ipc"
+)
+
+// A supervisor with several listeners (-listen given more than once)
+// hands a worker connections from all of them: in rr mode each arrives
+// on the one handoff channel with its listener's index (a conns frame's
+// record, ipc.FeatureListeners); in shared and reuseport mode the Nth
+// listener's socket is at fd 4+N. [Listen] serves every one of them, so
+// an unmodified worker never leaves a listener unserved; [ListenerName]
+// says which one a connection came from.
+
+// acceptMore starts, in shared and reuseport mode, accepting on the other
+// listeners' sockets (fd 5...) into extra, as the control channel's
+// connections go, waking Accept blocked on the first one.
+func (l *listener) acceptMore() error {
+	for i := 1; i < len(l.w.listeners); i++ {
+		f := os.NewFile(uintptr(ipc.ListenFD+i), "prefork-listen-"+l.w.listeners[i].Name)
+		a, err := newSocketAcceptor(f)
+		if err != nil {
+			f.Close()
+			for _, m := range l.more {
+				m.Close()
+			}
+			return fmt.Errorf("cluster: inherited listener %q: %w", l.w.listeners[i].Name, err)
+		}
+		a.index = i
+		l.more = append(l.more, a)
+	}
+	for _, a := range l.more {
+		go l.feed(a)
+	}
+	return nil
+}
+
+// feed accepts on a until it is closed (a drain or Close), passing each
+// connection to Accept through extra.
+func (l *listener) feed(a *socketAcceptor) {
+	for {
+		c, err := a.Accept()
+		if err != nil {
+			if isTimeout(err) || isTemporary(err) {
+				continue
+			}
+			return
+		}
+		select {
+		case l.extra <- c:
+			l.wake()
+		case <-l.closed:
+			c.Close()
+			return
+		}
+	}
+}
+
+func isTemporary(err error) bool {
+	_, ok := err.(tempErr)
+	_, unusableErr := err.(unusable)
+	return ok || unusableErr
+}
+
+// recordListener is the listener index in the first record of recs, each
+// size bytes: 0 without one.
+func recordListener(recs []byte, size int) int {
+	if size != ipc.RecordSize || len(recs) < size {
+		return 0
+	}
+	p := ipc.Peer(recs[:size])
+	return p.Listener()
+}
+
+// name records which listener c came from.
+func (w *worker) name(c *handedConn, index int) {
+	if index < len(w.listeners) {
+		c.index = index
+	}
+}
+
+// ListenerName is the name of the supervisor's listener that conn (a
+// connection Listen's listener returned, as http.Request's
+// http.LocalAddrContextKey holds its local address, or the conn itself)
+// came from; "" when the supervisor has one listener or conn did not
+// come from it.
+func ListenerName(conn any) string {
+	w, err := get()
+	if err != nil || w.listeners == nil {
+		return ""
+	}
+	switch c := conn.(type) {
+	case *handedConn:
+		return w.listeners[c.index].Name
+	case net.Addr:
+		return listenerOfAddr(w, c)
+	}
+	return ""
+}
+
+// listenerOfAddr finds the listener whose address a, a connection's local
+// address, is: a Unix socket's path, or a TCP port.
+func listenerOfAddr(w *worker, a net.Addr) string {
+	for _, l := range w.listeners {
+		switch a := a.(type) {
+		case *net.UnixAddr:
+			if l.Addr == "unix:"+a.Name {
+				return l.Name
+			}
+		case *net.TCPAddr:
+			if _, port, err := net.SplitHostPort(l.Addr); err == nil && port == fmt.Sprint(a.Port) {
+				return l.Name
+			}
+		}
+	}
+	return ""
+}

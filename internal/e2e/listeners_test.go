@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prefork/prefork/internal/proctest"
+)
+
+// endpoint is one of a supervisor's listeners as a client reaches it.
+type endpoint struct {
+	name   string
+	base   string // http://HOST:PORT, or http://unix for a socket file
+	client func(keepAlive bool) *http.Client
+}
+
+func tcpEndpoint(name, addr string) endpoint {
+	return endpoint{name: name, base: "http://" + addr, client: func(keepAlive bool) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1}}
+	}}
+}
+
+func unixEndpoint(name, path string) endpoint {
+	return endpoint{name: name, base: "http://unix", client: func(keepAlive bool) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", path)
+			}}}
+	}}
+}
+
+// mixedLoadOn is startMixedLoad on every endpoint: one keep-alive and one
+// new-connection client each.
+func mixedLoadOn(t testing.TB, eps []endpoint) *mixedLoad {
+	m := &mixedLoad{clients: newClients()}
+	for _, ep := range eps {
+		for _, keep := range []bool{true, false} {
+			m.loop(ep.client(keep), ep.base+"/pid", ep.name)
+		}
+	}
+	t.Cleanup(m.finish)
+	return m
+}
+
+// checkListeners: every endpoint's /pid reaches both workers, spread
+// evenly in rr, and its /health names the listener that answered.
+func checkListeners(t *testing.T, mode string, eps []endpoint) {
+	t.Helper()
+	for _, ep := range eps {
+		c := ep.client(false)
+		count := map[string]int{}
+		for range 40 {
+			resp, err := c.Get(ep.base + "/pid")
+			if err != nil {
+				t.Fatalf("%s: %v", ep.name, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			count[string(b)]++
+		}
+		if len(count) != 2 {
+			t.Errorf("%s: /pid answered by %v, want both workers", ep.name, count)
+		}
+		for pid, n := range count {
+			if mode == "rr" && (n < 15 || n > 25) {
+				t.Errorf("%s: worker %s answered %d of 40, want about 20 (rr)", ep.name, pid, n)
+			}
+		}
+		resp, err := c.Get(ep.base + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h struct{ Listener string }
+		json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if h.Listener != ep.name {
+			t.Errorf("%s: /health says listener %q", ep.name, h.Listener)
+		}
+	}
+}
+
+// TestSeveralListeners: two TCP ports and a Unix socket, served by Go
+// workers in rr and shared mode: each balanced over both workers and
+// named in /health; a reload and an in-place upgrade under load on all
+// three fail nothing; the socket file goes with a clean stop, and is not
+// replaced while the supervisor serves it.
+func TestSeveralListeners(t *testing.T) {
+	v1, v2, _ := buildUpgradeBins(t)
+	for _, mode := range []string{"rr", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			api := proctest.FreeAddr(t)
+			sockPath := filepath.Join(t.TempDir(), "app.sock")
+			s := startBin(t, v1, "-mode", mode, "-workers", "2", "-listen", "api="+api, "-listen", "web=unix:"+sockPath, "-listen-mode", "0660")
+			eps := []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)}
+			checkListeners(t, mode, eps)
+			if fi, err := os.Stat(sockPath); err != nil || fi.Mode().Perm() != 0o660 {
+				t.Errorf("socket file %v (%v), want mode 0660", fi, err)
+			}
+
+			// Another server cannot take the path while it is served.
+			other := exec.Command(supervisorBin, "-listen", "unix:"+sockPath, "-control", "none", "-workers", "1")
+			if out, err := other.CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(out), "another server is listening on it") {
+				t.Errorf("a second server on the socket path: exit %d: %s", exitCode(err), out)
+			}
+
+			load := mixedLoadOn(t, eps)
+			load.waitOK(t, 100, 10*time.Second)
+			if out, code := s.uctl("reload"); code != 0 {
+				t.Fatalf("ctl reload: exit %d: %s", code, out)
+			}
+			load.waitOK(t, 100, 10*time.Second)
+			if out, code := s.uctl("upgrade", v2); code != 0 || !strings.Contains(out, "upgraded from v1 to v2") {
+				t.Fatalf("ctl upgrade: exit %d: %s", code, out)
+			}
+			load.waitOK(t, 100, 10*time.Second)
+			load.check(t)
+			checkListeners(t, mode, eps) // the new image serves them all
+
+			s.uctlStop(t)
+			if _, err := os.Lstat(sockPath); !os.IsNotExist(err) {
+				t.Errorf("socket file after a clean stop: %v", err)
+			}
+		})
+	}
+}
+
+// TestListenersRefused: bad listeners exit 1 or 2 with one line naming
+// the listener, and leave nothing bound.
+func TestListenersRefused(t *testing.T) {
+	dir := t.TempDir()
+	notSock := filepath.Join(dir, "file")
+	os.WriteFile(notSock, []byte("x"), 0o600)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	free := proctest.FreeAddr(t)
+	regular, err := os.Open(notSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer regular.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-listen", free, "-listen", free}, 2, `duplicate address`},
+		{[]string{"-listen", free, "-listen", "unix:" + dir + "/no/app.sock"}, 1, `listener unix:` + dir + `/no/app.sock: listen unix ` + dir + `/no/app.sock: bind: no such file or directory`},
+		{[]string{"-listen", free, "-listen", "web=unix:" + notSock}, 1, `listener "web" (unix:` + notSock + `): ` + notSock + ` exists and is not a socket`},
+		{[]string{"-listen", free, "-listen", "fd:3"}, 1, `listener fd:3: descriptor 3 is not a listening socket`},
+		{[]string{"-listen", free, "-listen", "api=" + busy.Addr().String()}, 1, `listener "api" (` + busy.Addr().String() + `): listen tcp ` + busy.Addr().String() + `: bind: address already in use`},
+	} {
+		cmd := exec.Command(supervisorBin, append(tc.args, "-control", "none", "-workers", "1")...)
+		cmd.ExtraFiles = []*os.File{regular} // fd 3: a file, not a socket
+		out, err := cmd.CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if code := exitCode(err); code != tc.code || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%v: exit %d, output:\n%s\nwant exit %d and one line with %q", tc.args, code, out, tc.code, tc.want)
+		}
+		// Nothing left bound: the first listener's port binds again.
+		ln, err := net.Listen("tcp", free)
+		if err != nil {
+			t.Errorf("%v: %s still bound: %v", tc.args, free, err)
+			continue
+		}
+		ln.Close()
+	}
+	if _, err := os.Stat(notSock); err != nil {
+		t.Errorf("the regular file at the socket path is gone: %v", err)
+	}
+}
