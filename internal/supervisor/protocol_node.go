@@ -163,6 +163,9 @@ func (l *nodeLink) started(s *Supervisor, p *process) {
 	l.remote = nil
 	events := make(chan nodeipc.Event, nodeEvents)
 	l.w = nodeipc.NewWorker(l.ch, events)
+	// Before its listen is answered, so before any newconn: each answer
+	// goes to the handoff from the channel's reader, without a hop.
+	l.w.OnAccepted(func(string) { l.answered(s, p, -1, false) })
 	l.ch = nil
 	go func() {
 		defer close(p.read)
