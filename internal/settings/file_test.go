@@ -52,6 +52,7 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"admin-tls-key":  {value: "/etc/key.pem", with: []string{"-admin", "127.0.0.1:9200", "-admin-tls-cert", "/etc/cert.pem"}},
 		"user":           {value: "nobody"}, "group": {value: "nogroup", with: []string{"-user", "nobody"}},
 		"worker-output": {value: "capture"}, "sched": {value: "normal"},
+		"listen-mode": {value: "0660"}, "listen-owner": {value: "1000"}, "listen-group": {value: "1000"},
 		"worker-protocol": {value: "plain", with: []string{"-mode", "shared"}},
 	}
 	def, err := Parse(nil)
@@ -108,8 +109,8 @@ command = ["/bin/app", "-x"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Workers != 2 || st.Listen != "127.0.0.1:7002" {
-		t.Errorf("flags did not override the file: workers %d, listen %s", st.Workers, st.Listen)
+	if st.Workers != 2 || st.Listen.String() != "127.0.0.1:7002" {
+		t.Errorf("flags did not override the file: workers %d, listen %s", st.Workers, st.Listen.String())
 	}
 	if st.Grace.String() != "5s" || st.MaxRequests != 50 || !reflect.DeepEqual(st.Command, []string{"/bin/app", "-x"}) {
 		t.Errorf("the file's keys did not apply: grace %s, max-requests %d, command %q", st.Grace, st.MaxRequests, st.Command)

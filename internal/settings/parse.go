@@ -86,6 +86,9 @@ func parse(args []string, who whose) (Settings, Action, error) {
 		}
 		c.from = &origin{file: path, args: args, who: who}
 	}
+	if len(c.Listen) == 0 {
+		c.Listen = Listeners{DefaultListen}
+	}
 	act := ActionRun
 	switch {
 	case cl.version:
@@ -154,7 +157,10 @@ var notSettings = map[string]bool{"config": true, "version": true, "check-upgrad
 
 // defineSettings defines one flag per setting over c, with its default.
 func defineSettings(fs *flag.FlagSet, c *Settings) {
-	fs.StringVar(&c.Listen, "listen", DefaultListen, "`HOST:PORT` to listen on")
+	fs.Var(&c.Listen, "listen", "listen on `[NAME=]ADDRESS`: HOST:PORT, :PORT, [v6]:PORT, unix:/path or fd:N; repeat for several (default \":3000\")")
+	fs.Var(fileMode{&c.ListenMode}, "listen-mode", "permission bits of a Unix listener's socket file, in `OCTAL` (default: the umask's)")
+	fs.StringVar(&c.ListenOwner, "listen-owner", "", "owner (`USER` or uid) of a Unix listener's socket file")
+	fs.StringVar(&c.ListenGroup, "listen-group", "", "group (`GROUP` or gid) of a Unix listener's socket file")
 	fs.IntVar(&c.Workers, "workers", runtime.NumCPU(), "number of worker processes, 1..1024")
 	fs.StringVar(&c.Mode, "mode", ipc.ModeRR, "scheduling mode: rr, shared or reuseport")
 	fs.StringVar(&c.Balance, "balance", balancer.Policies[0], "rr mode: round-robin or least-conn")
