@@ -20,6 +20,7 @@
 //	settings.go  the Settings type, its defaults and the worker protocols
 //	parse.go     the command line: flags, COMMAND, -version, sizes
 //	validate.go  the checks, worded for a flag or for a field
+//	sticky.go    -sticky and -proxy-protocol: the fields, flags and checks
 //	admin.go     the admin listener's: loopback without auth, the auth file's mode
 //	usage.go     the command line's help text
 package settings
