@@ -6,8 +6,20 @@ const Usage = `usage: supervisor [flags] [-- COMMAND [ARGS...]]
 Runs N copies of COMMAND (default: the worker binary beside the supervisor)
 and spreads connections to -listen over them.
 
-flags:
-  -listen HOST:PORT     address to listen on (default :3000)
+flags (each also a key of the -config file, flags winning):
+  -config FILE          read settings from a TOML file: one key per flag,
+                        workers = 4, grace = "30s", command = ["app", "-x"]
+  -print-config         print the effective settings as a -config file and exit
+  -listen [NAME=]ADDR   where to listen (default :3000); repeat for several.
+                        ADDR: HOST:PORT, :PORT, [v6]:PORT, unix:/path/to.sock,
+                        or fd:N (an inherited listening socket). NAME (letters,
+                        digits, . _ -) is what workers, logs and metrics call
+                        it; default: ADDR. Under systemd socket activation the
+                        passed sockets are the listeners, named by LISTEN_FDNAMES.
+                        In a -config file: [listeners] NAME = "ADDR"
+  -listen-mode OCTAL    a Unix listener's socket file mode, e.g. 0660
+  -listen-owner USER, -listen-group GROUP
+                        its owner and group (for a front server such as nginx)
   -workers N            worker processes, 1..1024 (default: number of CPUs)
   -mode MODE            rr, shared or reuseport (default rr)
   -balance POLICY       rr mode: round-robin or least-conn (default round-robin)

@@ -91,8 +91,8 @@ func kebab(field string) string {
 }
 
 func (c *Settings) validate(n naming) error {
-	if err := listener.ParseAddr(c.Listen); err != nil {
-		return usagef("invalid value %q for %s: want HOST:PORT with a port from 0 to 65535", c.Listen, n.the("Listen"))
+	if err := c.validateListen(n); err != nil {
+		return err
 	}
 	// A program may start with none and Fork them, as Node's does; a
 	// command line has nobody to fork.

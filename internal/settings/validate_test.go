@@ -12,7 +12,7 @@ import (
 func TestFieldsAreFlags(t *testing.T) {
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[Settings]()) {
 		name := f.Name
-		if name == "Command" || name == "Respawn" || f.Anonymous {
+		if name == "Command" || name == "Respawn" || f.Anonymous || !f.IsExported() {
 			continue
 		}
 		flag := "-" + kebab(name)
