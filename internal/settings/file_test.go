@@ -54,6 +54,10 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"worker-output": {value: "capture"}, "sched": {value: "normal"},
 		"listen-mode": {value: "0660"}, "listen-owner": {value: "1000"}, "listen-group": {value: "1000"},
 		"worker-protocol": {value: "plain", with: []string{"-mode", "shared"}},
+		"sticky":          {value: "cookie:sid"}, "sticky-wait": {value: "1s"}, "sticky-hold": {value: "2s"},
+		"sticky-table": {value: "10"}, "sticky-table-age": {value: "1m0s"}, "sticky-forget": {value: "never"},
+		"proxy-protocol": {value: "true"}, "proxy-wait": {value: "2s"},
+		"proxy-from": {value: "10.0.0.0/8", with: []string{"-proxy-protocol"}},
 	}
 	def, err := Parse(nil)
 	if err != nil {

@@ -57,6 +57,9 @@ var needs = map[string]string{
 	"control": NeedsUpgrade, "metrics": NeedsUpgrade, "admin": NeedsUpgrade,
 	"admin-actions": NeedsUpgrade, "admin-auth": NeedsUpgrade,
 	"admin-tls-cert": NeedsUpgrade, "admin-tls-key": NeedsUpgrade,
+	"sticky": NeedsUpgrade, "sticky-wait": NeedsUpgrade, "sticky-hold": NeedsUpgrade,
+	"sticky-table": NeedsUpgrade, "sticky-table-age": NeedsUpgrade, "sticky-forget": NeedsUpgrade,
+	"proxy-protocol": NeedsUpgrade, "proxy-from": NeedsUpgrade, "proxy-wait": NeedsUpgrade,
 	// Any other key (listen, mode, user, group, worker-protocol) is
 	// what the sockets or the running workers are: NeedsRestart.
 }
