@@ -17,14 +17,19 @@ import (
 // must not block.
 func (w *Worker) OnAccepted(f func(key string)) { w.accepted.Store(&f) }
 
-// delivered marks newconn seq's descriptor as received by the worker.
+// delivered marks newconn seq's descriptor as received by the worker. A
+// sticky connection (StickyConn) has no other answer: it is taken.
 func (w *Worker) delivered(seq int64) {
 	w.mu.Lock()
-	if p, ok := w.pending[seq]; ok {
+	p, ok := w.pending[seq]
+	if ok {
 		p.delivered = true
 		w.pending[seq] = p
 	}
 	w.mu.Unlock()
+	if ok && p.sticky {
+		w.settle(seq, true)
+	}
 }
 
 // undelivered gives back the connection of newconn seq, which the worker
@@ -68,6 +73,43 @@ func (w *Worker) settle(seq int64, accepted bool) bool {
 		w.emit(Refused{Key: p.key, FD: p.fd})
 	}
 	return true
+}
+
+// stickyLine hands a connection to a worker that called @socket.io/sticky's
+// setupWorker: the message its primary (setupMaster) sends, with the
+// socket as a net.Socket handle, which the worker's process 'message'
+// gets as a net.Socket. setupMaster sends the first chunk it read as
+// data; the supervisor only peeked at it, so the worker reads it from the
+// socket itself, and data is empty (a Buffer would not survive JSON).
+var stickyLine = []byte(`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"type":"sticky:connection","data":""}}` + "\n")
+
+// StickyConn hands the worker a connection fd as @socket.io/sticky's
+// primary does ({type: 'sticky:connection', data}, see stickyLine). Its
+// only answer is the channel's NODE_HANDLE_ACK: then it is Accepted (fd
+// closed), as NewConn's on the worker's answer; fd comes back Refused if
+// the worker could not receive it or went away first. On error the
+// caller keeps fd.
+func (w *Worker) StickyConn(fd int) error {
+	w.mu.Lock()
+	if w.ended {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	seq := w.seq
+	w.seq++
+	w.pending[seq] = conn{fd: fd, sticky: true}
+	w.mu.Unlock()
+	err := w.ch.sendLine(stickyLine, fd, seq, true)
+	if err == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.pending[seq]; ok {
+		delete(w.pending, seq)
+		return err
+	}
+	return nil // the channel ended meanwhile, and end reported it Refused
 }
 
 // NewConn hands the worker a connection fd for its round-robin server key

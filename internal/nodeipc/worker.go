@@ -43,6 +43,7 @@ type conn struct {
 	key       string
 	fd        int
 	delivered bool // the worker acknowledged the handle: the channel is done with fd
+	sticky    bool // StickyConn's: acknowledged is accepted
 }
 
 // Sockname is the address a round-robin server reports as its own
