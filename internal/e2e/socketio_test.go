@@ -50,7 +50,7 @@ type sioClient struct {
 	Reasons   []string `json:"reasons"`
 	Before    struct { // at the pause
 		Acks, Handshake, Unknown, Disconnects int
-		PIDs                            []int
+		PIDs                                  []int
 	} `json:"before"`
 }
 
@@ -186,7 +186,7 @@ func TestSocketIONeedsStickiness(t *testing.T) {
 		}
 		return err == nil && len(p.Children()) == 4
 	})
-	const clients, emits = 20, 5
+	const clients, emits = 20, 3
 	report := runSIOClients(t, node, dir, "http://"+addr, clients, emits, 0, time.Second, nil)
 	complete := 0
 	for _, c := range report {
