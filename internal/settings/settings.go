@@ -53,6 +53,8 @@ type Settings struct {
 	// has no program to decide.
 	Respawn string
 
+	Stickiness // -sticky and -proxy-protocol (sticky.go)
+
 	// Command is the worker program and its arguments: Node's
 	// settings.exec and settings.args. On the supervisor's command line
 	// it is COMMAND, by default the worker binary beside the supervisor.

@@ -59,6 +59,21 @@ flags (each also a key of the -config file, flags winning):
                         plain    socket at fd 3; ready once started
                         systemd and plain need -mode shared or reuseport;
                         node takes all three (shared without -mode)
+
+  -sticky KEY           rr: keep a client on one worker slot by KEY: ip,
+                        cookie:NAME, header:NAME, query:NAME or socketio
+  -sticky-wait DUR      how long a connection's first bytes are awaited for
+                        its key, then it goes by -balance (default 500ms)
+  -sticky-hold DUR      how long a keyed connection waits for its slot's
+                        restarting worker (default 5s)
+  -sticky-table N       keys workers claimed, at most; LRU (default 100000)
+  -sticky-table-age DUR a claimed key unused this long is forgotten (default 1h)
+  -sticky-forget WHEN   forget a slot's claims on a new generation, any new
+                        worker, or never (default generation)
+  -proxy-protocol       connections start with a PROXY v1 or v2 header
+  -proxy-from CIDR,...  take headers only from these sources (others closed)
+  -proxy-wait DUR       how long a PROXY header may take (default 1s)
+
   -version              print the version and exit
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,

@@ -109,6 +109,9 @@ func (c *Settings) validate(n naming) error {
 	default:
 		return usagef("invalid value %q for %s: must be rr, shared or reuseport", c.Mode, n.the("Mode"))
 	}
+	if err := c.validateSticky(n); err != nil {
+		return err
+	}
 	if !slices.Contains(balancer.Policies, c.Balance) {
 		return usagef("invalid value %q for %s: must be %s", c.Balance, n.the("Balance"), strings.Join(balancer.Policies, " or "))
 	}

@@ -48,6 +48,7 @@
 //	mode.go         a mode's sockets (-mode): the mode interface, and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
 //	                connections themselves go through internal/handoff
+//	sticky.go       rr: -sticky and -proxy-protocol, given to the handoff
 //	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, check the new
 //	                binary, save the state (upgrade_state.go: to a memfd),
 //	upgrade_state.go  execve from the spawner thread;
