@@ -21,6 +21,7 @@
 //	parse.go     the command line: flags, COMMAND, -version, sizes
 //	validate.go  the checks, worded for a flag or for a field
 //	admin.go     the admin listener's: loopback without auth, the auth file's mode
+//	canary.go    a reload's canary: -canary, -bake and the gates, their defaults
 //	usage.go     the command line's help text
 package settings
 

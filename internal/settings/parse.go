@@ -89,6 +89,7 @@ func parse(args []string, who whose) (Settings, Action, error) {
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
+	canaryFlags(fs, &c) // canary.go
 	var version, check bool
 	if who == forCommand {
 		fs.BoolVar(&version, "version", false, "print the version and exit")
