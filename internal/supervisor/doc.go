@@ -34,6 +34,11 @@
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      the reloader: reload and recycle, slot by slot
+//	canary.go       a rollout's canary policy: its slots first, the bake,
+//	                the verdict, and the rollback to the kept release
+//	verdict.go      judge: the canary's verdict, a pure function of the two
+//	                generations' figures over the bake and the gates
+//	release.go      what each generation runs, its binary kept in a memfd
 //	scale.go        the scaler: scaling up and down
 //	fork.go         forks: Engine.Fork and Ready, the respawn policy (auto,
 //	                manual)
@@ -79,7 +84,12 @@
 // control.go), which call the reloader's reload (rollout.go); rollStep
 // spawns the next slot's new worker, rollReady routes it once it is ready
 // and drains the one it replaces (drain, process.go; the link sends the drain frame),
-// and the next slot follows until none is left.
+// and the next slot follows until none is left. A canary reload
+// (canary.go) replaces its slots first, then bakes: at the end,
+// verdictDue compares both generations over the window (judge,
+// verdict.go) and either rolls the other slots or rolls the canary's back
+// to the release that was serving (releases, release.go: the binary kept
+// in a memfd, run from there once the file on disk is another).
 //
 // An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade on the
 // supervisor's upgrader (s.up, upgrade.go), which checks the new binary

@@ -157,6 +157,14 @@ func (p *process) readerDone() {
 // what the mode gives it.
 func (s *Supervisor) command(sl *slot, gen int, lk link, h handles) *exec.Cmd {
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	if r := s.releases.of(gen); r != nil {
+		// The generation's release: from its kept content once the file
+		// on disk is another (release.go). Args[0] stays the command.
+		if path, dir := r.exec(s.cfg.Command); path != r.path {
+			cmd.Path, cmd.Err = path, nil
+			cmd.Dir = dir
+		}
+	}
 	cmd.Env = append(append(workerEnv(), sl.env...),
 		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
 		ipc.EnvMode+"="+s.cfg.Mode,
@@ -243,6 +251,7 @@ func (s *Supervisor) running() {
 	if s.reloader.reloadQueued {
 		s.reloader.reloadQueued = false
 		s.reloader.reloadAfter = append(s.reloader.reloadAfter, nil)
+		s.reloader.afterOpts = s.reloadOptions(control.Request{})
 	}
 	s.idle()
 }
@@ -343,6 +352,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 			return
 		}
 	}
+	s.reloader.lost(p, control.CauseCrash) // a canary's crash fails it (canary.go)
 	if p.slot.cur == nil && !p.slot.removed {
 		s.crashed(p.slot, p.uptime(now), control.CauseCrash)
 	}
