@@ -239,3 +239,8 @@ func (rl *reloader) canaryStatus() *control.CanaryStatus {
 	}
 	return st
 }
+
+// baking reports whether a canary bakes now.
+func (rl *reloader) baking() bool {
+	return rl.roll != nil && rl.roll.canary != nil && rl.roll.canary.state == control.CanaryBaking
+}

@@ -79,8 +79,8 @@ type counters struct {
 	exits    map[control.Cause]uint64
 	reloads  map[string]uint64
 	verdicts map[string]uint64 // canary verdicts: pass, fail, insufficient
-	protocol uint64 // frames from workers that broke the protocol
-	freezes  uint64 // owner-loop stalls detected
+	protocol uint64            // frames from workers that broke the protocol
+	freezes  uint64            // owner-loop stalls detected
 	// rebalanceAsks counts idle connections workers were asked to give
 	// back to rebalance (rebalance.go).
 	rebalanceAsks uint64
@@ -102,8 +102,8 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		begun:    sys.Now(),
 		live:     map[int]*process{},
 		counts: counters{
-			spawns:  map[control.Cause]uint64{},
-			exits:   map[control.Cause]uint64{},
+			spawns:   map[control.Cause]uint64{},
+			exits:    map[control.Cause]uint64{},
 			reloads:  map[string]uint64{},
 			verdicts: map[string]uint64{},
 		},
