@@ -206,7 +206,7 @@ func (rl *reloader) rolledBack(r *rollout) {
 	msg := fmt.Sprintf("reload: canary of generation %d rolled back to generation %d after %s: %s: %s",
 		c.gen, c.oldGen, took.Round(time.Millisecond), c.verdict.verdict, c.verdict.why)
 	for _, w := range r.waiters {
-		respond(w, control.Response{Error: msg})
+		respond(w, control.Response{Error: r.note + msg})
 	}
 	rl.s.releases.prune()
 	rl.s.idle()

@@ -163,7 +163,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
 		s.svc.reloadAdmin()
-		s.reloader.reload(nil, s.reloadOptions(control.Request{})) // -canary and -bake
+		s.reloader.requestReload(nil, control.Request{}) // -canary and -bake
 	case syscall.SIGTTIN:
 		s.scaler.scaleBy(+1)
 	case syscall.SIGTTOU:

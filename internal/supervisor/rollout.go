@@ -16,6 +16,7 @@ import (
 // stops the rollout; the old workers keep serving.
 type rollout struct {
 	reason  control.Cause // reload or recycle
+	note    string        // what the reload changed, before its result in replies
 	gen     int
 	todo    []*slot
 	next    *process // the new worker starting now
@@ -61,6 +62,9 @@ type reloader struct {
 	reloadQueued bool
 	lastGen      int     // the last generation a reload made, rolled back or not
 	last         *canary // the last canary, once over: for ctl status
+	// note is what the configuration file changed for the reloads not
+	// started yet: the next rollout's replies begin with it.
+	note string
 }
 
 // reload starts a rolling reload of every slot into a new generation; reply
@@ -91,6 +95,8 @@ func (rl *reloader) reload(reply chan control.Response, opts reloadOptions) {
 	// too, however it ends, even before rollStep returns.
 	waiters := rl.reloadAfter
 	rl.reloadAfter = nil
+	note := rl.note
+	rl.note = ""
 	if reply != nil {
 		waiters = append(waiters, reply)
 	}
@@ -104,12 +110,12 @@ func (rl *reloader) reload(reply chan control.Response, opts reloadOptions) {
 		rl.s.log.Warn("reload refused", zap.Error(refusal))
 		rl.s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepFailed, Error: refusal.Error()})
 		for _, w := range waiters {
-			respond(w, control.Response{Error: refusal.Error()})
+			respond(w, control.Response{Error: note + refusal.Error()})
 		}
 		return
 	}
 	rl.lastGen = max(rl.lastGen, rl.s.gen) + 1
-	r := &rollout{reason: control.CauseReload, gen: rl.lastGen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: waiters}
+	r := &rollout{reason: control.CauseReload, gen: rl.lastGen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: waiters, note: note}
 	rel := rl.s.releases.keep(r.gen)
 	if opts.canary > 0 {
 		rl.startCanary(r, opts, rel) // s.gen stays the old one until the verdict
@@ -170,10 +176,10 @@ func (rl *reloader) rollStep() {
 		sl.recycleFails = 0
 	}
 	took := rl.s.sys.Now().Sub(r.began)
-	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	msg := r.note + fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
 	if c := r.canary; c != nil {
 		rl.last = c
-		msg = fmt.Sprintf("reload: canary %s (%s); replaced %d workers in %s", c.verdict.verdict, c.verdict.why, r.done, took.Round(time.Millisecond))
+		msg = r.note + fmt.Sprintf("reload: canary %s (%s); replaced %d workers in %s", c.verdict.verdict, c.verdict.why, r.done, took.Round(time.Millisecond))
 	}
 	rl.s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
 	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
@@ -230,7 +236,7 @@ func (rl *reloader) rollFailed(err error) {
 		rl.s.notify.Ready(rl.s.statusLine())
 	}
 	for _, w := range r.waiters {
-		respond(w, control.Response{Error: err.Error()})
+		respond(w, control.Response{Error: r.note + err.Error()})
 	}
 	rl.s.idle()
 }
