@@ -342,6 +342,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 	if p.slot.cur == p {
 		s.vacate(p.slot)
 	}
+	s.releases.prune() // its generation's release, if it was the last of it
 	defer s.scaler.scaleProgress()
 	s.forks.claimable(p, cause, now)
 	if cause != control.CauseCrash {
