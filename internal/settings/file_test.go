@@ -216,6 +216,16 @@ admin = "[::1]:8081"
 	if err != nil || !same(again, st) {
 		t.Errorf("-print-config's listeners read back as %q (%v), want %q", again.Listen, err, st.Listen)
 	}
+	named, err := Parse([]string{"-config", writeConfig(t, "[listeners]\npublic = \":8080\"\ninternal = \"unix:/run/app.sock\"\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := string(named.TOML()); !strings.HasSuffix(out, "[listeners]\npublic = \":8080\"\ninternal = \"unix:/run/app.sock\"\n") {
+		t.Errorf("-print-config of named listeners, want a [listeners] table last:\n%s", out)
+	}
+	if again, err := Parse([]string{"-config", writeConfig(t, string(named.TOML()))}); err != nil || !same(again, named) {
+		t.Errorf("the [listeners] table read back as %q (%v), want %q", again.Listen, err, named.Listen)
+	}
 	st, err = Parse([]string{"-config", path, "-listen", "a=127.0.0.1:7002"})
 	if err != nil || !reflect.DeepEqual(st.Listen, Listeners{"a=127.0.0.1:7002"}) {
 		t.Errorf("-listen did not replace the file's listeners: %q, %v", st.Listen, err)
