@@ -73,8 +73,16 @@ const (
 	// idle between requests now, for the supervisor to move to less busy
 	// workers (rebalancing after a scale-up). Payload: n, uint32.
 	TypeGiveBack
+	// TypeClaim (worker → supervisor, control channel, only when the
+	// supervisor offered [FeatureClaim]): route connections with this
+	// sticky key to the worker's slot from now on (a session id it made
+	// up). Payload: the key, 1 to MaxClaim bytes.
+	TypeClaim
 	typeEnd
 )
+
+// MaxClaim bounds a claimed key.
+const MaxClaim = 1024
 
 func (t Type) String() string {
 	switch t {
@@ -98,6 +106,8 @@ func (t Type) String() string {
 		return "leave"
 	case TypeGiveBack:
 		return "giveback"
+	case TypeClaim:
+		return "claim"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -115,6 +125,7 @@ var payloadSize = [typeEnd]int{
 	TypeResume:    0,
 	TypeLeave:     0,
 	TypeGiveBack:  4,
+	TypeClaim:     -1,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor
@@ -143,9 +154,11 @@ const (
 	// the next request. The supervisor reads its end of the channel and
 	// hands them to another worker.
 	FeatureHandBack
+	// FeatureClaim: the worker may claim sticky keys (TypeClaim).
+	FeatureClaim
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureClaim
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -166,6 +179,9 @@ func (f Features) String() string {
 	}
 	if f&FeatureHandBack != 0 {
 		names = append(names, "handback")
+	}
+	if f&FeatureClaim != 0 {
+		names = append(names, "claim")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
@@ -235,6 +251,10 @@ func Decode(b []byte) (Frame, error) {
 		}
 	case TypeHeartbeat:
 		if n != heartbeatSize && n != heartbeatSize+latencySize {
+			return Frame{}, ErrPayload
+		}
+	case TypeClaim:
+		if n == 0 || n > MaxClaim {
 			return Frame{}, ErrPayload
 		}
 	case TypeConns:

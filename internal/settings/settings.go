@@ -1,6 +1,9 @@
 package settings
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Settings is how a primary runs its workers: Node's cluster.settings,
 // with every option of the supervisor's command line. Each field is the
@@ -8,7 +11,10 @@ import "time"
 // README's table gives their meaning. The zero Settings is not valid (it
 // has no workers): start from [Parse]'s defaults.
 type Settings struct {
-	Listen       string        // HOST:PORT to listen on (default ":3000")
+	Listen       Listeners     // where to listen, repeatable: [NAME=]ADDRESS (default ":3000")
+	ListenMode   os.FileMode   // a Unix listener's socket file permission bits (octal flag, e.g. 0660); 0: the umask's
+	ListenOwner  string        // its owner, a user name or uid; "": the supervisor's
+	ListenGroup  string        // its group, a group name or gid; "": the supervisor's
 	Workers      int           // worker processes, 1..1024 (default: the number of CPUs)
 	Mode         string        // scheduling mode: "rr" (default), "shared" or "reuseport"
 	Balance      string        // rr mode: BalanceRoundRobin (default) or BalanceLeastConn
@@ -48,6 +54,8 @@ type Settings struct {
 	// has no program to decide.
 	Respawn string
 
+	Stickiness // -sticky and -proxy-protocol (sticky.go)
+
 	// Command is the worker program and its arguments: Node's
 	// settings.exec and settings.args. On the supervisor's command line
 	// it is COMMAND, by default the worker binary beside the supervisor.
@@ -57,6 +65,10 @@ type Settings struct {
 	// starts that path again, so a new binary moved into its place is
 	// what the reloaded workers run.
 	Command []string
+
+	// from is the command line and -config file Parse read these
+	// settings from, for Reread; nil without a file.
+	from *origin
 }
 
 // Defaults, documented in the README.

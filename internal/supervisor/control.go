@@ -56,7 +56,7 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 		respond(reply, control.Response{OK: true, Status: s.status()})
 	case control.CmdReload:
 		s.log.Info("reload requested over the control socket")
-		s.reloader.reload(reply)
+		s.reloader.requestReload(reply)
 	case control.CmdScale:
 		s.scaler.scale(req.N, reply)
 	case control.CmdStop:

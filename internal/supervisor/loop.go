@@ -161,7 +161,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
 		s.svc.reloadAdmin()
-		s.reloader.reload(nil)
+		s.reloader.requestReload(nil)
 	case syscall.SIGTTIN:
 		s.scaler.scaleBy(+1)
 	case syscall.SIGTTOU:

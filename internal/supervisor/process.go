@@ -93,6 +93,9 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		return nil, err
 	}
 	defer h.file.Close()
+	if h.t != nil {
+		h.t.SetGeneration(gen)
+	}
 	cmd := s.command(sl, gen, lk, h)
 	var capture *outputCapture
 	if s.cfg.WorkerOutput == "capture" {

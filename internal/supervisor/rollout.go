@@ -15,6 +15,7 @@ import (
 // stops the rollout; the old workers keep serving.
 type rollout struct {
 	reason  control.Cause // reload or recycle
+	note    string        // what the reload changed, before its result in replies
 	gen     int
 	todo    []*slot
 	next    *process // the new worker starting now
@@ -51,6 +52,9 @@ type reloader struct {
 	// as they can: during start-up or during another rollout.
 	reloadAfter  []chan control.Response
 	reloadQueued bool
+	// note is what the configuration file changed for the reloads not
+	// started yet: the next rollout's replies begin with it.
+	note string
 }
 
 // reload starts a rolling reload of every slot into a new generation; reply
@@ -82,6 +86,7 @@ func (rl *reloader) reload(reply chan control.Response) {
 	// too, however it ends, even before rollStep returns.
 	r := &rollout{reason: control.CauseReload, gen: rl.s.gen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: rl.reloadAfter}
 	rl.reloadAfter = nil
+	r.note, rl.note = rl.note, ""
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
@@ -126,7 +131,7 @@ func (rl *reloader) rollStep() {
 		sl.recycleFails = 0
 	}
 	took := rl.s.sys.Now().Sub(r.began)
-	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	msg := r.note + fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
 	rl.s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
 	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
 	if r.reason == control.CauseReload {
@@ -173,7 +178,7 @@ func (rl *reloader) rollFailed(err error) {
 		rl.s.notify.Ready(rl.s.statusLine())
 	}
 	for _, w := range r.waiters {
-		respond(w, control.Response{Error: err.Error()})
+		respond(w, control.Response{Error: r.note + err.Error()})
 	}
 	rl.s.idle()
 }

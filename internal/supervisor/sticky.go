@@ -1,0 +1,47 @@
+package supervisor
+
+import (
+	"time"
+
+	"github.com/prefork/prefork/internal/handoff"
+	"github.com/prefork/prefork/internal/proxyproto"
+	"github.com/prefork/prefork/internal/settings"
+	"github.com/prefork/prefork/internal/sticky"
+)
+
+// stick gives rr's handoff the sticky policy (-sticky) and the PROXY
+// header reading (-proxy-protocol) cfg asks for, if any. A zero duration
+// or size (a Go program's Settings) is the default.
+func stick(h *handoff.Handoff, cfg Config) error {
+	if cfg.Sticky == "" && !cfg.ProxyProtocol {
+		return nil
+	}
+	sc := handoff.StickyConfig{
+		Wait:      orDefault(cfg.StickyWait, settings.DefaultStickyWait),
+		Hold:      orDefault(cfg.StickyHold, settings.DefaultStickyHold),
+		Forget:    cfg.StickyForget,
+		Proxy:     cfg.ProxyProtocol,
+		ProxyWait: orDefault(cfg.ProxyWait, settings.DefaultProxyWait),
+	}
+	if sc.Forget == "" {
+		sc.Forget = settings.StickyForgetGeneration
+	}
+	var err error
+	if sc.Trust, err = proxyproto.ParseTrust(cfg.ProxyFrom); err != nil {
+		return err
+	}
+	if cfg.Sticky != "" {
+		if sc.Key, err = sticky.ParseKey(cfg.Sticky); err != nil {
+			return err
+		}
+		sc.Table = sticky.NewTable(orDefault(cfg.StickyTable, settings.DefaultStickyTable), cfg.StickyTableAge, nil)
+	}
+	return h.Stick(sc)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
