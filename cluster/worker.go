@@ -43,6 +43,7 @@ type worker struct {
 	id, gen    int
 	mode       string
 	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
+	claims     claimQueue   // Claim's waits for the supervisor's answers
 	ctl        *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
@@ -181,6 +182,10 @@ func (w *worker) readControl() {
 			w.lose(f.Count() - len(fds)) // serve the ones that arrived
 		case err != nil:
 			fmt.Fprintf(os.Stderr, "cluster: control channel: %v\n", err)
+			continue
+		}
+		if f.Type == ipc.TypeClaimed {
+			w.claims.answered() // here: Claim's caller may hold up the loop
 			continue
 		}
 		f.Payload = append([]byte(nil), f.Payload...) // buf is reused

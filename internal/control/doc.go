@@ -45,6 +45,7 @@
 //	client.go        Call and Events, the client side
 //	ctl.go           `supervisor ctl`
 //	print.go         WriteStatus: ctl status as a table
+//	sticky.go        StickyStatus, and its lines in ctl status
 //
 // Linux only.
 package control

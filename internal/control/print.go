@@ -28,6 +28,9 @@ func WriteStatus(w io.Writer, st *Status) error {
 	if err == nil {
 		_, err = fmt.Fprintln(w)
 	}
+	if err == nil {
+		err = writeSticky(w, st)
+	}
 	if err != nil {
 		return err
 	}

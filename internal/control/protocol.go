@@ -55,6 +55,7 @@ type Status struct {
 	// own accepting (rr); 0 before any.
 	AcceptGapMS float64        `json:"accept_gap_ms,omitempty"`
 	Workers     []WorkerStatus `json:"workers"`
+	Sticky      *StickyStatus  `json:"sticky,omitempty"` // -sticky or -proxy-protocol (rr); nil without
 }
 
 // WorkerStatus describes one worker process. A slot may show two workers
@@ -79,6 +80,10 @@ type WorkerStatus struct {
 	RequestsPerS float64 `json:"requests_per_s"`
 	P50S         float64 `json:"p50_s"`
 	P99S         float64 `json:"p99_s"`
+	// With -sticky: the keys its slot claimed (cluster.Claim) and the
+	// connections sent to its slot by key.
+	StickyKeys  int    `json:"sticky_keys,omitempty"`
+	StickyConns uint64 `json:"sticky_conns,omitempty"`
 }
 
 // Handler carries out requests; the supervisor implements it. Do is called

@@ -35,6 +35,10 @@ func (h *Handoff) Receive(t *Target) {
 // dispatch does: what none takes waits in the queue.
 func (h *Handoff) comeBack(fds []int, peers []ipc.Peer) {
 	h.handedBack.Add(uint64(len(fds)))
+	if h.st != nil {
+		h.dispatch(fds, peers, &batch{again: true}) // by key, to the slot's new worker
+		return
+	}
 	if h.npend.Load() > 0 {
 		h.Flush() // keep order: earlier connections first
 	}

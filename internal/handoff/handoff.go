@@ -164,6 +164,9 @@ type batch struct {
 	}
 	frame [ipc.MaxConnsFrame]byte
 	peek  [sticky.MaxPeek]byte // a sticky policy's peeks
+	// again: the connections were dispatched before (taken back, handed
+	// back): a PROXY header is no longer theirs to read.
+	again bool
 }
 
 // dispatch hands off a batch of accepted descriptors. It closes every

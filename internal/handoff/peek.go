@@ -145,8 +145,8 @@ func (s *stickiness) trusted(peer ipc.Peer) bool {
 
 // reject closes fd for its PROXY header and counts it.
 func (s *stickiness) reject(fd int) {
+	s.proxyRejected.Add(1) // first: a client that sees the close may ask at once
 	unix.Close(fd)
-	s.proxyRejected.Add(1)
 }
 
 // add makes the peeker wait for fd's bytes; false if it is full.
@@ -213,6 +213,13 @@ func (p *peeker) run() {
 				continue
 			}
 			key, out := p.s.step(c.fd, &c.peer, &c.proxy, p.buf[:])
+			if out == pending && ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				// The client will send nothing more: what it sent is all.
+				out = resolved
+				if c.proxy {
+					out = rejected
+				}
+			}
 			if out != pending {
 				p.finish(c, key, out)
 			}

@@ -78,6 +78,10 @@ const (
 	// sticky key to the worker's slot from now on (a session id it made
 	// up). Payload: the key, 1 to MaxClaim bytes.
 	TypeClaim
+	// TypeClaimed (supervisor → worker, control channel): the oldest claim
+	// not yet answered is in force; the worker may give the client its
+	// key. Payload: empty.
+	TypeClaimed
 	typeEnd
 )
 
@@ -108,6 +112,8 @@ func (t Type) String() string {
 		return "giveback"
 	case TypeClaim:
 		return "claim"
+	case TypeClaimed:
+		return "claimed"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -126,6 +132,7 @@ var payloadSize = [typeEnd]int{
 	TypeLeave:     0,
 	TypeGiveBack:  4,
 	TypeClaim:     -1,
+	TypeClaimed:   0,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor

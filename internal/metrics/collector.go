@@ -42,6 +42,7 @@ type snapshotCollector struct {
 	protocolErrors  *prometheus.Desc
 	freezes         *prometheus.Desc
 	duration        *prometheus.Desc
+	sticky          stickyDescs
 }
 
 func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *snapshotCollector {
@@ -69,6 +70,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		protocolErrors:  d("worker_protocol_errors_total", "Frames from workers that broke the worker protocol (malformed, unexpected, or carrying descriptors)."),
 		freezes:         d("supervisor_freezes_total", "Times the supervisor found it had not run for a while (frozen, paused or stopped) and restarted its workers' heartbeat clocks."),
 		duration:        d("request_duration_seconds", "Time the worker in each slot took to serve a request, as cluster.CountRequests measures it; resets when the slot's worker is replaced.", "slot"),
+		sticky:          newStickyDescs(d),
 	}
 }
 
@@ -82,6 +84,7 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	c.sticky.describe(ch)
 }
 
 // Collect implements prometheus.Collector. If the supervisor cannot answer,
@@ -117,6 +120,7 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
 	ch <- constMetric(c.protocolErrors, prometheus.CounterValue, float64(s.ProtocolErrors))
 	ch <- constMetric(c.freezes, prometheus.CounterValue, float64(s.Freezes))
+	c.sticky.collect(ch, s.Sticky)
 }
 
 // collectWorkers reports one set of series per slot. During a rollout a

@@ -26,6 +26,7 @@ type Snapshot struct {
 	Reloads         map[string]uint64        // "success", "failure"
 	ProtocolErrors  uint64                   // frames from workers that broke the worker protocol
 	Freezes         uint64                   // stalls of the supervisor itself that restarted the heartbeat clocks
+	Sticky          *Sticky                  // -sticky or -proxy-protocol (rr); nil without
 }
 
 // Worker is one live worker process as seen by the supervisor.

@@ -100,6 +100,9 @@ func (s *Supervisor) status() *control.Status {
 			P99S:          lat.Quantile(0.99).Seconds(),
 		})
 	}
+	if h := s.mode.handoff(); h != nil && (s.cfg.Sticky != "" || s.cfg.ProxyProtocol) {
+		st.Sticky = stickyStatus(h, st.Workers)
+	}
 	slices.SortFunc(st.Workers, func(a, b control.WorkerStatus) int {
 		if a.Slot != b.Slot {
 			return a.Slot - b.Slot

@@ -36,5 +36,6 @@ func (s *Supervisor) snapshot() snapshot {
 	st := s.mode.handoff().Stats()
 	snap.HandoffFailures, snap.Reroutes, snap.Dropped, snap.PendingDepth = st.Failures, st.Reroutes, st.Dropped, st.Pending
 	snap.HandedBack, snap.Unplaced, snap.RebalanceAsks = st.HandedBack, st.Unplaced, s.counts.rebalanceAsks
+	snap.Sticky = stickySnapshot(s.mode.handoff(), s.cfg)
 	return snap
 }
