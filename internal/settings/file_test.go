@@ -41,7 +41,7 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"listen": {value: "127.0.0.1:8080"}, "workers": {value: "3"}, "mode": {value: "shared"},
 		"balance": {value: "least-conn"}, "grace": {value: "5s"}, "ready-timeout": {value: "7s"},
 		"log-format": {value: "json"}, "queue-max": {value: "10"}, "queue-timeout": {value: "3s"},
-		"rebalance": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
+		"rebalance": {value: "false"}, "handback": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
 		"hang-timeout": {value: "9s"}, "max-requests": {value: "100"},
 		"max-requests-jitter": {value: "10", with: []string{"-max-requests", "100"}},
 		"max-rss":             {value: "512MiB"}, "control": {value: "/run/p.sock"}, "metrics": {value: "127.0.0.1:9100"},

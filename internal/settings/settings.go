@@ -25,6 +25,7 @@ type Settings struct {
 	QueueMax     int           // connections held while no worker is ready (4096)
 	QueueTimeout time.Duration // how long a held connection may wait (10s)
 	Rebalance    bool          // rr: move idle keep-alive connections to workers with fewer (true)
+	Handback     bool          // rr: draining Go workers hand idle keep-alive connections back, to move (true)
 
 	// Crash budget: more than MaxCrashes exits nobody asked for of one
 	// slot within CrashWindow stop the primary.

@@ -29,6 +29,9 @@ flags (each also a key of the -config file, flags winning):
   -queue-timeout DUR    how long a held connection may wait (default 10s)
   -rebalance BOOL       rr: move idle keep-alive connections from busy workers
                         to new ones after a scale-up or respawn (default true)
+  -handback BOOL        rr: a draining Go worker hands its idle keep-alive
+                        connections back to move to another worker, instead
+                        of closing them (default true)
   -max-crashes N        crashes of one slot within -crash-window before giving up (default 10)
   -crash-window DUR     (default 1m)
   -log-format FORMAT    console or json (default console)

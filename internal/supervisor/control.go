@@ -114,12 +114,17 @@ func (s *Supervisor) status() *control.Status {
 }
 
 // openConns is p's open connections: exact from the handoff counts when
-// workers report closes (least-conn), else from p's last heartbeat.
+// workers report closes (least-conn), else p's last heartbeat's and those
+// the handoff sent it since (all it was sent, before its first).
 func (s *Supervisor) openConns(p *process) int64 {
 	if p.t != nil && s.mode.handoff().LoadReports() {
 		return p.t.Load()
 	}
-	return int64(p.beat.Conns)
+	n := int64(p.beat.Conns)
+	if p.t != nil {
+		n += int64(p.t.Handed() - p.beatHanded)
+	}
+	return n
 }
 
 // features is what p announced in its ready frame; "" before.

@@ -40,6 +40,9 @@ func (h *health) onBeat(p *process, hb ipc.Heartbeat) {
 	}
 	now := h.s.sys.Now()
 	p.beat = hb
+	if p.t != nil {
+		p.beatHanded = p.t.Handed()
+	}
 	p.recent.add(now, hb)
 	if hb.Healthy {
 		p.beatAt, p.watched = now, true

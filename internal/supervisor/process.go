@@ -35,10 +35,13 @@ type process struct {
 	started time.Time
 	readyAt time.Time
 	uses    ipc.Features // what its ready frame announced
-	askedAt time.Time    // when rebalancing last asked it to give connections back
 	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
-	recent  recent // its last heartbeats, for requests/s and latency
+	// beatHanded: the connections the handoff had sent it at its last
+	// heartbeat (openConns).
+	beatHanded uint64
+	askedAt    time.Time // when rebalancing last asked it to give connections back
+	recent     recent    // its last heartbeats, for requests/s and latency
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit

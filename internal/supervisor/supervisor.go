@@ -63,6 +63,8 @@ type Supervisor struct {
 	health health // heartbeats, hangs and freezes (health.go)
 
 	counts counters
+	// rebalancedAt: when rebalancing last asked for connections (rebalance.go).
+	rebalancedAt time.Time
 
 	// Messages to an Engine's reader (messages.go).
 	messages messages
