@@ -12,6 +12,10 @@ import (
 // [DefaultSettings]: the zero Settings is not valid (it has no workers).
 type Settings = settings.Settings
 
+// Listeners is Settings.Listen: one [NAME=]ADDRESS per listener, the
+// first the one a plain [Listen] serves.
+type Listeners = settings.Listeners
+
 // Balance policies (Settings.Balance). The modes are ModeRR, ModeShared and
 // ModeReusePort.
 const (

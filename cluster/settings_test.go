@@ -13,7 +13,7 @@ func TestParseSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Workers != runtime.NumCPU() || st.Mode != ModeRR || st.Balance != BalanceRoundRobin || st.Listen != ":3000" || st.Command != nil {
+	if st.Workers != runtime.NumCPU() || st.Mode != ModeRR || st.Balance != BalanceRoundRobin || st.Listen.String() != ":3000" || st.Command != nil {
 		t.Fatalf("defaults: %+v", st)
 	}
 	st, err = ParseSettings([]string{"-workers", "3", "-mode", "reuseport", "-balance", "least-conn"})

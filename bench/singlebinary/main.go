@@ -29,7 +29,7 @@ func main() {
 		Started:    time.Now(),
 	}, nil)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
-	if err := primary.ListenAndServe(st.Listen, router, primary.WithSettings(st)); err != nil {
+	if err := primary.ListenAndServe(st.Listen.First(), router, primary.WithSettings(st)); err != nil {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(1)
 	}

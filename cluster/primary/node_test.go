@@ -101,7 +101,7 @@ func nodeSettings(t *testing.T, helper string, workers int) cluster.Settings {
 	t.Setenv(helperEnv, helper) // the workers inherit the environment
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	st := cluster.DefaultSettings()
-	st.Listen, st.Workers, st.Control, st.Sched = "127.0.0.1:0", workers, "none", "normal"
+	st.Listen, st.Workers, st.Control, st.Sched = cluster.Listeners{"127.0.0.1:0"}, workers, "none", "normal"
 	st.Grace, st.LogFormat = 5*time.Second, "json"
 	st.Command = []string{os.Args[0]}
 	return st
@@ -222,7 +222,7 @@ func BenchmarkMessages(b *testing.B) {
 	b.Setenv(helperEnv, "flood")
 	b.Setenv("GORACE", "atexit_sleep_ms=0")
 	st := cluster.DefaultSettings()
-	st.Listen, st.Workers, st.Control, st.Sched, st.LogFormat = "127.0.0.1:0", 1, "none", "normal", "json"
+	st.Listen, st.Workers, st.Control, st.Sched, st.LogFormat = cluster.Listeners{"127.0.0.1:0"}, 1, "none", "normal", "json"
 	st.Command = []string{os.Args[0]}
 	p, err := Start(st)
 	if err != nil {
@@ -426,14 +426,14 @@ func TestNodeWorkersState(t *testing.T) {
 // ListenAndServe's addr wins over the cluster.Settings given with WithSettings.
 func TestListenAndServeAddrWins(t *testing.T) {
 	st := cluster.DefaultSettings()
-	st.Listen = ":4000"
+	st.Listen = cluster.Listeners{":4000"}
 	for _, tc := range []struct{ addr, want string }{{"127.0.0.1:5000", "127.0.0.1:5000"}, {"", ":4000"}} {
 		have := cluster.DefaultSettings()
 		for _, o := range withAddr(tc.addr, []Option{WithSettings(st)}) {
 			o(&have)
 		}
-		if have.Listen != tc.want {
-			t.Errorf("ListenAndServe(%q, h, WithSettings(Listen :4000)) listens on %q, want %q", tc.addr, have.Listen, tc.want)
+		if have.Listen.String() != tc.want {
+			t.Errorf("ListenAndServe(%q, h, WithSettings(Listen :4000)) listens on %q, want %q", tc.addr, have.Listen.String(), tc.want)
 		}
 	}
 }
@@ -467,7 +467,7 @@ func TestStartPrimaryErrorNotLogged(t *testing.T) {
 	stderr := os.Stderr
 	os.Stderr = w // the primary's logger writes to os.Stderr as it is made
 	st := nodeSettings(t, "counter", 1)
-	st.Listen = busy.Addr().String()
+	st.Listen = cluster.Listeners{busy.Addr().String()}
 	_, err = Start(st)
 	os.Stderr = stderr
 	w.Close()

@@ -106,7 +106,7 @@ func TestPrimaryLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := cluster.DefaultSettings()
-	st.Listen, st.Workers, st.Mode, st.WorkerProtocol = "127.0.0.1:0", 2, cluster.ModeShared, "plain"
+	st.Listen, st.Workers, st.Mode, st.WorkerProtocol = cluster.Listeners{"127.0.0.1:0"}, 2, cluster.ModeShared, "plain"
 	st.Control, st.Sched, st.Grace = "none", "normal", 5*time.Second
 	st.Command = []string{sleep, "30"}
 	p, err := Start(st)

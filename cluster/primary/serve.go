@@ -35,12 +35,18 @@ func ListenAndServe(addr string, handler http.Handler, opts ...Option) error {
 }
 
 // withAddr is opts followed by addr ("": none) as Settings.Listen: the
-// address given wins over WithSettings' or any option's.
+// address given wins over WithSettings' or any option's, unless it is
+// their first listener's already (st.Listen.First(), as a program passes
+// on its parsed flags): then all of those stay.
 func withAddr(addr string, opts []Option) []Option {
 	if addr == "" {
 		return opts
 	}
-	return append(opts[:len(opts):len(opts)], func(st *cluster.Settings) { st.Listen = addr })
+	return append(opts[:len(opts):len(opts)], func(st *cluster.Settings) {
+		if st.Listen.First() != addr {
+			st.Listen = cluster.Listeners{addr}
+		}
+	})
 }
 
 // readHeaderTimeout bounds how long a worker waits for a request's

@@ -6,6 +6,7 @@
 //	supervisor [flags] [-- COMMAND [ARGS...]]
 //	supervisor ctl [-control PATH] [-json] status|reload|scale N|stop|events|upgrade [PATH]
 //	supervisor -version
+//	supervisor [-config FILE] [flags] -print-config
 //	supervisor probe [flags] [URL]
 //	supervisor exec-shim -- PATH ARGV0 [ARGS...]   (internal: systemd-protocol workers)
 package main
@@ -59,6 +60,9 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	case settings.ActionCheckUpgrade:
 		return supervisor.CheckUpgrade(st, stderr)
+	case settings.ActionPrintConfig:
+		os.Stdout.Write(st.TOML())
+		return 0
 	}
 	supervisor.AllowUpgrade() // ctl upgrade and SIGUSR2: this command re-executes in place
 	// COMMAND (by default the worker binary beside this one) is

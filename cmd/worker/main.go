@@ -44,6 +44,7 @@ func run(addr string) error {
 		Mode:       cluster.Mode(),
 		Generation: cluster.Generation(),
 		Started:    time.Now(),
+		Claim:      cluster.Claim,
 	}, log)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
 	srv := demo.NewServer(cluster.CountRequests(router), log)

@@ -30,7 +30,7 @@ func main() {
 		mux.HandleFunc("/leave", func(w http.ResponseWriter, r *http.Request) {
 			cluster.Disconnect() // cluster.worker.disconnect()
 		})
-		if err := primary.ListenAndServe(st.Listen, mux); err != nil {
+		if err := primary.ListenAndServe(st.Listen.First(), mux); err != nil {
 			log.Fatal(err)
 		}
 		return

@@ -48,7 +48,7 @@ func main() {
 	if cluster.IsPrimary() {
 		err = lead(st)
 	} else {
-		err = worker(st.Listen)
+		err = worker(st.Listen.First())
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "primary: %v\n", err)

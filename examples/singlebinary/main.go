@@ -46,7 +46,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(2)
 	}
-	if err := primary.ListenAndServe(st.Listen, handler(), primary.WithSettings(st)); err != nil {
+	if err := primary.ListenAndServe(st.Listen.First(), handler(), primary.WithSettings(st)); err != nil {
 		fmt.Fprintf(os.Stderr, "singlebinary: %v\n", err)
 		os.Exit(1)
 	}

@@ -10,6 +10,8 @@
 //	GET /heavy?n=N     CPU-bound: counts primes below N on every P
 //	GET /sleep?ms=N    I/O-bound: holds the request for N milliseconds
 //	GET /spin?us=N     fixed cost: spends N µs of its thread's CPU time
+//	GET /session       makes up a session id, claims it (cluster.Claim) and
+//	                   sets it as the cookie sid; the body is the slot
 //
 // /pid and /health sit on the hot path of load tests and heartbeats, so they
 // avoid per-request allocation where they can and no route logs requests.

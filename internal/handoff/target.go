@@ -10,6 +10,7 @@ import (
 // connection counts. It is what the policy picks.
 type Target struct {
 	slot int
+	gen  int // the worker's generation (SetGeneration), for a sticky table
 	tr   Transport
 
 	// handed counts connections sent, and only grows: it is the slot's
@@ -50,6 +51,10 @@ const (
 func NewTarget(slot int, tr Transport) *Target {
 	return &Target{slot: slot, tr: tr}
 }
+
+// SetGeneration records the worker's generation, before it is routed: a
+// sticky policy forgets the keys a slot claimed when it changes.
+func (t *Target) SetGeneration(gen int) { t.gen = gen }
 
 // Slot is the worker's slot.
 func (t *Target) Slot() int { return t.slot }

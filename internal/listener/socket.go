@@ -24,21 +24,40 @@ type Socket struct {
 	fd   int
 	addr net.Addr
 	once sync.Once
+	// The socket file a Unix listener owns (Own, Remove); "" for none.
+	path     string
+	dev, ino uint64
+	ctime    unix.Timespec
 }
 
 // Detach moves ln's socket to a Socket and closes ln, which takes it out of
 // the runtime poller. ln is closed on error too: the caller never has to.
-func Detach(ln *net.TCPListener) (*Socket, error) {
+// A TCP socket is tuned for the connections it accepts (tuneAccepted); a
+// Unix listener's socket file stays where it is (Close never removes it:
+// see Socket.Remove).
+func Detach(ln Listener) (*Socket, error) {
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
 	defer ln.Close()
 	nfd, err := dupCloexec(ln)
 	if err != nil {
 		return nil, fmt.Errorf("listener: detach: %w", err)
 	}
-	if err := tuneAccepted(nfd); err != nil {
-		unix.Close(nfd)
-		return nil, fmt.Errorf("listener: detach: %w", err)
+	if _, ok := ln.Addr().(*net.TCPAddr); ok {
+		if err := tuneAccepted(nfd); err != nil {
+			unix.Close(nfd)
+			return nil, fmt.Errorf("listener: detach: %w", err)
+		}
 	}
 	return &Socket{fd: nfd, addr: ln.Addr()}, nil
+}
+
+// Listener is a listening socket with a descriptor: *net.TCPListener or
+// *net.UnixListener.
+type Listener interface {
+	net.Listener
+	syscall.Conn
 }
 
 // tuneAccepted sets, on a listening socket, the options Go sets on every

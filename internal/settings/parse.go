@@ -24,6 +24,7 @@ const (
 	ActionRun          Action = iota // supervise
 	ActionVersion                    // -version: print the version and exit
 	ActionCheckUpgrade               // -check-upgrade: can this binary take over a supervisor started with the other flags?
+	ActionPrintConfig                // -print-config: print the effective settings as a -config file
 )
 
 // Parse parses the supervisor's arguments (without the program name):
@@ -57,11 +58,109 @@ const (
 )
 
 func parse(args []string, who whose) (Settings, Action, error) {
-	c := Settings{}
+	var c Settings
+	cl := newCommandLine(&c, who)
+	if err := cl.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, ActionRun, err
+		}
+		return c, ActionRun, &UsageError{Msg: err.Error()}
+	}
+	given := setFlags(cl.fs)
+	var file *fileSettings
+	if path := cl.config; path != "" {
+		// The file first, on fresh flags, then the command line again:
+		// a flag given there overrides the file's key, even a repeatable
+		// one, which would otherwise add to the file's values.
+		c = Settings{}
+		cl = newCommandLine(&c, who)
+		var err error
+		if file, err = loadFile(cl.fs, path, given); err != nil {
+			return c, ActionRun, err
+		}
+		if err := cl.fs.Parse(args); err != nil {
+			return c, ActionRun, &UsageError{Msg: err.Error()}
+		}
+		for key := range file.lines {
+			given[key] = true
+		}
+		c.from = &origin{file: path, args: args, who: who}
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = Listeners{DefaultListen}
+	}
 	act := ActionRun
-	fs := flag.NewFlagSet("supervisor", flag.ContinueOnError)
+	switch {
+	case cl.version:
+		act = ActionVersion
+	case cl.check:
+		act = ActionCheckUpgrade
+	case cl.print:
+		act = ActionPrintConfig
+	}
+	switch {
+	case who == forProgram && cl.fs.NArg() > 0:
+		return c, act, usagef("unexpected argument %q: this program takes flags only", cl.fs.Arg(0))
+	case who == forProgram:
+	case cl.fs.NArg() > 0:
+		c.Command = cl.fs.Args()
+	case file != nil && file.command != nil:
+		c.Command = file.command
+	default:
+		c.Command = []string{defaultWorker()}
+	}
+	if !given["worker-protocol"] && isNodeCommand(c.Command) {
+		c.WorkerProtocol = ProtocolNode
+	}
+	if !given["mode"] && c.WorkerProtocol != ProtocolPrefork {
+		// rr needs a worker that takes handed connections: the default
+		// for the others is the mode they can use, as `node app.js` with
+		// no flag should just run. A node worker takes them too (-mode
+		// rr), but shared, where the supervisor does nothing per
+		// connection, stays its default.
+		c.Mode = ipc.ModeShared
+	}
+	if err := c.validate(asFlags); err != nil {
+		return c, act, file.locate(err)
+	}
+	return c, act, nil
+}
+
+// commandLine is the supervisor's flag set over one Settings, and the
+// flags that are not settings.
+type commandLine struct {
+	fs                    *flag.FlagSet
+	config                string // -config FILE
+	version, check, print bool   // -version, -check-upgrade, -print-config
+}
+
+// newCommandLine defines the flags over c: one per setting, each with its
+// default, and -config; -version, -check-upgrade and -print-config for
+// the supervisor command.
+func newCommandLine(c *Settings, who whose) *commandLine {
+	cl := &commandLine{fs: flag.NewFlagSet("supervisor", flag.ContinueOnError)}
+	fs := cl.fs
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Listen, "listen", DefaultListen, "`HOST:PORT` to listen on")
+	defineSettings(fs, c)
+	fs.StringVar(&cl.config, "config", "", "read settings from this TOML `FILE`; flags override it")
+	if who == forCommand {
+		fs.BoolVar(&cl.version, "version", false, "print the version and exit")
+		fs.BoolVar(&cl.check, "check-upgrade", false, "internal: check that this binary can take over from a running supervisor")
+		fs.BoolVar(&cl.print, "print-config", false, "print the effective settings as a -config file and exit")
+	}
+	return cl
+}
+
+// notSettings are the flags that are no setting, and so no key of a
+// configuration file.
+var notSettings = map[string]bool{"config": true, "version": true, "check-upgrade": true, "print-config": true}
+
+// defineSettings defines one flag per setting over c, with its default.
+func defineSettings(fs *flag.FlagSet, c *Settings) {
+	fs.Var(&c.Listen, "listen", "listen on `[NAME=]ADDRESS`: HOST:PORT, :PORT, [v6]:PORT, unix:/path or fd:N; repeat for several (default \":3000\")")
+	fs.Var(fileMode{&c.ListenMode}, "listen-mode", "permission bits of a Unix listener's socket file, in `OCTAL` (default: the umask's)")
+	fs.StringVar(&c.ListenOwner, "listen-owner", "", "owner (`USER` or uid) of a Unix listener's socket file")
+	fs.StringVar(&c.ListenGroup, "listen-group", "", "group (`GROUP` or gid) of a Unix listener's socket file")
 	fs.IntVar(&c.Workers, "workers", runtime.NumCPU(), "number of worker processes, 1..1024")
 	fs.StringVar(&c.Mode, "mode", ipc.ModeRR, "scheduling mode: rr, shared or reuseport")
 	fs.StringVar(&c.Balance, "balance", balancer.Policies[0], "rr mode: round-robin or least-conn")
@@ -71,12 +170,13 @@ func parse(args []string, who whose) (Settings, Action, error) {
 	fs.IntVar(&c.QueueMax, "queue-max", DefaultQueueMax, "connections held while no worker is ready")
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", DefaultQueueTimeout, "how long a held connection may wait")
 	fs.BoolVar(&c.Rebalance, "rebalance", true, "rr: move idle keep-alive connections from busy workers to new ones")
+	fs.BoolVar(&c.Handback, "handback", true, "rr: a draining Go worker hands idle keep-alive connections back to move, instead of closing them")
 	fs.IntVar(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "crashes of one slot within -crash-window before giving up")
 	fs.DurationVar(&c.CrashWindow, "crash-window", DefaultCrashWindow, "window for -max-crashes")
 	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung (at least 2s)")
 	fs.IntVar(&c.MaxRequests, "max-requests", 0, "recycle a worker after this many requests (0: never)")
 	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "add a random 0..J to -max-requests per worker (J <= -max-requests)")
-	maxRSS := fs.String("max-rss", "", "recycle a worker whose RSS exceeds SIZE, e.g. 512MiB (empty: never)")
+	fs.Var((*size)(&c.MaxRSS), "max-rss", "recycle a worker whose RSS exceeds SIZE, e.g. 512MiB (empty: never)")
 	fs.StringVar(&c.Control, "control", "", "control socket `PATH` (default: per listening address; \"none\" to disable)")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on `HOST:PORT` (default: off)")
 	fs.StringVar(&c.Admin, "admin", "", "serve the dashboard, its API and /metrics on `HOST:PORT` (default: off)")
@@ -89,54 +189,8 @@ func parse(args []string, who whose) (Settings, Action, error) {
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
-	var version, check bool
-	if who == forCommand {
-		fs.BoolVar(&version, "version", false, "print the version and exit")
-		fs.BoolVar(&check, "check-upgrade", false, "internal: check that this binary can take over from a running supervisor")
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, act, err
-		}
-		return c, act, &UsageError{Msg: err.Error()}
-	}
-	switch {
-	case version:
-		act = ActionVersion
-	case check:
-		act = ActionCheckUpgrade
-	}
-	if *maxRSS != "" {
-		n, err := ParseSize(*maxRSS)
-		if err != nil {
-			return c, act, usagef("invalid value %q for flag -max-rss: %v", *maxRSS, err)
-		}
-		c.MaxRSS = n
-	}
-	switch {
-	case who == forProgram && fs.NArg() > 0:
-		return c, act, usagef("unexpected argument %q: this program takes flags only", fs.Arg(0))
-	case who == forProgram:
-	case fs.NArg() > 0:
-		c.Command = fs.Args()
-	default:
-		c.Command = []string{defaultWorker()}
-	}
-	if !flagSet(fs, "worker-protocol") && isNodeCommand(c.Command) {
-		c.WorkerProtocol = ProtocolNode
-	}
-	if !flagSet(fs, "mode") && c.WorkerProtocol != ProtocolPrefork {
-		// rr needs a worker that takes handed connections: the default
-		// for the others is the mode they can use, as `node app.js` with
-		// no flag should just run. A node worker takes them too (-mode
-		// rr), but shared, where the supervisor does nothing per
-		// connection, stays its default.
-		c.Mode = ipc.ModeShared
-	}
-	if err := c.validate(asFlags); err != nil {
-		return c, act, err
-	}
-	return c, act, nil
+	stickyFlags(fs, &c.Stickiness)
+	canaryFlags(fs, c) // canary.go
 }
 
 // defaultWorker is the worker binary beside the supervisor's executable.
@@ -188,9 +242,43 @@ func ParseSize(s string) (uint64, error) {
 	return n * mult, nil
 }
 
-// flagSet reports whether the command line set flag name.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+// setFlags is the flags the command line set.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	return set
+}
+
+// size is -max-rss: a byte size, 0 (never) for empty.
+type size uint64
+
+func (s *size) Set(v string) error {
+	if v == "" {
+		*s = 0
+		return nil
+	}
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = size(n)
+	return nil
+}
+
+// String is the size in the largest binary unit it is a whole number of,
+// as ParseSize reads it back.
+func (s *size) String() string {
+	if s == nil || *s == 0 {
+		return ""
+	}
+	n := uint64(*s)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n%(1<<u.shift) == 0 {
+			return strconv.FormatUint(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
 }

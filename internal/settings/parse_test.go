@@ -14,7 +14,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != ":3000" || c.Mode != "rr" || c.Grace != 30*time.Second || c.Workers < 1 || len(c.Command) != 1 || !strings.HasSuffix(c.Command[0], "/worker") {
+	if c.Listen.String() != ":3000" || c.Mode != "rr" || c.Grace != 30*time.Second || c.Workers < 1 || len(c.Command) != 1 || !strings.HasSuffix(c.Command[0], "/worker") {
 		t.Fatalf("defaults wrong: %+v", c)
 	}
 }

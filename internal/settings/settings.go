@@ -1,6 +1,9 @@
 package settings
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Settings is how a primary runs its workers: Node's cluster.settings,
 // with every option of the supervisor's command line. Each field is the
@@ -8,7 +11,10 @@ import "time"
 // README's table gives their meaning. The zero Settings is not valid (it
 // has no workers): start from [Parse]'s defaults.
 type Settings struct {
-	Listen       string        // HOST:PORT to listen on (default ":3000")
+	Listen       Listeners     // where to listen, repeatable: [NAME=]ADDRESS (default ":3000")
+	ListenMode   os.FileMode   // a Unix listener's socket file permission bits (octal flag, e.g. 0660); 0: the umask's
+	ListenOwner  string        // its owner, a user name or uid; "": the supervisor's
+	ListenGroup  string        // its group, a group name or gid; "": the supervisor's
 	Workers      int           // worker processes, 1..1024 (default: the number of CPUs)
 	Mode         string        // scheduling mode: "rr" (default), "shared" or "reuseport"
 	Balance      string        // rr mode: BalanceRoundRobin (default) or BalanceLeastConn
@@ -19,6 +25,7 @@ type Settings struct {
 	QueueMax     int           // connections held while no worker is ready (4096)
 	QueueTimeout time.Duration // how long a held connection may wait (10s)
 	Rebalance    bool          // rr: move idle keep-alive connections to workers with fewer (true)
+	Handback     bool          // rr: draining Go workers hand idle keep-alive connections back, to move (true)
 
 	// Crash budget: more than MaxCrashes exits nobody asked for of one
 	// slot within CrashWindow stop the primary.
@@ -41,11 +48,27 @@ type Settings struct {
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
 	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
 
+	// A reload's canary (-canary N -bake D): N slots get the new release
+	// first and serve for Bake; then a verdict compares them with the old
+	// generation over the same window, against the gates below, and the
+	// reload goes on or rolls them back to the release that was serving.
+	// These are the defaults of SIGHUP and of a ctl reload that does not
+	// say otherwise. canary.go has the defaults.
+	Canary             int           // slots judged first; 0: a plain rolling reload
+	Bake               time.Duration // how long they serve before the verdict (30s)
+	CanaryInsufficient string        // too little traffic to judge: "rollback" (default) or "continue"
+	CanaryErrorPP      float64       // fail: error rate above the old by more than this many points (1)
+	CanaryErrorRatio   float64       // ... and at least this many times the old (2)
+	CanaryLatencyRatio float64       // fail: p99 above this many times the old (1.5)
+	CanaryMinRequests  int           // fewer canary requests in the window: not enough traffic (100)
+
 	// Respawn is who replaces a worker that exits: RespawnAuto (the
 	// default, ""), the primary, or RespawnManual, the program, as in
 	// Node (exit events only; it calls Fork). Not a flag: a command line
 	// has no program to decide.
 	Respawn string
+
+	Stickiness // -sticky and -proxy-protocol (sticky.go)
 
 	// Command is the worker program and its arguments: Node's
 	// settings.exec and settings.args. On the supervisor's command line
@@ -56,6 +79,10 @@ type Settings struct {
 	// starts that path again, so a new binary moved into its place is
 	// what the reloaded workers run.
 	Command []string
+
+	// from is the command line and -config file Parse read these
+	// settings from, for Reread; nil without a file.
+	from *origin
 }
 
 // Defaults, documented in the README.

@@ -91,8 +91,8 @@ func kebab(field string) string {
 }
 
 func (c *Settings) validate(n naming) error {
-	if err := listener.ParseAddr(c.Listen); err != nil {
-		return usagef("invalid value %q for %s: want HOST:PORT with a port from 0 to 65535", c.Listen, n.the("Listen"))
+	if err := c.validateListen(n); err != nil {
+		return err
 	}
 	// A program may start with none and Fork them, as Node's does; a
 	// command line has nobody to fork.
@@ -108,6 +108,9 @@ func (c *Settings) validate(n naming) error {
 	case ipc.ModeRR, ipc.ModeShared, ipc.ModeReusePort:
 	default:
 		return usagef("invalid value %q for %s: must be rr, shared or reuseport", c.Mode, n.the("Mode"))
+	}
+	if err := c.validateSticky(n); err != nil {
+		return err
 	}
 	if !slices.Contains(balancer.Policies, c.Balance) {
 		return usagef("invalid value %q for %s: must be %s", c.Balance, n.the("Balance"), strings.Join(balancer.Policies, " or "))
@@ -170,6 +173,9 @@ func (c *Settings) validate(n naming) error {
 		return usagef("%s needs %s", n.the("AdminActions"), n.ref("Admin"))
 	}
 	if err := c.validateAdmin(n); err != nil {
+		return err
+	}
+	if err := c.validateCanary(n); err != nil {
 		return err
 	}
 	if c.Group != "" && c.User == "" {

@@ -289,7 +289,7 @@ func (r recorder) Publish(e control.Event) { *r.evs = append(*r.evs, e) }
 
 func testConfig() Config {
 	return Config{
-		Listen: "127.0.0.1:0", Workers: 2, Mode: ipc.ModeShared, Balance: "round-robin",
+		Listen: settings.Listeners{"127.0.0.1:0"}, Workers: 2, Mode: ipc.ModeShared, Balance: "round-robin",
 		Grace: 30 * time.Second, ReadyTimeout: 30 * time.Second,
 		QueueMax: settings.DefaultQueueMax, QueueTimeout: settings.DefaultQueueTimeout,
 		MaxCrashes: settings.DefaultMaxCrashes, CrashWindow: settings.DefaultCrashWindow, HangTimeout: settings.DefaultHangTimeout,

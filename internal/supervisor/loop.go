@@ -160,6 +160,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.fn(s)
 	case evUpgrade:
 		s.up.onUpgrade(ev)
+	case evVerdictDue:
+		s.reloader.verdictDue(ev.c)
 	}
 }
 
@@ -171,7 +173,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
 		s.svc.reloadAdmin()
-		s.reloader.reload(nil)
+		s.reloader.requestReload(nil, control.Request{}) // -canary and -bake
 	case syscall.SIGTTIN:
 		s.scaler.scaleBy(+1)
 	case syscall.SIGTTOU:

@@ -97,6 +97,9 @@ func route(m mode, p *process) {
 // newMode binds the listening sockets for cfg.Mode. The supervisor keeps
 // them as bare descriptors (listener.Socket), outside its runtime poller.
 func newMode(cfg Config, log *zap.Logger) (mode, error) {
+	if len(cfg.Listen) > 1 {
+		return nil, usagef("several listeners are not served yet: give one -listen")
+	}
 	if cfg.Mode == ipc.ModeReusePort {
 		return newReusePort(cfg, log)
 	}
@@ -125,11 +128,15 @@ func bindOne(cfg Config, log *zap.Logger) (*listener.Socket, bool, error) {
 	case !errors.Is(err, listener.ErrNotActivated):
 		return nil, false, err
 	}
-	ln, err := listener.Listen(cfg.Listen)
+	specs, err := cfg.Listeners()
 	if err != nil {
 		return nil, false, err
 	}
-	sock, err := listener.Detach(ln)
+	fo, err := cfg.SocketFile()
+	if err != nil {
+		return nil, false, err
+	}
+	sock, err := listener.Bind(specs[0], fo)
 	return sock, false, err
 }
 

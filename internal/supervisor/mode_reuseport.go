@@ -72,7 +72,14 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 		}
 		return nil, usagef("socket activation (LISTEN_FDS) cannot be used with -mode reuseport: it needs one socket per worker, bound by the supervisor; use -mode rr or shared")
 	}
-	lns, err := listener.ListenReusePort(cfg.Listen, cfg.Workers)
+	specs, err := cfg.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	if specs[0].Network != listener.TCP {
+		return nil, usagef("-mode reuseport needs a TCP listener: %s is not", specs[0].Address())
+	}
+	lns, err := listener.ListenReusePort(specs[0].Addr, cfg.Workers)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 // TestReusePortGroupOrder: the mode's copy of the kernel's group order
@@ -21,7 +22,7 @@ import (
 // queue.
 func TestReusePortGroupOrder(t *testing.T) {
 	cfg := testConfig()
-	cfg.Listen, cfg.Workers, cfg.Mode = "127.0.0.1:0", 2, ipc.ModeReusePort
+	cfg.Listen, cfg.Workers, cfg.Mode = settings.Listeners{"127.0.0.1:0"}, 2, ipc.ModeReusePort
 	m, err := newReusePort(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

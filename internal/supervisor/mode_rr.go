@@ -32,6 +32,9 @@ type rr struct {
 
 func newRR(cfg Config, log *zap.Logger, ln *listener.Socket, activated bool) (*rr, error) {
 	h, err := handoff.New(cfg.Balance, log, cfg.QueueMax, cfg.QueueTimeout)
+	if err == nil {
+		err = stick(h, cfg)
+	}
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -87,7 +90,12 @@ func (m *rr) stopAccepting() {
 	m.h.Flush() // queued connections to whoever is still ready
 }
 
-func (m *rr) slot(*slot, slotChange)    {}
+// slot: a slot scaled away takes its sticky keys with it.
+func (m *rr) slot(sl *slot, c slotChange) {
+	if c == slotRetired {
+		m.h.RetireSlot(sl.id)
+	}
+}
 func (m *rr) settle(context.Context)    {}
 func (m *rr) handoff() *handoff.Handoff { return m.h }
 

@@ -162,7 +162,7 @@ func (sv *services) controlPath() string {
 	case "none":
 		return ""
 	case "":
-		return control.DefaultPath(sv.s.cfg.Listen)
+		return control.DefaultPath(sv.s.cfg.Listen.First())
 	}
 	return sv.s.cfg.Control
 }

@@ -59,6 +59,7 @@ type Supervisor struct {
 	live    map[int]*process // by pid, every process not yet waited for
 
 	reloader     reloader        // reloads and recycles, slot by slot (rollout.go)
+	releases     releases        // what each generation runs, kept for rollback (release.go)
 	scaler       scaler          // scaling up and down (scale.go)
 	forks        forks           // Engine.Fork and the respawn policy (fork.go)
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
@@ -66,6 +67,8 @@ type Supervisor struct {
 	health health // heartbeats, hangs and freezes (health.go)
 
 	counts counters
+	// rebalancedAt: when rebalancing last asked for connections (rebalance.go).
+	rebalancedAt time.Time
 
 	// Messages to an Engine's reader (messages.go).
 	messages messages
@@ -81,8 +84,9 @@ type counters struct {
 	spawns   map[control.Cause]uint64
 	exits    map[control.Cause]uint64
 	reloads  map[string]uint64
-	protocol uint64 // frames from workers that broke the protocol
-	freezes  uint64 // owner-loop stalls detected
+	verdicts map[string]uint64 // canary verdicts: pass, fail, insufficient
+	protocol uint64            // frames from workers that broke the protocol
+	freezes  uint64            // owner-loop stalls detected
 	// rebalanceAsks counts idle connections workers were asked to give
 	// back to rebalance (rebalance.go).
 	rebalanceAsks uint64
@@ -105,15 +109,17 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		begun:    sys.Now(),
 		live:     map[int]*process{},
 		counts: counters{
-			spawns:  map[control.Cause]uint64{},
-			exits:   map[control.Cause]uint64{},
-			reloads: map[string]uint64{},
+			spawns:   map[control.Cause]uint64{},
+			exits:    map[control.Cause]uint64{},
+			reloads:  map[string]uint64{},
+			verdicts: map[string]uint64{},
 		},
 	}
 	s.up = upgrader{s: s, kept: &keptFDs{}}
 	s.svc = services{s: s}
 	s.forks = forks{s: s}
 	s.reloader = reloader{s: s}
+	s.releases = releases{s: s}
 	s.scaler = scaler{s: s}
 	s.messages = messages{s: s}
 	s.health = health{s: s}
@@ -218,6 +224,9 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 			return err
 		}
 		s.up.resumed(st)
+		// The kept release did not survive the execve (a close-on-exec
+		// memfd): what is on disk now serves as the one to roll back to.
+		s.releases.keep(s.gen)
 	} else {
 		s.startWorkers()
 	}
@@ -226,6 +235,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 
 // startWorkers fills the first -workers slots.
 func (s *Supervisor) startWorkers() {
+	s.releases.keep(s.gen) // the release a first canary rolls back to
 	for i := range s.cfg.Workers {
 		sl := &slot{id: i + 1}
 		s.slots = append(s.slots, sl)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 )
 
 // A descriptor the state lists can be missing in the new image: something
@@ -168,15 +167,11 @@ func restoreMode(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (
 	case kept.has(roleListener):
 		return restoreRR(cfg, log, st, kept)
 	}
-	ln, err := listener.Listen(cfg.Listen)
+	sock, _, err := bindOne(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("upgrade: the listening socket was lost and %s cannot be bound again: %w", cfg.Listen, err)
+		return nil, fmt.Errorf("upgrade: the listening socket was lost and cannot be bound again: %w", err)
 	}
-	sock, err := listener.Detach(ln)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade: %w", err)
-	}
-	log.Warn("the listening socket was lost across the upgrade; bound again", zap.String("addr", cfg.Listen))
+	log.Warn("the listening socket was lost across the upgrade; bound again", zap.String("addr", cfg.Listen.First()))
 	if cfg.Mode == ipc.ModeShared {
 		return &shared{ln: sock}, nil
 	}

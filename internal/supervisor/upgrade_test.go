@@ -22,6 +22,7 @@ import (
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
+	"github.com/prefork/prefork/internal/settings"
 )
 
 func cloexec(t *testing.T, fd int) bool {
@@ -479,7 +480,7 @@ func TestUpgradeKeepsTargetState(t *testing.T) {
 // connections: the upgrade waits until the queue is empty.
 func TestUpgradeRefusedWithQueue(t *testing.T) {
 	cfg := testConfig()
-	cfg.Listen, cfg.Workers, cfg.Mode = "127.0.0.1:0", 1, ipc.ModeReusePort
+	cfg.Listen, cfg.Workers, cfg.Mode = settings.Listeners{"127.0.0.1:0"}, 1, ipc.ModeReusePort
 	m, err := newReusePort(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
