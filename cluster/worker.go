@@ -68,10 +68,11 @@ type worker struct {
 	uses                   ipc.Features // protocol features agreed with the supervisor
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
-	gate                   *pauseGate        // rr with FeaturePause: set by Listen
-	back                   *handBack         // rr with FeatureHandBack: set by Listen
-	silent                 silentSet         // connections that have sent nothing yet
-	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
+	gate                   *pauseGate               // rr with FeaturePause: set by Listen
+	back                   *handBack                // rr with FeatureHandBack: set by Listen
+	silent                 silentSet                // connections that have sent nothing yet
+	latency                *latency.Recorder        // CountRequests' histogram, with FeatureLatency
+	outcomes               *latency.OutcomeRecorder // status classes, with FeatureOutcomes too
 }
 
 // control is a frame from the supervisor as readControl hands it to run:
@@ -147,6 +148,9 @@ func start() (*worker, error) {
 	}
 	if w.uses&ipc.FeatureLatency != 0 {
 		w.latency = new(latency.Recorder)
+		if w.uses&ipc.FeatureOutcomes != 0 {
+			w.outcomes = new(latency.OutcomeRecorder)
+		}
 	}
 	if w.mode == ModeRR && w.uses&ipc.FeaturePause != 0 {
 		w.gate = newPauseGate(w)

@@ -42,8 +42,7 @@ func (h *Handoff) comeBack(fds []int, peers []ipc.Peer) {
 	if h.npend.Load() > 0 {
 		h.Flush() // keep order: earlier connections first
 	}
-	t, _ := h.policy.Pick()
-	h.deliver(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
+	h.deliver(h.pickBack(), conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
 }
 
 // receive reads, on a goroutine, the conns frames the worker sends on its
