@@ -34,7 +34,7 @@ func ask[T any](ctx context.Context, s *Supervisor, ev func(reply chan T) any) (
 	var zero T
 	reply := make(chan T, 1)
 	select {
-	case s.events <- ev(reply):
+	case s.asks <- ev(reply):
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	case <-s.done:

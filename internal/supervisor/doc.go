@@ -7,7 +7,9 @@
 // All mutable state (slots, workers, generations, the rollout and scale in
 // progress, counters) belongs to one goroutine, the owner, running loop.
 // Everything else reaches it as an event: a worker's exit and frames,
-// signals, timers, control requests and metrics scrapes. A handler that
+// signals, timers, control requests and metrics scrapes; the questions
+// someone waits on (ctl requests, scrapes, Engine calls) have a channel
+// of their own, taken before the events queued. A handler that
 // changes state another handler reacts to queues an event (enqueue); it
 // never calls back into the dispatcher. The parts of that state with a
 // name of their own (the upgrader, services, reloader, scaler, forks,
