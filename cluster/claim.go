@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/prefork/prefork/internal/ipc"
 )
@@ -14,7 +16,8 @@ import (
 // header:NAME or query:NAME the supervisor then routes the client's later
 // connections carrying that key to this slot. Call it before the response
 // that gives the client the key: the claim travels on the control
-// channel, ahead of anything the client can send back.
+// channel, and Claim returns once the supervisor has it in force (or
+// ErrClaimTimeout after 2s), so the client's next connection finds it.
 //
 // The supervisor forgets a slot's claims when the slot gets a worker of a
 // new generation (-sticky-forget), and bounds its table (-sticky-table,
@@ -39,10 +42,47 @@ func Claim(key string) error {
 	if err != nil {
 		return err
 	}
-	if err := w.ctl.SendWait(context.Background(), frame); err != nil {
+	// The supervisor answers claims in order: the wait joins the queue
+	// in the order the claims are sent.
+	done := make(chan struct{})
+	w.claims.Lock()
+	err = w.ctl.SendWait(context.Background(), frame)
+	if err == nil {
+		w.claims.waiting = append(w.claims.waiting, done)
+	}
+	w.claims.Unlock()
+	if err != nil {
 		return fmt.Errorf("cluster: claim: %w", err)
 	}
-	return nil
+	select {
+	case <-done:
+		return nil
+	case <-time.After(claimTimeout):
+		return ErrClaimTimeout
+	}
+}
+
+// claimTimeout bounds the wait for the supervisor's answer to a claim.
+const claimTimeout = 2 * time.Second
+
+// ErrClaimTimeout: the supervisor did not answer a claim in time; it may
+// still be in force.
+var ErrClaimTimeout = errors.New("cluster: claim not answered in time")
+
+// claimQueue is the claims sent and not answered yet, oldest first.
+type claimQueue struct {
+	sync.Mutex
+	waiting []chan struct{}
+}
+
+// answered ends the oldest claim's wait (a claimed frame).
+func (q *claimQueue) answered() {
+	q.Lock()
+	defer q.Unlock()
+	if len(q.waiting) > 0 {
+		close(q.waiting[0])
+		q.waiting = q.waiting[1:]
+	}
 }
 
 // MaxClaim bounds a key Claim takes.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -73,7 +74,8 @@ func adopt(t testing.TB, cmd *exec.Cmd, addr, ctl string) *sup {
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
-	cmd.Env = append(cmd.Env, "GORACE=halt_on_error=1")
+	// Keeps the test's own GORACE options (quickExits), if any.
+	cmd.Env = append(cmd.Env, strings.TrimSpace("GORACE=halt_on_error=1 "+os.Getenv("GORACE")))
 	s := &sup{Proc: proctest.Start(t, cmd), t: t, addr: addr, ctlPath: ctl}
 	s.events = proctest.Follow(ctl, s.Done())
 	s.client = &http.Client{

@@ -67,6 +67,7 @@
 //	retiring.go           emptying a retired listening socket
 //	takeback.go           stalled workers (Check), exits (Recover)
 //	handback.go           connections a draining worker hands back (Receive)
+//	rebalance.go          where rebalancing sends them (Want)
 //	target.go             Target: counts, availability, the window
 //	transport.go          the Transport seam and what a send carries
 //	transport_frames.go   prefork's frame channel

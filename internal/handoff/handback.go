@@ -35,11 +35,14 @@ func (h *Handoff) Receive(t *Target) {
 // dispatch does: what none takes waits in the queue.
 func (h *Handoff) comeBack(fds []int, peers []ipc.Peer) {
 	h.handedBack.Add(uint64(len(fds)))
+	if h.st != nil {
+		h.dispatch(fds, peers, &batch{again: true}) // by key, to the slot's new worker
+		return
+	}
 	if h.npend.Load() > 0 {
 		h.Flush() // keep order: earlier connections first
 	}
-	t, _ := h.policy.Pick()
-	h.deliver(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
+	h.deliver(h.pickBack(), conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
 }
 
 // receive reads, on a goroutine, the conns frames the worker sends on its

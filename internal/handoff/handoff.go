@@ -72,6 +72,7 @@ type Handoff struct {
 
 	handedBack atomic.Uint64 // connections workers handed back (handback.go)
 	unplaced   atomic.Uint64 // of those, closed because no worker could take them
+	wants      wants         // where rebalancing sends them (rebalance.go)
 }
 
 // Observer receives timings from the handoff path; it must not allocate.
@@ -122,6 +123,7 @@ func (h *Handoff) Route(t *Target) {
 func (h *Handoff) Unroute(t *Target) {
 	if h != nil && t != nil {
 		h.policy.Remove(t)
+		h.unwant(t)
 		if h.st != nil {
 			h.st.unrouted(t)
 		}
@@ -162,6 +164,9 @@ type batch struct {
 	}
 	frame [ipc.MaxConnsFrame]byte
 	peek  [sticky.MaxPeek]byte // a sticky policy's peeks
+	// again: the connections were dispatched before (taken back, handed
+	// back): a PROXY header is no longer theirs to read.
+	again bool
 }
 
 // dispatch hands off a batch of accepted descriptors. It closes every

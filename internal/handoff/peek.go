@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -145,8 +146,8 @@ func (s *stickiness) trusted(peer ipc.Peer) bool {
 
 // reject closes fd for its PROXY header and counts it.
 func (s *stickiness) reject(fd int) {
+	s.proxyRejected.Add(1) // first: a client that sees the close may ask at once
 	unix.Close(fd)
-	s.proxyRejected.Add(1)
 }
 
 // add makes the peeker wait for fd's bytes; false if it is full.
@@ -213,6 +214,13 @@ func (p *peeker) run() {
 				continue
 			}
 			key, out := p.s.step(c.fd, &c.peer, &c.proxy, p.buf[:])
+			if out == pending && ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				// The client will send nothing more: what it sent is all.
+				out = resolved
+				if c.proxy {
+					out = rejected
+				}
+			}
 			if out != pending {
 				p.finish(c, key, out)
 			}
@@ -279,4 +287,20 @@ func (p *peeker) finish(c *peeking, key string, out outcome) {
 		return
 	}
 	p.h.place(c.fd, c.peer, key, true, &p.frame)
+}
+
+// deferAccept asks the kernel to complete a connection on the listening
+// socket f only once its first bytes have arrived (TCP_DEFER_ACCEPT, as
+// nginx's "deferred"), for up to the peeker's wait: the first peek then
+// finds them, at accept, and the connection never waits in the peeker.
+// The option is the socket's, shared by every descriptor of it; a socket
+// that is not TCP refuses it, which costs nothing but the peeker's work.
+func (s *stickiness) deferAccept(f *os.File) {
+	if s.pk == nil {
+		return
+	}
+	secs := int(max(1, (s.pk.wait+time.Second-1)/time.Second))
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs) })
+	}
 }

@@ -271,7 +271,7 @@ func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch
 	if peers != nil {
 		peer = peers[k]
 	}
-	proxy := s.cfg.Proxy
+	proxy := s.cfg.Proxy && !b.again
 	if proxy && !s.trusted(peer) {
 		s.reject(fd)
 		return nil, true

@@ -41,7 +41,7 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"listen": {value: "127.0.0.1:8080"}, "workers": {value: "3"}, "mode": {value: "shared"},
 		"balance": {value: "least-conn"}, "grace": {value: "5s"}, "ready-timeout": {value: "7s"},
 		"log-format": {value: "json"}, "queue-max": {value: "10"}, "queue-timeout": {value: "3s"},
-		"rebalance": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
+		"rebalance": {value: "false"}, "handback": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
 		"hang-timeout": {value: "9s"}, "max-requests": {value: "100"},
 		"max-requests-jitter": {value: "10", with: []string{"-max-requests", "100"}},
 		"max-rss":             {value: "512MiB"}, "control": {value: "/run/p.sock"}, "metrics": {value: "127.0.0.1:9100"},
@@ -58,6 +58,9 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"sticky-table": {value: "10"}, "sticky-table-age": {value: "1m0s"}, "sticky-forget": {value: "never"},
 		"proxy-protocol": {value: "true"}, "proxy-wait": {value: "2s"},
 		"proxy-from": {value: "10.0.0.0/8", with: []string{"-proxy-protocol"}},
+		"canary":     {value: "2"}, "bake": {value: "10s"}, "canary-insufficient": {value: "continue"},
+		"canary-error-pp": {value: "2.5"}, "canary-error-ratio": {value: "3"},
+		"canary-latency-ratio": {value: "2"}, "canary-min-requests": {value: "50"},
 	}
 	def, err := Parse(nil)
 	if err != nil {

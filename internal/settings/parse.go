@@ -177,6 +177,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.IntVar(&c.QueueMax, "queue-max", DefaultQueueMax, "connections held while no worker is ready")
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", DefaultQueueTimeout, "how long a held connection may wait")
 	fs.BoolVar(&c.Rebalance, "rebalance", true, "rr: move idle keep-alive connections from busy workers to new ones")
+	fs.BoolVar(&c.Handback, "handback", true, "rr: a draining Go worker hands idle keep-alive connections back to move, instead of closing them")
 	fs.IntVar(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "crashes of one slot within -crash-window before giving up")
 	fs.DurationVar(&c.CrashWindow, "crash-window", DefaultCrashWindow, "window for -max-crashes")
 	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung (at least 2s)")
@@ -196,6 +197,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
 	stickyFlags(fs, &c.Stickiness)
+	canaryFlags(fs, c) // canary.go
 }
 
 // defaultWorker is the worker binary beside the supervisor's executable.

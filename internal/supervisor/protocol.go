@@ -116,19 +116,24 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t)), 10),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t, s.cfg.Handback)), 10),
 	)
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
+	}
+	if s.cfg.ProxyProtocol && s.cfg.Mode != ipc.ModeRR {
+		// The worker accepts: its listener reads the header (in rr the
+		// handoff did, and the client travels as the peer address).
+		cmd.Env = append(cmd.Env, ipc.EnvProxy+"=from="+s.cfg.ProxyFrom+";wait="+orDefault(s.cfg.ProxyWait, settings.DefaultProxyWait).String())
 	}
 	cmd.ExtraFiles = []*os.File{l.remote, h.file} // fds 3 and 4
 }
 
 // offered is what the supervisor offers a worker reached over t:
 // everything, but hand-back only when t's transport is a channel of the
-// worker's own for connections to come back on (rr's).
-func offered(t *handoff.Target) ipc.Features {
-	if handoff.TakesBack(t) {
+// worker's own for connections to come back on (rr's), and -handback.
+func offered(t *handoff.Target, handBack bool) ipc.Features {
+	if handBack && handoff.TakesBack(t) {
 		return ipc.Supported
 	}
 	return ipc.Supported &^ ipc.FeatureHandBack

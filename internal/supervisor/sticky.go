@@ -3,7 +3,9 @@ package supervisor
 import (
 	"time"
 
+	"github.com/prefork/prefork/internal/control"
 	"github.com/prefork/prefork/internal/handoff"
+	"github.com/prefork/prefork/internal/metrics"
 	"github.com/prefork/prefork/internal/proxyproto"
 	"github.com/prefork/prefork/internal/settings"
 	"github.com/prefork/prefork/internal/sticky"
@@ -44,4 +46,31 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// stickyStatus is h's sticky policy for ctl status; it fills in each
+// worker's slot figures.
+func stickyStatus(h *handoff.Handoff, workers []control.WorkerStatus) *control.StickyStatus {
+	ss := h.StickyStats()
+	for i := range workers {
+		workers[i].StickyKeys = ss.Table.PerSlot[workers[i].Slot]
+		workers[i].StickyConns = ss.Keyed[workers[i].Slot]
+	}
+	return &control.StickyStatus{Key: ss.Key, TableKeys: ss.Table.Len, Hits: ss.Hits, Fallbacks: ss.Fallbacks,
+		PeekTimeouts: ss.PeekTimeouts, HoldExpired: ss.HoldExpired, ProxyRejected: ss.ProxyRejected,
+		TableEvicted: ss.Table.Evicted, TableExpired: ss.Table.Expired, TableForgotten: ss.Table.Forgotten,
+		Held: ss.Held, Peeking: ss.Peeking}
+}
+
+// stickySnapshot is h's sticky policy for a metrics scrape; nil without
+// one.
+func stickySnapshot(h *handoff.Handoff, cfg Config) *metrics.Sticky {
+	if h == nil || cfg.Sticky == "" && !cfg.ProxyProtocol {
+		return nil
+	}
+	ss := h.StickyStats()
+	return &metrics.Sticky{Hits: ss.Hits, Fallbacks: ss.Fallbacks, PeekTimeouts: ss.PeekTimeouts,
+		HoldExpired: ss.HoldExpired, ProxyRejected: ss.ProxyRejected, TableKeys: ss.Table.Len,
+		Evicted: ss.Table.Evicted, Expired: ss.Table.Expired, Forgotten: ss.Table.Forgotten,
+		SlotKeys: ss.Table.PerSlot, SlotConns: ss.Keyed}
 }

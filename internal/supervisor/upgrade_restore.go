@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -119,7 +118,7 @@ func rollback(st *upgradeState, why error, sp *spawner) error {
 	s.up.s = s
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
-	err := s.up.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
+	err := s.up.execState(st, fdPath(st.Binary), st.Previous)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 
@@ -187,6 +186,9 @@ func (u *upgrader) adopt(st *upgradeState) error {
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
 		p.pid = w.PID
+		if t != nil {
+			p.beatHanded = t.Handed() // its open connections: unknown until it beats (openConns)
+		}
 		u.s.live[p.pid], sl.cur = p, p
 		pr, err := u.s.sys.Adopt(w.PID, func(st exitStatus) {
 			p.link.exited()

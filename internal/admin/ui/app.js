@@ -157,6 +157,13 @@
       document.createTextNode(` · up ${dur(st.uptime_s)} · `),
       Object.assign(document.createElement("b"), { id: "nworkers", textContent: String(workers.length) }),
       document.createTextNode(" workers"));
+    if (st.sticky) {
+      const sk = st.sticky;
+      $("#summary").append(document.createTextNode(` · sticky ${sk.key || "-"}: `),
+        Object.assign(document.createElement("b"), { id: "sticky-keys", textContent: String(sk.table_keys) }),
+        document.createTextNode(` claimed keys, ${sk.hits} hits, ${sk.fallbacks} fallbacks, ${sk.peek_timeouts} peek timeouts, ${sk.proxy_rejected} PROXY rejected`));
+    }
+    document.querySelectorAll("th.sticky").forEach((th) => (th.hidden = !(st.sticky && st.sticky.key)));
     const scaleN = $("#scale-n");
     if (document.activeElement !== scaleN && !scaleN.value) scaleN.value = new Set(workers.map((w) => w.slot)).size;
 
@@ -185,6 +192,7 @@
         const c = classes(w) || {};
         for (const k of ["2xx", "4xx", "5xx"]) cell(tr, c[k] === undefined ? "-" : String(c[k]), "classes c" + k + (c[k] > 0 ? " some" : ""));
       }
+      if (st.sticky && st.sticky.key) cell(tr, `${w.sticky_keys || 0} / ${w.sticky_conns || 0}`, "sticky");
       return tr;
     });
     $("#workers tbody").replaceChildren(...rows);
