@@ -44,6 +44,7 @@ type worker struct {
 	mode       string
 	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
 	claims     claimQueue   // Claim's waits for the supervisor's answers
+	proxy      *proxyConf   // -proxy-protocol in shared and reuseport: the listener reads headers
 	ctl        *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
@@ -67,10 +68,11 @@ type worker struct {
 	uses                   ipc.Features // protocol features agreed with the supervisor
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
-	gate                   *pauseGate        // rr with FeaturePause: set by Listen
-	back                   *handBack         // rr with FeatureHandBack: set by Listen
-	silent                 silentSet         // connections that have sent nothing yet
-	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
+	gate                   *pauseGate               // rr with FeaturePause: set by Listen
+	back                   *handBack                // rr with FeatureHandBack: set by Listen
+	silent                 silentSet                // connections that have sent nothing yet
+	latency                *latency.Recorder        // CountRequests' histogram, with FeatureLatency
+	outcomes               *latency.OutcomeRecorder // status classes, with FeatureOutcomes too
 }
 
 // control is a frame from the supervisor as readControl hands it to run:
@@ -146,6 +148,9 @@ func start() (*worker, error) {
 	}
 	if w.uses&ipc.FeatureLatency != 0 {
 		w.latency = new(latency.Recorder)
+		if w.uses&ipc.FeatureOutcomes != 0 {
+			w.outcomes = new(latency.OutcomeRecorder)
+		}
 	}
 	if w.mode == ModeRR && w.uses&ipc.FeaturePause != 0 {
 		w.gate = newPauseGate(w)
@@ -153,6 +158,9 @@ func start() (*worker, error) {
 	// Load frames cost a sendmsg per closed connection here and a wake-up
 	// in the supervisor; only least-conn needs them.
 	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
+	if w.proxy, err = proxyFromEnv(); err != nil {
+		return nil, err
+	}
 	// Children this worker may spawn must not think they are workers.
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, ipc.EnvPrefix) {

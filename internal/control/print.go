@@ -31,6 +31,9 @@ func WriteStatus(w io.Writer, st *Status) error {
 	if err == nil {
 		err = writeSticky(w, st)
 	}
+	if err == nil && st.Canary != nil {
+		err = writeCanary(w, st.Canary) // canary.go
+	}
 	if err != nil {
 		return err
 	}

@@ -13,14 +13,25 @@ type Request struct {
 	// Path is the binary an upgrade re-executes, absolute; "" for the
 	// running one.
 	Path string `json:"path,omitempty"`
+	// Reload's rollout: Canary slots replaced first and judged for BakeMS
+	// before the rest (nil: the supervisor's -canary; 0: a plain rolling
+	// reload), what too little traffic means (Insufficient: "continue" or
+	// "rollback"; "": its -canary-insufficient), and Force, a reload of
+	// the release a canary rolled back.
+	Canary       *int   `json:"canary,omitempty"`
+	BakeMS       int64  `json:"bake_ms,omitempty"`
+	Insufficient string `json:"canary_insufficient,omitempty"`
+	Force        bool   `json:"force,omitempty"`
 }
 
 // Validate returns the error the server answers with for a request it does
 // not pass to the Handler: an unknown command, or scale without n >= 1.
 func (r Request) Validate() error {
 	switch r.Cmd {
-	case CmdStatus, CmdReload, CmdStop, CmdEvents, CmdUpgrade:
+	case CmdStatus, CmdStop, CmdEvents, CmdUpgrade:
 		return nil
+	case CmdReload:
+		return r.validateReload()
 	case CmdScale:
 		if r.N < 1 {
 			return fmt.Errorf("control: scale needs n >= 1, got %d", r.N)
@@ -56,6 +67,9 @@ type Status struct {
 	AcceptGapMS float64        `json:"accept_gap_ms,omitempty"`
 	Workers     []WorkerStatus `json:"workers"`
 	Sticky      *StickyStatus  `json:"sticky,omitempty"` // -sticky or -proxy-protocol (rr); nil without
+	// Canary is the canary reload baking now, or the last one and its
+	// verdict; nil before any.
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // WorkerStatus describes one worker process. A slot may show two workers

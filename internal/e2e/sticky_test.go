@@ -326,3 +326,27 @@ func errors_is_timeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// In shared and reuseport mode the workers accept, and package cluster's
+// listener reads the PROXY header: RemoteAddr is the header's client, and
+// a bad or untrusted header closes the connection.
+func TestProxyHeaderInWorkers(t *testing.T) {
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-mode", mode, "-workers", "2", "-proxy-protocol", "-proxy-from", "127.0.0.1", "-proxy-wait", "500ms")
+			for i, hdr := range []string{proxyV1("192.0.2.7", 4007), proxyV2("192.0.2.8", 4008)} {
+				h, err := rawHealth(s.addr, nil, hdr)
+				if want := fmt.Sprintf("192.0.2.%d:%d", 7+i, 4007+i); err != nil || h.Client != want {
+					t.Fatalf("header %d: client %q, %v; want %s", i, h.Client, err, want)
+				}
+			}
+			untrusted := &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
+			if _, err := rawHealth(s.addr, untrusted, proxyV1("192.0.2.1", 1)); err == nil {
+				t.Fatal("a header from an untrusted source was served")
+			}
+			if _, err := rawHealth(s.addr, nil, "PROXY TCP4 junk\r\n"); err == nil {
+				t.Fatal("a malformed header was served")
+			}
+		})
+	}
+}

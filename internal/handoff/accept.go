@@ -27,6 +27,9 @@ func (h *Handoff) Accept(ln syscall.Conn) (*AcceptLoop, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.st != nil {
+		h.st.deferAccept(f)
+	}
 	l := &AcceptLoop{f: f, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)

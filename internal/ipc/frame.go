@@ -163,9 +163,13 @@ const (
 	FeatureHandBack
 	// FeatureClaim: the worker may claim sticky keys (TypeClaim).
 	FeatureClaim
+	// FeatureOutcomes: heartbeats that carry a latency histogram also carry
+	// the requests counted by how they ended ([Heartbeat.Outcomes]: status
+	// class, handler panics), which a canary reload judges a release by.
+	FeatureOutcomes
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureClaim
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureClaim | FeatureOutcomes
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -189,6 +193,9 @@ func (f Features) String() string {
 	}
 	if f&FeatureClaim != 0 {
 		names = append(names, "claim")
+	}
+	if f&FeatureOutcomes != 0 {
+		names = append(names, "outcomes")
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))
@@ -257,7 +264,7 @@ func Decode(b []byte) (Frame, error) {
 			return Frame{}, ErrPayload
 		}
 	case TypeHeartbeat:
-		if n != heartbeatSize && n != heartbeatSize+latencySize {
+		if n != heartbeatSize && n != heartbeatSize+latencySize && n != heartbeatSize+latencySize+outcomesSize {
 			return Frame{}, ErrPayload
 		}
 	case TypeClaim:
@@ -366,6 +373,9 @@ type Heartbeat struct {
 	// does not record it or was not offered FeatureLatency (an older
 	// build sends the 29-byte heartbeat only).
 	Latency *latency.Counts
+	// Outcomes of the same requests, by class; nil unless Latency is set
+	// and the worker uses FeatureOutcomes.
+	Outcomes *latency.Outcomes
 }
 
 const (
@@ -373,17 +383,22 @@ const (
 	// latencySize: the histogram's sum in nanoseconds, then its buckets,
 	// uint64 each.
 	latencySize = 8 + 8*latency.Buckets
+	// outcomesSize: after the histogram, a uint64 per latency.Class.
+	outcomesSize = 8 * int(latency.NumClasses)
 )
 
 // MaxHeartbeatFrame is the size of the largest heartbeat frame.
-const MaxHeartbeatFrame = HeaderSize + heartbeatSize + latencySize
+const MaxHeartbeatFrame = HeaderSize + heartbeatSize + latencySize + outcomesSize
 
 // AppendHeartbeat appends a heartbeat frame to dst, with the latency
-// histogram if h has one.
+// histogram if h has one, and then the outcomes if it has those too.
 func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
 	n := heartbeatSize
 	if h.Latency != nil {
 		n += latencySize
+		if h.Outcomes != nil {
+			n += outcomesSize
+		}
 	}
 	dst = appendHeader(dst, TypeHeartbeat, n)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Conns)
@@ -400,6 +415,11 @@ func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
 		for _, v := range l.Buckets {
 			dst = binary.LittleEndian.AppendUint64(dst, v)
 		}
+		if o := h.Outcomes; o != nil {
+			for _, v := range o {
+				dst = binary.LittleEndian.AppendUint64(dst, v)
+			}
+		}
 	}
 	return dst
 }
@@ -415,12 +435,19 @@ func (f Frame) Heartbeat() Heartbeat {
 		Goroutines: binary.LittleEndian.Uint32(p[24:]),
 		Healthy:    p[28] == 1,
 	}
-	if p = p[heartbeatSize:]; len(p) == latencySize {
+	if p = p[heartbeatSize:]; len(p) >= latencySize {
 		l := &latency.Counts{Sum: time.Duration(binary.LittleEndian.Uint64(p))}
 		for i := range l.Buckets {
 			l.Buckets[i] = binary.LittleEndian.Uint64(p[8+8*i:])
 		}
 		h.Latency = l
+	}
+	if p = p[min(len(p), latencySize):]; len(p) == outcomesSize {
+		o := new(latency.Outcomes)
+		for i := range o {
+			o[i] = binary.LittleEndian.Uint64(p[8*i:])
+		}
+		h.Outcomes = o
 	}
 	return h
 }

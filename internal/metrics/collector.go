@@ -35,6 +35,8 @@ type snapshotCollector struct {
 	rebalanceAsks   *prometheus.Desc
 	pending         *prometheus.Desc
 	reloads         *prometheus.Desc
+	verdicts        *prometheus.Desc
+	baking          *prometheus.Desc
 	openConns       *prometheus.Desc
 	requests        *prometheus.Desc
 	rss             *prometheus.Desc
@@ -63,6 +65,8 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		rebalanceAsks:   d("rebalance_asked_total", "Idle keep-alive connections workers were asked to give back so that new workers get a share (-rebalance)."),
 		pending:         d("pending_connections", "Connections waiting for a ready worker."),
 		reloads:         d("reloads_total", "Reloads of all workers, by result.", "result"),
+		verdicts:        d("canary_verdicts_total", "Verdicts on canary reloads: pass, fail, or insufficient traffic.", "verdict"),
+		baking:          d("canary_baking", "1 while a canary reload's new workers serve beside the old generation, to be judged."),
 		openConns:       d("worker_open_connections", "Connections the worker in each slot has open.", "slot"),
 		requests:        d("worker_requests_total", "Requests served by the worker in each slot; resets when the slot's worker is replaced.", "slot"),
 		rss:             d("worker_resident_memory_bytes", "Resident set size of the worker in each slot.", "slot"),
@@ -78,7 +82,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
-		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.openConns,
+		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.verdicts, c.baking, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 		c.duration,
 	} {
@@ -108,6 +112,12 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	labeled(ch, c.spawns, prometheus.CounterValue, control.SpawnCauses, s.Spawns)
 	labeled(ch, c.exits, prometheus.CounterValue, control.ExitCauses, s.Exits)
 	labeled(ch, c.reloads, prometheus.CounterValue, reloadResults, s.Reloads)
+	labeled(ch, c.verdicts, prometheus.CounterValue, canaryVerdicts, s.CanaryVerdicts)
+	baking := 0.0
+	if s.CanaryBaking {
+		baking = 1
+	}
+	ch <- constMetric(c.baking, prometheus.GaugeValue, baking)
 	for slot, n := range s.Handoffs {
 		ch <- constMetric(c.handoffs, prometheus.CounterValue, float64(n), strconv.Itoa(slot))
 	}

@@ -32,6 +32,7 @@
 //	listen.go    -listen, repeatable (Listeners, a flag.Value whose Set
 //	             appends), and the socket file's -listen-mode, owner, group
 //	admin.go     the admin listener's: loopback without auth, the auth file's mode
+//	canary.go    a reload's canary: -canary, -bake and the gates, their defaults
 //	usage.go     the command line's help text
 package settings
 

@@ -58,6 +58,9 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"sticky-table": {value: "10"}, "sticky-table-age": {value: "1m0s"}, "sticky-forget": {value: "never"},
 		"proxy-protocol": {value: "true"}, "proxy-wait": {value: "2s"},
 		"proxy-from": {value: "10.0.0.0/8", with: []string{"-proxy-protocol"}},
+		"canary":     {value: "2"}, "bake": {value: "10s"}, "canary-insufficient": {value: "continue"},
+		"canary-error-pp": {value: "2.5"}, "canary-error-ratio": {value: "3"},
+		"canary-latency-ratio": {value: "2"}, "canary-min-requests": {value: "50"},
 	}
 	def, err := Parse(nil)
 	if err != nil {

@@ -190,6 +190,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
 	stickyFlags(fs, &c.Stickiness)
+	canaryFlags(fs, c) // canary.go
 }
 
 // defaultWorker is the worker binary beside the supervisor's executable.

@@ -49,6 +49,9 @@ var needs = map[string]string{
 	"hang-timeout": NeedsNothing, "max-crashes": NeedsNothing, "crash-window": NeedsNothing,
 	"max-requests": NeedsNothing, "max-requests-jitter": NeedsNothing, "max-rss": NeedsNothing,
 	"rebalance": NeedsNothing, "handback": NeedsNothing, keyCommand: NeedsNothing,
+	"canary": NeedsNothing, "bake": NeedsNothing, "canary-insufficient": NeedsNothing,
+	"canary-error-pp": NeedsNothing, "canary-error-ratio": NeedsNothing,
+	"canary-latency-ratio": NeedsNothing, "canary-min-requests": NeedsNothing,
 
 	// Read once when the supervisor starts; an upgrade starts it anew
 	// over the same sockets and workers.

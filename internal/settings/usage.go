@@ -77,6 +77,18 @@ flags (each also a key of the -config file, flags winning):
   -proxy-from CIDR,...  take headers only from these sources (others closed)
   -proxy-wait DUR       how long a PROXY header may take (default 1s)
 
+  -canary N             reloads (SIGHUP, ctl reload) replace N slots first, and
+                        judge them against the old generation for -bake before
+                        the rest; a failed verdict rolls them back to the
+                        release that was serving (default 0: plain reload)
+  -bake DUR             how long the canary serves before its verdict (default 30s)
+  -canary-insufficient continue|rollback
+                        too few requests to judge (default rollback)
+  -canary-error-pp P, -canary-error-ratio R
+                        fail when the canary's error rate (5xx, panics) is P
+                        points above the old one's and R times it (default 1, 2)
+  -canary-latency-ratio R  fail when its p99 is R times the old one's (default 1.5)
+  -canary-min-requests N  fewer canary requests: not enough traffic (default 100)
   -version              print the version and exit
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,

@@ -175,6 +175,9 @@ func (c *Settings) validate(n naming) error {
 	if err := c.validateAdmin(n); err != nil {
 		return err
 	}
+	if err := c.validateCanary(n); err != nil {
+		return err
+	}
 	if c.Group != "" && c.User == "" {
 		return usagef("%s needs %s", n.the("Group"), n.ref("User"))
 	}

@@ -34,7 +34,7 @@ func ask[T any](ctx context.Context, s *Supervisor, ev func(reply chan T) any) (
 	var zero T
 	reply := make(chan T, 1)
 	select {
-	case s.events <- ev(reply):
+	case s.asks <- ev(reply):
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	case <-s.done:
@@ -56,7 +56,7 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 		respond(reply, control.Response{OK: true, Status: s.status()})
 	case control.CmdReload:
 		s.log.Info("reload requested over the control socket")
-		s.reloader.requestReload(reply)
+		s.reloader.requestReload(reply, req)
 	case control.CmdScale:
 		s.scaler.scale(req.N, reply)
 	case control.CmdStop:
@@ -79,6 +79,7 @@ func (s *Supervisor) status() *control.Status {
 		Version:     Version,
 		Upgrades:    s.up.upgrades,
 		AcceptGapMS: float64(s.up.acceptGap.Microseconds()) / 1000,
+		Canary:      s.reloader.canaryStatus(),
 	}
 	for _, p := range s.live {
 		perSec, lat, _ := p.recent.figures(p.started)

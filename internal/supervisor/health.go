@@ -142,6 +142,7 @@ func (h *health) replace(p *process, cause control.Cause) {
 		return
 	}
 	if p.slot.cur == p {
+		h.s.reloader.lost(p, cause) // a canary's hang fails it (canary.go)
 		h.s.vacate(p.slot)
 		h.s.crashed(p.slot, p.uptime(h.s.sys.Now()), cause)
 	}

@@ -16,10 +16,10 @@ import (
 // the command); the rollout that follows starts the new workers under it.
 // A file that does not read, or whose settings the running ones rule out,
 // refuses the reload: everything runs on as it was.
-func (rl *reloader) requestReload(reply chan control.Response) {
+func (rl *reloader) requestReload(reply chan control.Response, req control.Request) {
 	s := rl.s
 	if s.phase == phaseStopping || s.phase == phaseStarting && reply != nil {
-		rl.reload(reply) // refused, saying why
+		rl.reload(reply, reloadOptions{}) // refused, saying why
 		return
 	}
 	note, err := s.reconfigure()
@@ -31,7 +31,7 @@ func (rl *reloader) requestReload(reply chan control.Response) {
 		return
 	}
 	rl.note += note
-	rl.reload(reply)
+	rl.reload(reply, s.reloadOptions(req)) // after the file: its -canary and -bake count
 }
 
 // reconfigure reads the -config file again and applies what a reload can:

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,6 +26,9 @@ type rollout struct {
 	// recycled is the slot a recycle replaces the worker of; nil for a
 	// reload.
 	recycled *slot
+	// canary: this reload's canary policy (canary.go); nil for a plain
+	// rolling reload and a recycle.
+	canary *canary
 }
 
 // recycleBackoff is how long a slot waits after its nth failed recycle in a
@@ -35,8 +39,11 @@ func recycleBackoff(n int) time.Duration {
 
 // event is the kind of event a rollout's steps are reported as.
 func (r *rollout) event() control.EventKind {
-	if r.reason == control.CauseRecycle {
+	switch r.reason {
+	case control.CauseRecycle:
 		return control.EventRecycle
+	case control.CauseRollback:
+		return control.EventRollback
 	}
 	return control.EventReload
 }
@@ -51,7 +58,10 @@ type reloader struct {
 	// Reloads that arrived while they could not run, carried out as soon
 	// as they can: during start-up or during another rollout.
 	reloadAfter  []chan control.Response
+	afterOpts    reloadOptions // the options of the last reload queued
 	reloadQueued bool
+	lastGen      int     // the last generation a reload made, rolled back or not
+	last         *canary // the last canary, once over: for ctl status
 	// note is what the configuration file changed for the reloads not
 	// started yet: the next rollout's replies begin with it.
 	note string
@@ -62,7 +72,7 @@ type reloader struct {
 // the workers are still starting starts once they are ready, and one asked
 // for during another rollout starts after it, so that it picks up a binary
 // replaced meanwhile.
-func (rl *reloader) reload(reply chan control.Response) {
+func (rl *reloader) reload(reply chan control.Response, opts reloadOptions) {
 	switch {
 	case rl.s.phase == phaseStopping:
 		respond(reply, control.Response{Error: "reload: supervisor is stopping"})
@@ -76,19 +86,41 @@ func (rl *reloader) reload(reply chan control.Response) {
 		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "running"})
 		return
 	case rl.roll != nil || rl.s.scaler.scaling != nil:
-		rl.reloadAfter = append(rl.reloadAfter, reply)
+		rl.reloadAfter, rl.afterOpts = append(rl.reloadAfter, reply), opts
 		rl.s.log.Info("reload queued behind the operation in progress")
 		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "idle"})
 		return
 	}
-	rl.s.gen++
 	// It answers the requests queued behind the operation that just ended
 	// too, however it ends, even before rollStep returns.
-	r := &rollout{reason: control.CauseReload, gen: rl.s.gen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: rl.reloadAfter}
+	waiters := rl.reloadAfter
 	rl.reloadAfter = nil
-	r.note, rl.note = rl.note, ""
+	note := rl.note
+	rl.note = ""
 	if reply != nil {
-		r.waiters = append(r.waiters, reply)
+		waiters = append(waiters, reply)
+	}
+	refusal := rl.s.releases.refuse(opts.force)
+	if refusal == nil && opts.canary > 0 {
+		if why := rl.canaryRefusal(opts.canary); why != "" {
+			refusal = errors.New(why)
+		}
+	}
+	if refusal != nil {
+		rl.s.log.Warn("reload refused", zap.Error(refusal))
+		rl.s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepFailed, Error: refusal.Error()})
+		for _, w := range waiters {
+			respond(w, control.Response{Error: note + refusal.Error()})
+		}
+		return
+	}
+	rl.lastGen = max(rl.lastGen, rl.s.gen) + 1
+	r := &rollout{reason: control.CauseReload, gen: rl.lastGen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: waiters, note: note}
+	rel := rl.s.releases.keep(r.gen)
+	if opts.canary > 0 {
+		rl.startCanary(r, opts, rel) // s.gen stays the old one until the verdict
+	} else {
+		rl.s.gen = r.gen
 	}
 	rl.roll = r
 	rl.s.notify.Reloading()
@@ -117,6 +149,9 @@ func (rl *reloader) rollStep() {
 		if sl.removed || sl.cur == nil {
 			continue // scaled away, or respawning (into the new generation)
 		}
+		if r.reason == control.CauseRollback && sl.cur.gen == r.gen {
+			continue // a canary that crashed came back in the kept release
+		}
 		p, err := rl.s.spawn(sl, r.gen, r.reason)
 		if err != nil {
 			rl.rollFailed(fmt.Errorf("slot %d: %w", sl.id, err))
@@ -126,17 +161,32 @@ func (rl *reloader) rollStep() {
 		rl.s.emit(p, control.Event{Kind: r.event(), Step: control.StepFork})
 		return
 	}
+	if c := r.canary; c != nil {
+		switch c.state {
+		case control.CanaryStarting:
+			rl.bake(c)
+			return
+		case control.CanaryRollingBack:
+			rl.rolledBack(r)
+			return
+		}
+	}
 	rl.roll = nil
 	if sl := r.recycled; sl != nil {
 		sl.recycleFails = 0
 	}
 	took := rl.s.sys.Now().Sub(r.began)
 	msg := r.note + fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	if c := r.canary; c != nil {
+		rl.last = c
+		msg = r.note + fmt.Sprintf("reload: canary %s (%s); replaced %d workers in %s", c.verdict.verdict, c.verdict.why, r.done, took.Round(time.Millisecond))
+	}
 	rl.s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
 	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
 	if r.reason == control.CauseReload {
 		rl.s.counts.reloads["success"]++
 		rl.s.notify.Ready(rl.s.statusLine())
+		rl.s.releases.prune()
 	}
 	for _, w := range r.waiters {
 		respond(w, control.Response{OK: true, Message: msg})
@@ -163,7 +213,15 @@ func (rl *reloader) rollReady(p *process) {
 // that slot, and every slot not reached, keep serving.
 func (rl *reloader) rollFailed(err error) {
 	r := rl.roll
+	if c := r.canary; c != nil && rl.s.phase != phaseStopping && (c.state == control.CanaryStarting || c.state == control.CanaryBaking) {
+		// The canary's own slots go back to the kept release.
+		rl.decide(c, verdict{verdict: control.VerdictFail, rollback: true, why: "a canary worker failed: " + err.Error()})
+		return
+	}
 	rl.roll = nil
+	if c := r.canary; c != nil {
+		rl.last = c
+	}
 	err = fmt.Errorf("%s failed after %d of %d slots: %w", r.reason, r.done, r.done+1+len(r.todo), err)
 	if sl := r.recycled; sl != nil {
 		// The new worker could not boot: try again after a backoff, not at
@@ -190,7 +248,7 @@ func (s *Supervisor) idle() {
 		return
 	}
 	if len(s.reloader.reloadAfter) > 0 {
-		s.reloader.reload(nil) // takes the queued requests as its waiters
+		s.reloader.reload(nil, s.reloader.afterOpts) // takes the queued requests as its waiters
 		if s.reloader.roll != nil {
 			return
 		}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -119,7 +118,7 @@ func rollback(st *upgradeState, why error, sp *spawner) error {
 	s.up.s = s
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
-	err := s.up.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
+	err := s.up.execState(st, fdPath(st.Binary), st.Previous)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 

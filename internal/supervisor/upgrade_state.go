@@ -162,17 +162,38 @@ func writeState(st *upgradeState) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: encode state: %w", err)
 	}
-	fd, err := unix.MemfdCreate("prefork-upgrade-state", unix.MFD_CLOEXEC)
+	f, err := newMemfd("prefork-upgrade-state")
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: memfd: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "prefork-upgrade-state")
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("upgrade: write state: %w", err)
 	}
 	return f, nil
 }
+
+// newMemfd makes an empty memfd, close-on-exec: anonymous memory, gone
+// with its last descriptor. The upgrade keeps its state in one, a canary
+// reload the release that was serving (release.go). It may be executed
+// (MFD_EXEC, where the kernel has the vm.memfd_noexec sysctl).
+func newMemfd(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) { // a kernel before 6.3 knows no MFD_EXEC
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// fdPath names descriptor fd of this process for execve, even when the
+// file it was opened from has been replaced or removed since: the kernel
+// opens the path before it closes the close-on-exec descriptors, so the
+// descriptor need not be inherited. (For a #! script it must be: the
+// interpreter opens the path again.)
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // errNoState: this process was not started by an upgrade.
 var errNoState = errors.New("upgrade: no state")
