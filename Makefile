@@ -3,12 +3,13 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
+	$(GO) build -o $(BIN)/sdsocket ./bench/sdsocket
 	# The fasthttp worker is its own module (examples/fasthttp), so that
 	# prefork's go.mod does not depend on fasthttp.
 	cd examples/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-worker .
@@ -65,6 +66,12 @@ bench: build bench-tools
 # harness from its own module).
 bench-latency: build bench-tools
 	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -lat-reps 3 $(BENCHFLAGS)
+
+# Only the keep-alive table (about a minute): POSTs on keep-alive
+# connections through reloads, prefork with and without hand-back, one Go
+# process behind a held socket, Node's cluster reload pattern.
+bench-keepalive: build bench-tools
+	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -no-latency $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)
