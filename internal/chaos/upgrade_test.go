@@ -111,7 +111,7 @@ func sweepTerm(t *testing.T, mode string) {
 			case !stopped && inside:
 				tl.lostIn++
 			case !stopped:
-				tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: lost, outside every window %v", off, ws))
+				tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: lost, sent %s outside every window: %s", off, sn, ws))
 			case s.ExitCode() == 0:
 			case killedBy(s, syscall.SIGTERM) && s.count(`"msg":"upgraded in place"`) == 0:
 				// The new image died before it could log its window:
@@ -166,7 +166,7 @@ func sweepHup(t *testing.T, mode string) {
 				if inside {
 					tl.lostIn++
 				} else {
-					tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: lost, outside every window", off))
+					tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: lost, sent %s outside every window: %s", off, sn, s.windows()))
 				}
 			}
 		}

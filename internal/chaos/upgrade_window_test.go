@@ -22,6 +22,10 @@ type signalWindow struct{ held, caught time.Time }
 
 func (w signalWindow) length() time.Duration { return w.caught.Sub(w.held) }
 
+func (w signalWindow) String() string {
+	return w.held.Format("15:04:05.000000") + "–" + w.caught.Format("15:04:05.000000")
+}
+
 // windows returns the signal windows of the upgrades s logged, in order.
 func (s *sup) windows() []signalWindow {
 	var out []signalWindow
@@ -40,6 +44,10 @@ func (s *sup) windows() []signalWindow {
 
 // sending is when a signal was sent: after from, before to.
 type sending struct{ from, to time.Time }
+
+func (sn sending) String() string {
+	return sn.from.Format("15:04:05.000000") + "–" + sn.to.Format("15:04:05.000000")
+}
 
 // in reports whether the signal may have arrived inside one of ws.
 func (sn sending) in(ws []signalWindow) bool {

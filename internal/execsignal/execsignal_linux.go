@@ -81,11 +81,14 @@ func init() {
 // preceded the execve; held is zero from an older image.
 func Window() (held, caught time.Time) { return heldAt, caughtAt }
 
-// HeldEnv is Env as the old image sets it: the time of Hold, which the
-// new image's Window reports.
+// HeldEnv is Env as the old image sets it after Hold: the time of Hold,
+// which the new image's Window reports.
 func HeldEnv() string {
-	return Env + "=" + itoa(uint64(time.Now().UnixNano()))
+	return Env + "=" + itoa(uint64(holding.UnixNano()))
 }
+
+// holding is when Hold was last called.
+var holding time.Time
 
 func itoa(n uint64) string {
 	var b [20]byte
@@ -130,6 +133,7 @@ func Early() (sigs chan os.Signal, ok bool) { return early, early != nil }
 // for this process's other threads to exit is then kept pending, while an
 // ignored one is dropped as it is sent (signal(7)).
 func Hold() (release func(), err error) {
+	holding = time.Now()
 	set := sigset(sigNums[:])
 	var oldMask uint64
 	if err := sigprocmask(sigBlock, &set, &oldMask); err != nil {
