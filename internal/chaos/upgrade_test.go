@@ -120,7 +120,8 @@ func sweepTerm(t *testing.T, mode string) {
 				tl.fatalIn++
 				inside = true
 			default:
-				tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: exit status %d", off, s.ExitCode()))
+				tl.wrongOut = append(tl.wrongOut, fmt.Sprintf("%s: %s, sent %s, windows %s; log:\n%s", off, s.Cmd.ProcessState,
+					sn, ws, grepLines(s.Out.String(), "upgrad")))
 			}
 			if inside {
 				tl.inside++

@@ -36,8 +36,8 @@ const Env = "PREFORK_HELD_SIGNALS"
 // early catches Signals in an image started with Env; nil otherwise.
 var early chan os.Signal
 
-// heldAt and caughtAt are the window Window reports.
-var heldAt, caughtAt time.Time
+// heldAt, execAt and caughtAt are the window Window reports.
+var heldAt, execAt, caughtAt time.Time
 
 func init() {
 	v, ok := os.LookupEnv(Env)
@@ -45,7 +45,14 @@ func init() {
 		return
 	}
 	os.Unsetenv(Env)
-	heldAt = parseNanos(v)
+	held, exec := v, ""
+	for i := range len(v) {
+		if v[i] == ',' {
+			held, exec = v[:i], v[i+1:]
+			break
+		}
+	}
+	heldAt, execAt = parseNanos(held), parseNanos(exec)
 	// During init the main goroutine runs on the main thread, the one that
 	// called execve, and its mask is still the one Hold set.
 	early = make(chan os.Signal, 32)
@@ -81,10 +88,16 @@ func init() {
 // preceded the execve; held is zero from an older image.
 func Window() (held, caught time.Time) { return heldAt, caughtAt }
 
-// HeldEnv is Env as the old image sets it after Hold: the time of Hold,
-// which the new image's Window reports.
+// Exec is when the old image called execve, after Hold: zero from an
+// older image. From Hold to Exec the old image's threads other than the
+// one that execs take the signals; from Exec on, the kernel and this
+// image's runtime do.
+func Exec() time.Time { return execAt }
+
+// HeldEnv is Env as the old image sets it after Hold, just before execve:
+// the time of Hold and now, which the new image's Window and Exec report.
 func HeldEnv() string {
-	return Env + "=" + itoa(uint64(holding.UnixNano()))
+	return Env + "=" + itoa(uint64(holding.UnixNano())) + "," + itoa(uint64(time.Now().UnixNano()))
 }
 
 // holding is when Hold was last called.

@@ -269,7 +269,8 @@ func (u *upgrader) resumed(st *upgradeState) {
 			// From Hold to this image's first package init, SIGTERM,
 			// SIGINT and SIGHUP can be lost (see internal/execsignal).
 			fields = append(fields, zap.Int64("signals_held_ns", held.UnixNano()),
-				zap.Int64("signals_caught_ns", caught.UnixNano()), zap.Duration("signal_window", caught.Sub(held)))
+				zap.Int64("signals_caught_ns", caught.UnixNano()), zap.Duration("signal_window", caught.Sub(held)),
+				zap.Duration("signals_held_before_exec", execsignal.Exec().Sub(held)))
 		}
 		u.s.log.Info("upgraded in place", fields...)
 	}
