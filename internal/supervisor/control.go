@@ -99,6 +99,7 @@ func (s *Supervisor) status() *control.Status {
 			RequestsPerS:  perSec,
 			P50S:          lat.Quantile(0.5).Seconds(),
 			P99S:          lat.Quantile(0.99).Seconds(),
+			StatusClasses: statusClasses(p.beat.Outcomes),
 		})
 	}
 	if h := s.mode.handoff(); h != nil && (s.cfg.Sticky != "" || s.cfg.ProxyProtocol) {
