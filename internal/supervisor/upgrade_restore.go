@@ -187,7 +187,7 @@ func (u *upgrader) adopt(st *upgradeState) error {
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
 		p.pid = w.PID
 		if t != nil {
-			p.beatHanded = t.Handed() // its open connections: unknown until it beats (openConns)
+			p.beatHanded, p.beatBack = t.Handed(), t.HandedBack() // its open connections: unknown until it beats (openConns)
 		}
 		u.s.live[p.pid], sl.cur = p, p
 		pr, err := u.s.sys.Adopt(w.PID, func(st exitStatus) {
@@ -244,8 +244,10 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 	if ch == ctl {
 		tr = handoff.OverControl(ctl, keep, log)
 	}
-	return handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
-		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
+	t := handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
+		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused})
+	t.SetGeneration(w.Gen) // a sticky table forgets a slot's keys only when this changes
+	return t, nil
 }
 
 // resumed finishes a restore once the mode accepts again and the workers
