@@ -133,6 +133,12 @@ func (s *stickiness) pick(h *Handoff, key string, fd int, peer ipc.Peer, await b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !claimed && await && s.cfg.Table != nil {
+		// Claim may have come between the Lookup and mu: it fills the
+		// table before it takes mu to wake the awaiting, so a second
+		// look under mu either finds it or is found by it.
+		slot, claimed = s.cfg.Table.Lookup(key)
+	}
 	sl := s.slots[slot]
 	if !claimed || sl == nil {
 		if s.cfg.Key.ClaimedOnly {
