@@ -301,3 +301,21 @@ func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch
 	}
 	return t, t == nil && kept
 }
+
+// Claims are the keys workers claimed, for an in-place upgrade to keep;
+// RestoreClaims, in the new image, claims them again.
+func (h *Handoff) Claims() []sticky.Claim {
+	if h == nil || h.st == nil || h.st.cfg.Table == nil {
+		return nil
+	}
+	return h.st.cfg.Table.Claims()
+}
+
+func (h *Handoff) RestoreClaims(cs []sticky.Claim) {
+	if h == nil || h.st == nil || h.st.cfg.Table == nil {
+		return
+	}
+	for _, c := range cs {
+		h.st.cfg.Table.Claim(c.Key, c.Slot)
+	}
+}

@@ -244,8 +244,10 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 	if ch == ctl {
 		tr = handoff.OverControl(ctl, keep, log)
 	}
-	return handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
-		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
+	t := handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
+		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused})
+	t.SetGeneration(w.Gen) // a sticky table forgets a slot's keys only when this changes
+	return t, nil
 }
 
 // resumed finishes a restore once the mode accepts again and the workers
