@@ -140,7 +140,8 @@ func TestCanaryReload(t *testing.T) {
 	rel := buildReleases(t, map[string]string{"a": "", "b": "errors=20", "c": "delay=50ms", "d": "crash=1s", "e": ""})
 	app := filepath.Join(t.TempDir(), "worker")
 	deploy(t, rel["a"], app)
-	s := startReady(t, "-workers", "3", "-canary-min-requests", "30", "--", app)
+	admin := proctest.FreeAddr(t)
+	s := startReady(t, "-workers", "3", "-canary-min-requests", "30", "-admin", admin, "--", app)
 	s.allOn("a", 3)
 	load := startCanaryLoad(s, 6)
 	defer load.finish()
@@ -191,6 +192,17 @@ func TestCanaryReload(t *testing.T) {
 			st, _ := s.ctl("status")
 			if !strings.Contains(st, "canary rolled back") || !strings.Contains(st, "error rate") {
 				t.Errorf("ctl status does not say why the canary was rolled back:\n%s", st)
+			}
+			// The dashboard draws its canary panel from /api/status.
+			var api control.Status
+			resp, err := s.client.Get("http://" + admin + "/api/status")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&api)
+				resp.Body.Close()
+			}
+			if err != nil || api.Canary == nil || api.Canary.State != control.CanaryRolledBack || !strings.Contains(api.Canary.Why, "error rate") ||
+				api.Canary.New.ErrorRate < 0.1 || api.Canary.Old.ErrorRate != 0 {
+				t.Errorf("/api/status canary: %+v, %v; want rolled back on the error rate, both generations' figures", api.Canary, err)
 			}
 		}
 	}

@@ -162,6 +162,7 @@ func TestStickyCookie(t *testing.T) {
 	// A worker's claim beats the hash: /session makes up an id, claims it.
 	slotIDs := []int{1, 2, 3, 4}
 	beaten := 0
+	claims := map[string]int{}
 	for range 8 {
 		resp, err := s.client.Get(s.url("/session"))
 		if err != nil || resp.StatusCode != 200 {
@@ -179,6 +180,7 @@ func TestStickyCookie(t *testing.T) {
 		if hashed, _ := sticky.Pick(id, slotIDs); hashed != claimed {
 			beaten++
 		}
+		claims[id] = claimed
 		for range 3 {
 			if h, err := s.healthWith("sid=" + id); err != nil || h.Slot != claimed {
 				t.Fatalf("claimed id %s: slot %d, %v; want %d", id, h.Slot, err, claimed)
@@ -187,6 +189,20 @@ func TestStickyCookie(t *testing.T) {
 	}
 	if beaten == 0 {
 		t.Fatal("no claimed id of 8 was one the hash would have put elsewhere: the claims were not tested")
+	}
+	// An in-place upgrade keeps the claims, and every key where it was.
+	if out, code := s.ctl("upgrade"); code != 0 {
+		t.Fatalf("ctl upgrade: %s", out)
+	}
+	for id, claimed := range claims {
+		if h, err := s.healthWith("sid=" + id); err != nil || h.Slot != claimed {
+			t.Fatalf("after an upgrade, claimed id %s: slot %d, %v; want %d", id, h.Slot, err, claimed)
+		}
+	}
+	for k, slot := range oneSlot(t, s.slotsOf(t, keys[:10], 10), "after an upgrade") {
+		if slot != where[k] {
+			t.Fatalf("after an upgrade key %s went to slot %d, not %d", k, slot, where[k])
+		}
 	}
 	st, _ := s.ctl("status")
 	if !strings.Contains(st, "sticky key=cookie:sid claimed_keys=") || !strings.Contains(st, "sticky slots 1:keys=") {

@@ -34,6 +34,8 @@
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
+//	protocol_node_sticky.go  node workers' sticky claims, and -sticky socketio
+//	                (workers that call @socket.io/sticky's setupWorker)
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      the reloader: reload and recycle, slot by slot
 //	canary.go       a rollout's canary policy: its slots first, the bake,
