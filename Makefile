@@ -3,12 +3,13 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-socketio run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
+	$(GO) build -o $(BIN)/sdsocket ./bench/sdsocket
 	# The fasthttp worker is its own module (examples/fasthttp), so that
 	# prefork's go.mod does not depend on fasthttp.
 	cd examples/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-worker .
@@ -20,6 +21,11 @@ run: build
 # PORT=0: the app listens on whatever port the supervisor was given.
 run-node: build
 	PORT=0 ./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
+
+# The socket.io example (examples/socketio, written for @socket.io/sticky)
+# under -sticky socketio; npm ci there first (make test-deps does).
+run-socketio: build
+	./$(BIN)/supervisor -listen $(LISTEN) -workers $(or $(WORKERS),4) -sticky socketio -- node examples/socketio/app.js
 
 # The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
 # the workers.
@@ -65,6 +71,12 @@ bench: build bench-tools
 # harness from its own module).
 bench-latency: build bench-tools
 	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -lat-reps 3 $(BENCHFLAGS)
+
+# Only the keep-alive table (about a minute): POSTs on keep-alive
+# connections through reloads, prefork with and without hand-back, one Go
+# process behind a held socket, Node's cluster reload pattern.
+bench-keepalive: build bench-tools
+	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -no-latency $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)

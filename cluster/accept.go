@@ -26,7 +26,8 @@ type socketAcceptor struct {
 	f     *os.File
 	rc    syscall.RawConn
 	addr  *net.TCPAddr
-	local net.Addr // nil when bound to a wildcard address: ask per connection
+	local net.Addr   // nil when bound to a wildcard address: ask per connection
+	proxy *proxyConf // connections start with a PROXY header; nil: they do not
 
 	// What one accept leaves for Accept: set by try, which is made once
 	// (a closure per call would allocate on every connection).
@@ -85,6 +86,9 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 		return nil, unusable{err}
 	}
 	c.since = time.Now()
+	if a.proxy != nil {
+		c.px = &proxyHeader{conf: a.proxy}
+	}
 	return c, nil
 }
 

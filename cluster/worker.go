@@ -44,6 +44,7 @@ type worker struct {
 	mode       string
 	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
 	claims     claimQueue   // Claim's waits for the supervisor's answers
+	proxy      *proxyConf   // -proxy-protocol in shared and reuseport: the listener reads headers
 	ctl        *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
@@ -157,6 +158,9 @@ func start() (*worker, error) {
 	// Load frames cost a sendmsg per closed connection here and a wake-up
 	// in the supervisor; only least-conn needs them.
 	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
+	if w.proxy, err = proxyFromEnv(); err != nil {
+		return nil, err
+	}
 	// Children this worker may spawn must not think they are workers.
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, ipc.EnvPrefix) {

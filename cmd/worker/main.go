@@ -27,7 +27,18 @@ func main() {
 	}
 }
 
+// A release's name and defect, set at build time (-ldflags "-X
+// main.build=v2 -X main.fault=errors=20"): /health shows the build, and
+// demo.Fault says what a fault does. The canary reload tests build their
+// releases this way.
+var build, fault string
+
 func run(addr string) error {
+	flt, err := demo.ParseFault(fault)
+	if err != nil {
+		return err
+	}
+	flt.Arm()
 	log, err := zap.NewProduction()
 	if err != nil {
 		return err
@@ -45,9 +56,10 @@ func run(addr string) error {
 		Generation: cluster.Generation(),
 		Started:    time.Now(),
 		Claim:      cluster.Claim,
+		Build:      build,
 	}, log)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
-	srv := demo.NewServer(cluster.CountRequests(router), log)
+	srv := demo.NewServer(cluster.CountRequests(flt.Wrap(router)), log)
 
 	return cluster.Serve(srv, ln)
 }

@@ -127,9 +127,7 @@ func parseCtl(args []string) (*ctl, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.reloadFlags(fs, *canary, *bake); err != nil {
-		return nil, err
-	}
+
 	if c.timeout < 0 || c.timeout == 0 && cli.IsSet(fs, "timeout") {
 		return nil, fmt.Errorf("invalid value %q for flag -timeout: must be positive", fs.Lookup("timeout").Value)
 	}
@@ -169,6 +167,9 @@ func parseCtl(args []string) (*ctl, error) {
 		}
 	default:
 		return nil, fmt.Errorf("unknown command %q: want status, reload, scale N, stop, upgrade or events", c.cmd)
+	}
+	if err := c.reloadFlags(fs, *canary, *bake); err != nil { // canary.go
+		return nil, err
 	}
 	c.path = *control
 	if c.path == "" {

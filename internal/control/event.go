@@ -34,7 +34,8 @@ type Event struct {
 	Workers   int     `json:"workers"`    // running: slots
 	StartupMS int64   `json:"startup_ms"` // running: from start to every slot ready
 	DelayMS   int64   `json:"delay_ms"`   // respawn: the crash backoff
-	Msg       string  `json:"msg"`        // message: what the worker sent
+	Msg       string  `json:"msg"`        // message: what the worker sent (cut to MaxEventMsg for subscribers)
+	MsgBytes  int     `json:"msg_bytes"`  // message: the size of what the worker sent, when Msg was cut
 	Seq       uint64  `json:"seq"`        // message: its number, from 1, for the primary's window
 	SilentS   float64 `json:"silent_s"`   // hang: since its last healthy heartbeat
 	GapS      float64 `json:"gap_s"`      // freeze: how long the supervisor did not run
@@ -81,7 +82,7 @@ func (e Event) Fields() map[string]any {
 	}
 	for k, v := range map[string]int{
 		"slot": e.Slot, "pid": e.PID, "generation": e.Generation, "code": e.Code, "count": e.Count,
-		"workers": e.Workers, "replaced": e.Replaced, "from": e.From, "to": e.To, "by": e.By, "queued": e.Queued,
+		"workers": e.Workers, "msg_bytes": e.MsgBytes, "replaced": e.Replaced, "from": e.From, "to": e.To, "by": e.By, "queued": e.Queued,
 		"canary": e.Canary, "old_requests": e.OldRequests, "new_requests": e.NewRequests, "crashes": e.Crashes,
 	} {
 		if v != 0 {

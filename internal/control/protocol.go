@@ -51,6 +51,9 @@ type Response struct {
 	Error   string  `json:"error,omitempty"`
 	Message string  `json:"message,omitempty"` // e.g. "reloaded 2 workers in 85ms"
 	Status  *Status `json:"status,omitempty"`  // set for status
+	// Canary is a canary reload's outcome, with its verdict; set for a
+	// reload that had one.
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // Status describes the supervisor and its workers.
@@ -94,6 +97,10 @@ type WorkerStatus struct {
 	RequestsPerS float64 `json:"requests_per_s"`
 	P50S         float64 `json:"p50_s"`
 	P99S         float64 `json:"p99_s"`
+	// StatusClasses counts the requests it served since it started by
+	// how they ended: "2xx", "3xx", "4xx", "5xx" and "panic"; nil from a
+	// worker that does not report them (only cluster.CountRequests does).
+	StatusClasses map[string]uint64 `json:"status_classes,omitempty"`
 	// With -sticky: the keys its slot claimed (cluster.Claim) and the
 	// connections sent to its slot by key.
 	StickyKeys  int    `json:"sticky_keys,omitempty"`

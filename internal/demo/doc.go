@@ -18,6 +18,9 @@
 // /heavy and /sleep stop early when the request context is cancelled, so a
 // client that goes away does not keep a worker busy.
 //
+// [Fault] is a defect a release can be built with (-X main.fault), to
+// test canary reloads: answers 500, slower answers, a crash.
+//
 // [CheckHealth] runs the /health handler in process, letting a worker prove
 // it can still serve before it sends a heartbeat to the supervisor.
 package demo

@@ -22,6 +22,7 @@ type Health struct {
 	Generation int     `json:"generation"`
 	UptimeS    float64 `json:"uptime_s"`
 	Goroutines int     `json:"goroutines"`
+	Build      string  `json:"build,omitempty"` // the release, as built with -X main.build
 }
 
 // healthBufs holds response buffers for /health.
@@ -41,6 +42,10 @@ func newHealthHandler(info Info, pid int) http.HandlerFunc {
 	mode, _ := json.Marshal(info.Mode) // a string always marshals
 	prefix := fmt.Appendf(nil, `{"status":"ok","pid":%d,"worker":%d,"slot":%d,"mode":%s,"generation":%d,"client":`,
 		pid, info.WorkerID, info.WorkerID, mode, info.Generation)
+	if info.Build != "" {
+		build, _ := json.Marshal(info.Build)
+		prefix = fmt.Appendf(prefix[:len(prefix)-len(`"client":`)], `"build":%s,"client":`, build)
+	}
 	started := info.Started
 
 	return func(w http.ResponseWriter, r *http.Request) {

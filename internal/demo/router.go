@@ -19,6 +19,8 @@ type Info struct {
 	// Claim claims a sticky key for this worker's slot (cluster.Claim);
 	// nil: GET /session answers 404.
 	Claim func(key string) error
+	// Build names the release, in /health; "" leaves it out.
+	Build string
 }
 
 // Shared header values. They are assigned directly into response headers to

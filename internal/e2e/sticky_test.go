@@ -162,6 +162,7 @@ func TestStickyCookie(t *testing.T) {
 	// A worker's claim beats the hash: /session makes up an id, claims it.
 	slotIDs := []int{1, 2, 3, 4}
 	beaten := 0
+	claims := map[string]int{}
 	for range 8 {
 		resp, err := s.client.Get(s.url("/session"))
 		if err != nil || resp.StatusCode != 200 {
@@ -179,6 +180,7 @@ func TestStickyCookie(t *testing.T) {
 		if hashed, _ := sticky.Pick(id, slotIDs); hashed != claimed {
 			beaten++
 		}
+		claims[id] = claimed
 		for range 3 {
 			if h, err := s.healthWith("sid=" + id); err != nil || h.Slot != claimed {
 				t.Fatalf("claimed id %s: slot %d, %v; want %d", id, h.Slot, err, claimed)
@@ -187,6 +189,20 @@ func TestStickyCookie(t *testing.T) {
 	}
 	if beaten == 0 {
 		t.Fatal("no claimed id of 8 was one the hash would have put elsewhere: the claims were not tested")
+	}
+	// An in-place upgrade keeps the claims, and every key where it was.
+	if out, code := s.ctl("upgrade"); code != 0 {
+		t.Fatalf("ctl upgrade: %s", out)
+	}
+	for id, claimed := range claims {
+		if h, err := s.healthWith("sid=" + id); err != nil || h.Slot != claimed {
+			t.Fatalf("after an upgrade, claimed id %s: slot %d, %v; want %d", id, h.Slot, err, claimed)
+		}
+	}
+	for k, slot := range oneSlot(t, s.slotsOf(t, keys[:10], 10), "after an upgrade") {
+		if slot != where[k] {
+			t.Fatalf("after an upgrade key %s went to slot %d, not %d", k, slot, where[k])
+		}
 	}
 	st, _ := s.ctl("status")
 	if !strings.Contains(st, "sticky key=cookie:sid claimed_keys=") || !strings.Contains(st, "sticky slots 1:keys=") {
@@ -325,4 +341,28 @@ func TestStickyIPBehindProxy(t *testing.T) {
 func errors_is_timeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// In shared and reuseport mode the workers accept, and package cluster's
+// listener reads the PROXY header: RemoteAddr is the header's client, and
+// a bad or untrusted header closes the connection.
+func TestProxyHeaderInWorkers(t *testing.T) {
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			s := startReady(t, "-mode", mode, "-workers", "2", "-proxy-protocol", "-proxy-from", "127.0.0.1", "-proxy-wait", "500ms")
+			for i, hdr := range []string{proxyV1("192.0.2.7", 4007), proxyV2("192.0.2.8", 4008)} {
+				h, err := rawHealth(s.addr, nil, hdr)
+				if want := fmt.Sprintf("192.0.2.%d:%d", 7+i, 4007+i); err != nil || h.Client != want {
+					t.Fatalf("header %d: client %q, %v; want %s", i, h.Client, err, want)
+				}
+			}
+			untrusted := &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}
+			if _, err := rawHealth(s.addr, untrusted, proxyV1("192.0.2.1", 1)); err == nil {
+				t.Fatal("a header from an untrusted source was served")
+			}
+			if _, err := rawHealth(s.addr, nil, "PROXY TCP4 junk\r\n"); err == nil {
+				t.Fatal("a malformed header was served")
+			}
+		})
+	}
 }

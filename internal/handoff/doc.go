@@ -53,7 +53,11 @@
 //     {type: 'sticky:connection', data: sid} message is the same call
 //     from its nodeLink, with p.slot.id.
 //   - the Node transport carries sticky connections as it carries any:
-//     the policy only picks the target.
+//     the policy only picks the target. Under -sticky socketio a worker
+//     that called setupWorker never listens: ListenSticky, once it is
+//     online, has its connections go as setupWorker's
+//     {type: 'sticky:connection'} message, taken when the worker
+//     acknowledges the handle, in a window of maxStickyUntaken.
 //
 // # Where to read
 //

@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -286,4 +287,20 @@ func (p *peeker) finish(c *peeking, key string, out outcome) {
 		return
 	}
 	p.h.place(c.fd, c.peer, key, true, &p.frame)
+}
+
+// deferAccept asks the kernel to complete a connection on the listening
+// socket f only once its first bytes have arrived (TCP_DEFER_ACCEPT, as
+// nginx's "deferred"), for up to the peeker's wait: the first peek then
+// finds them, at accept, and the connection never waits in the peeker.
+// The option is the socket's, shared by every descriptor of it; a socket
+// that is not TCP refuses it, which costs nothing but the peeker's work.
+func (s *stickiness) deferAccept(f *os.File) {
+	if s.pk == nil {
+		return
+	}
+	secs := int(max(1, (s.pk.wait+time.Second-1)/time.Second))
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs) })
+	}
 }

@@ -133,6 +133,12 @@ func (s *stickiness) pick(h *Handoff, key string, fd int, peer ipc.Peer, await b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !claimed && await && s.cfg.Table != nil {
+		// Claim may have come between the Lookup and mu: it fills the
+		// table before it takes mu to wake the awaiting, so a second
+		// look under mu either finds it or is found by it.
+		slot, claimed = s.cfg.Table.Lookup(key)
+	}
 	sl := s.slots[slot]
 	if !claimed || sl == nil {
 		if s.cfg.Key.ClaimedOnly {
@@ -294,4 +300,22 @@ func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch
 		t, _ = h.policy.Pick()
 	}
 	return t, t == nil && kept
+}
+
+// Claims are the keys workers claimed, for an in-place upgrade to keep;
+// RestoreClaims, in the new image, claims them again.
+func (h *Handoff) Claims() []sticky.Claim {
+	if h == nil || h.st == nil || h.st.cfg.Table == nil {
+		return nil
+	}
+	return h.st.cfg.Table.Claims()
+}
+
+func (h *Handoff) RestoreClaims(cs []sticky.Claim) {
+	if h == nil || h.st == nil || h.st.cfg.Table == nil {
+		return
+	}
+	for _, c := range cs {
+		h.st.cfg.Table.Claim(c.Key, c.Slot)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // Action is what the supervisor command line asks for besides supervising.
@@ -112,12 +113,18 @@ func parse(args []string, who whose) (Settings, Action, error) {
 	if !given["worker-protocol"] && isNodeCommand(c.Command) {
 		c.WorkerProtocol = ProtocolNode
 	}
-	if !given["mode"] && c.WorkerProtocol != ProtocolPrefork {
+	if c.Sticky == sticky.SocketIO && !given["sticky-wait"] {
+		// A socket.io session's request that goes by the balance meets
+		// "Session ID unknown": wait as long as a loaded client may take
+		// to write it, as @socket.io/sticky's primary waits, unbounded.
+		c.StickyWait = sticky.SocketIOWait
+	}
+	if !given["mode"] && c.WorkerProtocol != ProtocolPrefork && c.Sticky == "" {
 		// rr needs a worker that takes handed connections: the default
 		// for the others is the mode they can use, as `node app.js` with
 		// no flag should just run. A node worker takes them too (-mode
 		// rr), but shared, where the supervisor does nothing per
-		// connection, stays its default.
+		// connection, stays its default, unless -sticky asks for rr.
 		c.Mode = ipc.ModeShared
 	}
 	if err := c.validate(asFlags); err != nil {

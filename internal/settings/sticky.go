@@ -81,8 +81,8 @@ func (c *Settings) validateSticky(n naming) error {
 	if c.ProxyFrom != "" && !c.ProxyProtocol {
 		return usagef("%s needs -proxy-protocol", n.the("ProxyFrom"))
 	}
-	if c.ProxyProtocol && c.Mode != ipc.ModeRR {
-		return usagef("%s needs -mode rr for now", n.the("ProxyProtocol"))
+	if c.ProxyProtocol && c.Mode != ipc.ModeRR && c.WorkerProtocol != "" && c.WorkerProtocol != ProtocolPrefork {
+		return usagef("%s in %s mode needs Go workers (-worker-protocol prefork), whose listener reads the header; in rr mode the supervisor reads it for any worker", n.the("ProxyProtocol"), c.Mode)
 	}
 	return nil
 }

@@ -65,8 +65,11 @@ flags (each also a key of the -config file, flags winning):
 
   -sticky KEY           rr: keep a client on one worker slot by KEY: ip,
                         cookie:NAME, header:NAME, query:NAME or socketio
+                        (an app written for @socket.io/sticky, unmodified:
+                        node workers that call setupWorker; -mode rr)
   -sticky-wait DUR      how long a connection's first bytes are awaited for
-                        its key, then it goes by -balance (default 500ms)
+                        its key, then it goes by -balance (default 500ms;
+                        5s with -sticky socketio)
   -sticky-hold DUR      how long a keyed connection waits for its slot's
                         restarting worker (default 5s)
   -sticky-table N       keys workers claimed, at most; LRU (default 100000)

@@ -16,6 +16,7 @@
 //
 //	key.go      Key, ParseKey, RegisterKey; the ip kind
 //	http.go     the kinds read from an HTTP request head: cookie, header, query
+//	socketio.go the socketio kind: engine.io's sid, claimed by the workers
 //	hash.go     Pick: rendezvous (highest random weight) hashing over slots
 //	table.go    Table: claimed keys, bounded in size (LRU) and age
 package sticky

@@ -116,3 +116,25 @@ func TestKeys(t *testing.T) {
 		t.Fatalf("ip key %q", k)
 	}
 }
+
+// Claims lists least recently used first, so claiming them again in order
+// rebuilds the same table, LRU order included.
+func TestTableClaimsRebuild(t *testing.T) {
+	now := time.Unix(0, 0)
+	tab := NewTable(3, 0, func() time.Time { return now })
+	tab.Claim("a", 1)
+	tab.Claim("b", 2)
+	tab.Claim("c", 3)
+	tab.Lookup("a")
+	again := NewTable(3, 0, nil)
+	for _, c := range tab.Claims() {
+		again.Claim(c.Key, c.Slot)
+	}
+	again.Claim("d", 4) // evicts b, the least recently used
+	if _, ok := again.Lookup("b"); ok {
+		t.Fatal("the rebuilt table lost the LRU order")
+	}
+	if s, ok := again.Lookup("a"); !ok || s != 1 {
+		t.Fatalf("a: %d %v", s, ok)
+	}
+}

@@ -142,3 +142,22 @@ func (t *Table) Stats() TableStats {
 	}
 	return TableStats{Len: len(t.m), PerSlot: ps, Claims: t.claims, Evicted: t.evicted, Expired: t.expired, Forgotten: t.forgotten}
 }
+
+// Claim is one entry of the table, as an upgrade keeps it.
+type Claim struct {
+	Key  string `json:"key"`
+	Slot int    `json:"slot"`
+}
+
+// Claims lists the table's keys, least recently used first: claiming them
+// again in that order rebuilds the table (an in-place upgrade does).
+func (t *Table) Claims() []Claim {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Claim, 0, len(t.m))
+	for el := t.lru.Back(); el != nil; el = el.Prev() {
+		e := el.Value.(*entry)
+		out = append(out, Claim{Key: e.key, Slot: e.slot})
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/latency"
 	"github.com/prefork/prefork/internal/settings"
 )
 
@@ -205,8 +206,9 @@ func (rl *reloader) rolledBack(r *rollout) {
 	rl.s.notify.Ready(rl.s.statusLine())
 	msg := fmt.Sprintf("reload: canary of generation %d rolled back to generation %d after %s: %s: %s",
 		c.gen, c.oldGen, took.Round(time.Millisecond), c.verdict.verdict, c.verdict.why)
+	st := rl.canaryStatus()
 	for _, w := range r.waiters {
-		respond(w, control.Response{Error: r.note + msg})
+		respond(w, control.Response{Error: r.note + msg, Canary: st})
 	}
 	rl.s.releases.prune()
 	rl.s.idle()
@@ -243,4 +245,14 @@ func (rl *reloader) canaryStatus() *control.CanaryStatus {
 // baking reports whether a canary bakes now.
 func (rl *reloader) baking() bool {
 	return rl.roll != nil && rl.roll.canary != nil && rl.roll.canary.state == control.CanaryBaking
+}
+
+// statusClasses names o's counts for ctl status and the dashboard; nil
+// without o.
+func statusClasses(o *latency.Outcomes) map[string]uint64 {
+	if o == nil {
+		return nil
+	}
+	return map[string]uint64{"2xx": o[latency.ClassOK], "3xx": o[latency.ClassRedirect], "4xx": o[latency.ClassClientError],
+		"5xx": o[latency.ClassServerError], "panic": o[latency.ClassPanic]}
 }

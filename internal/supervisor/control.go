@@ -34,7 +34,7 @@ func ask[T any](ctx context.Context, s *Supervisor, ev func(reply chan T) any) (
 	var zero T
 	reply := make(chan T, 1)
 	select {
-	case s.events <- ev(reply):
+	case s.asks <- ev(reply):
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	case <-s.done:
@@ -99,6 +99,7 @@ func (s *Supervisor) status() *control.Status {
 			RequestsPerS:  perSec,
 			P50S:          lat.Quantile(0.5).Seconds(),
 			P99S:          lat.Quantile(0.99).Seconds(),
+			StatusClasses: statusClasses(p.beat.Outcomes),
 		})
 	}
 	if h := s.mode.handoff(); h != nil && (s.cfg.Sticky != "" || s.cfg.ProxyProtocol) {
@@ -114,15 +115,16 @@ func (s *Supervisor) status() *control.Status {
 }
 
 // openConns is p's open connections: exact from the handoff counts when
-// workers report closes (least-conn), else p's last heartbeat's and those
-// the handoff sent it since (all it was sent, before its first).
+// workers report closes (least-conn), else p's last heartbeat's, plus those
+// the handoff sent it since, less those it handed back since (before its
+// first heartbeat: all of them).
 func (s *Supervisor) openConns(p *process) int64 {
 	if p.t != nil && s.mode.handoff().LoadReports() {
 		return p.t.Load()
 	}
 	n := int64(p.beat.Conns)
 	if p.t != nil {
-		n += int64(p.t.Handed() - p.beatHanded)
+		n += int64(p.t.Handed()-p.beatHanded) - int64(p.t.HandedBack()-p.beatBack)
 	}
 	return n
 }

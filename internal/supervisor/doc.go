@@ -7,7 +7,9 @@
 // All mutable state (slots, workers, generations, the rollout and scale in
 // progress, counters) belongs to one goroutine, the owner, running loop.
 // Everything else reaches it as an event: a worker's exit and frames,
-// signals, timers, control requests and metrics scrapes. A handler that
+// signals, timers, control requests and metrics scrapes; the questions
+// someone waits on (ctl requests, scrapes, Engine calls) have a channel
+// of their own, taken before the events queued. A handler that
 // changes state another handler reacts to queues an event (enqueue); it
 // never calls back into the dispatcher. The parts of that state with a
 // name of their own (the upgrader, services, reloader, scaler, forks,
@@ -32,6 +34,8 @@
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
+//	protocol_node_sticky.go  node workers' sticky claims, and -sticky socketio
+//	                (workers that call @socket.io/sticky's setupWorker)
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      the reloader: reload and recycle, slot by slot
 //	canary.go       a rollout's canary policy: its slots first, the bake,

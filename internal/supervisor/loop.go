@@ -76,9 +76,19 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 			s.handle(ev)
 			continue
 		}
+		// A question first: behind a thousand worker messages in
+		// events, `ctl status` took hundreds of milliseconds.
+		select {
+		case ev := <-s.asks:
+			s.handle(ev)
+			continue
+		default:
+		}
 		select {
 		case sig := <-sigs:
 			s.onSignal(sig)
+		case ev := <-s.asks:
+			s.handle(ev)
 		case ev := <-s.events:
 			s.handle(ev)
 		case <-tick.C:

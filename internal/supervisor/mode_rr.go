@@ -112,6 +112,7 @@ func (m *rr) save(st *upgradeState) (func(), error) {
 			m.log.Error("cannot accept again after a failed upgrade", zap.Error(err))
 		}
 	}
+	st.Claims = m.h.Claims()
 	for _, p := range pend {
 		ps := pendingState{FD: st.keep(p.FD, rolePending, 0)}
 		if p.Peer != (ipc.Peer{}) {
@@ -133,6 +134,7 @@ func restoreRR(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (*r
 	if err != nil {
 		return nil, err
 	}
+	m.h.RestoreClaims(st.Claims)
 	m.h.Requeue(pendingOf(st.Pending)) // new arrivals, handed on once workers are routed
 	return m, nil
 }

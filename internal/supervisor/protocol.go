@@ -121,6 +121,11 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
+	if s.cfg.ProxyProtocol && s.cfg.Mode != ipc.ModeRR {
+		// The worker accepts: its listener reads the header (in rr the
+		// handoff did, and the client travels as the peer address).
+		cmd.Env = append(cmd.Env, ipc.EnvProxy+"=from="+s.cfg.ProxyFrom+";wait="+orDefault(s.cfg.ProxyWait, settings.DefaultProxyWait).String())
+	}
 	cmd.ExtraFiles = []*os.File{l.remote, h.file} // fds 3 and 4
 }
 

@@ -188,8 +188,12 @@ func (rl *reloader) rollStep() {
 		rl.s.notify.Ready(rl.s.statusLine())
 		rl.s.releases.prune()
 	}
+	var st *control.CanaryStatus
+	if r.canary != nil {
+		st = rl.canaryStatus()
+	}
 	for _, w := range r.waiters {
-		respond(w, control.Response{OK: true, Message: msg})
+		respond(w, control.Response{OK: true, Message: msg, Canary: st})
 	}
 	rl.s.idle()
 }

@@ -42,8 +42,12 @@ type Supervisor struct {
 
 	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
 	events chan any         // from other goroutines
-	queue  []any            // from the owner goroutine itself: see enqueue
-	done   chan struct{}
+	// asks are the questions other goroutines wait on (ask): ctl
+	// requests, metrics scrapes, Engine calls. The owner takes them before
+	// what waits in events, which a flood of worker messages can fill.
+	asks  chan any
+	queue []any // from the owner goroutine itself: see enqueue
+	done  chan struct{}
 	// stopping is closed when the stop begins (beginStop).
 	stopping chan struct{}
 
@@ -98,6 +102,7 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		proto:    newProtocol(cfg),
 		bus:      discard{},
 		events:   make(chan any, 1024),
+		asks:     make(chan any, 16),
 		done:     make(chan struct{}),
 		stopping: make(chan struct{}),
 		gen:      1,

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // stateFormat is the version of upgradeState's encoding. A binary takes
@@ -63,11 +64,12 @@ type upgradeState struct {
 	Activated bool           `json:"activated"`
 	Ports     []int          `json:"ports"` // reuseport: each slot's socket, in the group's order
 	PortSlots []int          `json:"port_slots"`
-	Pending   []pendingState `json:"pending"` // rr: connections queued for a ready worker
-	Control   int            `json:"control"` // the control socket's listener; -1 none
-	Metrics   int            `json:"metrics"` // the metrics listener; -1 none
-	Admin     int            `json:"admin"`   // the admin listener (-admin); -1 none
-	Reply     int            `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
+	Pending   []pendingState `json:"pending"`          // rr: connections queued for a ready worker
+	Claims    []sticky.Claim `json:"claims,omitempty"` // rr -sticky: the keys workers claimed, least recently used first
+	Control   int            `json:"control"`          // the control socket's listener; -1 none
+	Metrics   int            `json:"metrics"`          // the metrics listener; -1 none
+	Admin     int            `json:"admin"`            // the admin listener (-admin); -1 none
+	Reply     int            `json:"reply"`            // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
 
