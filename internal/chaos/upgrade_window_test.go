@@ -59,7 +59,8 @@ func (sn sending) in(ws []signalWindow) bool {
 	return false
 }
 
-// usr2ThenTimed is usr2Then with the time of the sending.
+// usr2ThenTimed sends SIGUSR2, and sig offset later, by a timer; it
+// returns when it sent sig, with the time of the sending.
 func (s *sup) usr2ThenTimed(sig syscall.Signal, offset time.Duration) sending {
 	s.t.Helper()
 	type sent struct {
