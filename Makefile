@@ -3,7 +3,7 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
+.PHONY: build run run-node run-socketio run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
@@ -21,6 +21,11 @@ run: build
 # PORT=0: the app listens on whatever port the supervisor was given.
 run-node: build
 	PORT=0 ./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
+
+# The socket.io example (examples/socketio, written for @socket.io/sticky)
+# under -sticky socketio; npm ci there first (make test-deps does).
+run-socketio: build
+	./$(BIN)/supervisor -listen $(LISTEN) -workers $(or $(WORKERS),4) -sticky socketio -- node examples/socketio/app.js
 
 # The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
 # the workers.

@@ -28,7 +28,10 @@ func (h *Handoff) Receive(t *Target) {
 	if h == nil || t == nil {
 		return
 	}
-	t.tr.receive(func(fds []int, peers []ipc.Peer) { h.comeBack(t, fds, peers) })
+	t.tr.receive(func(fds []int, peers []ipc.Peer) {
+		t.back.Add(uint64(len(fds)))
+		h.comeBack(t, fds, peers)
+	})
 }
 
 // comeBack hands connections a worker handed back to other workers, as

@@ -187,7 +187,7 @@ func (u *upgrader) adopt(st *upgradeState) error {
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
 		p.pid = w.PID
 		if t != nil {
-			p.beatHanded = t.Handed() // its open connections: unknown until it beats (openConns)
+			p.beatHanded, p.beatBack = t.Handed(), t.HandedBack() // its open connections: unknown until it beats (openConns)
 		}
 		u.s.live[p.pid], sl.cur = p, p
 		pr, err := u.s.sys.Adopt(w.PID, func(st exitStatus) {
