@@ -20,6 +20,7 @@ type Target struct {
 	// back, refused, or not answered before it exited.
 	handed   atomic.Uint64
 	returned atomic.Uint64
+	back     atomic.Uint64 // connections the worker handed back (Receive)
 	peers    atomic.Bool   // the worker takes peer addresses with its connections
 	closed   atomic.Uint32 // connections the worker reports closed, wrapping
 
@@ -70,6 +71,9 @@ func (t *Target) Available() bool { return t.off.Load() == 0 }
 
 // Handed is how many connections t was ever sent (handoffs_total).
 func (t *Target) Handed() uint64 { return t.handed.Load() }
+
+// HandedBack is how many connections t's worker handed back.
+func (t *Target) HandedBack() uint64 { return t.back.Load() }
 
 // TakesPeers records that the worker takes its connections' peer
 // addresses (its ready frame said so); before the owner routes it.

@@ -115,15 +115,16 @@ func (s *Supervisor) status() *control.Status {
 }
 
 // openConns is p's open connections: exact from the handoff counts when
-// workers report closes (least-conn), else p's last heartbeat's and those
-// the handoff sent it since (all it was sent, before its first).
+// workers report closes (least-conn), else p's last heartbeat's, plus those
+// the handoff sent it since, less those it handed back since (before its
+// first heartbeat: all of them).
 func (s *Supervisor) openConns(p *process) int64 {
 	if p.t != nil && s.mode.handoff().LoadReports() {
 		return p.t.Load()
 	}
 	n := int64(p.beat.Conns)
 	if p.t != nil {
-		n += int64(p.t.Handed() - p.beatHanded)
+		n += int64(p.t.Handed()-p.beatHanded) - int64(p.t.HandedBack()-p.beatBack)
 	}
 	return n
 }

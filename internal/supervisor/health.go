@@ -41,7 +41,7 @@ func (h *health) onBeat(p *process, hb ipc.Heartbeat) {
 	now := h.s.sys.Now()
 	p.beat = hb
 	if p.t != nil {
-		p.beatHanded = p.t.Handed()
+		p.beatHanded, p.beatBack = p.t.Handed(), p.t.HandedBack()
 	}
 	p.recent.add(now, hb)
 	if hb.Healthy {

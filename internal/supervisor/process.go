@@ -37,11 +37,11 @@ type process struct {
 	uses    ipc.Features // what its ready frame announced
 	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
-	// beatHanded: the connections the handoff had sent it at its last
-	// heartbeat (openConns).
-	beatHanded uint64
-	askedAt    time.Time // when rebalancing last asked it to give connections back
-	recent     recent    // its last heartbeats, for requests/s and latency
+	// beatHanded, beatBack: the connections the handoff had sent it, and
+	// those it had handed back, at its last heartbeat (openConns).
+	beatHanded, beatBack uint64
+	askedAt              time.Time // when rebalancing last asked it to give connections back
+	recent               recent    // its last heartbeats, for requests/s and latency
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit

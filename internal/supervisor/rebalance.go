@@ -20,29 +20,30 @@ import (
 //
 // A round is taken only on counts that have seen the previous one: with
 // least-conn they are the handoff's own, exact once the workers' load
-// reports arrive (rebalanceSettle); with round-robin a worker's count is
-// its last heartbeat's and what the handoff sent it since (openConns), so
-// a worker asked to give connections back must have beaten since (a
-// second at most) before it is counted again.
+// reports arrive; with round-robin a worker's count is its last
+// heartbeat's, plus what the handoff sent it since, less what it handed
+// back since (openConns). Either way rounds are rebalanceSettle apart at
+// least, and a worker asked is not asked again within rebalanceAgain: the
+// connections busy when asked leave after their answer.
 // While a worker is starting (a scale-up, a respawn, a reload) no round
 // is taken: its share would be counted too soon. A round asks for at most
 // rebalanceBatch connections in all, and rounds are a tick apart at
 // least: at most a few hundred moves a second.
 const (
 	rebalanceSettle = 100 * time.Millisecond
+	rebalanceAgain  = 500 * time.Millisecond
 	rebalanceBatch  = 128
 )
 
 // rebalance runs on the owner's tick.
 func (s *Supervisor) rebalance(now time.Time) {
-	if !s.cfg.Rebalance {
-		return
+	if !s.cfg.Rebalance || s.cfg.Sticky != "" {
+		return // with -sticky a connection stays on its key's slot
 	}
 	if _, ok := s.mode.(*rr); !ok {
 		return
 	}
 	h := s.mode.handoff()
-	exact := h.LoadReports()
 	if now.Sub(s.rebalancedAt) < max(rebalanceSettle, tickEvery-tickEvery/10) {
 		return
 	}
@@ -54,9 +55,6 @@ func (s *Supervisor) rebalance(now time.Time) {
 		}
 		if p.state != control.StateReady || p.uses&ipc.FeatureHandBack == 0 || p.ctl == nil || !h.Routed(p.t) {
 			continue
-		}
-		if !exact && !p.askedAt.IsZero() && !p.beatAt.After(p.askedAt.Add(rebalanceSettle)) {
-			return // its count may not show what it gave back yet
 		}
 		ready = append(ready, p)
 		total += s.openConns(p)
@@ -71,7 +69,7 @@ func (s *Supervisor) rebalance(now time.Time) {
 	for _, p := range ready {
 		if open := s.openConns(p); open < even {
 			want[p.t] = int(even - open)
-		} else if open-even-1 > 0 {
+		} else if open-even-1 > 0 && now.Sub(p.askedAt) >= rebalanceAgain {
 			asks = append(asks, p)
 		}
 	}
