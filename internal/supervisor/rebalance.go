@@ -40,8 +40,8 @@ const (
 
 // rebalance runs on the owner's tick.
 func (s *Supervisor) rebalance(now time.Time) {
-	if !s.cfg.Rebalance {
-		return
+	if !s.cfg.Rebalance || s.cfg.Sticky != "" {
+		return // with -sticky a connection stays on its key's slot
 	}
 	if _, ok := s.mode.(*rr); !ok {
 		return

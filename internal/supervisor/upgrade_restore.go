@@ -265,8 +265,16 @@ func (u *upgrader) resumed(st *upgradeState) {
 		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
 		u.s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
 	} else {
-		u.s.log.Info("upgraded in place", zap.String("from", st.From), zap.String("version", Version),
-			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", u.acceptGap), zap.Int("upgrades", u.upgrades))
+		fields := []zap.Field{zap.String("from", st.From), zap.String("version", Version),
+			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", u.acceptGap), zap.Int("upgrades", u.upgrades)}
+		if held, caught := execsignal.Window(); !held.IsZero() {
+			// From Hold to this image's first package init, SIGTERM,
+			// SIGINT and SIGHUP can be lost (see internal/execsignal).
+			fields = append(fields, zap.Int64("signals_held_ns", held.UnixNano()),
+				zap.Int64("signals_caught_ns", caught.UnixNano()), zap.Duration("signal_window", caught.Sub(held)),
+				zap.Duration("signals_held_before_exec", execsignal.Exec().Sub(held)))
+		}
+		u.s.log.Info("upgraded in place", fields...)
 	}
 	if st.Reply >= 0 {
 		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {
