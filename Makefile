@@ -3,12 +3,13 @@ BIN     := bin
 LISTEN  ?= :3000
 WORKERS ?=
 
-.PHONY: build run run-node run-fasthttp test test-deps chaos bench bench-tools bench-latency clean
+.PHONY: build run run-node run-socketio run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
 
 build:
 	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
+	$(GO) build -o $(BIN)/sdsocket ./bench/sdsocket
 	# The fasthttp worker is its own module (examples/fasthttp), so that
 	# prefork's go.mod does not depend on fasthttp.
 	cd examples/fasthttp && $(GO) build -o ../../$(BIN)/fasthttp-worker .
@@ -21,6 +22,11 @@ run: build
 run-node: build
 	PORT=0 ./$(BIN)/supervisor -listen $(LISTEN) $(if $(WORKERS),-workers $(WORKERS)) -- node examples/node/app.js
 
+# The socket.io example (examples/socketio, written for @socket.io/sticky)
+# under -sticky socketio; npm ci there first (make test-deps does).
+run-socketio: build
+	./$(BIN)/supervisor -listen $(LISTEN) -workers $(or $(WORKERS),4) -sticky socketio -- node examples/socketio/app.js
+
 # The demo's routes on fasthttp (examples/fasthttp, package fastcluster) as
 # the workers.
 run-fasthttp: build
@@ -32,14 +38,20 @@ run-fasthttp: build
 test-deps:
 	@scripts/deps test
 
+# Race-built test binaries, and the race-built processes they start, exit at
+# once: by default the race detector sleeps a second at every exit (GORACE
+# atexit_sleep_ms), a second per test package, helper, worker, stop and ctl
+# call. A race is still reported, and fails its test, when it happens.
+RACE := GORACE="atexit_sleep_ms=0 $$GORACE"
+
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /internal/chaos)
+	$(RACE) $(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /internal/chaos)
 	# The fault suite on its own: run beside the end-to-end tests, two
 	# suites of real processes on 2 cores make each other's timings noisy.
-	$(GO) test -race -count=1 -timeout 5m ./internal/chaos
+	$(RACE) $(GO) test -race -count=1 -timeout 5m ./internal/chaos
 	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
-	cd fastcluster && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 2m ./...
+	cd fastcluster && $(GO) vet ./... && $(RACE) $(GO) test -race -count=1 -timeout 2m ./...
 	cd examples/fasthttp && $(GO) vet ./...
 	cd bench/loadgen && $(GO) vet ./... && $(GO) test -count=1 -timeout 2m ./...
 	# The dashboard in headless Chromium.
@@ -65,6 +77,12 @@ bench: build bench-tools
 # harness from its own module).
 bench-latency: build bench-tools
 	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -lat-reps 3 $(BENCHFLAGS)
+
+# Only the keep-alive table (about a minute): POSTs on keep-alive
+# connections through reloads, prefork with and without hand-back, one Go
+# process behind a held socket, Node's cluster reload pattern.
+bench-keepalive: build bench-tools
+	$(GO) run ./bench -go $(GO) -no-load -no-lifecycle -no-micro -no-latency $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -52,6 +52,9 @@ type options struct {
 	noLifecycle         bool
 
 	noLatency         bool
+	noKeepAlive       bool
+	kaServers         string
+	kaReps            int
 	latServers        string
 	latReps           int
 	latWarmup, latDur time.Duration
@@ -80,11 +83,14 @@ func parseFlags() options {
 	flag.DurationVar(&o.budget, "budget", 17*time.Minute, "hard bound on the whole run")
 	flag.DurationVar(&o.soft, "soft-budget", 13*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
 	flag.Float64Var(&o.noiseLimit, "noise", 0.15, "repeat a measured run once if other processes used more than this many cores during it")
-	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
+	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,rr-sticky-cookie,rr-sticky-ip,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
 	flag.BoolVar(&o.noMicro, "no-micro", false, "skip the Go micro-benchmarks")
 	flag.BoolVar(&o.noLoad, "no-load", false, "skip the load table")
 	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table (-only also limits it to the servers named)")
 	flag.BoolVar(&o.noLatency, "no-latency", false, "skip the open-loop latency table")
+	flag.BoolVar(&o.noKeepAlive, "no-keepalive", false, "skip the keep-alive table (POSTs through reloads)")
+	flag.IntVar(&o.kaReps, "ka-reps", 3, "repetitions of the keep-alive table's latency runs (round-robin over servers)")
+	flag.StringVar(&o.kaServers, "ka-servers", "", "servers of the keep-alive table (default all: prefork-handback,prefork-no-handback,go-systemd,node-cluster)")
 	flag.StringVar(&o.latServers, "lat-servers", defaultLatServers, "servers of the latency table; a server may carry supervisor settings: rr+sched=normal, rr+gomaxprocs=2, rr+balance=least-conn")
 	flag.IntVar(&o.latReps, "lat-reps", 1, "repetitions of every open-loop run (round-robin over servers)")
 	flag.DurationVar(&o.latWarmup, "lat-warmup", time.Second, "uncounted open-loop warm-up before each measured run")
@@ -197,6 +203,18 @@ func run() int {
 			lat = runLatency(ctx, lo, rep)
 		}
 	}
+	var kaRows []kaRow
+	if !o.noKeepAlive && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "bench: keep-alive through reloads")
+		var only map[string]bool
+		if o.kaServers != "" {
+			only = map[string]bool{}
+			for _, n := range strings.Split(o.kaServers, ",") {
+				only[strings.TrimSpace(n)] = true
+			}
+		}
+		kaRows = runKeepAlive(ctx, o.root, only, o.kaReps, rep)
+	}
 	stopAll(false)
 
 	// Tables.
@@ -220,6 +238,9 @@ func run() int {
 	}
 	if lc != nil {
 		lc.table(o.samples, rep)
+	}
+	if kaRows != nil {
+		kaTable(kaRows, o.kaReps, rep)
 	}
 	targets(m, lc, lat, rep)
 	if m != nil {
@@ -263,8 +284,8 @@ func validate(o options) error {
 	switch {
 	case !whole(o.dur) || !whole(o.warmup):
 		return fmt.Errorf("bench: -duration and -warmup must be whole seconds ≥ 1s (wrk takes seconds)")
-	case o.reps < 1, o.samples < 1, o.conns < 1, o.workers < 2:
-		return fmt.Errorf("bench: -reps, -samples and -c must be ≥ 1 and -workers ≥ 2")
+	case o.reps < 1, o.samples < 1, o.conns < 1, o.workers < 2, o.kaReps < 1:
+		return fmt.Errorf("bench: -reps, -samples, -ka-reps and -c must be ≥ 1 and -workers ≥ 2")
 	case o.latSpin < 0 || o.latSpin > maxLatSpin || o.latSpin%time.Microsecond != 0:
 		return fmt.Errorf("bench: -lat-spin must be whole microseconds between 0 and %v", maxLatSpin)
 	}
@@ -283,7 +304,7 @@ func preflight(o options) error {
 			missing = append(missing, fmt.Sprintf("%s not found: %s", t.name, t.hint))
 		}
 	}
-	for _, f := range []string{"bin/supervisor", "bin/worker", "bin/singlebinary", "bin/fasthttp-worker", "bench/node/cluster.js"} {
+	for _, f := range []string{"bin/supervisor", "bin/worker", "bin/singlebinary", "bin/fasthttp-worker", "bin/sdsocket", "bench/node/cluster.js", "bench/node/reload.js"} {
 		if _, err := os.Stat(filepath.Join(o.root, f)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s missing (run make build from the repository root)", f))
 		}

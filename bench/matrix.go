@@ -152,12 +152,12 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 		if ctx.Err() != nil {
 			return
 		}
-		argv := wrkArgs(url, pl, ld, o.conns, o.warmup)
+		argv := withScript(wrkArgs(url, pl, ld, o.conns, o.warmup), sp.script)
 		if _, raw, err := runWrk(ctx, argv, o.warmup, nil); err != nil {
 			fail(ld, fmt.Errorf("warm-up: %w\n%s", err, raw))
 			continue
 		}
-		argv = wrkArgs(url, pl, ld, o.conns, o.dur)
+		argv = withScript(wrkArgs(url, pl, ld, o.conns, o.dur), sp.script)
 		pids := s.workers()
 		if s.spec.procs > 1 {
 			pids = append(pids, s.pid())

@@ -305,6 +305,12 @@ func targets(m *matrix, lc *lifecycle, lat *openLoop, rep *report) {
 		check("rr close / go-single", r, ok, "≥", 0.85, "")
 		r, ok = m.ratio("rr", "node-rr", "pinned", "close")
 		check("rr close / node-rr close", r, ok, "≥", 2, "")
+		for _, key := range []string{"cookie", "ip"} {
+			for _, ld := range loads {
+				r, ok = m.ratio("rr-sticky-"+key, "rr", "pinned", ld.name)
+				check(fmt.Sprintf("rr -sticky %s %s / rr", key, ld.name), r, ok, "≥", 0.9, "")
+			}
+		}
 		r, ok = m.ratio("shared", "go-single", "pinned", "close")
 		check("shared close / go-single", r, ok, "≥", 0.95, "")
 		r, ok = m.ratio("reuseport", "go-single", "pinned", "close")

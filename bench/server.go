@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ type serverSpec struct {
 	logged  bool // prints "all workers ready" on its output when serving
 	command func(port int) []string
 	env     []string
+	script  string // a wrk Lua script for its loads; "" for none
 }
 
 // specs returns the servers compared, in the order each rep runs them.
@@ -41,6 +43,16 @@ func specs(root string, workers int) []serverSpec {
 					"-grace", "2s", "-log-format", "json"}
 			},
 		}
+	}
+	sticky := func(key, script string) serverSpec {
+		sp := prefork("rr")
+		sp.name = "rr-sticky-" + strings.SplitN(key, ":", 2)[0]
+		sp.script = script
+		sp.command = func(port int) []string {
+			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", "rr", "-sticky", key,
+				"-grace", "2s", "-log-format", "json"}
+		}
+		return sp
 	}
 	node := func(policy string) serverSpec {
 		return serverSpec{
@@ -67,13 +79,14 @@ func specs(root string, workers int) []serverSpec {
 	}
 	// The demo's routes on fasthttp (examples/fasthttp) as the workers,
 	// through package fastcluster: against fasthttp-prefork, the same
-	// binary and handler under fasthttp's own prefork.
+	// binary and handler under fasthttp's own prefork, whose sockets have
+	// TCP_DEFER_ACCEPT; -defer-accept gives prefork's the same.
 	preforkFast := func(mode string) serverSpec {
 		sp := prefork(mode)
 		sp.name = "fasthttp-" + mode
 		sp.command = func(port int) []string {
 			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", mode,
-				"-grace", "2s", "-log-format", "json", "--", fast}
+				"-grace", "2s", "-log-format", "json", "-defer-accept", "--", fast}
 		}
 		return sp
 	}
@@ -83,6 +96,10 @@ func specs(root string, workers int) []serverSpec {
 			command: func(port int) []string { return []string{worker, "-listen", addr(port)} },
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
+		// rr with -sticky: each connection's first bytes peeked for a
+		// cookie (512 cookies in turn, bench/sticky.lua), or its address
+		// (every wrk connection is 127.0.0.1's: one key, one slot).
+		sticky("cookie:sid", filepath.Join(root, "bench", "sticky.lua")), sticky("ip", ""),
 		// The same handler in one binary that is its own primary
 		// (primary.ListenAndServe), in rr mode: against the rr row.
 		{

@@ -44,6 +44,15 @@ type wrkResult struct {
 
 func (r wrkResult) errors() int64 { return r.sockErrs + r.non2xx }
 
+// withScript adds wrk's -s script before the URL, the last argument.
+func withScript(argv []string, script string) []string {
+	if script == "" {
+		return argv
+	}
+	n := len(argv) - 1
+	return append(append(argv[:n:n], "-s", script), argv[n])
+}
+
 // wrkArgs builds the command line for one run.
 func wrkArgs(url string, pl placement, ld wrkLoad, conns int, d time.Duration) []string {
 	threads := "2"

@@ -26,8 +26,9 @@ type socketAcceptor struct {
 	f     *os.File
 	rc    syscall.RawConn
 	addr  net.Addr
-	local net.Addr // nil when bound to a wildcard address: ask per connection
-	index int      // the listener's, in the supervisor's order
+	local net.Addr   // nil when bound to a wildcard address: ask per connection
+	proxy *proxyConf // connections start with a PROXY header; nil: they do not
+	index int        // the listener's, in the supervisor's order
 
 	// What one accept leaves for Accept: set by try, which is made once
 	// (a closure per call would allocate on every connection).
@@ -87,6 +88,9 @@ func (a *socketAcceptor) Accept() (*handedConn, error) {
 	}
 	c.since = time.Now()
 	c.index = a.index
+	if a.proxy != nil {
+		c.px = &proxyHeader{conf: a.proxy}
+	}
 	return c, nil
 }
 

@@ -106,8 +106,11 @@
 //	pause.go      rr's pause gate: no more connections near RLIMIT_NOFILE
 //	shed.go       closing silent connections when out of descriptors
 //	heartbeat.go  heartbeats, load reports, CountRequests, SetHealthCheck
+//	outcome.go    the status class or panic of each request CountRequests counts
 //	countlog.go   logging what was truncated or shed, at most every ten seconds
 //	message.go    Send and Messages: application messages to and from the primary
+//	claim.go      Claim: a sticky key (a session id) this worker made up, routed to its slot
+//	proxy.go      -proxy-protocol in shared and reuseport: a connection's PROXY header, read on first use
 //	leave.go      Disconnect: this worker leaves on its own
 //	serve.go      Serve, until the supervisor asks to drain; IsPrimary
 //	shutdown.go   Shutdown: srv.Shutdown without dropping a request

@@ -148,9 +148,11 @@ func (b *handBack) leaveAll() {
 	}
 }
 
-// leaveSome asks up to n connections waiting for their next request now
-// to go back (the supervisor rebalances), and returns how many it asked.
-// Those busy with a request, or that hold bytes of the next one, stay.
+// leaveSome asks up to n connections to go back (the supervisor
+// rebalances), and returns how many it asked: first those waiting for
+// their next request now, which leave at once, then those busy with one,
+// which leave once it is answered, at their next idle read. Pinned ones
+// (hijacked) stay.
 func (b *handBack) leaveSome(n int) int {
 	b.mu.Lock()
 	conns := make([]*handedConn, 0, len(b.conns))
@@ -160,10 +162,12 @@ func (b *handBack) leaveSome(n int) int {
 	b.mu.Unlock()
 	k := 0
 	for _, c := range conns {
-		if k == n {
-			break
+		if k < n && c.ask() {
+			k++
 		}
-		if c.ask() {
+	}
+	for _, c := range conns {
+		if k < n && c.askLater() {
 			k++
 		}
 	}
@@ -286,6 +290,19 @@ func (c *handedConn) ask() bool {
 	}
 	c.leave, c.woken = true, true
 	c.f.SetReadDeadline(time.Unix(1, 0))
+	return true
+}
+
+// askLater makes c, busy with a request (or about to be: its read
+// returned and net/http has not said active yet), go back at its next idle
+// read.
+func (c *handedConn) askLater() bool {
+	c.mmu.Lock()
+	defer c.mmu.Unlock()
+	if c.leave || c.waiting || c.move.Load() == movePinned {
+		return false
+	}
+	c.leave = true
 	return true
 }
 

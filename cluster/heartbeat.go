@@ -31,7 +31,9 @@ func SetHealthCheck(check func() error) {
 // -max-requests recycling can count them) and, to a supervisor that asks
 // for it, a histogram of how long h took to serve them: from the call to
 // h.ServeHTTP to its return, which for a handler that does not stream is
-// the time to the response's last byte written.
+// the time to the response's last byte written. With the histogram go the
+// requests counted by status class (2xx, 3xx, 4xx, 5xx) and handler
+// panics, which a canary reload judges a release by (outcome.go).
 func CountRequests(h http.Handler) http.Handler {
 	w, err := get()
 	if err != nil {
@@ -67,6 +69,9 @@ func (w *worker) countRequests(h http.Handler) http.Handler {
 			h.ServeHTTP(rw, r)
 		})
 	}
+	if w.outcomes != nil {
+		return w.countOutcomes(h) // outcome.go
+	}
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.requests.Add(1)
 		start := time.Now()
@@ -97,6 +102,10 @@ func (w *worker) heartbeat() {
 		if w.latency != nil {
 			l := w.latency.Snapshot()
 			hb.Latency = &l
+			if w.outcomes != nil {
+				o := w.outcomes.Snapshot()
+				hb.Outcomes = &o
+			}
 		}
 		buf = ipc.AppendHeartbeat(buf[:0], hb)
 		w.ctl.Send(buf, nil)

@@ -52,7 +52,7 @@ func TestHeartbeatCarriesLatency(t *testing.T) {
 	for _, tc := range []struct {
 		helper string
 		offer  ipc.Features
-	}{{"latency", ipc.FeatureLatency}, {"latency", 0}, {"served", ipc.FeatureLatency}, {"served", 0}} {
+	}{{"latency", ipc.FeatureLatency | ipc.FeatureOutcomes}, {"latency", ipc.FeatureLatency}, {"latency", 0}, {"served", ipc.FeatureLatency}, {"served", 0}} {
 		offer := tc.offer
 		t.Run(tc.helper+"/"+offer.String(), func(t *testing.T) {
 			handoff, remote, err := ipc.Pair()
@@ -77,6 +77,12 @@ func TestHeartbeatCarriesLatency(t *testing.T) {
 			}
 			if have := hb.Latency.Total(); have != latencyRequests {
 				t.Fatalf("histogram counts %d requests, want %d", have, latencyRequests)
+			}
+			switch {
+			case offer&ipc.FeatureOutcomes == 0 && hb.Outcomes != nil:
+				t.Fatalf("heartbeat carries outcomes though the supervisor offered none: %v", *hb.Outcomes)
+			case offer&ipc.FeatureOutcomes != 0 && (hb.Outcomes == nil || hb.Outcomes[latency.ClassOK] != latencyRequests):
+				t.Fatalf("outcomes %v, want %d requests of class 2xx", hb.Outcomes, latencyRequests)
 			}
 			if p50 := hb.Latency.Quantile(0.5); p50 < latencyHandlerTime {
 				t.Fatalf("p50 %v, want at least the handler's %v", p50, latencyHandlerTime)
@@ -111,27 +117,49 @@ func nextBeat(t *testing.T, ctl *ipc.Channel, requests uint64) ipc.Heartbeat {
 }
 
 // BenchmarkCountRequests measures what CountRequests adds to a request:
-// the counter alone (the worker was not offered FeatureLatency), and with
-// the latency histogram.
+// the counter alone (the worker was not offered FeatureLatency), with the
+// latency histogram, and with the outcomes (status classes) too. The
+// handler answers 200 with a body, as a handler does, into a writer that
+// discards it.
 func BenchmarkCountRequests(b *testing.B) {
-	noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	ok := http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.WriteHeader(http.StatusOK)
+		rw.Write(benchBody)
+	})
 	req := httptest.NewRequest("GET", "/", nil)
 	for _, tc := range []struct {
 		name string
-		rec  *latency.Recorder
-	}{{"count", nil}, {"count+latency", new(latency.Recorder)}} {
+		w    *worker
+	}{
+		{"none", nil},
+		{"count", &worker{}},
+		{"count+latency", &worker{latency: new(latency.Recorder)}},
+		{"count+latency+outcomes", &worker{latency: new(latency.Recorder), outcomes: new(latency.OutcomeRecorder)}},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
-			w := &worker{latency: tc.rec}
-			h := w.countRequests(noop)
+			h := http.Handler(ok)
+			if tc.w != nil {
+				h = tc.w.countRequests(ok)
+			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
+				rw := discardWriter{}
 				for pb.Next() {
-					h.ServeHTTP(nil, req)
+					h.ServeHTTP(rw, req)
 				}
 			})
 		})
 	}
 }
+
+var benchBody = []byte("ok\n")
+
+// discardWriter is a ResponseWriter that keeps nothing.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return nil }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
 
 // A handler that panics (http.ErrAbortHandler, as httputil.ReverseProxy
 // does when the client goes away) is counted in the latency histogram as

@@ -47,6 +47,7 @@ func Listen(addr string) (net.Listener, error) {
 			f.Close()
 			return nil, fmt.Errorf("cluster: inherited listener: %w", err)
 		}
+		a.proxy = w.proxy
 		l.inner = a
 		l.addr, l.local = a.Addr(), a.local
 		if err := l.acceptMore(); err != nil {

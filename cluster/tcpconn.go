@@ -53,6 +53,8 @@ type handedConn struct {
 	woken         bool
 	leave         bool
 	rd            time.Time
+
+	px *proxyHeader // its PROXY header, still to read (shared, reuseport); nil: none
 }
 
 // adoptConn makes a net.Conn of an accepted TCP socket. peer and local are
@@ -92,6 +94,11 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 }
 
 func (c *handedConn) Read(b []byte) (int, error) {
+	if c.px != nil {
+		if err := c.px.read(c); err != nil {
+			return 0, err
+		}
+	}
 	if c.mayLeave(b) {
 		return c.readIdle(b)
 	}
@@ -129,8 +136,13 @@ func (c *handedConn) Close() error {
 	return c.f.Close()
 }
 
-func (c *handedConn) LocalAddr() net.Addr  { return c.la }
-func (c *handedConn) RemoteAddr() net.Addr { return c.ra }
+func (c *handedConn) LocalAddr() net.Addr { return c.la }
+func (c *handedConn) RemoteAddr() net.Addr {
+	if c.px != nil {
+		c.px.read(c) // the client its PROXY header names
+	}
+	return c.ra
+}
 
 // SetDeadline and SetReadDeadline remember the read deadline, for a wake
 // that lost its race to put back (readIdle).

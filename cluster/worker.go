@@ -43,11 +43,13 @@ var ErrStandalone = errors.New("cluster: not running under a supervisor")
 type worker struct {
 	id, gen    int
 	mode       string
-	listenAddr string // the supervisor's address (PREFORK_LISTEN_ADDR)
+	listenAddr string       // the supervisor's address (PREFORK_LISTEN_ADDR)
+	claims     claimQueue   // Claim's waits for the supervisor's answers
+	proxy      *proxyConf   // -proxy-protocol in shared and reuseport: the listener reads headers
+	ctl        *ipc.Channel // nil when standalone
 	// listeners are the supervisor's listeners when it has several
 	// (PREFORK_LISTENERS), in order; nil for one.
 	listeners []ipc.ListenerInfo
-	ctl       *ipc.Channel // nil when standalone
 
 	readyOnce sync.Once
 	drainCh   chan struct{} // closed by run when the application should stop
@@ -70,10 +72,11 @@ type worker struct {
 	uses                   ipc.Features // protocol features agreed with the supervisor
 	check                  atomic.Pointer[func() error]
 	loadKick               chan struct{}
-	gate                   *pauseGate        // rr with FeaturePause: set by Listen
-	back                   *handBack         // rr with FeatureHandBack: set by Listen
-	silent                 silentSet         // connections that have sent nothing yet
-	latency                *latency.Recorder // CountRequests' histogram, with FeatureLatency
+	gate                   *pauseGate               // rr with FeaturePause: set by Listen
+	back                   *handBack                // rr with FeatureHandBack: set by Listen
+	silent                 silentSet                // connections that have sent nothing yet
+	latency                *latency.Recorder        // CountRequests' histogram, with FeatureLatency
+	outcomes               *latency.OutcomeRecorder // status classes, with FeatureOutcomes too
 }
 
 // control is a frame from the supervisor as readControl hands it to run:
@@ -157,6 +160,9 @@ func start() (*worker, error) {
 	}
 	if w.uses&ipc.FeatureLatency != 0 {
 		w.latency = new(latency.Recorder)
+		if w.uses&ipc.FeatureOutcomes != 0 {
+			w.outcomes = new(latency.OutcomeRecorder)
+		}
 	}
 	if w.mode == ModeRR && w.uses&ipc.FeaturePause != 0 {
 		w.gate = newPauseGate(w)
@@ -164,6 +170,9 @@ func start() (*worker, error) {
 	// Load frames cost a sendmsg per closed connection here and a wake-up
 	// in the supervisor; only least-conn needs them.
 	w.loadReports = os.Getenv(ipc.EnvLoadReports) == "1"
+	if w.proxy, err = proxyFromEnv(); err != nil {
+		return nil, err
+	}
 	// Children this worker may spawn must not think they are workers.
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, ipc.EnvPrefix) {
@@ -193,6 +202,10 @@ func (w *worker) readControl() {
 			w.lose(f.Count() - len(fds)) // serve the ones that arrived
 		case err != nil:
 			fmt.Fprintf(os.Stderr, "cluster: control channel: %v\n", err)
+			continue
+		}
+		if f.Type == ipc.TypeClaimed {
+			w.claims.answered() // here: Claim's caller may hold up the loop
 			continue
 		}
 		f.Payload = append([]byte(nil), f.Payload...) // buf is reused

@@ -3,6 +3,7 @@
 // the supervisor's flags:
 //
 //	systemd/prefork.service             Type=notify unit: drain on stop, HUP reload, hardening
+//	systemd/prefork.toml                its settings, /etc/prefork/prefork.toml (-config)
 //	systemd/prefork.socket              socket activation of :8080
 //	kubernetes/deployment.yaml          one supervisor per pod, -workers = CPU limit
 //	kubernetes/service.yaml             ClusterIP service on the http port
@@ -17,7 +18,7 @@
 //	cd deploy && go test ./...
 //
 // The tests decode every manifest strictly into the real Kubernetes types,
-// parse the units and the Dockerfile, cross-check ports, grace periods and
-// worker counts, run `systemd-analyze verify` when it is installed, and fail
+// parse the units, their -config file and the Dockerfile, cross-check
+// ports, grace periods and worker counts, run `systemd-analyze verify` when it is installed, and fail
 // if a file in this directory is read by no test.
 package deploy

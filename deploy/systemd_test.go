@@ -37,7 +37,8 @@ func loadUnit(t *testing.T, rel string) unit {
 type service struct {
 	unit
 	argv   []string // ExecStart=
-	listen int      // -listen port
+	cfg    settings // its flags over its -config file
+	listen int      // listen port
 	grace  time.Duration
 }
 
@@ -52,21 +53,21 @@ func loadService(t *testing.T) *service {
 	if s.argv[0] != supervisorPath {
 		t.Fatalf("ExecStart runs %s, want %s", s.argv[0], supervisorPath)
 	}
-	args := s.argv[1:]
-	listen, ok := flagValue(args, "listen")
+	s.cfg = loadSettings(t, s.argv[1:])
+	listen, ok := s.cfg.get("listen")
 	if !ok {
-		t.Fatal("ExecStart has no -listen (the default :3000 would not match the socket unit)")
+		t.Fatal("ExecStart and its -config set no listen (the default :3000 would not match the socket unit)")
 	}
 	var err error
 	if s.listen, err = listenPort(listen); err != nil {
-		t.Fatalf("-listen %q: %v", listen, err)
+		t.Fatalf("%s %q: %v", s.cfg.where("listen"), listen, err)
 	}
-	g, ok := flagValue(args, "grace")
+	g, ok := s.cfg.get("grace")
 	if !ok {
-		t.Fatal("ExecStart has no -grace; TimeoutStopSec= must be sized against it")
+		t.Fatal("ExecStart and its -config set no grace; TimeoutStopSec= must be sized against it")
 	}
 	if s.grace, err = time.ParseDuration(g); err != nil {
-		t.Fatalf("-grace %q: %v", g, err)
+		t.Fatalf("%s %q: %v", s.cfg.where("grace"), g, err)
 	}
 	return s
 }
@@ -99,7 +100,6 @@ func (s *service) timespan(t *testing.T, key string) time.Duration {
 
 func TestServiceUnit(t *testing.T) {
 	s := loadService(t)
-	args := s.argv[1:]
 
 	typ, _ := s.get("Service", "Type")
 	if !strings.HasPrefix(typ, "notify") {
@@ -117,8 +117,8 @@ func TestServiceUnit(t *testing.T) {
 
 	// Socket activation hands over a listener in rr and shared mode only;
 	// in reuseport mode the supervisor binds one socket per worker itself.
-	if mode, ok := flagValue(args, "mode"); ok && mode != "rr" && mode != "shared" {
-		t.Errorf("-mode %s cannot use the socket unit's listener", mode)
+	if mode, ok := s.cfg.get("mode"); ok && mode != "rr" && mode != "shared" {
+		t.Errorf("%s %s cannot use the socket unit's listener", s.cfg.where("mode"), mode)
 	}
 
 	s.want(t, "Service", "KillMode", "mixed")
@@ -126,15 +126,15 @@ func TestServiceUnit(t *testing.T) {
 		t.Errorf("KillSignal=%s: the supervisor drains on SIGTERM", sig)
 	}
 	if stop := s.timespan(t, "TimeoutStopSec"); stop < s.grace+drainMargin {
-		t.Errorf("TimeoutStopSec=%v < -grace %v + %v: systemd would SIGKILL workers mid-drain", stop, s.grace, drainMargin)
+		t.Errorf("TimeoutStopSec=%v < %s %v + %v: systemd would SIGKILL workers mid-drain", stop, s.cfg.where("grace"), s.grace, drainMargin)
 	}
-	if rt, ok := flagValue(args, "ready-timeout"); ok {
+	if rt, ok := s.cfg.get("ready-timeout"); ok {
 		d, err := time.ParseDuration(rt)
 		if err != nil {
-			t.Fatalf("-ready-timeout %q: %v", rt, err)
+			t.Fatalf("%s %q: %v", s.cfg.where("ready-timeout"), rt, err)
 		}
 		if start := s.timespan(t, "TimeoutStartSec"); start < d {
-			t.Errorf("TimeoutStartSec=%v < -ready-timeout %v", start, d)
+			t.Errorf("TimeoutStartSec=%v < %s %v", start, s.cfg.where("ready-timeout"), d)
 		}
 	}
 	s.want(t, "Service", "Restart", "on-failure")
@@ -143,8 +143,8 @@ func TestServiceUnit(t *testing.T) {
 		t.Errorf("User=%s: want an unprivileged user", user)
 	}
 	s.want(t, "Service", "RuntimeDirectory", "prefork")
-	if ctl, ok := flagValue(args, "control"); ok && !strings.HasPrefix(ctl, "/run/prefork/") {
-		t.Errorf("-control %s is outside RuntimeDirectory=prefork (/run/prefork), the only writable place", ctl)
+	if ctl, ok := s.cfg.get("control"); ok && !strings.HasPrefix(ctl, "/run/prefork/") {
+		t.Errorf("%s %s is outside RuntimeDirectory=prefork (/run/prefork), the only writable place", s.cfg.where("control"), ctl)
 	}
 	if v, _ := s.get("Service", "LimitNOFILE"); !atLeast(v, 65536) {
 		t.Errorf("LimitNOFILE=%s: want at least 65536, one fd per connection", v)

@@ -39,6 +39,7 @@
 // alone and links none of them.
 //
 //	primary.go   Start, Run and Primary: the engine run in this process
+//	reload.go    Reload's options: a canary judged before the rest, Force
 //	worker.go    Worker: one worker process as the primary sees it
 //	event.go     Event: the engine's events as Node's cluster events
 //	serve.go     ListenAndServe: primary or worker, by the environment

@@ -156,9 +156,16 @@ func (p *Primary) Stop(ctx context.Context) error {
 // once it is ready the old one drains. It returns when the reload is over;
 // a worker that fails to start stops it, and the old workers go on. With
 // the default Command, the new workers run the binary now at this program's
-// path.
-func (p *Primary) Reload(ctx context.Context) error {
-	return p.do(ctx, ctl.Request{Cmd: ctl.CmdReload})
+// path. With [Canary] (or Settings.Canary) some slots go first and are
+// judged on live traffic before the rest; a canary rolled back returns an
+// error that is [ErrRolledBack] (reload.go).
+func (p *Primary) Reload(ctx context.Context, opts ...ReloadOption) error {
+	req := ctl.Request{Cmd: ctl.CmdReload}
+	for _, o := range opts {
+		o(&req)
+	}
+	r := p.e.Do(ctx, req)
+	return rolledBack(r, p.result(req, r))
 }
 
 // Scale sets the number of workers to n, 1..1024, and returns once the new
@@ -168,7 +175,11 @@ func (p *Primary) Scale(ctx context.Context, n int) error {
 }
 
 func (p *Primary) do(ctx context.Context, req ctl.Request) error {
-	r := p.e.Do(ctx, req)
+	return p.result(req, p.e.Do(ctx, req))
+}
+
+// result is the error of r, the answer to req.
+func (p *Primary) result(req ctl.Request, r ctl.Response) error {
 	select {
 	case <-p.e.Done():
 		if !r.OK {

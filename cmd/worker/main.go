@@ -28,7 +28,18 @@ func main() {
 	}
 }
 
+// A release's name and defect, set at build time (-ldflags "-X
+// main.build=v2 -X main.fault=errors=20"): /health shows the build, and
+// demo.Fault says what a fault does. The canary reload tests build their
+// releases this way.
+var build, fault string
+
 func run(addr string) error {
+	flt, err := demo.ParseFault(fault)
+	if err != nil {
+		return err
+	}
+	flt.Arm()
 	log, err := zap.NewProduction()
 	if err != nil {
 		return err
@@ -45,12 +56,14 @@ func run(addr string) error {
 		Mode:       cluster.Mode(),
 		Generation: cluster.Generation(),
 		Started:    time.Now(),
+		Claim:      cluster.Claim,
+		Build:      build,
 		Listener: func(r *http.Request) string {
 			return cluster.ListenerName(r.Context().Value(http.LocalAddrContextKey))
 		},
 	}, log)
 	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
-	srv := demo.NewServer(cluster.CountRequests(router), log)
+	srv := demo.NewServer(cluster.CountRequests(flt.Wrap(router)), log)
 
 	return cluster.Serve(srv, ln)
 }

@@ -189,8 +189,24 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp.Status)
 }
 
+// reload takes an optional body: {"canary": N, "bake_ms": MS,
+// "canary_insufficient": "continue"|"rollback", "force": true}, the
+// options of ctl reload; none is the supervisor's -canary and -bake.
 func (a *api) reload(w http.ResponseWriter, r *http.Request) {
-	a.act(w, r, control.Request{Cmd: control.CmdReload})
+	req := control.Request{Cmd: control.CmdReload}
+	var body struct {
+		Canary       *int   `json:"canary"`
+		BakeMS       int64  `json:"bake_ms"`
+		Insufficient string `json:"canary_insufficient"`
+		Force        bool   `json:"force"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<10))
+	if err := dec.Decode(&body); err != nil && err != io.EOF {
+		writeJSON(w, http.StatusBadRequest, control.Response{Error: fmt.Sprintf("admin: reload: want {\"canary\": N, \"bake_ms\": MS} or nothing: %v", err)})
+		return
+	}
+	req.Canary, req.BakeMS, req.Insufficient, req.Force = body.Canary, body.BakeMS, body.Insufficient, body.Force
+	a.act(w, r, req)
 }
 
 func (a *api) scale(w http.ResponseWriter, r *http.Request) {
@@ -214,7 +230,7 @@ func (a *api) act(w http.ResponseWriter, r *http.Request, req control.Request) {
 		writeJSON(w, http.StatusBadRequest, control.Response{Error: err.Error()})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), actionTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), actionTimeout+req.Bake()) // a canary answers after its bake
 	defer cancel()
 	a.Log.Info("action requested on the admin listener", zap.String("cmd", string(req.Cmd)), zap.Int("n", req.N), zap.String("remote", r.RemoteAddr))
 	resp := a.Control.Do(ctx, req)

@@ -4,7 +4,8 @@
 // and connection floods, a hostile worker written in Python, control-socket
 // abuse, a stopped worker, in-place upgrades under fire (signals at every
 // millisecond of an upgrade, descriptors closed between the two images,
-// broken releases of every kind, a check that leaves a process behind, an
+// broken releases of every kind, a check that leaves a process behind,
+// silent clients before a sticky key or a PROXY header, an
 // upgrade right after a scale-down, a Node message over the bound) — and
 // check what an operator relies on: no hung request, no lost worker, no
 // leaked descriptor, goroutine or child.

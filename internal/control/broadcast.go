@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -12,6 +13,14 @@ import (
 // SubscriberBuffer is how many events a subscriber may fall behind before it
 // loses some.
 const SubscriberBuffer = 256
+
+// MaxEventMsg bounds the message a message event carries to a subscriber
+// (`ctl events`, the dashboard): a longer one is cut at a character
+// boundary, and the event says its full size in MsgBytes. A queue of
+// SubscriberBuffer events then holds at most 4 MiB of messages, however
+// big the messages workers send (up to nodeipc.MaxLine). Only an Engine's
+// own subscription (SubscribeFull) gets them whole.
+const MaxEventMsg = 16 << 10
 
 // Broadcaster fans events out to subscribers without ever blocking the
 // publisher. Each subscriber has a queue of SubscriberBuffer events; one
@@ -36,6 +45,7 @@ type Subscription struct {
 	head, n int
 	dropped int  // lost since the queue filled up
 	closed  bool // Close was called: nothing more is queued
+	full    bool // messages whole (SubscribeFull), not cut to MaxEventMsg
 }
 
 // Publish queues e for every subscriber that has room for it. It fills in
@@ -50,8 +60,20 @@ func (b *Broadcaster) Publish(e Event) {
 		return
 	}
 	l := &line{e: e} // one for all: encoded once, by the first to write it
+	cut := l
+	if len(e.Msg) > MaxEventMsg {
+		// A copy, not a substring: the queues must not keep the whole
+		// message alive.
+		c := e
+		c.Msg, c.MsgBytes = strings.Clone(strings.ToValidUTF8(e.Msg[:MaxEventMsg], "")), len(e.Msg)
+		cut = &line{e: c}
+	}
 	for s := range b.subs {
-		s.push(l)
+		if s.full {
+			s.push(l)
+		} else {
+			s.push(cut)
+		}
 	}
 }
 
@@ -73,10 +95,16 @@ func (l *line) bytes() ([]byte, error) {
 	return l.b, l.err
 }
 
-// Subscribe returns a subscription to the events published from now on.
-// Close it when done.
-func (b *Broadcaster) Subscribe() *Subscription {
-	s := &Subscription{b: b, ready: make(chan struct{}, 1)}
+// Subscribe returns a subscription to the events published from now on,
+// with messages cut to MaxEventMsg. Close it when done.
+func (b *Broadcaster) Subscribe() *Subscription { return b.subscribe(false) }
+
+// SubscribeFull is Subscribe with messages whole, for an Engine's reader,
+// which passes them on to the application.
+func (b *Broadcaster) SubscribeFull() *Subscription { return b.subscribe(true) }
+
+func (b *Broadcaster) subscribe(full bool) *Subscription {
+	s := &Subscription{b: b, ready: make(chan struct{}, 1), full: full}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.subs == nil {

@@ -2,10 +2,12 @@ package control
 
 import (
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // reader hands out a subscription's events one at a time.
@@ -243,5 +245,36 @@ func TestEventEncodedOnce(t *testing.T) {
 		if &enc[0] != &first[0] {
 			t.Fatalf("subscriber %d encoded the event again", i)
 		}
+	}
+}
+
+// A message over MaxEventMsg reaches a subscriber cut, with its full size,
+// and an Engine's subscription (SubscribeFull) whole.
+func TestPublishCutsBigMessages(t *testing.T) {
+	var b Broadcaster
+	cut, full := b.Subscribe(), b.SubscribeFull()
+	defer cut.Close()
+	defer full.Close()
+	big := strings.Repeat("é", MaxEventMsg) // two bytes each: cut inside none
+	b.Publish(Event{Kind: EventMessage, Msg: big, Seq: 1})
+	b.Publish(Event{Kind: EventMessage, Msg: "small", Seq: 2})
+	have := cut.Take(nil)
+	if len(have) != 2 {
+		t.Fatalf("want 2 events, have %d", len(have))
+	}
+	if m := have[0].Msg; len(m) > MaxEventMsg || !utf8.ValidString(m) || !strings.HasPrefix(big, m) || have[0].MsgBytes != len(big) {
+		t.Errorf("cut: msg of %d bytes (valid UTF-8: %v), msg_bytes %d; want a prefix of at most %d bytes, msg_bytes %d",
+			len(m), utf8.ValidString(m), have[0].MsgBytes, MaxEventMsg, len(big))
+	}
+	if have[1].Msg != "small" || have[1].MsgBytes != 0 {
+		t.Errorf("a small message: %+v", have[1])
+	}
+	line, err := marshalEvent(have[0])
+	if err != nil || !strings.Contains(string(line), fmt.Sprintf(`"msg_bytes":%d`, len(big))) {
+		t.Errorf("on the wire: %v, no msg_bytes in %.100s", err, line)
+	}
+	whole := full.Take(nil)
+	if len(whole) != 2 || whole[0].Msg != big || whole[0].MsgBytes != 0 {
+		t.Errorf("SubscribeFull: the message was not whole")
 	}
 }

@@ -24,7 +24,11 @@ const ctlUsage = `usage: supervisor ctl [flags] COMMAND
 
 Commands:
   status    show the supervisor and one row per worker
-  reload    replace every worker, slot by slot; returns when done
+  reload    replace every worker, slot by slot; returns when done. With
+            -canary N: replace N slots first, let them serve for -bake,
+            compare them with the old generation over the same window,
+            then go on or roll them back to the release that was serving;
+            returns with the verdict and why (waits for the bake)
   scale N   run N workers; returns when done
   stop      stop the supervisor gracefully
   events    print events as JSON lines until interrupted
@@ -42,7 +46,16 @@ Flags, before or after the command:
                  socket (default ":3000")
   -json          machine-readable output
   -timeout D     give up after D (default 10s for status, 2m for reload,
-                 scale and stop; events run until interrupted)
+                 plus the bake for a canary, scale and stop; events run
+                 until interrupted)
+
+Reload flags (default: the supervisor's own -canary, -bake and
+-canary-insufficient):
+  -canary N      slots to replace first and judge; 0: a plain rolling reload
+  -bake D        how long the canary serves before the verdict
+  -canary-insufficient continue|rollback
+                 what too little traffic in the bake means
+  -force         reload even the release a canary rolled back
 
 Exit status: 0 done; 1 the supervisor answered with an error or could not
 be reached; 2 usage error.`
@@ -62,7 +75,8 @@ type ctl struct {
 	timeout time.Duration // 0: the command's default
 	cmd     Command
 	n       int
-	path_   string // upgrade's PATH, absolute; "" for the running binary
+	path_   string  // upgrade's PATH, absolute; "" for the running binary
+	reload  Request // reload's canary options
 
 	stdout, stderr io.Writer
 }
@@ -105,10 +119,15 @@ func parseCtl(args []string) (*ctl, error) {
 	listen := fs.String("listen", ":3000", "")
 	fs.BoolVar(&c.json, "json", false, "")
 	fs.DurationVar(&c.timeout, "timeout", 0, "")
+	canary := fs.Int("canary", 0, "")
+	bake := fs.Duration("bake", 0, "")
+	fs.StringVar(&c.reload.Insufficient, "canary-insufficient", "", "")
+	fs.BoolVar(&c.reload.Force, "force", false, "")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, err
 	}
+
 	if c.timeout < 0 || c.timeout == 0 && cli.IsSet(fs, "timeout") {
 		return nil, fmt.Errorf("invalid value %q for flag -timeout: must be positive", fs.Lookup("timeout").Value)
 	}
@@ -149,6 +168,9 @@ func parseCtl(args []string) (*ctl, error) {
 	default:
 		return nil, fmt.Errorf("unknown command %q: want status, reload, scale N, stop, upgrade or events", c.cmd)
 	}
+	if err := c.reloadFlags(fs, *canary, *bake); err != nil { // canary.go
+		return nil, err
+	}
 	c.path = *control
 	if c.path == "" {
 		c.path = DefaultPath(*listen)
@@ -181,7 +203,13 @@ func (c *ctl) status(ctx context.Context) int {
 // action runs reload, scale or stop. With -json the whole Response is
 // printed, refusals included.
 func (c *ctl) action(ctx context.Context) int {
-	resp, err := c.call(ctx, Request{Cmd: c.cmd, N: c.n, Path: c.path_}, actionTimeout)
+	req := Request{Cmd: c.cmd, N: c.n, Path: c.path_}
+	timeout := actionTimeout
+	if c.cmd == CmdReload {
+		req.Canary, req.BakeMS, req.Insufficient, req.Force = c.reload.Canary, c.reload.BakeMS, c.reload.Insufficient, c.reload.Force
+		timeout += c.reload.Bake() // the answer comes after the verdict
+	}
+	resp, err := c.call(ctx, req, timeout)
 	if err != nil {
 		return c.fail(err)
 	}

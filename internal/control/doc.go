@@ -33,6 +33,7 @@
 // # Where to read
 //
 //	protocol.go      Request, Response, Status, Handler: the wire
+//	canary.go        a canary reload: its options, states, verdicts, CanaryStatus
 //	vocab.go         commands, worker states, event kinds, causes, steps
 //	event.go         Event and its wire form (Fields)
 //	server.go        Server: limits, the accept loop, admission, Close
@@ -45,6 +46,7 @@
 //	client.go        Call and Events, the client side
 //	ctl.go           `supervisor ctl`
 //	print.go         WriteStatus: ctl status as a table
+//	sticky.go        StickyStatus, and its lines in ctl status
 //
 // Linux only.
 package control

@@ -34,7 +34,8 @@ type Event struct {
 	Workers   int     `json:"workers"`    // running: slots
 	StartupMS int64   `json:"startup_ms"` // running: from start to every slot ready
 	DelayMS   int64   `json:"delay_ms"`   // respawn: the crash backoff
-	Msg       string  `json:"msg"`        // message: what the worker sent
+	Msg       string  `json:"msg"`        // message: what the worker sent (cut to MaxEventMsg for subscribers)
+	MsgBytes  int     `json:"msg_bytes"`  // message: the size of what the worker sent, when Msg was cut
 	Seq       uint64  `json:"seq"`        // message: its number, from 1, for the primary's window
 	SilentS   float64 `json:"silent_s"`   // hang: since its last healthy heartbeat
 	GapS      float64 `json:"gap_s"`      // freeze: how long the supervisor did not run
@@ -44,6 +45,21 @@ type Event struct {
 	Replaced int  `json:"replaced"` // reload, recycle done: workers replaced
 	From     int  `json:"from"`     // scale start
 	To       int  `json:"to"`       // scale start and done
+
+	// canary: the slots it replaces first and its bake; verdict: the
+	// verdict, what it decided (Decision: continue or rollback), why
+	// (Why), and the numbers both generations showed over the window.
+	Canary       int     `json:"canary"`
+	BakeS        float64 `json:"bake_s"`
+	Verdict      string  `json:"verdict"`
+	Decision     string  `json:"decision"`
+	OldRequests  int     `json:"old_requests"`
+	NewRequests  int     `json:"new_requests"`
+	OldErrorRate float64 `json:"old_error_rate"`
+	NewErrorRate float64 `json:"new_error_rate"`
+	OldP99S      float64 `json:"old_p99_s"`
+	NewP99S      float64 `json:"new_p99_s"`
+	Crashes      int     `json:"crashes"`
 
 	Request string `json:"request"` // deferred: "reload" or "scale"
 	Until   string `json:"until"`   // deferred reload: "running" or "idle"
@@ -58,7 +74,7 @@ func (e Event) Fields() map[string]any {
 	for k, v := range map[string]string{
 		"time": e.Time, "cause": string(e.Cause), "reason": string(e.Reason), "signal": e.Signal,
 		"error": e.Error, "features": e.Features, "msg": e.Msg, "why": e.Why, "step": string(e.Step),
-		"request": e.Request, "until": e.Until,
+		"request": e.Request, "until": e.Until, "verdict": e.Verdict, "decision": e.Decision,
 	} {
 		if v != "" {
 			m[k] = v
@@ -66,13 +82,14 @@ func (e Event) Fields() map[string]any {
 	}
 	for k, v := range map[string]int{
 		"slot": e.Slot, "pid": e.PID, "generation": e.Generation, "code": e.Code, "count": e.Count,
-		"workers": e.Workers, "replaced": e.Replaced, "from": e.From, "to": e.To, "by": e.By, "queued": e.Queued,
+		"workers": e.Workers, "msg_bytes": e.MsgBytes, "replaced": e.Replaced, "from": e.From, "to": e.To, "by": e.By, "queued": e.Queued,
+		"canary": e.Canary, "old_requests": e.OldRequests, "new_requests": e.NewRequests, "crashes": e.Crashes,
 	} {
 		if v != 0 {
 			m[k] = v
 		}
 	}
-	for k, v := range map[string]float64{"boot_ms": e.BootMS, "silent_s": e.SilentS, "gap_s": e.GapS} {
+	for k, v := range map[string]float64{"boot_ms": e.BootMS, "silent_s": e.SilentS, "gap_s": e.GapS, "bake_s": e.BakeS} {
 		if v != 0 {
 			m[k] = v
 		}
@@ -107,6 +124,10 @@ func (e Event) Fields() map[string]any {
 		if e.Step == StepDone {
 			m["replaced"] = e.Replaced
 		}
+	case EventVerdict:
+		m["old_requests"], m["new_requests"], m["crashes"] = e.OldRequests, e.NewRequests, e.Crashes
+		m["old_error_rate"], m["new_error_rate"] = e.OldErrorRate, e.NewErrorRate
+		m["old_p99_s"], m["new_p99_s"] = e.OldP99S, e.NewP99S
 	case EventScale:
 		switch e.Step {
 		case StepStart:

@@ -28,6 +28,12 @@ func WriteStatus(w io.Writer, st *Status) error {
 	if err == nil {
 		_, err = fmt.Fprintln(w)
 	}
+	if err == nil {
+		err = writeSticky(w, st)
+	}
+	if err == nil && st.Canary != nil {
+		err = writeCanary(w, st.Canary) // canary.go
+	}
 	if err != nil {
 		return err
 	}

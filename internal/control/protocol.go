@@ -13,14 +13,25 @@ type Request struct {
 	// Path is the binary an upgrade re-executes, absolute; "" for the
 	// running one.
 	Path string `json:"path,omitempty"`
+	// Reload's rollout: Canary slots replaced first and judged for BakeMS
+	// before the rest (nil: the supervisor's -canary; 0: a plain rolling
+	// reload), what too little traffic means (Insufficient: "continue" or
+	// "rollback"; "": its -canary-insufficient), and Force, a reload of
+	// the release a canary rolled back.
+	Canary       *int   `json:"canary,omitempty"`
+	BakeMS       int64  `json:"bake_ms,omitempty"`
+	Insufficient string `json:"canary_insufficient,omitempty"`
+	Force        bool   `json:"force,omitempty"`
 }
 
 // Validate returns the error the server answers with for a request it does
 // not pass to the Handler: an unknown command, or scale without n >= 1.
 func (r Request) Validate() error {
 	switch r.Cmd {
-	case CmdStatus, CmdReload, CmdStop, CmdEvents, CmdUpgrade:
+	case CmdStatus, CmdStop, CmdEvents, CmdUpgrade:
 		return nil
+	case CmdReload:
+		return r.validateReload()
 	case CmdScale:
 		if r.N < 1 {
 			return fmt.Errorf("control: scale needs n >= 1, got %d", r.N)
@@ -40,6 +51,9 @@ type Response struct {
 	Error   string  `json:"error,omitempty"`
 	Message string  `json:"message,omitempty"` // e.g. "reloaded 2 workers in 85ms"
 	Status  *Status `json:"status,omitempty"`  // set for status
+	// Canary is a canary reload's outcome, with its verdict; set for a
+	// reload that had one.
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // Status describes the supervisor and its workers.
@@ -55,6 +69,10 @@ type Status struct {
 	// own accepting (rr); 0 before any.
 	AcceptGapMS float64        `json:"accept_gap_ms,omitempty"`
 	Workers     []WorkerStatus `json:"workers"`
+	Sticky      *StickyStatus  `json:"sticky,omitempty"` // -sticky or -proxy-protocol (rr); nil without
+	// Canary is the canary reload baking now, or the last one and its
+	// verdict; nil before any.
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // WorkerStatus describes one worker process. A slot may show two workers
@@ -79,6 +97,14 @@ type WorkerStatus struct {
 	RequestsPerS float64 `json:"requests_per_s"`
 	P50S         float64 `json:"p50_s"`
 	P99S         float64 `json:"p99_s"`
+	// StatusClasses counts the requests it served since it started by
+	// how they ended: "2xx", "3xx", "4xx", "5xx" and "panic"; nil from a
+	// worker that does not report them (only cluster.CountRequests does).
+	StatusClasses map[string]uint64 `json:"status_classes,omitempty"`
+	// With -sticky: the keys its slot claimed (cluster.Claim) and the
+	// connections sent to its slot by key.
+	StickyKeys  int    `json:"sticky_keys,omitempty"`
+	StickyConns uint64 `json:"sticky_conns,omitempty"`
 }
 
 // Handler carries out requests; the supervisor implements it. Do is called

@@ -54,12 +54,13 @@ const (
 	CauseDisconnect   Cause = "disconnect"    // the primary or the worker itself disconnected it (worker.disconnect)
 	CauseKill         Cause = "kill"          // the primary signalled it (worker.kill)
 	CauseFork         Cause = "fork"          // spawn: a program's Fork
+	CauseRollback     Cause = "rollback"      // a canary's slots get the kept release back
 )
 
 // SpawnCauses and ExitCauses are every cause each counter can see.
 var (
-	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol, CauseDisconnect, CauseKill, CauseFork}
-	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol, CauseDisconnect, CauseKill}
+	SpawnCauses = []Cause{CauseStart, CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseProtocol, CauseDisconnect, CauseKill, CauseFork, CauseRollback}
+	ExitCauses  = []Cause{CauseCrash, CauseHang, CauseRecycle, CauseReload, CauseScale, CauseStop, CauseReadyTimeout, CauseProtocol, CauseDisconnect, CauseKill, CauseRollback}
 )
 
 // EventKind is the "event" field of an Event.
@@ -78,6 +79,9 @@ const (
 	EventRecycle  EventKind = "recycle"  // a worker is replaced: why; then step as for reload
 	EventReload   EventKind = "reload"   // a rolling reload: step (a Step), generation
 	EventScale    EventKind = "scale"    // a scale: from, to; then step done or failed
+	EventCanary   EventKind = "canary"   // a canary reload: step start (canary, bake_s), then bake once its slots are ready
+	EventVerdict  EventKind = "verdict"  // a canary's verdict: verdict, decision, why, and the numbers of both generations
+	EventRollback EventKind = "rollback" // the canary's slots go back to the kept release: step start, then done or failed
 	EventStop     EventKind = "stop"     // the supervisor began to stop
 	EventMessage  EventKind = "message"  // a worker sent an application message: msg
 	EventProtocol EventKind = "protocol" // a worker broke the worker protocol: error, count
@@ -99,4 +103,5 @@ const (
 	StepFork   Step = "fork"   // a new worker was started for a slot
 	StepDone   Step = "done"   // it ended well
 	StepFailed Step = "failed" // it ended early: error says why
+	StepBake   Step = "bake"   // canary: its slots serve, judged at the end of the bake
 )

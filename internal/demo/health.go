@@ -16,10 +16,13 @@ type Health struct {
 	Status     string  `json:"status"` // "ok"
 	PID        int     `json:"pid"`
 	Worker     int     `json:"worker"`
+	Slot       int     `json:"slot"`   // the worker's slot, which a sticky key keeps: the same as Worker
+	Client     string  `json:"client"` // the client's address as the worker sees it (a PROXY header's, behind a proxy)
 	Mode       string  `json:"mode"`
 	Generation int     `json:"generation"`
 	UptimeS    float64 `json:"uptime_s"`
 	Goroutines int     `json:"goroutines"`
+	Build      string  `json:"build,omitempty"`    // the release, as built with -X main.build
 	Listener   string  `json:"listener,omitempty"` // the supervisor's listener that answered, if it has several
 }
 
@@ -33,18 +36,24 @@ var healthBufs = sync.Pool{
 
 // newHealthHandler answers with the JSON encoding of a Health for info.
 //
-// Only uptime and goroutine count change between requests, so the rest of
+// Only the client, uptime and goroutine count change between requests, so the rest of
 // the body is encoded once, here, and each request appends the two numbers
 // into a pooled buffer.
 func newHealthHandler(info Info, pid int) http.HandlerFunc {
 	mode, _ := json.Marshal(info.Mode) // a string always marshals
-	prefix := fmt.Appendf(nil, `{"status":"ok","pid":%d,"worker":%d,"mode":%s,"generation":%d,"uptime_s":`,
-		pid, info.WorkerID, mode, info.Generation)
+	prefix := fmt.Appendf(nil, `{"status":"ok","pid":%d,"worker":%d,"slot":%d,"mode":%s,"generation":%d,"client":`,
+		pid, info.WorkerID, info.WorkerID, mode, info.Generation)
+	if info.Build != "" {
+		build, _ := json.Marshal(info.Build)
+		prefix = fmt.Appendf(prefix[:len(prefix)-len(`"client":`)], `"build":%s,"client":`, build)
+	}
 	started := info.Started
 
 	return func(w http.ResponseWriter, r *http.Request) {
 		bp := healthBufs.Get().(*[]byte)
 		b := append((*bp)[:0], prefix...)
+		b = strconv.AppendQuote(b, r.RemoteAddr)
+		b = append(b, `,"uptime_s":`...)
 		b = strconv.AppendFloat(b, time.Since(started).Seconds(), 'f', 3, 64)
 		b = append(b, `,"goroutines":`...)
 		b = strconv.AppendInt(b, int64(runtime.NumGoroutine()), 10)

@@ -36,7 +36,7 @@ func TestHealth(t *testing.T) {
 		t.Errorf("want goroutines >= 1, have %d", have.Goroutines)
 	}
 	have.UptimeS, have.Goroutines = 0, 0
-	want := Health{Status: "ok", PID: os.Getpid(), Worker: 3, Mode: "reuseport", Generation: 2}
+	want := Health{Status: "ok", PID: os.Getpid(), Worker: 3, Slot: 3, Client: "192.0.2.1:1234", Mode: "reuseport", Generation: 2}
 	if want != have {
 		t.Errorf("want %+v, have %+v", want, have)
 	}

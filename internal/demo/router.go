@@ -16,6 +16,11 @@ type Info struct {
 	Mode       string    // "rr", "shared", "reuseport" or "standalone"
 	Generation int       // reload generation, 0 standalone
 	Started    time.Time // process start; the zero value means "now"
+	// Claim claims a sticky key for this worker's slot (cluster.Claim);
+	// nil: GET /session answers 404.
+	Claim func(key string) error
+	// Build names the release, in /health; "" leaves it out.
+	Build string
 	// Listener names the listener a request came in on (cluster.ListenerName
 	// of its local address), for /health; nil, or "", for none.
 	Listener func(*http.Request) string
@@ -53,6 +58,9 @@ func NewRouter(info Info, log *zap.Logger) http.Handler {
 	r.Get("/heavy", heavyHandler)
 	r.Get("/sleep", sleepHandler)
 	r.Get("/spin", spinHandler)
+	if info.Claim != nil {
+		r.Get("/session", newSessionHandler(info))
+	}
 	return r
 }
 

@@ -41,24 +41,34 @@ func TestAdminEventFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alone := floodWith(t, bin, 0)
+	alone := floodWith(t, bin, 0, nil)
 	t.Logf("no stream client: %v", alone)
-	with := floodWith(t, bin, 300)
+	// An idle supervisor, asked for its status at the same moments as the
+	// flooded one, tells a stall of the machine (load from elsewhere:
+	// every process waits) from one of the flooded supervisor.
+	idle := startBin(t, bin, "-workers", "1", "--", workerBin)
+	with := floodWith(t, bin, 300, idle)
 	t.Logf("300 stream clients not reading: %v", with)
+	if with.slow > 0 {
+		t.Errorf("ctl status took over %v %d times of %d during the flood while an idle supervisor answered within %v: slowest %v",
+			statusBound, with.slow, with.calls, machineStall, with.worstOwn)
+	}
 	if extra := (with.peak - with.rss) - (alone.peak - alone.rss); extra > 32<<20 {
 		t.Errorf("the stream clients added %d MiB to the supervisor's RSS growth, want at most 32 MiB", extra>>20)
 	}
 	if extra := with.cpu - alone.cpu; extra > time.Second {
 		t.Errorf("the stream clients cost the supervisor %v more CPU, want at most 1s", extra)
 	}
-	if extra := with.worst - alone.worst; extra > 250*time.Millisecond {
-		t.Errorf("the stream clients made ctl status %v slower at worst, want at most 250ms", extra)
-	}
 }
+
+// statusBound is how long `ctl status` may take during a flood (issue 20,
+// defect 5); machineStall, how long the idle supervisor's may take for
+// the flooded one's to count (above it, the machine stalled both).
+const statusBound, machineStall = 100 * time.Millisecond, 50 * time.Millisecond
 
 // floodWith starts bin, a supervisor of Node workers, with clients event
 // stream clients that never read, and floods it.
-func floodWith(t *testing.T, bin string, clients int) flooding {
+func floodWith(t *testing.T, bin string, clients int, idle *sup) flooding {
 	node := need(t, "node", "nodejs (Node.js 20 or later)")
 	app, err := filepath.Abs(filepath.Join("testdata", "flood.js"))
 	if err != nil {
@@ -91,7 +101,7 @@ func floodWith(t *testing.T, bin string, clients int) flooding {
 	proctest.Eventually(t, 10*time.Second, fmt.Sprintf("%d stream clients connected", clients), func() bool {
 		return sockets(t, sup) >= before+clients
 	})
-	return flood(t, s)
+	return flood(t, s, idle)
 }
 
 // flooding is what one flood cost the supervisor.
@@ -101,16 +111,23 @@ type flooding struct {
 	peak     int64         // and at most during the flood
 	cpu      time.Duration // CPU time the supervisor spent
 	worst    time.Duration // the slowest ctl status
+	// With an idle supervisor asked at the same moments: status calls,
+	// those over statusBound while the idle one answered within
+	// machineStall, and the slowest of those; stalls of the machine.
+	calls, slow int
+	worstOwn    time.Duration
+	stalls      int
 }
 
 func (f flooding) String() string {
-	return fmt.Sprintf("RSS %d MiB before, peak %d MiB; CPU %v; slowest ctl status %v; %d messages recorded", f.rss>>20, f.peak>>20, f.cpu, f.worst, f.messages)
+	return fmt.Sprintf("RSS %d MiB before, peak %d MiB; CPU %v; slowest ctl status %v (%d calls; over %v with the idle supervisor quick: %d; machine stalls: %d); %d messages recorded",
+		f.rss>>20, f.peak>>20, f.cpu, f.worst, f.calls, statusBound, f.slow, f.stalls, f.messages)
 }
 
 // flood has the workers send 600 messages of 32 KiB, in 6 requests, and
 // asks for the status every 20ms until they are all sent and nothing was
-// published for a second.
-func flood(t *testing.T, s *sup) flooding {
+// published for a second; idle's too, at the same moments, unless nil.
+func flood(t *testing.T, s *sup, idle *sup) flooding {
 	t.Helper()
 	const messages, kib = 600, 32
 	sup := s.PID()
@@ -137,19 +154,30 @@ func flood(t *testing.T, s *sup) flooding {
 	deadline := time.Now().Add(60 * time.Second)
 	last, quiet := published(), time.Now()
 	sent := false
+	var idleAsked chan time.Duration
 	for !sent || time.Since(quiet) < time.Second {
 		if time.Now().After(deadline) {
 			t.Fatal("the flood did not end within 60s")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		begun := time.Now()
-		resp, err := control.Call(ctx, s.ctlPath, control.Request{Cmd: control.CmdStatus})
-		took := time.Since(begun)
-		cancel()
-		if err != nil || !resp.OK {
-			t.Fatalf("ctl status: %v %+v", err, resp)
+		if idle != nil {
+			idleAsked = make(chan time.Duration, 1)
+			go func() { idleAsked <- statusTook(t, idle) }()
+		}
+		took, idleTook := statusTook(t, s), time.Duration(0)
+		if idle != nil {
+			idleTook = <-idleAsked
 		}
 		f.worst = max(f.worst, took)
+		if idle != nil {
+			f.calls++
+			switch {
+			case idleTook > machineStall:
+				f.stalls++
+			case took > statusBound:
+				f.slow++
+				f.worstOwn = max(f.worstOwn, took)
+			}
+		}
 		f.peak = max(f.peak, rss(t, sup))
 		if n := published(); n != last {
 			last, quiet = n, time.Now()
@@ -164,6 +192,19 @@ func flood(t *testing.T, s *sup) flooding {
 	f.cpu = time.Duration(cpuTicks(t, sup)-cpu0) * time.Second / 100 // USER_HZ
 	f.messages = len(s.events.All(control.EventMessage))
 	return f
+}
+
+// statusTook is how long `ctl status` took s.
+func statusTook(t *testing.T, s *sup) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	begun := time.Now()
+	resp, err := control.Call(ctx, s.ctlPath, control.Request{Cmd: control.CmdStatus})
+	took := time.Since(begun)
+	if err != nil || !resp.OK {
+		t.Errorf("ctl status: %v %+v", err, resp)
+	}
+	return took
 }
 
 // rss is pid's resident set size in bytes.

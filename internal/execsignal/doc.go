@@ -21,8 +21,10 @@
 //     os/signal asked for it: this package's init asks as early as a
 //     package can, before the supervisor's dependencies (Prometheus, zap)
 //     run their own init. From the execve to that init SIGTERM is lost,
-//     then fatal: 1–4 ms on a loaded 2-core machine, a window no Go
-//     program can close;
+//     then fatal (Go's handler yields a few times before it kills, so
+//     the process may run on for milliseconds): a window of 3–15 ms on
+//     a 2-core machine at load 17, mostly the execve and the runtime's
+//     start, which no Go program can close;
 //   - keeps SIGUSR2, SIGTTIN and SIGTTOU blocked on every thread, because
 //     every thread's mask starts from the mask the image inherited
 //     (runtime.initSigmask). init takes the ones pending with
@@ -31,12 +33,18 @@
 //     installs the handler (runtime.sigenable) and their default stops
 //     the process. These three are neither lost nor fatal.
 //
-// The new image is told by the variable Env; Early returns what its init
-// caught, in order, and keeps catching.
+// The new image is told by the variable Env (HeldEnv), which also dates
+// Hold and the execve; Early returns what its init caught, in order, and
+// keeps catching; Window says when the signals were held and when this
+// init caught them again: the window in which SIGTERM, SIGINT and SIGHUP
+// can be lost, which the supervisor logs and make chaos judges by. The
+// package imports nothing its init would wait for beyond os/signal's own
+// dependencies (no fmt, no strings), so that it runs right after
+// os/signal.
 //
 //	// the old image, on the thread that execs:
 //	release, err := execsignal.Hold()
-//	err = unix.Exec(path, argv, append(env, execsignal.Env+"=1"))
+//	err = unix.Exec(path, argv, append(env, execsignal.HeldEnv()))
 //	release() // execve failed
 //
 //	// the new image:

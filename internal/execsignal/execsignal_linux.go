@@ -1,10 +1,10 @@
 package execsignal
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -18,6 +18,17 @@ var Signals = func() []os.Signal {
 	return s
 }()
 
+// Error is what Hold returns when the kernel refused a step. The package
+// does without fmt, so that its init, which must run as early as a
+// package can, waits for as few others as possible.
+type Error struct {
+	Op  string
+	Err error
+}
+
+func (e *Error) Error() string { return "execsignal: " + e.Op + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
 // Env, set in the new image's environment, says that Hold blocked and
 // ignored Signals before its execve.
 const Env = "PREFORK_HELD_SIGNALS"
@@ -25,11 +36,23 @@ const Env = "PREFORK_HELD_SIGNALS"
 // early catches Signals in an image started with Env; nil otherwise.
 var early chan os.Signal
 
+// heldAt, execAt and caughtAt are the window Window reports.
+var heldAt, execAt, caughtAt time.Time
+
 func init() {
-	if _, ok := os.LookupEnv(Env); !ok {
+	v, ok := os.LookupEnv(Env)
+	if !ok {
 		return
 	}
 	os.Unsetenv(Env)
+	held, exec := v, ""
+	for i := range len(v) {
+		if v[i] == ',' {
+			held, exec = v[:i], v[i+1:]
+			break
+		}
+	}
+	heldAt, execAt = parseNanos(held), parseNanos(exec)
 	// During init the main goroutine runs on the main thread, the one that
 	// called execve, and its mask is still the one Hold set.
 	early = make(chan os.Signal, 32)
@@ -42,6 +65,7 @@ func init() {
 	// First the signals Go's runtime has a handler for since it started:
 	// this starts os/signal's thread, which takes milliseconds.
 	signal.Notify(early, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	caughtAt = time.Now()
 	// Then SIGTTIN and SIGTTOU, which os/signal unblocks on that thread
 	// before it installs its handler: taken once more, and ignored for
 	// the microseconds in between, so that one arriving then is lost
@@ -55,6 +79,56 @@ func init() {
 	// is harmless: os/signal's own thread has them unblocked.
 	set := sigset(sigNums[:])
 	sigprocmask(sigUnblock, &set, nil)
+}
+
+// Window is when the old image held the signals (Hold) and when this
+// image's init began catching SIGTERM, SIGINT and SIGHUP: the only time in
+// an upgrade when one of those can be lost (or, for SIGTERM, from the new
+// runtime's handler install on, be fatal). Both are zero unless Hold
+// preceded the execve; held is zero from an older image.
+func Window() (held, caught time.Time) { return heldAt, caughtAt }
+
+// Exec is when the old image called execve, after Hold: zero from an
+// older image. From Hold to Exec the old image's threads other than the
+// one that execs take the signals; from Exec on, the kernel and this
+// image's runtime do.
+func Exec() time.Time { return execAt }
+
+// HeldEnv is Env as the old image sets it after Hold, just before execve:
+// the time of Hold and now, which the new image's Window and Exec report.
+func HeldEnv() string {
+	return Env + "=" + itoa(uint64(holding.UnixNano())) + "," + itoa(uint64(time.Now().UnixNano()))
+}
+
+// holding is when Hold was last called.
+var holding time.Time
+
+func itoa(n uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		if n /= 10; n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// parseNanos is the time of v, nanoseconds since the epoch; zero if v is
+// not that (an older image sets "1").
+func parseNanos(v string) time.Time {
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' || n > (1<<63-1)/10 {
+			return time.Time{}
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n < 1e18 { // before 2001: not a time
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // Early returns the channel that has caught Signals since this image's
@@ -72,10 +146,11 @@ func Early() (sigs chan os.Signal, ok bool) { return early, early != nil }
 // for this process's other threads to exit is then kept pending, while an
 // ignored one is dropped as it is sent (signal(7)).
 func Hold() (release func(), err error) {
+	holding = time.Now()
 	set := sigset(sigNums[:])
 	var oldMask uint64
 	if err := sigprocmask(sigBlock, &set, &oldMask); err != nil {
-		return nil, fmt.Errorf("execsignal: block: %w", err)
+		return nil, &Error{Op: "block", Err: err}
 	}
 	restore, err := ignore(fatalEarly[:])
 	if err != nil {
@@ -101,7 +176,7 @@ func ignore(sigs []syscall.Signal) (restore func(), err error) {
 	for ; n < len(sigs); n++ {
 		if err := rtSigaction(sigs[n], &ign, &old[n]); err != nil {
 			restore()
-			return nil, fmt.Errorf("execsignal: ignore %v: %w", sigs[n], err)
+			return nil, &Error{Op: "ignore " + sigs[n].String(), Err: err}
 		}
 	}
 	return restore, nil

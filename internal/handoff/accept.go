@@ -29,6 +29,9 @@ func (h *Handoff) Accept(ln syscall.Conn, i int) (*AcceptLoop, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.st != nil {
+		h.st.deferAccept(f)
+	}
 	l := &AcceptLoop{f: f, index: i, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -66,41 +69,57 @@ func (h *Handoff) serve(l *AcceptLoop) error {
 	var peers [maxBatch]ipc.Peer
 	var sa unix.RawSockaddrAny
 	scratch := new(batch)
-	n := 0
 	var aerr error
+	backoff := 5 * time.Millisecond
+	// acceptSome accepts and dispatches until the backlog is empty (the
+	// poller is edge-triggered: EAGAIN, then wait) or an accept fails. It
+	// dispatches inside Read, so that the accept after a dispatch is the
+	// one that finds the next connection, not an extra EAGAIN: a lone
+	// connection costs one accept4 that succeeds and one that fails, as
+	// few as an edge-triggered poller allows.
 	acceptSome := func(fd uintptr) bool {
-		for n < len(accepted) {
-			nfd, err := listener.Accept4(int(fd), &sa)
-			switch err {
-			case nil:
-				accepted[n] = nfd
-				peers[n] = ipc.PeerOf(&sa)
-				peers[n].SetListener(l.index)
-				n++
-			case unix.EAGAIN:
-				return n > 0 // false: wait until the socket is readable
-			case unix.ECONNABORTED, unix.EINTR:
-			default:
-				aerr = err
+		for {
+			n, empty := 0, false
+		batch:
+			for n < len(accepted) {
+				nfd, err := listener.Accept4(int(fd), &sa)
+				switch err {
+				case nil:
+					accepted[n] = nfd
+					peers[n] = ipc.PeerOf(&sa)
+					peers[n].SetListener(l.index)
+					n++
+				case unix.EAGAIN:
+					empty = true
+					break batch
+				case unix.ECONNABORTED, unix.EINTR:
+				default:
+					aerr = err
+					break batch
+				}
+			}
+			if n > 0 {
+				backoff = 5 * time.Millisecond
+				var t0 time.Time
+				if h.obs != nil {
+					t0 = time.Now()
+				}
+				h.dispatch(accepted[:n], peers[:n], scratch)
+				if h.obs != nil {
+					h.obs.ObserveHandoff(time.Since(t0))
+				}
+			}
+			if aerr != nil {
 				return true
 			}
+			if empty {
+				return false // wait until the socket is readable
+			}
 		}
-		return true
 	}
-	backoff := 5 * time.Millisecond
 	for {
-		n, aerr = 0, nil
+		aerr = nil
 		err := rc.Read(acceptSome)
-		if n > 0 {
-			var t0 time.Time
-			if h.obs != nil {
-				t0 = time.Now()
-			}
-			h.dispatch(accepted[:n], peers[:n], scratch)
-			if h.obs != nil {
-				h.obs.ObserveHandoff(time.Since(t0))
-			}
-		}
 		if err != nil {
 			if l.closing.Load() {
 				return nil
@@ -113,8 +132,6 @@ func (h *Handoff) serve(l *AcceptLoop) error {
 			h.log.Warn("accept failed; retrying", zap.Error(aerr), zap.Duration("delay", backoff))
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Second)
-			continue
 		}
-		backoff = 5 * time.Millisecond
 	}
 }

@@ -68,3 +68,43 @@ func TestHandBackUnplacedIsClosed(t *testing.T) {
 		t.Fatalf("the queued one: %d reached the worker that became ready", have)
 	}
 }
+
+// Connections handed back to rebalance go to the workers under their
+// share, the one missing the most first, not round the policy (which would
+// return half of them to the busy ones); past the wants, the policy picks.
+func TestHandBackGoesWhereWanted(t *testing.T) {
+	h, a, b, wa, wb := twoWorkers(t, false)
+	c, wc := testTarget(t, 3)
+	h.Route(c)
+	h.Receive(a)
+	h.Want(map[*Target]int{b: 1, c: 3})
+	for range 4 {
+		handBack(t, wa, pipeFDs(t, 1))
+	}
+	gotB, gotC := 0, 0
+	until(t, 5*time.Second, "4 connections placed", func() bool {
+		gotB += received(t, wb)
+		gotC += received(t, wc)
+		return gotB+gotC == 4
+	})
+	if gotB != 1 || gotC != 3 {
+		t.Fatalf("b got %d, c got %d; want 1 and 3", gotB, gotC)
+	}
+	if h.Wanted(b)+h.Wanted(c) != 0 {
+		t.Fatalf("wants left: b %d, c %d", h.Wanted(b), h.Wanted(c))
+	}
+	// Past the wants, round-robin again: a too.
+	h.Unroute(c)
+	got := map[*ipc.Channel]int{}
+	for range 4 {
+		handBack(t, wa, pipeFDs(t, 1))
+	}
+	until(t, 5*time.Second, "4 more placed", func() bool {
+		got[wa] += received(t, wa)
+		got[wb] += received(t, wb)
+		return got[wa]+got[wb] == 4
+	})
+	if got[wa] == 0 || got[wb] == 0 {
+		t.Fatalf("without wants the policy spreads: a %d, b %d", got[wa], got[wb])
+	}
+}

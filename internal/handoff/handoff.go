@@ -12,6 +12,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // maxBatch bounds the connections accepted per wake-up and so the
@@ -61,7 +62,8 @@ type Handoff struct {
 	fpeers [maxBatch]ipc.Peer
 	fframe [ipc.MaxConnsFrame]byte
 
-	obs Observer // metrics; nil for none. Set before the first accept.
+	obs Observer    // metrics; nil for none. Set before the first accept.
+	st  *stickiness // routing by key and PROXY headers (sticky.go); nil for none. Set before the first accept.
 
 	failures  atomic.Uint64 // sends that failed
 	retried   atomic.Uint64 // handoffs that failed and went to another worker
@@ -70,6 +72,7 @@ type Handoff struct {
 
 	handedBack atomic.Uint64 // connections workers handed back (handback.go)
 	unplaced   atomic.Uint64 // of those, closed because no worker could take them
+	wants      wants         // where rebalancing sends them (rebalance.go)
 }
 
 // Observer receives timings from the handoff path; it must not allocate.
@@ -111,12 +114,19 @@ func (h *Handoff) Route(t *Target) {
 		return
 	}
 	h.policy.Add(t)
+	if h.st != nil {
+		h.st.routed(t)
+	}
 	h.Flush()
 }
 
 func (h *Handoff) Unroute(t *Target) {
 	if h != nil && t != nil {
 		h.policy.Remove(t)
+		h.unwant(t)
+		if h.st != nil {
+			h.st.unrouted(t)
+		}
 	}
 }
 
@@ -153,6 +163,10 @@ type batch struct {
 		n   int
 	}
 	frame [ipc.MaxConnsFrame]byte
+	peek  [sticky.MaxPeek]byte // a sticky policy's peeks
+	// again: the connections were dispatched before (taken back, handed
+	// back): a PROXY header is no longer theirs to read.
+	again bool
 }
 
 // dispatch hands off a batch of accepted descriptors. It closes every
@@ -166,7 +180,12 @@ func (h *Handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 	var t *Target
 	ng := 0
 	for k, fd := range fds {
-		if k == 0 || !h.oneCPU {
+		if h.st != nil {
+			var kept bool
+			if t, kept = h.st.first(h, fd, peers, k, b); kept {
+				continue // peeking, held, or closed
+			}
+		} else if k == 0 || !h.oneCPU {
 			t, _ = h.policy.Pick()
 		}
 		i := 0
@@ -269,6 +288,9 @@ func (h *Handoff) failed(t *Target, err error) {
 		// No later pick should choose it. The owner removes it too when
 		// it learns of the exit; Remove is idempotent.
 		h.policy.Remove(t)
+		if h.st != nil {
+			h.st.unrouted(t)
+		}
 	default:
 		h.backOff(t, err)
 	}

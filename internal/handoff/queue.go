@@ -75,6 +75,9 @@ func (h *Handoff) Flush() {
 	if h == nil {
 		return
 	}
+	if h.st != nil {
+		h.st.release(h) // keyed connections first, to their slots
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.flushLocked(time.Now())

@@ -83,6 +83,9 @@ func (h *Handoff) Recover(t *Target) int {
 		return 0
 	}
 	h.policy.Remove(t)
+	if h.st != nil {
+		h.st.unrouted(t) // its keyed connections wait for the slot's next worker
+	}
 	return h.takeBack(t, false)
 }
 
@@ -93,7 +96,7 @@ func (h *Handoff) takeBack(t *Target, live bool) int {
 		t.returned.Add(uint64(len(fds))) // it never had them: its load must not count them
 		h.recovered.Add(uint64(len(fds)))
 		if scratch == nil {
-			scratch = new(batch)
+			scratch = &batch{again: true}
 		}
 		h.dispatch(fds, peers, scratch)
 	})

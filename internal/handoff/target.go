@@ -10,6 +10,7 @@ import (
 // connection counts. It is what the policy picks.
 type Target struct {
 	slot int
+	gen  int // the worker's generation (SetGeneration), for a sticky table
 	tr   Transport
 
 	// handed counts connections sent, and only grows: it is the slot's
@@ -19,6 +20,7 @@ type Target struct {
 	// back, refused, or not answered before it exited.
 	handed   atomic.Uint64
 	returned atomic.Uint64
+	back     atomic.Uint64 // connections the worker handed back (Receive)
 	peers    atomic.Bool   // the worker takes peer addresses with its connections
 	lnIndex  atomic.Bool   // and their listener's index (ipc.FeatureListeners)
 	closed   atomic.Uint32 // connections the worker reports closed, wrapping
@@ -52,6 +54,10 @@ func NewTarget(slot int, tr Transport) *Target {
 	return &Target{slot: slot, tr: tr}
 }
 
+// SetGeneration records the worker's generation, before it is routed: a
+// sticky policy forgets the keys a slot claimed when it changes.
+func (t *Target) SetGeneration(gen int) { t.gen = gen }
+
 // Slot is the worker's slot.
 func (t *Target) Slot() int { return t.slot }
 
@@ -66,6 +72,9 @@ func (t *Target) Available() bool { return t.off.Load() == 0 }
 
 // Handed is how many connections t was ever sent (handoffs_total).
 func (t *Target) Handed() uint64 { return t.handed.Load() }
+
+// HandedBack is how many connections t's worker handed back.
+func (t *Target) HandedBack() uint64 { return t.back.Load() }
 
 // TakesPeers records that the worker takes its connections' peer
 // addresses (its ready frame said so); before the owner routes it.

@@ -15,6 +15,14 @@ import (
 // take them until the worker has exited: keep that queue short.
 const maxNodeUntaken = 16
 
+// maxStickyUntaken is the window of a worker under -sticky socketio. Its
+// connections belong to its sessions, and one that finds the window full
+// goes to another worker, which answers "Session ID unknown": a burst of
+// polling clients must fit. Each is taken as soon as the worker's event
+// loop reads it (NODE_HANDLE_ACK), and a stalled worker's are withdrawn
+// as any (Check).
+const maxStickyUntaken = 1024
+
 // Node is the transport to a Node.js worker, as Node's primary sends a
 // connection (round_robin_handle.js): a {act:'newconn', key} message on the
 // worker's IPC channel with the descriptor attached. Unlike a frame, it is
@@ -26,6 +34,10 @@ type Node struct {
 	t   *Target
 	w   *nodeipc.Worker // set once the worker's server listens
 	key string          // its round-robin server's key; "" while it has none
+	// sticky: the worker called @socket.io/sticky's setupWorker and
+	// listens on nothing; it takes each connection as that module's
+	// message (nodeipc.Worker.StickyConn) from the moment it is online.
+	sticky bool
 
 	sent      uint64 // connections sent
 	answered  uint64 // of those, answered or taken back
@@ -57,11 +69,17 @@ func NodeOf(t *Target) *Node {
 }
 
 func (n *Node) send(c conns) (int, error) {
-	if n.w == nil || n.key == "" {
+	if n.w == nil || (n.key == "" && !n.sticky) {
 		return 0, errNotListening
 	}
 	for i, fd := range c.fds {
-		if err := n.w.NewConn(n.key, fd); err != nil {
+		var err error
+		if n.sticky {
+			err = n.w.StickyConn(fd)
+		} else {
+			err = n.w.NewConn(n.key, fd)
+		}
+		if err != nil {
 			if errors.Is(err, nodeipc.ErrClosed) {
 				err = fmt.Errorf("%w: %w", ErrGone, err)
 			}
@@ -73,8 +91,13 @@ func (n *Node) send(c conns) (int, error) {
 	return len(c.fds), nil
 }
 
-func (n *Node) holds() bool              { return true } // the nodeipc.Worker holds them until answered
-func (n *Node) window() int              { return maxNodeUntaken }
+func (n *Node) holds() bool { return true } // the nodeipc.Worker holds them until answered
+func (n *Node) window() int {
+	if n.sticky {
+		return maxStickyUntaken
+	}
+	return maxNodeUntaken
+}
 func (n *Node) untaken(measure bool) int { return int(n.sent - n.answered) }
 func (n *Node) taken() uint64            { return n.answered - n.reclaimed }
 func (n *Node) close()                   {}
@@ -134,11 +157,21 @@ func (n *Node) Listen(h *Handoff, w *nodeipc.Worker, key string) {
 	h.Pause(n.t, false)
 }
 
+// ListenSticky makes the worker take every connection as
+// @socket.io/sticky's setupWorker expects them (-sticky socketio): it is
+// online, and such a worker never listens.
+func (n *Node) ListenSticky(h *Handoff, w *nodeipc.Worker) {
+	n.t.mu.Lock()
+	n.w, n.sticky = w, true
+	n.t.mu.Unlock()
+	h.Pause(n.t, false)
+}
+
 // ServerClosed: the worker closed its round-robin server key (Node's
 // act:'close'); it takes no connections until it listens again.
 func (n *Node) ServerClosed(h *Handoff, key string) {
 	n.t.mu.Lock()
-	ours := n.key == key
+	ours := n.key == key && !n.sticky
 	if ours {
 		n.key = ""
 	}

@@ -32,6 +32,11 @@ const (
 	// EnvFeatures is the protocol [Features] the supervisor understands,
 	// as a decimal bit set; absent means none.
 	EnvFeatures = "PREFORK_FEATURES"
+	// EnvProxy, in shared and reuseport mode with -proxy-protocol: every
+	// connection starts with a PROXY protocol header, which the worker's
+	// listener reads. Its value: "from=CIDR,...;wait=DURATION" (from
+	// empty: any source).
+	EnvProxy = "PREFORK_PROXY"
 )
 
 // Descriptor numbers in the worker. os/exec places ExtraFiles[i] at 3+i.

@@ -73,8 +73,20 @@ const (
 	// idle between requests now, for the supervisor to move to less busy
 	// workers (rebalancing after a scale-up). Payload: n, uint32.
 	TypeGiveBack
+	// TypeClaim (worker → supervisor, control channel, only when the
+	// supervisor offered [FeatureClaim]): route connections with this
+	// sticky key to the worker's slot from now on (a session id it made
+	// up). Payload: the key, 1 to MaxClaim bytes.
+	TypeClaim
+	// TypeClaimed (supervisor → worker, control channel): the oldest claim
+	// not yet answered is in force; the worker may give the client its
+	// key. Payload: empty.
+	TypeClaimed
 	typeEnd
 )
+
+// MaxClaim bounds a claimed key.
+const MaxClaim = 1024
 
 func (t Type) String() string {
 	switch t {
@@ -98,6 +110,10 @@ func (t Type) String() string {
 		return "leave"
 	case TypeGiveBack:
 		return "giveback"
+	case TypeClaim:
+		return "claim"
+	case TypeClaimed:
+		return "claimed"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -115,6 +131,8 @@ var payloadSize = [typeEnd]int{
 	TypeResume:    0,
 	TypeLeave:     0,
 	TypeGiveBack:  4,
+	TypeClaim:     -1,
+	TypeClaimed:   0,
 }
 
 // Features are optional parts of the protocol, as a bit set. The supervisor
@@ -143,6 +161,12 @@ const (
 	// the next request. The supervisor reads its end of the channel and
 	// hands them to another worker.
 	FeatureHandBack
+	// FeatureClaim: the worker may claim sticky keys (TypeClaim).
+	FeatureClaim
+	// FeatureOutcomes: heartbeats that carry a latency histogram also carry
+	// the requests counted by how they ended ([Heartbeat.Outcomes]: status
+	// class, handler panics), which a canary reload judges a release by.
+	FeatureOutcomes
 	// FeatureListeners (rr, with FeaturePeers): each peer record of a
 	// conns frame has one more byte, the index of the listener the
 	// connection came from (RecordSize), so a worker serving several
@@ -150,7 +174,7 @@ const (
 	FeatureListeners
 
 	// Supported is every feature this package implements.
-	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureListeners
+	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureClaim | FeatureOutcomes | FeatureListeners
 )
 
 // String names the features, "none" for none: an older worker shows as
@@ -171,6 +195,12 @@ func (f Features) String() string {
 	}
 	if f&FeatureHandBack != 0 {
 		names = append(names, "handback")
+	}
+	if f&FeatureClaim != 0 {
+		names = append(names, "claim")
+	}
+	if f&FeatureOutcomes != 0 {
+		names = append(names, "outcomes")
 	}
 	if f&FeatureListeners != 0 {
 		names = append(names, "listeners")
@@ -242,7 +272,11 @@ func Decode(b []byte) (Frame, error) {
 			return Frame{}, ErrPayload
 		}
 	case TypeHeartbeat:
-		if n != heartbeatSize && n != heartbeatSize+latencySize {
+		if n != heartbeatSize && n != heartbeatSize+latencySize && n != heartbeatSize+latencySize+outcomesSize {
+			return Frame{}, ErrPayload
+		}
+	case TypeClaim:
+		if n == 0 || n > MaxClaim {
 			return Frame{}, ErrPayload
 		}
 	case TypeConns:
@@ -358,6 +392,9 @@ type Heartbeat struct {
 	// does not record it or was not offered FeatureLatency (an older
 	// build sends the 29-byte heartbeat only).
 	Latency *latency.Counts
+	// Outcomes of the same requests, by class; nil unless Latency is set
+	// and the worker uses FeatureOutcomes.
+	Outcomes *latency.Outcomes
 }
 
 const (
@@ -365,17 +402,22 @@ const (
 	// latencySize: the histogram's sum in nanoseconds, then its buckets,
 	// uint64 each.
 	latencySize = 8 + 8*latency.Buckets
+	// outcomesSize: after the histogram, a uint64 per latency.Class.
+	outcomesSize = 8 * int(latency.NumClasses)
 )
 
 // MaxHeartbeatFrame is the size of the largest heartbeat frame.
-const MaxHeartbeatFrame = HeaderSize + heartbeatSize + latencySize
+const MaxHeartbeatFrame = HeaderSize + heartbeatSize + latencySize + outcomesSize
 
 // AppendHeartbeat appends a heartbeat frame to dst, with the latency
-// histogram if h has one.
+// histogram if h has one, and then the outcomes if it has those too.
 func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
 	n := heartbeatSize
 	if h.Latency != nil {
 		n += latencySize
+		if h.Outcomes != nil {
+			n += outcomesSize
+		}
 	}
 	dst = appendHeader(dst, TypeHeartbeat, n)
 	dst = binary.LittleEndian.AppendUint64(dst, h.Conns)
@@ -392,6 +434,11 @@ func AppendHeartbeat(dst []byte, h Heartbeat) []byte {
 		for _, v := range l.Buckets {
 			dst = binary.LittleEndian.AppendUint64(dst, v)
 		}
+		if o := h.Outcomes; o != nil {
+			for _, v := range o {
+				dst = binary.LittleEndian.AppendUint64(dst, v)
+			}
+		}
 	}
 	return dst
 }
@@ -407,12 +454,19 @@ func (f Frame) Heartbeat() Heartbeat {
 		Goroutines: binary.LittleEndian.Uint32(p[24:]),
 		Healthy:    p[28] == 1,
 	}
-	if p = p[heartbeatSize:]; len(p) == latencySize {
+	if p = p[heartbeatSize:]; len(p) >= latencySize {
 		l := &latency.Counts{Sum: time.Duration(binary.LittleEndian.Uint64(p))}
 		for i := range l.Buckets {
 			l.Buckets[i] = binary.LittleEndian.Uint64(p[8+8*i:])
 		}
 		h.Latency = l
+	}
+	if p = p[min(len(p), latencySize):]; len(p) == outcomesSize {
+		o := new(latency.Outcomes)
+		for i := range o {
+			o[i] = binary.LittleEndian.Uint64(p[8*i:])
+		}
+		h.Outcomes = o
 	}
 	return h
 }

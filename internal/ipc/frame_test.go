@@ -268,3 +268,37 @@ func TestPeerOf(t *testing.T) {
 		t.Fatal("PeerAddr of no records is not nil")
 	}
 }
+
+func TestHeartbeatOutcomes(t *testing.T) {
+	var l latency.Recorder
+	var o latency.OutcomeRecorder
+	for _, c := range []int{200, 204, 302, 404, 500, 503} {
+		l.Observe(time.Millisecond)
+		o.Count(latency.ClassOf(c))
+	}
+	o.Count(latency.ClassPanic)
+	lc, oc := l.Snapshot(), o.Snapshot()
+	frame := AppendHeartbeat(nil, Heartbeat{Requests: 7, Healthy: true, Latency: &lc, Outcomes: &oc})
+	if len(frame) != MaxHeartbeatFrame {
+		t.Fatalf("frame is %d bytes, want MaxHeartbeatFrame %d", len(frame), MaxHeartbeatFrame)
+	}
+	f, err := Decode(frame)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	hb := f.Heartbeat()
+	if hb.Latency == nil || *hb.Latency != lc || hb.Outcomes == nil || *hb.Outcomes != oc {
+		t.Fatalf("decoded latency %+v outcomes %+v, want %+v and %+v", hb.Latency, hb.Outcomes, lc, oc)
+	}
+	if want, have := (latency.Outcomes{2, 1, 1, 2, 1}), *hb.Outcomes; want != have {
+		t.Fatalf("outcomes: want %v, have %v", want, have)
+	}
+	if hb.Outcomes.Errors() != 3 || hb.Outcomes.Total() != 7 {
+		t.Fatalf("errors %d of %d, want 3 of 7", hb.Outcomes.Errors(), hb.Outcomes.Total())
+	}
+	// Outcomes without a histogram are not sent: the frame stays the
+	// 29-byte heartbeat an older supervisor reads.
+	if f, _ := Decode(AppendHeartbeat(nil, Heartbeat{Outcomes: &oc})); f.Heartbeat().Outcomes != nil || len(f.Payload) != heartbeatSize {
+		t.Fatalf("outcomes sent without latency: %d bytes", len(f.Payload))
+	}
+}

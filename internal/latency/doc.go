@@ -8,6 +8,10 @@
 // They run from 100µs to 10s, five to a decade, roughly log-spaced (1, 1.5,
 // 2.5, 4, 6), plus one bucket for anything slower.
 //
+// Beside it, an [OutcomeRecorder] counts the same requests by how they
+// ended ([Class]: 2xx, 3xx, 4xx, 5xx, a handler's panic), which a canary
+// reload compares between two releases (classes.go).
+//
 //	var r latency.Recorder
 //	r.Observe(3 * time.Millisecond)
 //	c := r.Snapshot()

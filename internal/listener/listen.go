@@ -41,9 +41,17 @@ func validHostname(h string) bool {
 	return len(h) <= 253
 }
 
-// Listen binds a TCP listener on addr.
+// Listen binds a TCP listener on addr: plain TCP, not MPTCP, Go's default
+// for listeners since 1.24 where the kernel has it. Every connection from a
+// plain TCP client (all of them in practice) to an MPTCP listener goes
+// through MPTCP's fallback in the kernel, which under Connection: close
+// load showed in profiles of the workers (mptcp_stream_accept,
+// subflow_v4_req_destructor); fasthttp's prefork and ListenReusePort bind
+// plain TCP.
 func Listen(addr string) (*net.TCPListener, error) {
-	ln, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener: %w", err)
 	}
@@ -64,12 +72,10 @@ func ListenReusePort(addr string, n int) ([]*net.TCPListener, error) {
 		}
 		return serr
 	}}
-	// Plain TCP, not MPTCP (Go's default for listeners since 1.24 where
-	// the kernel has it): an MPTCP socket's setsockopt accepts only a few
-	// SOL_SOCKET options and refuses SO_ATTACH_REUSEPORT_CBPF with
-	// EOPNOTSUPP, and Steer needs it to keep new connections off retired
-	// sockets. Plain TCP clients, all of them in practice, see no
-	// difference: an MPTCP listener falls back to TCP for them.
+	// Plain TCP, as in Listen; here it is also required: an MPTCP
+	// socket's setsockopt accepts only a few SOL_SOCKET options and
+	// refuses SO_ATTACH_REUSEPORT_CBPF with EOPNOTSUPP, and Steer needs it
+	// to keep new connections off retired sockets.
 	lc.SetMultipathTCP(false)
 	lns := make([]*net.TCPListener, 0, n)
 	fail := func(err error) ([]*net.TCPListener, error) {

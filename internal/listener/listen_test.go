@@ -209,3 +209,30 @@ func TestDetachTunesAccepted(t *testing.T) {
 		}
 	}
 }
+
+// Listen binds plain TCP, as fasthttp's reuseport and ListenReusePort do,
+// not MPTCP (Go's default for listeners where the kernel has it): every
+// connection to an MPTCP listener from a plain TCP client, all of them in
+// practice, goes through MPTCP's fallback, which cost Connection: close
+// load measurable CPU per connection in the kernel (mptcp_stream_accept,
+// subflow_v4_req_destructor).
+func TestListenIsPlainTCP(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proto int
+	var perr error
+	rc.Control(func(fd uintptr) { proto, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) })
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if proto != unix.IPPROTO_TCP {
+		t.Errorf("listening socket protocol %d, want IPPROTO_TCP (%d)", proto, unix.IPPROTO_TCP)
+	}
+}

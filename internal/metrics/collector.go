@@ -35,6 +35,8 @@ type snapshotCollector struct {
 	rebalanceAsks   *prometheus.Desc
 	pending         *prometheus.Desc
 	reloads         *prometheus.Desc
+	verdicts        *prometheus.Desc
+	baking          *prometheus.Desc
 	openConns       *prometheus.Desc
 	requests        *prometheus.Desc
 	rss             *prometheus.Desc
@@ -42,6 +44,7 @@ type snapshotCollector struct {
 	protocolErrors  *prometheus.Desc
 	freezes         *prometheus.Desc
 	duration        *prometheus.Desc
+	sticky          stickyDescs
 }
 
 func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *snapshotCollector {
@@ -62,6 +65,8 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		rebalanceAsks:   d("rebalance_asked_total", "Idle keep-alive connections workers were asked to give back so that new workers get a share (-rebalance)."),
 		pending:         d("pending_connections", "Connections waiting for a ready worker."),
 		reloads:         d("reloads_total", "Reloads of all workers, by result.", "result"),
+		verdicts:        d("canary_verdicts_total", "Verdicts on canary reloads: pass, fail, or insufficient traffic.", "verdict"),
+		baking:          d("canary_baking", "1 while a canary reload's new workers serve beside the old generation, to be judged."),
 		openConns:       d("worker_open_connections", "Connections the worker in each slot has open.", "slot"),
 		requests:        d("worker_requests_total", "Requests served by the worker in each slot; resets when the slot's worker is replaced.", "slot"),
 		rss:             d("worker_resident_memory_bytes", "Resident set size of the worker in each slot.", "slot"),
@@ -69,6 +74,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		protocolErrors:  d("worker_protocol_errors_total", "Frames from workers that broke the worker protocol (malformed, unexpected, or carrying descriptors)."),
 		freezes:         d("supervisor_freezes_total", "Times the supervisor found it had not run for a while (frozen, paused or stopped) and restarted its workers' heartbeat clocks."),
 		duration:        d("request_duration_seconds", "Time the worker in each slot took to serve a request, as cluster.CountRequests measures it; resets when the slot's worker is replaced.", "slot"),
+		sticky:          newStickyDescs(d),
 	}
 }
 
@@ -76,12 +82,13 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
-		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.openConns,
+		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.verdicts, c.baking, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 		c.duration,
 	} {
 		ch <- d
 	}
+	c.sticky.describe(ch)
 }
 
 // Collect implements prometheus.Collector. If the supervisor cannot answer,
@@ -105,6 +112,12 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	labeled(ch, c.spawns, prometheus.CounterValue, control.SpawnCauses, s.Spawns)
 	labeled(ch, c.exits, prometheus.CounterValue, control.ExitCauses, s.Exits)
 	labeled(ch, c.reloads, prometheus.CounterValue, reloadResults, s.Reloads)
+	labeled(ch, c.verdicts, prometheus.CounterValue, canaryVerdicts, s.CanaryVerdicts)
+	baking := 0.0
+	if s.CanaryBaking {
+		baking = 1
+	}
+	ch <- constMetric(c.baking, prometheus.GaugeValue, baking)
 	for slot, n := range s.Handoffs {
 		ch <- constMetric(c.handoffs, prometheus.CounterValue, float64(n), strconv.Itoa(slot))
 	}
@@ -117,6 +130,7 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.pending, prometheus.GaugeValue, float64(s.PendingDepth))
 	ch <- constMetric(c.protocolErrors, prometheus.CounterValue, float64(s.ProtocolErrors))
 	ch <- constMetric(c.freezes, prometheus.CounterValue, float64(s.Freezes))
+	c.sticky.collect(ch, s.Sticky)
 }
 
 // collectWorkers reports one set of series per slot. During a rollout a

@@ -35,7 +35,9 @@
 //	prefork_handoff_reroutes_total             counter  connections re-routed to another worker after a failure, including ones read back from a dead worker's queue
 //	prefork_connections_dropped_total          counter  connections closed unserved: pending queue full or waited too long
 //	prefork_pending_connections                gauge    connections waiting for a ready worker
-//	prefork_reloads_total{result}              counter  reloads, by result: success, failure
+//	prefork_reloads_total{result}              counter  reloads, by result: success, failure, rollback
+//	prefork_canary_verdicts_total{verdict}     counter  canary verdicts: pass, fail, insufficient
+//	prefork_canary_baking                      gauge    1 while a canary reload bakes
 //
 // Per worker, labelled by slot:
 //

@@ -23,9 +23,12 @@ type Snapshot struct {
 	HandedBack      uint64                   // idle keep-alive connections draining workers handed back (rr)
 	Unplaced        uint64                   // of those, closed because no worker could take them; the rest moved
 	RebalanceAsks   uint64                   // idle connections workers were asked to give back to even out the load
-	Reloads         map[string]uint64        // "success", "failure"
+	Reloads         map[string]uint64        // "success", "failure", "rollback" (a canary's)
+	CanaryVerdicts  map[string]uint64        // "pass", "fail", "insufficient"
+	CanaryBaking    bool                     // a canary reload's new workers serve, to be judged
 	ProtocolErrors  uint64                   // frames from workers that broke the worker protocol
 	Freezes         uint64                   // stalls of the supervisor itself that restarted the heartbeat clocks
+	Sticky          *Sticky                  // -sticky or -proxy-protocol (rr); nil without
 }
 
 // Worker is one live worker process as seen by the supervisor.
@@ -43,5 +46,6 @@ type Worker struct {
 // Label values that are always exposed, so that counters start at zero and
 // rate() sees their first increment.
 var (
-	reloadResults = []string{"success", "failure"}
+	reloadResults  = []string{"success", "failure", "rollback"}
+	canaryVerdicts = []string{control.VerdictPass, control.VerdictFail, control.VerdictInsufficient}
 )

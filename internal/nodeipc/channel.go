@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,7 +69,8 @@ var (
 // to a queue that one goroutine writes, in order. Recv is for one reader at a
 // time.
 type Channel struct {
-	uc *net.UnixConn
+	uc  *net.UnixConn
+	raw syscall.RawConn // uc's, for writes that must not wait
 
 	mu       sync.Mutex
 	queue    []outgoing // in order; the head waits while a handle is in flight
@@ -76,9 +78,13 @@ type Channel struct {
 	inflight *outgoing  // the handle sent and not yet acknowledged
 	werr     error      // the writer's failure, returned by later Sends
 	closed   bool
-	wake     chan struct{} // cap 1: the writer has work
+	writing  bool          // a goroutine is writing (writer.go); the others only queue
+	rest     []byte        // what flush left of a line for the writer goroutine
+	restFD   int           // the descriptor still to go with rest; -1: none
+	wake     chan struct{} // cap 1: the writer goroutine takes over from flush
 	done     chan struct{} // closed by Close
 	writerWG sync.WaitGroup
+	flushers sync.WaitGroup // flush calls under way, which Close waits for
 	once     sync.Once
 
 	r reader // Recv's state
@@ -87,6 +93,10 @@ type Channel struct {
 	// answered the last retransmission with a NACK too. Set before the
 	// first Recv, and called by it.
 	gaveUp func(tag int64)
+	// delivered is told the tag of a handle the peer acknowledged
+	// (NODE_HANDLE_ACK): it has its own copy of the descriptor, and this
+	// channel is done with it. Set and called as gaveUp.
+	delivered func(tag int64)
 }
 
 // outgoing is one queued line and the descriptor that rides on it: a
@@ -96,6 +106,17 @@ type outgoing struct {
 	fd    int   // -1: none
 	tries int   // NACKs received for it
 	tag   int64 // the Worker's seq for a newconn, which withdraw finds it by; -1: none
+	// lent: fd is the caller's, not a duplicate, and never closed here:
+	// the Worker lends a newconn's descriptor, which it holds until the
+	// worker answers, and so saves a dup and a close per connection.
+	lent bool
+}
+
+// release closes out's descriptor, unless it was lent.
+func (out *outgoing) release() {
+	if out.fd >= 0 && !out.lent {
+		unix.Close(out.fd)
+	}
 }
 
 // Pair makes a SOCK_STREAM socketpair, the kind child_process.fork gives a
@@ -135,10 +156,17 @@ func NewChannel(f *os.File) (*Channel, error) {
 		uc.Close()
 		return nil, fmt.Errorf("nodeipc: %s: %w", f.Name(), err)
 	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("nodeipc: %w", err)
+	}
 	c := &Channel{
-		uc:   uc,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		uc:     uc,
+		raw:    raw,
+		restFD: -1,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
 	}
 	c.r.init()
 	c.writerWG.Add(1)
@@ -203,8 +231,18 @@ func (c *Channel) send(msg any, fd int, typ string, tag int64) error {
 	if err != nil {
 		return err
 	}
+	return c.sendLine(line, fd, tag, false)
+}
+
+// sendLine queues line, a whole JSON line, with a duplicate of fd (if >= 0)
+// and tag (see send); or, lent, with fd itself, which the caller keeps
+// open until the peer has answered it or withdraw has returned it.
+func (c *Channel) sendLine(line []byte, fd int, tag int64, lent bool) error {
 	out := outgoing{line: line, fd: -1, tag: tag}
-	if fd >= 0 {
+	var err error
+	if lent && fd >= 0 {
+		out.fd, out.lent = fd, true
+	} else if fd >= 0 {
 		// F_DUPFD_CLOEXEC: the duplicate must not leak into a child
 		// spawned before the peer acknowledges it.
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -215,9 +253,13 @@ func (c *Channel) send(msg any, fd int, typ string, tag int64) error {
 	}
 	c.mu.Lock()
 	err = c.enqueueLocked(out)
+	kick := err == nil && c.kickLocked()
 	c.mu.Unlock()
-	if err != nil && out.fd >= 0 {
-		unix.Close(out.fd)
+	if err != nil {
+		out.release()
+	}
+	if kick {
+		c.flush()
 	}
 	return err
 }
@@ -232,7 +274,6 @@ func (c *Channel) enqueueLocked(out outgoing) error {
 		return ErrQueueFull
 	}
 	c.queue = append(c.queue, out)
-	c.signal()
 	return nil
 }
 
@@ -252,20 +293,20 @@ func (c *Channel) withdraw(want func(tag int64) bool) []int64 {
 			continue
 		}
 		tags = append(tags, out.tag)
-		if out.fd >= 0 {
-			unix.Close(out.fd)
-		}
+		out.release()
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
 	return tags
 }
 
-// signal wakes the writer; mu is held.
-func (c *Channel) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// forgetInflight drops the handle in flight if its descriptor was lent:
+// its peer is gone, and the lender takes it back.
+func (c *Channel) forgetInflight() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight != nil && c.inflight.lent {
+		c.inflight = nil
 	}
 }
 
@@ -314,15 +355,14 @@ func (c *Channel) Close() error {
 		// Closing the socket interrupts a write blocked on a full peer.
 		err = c.uc.Close()
 		c.writerWG.Wait()
+		c.flushers.Wait()
 		c.mu.Lock()
 		if c.inflight != nil {
-			unix.Close(c.inflight.fd)
+			c.inflight.release()
 			c.inflight = nil
 		}
 		for _, out := range c.queue {
-			if out.fd >= 0 {
-				unix.Close(out.fd)
-			}
+			out.release()
 		}
 		c.queue = nil
 		c.mu.Unlock()

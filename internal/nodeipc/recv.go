@@ -85,6 +85,15 @@ func (c *Channel) decode(line []byte, fds []int) (Message, error) {
 		closeFDs(fds)
 		return Message{FD: -1}, fmt.Errorf("%w: "+format, append([]any{ErrBadMessage}, args...)...)
 	}
+	if len(fds) == 0 { // the per-connection lines, without encoding/json
+		if bytes.Equal(line, ackBody) {
+			c.handleAnswered(true)
+			return Message{FD: -1}, errSkip
+		}
+		if _, _, ok := clusterAck(line); ok {
+			return Message{Body: bytes.Clone(line), Cmd: cmdCluster, FD: -1}, nil
+		}
+	}
 	if !json.Valid(line) {
 		return fail("%d bytes of invalid JSON: %q", len(line), clip(line))
 	}

@@ -4,10 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"maps"
 	"net"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -32,11 +31,19 @@ type Worker struct {
 	pending       map[int64]conn // connections handed and not yet answered, by seq
 	disconnecting bool           // Disconnect called, or the worker said exitedAfterDisconnect
 	ended         bool           // the channel ended
+
+	accepted atomic.Pointer[func(key string)] // OnAccepted's
+
+	nmu     sync.Mutex // NewConn's cache of its key as JSON
+	key     string
+	keyJSON []byte
 }
 
 type conn struct {
-	key string
-	fd  int
+	key       string
+	fd        int
+	delivered bool // the worker acknowledged the handle: the channel is done with fd
+	sticky    bool // StickyConn's: acknowledged is accepted
 }
 
 // Sockname is the address a round-robin server reports as its own
@@ -66,23 +73,11 @@ func NewWorker(ch *Channel, events chan<- Event) *Worker {
 		done:    make(chan struct{}),
 		pending: make(map[int64]conn),
 	}
-	ch.gaveUp = w.undelivered // before the reader starts: Recv calls it
+	ch.gaveUp = w.undelivered // before the reader starts: Recv calls them
+	ch.delivered = w.delivered
 	w.wg.Add(1)
 	go w.read()
 	return w
-}
-
-// undelivered gives back the connection of newconn seq, which the worker
-// never received: it refused the descriptor every time it was sent
-// (NODE_HANDLE_NACK: out of descriptors itself), and so never answers it.
-func (w *Worker) undelivered(seq int64) {
-	w.mu.Lock()
-	p, ok := w.pending[seq]
-	delete(w.pending, seq)
-	w.mu.Unlock()
-	if ok {
-		w.emit(Refused{Key: p.key, FD: p.fd})
-	}
 }
 
 // clusterMsg is a NODE_CLUSTER message. Every field is raw: a worker may
@@ -131,12 +126,15 @@ func (w *Worker) read() {
 // request, anything else by its act.
 func (w *Worker) cluster(m Message) {
 	closeFD(m.FD) // no cluster message from a worker carries a handle
+	if seq, accepted, ok := clusterAck(m.Body); ok && w.settle(seq, accepted) {
+		return
+	}
 	var c clusterMsg
 	if err := json.Unmarshal(m.Body, &c); err != nil {
 		w.emit(Malformed{Err: errors.Join(ErrBadMessage, err)})
 		return
 	}
-	if len(c.Ack) > 0 && w.answered(c) {
+	if len(c.Ack) > 0 && w.settle(int64(jsInt(c.Ack, -1)), string(c.Accepted) == "true") {
 		return
 	}
 	switch jsonString(c.Act) {
@@ -161,26 +159,6 @@ func (w *Worker) cluster(m Message) {
 		w.ch.Send(ackMsg{Cmd: cmdCluster, Ack: int64(jsInt(c.Seq, -1)), Seq: w.nextSeq()}, -1)
 		w.emit(ExitedAfterDisconnect{})
 	}
-}
-
-// answered settles the connection a newconn ack answers; false when the ack
-// answers nothing pending.
-func (w *Worker) answered(c clusterMsg) bool {
-	seq := int64(jsInt(c.Ack, -1))
-	w.mu.Lock()
-	p, ok := w.pending[seq]
-	delete(w.pending, seq)
-	w.mu.Unlock()
-	if !ok {
-		return false
-	}
-	if string(c.Accepted) == "true" {
-		unix.Close(p.fd) // the worker has its own copy now
-		w.emit(Accepted{Key: p.key})
-	} else {
-		w.emit(Refused{Key: p.key, FD: p.fd})
-	}
-	return true
 }
 
 func (w *Worker) queryServer(c clusterMsg, raw json.RawMessage) {
@@ -321,70 +299,6 @@ func (w *Worker) ReplyShared(q QueryServer, ln int) error {
 func (w *Worker) ReplyError(q QueryServer, errno syscall.Errno) error {
 	uv := -int(errno) // libuv's error codes are negated errnos on Unix
 	return w.reply(q, &uv, nil, -1)
-}
-
-// NewConn hands the worker a connection fd for its round-robin server key
-// (QueryServer.Key), with the message round_robin_handle.js sends:
-// {act:'newconn', key}. On success the Worker owns fd until the worker
-// answers: Accepted (fd closed) or Refused (fd given back). On error the
-// caller keeps fd.
-func (w *Worker) NewConn(key string, fd int) error {
-	w.mu.Lock()
-	if w.ended {
-		w.mu.Unlock()
-		return ErrClosed
-	}
-	seq := w.seq
-	w.seq++
-	w.pending[seq] = conn{key: key, fd: fd}
-	w.mu.Unlock()
-	err := w.ch.send(actMsg{Cmd: cmdCluster, Act: "newconn", Key: key, Seq: seq}, fd, HandleNative, seq)
-	if err == nil {
-		return nil
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, ok := w.pending[seq]; ok {
-		delete(w.pending, seq)
-		return err
-	}
-	return nil // the channel ended meanwhile, and end reported it Refused
-}
-
-// Reclaim takes back the connections handed with NewConn that the worker
-// has not answered, and returns them: the caller owns them again. Call it
-// only once the worker can answer no more (its process has exited): a
-// connection it received but did not answer, it had not started to read
-// (child.js answers before it reads). A later answer to one of them is
-// ignored, and the channel's end reports nothing for them.
-func (w *Worker) Reclaim() []int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	fds := make([]int, 0, len(w.pending))
-	for _, seq := range slices.Sorted(maps.Keys(w.pending)) { // in the order handed
-		fds = append(fds, w.pending[seq].fd)
-		delete(w.pending, seq)
-	}
-	return fds
-}
-
-// Withdraw takes back the connections handed with NewConn that are still
-// in the channel's send queue, and returns them in the order handed: the
-// caller owns them again. The channel writes one handle at a time and the
-// next only once the worker has acknowledged it (NODE_HANDLE_ACK), so
-// while the worker does not read (a stopped process, a blocked event
-// loop) all but the first wait there, unseen by it. Unlike Reclaim,
-// Withdraw is safe while the worker runs: it never gets what was withdrawn.
-func (w *Worker) Withdraw() []int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	seqs := w.ch.withdraw(func(seq int64) bool { _, ok := w.pending[seq]; return ok })
-	fds := make([]int, 0, len(seqs))
-	for _, seq := range seqs {
-		fds = append(fds, w.pending[seq].fd)
-		delete(w.pending, seq)
-	}
-	return fds
 }
 
 // Disconnect asks the worker to close its servers and then the channel, as

@@ -28,9 +28,11 @@
 //	print.go     Settings as a -config file (-print-config)
 //	reread.go    reading the file again: what a reload applies, and what not
 //	validate.go  the checks, worded for a flag or for a field
+//	sticky.go    -sticky and -proxy-protocol: the fields, flags and checks
 //	listen.go    -listen, repeatable (Listeners, a flag.Value whose Set
 //	             appends), and the socket file's -listen-mode, owner, group
 //	admin.go     the admin listener's: loopback without auth, the auth file's mode
+//	canary.go    a reload's canary: -canary, -bake and the gates, their defaults
 //	usage.go     the command line's help text
 package settings
 

@@ -190,7 +190,7 @@ func (fl *fileSettings) set(k fileKey, fv reflect.Value, line int) error {
 		for _, e := range x {
 			s, ok := e.(string)
 			if !ok {
-				return fl.errorf(line, k.name, "want %s, not an array of %s", k.kind.want(), tomlType(e))
+				return fl.errorf(line, k.name, "want %s, not an array holding a TOML %s", k.kind.want(), tomlType(e))
 			}
 			values = append(values, s)
 		}

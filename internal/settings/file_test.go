@@ -41,7 +41,7 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"listen": {value: "127.0.0.1:8080"}, "workers": {value: "3"}, "mode": {value: "shared"},
 		"balance": {value: "least-conn"}, "grace": {value: "5s"}, "ready-timeout": {value: "7s"},
 		"log-format": {value: "json"}, "queue-max": {value: "10"}, "queue-timeout": {value: "3s"},
-		"rebalance": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
+		"rebalance": {value: "false"}, "handback": {value: "false"}, "max-crashes": {value: "4"}, "crash-window": {value: "2m0s"},
 		"hang-timeout": {value: "9s"}, "max-requests": {value: "100"},
 		"max-requests-jitter": {value: "10", with: []string{"-max-requests", "100"}},
 		"max-rss":             {value: "512MiB"}, "control": {value: "/run/p.sock"}, "metrics": {value: "127.0.0.1:9100"},
@@ -52,8 +52,16 @@ func TestFileSetsEveryFlag(t *testing.T) {
 		"admin-tls-key":  {value: "/etc/key.pem", with: []string{"-admin", "127.0.0.1:9200", "-admin-tls-cert", "/etc/cert.pem"}},
 		"user":           {value: "nobody"}, "group": {value: "nogroup", with: []string{"-user", "nobody"}},
 		"worker-output": {value: "capture"}, "sched": {value: "normal"},
-		"listen-mode": {value: "0660"}, "listen-owner": {value: "1000"}, "listen-group": {value: "1000"},
+		"defer-accept": {value: "true"},
+		"listen-mode":  {value: "0660"}, "listen-owner": {value: "1000"}, "listen-group": {value: "1000"},
 		"worker-protocol": {value: "plain", with: []string{"-mode", "shared"}},
+		"sticky":          {value: "cookie:sid"}, "sticky-wait": {value: "1s"}, "sticky-hold": {value: "2s"},
+		"sticky-table": {value: "10"}, "sticky-table-age": {value: "1m0s"}, "sticky-forget": {value: "never"},
+		"proxy-protocol": {value: "true"}, "proxy-wait": {value: "2s"},
+		"proxy-from": {value: "10.0.0.0/8", with: []string{"-proxy-protocol"}},
+		"canary":     {value: "2"}, "bake": {value: "10s"}, "canary-insufficient": {value: "continue"},
+		"canary-error-pp": {value: "2.5"}, "canary-error-ratio": {value: "3"},
+		"canary-latency-ratio": {value: "2"}, "canary-min-requests": {value: "50"},
 	}
 	def, err := Parse(nil)
 	if err != nil {
@@ -186,5 +194,67 @@ func TestPrintConfigRoundTrip(t *testing.T) {
 	}
 	if string(again.TOML()) != string(out) {
 		t.Errorf("printed twice, differs:\n%s\n---\n%s", out, again.TOML())
+	}
+}
+
+// Listeners: an array for listen, or a [listeners] table of NAME =
+// "ADDRESS" in the file's order; -listen on the command line replaces
+// them all.
+func TestFileListeners(t *testing.T) {
+	path := writeConfig(t, `listen = ["127.0.0.1:7001"]
+
+[listeners]
+public = ":8080"
+internal = "unix:/run/app.sock"
+admin = "[::1]:8081"
+`)
+	st, err := Parse([]string{"-config", path})
+	want := Listeners{"127.0.0.1:7001", "public=:8080", "internal=unix:/run/app.sock", "admin=[::1]:8081"}
+	if err != nil || !reflect.DeepEqual(st.Listen, want) {
+		t.Fatalf("listeners %q (%v), want %q", st.Listen, err, want)
+	}
+	again, err := Parse([]string{"-config", writeConfig(t, string(st.TOML()))})
+	if err != nil || !same(again, st) {
+		t.Errorf("-print-config's listeners read back as %q (%v), want %q", again.Listen, err, st.Listen)
+	}
+	named, err := Parse([]string{"-config", writeConfig(t, "[listeners]\npublic = \":8080\"\ninternal = \"unix:/run/app.sock\"\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := string(named.TOML()); !strings.HasSuffix(out, "[listeners]\npublic = \":8080\"\ninternal = \"unix:/run/app.sock\"\n") {
+		t.Errorf("-print-config of named listeners, want a [listeners] table last:\n%s", out)
+	}
+	if again, err := Parse([]string{"-config", writeConfig(t, string(named.TOML()))}); err != nil || !same(again, named) {
+		t.Errorf("the [listeners] table read back as %q (%v), want %q", again.Listen, err, named.Listen)
+	}
+	st, err = Parse([]string{"-config", path, "-listen", "a=127.0.0.1:7002"})
+	if err != nil || !reflect.DeepEqual(st.Listen, Listeners{"a=127.0.0.1:7002"}) {
+		t.Errorf("-listen did not replace the file's listeners: %q, %v", st.Listen, err)
+	}
+	st, err = Parse([]string{"-config", writeConfig(t, `listen = "unix:/run/one.sock"`)})
+	if err != nil || !reflect.DeepEqual(st.Listen, Listeners{"unix:/run/one.sock"}) {
+		t.Errorf("listen as one string: %q, %v", st.Listen, err)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"[listeners]\npublic = \":8080\"\ninternal = \"nohost\"\n", ":3: listeners.internal: invalid value \"nohost\""},
+		{"[listeners]\npublic = 8080\n", `:2: listeners.public: want NAME = "ADDRESS" strings, not a TOML integer`},
+		{"listen = [\":8080\", 8081]\n", ":1: listen: want an array of strings, not an array holding a TOML integer"},
+		{"\nlisten = [\":8080\", \"x\"]\n", ":2: listen: invalid value \"x\""},
+	} {
+		path := writeConfig(t, tc.text)
+		if _, err := Parse([]string{"-config", path}); err == nil || !strings.HasPrefix(err.Error(), path+tc.want) {
+			t.Errorf("%q: want %q, have %v", tc.text, path+tc.want, err)
+		}
+	}
+}
+
+// deploy/'s configuration file reads, as the supervisor reads it.
+func TestDeployConfigFile(t *testing.T) {
+	st, err := Parse([]string{"-config", "../../deploy/systemd/prefork.toml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(st.Listen, Listeners{":8080"}) || st.Grace.String() != "30s" {
+		t.Errorf("deploy/systemd/prefork.toml: listen %q, grace %s", st.Listen, st.Grace)
 	}
 }

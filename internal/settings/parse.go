@@ -14,6 +14,7 @@ import (
 
 	"github.com/prefork/prefork/internal/balancer"
 	"github.com/prefork/prefork/internal/ipc"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // Action is what the supervisor command line asks for besides supervising.
@@ -112,12 +113,18 @@ func parse(args []string, who whose) (Settings, Action, error) {
 	if !given["worker-protocol"] && isNodeCommand(c.Command) {
 		c.WorkerProtocol = ProtocolNode
 	}
-	if !given["mode"] && c.WorkerProtocol != ProtocolPrefork {
+	if c.Sticky == sticky.SocketIO && !given["sticky-wait"] {
+		// A socket.io session's request that goes by the balance meets
+		// "Session ID unknown": wait as long as a loaded client may take
+		// to write it, as @socket.io/sticky's primary waits, unbounded.
+		c.StickyWait = sticky.SocketIOWait
+	}
+	if !given["mode"] && c.WorkerProtocol != ProtocolPrefork && c.Sticky == "" {
 		// rr needs a worker that takes handed connections: the default
 		// for the others is the mode they can use, as `node app.js` with
 		// no flag should just run. A node worker takes them too (-mode
 		// rr), but shared, where the supervisor does nothing per
-		// connection, stays its default.
+		// connection, stays its default, unless -sticky asks for rr.
 		c.Mode = ipc.ModeShared
 	}
 	if err := c.validate(asFlags); err != nil {
@@ -170,6 +177,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.IntVar(&c.QueueMax, "queue-max", DefaultQueueMax, "connections held while no worker is ready")
 	fs.DurationVar(&c.QueueTimeout, "queue-timeout", DefaultQueueTimeout, "how long a held connection may wait")
 	fs.BoolVar(&c.Rebalance, "rebalance", true, "rr: move idle keep-alive connections from busy workers to new ones")
+	fs.BoolVar(&c.Handback, "handback", true, "rr: a draining Go worker hands idle keep-alive connections back to move, instead of closing them")
 	fs.IntVar(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "crashes of one slot within -crash-window before giving up")
 	fs.DurationVar(&c.CrashWindow, "crash-window", DefaultCrashWindow, "window for -max-crashes")
 	fs.DurationVar(&c.HangTimeout, "hang-timeout", DefaultHangTimeout, "a ready worker without a heartbeat this long is hung (at least 2s)")
@@ -187,7 +195,10 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
+	fs.BoolVar(&c.DeferAccept, "defer-accept", false, "TCP listeners: a connection is accepted only once its client has sent data (TCP_DEFER_ACCEPT, as fasthttp's prefork sets); for protocols whose client speaks first, such as HTTP")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
+	stickyFlags(fs, &c.Stickiness)
+	canaryFlags(fs, c) // canary.go
 }
 
 // defaultWorker is the worker binary beside the supervisor's executable.

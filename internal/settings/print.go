@@ -15,10 +15,35 @@ import (
 func (st Settings) TOML() []byte {
 	var b strings.Builder
 	b.WriteString("# prefork supervisor settings (supervisor -config FILE); flags override them.\n")
+	var table []string
 	for _, kv := range st.keyValues() {
+		if kv.key == "listen" {
+			if table = listenersTable(st.Listen); table != nil {
+				continue // after the keys: a table ends them
+			}
+		}
 		fmt.Fprintf(&b, "\n# %s\n%s = %s\n", kv.help, kv.key, kv.toml)
 	}
+	if table != nil {
+		fmt.Fprintf(&b, "\n# listen: one NAME = \"ADDRESS\" per listener, in order\n[%s]\n%s\n", keyListeners, strings.Join(table, "\n"))
+	}
 	return []byte(b.String())
+}
+
+// listenersTable is the listeners as the lines of a [listeners] table,
+// if each has a name a bare TOML key can hold; else nil.
+func listenersTable(l Listeners) []string {
+	var lines []string
+	for _, e := range l {
+		name, addr, ok := strings.Cut(e, "=")
+		if !ok || name == "" || strings.TrimFunc(name, func(r rune) bool {
+			return r == '-' || r == '_' || r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r))
+		}) != "" {
+			return nil
+		}
+		lines = append(lines, name+" = "+tomlString(addr))
+	}
+	return lines
 }
 
 // keyValue is one key of a configuration file with its value.

@@ -48,17 +48,24 @@ var needs = map[string]string{
 	"workers": NeedsNothing, "grace": NeedsNothing, "ready-timeout": NeedsNothing,
 	"hang-timeout": NeedsNothing, "max-crashes": NeedsNothing, "crash-window": NeedsNothing,
 	"max-requests": NeedsNothing, "max-requests-jitter": NeedsNothing, "max-rss": NeedsNothing,
-	"rebalance": NeedsNothing, keyCommand: NeedsNothing,
+	"rebalance": NeedsNothing, "handback": NeedsNothing, keyCommand: NeedsNothing,
+	"canary": NeedsNothing, "bake": NeedsNothing, "canary-insufficient": NeedsNothing,
+	"canary-error-pp": NeedsNothing, "canary-error-ratio": NeedsNothing,
+	"canary-latency-ratio": NeedsNothing, "canary-min-requests": NeedsNothing,
 
 	// Read once when the supervisor starts; an upgrade starts it anew
 	// over the same sockets and workers.
 	"balance": NeedsUpgrade, "queue-max": NeedsUpgrade, "queue-timeout": NeedsUpgrade,
-	"log-format": NeedsUpgrade, "sched": NeedsUpgrade, "worker-output": NeedsUpgrade,
-	"control": NeedsUpgrade, "metrics": NeedsUpgrade, "admin": NeedsUpgrade,
+	"log-format": NeedsUpgrade, "sched": NeedsUpgrade,
 	"admin-actions": NeedsUpgrade, "admin-auth": NeedsUpgrade,
 	"admin-tls-cert": NeedsUpgrade, "admin-tls-key": NeedsUpgrade,
-	// Any other key (listen, mode, user, group, worker-protocol) is
-	// what the sockets or the running workers are: NeedsRestart.
+	"sticky": NeedsUpgrade, "sticky-wait": NeedsUpgrade, "sticky-hold": NeedsUpgrade,
+	"sticky-table": NeedsUpgrade, "sticky-table-age": NeedsUpgrade, "sticky-forget": NeedsUpgrade,
+	"proxy-protocol": NeedsUpgrade, "proxy-from": NeedsUpgrade, "proxy-wait": NeedsUpgrade,
+	// Any other key is what the sockets or the running workers are
+	// (listen, mode, user, group, worker-protocol, worker-output, and
+	// the control, metrics and admin addresses, which an upgrade keeps
+	// by address): NeedsRestart.
 }
 
 // Change is a setting that differs between two Settings.

@@ -25,6 +25,7 @@ type Settings struct {
 	QueueMax     int           // connections held while no worker is ready (4096)
 	QueueTimeout time.Duration // how long a held connection may wait (10s)
 	Rebalance    bool          // rr: move idle keep-alive connections to workers with fewer (true)
+	Handback     bool          // rr: draining Go workers hand idle keep-alive connections back, to move (true)
 
 	// Crash budget: more than MaxCrashes exits nobody asked for of one
 	// slot within CrashWindow stop the primary.
@@ -45,13 +46,30 @@ type Settings struct {
 	User, Group       string        // run workers as this user and group (the primary must be root)
 	WorkerOutput      string        // workers' stdout and stderr: "inherit" (default) or "capture"
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
+	DeferAccept       bool          // TCP_DEFER_ACCEPT on the TCP sockets the supervisor binds
 	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
+
+	// A reload's canary (-canary N -bake D): N slots get the new release
+	// first and serve for Bake; then a verdict compares them with the old
+	// generation over the same window, against the gates below, and the
+	// reload goes on or rolls them back to the release that was serving.
+	// These are the defaults of SIGHUP and of a ctl reload that does not
+	// say otherwise. canary.go has the defaults.
+	Canary             int           // slots judged first; 0: a plain rolling reload
+	Bake               time.Duration // how long they serve before the verdict (30s)
+	CanaryInsufficient string        // too little traffic to judge: "rollback" (default) or "continue"
+	CanaryErrorPP      float64       // fail: error rate above the old by more than this many points (1)
+	CanaryErrorRatio   float64       // ... and at least this many times the old (2)
+	CanaryLatencyRatio float64       // fail: p99 above this many times the old (1.5)
+	CanaryMinRequests  int           // fewer canary requests in the window: not enough traffic (100)
 
 	// Respawn is who replaces a worker that exits: RespawnAuto (the
 	// default, ""), the primary, or RespawnManual, the program, as in
 	// Node (exit events only; it calls Fork). Not a flag: a command line
 	// has no program to decide.
 	Respawn string
+
+	Stickiness // -sticky and -proxy-protocol (sticky.go)
 
 	// Command is the worker program and its arguments: Node's
 	// settings.exec and settings.args. On the supervisor's command line

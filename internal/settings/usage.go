@@ -29,6 +29,9 @@ flags (each also a key of the -config file, flags winning):
   -queue-timeout DUR    how long a held connection may wait (default 10s)
   -rebalance BOOL       rr: move idle keep-alive connections from busy workers
                         to new ones after a scale-up or respawn (default true)
+  -handback BOOL        rr: a draining Go worker hands its idle keep-alive
+                        connections back to move to another worker, instead
+                        of closing them (default true)
   -max-crashes N        crashes of one slot within -crash-window before giving up (default 10)
   -crash-window DUR     (default 1m)
   -log-format FORMAT    console or json (default console)
@@ -49,6 +52,9 @@ flags (each also a key of the -config file, flags winning):
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
+  -defer-accept         TCP listeners: accept a connection only once its
+                        client has sent data (TCP_DEFER_ACCEPT), as fasthttp's
+                        prefork does; for protocols whose client speaks first
   -worker-protocol P    how workers are spoken to (default node for a node or
                         .js/.mjs/.cjs command, else prefork):
                         prefork  Go workers linking prefork's cluster package
@@ -59,6 +65,36 @@ flags (each also a key of the -config file, flags winning):
                         plain    socket at fd 3; ready once started
                         systemd and plain need -mode shared or reuseport;
                         node takes all three (shared without -mode)
+
+  -sticky KEY           rr: keep a client on one worker slot by KEY: ip,
+                        cookie:NAME, header:NAME, query:NAME or socketio
+                        (an app written for @socket.io/sticky, unmodified:
+                        node workers that call setupWorker; -mode rr)
+  -sticky-wait DUR      how long a connection's first bytes are awaited for
+                        its key, then it goes by -balance (default 500ms;
+                        5s with -sticky socketio)
+  -sticky-hold DUR      how long a keyed connection waits for its slot's
+                        restarting worker (default 5s)
+  -sticky-table N       keys workers claimed, at most; LRU (default 100000)
+  -sticky-table-age DUR a claimed key unused this long is forgotten (default 1h)
+  -sticky-forget WHEN   forget a slot's claims on a new generation, any new
+                        worker, or never (default generation)
+  -proxy-protocol       connections start with a PROXY v1 or v2 header
+  -proxy-from CIDR,...  take headers only from these sources (others closed)
+  -proxy-wait DUR       how long a PROXY header may take (default 1s)
+
+  -canary N             reloads (SIGHUP, ctl reload) replace N slots first, and
+                        judge them against the old generation for -bake before
+                        the rest; a failed verdict rolls them back to the
+                        release that was serving (default 0: plain reload)
+  -bake DUR             how long the canary serves before its verdict (default 30s)
+  -canary-insufficient continue|rollback
+                        too few requests to judge (default rollback)
+  -canary-error-pp P, -canary-error-ratio R
+                        fail when the canary's error rate (5xx, panics) is P
+                        points above the old one's and R times it (default 1, 2)
+  -canary-latency-ratio R  fail when its p99 is R times the old one's (default 1.5)
+  -canary-min-requests N  fewer canary requests: not enough traffic (default 100)
   -version              print the version and exit
 
 signals: TERM/INT stop gracefully (twice: at once), HUP rolling reload,

@@ -109,6 +109,9 @@ func (c *Settings) validate(n naming) error {
 	default:
 		return usagef("invalid value %q for %s: must be rr, shared or reuseport", c.Mode, n.the("Mode"))
 	}
+	if err := c.validateSticky(n); err != nil {
+		return err
+	}
 	if !slices.Contains(balancer.Policies, c.Balance) {
 		return usagef("invalid value %q for %s: must be %s", c.Balance, n.the("Balance"), strings.Join(balancer.Policies, " or "))
 	}
@@ -170,6 +173,9 @@ func (c *Settings) validate(n naming) error {
 		return usagef("%s needs %s", n.the("AdminActions"), n.ref("Admin"))
 	}
 	if err := c.validateAdmin(n); err != nil {
+		return err
+	}
+	if err := c.validateCanary(n); err != nil {
 		return err
 	}
 	if c.Group != "" && c.User == "" {

@@ -10,10 +10,9 @@ import (
 // Every field but Command and Respawn is the flag of the same name in kebab case, as
 // the doc says and as Validate's errors assume.
 func TestFieldsAreFlags(t *testing.T) {
-	st := reflect.TypeFor[Settings]()
-	for i := range st.NumField() {
-		name := st.Field(i).Name
-		if name == "Command" || name == "Respawn" || !st.Field(i).IsExported() {
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[Settings]()) {
+		name := f.Name
+		if name == "Command" || name == "Respawn" || f.Anonymous || !f.IsExported() {
 			continue
 		}
 		flag := "-" + kebab(name)

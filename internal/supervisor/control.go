@@ -34,7 +34,7 @@ func ask[T any](ctx context.Context, s *Supervisor, ev func(reply chan T) any) (
 	var zero T
 	reply := make(chan T, 1)
 	select {
-	case s.events <- ev(reply):
+	case s.asks <- ev(reply):
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	case <-s.done:
@@ -56,7 +56,7 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 		respond(reply, control.Response{OK: true, Status: s.status()})
 	case control.CmdReload:
 		s.log.Info("reload requested over the control socket")
-		s.reloader.reload(reply)
+		s.reloader.requestReload(reply, req)
 	case control.CmdScale:
 		s.scaler.scale(req.N, reply)
 	case control.CmdStop:
@@ -79,6 +79,7 @@ func (s *Supervisor) status() *control.Status {
 		Version:     Version,
 		Upgrades:    s.up.upgrades,
 		AcceptGapMS: float64(s.up.acceptGap.Microseconds()) / 1000,
+		Canary:      s.reloader.canaryStatus(),
 	}
 	for _, p := range s.live {
 		perSec, lat, _ := p.recent.figures(p.started)
@@ -98,7 +99,11 @@ func (s *Supervisor) status() *control.Status {
 			RequestsPerS:  perSec,
 			P50S:          lat.Quantile(0.5).Seconds(),
 			P99S:          lat.Quantile(0.99).Seconds(),
+			StatusClasses: statusClasses(p.beat.Outcomes),
 		})
+	}
+	if h := s.mode.handoff(); h != nil && (s.cfg.Sticky != "" || s.cfg.ProxyProtocol) {
+		st.Sticky = stickyStatus(h, st.Workers)
 	}
 	slices.SortFunc(st.Workers, func(a, b control.WorkerStatus) int {
 		if a.Slot != b.Slot {
@@ -110,12 +115,18 @@ func (s *Supervisor) status() *control.Status {
 }
 
 // openConns is p's open connections: exact from the handoff counts when
-// workers report closes (least-conn), else from p's last heartbeat.
+// workers report closes (least-conn), else p's last heartbeat's, plus those
+// the handoff sent it since, less those it handed back since (before its
+// first heartbeat: all of them).
 func (s *Supervisor) openConns(p *process) int64 {
 	if p.t != nil && s.mode.handoff().LoadReports() {
 		return p.t.Load()
 	}
-	return int64(p.beat.Conns)
+	n := int64(p.beat.Conns)
+	if p.t != nil {
+		n += int64(p.t.Handed()-p.beatHanded) - int64(p.t.HandedBack()-p.beatBack)
+	}
+	return n
 }
 
 // features is what p announced in its ready frame; "" before.

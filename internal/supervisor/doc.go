@@ -7,7 +7,9 @@
 // All mutable state (slots, workers, generations, the rollout and scale in
 // progress, counters) belongs to one goroutine, the owner, running loop.
 // Everything else reaches it as an event: a worker's exit and frames,
-// signals, timers, control requests and metrics scrapes. A handler that
+// signals, timers, control requests and metrics scrapes; the questions
+// someone waits on (ctl requests, scrapes, Engine calls) have a channel
+// of their own, taken before the events queued. A handler that
 // changes state another handler reacts to queues an event (enqueue); it
 // never calls back into the dispatcher. The parts of that state with a
 // name of their own (the upgrader, services, reloader, scaler, forks,
@@ -32,8 +34,16 @@
 //	protocol.go     how workers are spoken to (-worker-protocol): prefork,
 //	protocol_systemd.go, plain and systemd (notify socket, exec shim)
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
+//	protocol_node_sticky.go  node workers' sticky claims, and -sticky socketio
+//	                (workers that call @socket.io/sticky's setupWorker)
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      the reloader: reload and recycle, slot by slot
+//	canary.go       a rollout's canary policy: its slots first, the bake,
+//	                the verdict, and the rollback to the kept release
+//	verdict.go      judge: the canary's verdict, a pure function of the two
+//	                generations' figures over the bake and the gates
+//	release.go      what each generation runs, its binary kept in a memfd
+//	reconfig.go     a reload's -config file, read again: what applies, what waits
 //	scale.go        the scaler: scaling up and down
 //	fork.go         forks: Engine.Fork and Ready, the respawn policy (auto,
 //	                manual)
@@ -51,6 +61,7 @@
 //	                connections themselves go through internal/handoff
 //	listeners_env.go  what a worker learns of several listeners:
 //	                PREFORK_LISTENERS, LISTEN_FDS and LISTEN_FDNAMES
+//	sticky.go       rr: -sticky and -proxy-protocol, given to the handoff
 //	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, check the new
 //	                binary, save the state (upgrade_state.go: to a memfd),
 //	upgrade_state.go  execve from the spawner thread;
@@ -80,10 +91,18 @@
 // back to the handoff if it refuses or exits first.
 //
 // A reload: SIGHUP or ctl reload reaches onSignal or onControl (loop.go,
-// control.go), which call the reloader's reload (rollout.go); rollStep
+// control.go), which call the reloader's requestReload (reconfig.go): it
+// reads the -config file again, if any, applies what can change to s.cfg
+// (a changed worker count scales), or refuses the reload for a bad file;
+// then reload (rollout.go) starts the rollout; rollStep
 // spawns the next slot's new worker, rollReady routes it once it is ready
 // and drains the one it replaces (drain, process.go; the link sends the drain frame),
-// and the next slot follows until none is left.
+// and the next slot follows until none is left. A canary reload
+// (canary.go) replaces its slots first, then bakes: at the end,
+// verdictDue compares both generations over the window (judge,
+// verdict.go) and either rolls the other slots or rolls the canary's back
+// to the release that was serving (releases, release.go: the binary kept
+// in a memfd, run from there once the file on disk is another).
 //
 // An upgrade: SIGUSR2 or ctl upgrade call requestUpgrade on the
 // supervisor's upgrader (s.up, upgrade.go), which checks the new binary

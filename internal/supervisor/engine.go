@@ -74,7 +74,7 @@ func Start(cfg Config, log *zap.Logger) (*Engine, error) {
 		var e *Engine
 		hook := func(x *Engine) {
 			e = x
-			e.sub = e.bus.Subscribe()
+			e.sub = e.bus.SubscribeFull() // the application gets its messages whole
 			x.s.messages.window = newWindow(MessageWindow)
 			e.done = make(chan struct{})
 			e.sp = sp

@@ -328,6 +328,8 @@ func (h *harness) run() {
 			continue
 		}
 		select {
+		case ev := <-h.s.asks:
+			h.s.handle(ev)
 		case ev := <-h.s.events:
 			h.s.handle(ev)
 		default:
@@ -469,19 +471,21 @@ func (h *harness) await(what string, match func(ev any) bool) map[string]int {
 	deadline := time.NewTimer(5 * time.Second)
 	defer deadline.Stop()
 	for {
+		var ev any
 		select {
-		case ev := <-h.s.events:
-			seen[fmt.Sprintf("%T", ev)]++
-			h.s.handle(ev)
-			for q, ok := h.s.dequeue(); ok; q, ok = h.s.dequeue() {
-				h.s.handle(q)
-			}
-			if match(ev) {
-				return seen
-			}
+		case ev = <-h.s.asks:
+		case ev = <-h.s.events:
 		case <-deadline.C:
 			h.t.Fatalf("no %s within 5s", what)
 			return nil
+		}
+		seen[fmt.Sprintf("%T", ev)]++
+		h.s.handle(ev)
+		for q, ok := h.s.dequeue(); ok; q, ok = h.s.dequeue() {
+			h.s.handle(q)
+		}
+		if match(ev) {
+			return seen
 		}
 	}
 }

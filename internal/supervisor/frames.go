@@ -132,6 +132,12 @@ func (l *preforkLink) onFrame(s *Supervisor, p *process, f ipc.Frame, g *guard) 
 		s.messages.passMessage(p, f.Payload)
 	case ipc.TypeLeave:
 		s.post(evLeaving{p: p})
+	case ipc.TypeClaim:
+		// Here, not through the owner: the client's next request may be
+		// on its way already (handoff.Claim is safe for concurrent use).
+		s.mode.handoff().Claim(string(f.Payload), p.slot.id)
+		claimed, _ := ipc.AppendFrame(nil, ipc.TypeClaimed, nil)
+		l.ctl.Send(claimed, nil) // cluster.Claim returns: the client may have the key now
 	default:
 		return fmt.Errorf("supervisor: unexpected %s frame from a worker", f.Type)
 	}

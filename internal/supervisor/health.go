@@ -40,6 +40,9 @@ func (h *health) onBeat(p *process, hb ipc.Heartbeat) {
 	}
 	now := h.s.sys.Now()
 	p.beat = hb
+	if p.t != nil {
+		p.beatHanded, p.beatBack = p.t.Handed(), p.t.HandedBack()
+	}
 	p.recent.add(now, hb)
 	if hb.Healthy {
 		p.beatAt, p.watched = now, true
@@ -139,6 +142,7 @@ func (h *health) replace(p *process, cause control.Cause) {
 		return
 	}
 	if p.slot.cur == p {
+		h.s.reloader.lost(p, cause) // a canary's hang fails it (canary.go)
 		h.s.vacate(p.slot)
 		h.s.crashed(p.slot, p.uptime(h.s.sys.Now()), cause)
 	}

@@ -76,9 +76,19 @@ func (s *Supervisor) loop(sigs <-chan os.Signal) error {
 			s.handle(ev)
 			continue
 		}
+		// A question first: behind a thousand worker messages in
+		// events, `ctl status` took hundreds of milliseconds.
+		select {
+		case ev := <-s.asks:
+			s.handle(ev)
+			continue
+		default:
+		}
 		select {
 		case sig := <-sigs:
 			s.onSignal(sig)
+		case ev := <-s.asks:
+			s.handle(ev)
 		case ev := <-s.events:
 			s.handle(ev)
 		case <-tick.C:
@@ -150,6 +160,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.fn(s)
 	case evUpgrade:
 		s.up.onUpgrade(ev)
+	case evVerdictDue:
+		s.reloader.verdictDue(ev.c)
 	}
 }
 
@@ -161,7 +173,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 	case syscall.SIGHUP:
 		s.log.Info("reload requested", zap.Stringer("signal", sig))
 		s.svc.reloadAdmin()
-		s.reloader.reload(nil)
+		s.reloader.requestReload(nil, control.Request{}) // -canary and -bake
 	case syscall.SIGTTIN:
 		s.scaler.scaleBy(+1)
 	case syscall.SIGTTOU:

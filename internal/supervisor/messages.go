@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -74,6 +76,37 @@ type messages struct {
 	window    *window       // nil without an Engine
 	msgSeq    uint64        // message events published
 	published atomic.Uint64 // msgSeq, for Engine.SeenAll
+
+	big  atomic.Int64 // bytes of big messages since the last trim
+	trim *time.Timer  // returns memory to the OS once a burst is over
+}
+
+// A burst of big messages (each read, decoded, copied and published a few
+// times) grows the heap by a few times its size; Go then keeps that heap
+// for as long as no collection lowers its goal, and its scavenger gives
+// pages back slowly: without a trim, 60 messages of 3 MiB left the
+// supervisor 20–90 MiB larger for minutes.
+const (
+	bigMessage = 256 << 10       // a message this big counts towards a burst
+	trimBurst  = 8 << 20         // a burst this big is trimmed after
+	trimQuiet  = 2 * time.Second // this long without another big message
+)
+
+// burst counts a message of n bytes towards a burst of big ones, and has
+// the memory it took returned to the OS once the burst is over. Owner
+// goroutine only.
+func (ms *messages) burst(n int) {
+	if n < bigMessage || ms.big.Add(int64(n)) < trimBurst {
+		return
+	}
+	if ms.trim == nil {
+		ms.trim = time.AfterFunc(trimQuiet, func() {
+			ms.big.Store(0)
+			debug.FreeOSMemory() // a collection, then every free page back
+		})
+		return
+	}
+	ms.trim.Reset(trimQuiet)
 }
 
 // passMessage hands an application message from p's reader goroutine to
@@ -98,6 +131,7 @@ func (ms *messages) passMessage(p *process, msg []byte) {
 func (ms *messages) onMessage(p *process, msg []byte) {
 	ms.msgSeq++
 	ms.published.Store(ms.msgSeq)
+	ms.burst(len(msg))
 	if ce := ms.s.log.Check(zap.DebugLevel, "message from worker"); ce != nil {
 		ce.Write(p.fields(zap.ByteString("msg", msg))...)
 	}

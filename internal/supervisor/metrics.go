@@ -12,11 +12,13 @@ type snapshot = metrics.Snapshot
 // snapshot reports the supervisor's state for a metrics scrape.
 func (s *Supervisor) snapshot() snapshot {
 	snap := snapshot{
-		StateCounts: map[control.State]int{},
-		Spawns:      maps.Clone(s.counts.spawns),
-		Exits:       maps.Clone(s.counts.exits),
-		Reloads:     maps.Clone(s.counts.reloads),
-		Handoffs:    map[int]uint64{},
+		StateCounts:    map[control.State]int{},
+		Spawns:         maps.Clone(s.counts.spawns),
+		Exits:          maps.Clone(s.counts.exits),
+		Reloads:        maps.Clone(s.counts.reloads),
+		CanaryVerdicts: maps.Clone(s.counts.verdicts),
+		CanaryBaking:   s.reloader.baking(),
+		Handoffs:       map[int]uint64{},
 
 		ProtocolErrors: s.counts.protocol,
 		Freezes:        s.counts.freezes,
@@ -36,5 +38,6 @@ func (s *Supervisor) snapshot() snapshot {
 	st := s.mode.handoff().Stats()
 	snap.HandoffFailures, snap.Reroutes, snap.Dropped, snap.PendingDepth = st.Failures, st.Reroutes, st.Dropped, st.Pending
 	snap.HandedBack, snap.Unplaced, snap.RebalanceAsks = st.HandedBack, st.Unplaced, s.counts.rebalanceAsks
+	snap.Sticky = stickySnapshot(s.mode.handoff(), s.cfg)
 	return snap
 }

@@ -179,6 +179,9 @@ func bindListeners(cfg Config) ([]listening, error) {
 		if socks, err = listener.BindAll(specs, fo); err != nil {
 			return nil, err
 		}
+		if err := deferAccept(cfg, socks); err != nil {
+			return nil, err
+		}
 	case err != nil:
 		return nil, err
 	}
@@ -187,6 +190,27 @@ func bindListeners(cfg Config) ([]listening, error) {
 		lns[i] = listeningOn(s.Name, socks[i], activated)
 	}
 	return lns, nil
+}
+
+// deferAccept sets -defer-accept on every TCP listener, and closes them
+// all (nothing left bound) if one refuses.
+func deferAccept(cfg Config, socks []*listener.Socket) error {
+	if !cfg.DeferAccept {
+		return nil
+	}
+	for _, sock := range socks {
+		if sock.Addr().Network() != "tcp" {
+			continue
+		}
+		if err := sock.DeferAccept(); err != nil {
+			for _, s := range socks {
+				s.Close()
+				s.Remove()
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // framesTarget makes the handoff's view of a worker whose connections

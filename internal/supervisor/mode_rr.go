@@ -31,6 +31,9 @@ type rr struct {
 
 func newRR(cfg Config, log *zap.Logger, lns []listening) (*rr, error) {
 	h, err := handoff.New(cfg.Balance, log, cfg.QueueMax, cfg.QueueTimeout)
+	if err == nil {
+		err = stick(h, cfg)
+	}
 	if err != nil {
 		closeListeners(lns, true)
 		return nil, err
@@ -99,7 +102,12 @@ func (m *rr) stopAccepting() {
 	m.h.Flush() // queued connections to whoever is still ready
 }
 
-func (m *rr) slot(*slot, slotChange)    {}
+// slot: a slot scaled away takes its sticky keys with it.
+func (m *rr) slot(sl *slot, c slotChange) {
+	if c == slotRetired {
+		m.h.RetireSlot(sl.id)
+	}
+}
 func (m *rr) settle(context.Context)    {}
 func (m *rr) handoff() *handoff.Handoff { return m.h }
 
@@ -115,6 +123,7 @@ func (m *rr) save(st *upgradeState) (func(), error) {
 			m.log.Error("cannot accept again after a failed upgrade", zap.Error(err))
 		}
 	}
+	st.Claims = m.h.Claims()
 	for _, p := range pend {
 		ps := pendingState{FD: st.keep(p.FD, rolePending, 0)}
 		if p.Peer != (ipc.Peer{}) {
@@ -136,6 +145,7 @@ func restoreRR(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (*r
 	if err != nil {
 		return nil, err
 	}
+	m.h.RestoreClaims(st.Claims)
 	m.h.Requeue(pendingOf(st.Pending)) // new arrivals, handed on once workers are routed
 	return m, nil
 }

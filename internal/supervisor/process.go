@@ -35,10 +35,13 @@ type process struct {
 	started time.Time
 	readyAt time.Time
 	uses    ipc.Features // what its ready frame announced
-	askedAt time.Time    // when rebalancing last asked it to give connections back
 	beatAt  time.Time    // last healthy heartbeat, on the supervisor's clock
 	beat    ipc.Heartbeat
-	recent  recent // its last heartbeats, for requests/s and latency
+	// beatHanded, beatBack: the connections the handoff had sent it, and
+	// those it had handed back, at its last heartbeat (openConns).
+	beatHanded, beatBack uint64
+	askedAt              time.Time // when rebalancing last asked it to give connections back
+	recent               recent    // its last heartbeats, for requests/s and latency
 	// unhealthy: its last heartbeat said its own health check failed.
 	unhealthy bool
 	asked     bool          // the supervisor asked it to exit
@@ -90,6 +93,9 @@ func (s *Supervisor) spawn(sl *slot, gen int, cause control.Cause) (*process, er
 		return nil, err
 	}
 	defer h.close()
+	if h.t != nil {
+		h.t.SetGeneration(gen)
+	}
 	cmd := s.command(sl, gen, lk, h)
 	var capture *outputCapture
 	if s.cfg.WorkerOutput == "capture" {
@@ -157,6 +163,14 @@ func (p *process) readerDone() {
 // what the mode gives it.
 func (s *Supervisor) command(sl *slot, gen int, lk link, h handles) *exec.Cmd {
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	if r := s.releases.of(gen); r != nil {
+		// The generation's release: from its kept content once the file
+		// on disk is another (release.go). Args[0] stays the command.
+		if path, dir := r.exec(s.cfg.Command); path != r.path {
+			cmd.Path, cmd.Err = path, nil
+			cmd.Dir = dir
+		}
+	}
 	cmd.Env = append(append(workerEnv(), sl.env...),
 		ipc.EnvWorkerID+"="+strconv.Itoa(sl.id),
 		ipc.EnvMode+"="+s.cfg.Mode,
@@ -243,6 +257,7 @@ func (s *Supervisor) running() {
 	if s.reloader.reloadQueued {
 		s.reloader.reloadQueued = false
 		s.reloader.reloadAfter = append(s.reloader.reloadAfter, nil)
+		s.reloader.afterOpts = s.reloadOptions(control.Request{})
 	}
 	s.idle()
 }
@@ -330,6 +345,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 	if p.slot.cur == p {
 		s.vacate(p.slot)
 	}
+	s.releases.prune() // its generation's release, if it was the last of it
 	defer s.scaler.scaleProgress()
 	s.forks.claimable(p, cause, now)
 	if cause != control.CauseCrash {
@@ -343,6 +359,7 @@ func (s *Supervisor) onExit(p *process, st exitStatus) {
 			return
 		}
 	}
+	s.reloader.lost(p, control.CauseCrash) // a canary's crash fails it (canary.go)
 	if p.slot.cur == nil && !p.slot.removed {
 		s.crashed(p.slot, p.uptime(now), control.CauseCrash)
 	}

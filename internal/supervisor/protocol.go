@@ -116,7 +116,7 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 		ipc.EnvControlFD+"="+strconv.Itoa(ipc.ControlFD),
 		ipc.EnvListenFD+"="+strconv.Itoa(ipc.ListenFD),
 		ipc.EnvListenAddr+"="+addrOf(s.mode),
-		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t, len(s.mode.listeners()))), 10),
+		ipc.EnvFeatures+"="+strconv.FormatUint(uint64(offered(h.t, s.cfg.Handback, len(s.mode.listeners()))), 10),
 	)
 	if lns := s.mode.listeners(); len(lns) > 1 {
 		cmd.Env = append(cmd.Env, ipc.EnvListeners+"="+listenersEnv(lns))
@@ -124,16 +124,21 @@ func (l *preforkLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 	if s.mode.handoff().LoadReports() {
 		cmd.Env = append(cmd.Env, ipc.EnvLoadReports+"=1")
 	}
+	if s.cfg.ProxyProtocol && s.cfg.Mode != ipc.ModeRR {
+		// The worker accepts: its listener reads the header (in rr the
+		// handoff did, and the client travels as the peer address).
+		cmd.Env = append(cmd.Env, ipc.EnvProxy+"=from="+s.cfg.ProxyFrom+";wait="+orDefault(s.cfg.ProxyWait, settings.DefaultProxyWait).String())
+	}
 	cmd.ExtraFiles = append([]*os.File{l.remote}, h.files...) // fds 3, and 4...
 }
 
 // offered is what the supervisor offers a worker reached over t:
 // everything, but hand-back only when t's transport is a channel of the
-// worker's own for connections to come back on (rr's), and listener
-// indexes only when there are several listeners.
-func offered(t *handoff.Target, listeners int) ipc.Features {
+// worker's own for connections to come back on (rr's), and -handback;
+// listener indexes only when there are several listeners.
+func offered(t *handoff.Target, handBack bool, listeners int) ipc.Features {
 	f := ipc.Supported
-	if !handoff.TakesBack(t) {
+	if !handBack || !handoff.TakesBack(t) {
 		f &^= ipc.FeatureHandBack
 	}
 	if listeners < 2 {

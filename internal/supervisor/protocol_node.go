@@ -20,6 +20,7 @@ import (
 	"github.com/prefork/prefork/internal/ipc"
 	"github.com/prefork/prefork/internal/listener"
 	"github.com/prefork/prefork/internal/nodeipc"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // nodeEvents buffers what a node worker's channel reports before the
@@ -112,6 +113,10 @@ type nodeLink struct {
 	listen *os.File
 	addr   *net.TCPAddr
 	ports  *ports // the sockets bound for other ports
+	// socketio: -sticky socketio; the worker is ready when online.
+	// claims: -sticky; its claim messages go to the handoff
+	// (protocol_node_sticky.go). Set by command.
+	socketio, claims bool
 }
 
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
@@ -121,6 +126,7 @@ func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
 	if len(h.files) > 0 {
 		listen = h.files[0]
 	}
+	l.socketio, l.claims = s.cfg.Sticky == sticky.SocketIO, s.cfg.Sticky != ""
 	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
 	f, err := listener.Dup(listen)
@@ -166,6 +172,9 @@ func (l *nodeLink) started(s *Supervisor, p *process) {
 	l.remote = nil
 	events := make(chan nodeipc.Event, nodeEvents)
 	l.w = nodeipc.NewWorker(l.ch, events)
+	// Before its listen is answered, so before any newconn: each answer
+	// goes to the handoff from the channel's reader, without a hop.
+	l.w.OnAccepted(func(string) { l.answered(s, p, -1, false) })
 	l.ch = nil
 	go func() {
 		defer close(p.read)
@@ -251,12 +260,20 @@ func (l *nodeLink) read(s *Supervisor, p *process, events <-chan nodeipc.Event) 
 					nodeipc.MaxLine>>20, v.Err), count: maxProtocolErrors})
 			}
 			return
+		case nodeipc.Online:
+			l.online(s, p)
 		case nodeipc.Listening:
 			s.post(evReady{p: p})
 		case nodeipc.QueryServer:
 			l.queryServer(s, p, v)
 		case nodeipc.Message:
 			closeNodeFD(ev)
+			if key, claim, ok := stickyMessage(v.Body); ok && l.claims {
+				if claim {
+					l.claim(s, p, key)
+				}
+				continue
+			}
 			s.messages.passMessage(p, v.Body)
 		case nodeipc.ExitedAfterDisconnect:
 			s.post(evLeaving{p: p})

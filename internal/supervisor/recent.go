@@ -24,14 +24,20 @@ type recent struct {
 type beatSample struct {
 	at       time.Time
 	requests uint64
-	latency  *latency.Counts // nil from a worker that sends none
+	latency  *latency.Counts   // nil from a worker that sends none
+	outcomes *latency.Outcomes // nil from a worker that sends none
 }
 
 // add records a heartbeat received at now.
 func (r *recent) add(now time.Time, hb ipc.Heartbeat) {
 	r.last = (r.last + 1) % recentBeats
-	r.beats[r.last] = beatSample{at: now, requests: hb.Requests, latency: hb.Latency}
+	r.beats[r.last] = sampleOf(now, hb)
 	r.n = min(r.n+1, recentBeats)
+}
+
+// sampleOf is what a canary's window and the recent figures keep of hb.
+func sampleOf(now time.Time, hb ipc.Heartbeat) beatSample {
+	return beatSample{at: now, requests: hb.Requests, latency: hb.Latency, outcomes: hb.Outcomes}
 }
 
 // figures returns requests a second and the latency histogram between the

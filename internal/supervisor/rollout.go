@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 // stops the rollout; the old workers keep serving.
 type rollout struct {
 	reason  control.Cause // reload or recycle
+	note    string        // what the reload changed, before its result in replies
 	gen     int
 	todo    []*slot
 	next    *process // the new worker starting now
@@ -24,6 +26,9 @@ type rollout struct {
 	// recycled is the slot a recycle replaces the worker of; nil for a
 	// reload.
 	recycled *slot
+	// canary: this reload's canary policy (canary.go); nil for a plain
+	// rolling reload and a recycle.
+	canary *canary
 }
 
 // recycleBackoff is how long a slot waits after its nth failed recycle in a
@@ -34,8 +39,11 @@ func recycleBackoff(n int) time.Duration {
 
 // event is the kind of event a rollout's steps are reported as.
 func (r *rollout) event() control.EventKind {
-	if r.reason == control.CauseRecycle {
+	switch r.reason {
+	case control.CauseRecycle:
 		return control.EventRecycle
+	case control.CauseRollback:
+		return control.EventRollback
 	}
 	return control.EventReload
 }
@@ -50,7 +58,13 @@ type reloader struct {
 	// Reloads that arrived while they could not run, carried out as soon
 	// as they can: during start-up or during another rollout.
 	reloadAfter  []chan control.Response
+	afterOpts    reloadOptions // the options of the last reload queued
 	reloadQueued bool
+	lastGen      int     // the last generation a reload made, rolled back or not
+	last         *canary // the last canary, once over: for ctl status
+	// note is what the configuration file changed for the reloads not
+	// started yet: the next rollout's replies begin with it.
+	note string
 }
 
 // reload starts a rolling reload of every slot into a new generation; reply
@@ -58,7 +72,7 @@ type reloader struct {
 // the workers are still starting starts once they are ready, and one asked
 // for during another rollout starts after it, so that it picks up a binary
 // replaced meanwhile.
-func (rl *reloader) reload(reply chan control.Response) {
+func (rl *reloader) reload(reply chan control.Response, opts reloadOptions) {
 	switch {
 	case rl.s.phase == phaseStopping:
 		respond(reply, control.Response{Error: "reload: supervisor is stopping"})
@@ -72,18 +86,41 @@ func (rl *reloader) reload(reply chan control.Response) {
 		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "running"})
 		return
 	case rl.roll != nil || rl.s.scaler.scaling != nil:
-		rl.reloadAfter = append(rl.reloadAfter, reply)
+		rl.reloadAfter, rl.afterOpts = append(rl.reloadAfter, reply), opts
 		rl.s.log.Info("reload queued behind the operation in progress")
 		rl.s.emit(nil, control.Event{Kind: control.EventDeferred, Request: string(control.CmdReload), Until: "idle"})
 		return
 	}
-	rl.s.gen++
 	// It answers the requests queued behind the operation that just ended
 	// too, however it ends, even before rollStep returns.
-	r := &rollout{reason: control.CauseReload, gen: rl.s.gen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: rl.reloadAfter}
+	waiters := rl.reloadAfter
 	rl.reloadAfter = nil
+	note := rl.note
+	rl.note = ""
 	if reply != nil {
-		r.waiters = append(r.waiters, reply)
+		waiters = append(waiters, reply)
+	}
+	refusal := rl.s.releases.refuse(opts.force)
+	if refusal == nil && opts.canary > 0 {
+		if why := rl.canaryRefusal(opts.canary); why != "" {
+			refusal = errors.New(why)
+		}
+	}
+	if refusal != nil {
+		rl.s.log.Warn("reload refused", zap.Error(refusal))
+		rl.s.emit(nil, control.Event{Kind: control.EventReload, Step: control.StepFailed, Error: refusal.Error()})
+		for _, w := range waiters {
+			respond(w, control.Response{Error: note + refusal.Error()})
+		}
+		return
+	}
+	rl.lastGen = max(rl.lastGen, rl.s.gen) + 1
+	r := &rollout{reason: control.CauseReload, gen: rl.lastGen, todo: append([]*slot(nil), rl.s.slots...), began: rl.s.sys.Now(), waiters: waiters, note: note}
+	rel := rl.s.releases.keep(r.gen)
+	if opts.canary > 0 {
+		rl.startCanary(r, opts, rel) // s.gen stays the old one until the verdict
+	} else {
+		rl.s.gen = r.gen
 	}
 	rl.roll = r
 	rl.s.notify.Reloading()
@@ -112,6 +149,9 @@ func (rl *reloader) rollStep() {
 		if sl.removed || sl.cur == nil {
 			continue // scaled away, or respawning (into the new generation)
 		}
+		if r.reason == control.CauseRollback && sl.cur.gen == r.gen {
+			continue // a canary that crashed came back in the kept release
+		}
 		p, err := rl.s.spawn(sl, r.gen, r.reason)
 		if err != nil {
 			rl.rollFailed(fmt.Errorf("slot %d: %w", sl.id, err))
@@ -121,20 +161,39 @@ func (rl *reloader) rollStep() {
 		rl.s.emit(p, control.Event{Kind: r.event(), Step: control.StepFork})
 		return
 	}
+	if c := r.canary; c != nil {
+		switch c.state {
+		case control.CanaryStarting:
+			rl.bake(c)
+			return
+		case control.CanaryRollingBack:
+			rl.rolledBack(r)
+			return
+		}
+	}
 	rl.roll = nil
 	if sl := r.recycled; sl != nil {
 		sl.recycleFails = 0
 	}
 	took := rl.s.sys.Now().Sub(r.began)
-	msg := fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	msg := r.note + fmt.Sprintf("%s: replaced %d workers in %s", r.reason, r.done, took.Round(time.Millisecond))
+	if c := r.canary; c != nil {
+		rl.last = c
+		msg = r.note + fmt.Sprintf("reload: canary %s (%s); replaced %d workers in %s", c.verdict.verdict, c.verdict.why, r.done, took.Round(time.Millisecond))
+	}
 	rl.s.log.Info(string(r.reason)+" done", zap.Int("generation", r.gen), zap.Int("replaced", r.done), zap.Duration("took", took))
 	rl.s.emit(nil, control.Event{Kind: r.event(), Step: control.StepDone, Generation: r.gen, Replaced: r.done})
 	if r.reason == control.CauseReload {
 		rl.s.counts.reloads["success"]++
 		rl.s.notify.Ready(rl.s.statusLine())
+		rl.s.releases.prune()
+	}
+	var st *control.CanaryStatus
+	if r.canary != nil {
+		st = rl.canaryStatus()
 	}
 	for _, w := range r.waiters {
-		respond(w, control.Response{OK: true, Message: msg})
+		respond(w, control.Response{OK: true, Message: msg, Canary: st})
 	}
 	rl.s.idle()
 }
@@ -158,7 +217,15 @@ func (rl *reloader) rollReady(p *process) {
 // that slot, and every slot not reached, keep serving.
 func (rl *reloader) rollFailed(err error) {
 	r := rl.roll
+	if c := r.canary; c != nil && rl.s.phase != phaseStopping && (c.state == control.CanaryStarting || c.state == control.CanaryBaking) {
+		// The canary's own slots go back to the kept release.
+		rl.decide(c, verdict{verdict: control.VerdictFail, rollback: true, why: "a canary worker failed: " + err.Error()})
+		return
+	}
 	rl.roll = nil
+	if c := r.canary; c != nil {
+		rl.last = c
+	}
 	err = fmt.Errorf("%s failed after %d of %d slots: %w", r.reason, r.done, r.done+1+len(r.todo), err)
 	if sl := r.recycled; sl != nil {
 		// The new worker could not boot: try again after a backoff, not at
@@ -173,7 +240,7 @@ func (rl *reloader) rollFailed(err error) {
 		rl.s.notify.Ready(rl.s.statusLine())
 	}
 	for _, w := range r.waiters {
-		respond(w, control.Response{Error: err.Error()})
+		respond(w, control.Response{Error: r.note + err.Error()})
 	}
 	rl.s.idle()
 }
@@ -185,7 +252,7 @@ func (s *Supervisor) idle() {
 		return
 	}
 	if len(s.reloader.reloadAfter) > 0 {
-		s.reloader.reload(nil) // takes the queued requests as its waiters
+		s.reloader.reload(nil, s.reloader.afterOpts) // takes the queued requests as its waiters
 		if s.reloader.roll != nil {
 			return
 		}

@@ -107,7 +107,7 @@ func execve(r *execReq) error {
 	}
 	env, err := r.env()
 	if err == nil {
-		err = unix.Exec(r.path, r.argv, append(env, execsignal.Env+"=1"))
+		err = unix.Exec(r.path, r.argv, append(env, execsignal.HeldEnv()))
 		err = fmt.Errorf("upgrade: exec %s: %w", r.path, err)
 	}
 	release()

@@ -42,8 +42,12 @@ type Supervisor struct {
 
 	sigs   <-chan os.Signal // set by loop; an upgrade takes what it queued
 	events chan any         // from other goroutines
-	queue  []any            // from the owner goroutine itself: see enqueue
-	done   chan struct{}
+	// asks are the questions other goroutines wait on (ask): ctl
+	// requests, metrics scrapes, Engine calls. The owner takes them before
+	// what waits in events, which a flood of worker messages can fill.
+	asks  chan any
+	queue []any // from the owner goroutine itself: see enqueue
+	done  chan struct{}
 	// stopping is closed when the stop begins (beginStop).
 	stopping chan struct{}
 
@@ -55,6 +59,7 @@ type Supervisor struct {
 	live    map[int]*process // by pid, every process not yet waited for
 
 	reloader     reloader        // reloads and recycles, slot by slot (rollout.go)
+	releases     releases        // what each generation runs, kept for rollback (release.go)
 	scaler       scaler          // scaling up and down (scale.go)
 	forks        forks           // Engine.Fork and the respawn policy (fork.go)
 	readyWaiters []chan struct{} // Engine.Ready calls waiting for start-up
@@ -62,6 +67,8 @@ type Supervisor struct {
 	health health // heartbeats, hangs and freezes (health.go)
 
 	counts counters
+	// rebalancedAt: when rebalancing last asked for connections (rebalance.go).
+	rebalancedAt time.Time
 
 	// Messages to an Engine's reader (messages.go).
 	messages messages
@@ -77,8 +84,9 @@ type counters struct {
 	spawns   map[control.Cause]uint64
 	exits    map[control.Cause]uint64
 	reloads  map[string]uint64
-	protocol uint64 // frames from workers that broke the protocol
-	freezes  uint64 // owner-loop stalls detected
+	verdicts map[string]uint64 // canary verdicts: pass, fail, insufficient
+	protocol uint64            // frames from workers that broke the protocol
+	freezes  uint64            // owner-loop stalls detected
 	// rebalanceAsks counts idle connections workers were asked to give
 	// back to rebalance (rebalance.go).
 	rebalanceAsks uint64
@@ -94,21 +102,24 @@ func newSupervisor(cfg Config, log *zap.Logger, sys system, m mode) *Supervisor 
 		proto:    newProtocol(cfg),
 		bus:      discard{},
 		events:   make(chan any, 1024),
+		asks:     make(chan any, 16),
 		done:     make(chan struct{}),
 		stopping: make(chan struct{}),
 		gen:      1,
 		begun:    sys.Now(),
 		live:     map[int]*process{},
 		counts: counters{
-			spawns:  map[control.Cause]uint64{},
-			exits:   map[control.Cause]uint64{},
-			reloads: map[string]uint64{},
+			spawns:   map[control.Cause]uint64{},
+			exits:    map[control.Cause]uint64{},
+			reloads:  map[string]uint64{},
+			verdicts: map[string]uint64{},
 		},
 	}
 	s.up = upgrader{s: s, kept: &keptFDs{}}
 	s.svc = services{s: s}
 	s.forks = forks{s: s}
 	s.reloader = reloader{s: s}
+	s.releases = releases{s: s}
 	s.scaler = scaler{s: s}
 	s.messages = messages{s: s}
 	s.health = health{s: s}
@@ -213,6 +224,9 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 			return err
 		}
 		s.up.resumed(st)
+		// The kept release did not survive the execve (a close-on-exec
+		// memfd): what is on disk now serves as the one to roll back to.
+		s.releases.keep(s.gen)
 	} else {
 		s.startWorkers()
 	}
@@ -221,6 +235,7 @@ func run(cfg Config, log *zap.Logger, st *upgradeState, sp *spawner, started fun
 
 // startWorkers fills the first -workers slots.
 func (s *Supervisor) startWorkers() {
+	s.releases.keep(s.gen) // the release a first canary rolls back to
 	for i := range s.cfg.Workers {
 		sl := &slot{id: i + 1}
 		s.slots = append(s.slots, sl)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -119,7 +118,7 @@ func rollback(st *upgradeState, why error, sp *spawner) error {
 	s.up.s = s
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
-	err := s.up.execState(st, "/proc/self/fd/"+strconv.Itoa(st.Binary), st.Previous)
+	err := s.up.execState(st, fdPath(st.Binary), st.Previous)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 
@@ -187,6 +186,9 @@ func (u *upgrader) adopt(st *upgradeState) error {
 			state: control.StateReady, started: w.Started, readyAt: w.ReadyAt, uses: w.features(),
 			beatAt: now, read: make(chan struct{}), watched: true, maxRequests: w.MaxRequests}
 		p.pid = w.PID
+		if t != nil {
+			p.beatHanded, p.beatBack = t.Handed(), t.HandedBack() // its open connections: unknown until it beats (openConns)
+		}
 		u.s.live[p.pid], sl.cur = p, p
 		pr, err := u.s.sys.Adopt(w.PID, func(st exitStatus) {
 			p.link.exited()
@@ -242,8 +244,10 @@ func restoreTarget(sl *slot, ctl *ipc.Channel, w workerState, log *zap.Logger) (
 	if ch == ctl {
 		tr = handoff.OverControl(ctl, keep, log)
 	}
-	return handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
-		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused}), nil
+	t := handoff.RestoreTarget(sl.id, tr, handoff.TargetState{Handed: w.Handed + w.Returned, Returned: w.Returned,
+		Closed: w.Closed, Peers: w.Peers, Paused: w.Paused})
+	t.SetGeneration(w.Gen) // a sticky table forgets a slot's keys only when this changes
+	return t, nil
 }
 
 // resumed finishes a restore once the mode accepts again and the workers
@@ -261,8 +265,16 @@ func (u *upgrader) resumed(st *upgradeState) {
 		r = control.Response{Error: st.Failure + "; rolled back to " + Version + ", still serving"}
 		u.s.log.Error("upgrade rolled back", zap.String("version", Version), zap.String("reason", st.Failure))
 	} else {
-		u.s.log.Info("upgraded in place", zap.String("from", st.From), zap.String("version", Version),
-			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", u.acceptGap), zap.Int("upgrades", u.upgrades))
+		fields := []zap.Field{zap.String("from", st.From), zap.String("version", Version),
+			zap.Int("workers", len(st.Slots)), zap.Duration("accept_gap", u.acceptGap), zap.Int("upgrades", u.upgrades)}
+		if held, caught := execsignal.Window(); !held.IsZero() {
+			// From Hold to this image's first package init, SIGTERM,
+			// SIGINT and SIGHUP can be lost (see internal/execsignal).
+			fields = append(fields, zap.Int64("signals_held_ns", held.UnixNano()),
+				zap.Int64("signals_caught_ns", caught.UnixNano()), zap.Duration("signal_window", caught.Sub(held)),
+				zap.Duration("signals_held_before_exec", execsignal.Exec().Sub(held)))
+		}
+		u.s.log.Info("upgraded in place", fields...)
 	}
 	if st.Reply >= 0 {
 		if err := control.Answer(file(st.Reply, "ctl-connection"), r); err != nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/sticky"
 )
 
 // stateFormat is the version of upgradeState's encoding. A binary takes
@@ -67,11 +68,12 @@ type upgradeState struct {
 	Listeners []listenerState `json:"listeners,omitempty"`
 	Ports     []int           `json:"ports"` // reuseport: each slot's socket, in the group's order
 	PortSlots []int           `json:"port_slots"`
-	Pending   []pendingState  `json:"pending"` // rr: connections queued for a ready worker
-	Control   int             `json:"control"` // the control socket's listener; -1 none
-	Metrics   int             `json:"metrics"` // the metrics listener; -1 none
-	Admin     int             `json:"admin"`   // the admin listener (-admin); -1 none
-	Reply     int             `json:"reply"`   // the connection of the `ctl upgrade` that asked; -1 none
+	Pending   []pendingState  `json:"pending"`          // rr: connections queued for a ready worker
+	Claims    []sticky.Claim  `json:"claims,omitempty"` // rr -sticky: the keys workers claimed, least recently used first
+	Control   int             `json:"control"`          // the control socket's listener; -1 none
+	Metrics   int             `json:"metrics"`          // the metrics listener; -1 none
+	Admin     int             `json:"admin"`            // the admin listener (-admin); -1 none
+	Reply     int             `json:"reply"`            // the connection of the `ctl upgrade` that asked; -1 none
 
 	FDs []fdRole `json:"fds"`
 
@@ -166,17 +168,38 @@ func writeState(st *upgradeState) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: encode state: %w", err)
 	}
-	fd, err := unix.MemfdCreate("prefork-upgrade-state", unix.MFD_CLOEXEC)
+	f, err := newMemfd("prefork-upgrade-state")
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: memfd: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "prefork-upgrade-state")
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("upgrade: write state: %w", err)
 	}
 	return f, nil
 }
+
+// newMemfd makes an empty memfd, close-on-exec: anonymous memory, gone
+// with its last descriptor. The upgrade keeps its state in one, a canary
+// reload the release that was serving (release.go). It may be executed
+// (MFD_EXEC, where the kernel has the vm.memfd_noexec sysctl).
+func newMemfd(name string) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) { // a kernel before 6.3 knows no MFD_EXEC
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// fdPath names descriptor fd of this process for execve, even when the
+// file it was opened from has been replaced or removed since: the kernel
+// opens the path before it closes the close-on-exec descriptors, so the
+// descriptor need not be inherited. (For a #! script it must be: the
+// interpreter opens the path again.)
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // errNoState: this process was not started by an upgrade.
 var errNoState = errors.New("upgrade: no state")

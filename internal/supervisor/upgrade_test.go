@@ -518,7 +518,7 @@ func TestOneUpgradeAtATime(t *testing.T) {
 	go func() { first <- h.s.up.requestUpgrade(context.Background(), path, false) }()
 	var ev evUpgrade
 	select {
-	case e := <-h.s.events: // not handled until the second is answered
+	case e := <-h.s.asks: // not handled until the second is answered
 		ev = e.(evUpgrade)
 	case <-time.After(checkTimeout + time.Second):
 		t.Fatal("the first upgrade did not reach the owner")

@@ -124,6 +124,30 @@
     return null;
   }
 
+  // renderCanary shows a canary reload: its state, the two generations
+  // side by side over the bake, and the verdict with its reason.
+  function renderCanary(c) {
+    $("#canary-box").hidden = !c;
+    if (!c) return;
+    let text = `${c.state}: slots ${(c.slots || []).join(", ")}, generation ${c.generation} against ${c.old_generation}, baked ${dur(c.baked_s)} of ${dur(c.bake_s)}`;
+    if (c.verdict) text += ` · verdict ${c.verdict}: ${c.why}`;
+    $("#canary-state").textContent = text;
+    $("#canary-state").className = c.verdict && c.verdict !== "pass" ? "error" : "";
+    const row = (name, gen, f) => {
+      const tr = document.createElement("tr");
+      cell(tr, `${gen} (${name})`);
+      cell(tr, f.workers);
+      cell(tr, f.requests);
+      cell(tr, f.errors);
+      cell(tr, f.error_rate < 0 ? "-" : (100 * f.error_rate).toFixed(2));
+      cell(tr, f.p99_s < 0 ? "-" : ms(f.p99_s));
+      cell(tr, f.crashes);
+      cell(tr, f.hangs);
+      return tr;
+    };
+    $("#canary tbody").replaceChildren(row("old", c.old_generation, c.old || {}), row("canary", c.generation, c.new || {}));
+  }
+
   // ---- status ----
   let inFlight = false, again = false, pollTimer = null;
   async function refresh() {
@@ -157,9 +181,17 @@
       document.createTextNode(` · up ${dur(st.uptime_s)} · `),
       Object.assign(document.createElement("b"), { id: "nworkers", textContent: String(workers.length) }),
       document.createTextNode(" workers"));
+    if (st.sticky) {
+      const sk = st.sticky;
+      $("#summary").append(document.createTextNode(` · sticky ${sk.key || "-"}: `),
+        Object.assign(document.createElement("b"), { id: "sticky-keys", textContent: String(sk.table_keys) }),
+        document.createTextNode(` claimed keys, ${sk.hits} hits, ${sk.fallbacks} fallbacks, ${sk.peek_timeouts} peek timeouts, ${sk.proxy_rejected} PROXY rejected`));
+    }
+    document.querySelectorAll("th.sticky").forEach((th) => (th.hidden = !(st.sticky && st.sticky.key)));
     const scaleN = $("#scale-n");
     if (document.activeElement !== scaleN && !scaleN.value) scaleN.value = new Set(workers.map((w) => w.slot)).size;
 
+    renderCanary(st.canary);
     const anyClasses = workers.some((w) => classes(w));
     document.querySelectorAll("th.classes").forEach((th) => (th.hidden = !anyClasses));
     const rows = workers.map((w) => {
@@ -185,6 +217,7 @@
         const c = classes(w) || {};
         for (const k of ["2xx", "4xx", "5xx"]) cell(tr, c[k] === undefined ? "-" : String(c[k]), "classes c" + k + (c[k] > 0 ? " some" : ""));
       }
+      if (st.sticky && st.sticky.key) cell(tr, `${w.sticky_keys || 0} / ${w.sticky_conns || 0}`, "sticky");
       return tr;
     });
     $("#workers tbody").replaceChildren(...rows);
@@ -473,7 +506,12 @@
     }
   }
   if (actionsOn) {
-    $("#reload").addEventListener("click", () => act("/api/reload", {}, "Reload every worker, slot by slot?"));
+    $("#reload").addEventListener("click", () => {
+      const canary = Number($("#reload-canary").value) || 0;
+      const bake = Number($("#reload-bake").value) || 30;
+      if (canary > 0) act("/api/reload", { canary, bake_ms: bake * 1000 }, `Reload ${canary} slot(s) first, judge them for ${bake}s, then the rest or roll back?`);
+      else act("/api/reload", { canary: 0 }, "Reload every worker, slot by slot?");
+    });
     $("#scale").addEventListener("click", () => {
       const n = Number($("#scale-n").value);
       act("/api/scale", { n }, `Scale to ${n} workers?`);
