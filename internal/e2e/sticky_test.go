@@ -150,6 +150,33 @@ func TestStickyCookie(t *testing.T) {
 			}
 		}()
 	}
+	// And a keep-alive client: a draining worker hands its idle
+	// connection back, and the slot's new worker takes it.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ka := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req, _ := http.NewRequest("GET", s.url("/health"), nil)
+			req.Header.Set("Cookie", "sid=user-7")
+			resp, err := ka.Do(req)
+			if err != nil {
+				continue
+			}
+			var h demo.Health
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			served.Add(1)
+			if h.Slot != where["user-7"] {
+				moved.Add(1)
+			}
+		}
+	}()
 	if out, code := s.ctl("reload"); code != 0 {
 		t.Fatalf("reload: %s", out)
 	}

@@ -30,16 +30,22 @@ func (h *Handoff) Receive(t *Target) {
 	}
 	t.tr.receive(func(fds []int, peers []ipc.Peer) {
 		t.back.Add(uint64(len(fds)))
-		h.comeBack(fds, peers)
+		h.comeBack(t, fds, peers)
 	})
 }
 
 // comeBack hands connections a worker handed back to other workers, as
 // dispatch does: what none takes waits in the queue.
-func (h *Handoff) comeBack(fds []int, peers []ipc.Peer) {
+func (h *Handoff) comeBack(from *Target, fds []int, peers []ipc.Peer) {
 	h.handedBack.Add(uint64(len(fds)))
 	if h.st != nil {
-		h.dispatch(fds, peers, &batch{again: true}) // by key, to the slot's new worker
+		// Idle between requests: no key to peek yet. Its slot's new worker
+		// (a reload) takes it; else the next request's key decides.
+		if t := h.st.successor(from); t != nil {
+			h.deliver(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte), back: true})
+			return
+		}
+		h.dispatch(fds, peers, &batch{again: true})
 		return
 	}
 	if h.npend.Load() > 0 {

@@ -319,3 +319,16 @@ func (h *Handoff) RestoreClaims(cs []sticky.Claim) {
 		h.st.cfg.Table.Claim(c.Key, c.Slot)
 	}
 }
+
+// successor is the ready worker of from's slot other than from (the one
+// a reload routed in its place), or nil.
+func (s *stickiness) successor(from *Target) *Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[from.slot]; sl != nil {
+		if t := sl.ready(); t != nil && t != from {
+			return t
+		}
+	}
+	return nil
+}

@@ -203,3 +203,29 @@ func TestStickyClaimWins(t *testing.T) {
 		t.Fatalf("forgotten key went to slot %d, want its hash slot %d", have, s)
 	}
 }
+
+// A slot whose worker does not come back within Hold gives its keyed
+// connections to the next slot by hash; they are counted.
+func TestStickyHoldExpires(t *testing.T) {
+	k, _ := sticky.ParseKey("header:x-user")
+	r := newStickyRig(t, StickyConfig{Key: k, Wait: time.Second, Hold: 200 * time.Millisecond}, 3)
+	line := "X-User: u1"
+	slot := ask(t, r.addr, "", line)
+	r.h.Unroute(r.ts[slot])
+	t0 := time.Now()
+	other := ask(t, r.addr, "", line)
+	if other == slot || other < 0 || time.Since(t0) < 200*time.Millisecond {
+		t.Fatalf("with slot %d gone: slot %d after %v; want another after the 200ms hold", slot, other, time.Since(t0))
+	}
+	if st := r.h.StickyStats(); st.HoldExpired != 1 || st.Held != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Retired, the slot's keys go elsewhere at once.
+	r.h.RetireSlot(slot)
+	if s := ask(t, r.addr, "", line); s == slot || s < 0 {
+		t.Fatalf("retired slot %d: went to %d", slot, s)
+	}
+	if st := r.h.StickyStats(); st.HoldExpired != 1 {
+		t.Fatalf("a retired slot's key was held: %+v", st)
+	}
+}
