@@ -79,13 +79,14 @@ func specs(root string, workers int) []serverSpec {
 	}
 	// The demo's routes on fasthttp (examples/fasthttp) as the workers,
 	// through package fastcluster: against fasthttp-prefork, the same
-	// binary and handler under fasthttp's own prefork.
+	// binary and handler under fasthttp's own prefork, whose sockets have
+	// TCP_DEFER_ACCEPT; -defer-accept gives prefork's the same.
 	preforkFast := func(mode string) serverSpec {
 		sp := prefork(mode)
 		sp.name = "fasthttp-" + mode
 		sp.command = func(port int) []string {
 			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", mode,
-				"-grace", "2s", "-log-format", "json", "--", fast}
+				"-grace", "2s", "-log-format", "json", "-defer-accept", "--", fast}
 		}
 		return sp
 	}

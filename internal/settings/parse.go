@@ -195,6 +195,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.StringVar(&c.Group, "group", "", "run workers with this group (default: the user's)")
 	fs.StringVar(&c.WorkerOutput, "worker-output", "inherit", "inherit or capture (re-log worker lines with slot and pid)")
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
+	fs.BoolVar(&c.DeferAccept, "defer-accept", false, "TCP listeners: a connection is accepted only once its client has sent data (TCP_DEFER_ACCEPT, as fasthttp's prefork sets); for protocols whose client speaks first, such as HTTP")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
 	stickyFlags(fs, &c.Stickiness)
 	canaryFlags(fs, c) // canary.go

@@ -46,6 +46,7 @@ type Settings struct {
 	User, Group       string        // run workers as this user and group (the primary must be root)
 	WorkerOutput      string        // workers' stdout and stderr: "inherit" (default) or "capture"
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
+	DeferAccept       bool          // TCP_DEFER_ACCEPT on the TCP sockets the supervisor binds
 	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
 
 	// A reload's canary (-canary N -bake D): N slots get the new release

@@ -52,6 +52,9 @@ flags (each also a key of the -config file, flags winning):
   -user NAME, -group NAME  run workers as this user and group
   -worker-output MODE   inherit or capture (default inherit)
   -sched POLICY         batch (SCHED_BATCH) or normal (default batch)
+  -defer-accept         TCP listeners: accept a connection only once its
+                        client has sent data (TCP_DEFER_ACCEPT), as fasthttp's
+                        prefork does; for protocols whose client speaks first
   -worker-protocol P    how workers are spoken to (default node for a node or
                         .js/.mjs/.cjs command, else prefork):
                         prefork  Go workers linking prefork's cluster package

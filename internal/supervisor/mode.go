@@ -137,6 +137,12 @@ func bindOne(cfg Config, log *zap.Logger) (*listener.Socket, bool, error) {
 		return nil, false, err
 	}
 	sock, err := listener.Bind(specs[0], fo)
+	if err == nil && cfg.DeferAccept && specs[0].Network == listener.TCP {
+		if err = sock.DeferAccept(); err != nil {
+			sock.Close()
+			return nil, false, err
+		}
+	}
 	return sock, false, err
 }
 

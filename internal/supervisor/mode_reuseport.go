@@ -30,9 +30,12 @@ import (
 // closes it (see handoff.Retiring).
 type reusePort struct {
 	listen string
-	log    *zap.Logger
-	h      *handoff.Handoff
-	quiet  time.Duration // retireQuiet; shorter in tests
+	// deferAccept: set TCP_DEFER_ACCEPT on the sockets it binds
+	// (-defer-accept); inherited ones keep what they have.
+	deferAccept bool
+	log         *zap.Logger
+	h           *handoff.Handoff
+	quiet       time.Duration // retireQuiet; shorter in tests
 	// adoptVacant: workers can be handed connections (see vacant).
 	adoptVacant bool
 
@@ -87,6 +90,16 @@ func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.DeferAccept {
+		for _, s := range socks {
+			if err := s.DeferAccept(); err != nil {
+				for _, s := range socks {
+					s.Close()
+				}
+				return nil, err
+			}
+		}
+	}
 	ids := make([]int, len(socks))
 	for i := range ids {
 		ids[i] = i + 1
@@ -102,7 +115,7 @@ func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []
 		return nil, err
 	}
 	m := &reusePort{log: log, h: h, quiet: retireQuiet, socks: map[int]*portSocket{},
-		adoptVacant: newProtocol(cfg).receives()}
+		adoptVacant: newProtocol(cfg).receives(), deferAccept: cfg.DeferAccept}
 	for i, ln := range socks {
 		ps := &portSocket{id: ids[i], ln: ln}
 		m.socks[ps.id] = ps
@@ -200,6 +213,12 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 	sock, err := listener.Detach(ln)
 	if err != nil {
 		return nil, err
+	}
+	if m.deferAccept {
+		if err := sock.DeferAccept(); err != nil {
+			sock.Close()
+			return nil, err
+		}
 	}
 	ps := &portSocket{id: id, ln: sock}
 	m.socks[id] = ps
