@@ -180,7 +180,7 @@ func (cs kaClients) check(t *testing.T) {
 }
 
 // shareWindow is how long a share of requests is measured over.
-const shareWindow = 500 * time.Millisecond
+const shareWindow = time.Second
 
 // shares polls, until d has passed, the share of the clients' requests
 // each worker answered over the last shareWindow, and returns the time

@@ -104,6 +104,11 @@ func TestCanary(t *testing.T) {
 	}{
 		{"pass, then the rest", control.Request{}, func(t *testing.T, c *canaryRun) {
 			c.traffic(200, 0, time.Millisecond)
+			// While it bakes, ctl status shows both generations side by side.
+			if st := c.s.status().Canary; st == nil || st.State != control.CanaryBaking || st.New.Requests != 200 || st.Old.Requests != 400 ||
+				st.New.Workers != 1 || st.Old.Workers != 2 || st.New.ErrorRate != 0 || st.BakedS != 1 {
+				t.Fatalf("status while baking: %+v", st)
+			}
 			c.traffic(200, 0, time.Millisecond)
 			if v := c.events(control.EventVerdict); len(v) != 1 || v[0].Verdict != control.VerdictPass || v[0].NewRequests != 200 {
 				t.Fatalf("verdicts %+v, want one pass on the 200 canary requests the window saw", v)
@@ -160,6 +165,25 @@ func TestCanary(t *testing.T) {
 			}
 			c.advance(2 * time.Second) // the bake's timer fires on nothing
 		}},
+		{"a hang during the bake", control.Request{}, func(t *testing.T, c *canaryRun) {
+			c.s.cfg.HangTimeout = time.Second
+			for range 2 { // the old generation beats, the canary is silent
+				c.advance(600 * time.Millisecond)
+				for _, p := range c.old[1:] {
+					c.beat(p, beatOf(p.beat.Requests+100, 0, time.Millisecond))
+				}
+			}
+			c.tick()
+			if v := c.events(control.EventVerdict); len(v) != 1 || !strings.Contains(v[0].Why, "hung 1 time") {
+				t.Fatalf("verdicts %+v, want one at the hang", v)
+			}
+			if !c.fake(c.canary).got(syscall.SIGQUIT) || c.cur(1) == nil || c.cur(1).gen != 1 {
+				t.Fatalf("the hung canary was not replaced by the kept release: slot 1 %+v", c.cur(1))
+			}
+			if r := c.answer(c.reply); r.OK || !strings.Contains(r.Error, "hung") {
+				t.Fatalf("reply %+v", r)
+			}
+		}},
 		{"a second reload while baking", control.Request{}, func(t *testing.T, c *canaryRun) {
 			second := c.control(control.Request{Cmd: control.CmdReload})
 			if !pending(second) || len(c.events(control.EventDeferred)) != 1 {
@@ -202,5 +226,29 @@ func TestCanaryRefused(t *testing.T) {
 	r := h.answer(h.control(control.Request{Cmd: control.CmdReload, Canary: &two}))
 	if r.OK || !strings.Contains(r.Error, "-canary 2 needs more than 2 workers") || h.s.reloader.roll != nil {
 		t.Fatalf("reply %+v, want a refusal", r)
+	}
+}
+
+// SIGHUP reloads with the supervisor's own -canary and -bake.
+func TestCanarySIGHUP(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Workers, c.Canary, c.Bake = 3, 1, 5*time.Second })
+	h.start(true)
+	h.signal(syscall.SIGHUP)
+	r := h.s.reloader.roll
+	if r == nil || r.canary == nil || len(r.canary.slots) != 1 || r.canary.opts.bake != 5*time.Second {
+		t.Fatalf("SIGHUP started %+v, want a canary of 1 slot baking 5s", r)
+	}
+	zero := 0
+	h.ready(r.next)
+	h.advance(5 * time.Second) // too little traffic: rolled back
+	h.ready(h.s.reloader.roll.next)
+	if h.s.reloader.roll != nil || h.s.counts.reloads["rollback"] != 1 {
+		t.Fatalf("reloads %v", h.s.counts.reloads)
+	}
+	// ctl reload -canary 0 overrides the default: a plain rolling reload,
+	// forced past the release just rolled back.
+	h.control(control.Request{Cmd: control.CmdReload, Canary: &zero, Force: true})
+	if r := h.s.reloader.roll; r == nil || r.canary != nil {
+		t.Fatalf("ctl reload -canary 0 started %+v, want a plain reload", r)
 	}
 }

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,11 +14,12 @@ import (
 
 // Rebalancing (rr, -rebalance): long-lived keep-alive clients stay on the
 // workers they first reached, so after a scale-up or a respawn the new
-// workers get nothing until clients reconnect. On a tick the owner asks
-// each ready worker holding more than one connection over an even share
-// to give that many idle ones back (ipc.TypeGiveBack), and has the
-// handoff place them on the workers under that share (Handoff.Want), so
-// that one round is enough when the workers are idle between requests.
+// workers get nothing until clients reconnect. While two ready workers
+// hold more than one connection apart, on a tick the owner asks each
+// worker over its share (total/n, one more for the busiest total%n) to
+// give the difference back (ipc.TypeGiveBack), and has the handoff place
+// what comes back on the workers under their share (Handoff.Want): one
+// round is enough.
 //
 // A round is taken only on counts that have seen the previous one: with
 // least-conn they are the handoff's own, exact once the workers' load
@@ -62,15 +65,30 @@ func (s *Supervisor) rebalance(now time.Time) {
 	if len(ready) < 2 {
 		return
 	}
-	even := total / int64(len(ready))
+	// Each worker's share: total/n, and one more for the busiest
+	// total%n, so that no connection moves for a remainder. A round runs
+	// only while two workers are more than one apart.
+	slices.SortFunc(ready, func(a, b *process) int { return cmp.Compare(s.openConns(b), s.openConns(a)) })
+	even, rem := total/int64(len(ready)), total%int64(len(ready))
+	if s.openConns(ready[0])-s.openConns(ready[len(ready)-1]) <= 1 {
+		return
+	}
 	want := map[*handoff.Target]int{}
 	budget := int64(rebalanceBatch)
-	var asks []*process
-	for _, p := range ready {
-		if open := s.openConns(p); open < even {
-			want[p.t] = int(even - open)
-		} else if open-even-1 > 0 && now.Sub(p.askedAt) >= rebalanceAgain {
-			asks = append(asks, p)
+	type ask struct {
+		p *process
+		n int64
+	}
+	var asks []ask
+	for i, p := range ready {
+		share := even
+		if int64(i) < rem {
+			share++
+		}
+		if open := s.openConns(p); open < share {
+			want[p.t] = int(share - open)
+		} else if open > share && now.Sub(p.askedAt) >= rebalanceAgain {
+			asks = append(asks, ask{p, open - share})
 		}
 	}
 	if len(asks) == 0 {
@@ -78,9 +96,9 @@ func (s *Supervisor) rebalance(now time.Time) {
 	}
 	h.Want(want) // before the first connection comes back
 	s.rebalancedAt = now
-	for _, p := range asks {
-		open := s.openConns(p)
-		n := min(open-even-1, budget)
+	for _, a := range asks {
+		p, open := a.p, s.openConns(a.p)
+		n := min(a.n, budget)
 		if n <= 0 {
 			break
 		}
@@ -91,6 +109,6 @@ func (s *Supervisor) rebalance(now time.Time) {
 		p.askedAt = now
 		s.counts.rebalanceAsks += uint64(n)
 		s.log.Debug("rebalancing: asked a worker for idle connections", zap.Int("slot", p.slot.id),
-			zap.Int64("connections", n), zap.Int64("open", open), zap.Int64("even", even))
+			zap.Int64("connections", n), zap.Int64("open", open), zap.Int64("share", open-a.n))
 	}
 }
