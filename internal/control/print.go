@@ -19,6 +19,11 @@ import (
 func WriteStatus(w io.Writer, st *Status) error {
 	_, err := fmt.Fprintf(w, "supervisor pid=%d listen=%s mode=%s generation=%d uptime=%s workers=%d",
 		st.PID, printable(st.Listen), printable(st.Mode), st.Generation, seconds(st.UptimeS), len(st.Workers))
+	for _, l := range st.Listeners {
+		if err == nil {
+			_, err = fmt.Fprintf(w, " listener=%s", printable(l))
+		}
+	}
 	if err == nil && st.Version != "" {
 		_, err = fmt.Fprintf(w, " version=%s upgrades=%d", printable(st.Version), st.Upgrades)
 	}

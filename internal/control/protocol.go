@@ -58,13 +58,16 @@ type Response struct {
 
 // Status describes the supervisor and its workers.
 type Status struct {
-	PID        int     `json:"pid"`
-	Listen     string  `json:"listen"`
-	Mode       string  `json:"mode"`
-	Generation int     `json:"generation"`
-	UptimeS    float64 `json:"uptime_s"`
-	Version    string  `json:"version,omitempty"` // the supervisor's build (-version)
-	Upgrades   int     `json:"upgrades"`          // in-place upgrades since it started
+	PID    int    `json:"pid"`
+	Listen string `json:"listen"`
+	// Listeners are every listener, "NAME=ADDRESS" in order, when there
+	// are several; Listen is the first's address.
+	Listeners  []string `json:"listeners,omitempty"`
+	Mode       string   `json:"mode"`
+	Generation int      `json:"generation"`
+	UptimeS    float64  `json:"uptime_s"`
+	Version    string   `json:"version,omitempty"` // the supervisor's build (-version)
+	Upgrades   int      `json:"upgrades"`          // in-place upgrades since it started
 	// AcceptGapMS is how long the last upgrade stopped the supervisor's
 	// own accepting (rr); 0 before any.
 	AcceptGapMS float64        `json:"accept_gap_ms,omitempty"`

@@ -102,6 +102,9 @@ func TestSeveralListeners(t *testing.T) {
 			s := startBin(t, v1, "-mode", mode, "-workers", "2", "-listen", "api="+api, "-listen", "web=unix:"+sockPath, "-listen-mode", "0660")
 			eps := []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)}
 			checkListeners(t, mode, eps)
+			if out, _ := s.uctl("status"); !strings.Contains(out, " listener=api="+api+" listener=web=unix:"+sockPath) {
+				t.Errorf("ctl status does not name the listeners:\n%s", out)
+			}
 			if fi, err := os.Stat(sockPath); err != nil || fi.Mode().Perm() != 0o660 {
 				t.Errorf("socket file %v (%v), want mode 0660", fi, err)
 			}

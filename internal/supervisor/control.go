@@ -70,7 +70,14 @@ func (s *Supervisor) onControl(req control.Request, reply chan control.Response)
 
 func (s *Supervisor) status() *control.Status {
 	now := s.sys.Now()
+	var lns []string
+	if ls := s.mode.listeners(); len(ls) > 1 {
+		for _, l := range ls {
+			lns = append(lns, l.name+"="+l.addr)
+		}
+	}
 	st := &control.Status{
+		Listeners:   lns,
 		PID:         os.Getpid(),
 		Listen:      addrOf(s.mode),
 		Mode:        s.cfg.Mode,
