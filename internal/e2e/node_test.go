@@ -178,8 +178,9 @@ func checkNodeDisconnect(t *testing.T, s *sup) {
 
 // TestNodeOtherPort: an app that listens on a port other than the
 // supervisor's gets a socket the supervisor binds for it, as Node's
-// primary binds one, shared by every worker; the port stops accepting when
-// the supervisor stops.
+// primary binds one, shared by every worker, and a warning naming both
+// addresses and the worker; the port stops accepting when the supervisor
+// stops.
 func TestNodeOtherPort(t *testing.T) {
 	node, app := nodeApp(t)
 	// No -mode: a node command runs in shared mode by default. In rr mode
@@ -193,6 +194,7 @@ func checkNodeOtherPort(t *testing.T, node, app string, flags ...string) {
 	other := proctest.FreeAddr(t)
 	t.Setenv("PORT", other[strings.LastIndex(other, ":")+1:])
 	s := startReady(t, append(flags, "-workers", "2", "--", node, app)...)
+	checkStrayWarned(t, s, other)
 	pids := map[string]bool{}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	proctest.Eventually(t, 10*time.Second, "both workers answer on the other port", func() bool {

@@ -197,6 +197,7 @@ func defineSettings(fs *flag.FlagSet, c *Settings) {
 	fs.StringVar(&c.Sched, "sched", "batch", "workers' scheduling policy: batch (SCHED_BATCH) or normal")
 	fs.BoolVar(&c.DeferAccept, "defer-accept", false, "TCP listeners: a connection is accepted only once its client has sent data (TCP_DEFER_ACCEPT, as fasthttp's prefork sets); for protocols whose client speaks first, such as HTTP")
 	fs.StringVar(&c.WorkerProtocol, "worker-protocol", ProtocolPrefork, "how workers are spoken to: prefork, node, systemd or plain (default node for a `node …` or .js command)")
+	fs.BoolVar(&c.StrictListen, "strict-listen", false, "node: a worker that listens on an address no -listen serves fails to start (default: a warning, and the supervisor binds it)")
 	stickyFlags(fs, &c.Stickiness)
 	canaryFlags(fs, c) // canary.go
 }

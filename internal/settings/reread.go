@@ -62,6 +62,9 @@ var needs = map[string]string{
 	"sticky": NeedsUpgrade, "sticky-wait": NeedsUpgrade, "sticky-hold": NeedsUpgrade,
 	"sticky-table": NeedsUpgrade, "sticky-table-age": NeedsUpgrade, "sticky-forget": NeedsUpgrade,
 	"proxy-protocol": NeedsUpgrade, "proxy-from": NeedsUpgrade, "proxy-wait": NeedsUpgrade,
+	// What node workers' listens are answered with: the same for every
+	// worker, from the start.
+	"strict-listen": NeedsRestart,
 	// Any other key is what the sockets or the running workers are
 	// (listen, mode, user, group, worker-protocol, worker-output, and
 	// the control, metrics and admin addresses, which an upgrade keeps

@@ -48,6 +48,7 @@ type Settings struct {
 	Sched             string        // workers' CPU policy: "batch" (default, SCHED_BATCH) or "normal"
 	DeferAccept       bool          // TCP_DEFER_ACCEPT on the TCP sockets the supervisor binds
 	WorkerProtocol    string        // ProtocolPrefork (default), ProtocolNode, ProtocolSystemd or ProtocolPlain
+	StrictListen      bool          // node: a worker's listen on an address no listener serves fails its start
 
 	// A reload's canary (-canary N -bake D): N slots get the new release
 	// first and serve for Bake; then a verdict compares them with the old

@@ -65,6 +65,8 @@ flags (each also a key of the -config file, flags winning):
                         plain    socket at fd 3; ready once started
                         systemd and plain need -mode shared or reuseport;
                         node takes all three (shared without -mode)
+  -strict-listen        node: a worker that listens on an address no -listen
+                        serves fails to start (default: a warning)
 
   -sticky KEY           rr: keep a client on one worker slot by KEY: ip,
                         cookie:NAME, header:NAME, query:NAME or socketio

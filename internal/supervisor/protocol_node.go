@@ -331,21 +331,17 @@ func closeNodeFD(ev nodeipc.Event) {
 
 // queryServer answers a worker's listen call, on the reader's goroutine:
 // port 0, or the supervisor's port, gets the mode's socket, or in rr mode
-// the supervisor's connections (roundRobin); another port gets a socket the
-// supervisor binds for it (and keeps for every worker); a unix path, or a
-// port that cannot be bound, fails with EADDRINUSE.
+// the supervisor's connections (roundRobin); another port or a unix path
+// is a stray listen (stray): a warning and a socket the supervisor binds
+// for it (and keeps for every worker), or a failed start under
+// -strict-listen; a UDP socket fails with EADDRINUSE.
 func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer) {
 	var err error
 	switch {
+	case q.AddressType == "-1" || (q.Port != 0 && q.Port != l.addr.Port && q.AddressType != "udp4" && q.AddressType != "udp6"):
+		err = l.stray(s, p, q) // protocol_node_listen.go
 	case q.AddressType != "4" && q.AddressType != "6":
 		err = l.refuse(s, p, q, "not a TCP server")
-	case q.Port != 0 && q.Port != l.addr.Port:
-		sock, berr := l.ports.get(q.Address, q.Port)
-		if berr != nil {
-			err = l.refuse(s, p, q, "cannot bind it: "+berr.Error())
-			break
-		}
-		err = l.replyShared(q, sock)
 	case handoff.NodeOf(p.t) != nil:
 		err = l.roundRobin(s, p, q)
 	default:
