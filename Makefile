@@ -46,7 +46,10 @@ RACE := GORACE="atexit_sleep_ms=0 $$GORACE"
 
 test: test-deps
 	$(GO) vet ./...
-	$(RACE) $(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /internal/chaos)
+	# The end-to-end tests first: go test starts packages in the order
+	# given, two at a time, and the longest should not wait for a minute of
+	# others before it; they run beside it.
+	$(RACE) $(GO) test -race -count=1 -timeout 10m ./internal/e2e $$($(GO) list ./... | grep -v -e /internal/chaos -e /internal/e2e)
 	# The fault suite on its own: run beside the end-to-end tests, two
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(RACE) $(GO) test -race -count=1 -timeout 5m ./internal/chaos

@@ -68,7 +68,7 @@ func TestListenerTakesPeersFromFrame(t *testing.T) {
 	// unknown, so the listener must ask the kernel.
 	p1 := peer4([4]byte{192, 0, 2, 7}, 12345)
 	var p2 ipc.Peer
-	frame := append(append(ipc.AppendConnsPeers(nil, 2), p1[:]...), p2[:]...)
+	frame := append(append(ipc.AppendConnsPeers(nil, 2), p1[:ipc.PeerSize]...), p2[:ipc.PeerSize]...)
 	if err := sup.Send(frame, []int{fd1, fd2}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +90,34 @@ func TestListenerTakesPeersFromFrame(t *testing.T) {
 	defer c2.Close()
 	if want, have := client2.LocalAddr().String(), c2.RemoteAddr().String(); want != have {
 		t.Fatalf("second connection: RemoteAddr %s, want %s from the kernel", have, want)
+	}
+}
+
+// With several listeners, each record's last byte is the listener's index
+// (ipc.FeatureListeners): the connection is named for it.
+func TestListenerTakesListenerFromFrame(t *testing.T) {
+	l, sup := rrListener(t)
+	l.w.listeners = []ipc.ListenerInfo{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "b", Addr: "127.0.0.1:2"}}
+	defer func() { l.w.listeners = nil }()
+	_, fd1 := acceptedFD(t)
+	_, fd2 := acceptedFD(t)
+	p1, p2 := peer4([4]byte{192, 0, 2, 7}, 1), peer4([4]byte{192, 0, 2, 7}, 2)
+	p2.SetListener(1)
+	frame := append(append(ipc.AppendConnsRecords(nil, 2, ipc.RecordSize), p1[:]...), p2[:]...)
+	if err := sup.Send(frame, []int{fd1, fd2}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd1)
+	unix.Close(fd2)
+	for i, want := range []string{"a", "b"} {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if have := ListenerName(c); have != want {
+			t.Errorf("connection %d: listener %q, want %q", i, have, want)
+		}
 	}
 }
 

@@ -89,15 +89,15 @@ func (w *worker) name(c *handedConn, index int) {
 // came from; "" when the supervisor has one listener or conn did not
 // come from it.
 func ListenerName(conn any) string {
-	w, err := get()
-	if err != nil || w.listeners == nil {
+	if c, ok := conn.(*handedConn); ok && c.w != nil {
+		if c.index < len(c.w.listeners) {
+			return c.w.listeners[c.index].Name
+		}
 		return ""
 	}
-	switch c := conn.(type) {
-	case *handedConn:
-		return w.listeners[c.index].Name
-	case net.Addr:
-		return listenerOfAddr(w, c)
+	w, err := get()
+	if a, ok := conn.(net.Addr); ok && err == nil && w.listeners != nil {
+		return listenerOfAddr(w, a)
 	}
 	return ""
 }

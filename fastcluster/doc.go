@@ -1,8 +1,9 @@
 // Package fastcluster runs a fasthttp server as a worker of the prefork
 // supervisor, with everything a net/http worker of package cluster gets:
 // connections from the supervisor in every mode, a graceful drain on a
-// reload, a scale-down or a stop, requests and latency in the heartbeats
-// (-max-requests recycling, ctl status, the dashboard, Prometheus), a
+// reload, a scale-down or a stop, requests, latency and status classes in
+// the heartbeats (-max-requests recycling, ctl status, the dashboard,
+// Prometheus, a canary reload's gates), a
 // health check whose silence is a hang (SIGQUIT, a goroutine dump, a new
 // worker), and messages (cluster.Send, cluster.Messages).
 //

@@ -83,7 +83,8 @@ func (l retrying) Accept() (net.Conn, error) {
 
 // CountRequests wraps h so that heartbeats report the requests it serves
 // (and -max-requests recycling can count them) and, to a supervisor that
-// asks for it, how long h took to serve each: [cluster.RequestServed] for
+// asks for it, how long h took to serve each and its status class, which a
+// canary reload judges a release by: [cluster.RequestServedStatus] for
 // every request.
 func CountRequests(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	if !cluster.IsWorker() {
@@ -95,7 +96,7 @@ func CountRequests(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 		// request fewer than time.Now here.
 		start := ctx.Time()
 		h(ctx)
-		cluster.RequestServed(time.Since(start))
+		cluster.RequestServedStatus(time.Since(start), ctx.Response.StatusCode())
 	}
 }
 

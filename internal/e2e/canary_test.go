@@ -245,3 +245,24 @@ func TestCanaryReload(t *testing.T) {
 		t.Fatalf("requests failed around the kill: 500s %v, others %d: %v", failed, len(errs), errs)
 	}
 }
+
+// TestCanaryNode: a Node.js worker sends no heartbeat, so its canary is
+// judged on crashes, readiness and hangs only, and the verdict says so.
+func TestCanaryNode(t *testing.T) {
+	node, app := nodeApp(t)
+	t.Setenv("PORT", "0")
+	s := startReady(t, "-workers", "2", "--", node, app)
+	out, code := s.ctl("reload", "-canary", "1", "-bake", "1s")
+	if code != 0 || !strings.Contains(out, "canary pass") || !strings.Contains(out, "no heartbeat") {
+		t.Fatalf("ctl reload: exit %d: %s; want a pass on crashes and hangs only", code, out)
+	}
+	v := s.waitEvent(time.Second, control.EventVerdict, nil)
+	if v.Str("verdict") != control.VerdictPass || v.Str("decision") != "continue" {
+		t.Fatalf("verdict %+v", v.Fields())
+	}
+	for _, w := range s.status().Workers {
+		if w.State == string(control.StateReady) && w.Generation != 2 {
+			t.Fatalf("worker %d in generation %d after the reload, want 2", w.PID, w.Generation)
+		}
+	}
+}

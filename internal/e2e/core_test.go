@@ -275,6 +275,7 @@ func TestKillRespawn(t *testing.T) {
 func TestGracefulStop(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel() // each mostly waits for its slow request
 			s := startReady(t, "-workers", "2", "-mode", mode)
 			s.stopDuringRequest(1500)
 		})
@@ -285,7 +286,10 @@ func TestGracefulStop(t *testing.T) {
 // connections while the in-flight request finishes.
 func TestStopRefusesNewConnections(t *testing.T) {
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { testStopRefuses(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel() // each mostly waits for its slow request
+			testStopRefuses(t, mode)
+		})
 	}
 }
 
@@ -459,7 +463,10 @@ func testWorkerExitsAtBoot(t *testing.T, mode string) {
 // supervisor exits 1 saying why.
 func TestCrashBudget(t *testing.T) {
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) { testCrashBudget(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel() // each mostly waits out its respawn delays
+			testCrashBudget(t, mode)
+		})
 	}
 }
 

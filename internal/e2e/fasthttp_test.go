@@ -35,6 +35,7 @@ func TestFastHTTPWorker(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s := startReady(t, "-workers", "2", "-mode", mode, "-grace", "10s", "--", bin)
 			checkLatencyReported(t, s) // first: its requests alone in the workers' latency
+			checkStatusClasses(t, s)
 			if mode == "rr" {
 				checkAlternation(t, s)
 			} else {
@@ -122,6 +123,26 @@ func checkLatencyReported(t *testing.T, s *sup) {
 		}
 		for _, w := range s.status().Workers {
 			if w.Requests > 0 && w.P50S >= 0.006 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// checkStatusClasses: a fasthttp worker reports its answers by status
+// class, as a net/http one does, for a canary reload's error gate: after
+// 404s and 200s, ctl status shows both classes for a worker.
+func checkStatusClasses(t *testing.T, s *sup) {
+	t.Helper()
+	proctest.Eventually(t, 30*time.Second, "2xx and 4xx in a worker's status classes", func() bool {
+		for range 4 {
+			if code, _, err := s.get("/no-such-route"); err != nil || code != 404 {
+				t.Fatalf("/no-such-route: %d %v", code, err)
+			}
+		}
+		for _, w := range s.status().Workers {
+			if w.StatusClasses["2xx"] > 0 && w.StatusClasses["4xx"] > 0 {
 				return true
 			}
 		}

@@ -97,6 +97,8 @@ type statusJSON struct {
 		Features   string  `json:"features"`
 		Requests   uint64  `json:"requests"`
 		P50S       float64 `json:"p50_s"`
+		// StatusClasses: "2xx", "4xx", ... since the worker started.
+		StatusClasses map[string]uint64 `json:"status_classes"`
 	} `json:"workers"`
 }
 

@@ -33,6 +33,12 @@
 //     installs the handler (runtime.sigenable) and their default stops
 //     the process. These three are neither lost nor fatal.
 //
+// In a binary built with cgo, a C constructor (pending_cgo.go), which the
+// dynamic loader runs before Go's runtime starts, takes the SIGTERM,
+// SIGINT and SIGHUP pending at that moment, with the mask Hold set still
+// in place: those sent while the old image was in execve are then caught,
+// not lost. Without cgo no code of the binary runs that early.
+//
 // The new image is told by the variable Env (HeldEnv), which also dates
 // Hold and the execve; Early returns what its init caught, in order, and
 // keeps catching; Window says when the signals were held and when this

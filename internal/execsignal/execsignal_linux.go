@@ -61,6 +61,9 @@ func init() {
 			early <- sig
 		}
 	}
+	for _, sig := range takenBeforeRuntime() {
+		early <- sig
+	}
 	take(sigNums[:])
 	// First the signals Go's runtime has a handler for since it started:
 	// this starts os/signal's thread, which takes milliseconds.

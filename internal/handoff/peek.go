@@ -293,14 +293,19 @@ func (p *peeker) finish(c *peeking, key string, out outcome) {
 // socket f only once its first bytes have arrived (TCP_DEFER_ACCEPT, as
 // nginx's "deferred"), for up to the peeker's wait: the first peek then
 // finds them, at accept, and the connection never waits in the peeker.
-// The option is the socket's, shared by every descriptor of it; a socket
-// that is not TCP refuses it, which costs nothing but the peeker's work.
+// The option is the socket's, shared by every descriptor of it; a value
+// already set (-defer-accept) stands; a socket that is not TCP refuses it,
+// which costs nothing but the peeker's work.
 func (s *stickiness) deferAccept(f *os.File) {
 	if s.pk == nil {
 		return
 	}
 	secs := int(max(1, (s.pk.wait+time.Second-1)/time.Second))
 	if rc, err := f.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs) })
+		rc.Control(func(fd uintptr) {
+			if v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT); err == nil && v == 0 {
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs) // -defer-accept's, if set, stands
+			}
+		})
 	}
 }

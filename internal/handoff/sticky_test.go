@@ -229,3 +229,37 @@ func TestStickyHoldExpires(t *testing.T) {
 		t.Fatalf("a retired slot's key was held: %+v", st)
 	}
 }
+
+// -sticky-forget: a slot's claims go when a worker of another generation
+// (generation), or any other worker (worker), is routed in it; a respawn
+// in the same generation keeps them under generation.
+func TestStickyForgetsClaimsOnNewWorker(t *testing.T) {
+	k, _ := sticky.ParseKey("cookie:sid")
+	for _, c := range []struct {
+		forget          string
+		sameGen, newGen bool // claims kept after a respawn, after a reload
+	}{{"generation", true, false}, {"worker", false, false}, {"never", true, true}} {
+		tab := sticky.NewTable(10, 0, nil)
+		h, _ := New("round-robin", zap.NewNop(), 8, time.Second)
+		if err := h.Stick(StickyConfig{Key: k, Table: tab, Forget: c.forget}); err != nil {
+			t.Fatal(err)
+		}
+		kept := func(gen int) bool {
+			tg, _ := testTarget(t, 1)
+			tg.SetGeneration(gen)
+			h.Route(tg)
+			_, ok := tab.Lookup("s1")
+			h.Unroute(tg)
+			return ok
+		}
+		kept(1)
+		h.Claim("s1", 1)
+		if have := kept(1); have != c.sameGen {
+			t.Errorf("%s: after a respawn in the same generation, claim kept %v, want %v", c.forget, have, c.sameGen)
+		}
+		h.Claim("s1", 1)
+		if have := kept(2); have != c.newGen {
+			t.Errorf("%s: after a worker of a new generation, claim kept %v, want %v", c.forget, have, c.newGen)
+		}
+	}
+}

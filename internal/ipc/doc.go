@@ -29,6 +29,9 @@
 // hands a paused worker nothing. [FeatureHandBack] lets a draining rr
 // worker send idle keep-alive connections back on its handoff channel, a
 // conns frame the other way, for the supervisor to hand to another worker.
+// [FeatureOutcomes] adds the requests counted by status class and handler
+// panics to the heartbeat's latency histogram (heartbeat.go), for a canary
+// reload's error-rate gate.
 //
 // Descriptors travel only from the supervisor to the worker, and only with
 // conns frames. A receiver closes any others at once ([ErrUnexpectedFDs]), so
@@ -41,7 +44,7 @@
 // received are still in that socket's queue; the supervisor reads them back
 // and hands them to another worker instead of letting the kernel reset them.
 //
-// The environment contract is in env.go.
+// The heartbeat is in heartbeat.go; the environment contract in env.go.
 //
 // Linux only.
 package ipc

@@ -17,7 +17,11 @@ import (
 // workers' (shared and reuseport) both use it.
 func Accept4(fd int, sa *unix.RawSockaddrAny) (int, error) {
 	n := uint32(unix.SizeofSockaddrAny)
-	nfd, _, errno := syscall.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&n)),
+	// RawSyscall: on a non-blocking socket accept4 returns at once, and
+	// Syscall's bookkeeping would wake the runtime's sysmon thread on the
+	// first accept after an idle moment, a context switch or more per
+	// connection when the supervisor shares one CPU with its workers.
+	nfd, _, errno := syscall.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&n)),
 		unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
 	if errno != 0 {
 		return -1, errno

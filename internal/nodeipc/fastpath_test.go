@@ -137,3 +137,24 @@ func fakeConn(t *testing.T) int {
 	unix.Close(pipe[1])
 	return pipe[0]
 }
+
+// TestRecvCloseOnExec: a descriptor Recv hands over is close-on-exec, or
+// a child spawned before the owner closes it would inherit a connection.
+func TestRecvCloseOnExec(t *testing.T) {
+	c, p := rawPair(t)
+	fd := fakeConn(t)
+	defer unix.Close(fd)
+	line := []byte(`{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"hello":1}}` + "\n")
+	if _, _, err := p.WriteMsgUnix(line, unix.UnixRights(fd), nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Recv()
+	if err != nil || m.FD < 0 {
+		t.Fatalf("Recv: %+v %v", m, err)
+	}
+	defer unix.Close(m.FD)
+	flags, err := unix.FcntlInt(uintptr(m.FD), unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("received descriptor flags %#x (%v): want FD_CLOEXEC", flags, err)
+	}
+}

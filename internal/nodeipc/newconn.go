@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
-
-	"golang.org/x/sys/unix"
 )
 
 // The connections a Worker hands in rr mode: newconn, the answer, taking
@@ -63,7 +61,7 @@ func (w *Worker) settle(seq int64, accepted bool) bool {
 		return false
 	}
 	if accepted {
-		unix.Close(p.fd) // the worker has its own copy now
+		rawClose(p.fd) // the worker has its own copy now
 		if f := w.accepted.Load(); f != nil {
 			(*f)(p.key)
 			return true

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,7 +53,7 @@ var errSkip = errors.New("skip")
 // than MaxLine ends the channel with ErrLineTooLong. Those errors are final.
 func (c *Channel) Recv() (Message, error) {
 	for {
-		line, fds, err := c.r.next(c.uc)
+		line, fds, err := c.r.next(c.raw)
 		if err != nil {
 			if c.isClosed() {
 				err = ErrClosed
@@ -223,7 +223,7 @@ func (r *reader) init() {
 
 // next returns the next line, without its newline, valid until the next
 // call, and the descriptors that came with it, which the caller owns.
-func (r *reader) next(uc *net.UnixConn) ([]byte, []int, error) {
+func (r *reader) next(rc syscall.RawConn) ([]byte, []int, error) {
 	r.shrink()
 	for {
 		if i := bytes.IndexByte(r.buf[r.scan:], '\n'); i >= 0 {
@@ -242,7 +242,7 @@ func (r *reader) next(uc *net.UnixConn) ([]byte, []int, error) {
 			r.fail(fmt.Errorf("%w: no newline in %d bytes", ErrLineTooLong, len(r.buf)))
 			continue
 		}
-		r.read(uc)
+		r.read(rc)
 	}
 }
 
@@ -261,12 +261,25 @@ func (r *reader) shrink() {
 }
 
 // read appends what one read brings to buf, or sets err.
-func (r *reader) read(uc *net.UnixConn) {
+func (r *reader) read(rc syscall.RawConn) {
 	r.grow()
 	room := r.buf[len(r.buf) : len(r.buf)+min(cap(r.buf)-len(r.buf), MaxLine-len(r.buf))]
-	n, oobn, _, _, err := uc.ReadMsgUnix(room, r.oob)
-	// MSG_CMSG_CLOEXEC: Go's ReadMsgUnix asks for it on Linux, so a
-	// descriptor received here cannot leak into a child spawned meanwhile.
+	var n, oobn int
+	var err error
+	// Read waits for the socket to be readable whenever the callback says
+	// it would block. rawRecvmsg (raw.go) asks for MSG_CMSG_CLOEXEC, as
+	// Go's ReadMsgUnix does, so a descriptor received here cannot leak
+	// into a child spawned meanwhile.
+	if rerr := rc.Read(func(s uintptr) bool {
+		for {
+			n, oobn, err = rawRecvmsg(int(s), room, r.oob)
+			if err != unix.EINTR {
+				return err != unix.EAGAIN
+			}
+		}
+	}); rerr != nil {
+		n, oobn, err = 0, 0, rerr
+	}
 	// MSG_CTRUNC (out of descriptors) is not checked: the kernel drops
 	// what it did not install, and the handle message that misses its
 	// descriptor is answered with a NACK.

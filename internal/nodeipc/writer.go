@@ -100,9 +100,9 @@ func (c *Channel) tryWrite(line []byte, fd int) (int, error) {
 		for n < len(line) {
 			var m int
 			if fd >= 0 && n == 0 {
-				m, err = unix.SendmsgN(int(s), line, unix.UnixRights(fd), nil, unix.MSG_NOSIGNAL)
+				m, err = rawSendmsg(int(s), line, unix.UnixRights(fd), unix.MSG_NOSIGNAL)
 			} else {
-				m, err = unix.Write(int(s), line[n:])
+				m, err = rawSendmsg(int(s), line[n:], nil, unix.MSG_NOSIGNAL)
 			}
 			switch {
 			case err == unix.EINTR:

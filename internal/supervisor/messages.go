@@ -77,8 +77,9 @@ type messages struct {
 	msgSeq    uint64        // message events published
 	published atomic.Uint64 // msgSeq, for Engine.SeenAll
 
-	big  atomic.Int64 // bytes of big messages since the last trim
-	trim *time.Timer  // returns memory to the OS once a burst is over
+	big     atomic.Int64 // bytes of big messages since the last trim
+	trimmed atomic.Int64 // when the last trim ran, in Unix nanoseconds
+	trim    *time.Timer  // returns memory to the OS once a burst is over
 }
 
 // A burst of big messages (each read, decoded, copied and published a few
@@ -90,19 +91,28 @@ const (
 	bigMessage = 256 << 10       // a message this big counts towards a burst
 	trimBurst  = 8 << 20         // a burst this big is trimmed after
 	trimQuiet  = 2 * time.Second // this long without another big message
+	// A big message this soon after a trim is the tail of the burst
+	// (its sender stalled longer than trimQuiet): trimmed again, however
+	// little follows.
+	trimTail = 30 * time.Second
 )
 
 // burst counts a message of n bytes towards a burst of big ones, and has
 // the memory it took returned to the OS once the burst is over. Owner
 // goroutine only.
 func (ms *messages) burst(n int) {
-	if n < bigMessage || ms.big.Add(int64(n)) < trimBurst {
+	if n < bigMessage {
+		return
+	}
+	tail := time.Since(time.Unix(0, ms.trimmed.Load())) < trimTail
+	if ms.big.Add(int64(n)) < trimBurst && !tail {
 		return
 	}
 	if ms.trim == nil {
 		ms.trim = time.AfterFunc(trimQuiet, func() {
 			ms.big.Store(0)
 			debug.FreeOSMemory() // a collection, then every free page back
+			ms.trimmed.Store(time.Now().UnixNano())
 		})
 		return
 	}

@@ -162,11 +162,16 @@ func (p *process) readerDone() {
 // slot and generation, and what its protocol's link gives it, around h,
 // what the mode gives it.
 func (s *Supervisor) command(sl *slot, gen int, lk link, h handles) *exec.Cmd {
-	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
-	if r := s.releases.of(gen); r != nil {
+	argv := s.cfg.Command
+	r := s.releases.of(gen)
+	if r != nil {
+		argv = r.args // a -config reload may have changed the command since
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if r != nil {
 		// The generation's release: from its kept content once the file
 		// on disk is another (release.go). Args[0] stays the command.
-		if path, dir := r.exec(s.cfg.Command); path != r.path {
+		if path, dir := r.exec(); path != r.path {
 			cmd.Path, cmd.Err = path, nil
 			cmd.Dir = dir
 		}

@@ -25,6 +25,7 @@ import (
 // disk, whatever is there now.
 type release struct {
 	gen  int
+	args []string // the command line it was started with (Settings.Command)
 	path string   // the executable, resolved as exec does
 	dir  string   // the working directory its workers start in
 	id   string   // the files' identity on disk when kept: see identity
@@ -51,7 +52,7 @@ func (rs *releases) keep(gen int) *release {
 	cmd := rs.s.cfg.Command
 	path := rs.pathNow()
 	dir, _ := os.Getwd()
-	r := &release{gen: gen, path: path, dir: dir, id: identity(cmd, path)}
+	r := &release{gen: gen, args: append([]string(nil), cmd...), path: path, dir: dir, id: identity(cmd, path)}
 	if rs.binary(path) {
 		var err error
 		if r.mem, err = copyToMemfd(path); err != nil {
@@ -154,10 +155,10 @@ func (rs *releases) prune() {
 	}
 }
 
-// exec sets cmd to run r: from the kept content when the file on disk is
+// exec is where r runs from: the kept content when the file on disk is
 // no longer the one kept.
-func (r *release) exec(cmd []string) (path string, dir string) {
-	if r.mem == nil || identity(cmd, r.path) == r.id {
+func (r *release) exec() (path string, dir string) {
+	if r.mem == nil || identity(r.args, r.path) == r.id {
 		return r.path, r.dir
 	}
 	return fdPath(int(r.mem.Fd())), r.dir
