@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,4 +59,81 @@ func TestNodeStrictListen(t *testing.T) {
 		c.Close()
 		t.Fatalf("%s accepts after the failed start", other)
 	}
+}
+
+// TestNodeTwoServers: a Node cluster app whose workers each run two
+// servers, one on a TCP port and one on a Unix socket path, both of them
+// -listen addresses: each server gets its own listener (rr: a key per
+// listener, its connections handed with it; shared: a handle per
+// listener), both answer, and both spread over the workers.
+func TestNodeTwoServers(t *testing.T) {
+	node := need(t, "node", "nodejs (Node.js 20 or later)")
+	app, err := filepath.Abs(filepath.Join("testdata", "two_servers.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"rr", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			addr := proctest.FreeAddr(t)
+			dir := t.TempDir()
+			sock, ctl := filepath.Join(dir, "app.sock"), filepath.Join(dir, "ctl.sock")
+			cmd := exec.Command(supervisorBin, "-listen", addr, "-listen", "unix:"+sock, "-mode", mode, "-workers", "2",
+				"-strict-listen", "-log-format", "json", "-control", ctl, "--", node, app)
+			cmd.Env = append(os.Environ(), "PORT="+addr[strings.LastIndex(addr, ":")+1:], "SOCK="+sock)
+			s := adopt(t, cmd, addr, ctl)
+			s.waitReady(10 * time.Second)
+			pids := map[int]bool{}
+			for _, w := range s.status().Workers {
+				pids[w.PID] = true
+			}
+			for _, ep := range []endpoint{tcpEndpoint("tcp", addr), unixEndpoint("unix", sock)} {
+				checkTwoServers(t, mode, ep, pids)
+			}
+			if strings.Contains(s.Out.String(), "prefork does not serve") {
+				t.Fatalf("a stray listen reported:\n%s", s.Out.Tail(20))
+			}
+		})
+	}
+}
+
+// checkTwoServers: ep's /pid is answered by its own server ("NAME PID")
+// in both workers, evenly in rr.
+func checkTwoServers(t *testing.T, mode string, ep endpoint, pids map[int]bool) {
+	t.Helper()
+	c := ep.client(false)
+	count := map[int]int{}
+	proctest.Eventually(t, 10*time.Second, ep.name+": both workers answer", func() bool {
+		for range 20 {
+			resp, err := c.Get(ep.base + "/pid")
+			if err != nil {
+				t.Fatalf("%s: %v", ep.name, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var name string
+			var pid int
+			if _, err := fmt.Sscan(string(b), &name, &pid); err != nil || name != ep.name || !pids[pid] {
+				t.Fatalf("%s: /pid answered %q, want %q and a worker's pid of %v", ep.name, b, ep.name, pids)
+			}
+			count[pid]++
+		}
+		return len(count) == 2
+	})
+	t.Logf("%s: answers by worker pid: %v", ep.name, count)
+	if mode != "rr" {
+		return
+	}
+	for pid, n := range count {
+		if n*4 < sumOf(count) { // rr alternates: each about half
+			t.Errorf("%s: worker %d answered %d of %d, want about half (rr)", ep.name, pid, n, sumOf(count))
+		}
+	}
+}
+
+func sumOf(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

@@ -104,7 +104,7 @@ func (h *Handoff) takeBack(t *Target, live bool) int {
 
 // redeliver hands connections that from gave back to another worker if one
 // is available, else queues them.
-func (h *Handoff) redeliver(from *Target, fds []int) {
+func (h *Handoff) redeliver(from *Target, fds []int, peers []ipc.Peer) {
 	t, ok := h.policy.Pick()
 	if ok && t == from {
 		t, ok = h.policy.Pick() // the next one, if there is another
@@ -112,5 +112,5 @@ func (h *Handoff) redeliver(from *Target, fds []int) {
 	if !ok {
 		t = nil
 	}
-	h.deliver(t, conns{fds: fds, frame: new([ipc.MaxConnsFrame]byte)})
+	h.deliver(t, conns{fds: fds, peers: peers, frame: new([ipc.MaxConnsFrame]byte)})
 }

@@ -31,9 +31,15 @@ const maxStickyUntaken = 1024
 // it), so a worker that closes or dies before answering loses nothing. Its
 // fields are guarded by the target's mu.
 type Node struct {
-	t   *Target
-	w   *nodeipc.Worker // set once the worker's server listens
-	key string          // its round-robin server's key; "" while it has none
+	t *Target
+	w *nodeipc.Worker // set once the worker's server listens
+	// keys are its round-robin servers' keys by listener index ("" for a
+	// listener it has none on); empty while it has none.
+	keys []string
+	// on is the listener index of each descriptor handed and not yet
+	// answered, past listener 0, for one given back to go to another
+	// worker's server for the same listener.
+	on map[int]int
 	// sticky: the worker called @socket.io/sticky's setupWorker and
 	// listens on nothing; it takes each connection as that module's
 	// message (nodeipc.Worker.StickyConn) from the moment it is online.
@@ -56,6 +62,7 @@ func NewNodeTarget(slot int) *Target {
 	n := &Node{}
 	n.t = NewTarget(slot, n)
 	n.t.off.Store(offPaused)
+	n.t.TakesPeers() // whose records say which listener's server takes each
 	return n.t
 }
 
@@ -69,7 +76,7 @@ func NodeOf(t *Target) *Node {
 }
 
 func (n *Node) send(c conns) (int, error) {
-	if n.w == nil || (n.key == "" && !n.sticky) {
+	if n.w == nil || (len(n.keys) == 0 && !n.sticky) {
 		return 0, errNotListening
 	}
 	for i, fd := range c.fds {
@@ -77,7 +84,7 @@ func (n *Node) send(c conns) (int, error) {
 		if n.sticky {
 			err = n.w.StickyConn(fd)
 		} else {
-			err = n.w.NewConn(n.key, fd)
+			err = n.newConn(c, i, fd)
 		}
 		if err != nil {
 			if errors.Is(err, nodeipc.ErrClosed) {
@@ -89,6 +96,24 @@ func (n *Node) send(c conns) (int, error) {
 	}
 	n.sent += uint64(len(c.fds))
 	return len(c.fds), nil
+}
+
+// newConn sends c.fds[i], fd, for its listener's server.
+func (n *Node) newConn(c conns, i, fd int) error {
+	on := 0
+	if c.peers != nil {
+		p := c.peer(i)
+		on = p.Listener()
+	}
+	if on >= len(n.keys) || n.keys[on] == "" {
+		return errNotListening // not (yet) on that listener: another worker
+	}
+	if on > 0 {
+		n.on[fd] = on
+	} else if len(n.on) > 0 {
+		delete(n.on, fd) // a number reused
+	}
+	return n.w.NewConn(n.keys[on], fd)
 }
 
 func (n *Node) holds() bool { return true } // the nodeipc.Worker holds them until answered
@@ -135,24 +160,48 @@ func (n *Node) takeBack(mu sync.Locker, live bool, give func([]int, []ipc.Peer))
 	mu.Lock()
 	n.answered += uint64(len(fds))
 	n.reclaimed += uint64(len(fds))
+	peers := n.peersOf(fds)
 	mu.Unlock()
-	give(fds, nil)
+	give(fds, peers)
 	return len(fds)
 }
 
-// Accepts reports whether the worker may take connections for its server
-// key: it has no round-robin server yet, or key is that server.
-func (n *Node) Accepts(key string) bool {
-	n.t.mu.Lock()
-	defer n.t.mu.Unlock()
-	return n.key == "" || n.key == key
+// peersOf is the records that say which listener each of fds came from,
+// nil if all came from listener 0; under the target's mu.
+func (n *Node) peersOf(fds []int) []ipc.Peer {
+	if len(n.on) == 0 {
+		return nil
+	}
+	peers := make([]ipc.Peer, len(fds))
+	for i, fd := range fds {
+		peers[i].SetListener(n.on[fd])
+		delete(n.on, fd)
+	}
+	return peers
 }
 
-// Listen makes the worker take connections for w's round-robin server key:
-// its listen asked for the supervisor's port and has been answered.
-func (n *Node) Listen(h *Handoff, w *nodeipc.Worker, key string) {
+// Accepts reports whether the worker may take connections of listener i
+// for its server key: it has no round-robin server on it yet, or key is
+// that server.
+func (n *Node) Accepts(i int, key string) bool {
 	n.t.mu.Lock()
-	n.w, n.key = w, key
+	defer n.t.mu.Unlock()
+	return i >= len(n.keys) || n.keys[i] == "" || n.keys[i] == key
+}
+
+// Listen makes the worker take connections of listener i for w's
+// round-robin server key: its listen asked for that listener's address and
+// has been answered.
+func (n *Node) Listen(h *Handoff, w *nodeipc.Worker, i int, key string) {
+	n.t.mu.Lock()
+	n.w = w
+	for len(n.keys) <= i {
+		n.keys = append(n.keys, "")
+	}
+	n.keys[i] = key
+	if i > 0 && n.on == nil {
+		n.on = map[int]int{}
+	}
 	n.t.mu.Unlock()
 	h.Pause(n.t, false)
 }
@@ -171,12 +220,18 @@ func (n *Node) ListenSticky(h *Handoff, w *nodeipc.Worker) {
 // act:'close'); it takes no connections until it listens again.
 func (n *Node) ServerClosed(h *Handoff, key string) {
 	n.t.mu.Lock()
-	ours := n.key == key && !n.sticky
-	if ours {
-		n.key = ""
+	ours, left := false, false
+	for i, k := range n.keys {
+		if k == key && !n.sticky {
+			n.keys[i], ours = "", true
+		}
+		left = left || n.keys[i] != ""
+	}
+	if ours && !left {
+		n.keys = nil
 	}
 	n.t.mu.Unlock()
-	if ours {
+	if ours && !left {
 		h.Pause(n.t, true)
 	}
 }
@@ -189,8 +244,10 @@ func (n *Node) Answered(h *Handoff, fd int, refused bool) {
 	t := n.t
 	t.mu.Lock()
 	n.answered++
+	var peers []ipc.Peer
 	if fd >= 0 {
 		n.reclaimed++
+		peers = n.peersOf([]int{fd})
 	}
 	t.mu.Unlock()
 	if fd >= 0 {
@@ -204,7 +261,7 @@ func (n *Node) Answered(h *Handoff, fd int, refused bool) {
 		} else {
 			h.policy.Remove(t) // its channel ended: it takes nothing more
 		}
-		h.redeliver(t, []int{fd})
+		h.redeliver(t, []int{fd}, peers)
 	} else {
 		// Load is then what the worker has not answered: least-conn
 		// picks the shortest queue (Node reports no closed connections).

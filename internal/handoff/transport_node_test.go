@@ -113,7 +113,7 @@ func newNodeTestTarget(t *testing.T, h *Handoff, id int, stopped bool) (tg *Targ
 		wg.Wait()
 		nw.Close()
 	})
-	NodeOf(tg).Listen(h, nw, "k")
+	NodeOf(tg).Listen(h, nw, 0, "k")
 	h.policy.Add(tg)
 	w = &nodeStandIn{t: t, ch: peer, unread: unread, msgs: make(chan nodeipc.Message, 2*maxNodeUntaken)}
 	return tg, w, wg.Wait
@@ -296,7 +296,7 @@ func TestHandoffNodeNotListening(t *testing.T) {
 	a.mu.Lock()
 	w := NodeOf(a).w
 	a.mu.Unlock()
-	NodeOf(a).Listen(h, w, "k2")
+	NodeOf(a).Listen(h, w, 0, "k2")
 	if c := wa.next(); c.key != "k2" {
 		t.Fatalf("queued connection handed for key %q, want k2", c.key)
 	}

@@ -36,8 +36,9 @@
 //	protocol_node.go  node: Node.js cluster apps over Node's own IPC channel
 //	protocol_node_sticky.go  node workers' sticky claims, and -sticky socketio
 //	                (workers that call @socket.io/sticky's setupWorker)
-//	protocol_node_listen.go  node workers' listens on an address no
-//	                listener serves: a warning, or -strict-listen's failed start
+//	protocol_node_listen.go  node workers' listens: which listener each
+//	                asks for; one no listener serves is a warning, or
+//	                -strict-listen's failed start
 //	slot.go         a slot and its crash budget (backoff, giving up)
 //	rollout.go      the reloader: reload and recycle, slot by slot
 //	canary.go       a rollout's canary policy: its slots first, the bake,

@@ -9,7 +9,6 @@ import (
 
 	"github.com/prefork/prefork/internal/handoff"
 	"github.com/prefork/prefork/internal/ipc"
-	"github.com/prefork/prefork/internal/listener"
 )
 
 // rr is -mode rr (Node's SCHED_RR): the supervisor accepts, and its
@@ -65,14 +64,14 @@ func (m *rr) frames(sl *slot) (handles, error) {
 }
 
 // node gives a Node worker, whose connections travel on its IPC channel,
-// the first listening socket, for its link to learn the address its
-// server reports as its own.
+// every listening socket, for its link to learn the addresses its servers
+// ask for and report as their own.
 func (m *rr) node(sl *slot) (handles, error) {
-	f, err := listener.Dup(m.lns[0].sock)
+	files, err := dupAll(m.lns)
 	if err != nil {
 		return handles{}, err
 	}
-	return handles{files: []*os.File{f}, t: handoff.NewNodeTarget(sl.id)}, nil
+	return handles{files: files, t: handoff.NewNodeTarget(sl.id)}, nil
 }
 
 // startAccepting starts one accept loop per listener; each connection

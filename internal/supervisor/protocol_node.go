@@ -31,17 +31,21 @@ const nodeEvents = 16
 // Node's primary would, speaking the cluster protocol on Node's own IPC
 // channel (fd 3, NODE_CHANNEL_FD) to a process started with NODE_UNIQUE_ID
 // set to its slot, which makes cluster.isPrimary false in it. Its servers'
-// listen calls ask for the mode's socket (queryServer). In shared and
+// listen calls ask for one of the mode's sockets by address (queryServer):
+// a TCP port or a Unix path, one server per listener. In shared and
 // reuseport mode they get it as a handle, as under Node's SCHED_NONE; in
 // rr mode, as under SCHED_RR, a key and no handle, and the supervisor's
-// handoff sends each connection as a newconn message (handoff.Node).
+// handoff sends each connection as a newconn message for its listener's
+// key (handoff.Node).
 // Its first 'listening' makes it ready; process.send reaches ctl events; a
 // drain is Node's worker.disconnect(). Node's protocol has no heartbeats.
 //
 // A server on another port gets a socket the supervisor binds for it, as
 // Node's primary binds one: one per address, shared by every worker and
 // kept until the supervisor stops (ports). It gets it as a handle in every
-// mode: the supervisor round-robins its own port only.
+// mode: the supervisor round-robins its own listeners only. Each such
+// listen is a warning, or a failed start under -strict-listen
+// (protocol_node_listen.go).
 type node struct{ ports *ports }
 
 func newNode() node { return node{ports: &ports{socks: map[string]*listener.Socket{}}} }
@@ -107,12 +111,12 @@ type nodeLink struct {
 	w      *nodeipc.Worker  // set by started, on the owner
 	stop   chan struct{}    // closed by close: the reader stops
 
-	// listen is the mode's socket, kept for the worker's queryServer
-	// (spawn closes its own copy once the worker has started); addr is
-	// its address. Set by command before the reader starts.
-	listen *os.File
-	addr   *net.TCPAddr
-	ports  *ports // the sockets bound for other ports
+	// lns are the mode's sockets, in listener order, kept for the
+	// worker's queryServer (spawn closes its own copies once the worker
+	// has started), with their addresses. Set by command before the
+	// reader starts (protocol_node_listen.go).
+	lns   []nodeListener
+	ports *ports // the sockets bound for other ports
 	// socketio: -sticky socketio; the worker is ready when online.
 	// claims: -sticky; its claim messages go to the handoff
 	// (protocol_node_sticky.go). Set by command.
@@ -122,47 +126,12 @@ type nodeLink struct {
 func (l *nodeLink) control() (*ipc.Channel, *os.File) { return nil, nil }
 
 func (l *nodeLink) command(s *Supervisor, cmd *exec.Cmd, h handles) {
-	var listen *os.File // the first listener's: a Node worker's server asks for the others by address
-	if len(h.files) > 0 {
-		listen = h.files[0]
-	}
 	l.socketio, l.claims = s.cfg.Sticky == sticky.SocketIO, s.cfg.Sticky != ""
 	cmd.Env = append(cmd.Env, nodeipc.Environ(3, l.id)...)
 	cmd.ExtraFiles = []*os.File{l.remote} // fd 3: NODE_CHANNEL_FD
-	f, err := listener.Dup(listen)
-	if err == nil {
-		l.addr, err = localAddr(f)
-		if err != nil {
-			f.Close()
-		}
+	if err := l.keep(h.files); err != nil && cmd.Err == nil {
+		cmd.Err = err // Start fails with it: nothing runs
 	}
-	if err != nil {
-		if cmd.Err == nil { // Start fails with it: nothing runs
-			cmd.Err = fmt.Errorf("supervisor: keep the listening socket for a node worker: %w", err)
-		}
-		return
-	}
-	l.listen = f
-}
-
-// localAddr is the address f's socket is bound to.
-func localAddr(f *os.File) (*net.TCPAddr, error) {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var sa unix.Sockaddr
-	cerr := raw.Control(func(fd uintptr) { sa, err = unix.Getsockname(int(fd)) })
-	if err = errors.Join(err, cerr); err != nil {
-		return nil, err
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: a.Addr[:], Port: a.Port}, nil
-	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: a.Addr[:], Port: a.Port}, nil
-	}
-	return nil, fmt.Errorf("supervisor: listening socket is not TCP (%T)", sa)
 }
 
 // started closes the worker's end, which it has inherited, and starts the
@@ -228,8 +197,8 @@ func (l *nodeLink) close() {
 	if l.remote != nil {
 		l.remote.Close()
 	}
-	if l.listen != nil {
-		l.listen.Close()
+	for _, ln := range l.lns {
+		ln.f.Close()
 	}
 }
 
@@ -330,22 +299,24 @@ func closeNodeFD(ev nodeipc.Event) {
 }
 
 // queryServer answers a worker's listen call, on the reader's goroutine:
-// port 0, or the supervisor's port, gets the mode's socket, or in rr mode
-// the supervisor's connections (roundRobin); another port or a unix path
-// is a stray listen (stray): a warning and a socket the supervisor binds
-// for it (and keeps for every worker), or a failed start under
-// -strict-listen; a UDP socket fails with EADDRINUSE.
+// the address of one of the supervisor's listeners (port 0: its first TCP
+// one) gets that listener's socket, or in rr mode its connections
+// (roundRobin); another port or a unix path is a stray listen (stray): a
+// warning and a socket the supervisor binds for it (and keeps for every
+// worker), or a failed start under -strict-listen; a UDP socket fails
+// with EADDRINUSE.
 func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer) {
 	var err error
+	i := l.serves(q) // protocol_node_listen.go
 	switch {
-	case q.AddressType == "-1" || (q.Port != 0 && q.Port != l.addr.Port && q.AddressType != "udp4" && q.AddressType != "udp6"):
-		err = l.stray(s, p, q) // protocol_node_listen.go
-	case q.AddressType != "4" && q.AddressType != "6":
+	case q.AddressType != "4" && q.AddressType != "6" && q.AddressType != "-1":
 		err = l.refuse(s, p, q, "not a TCP server")
+	case i < 0:
+		err = l.stray(s, p, q)
 	case handoff.NodeOf(p.t) != nil:
-		err = l.roundRobin(s, p, q)
+		err = l.roundRobin(s, p, q, i)
 	default:
-		err = l.replyShared(q, l.listen)
+		err = l.replyShared(q, l.lns[i].f)
 	}
 	select {
 	case <-l.stop:
@@ -357,22 +328,22 @@ func (l *nodeLink) queryServer(s *Supervisor, p *process, q nodeipc.QueryServer)
 	}
 }
 
-// roundRobin answers q as Node's primary does under SCHED_RR, with the
-// supervisor's address and no handle, and lets the handoff send the
-// worker connections for q's key. One server per worker takes them: a
-// second on the same port fails with EADDRINUSE, as it would under Node's
+// roundRobin answers q as Node's primary does under SCHED_RR, with
+// listener i's address and no handle, and lets the handoff send the
+// worker listener i's connections for q's key. One server per worker and
+// listener takes them: a second on the same address fails with EADDRINUSE, as it would under Node's
 // primary, which cannot bind a port twice.
-func (l *nodeLink) roundRobin(s *Supervisor, p *process, q nodeipc.QueryServer) error {
+func (l *nodeLink) roundRobin(s *Supervisor, p *process, q nodeipc.QueryServer, i int) error {
 	n := handoff.NodeOf(p.t)
-	if !n.Accepts(q.Key) {
+	if !n.Accepts(i, q.Key) {
 		return l.refuse(s, p, q, "another of its servers takes the supervisor's connections")
 	}
-	if err := l.w.ReplyRoundRobin(q, nodeipc.SocknameOf(l.addr)); err != nil {
+	if err := l.w.ReplyRoundRobin(q, l.lns[i].sockname()); err != nil {
 		return err
 	}
 	// After the reply: the worker's channel carries messages in order, so
 	// its server exists before the first newconn for it arrives.
-	n.Listen(s.mode.handoff(), l.w, q.Key)
+	n.Listen(s.mode.handoff(), l.w, i, q.Key)
 	return nil
 }
 
