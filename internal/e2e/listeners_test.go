@@ -183,3 +183,31 @@ func TestListenersRefused(t *testing.T) {
 		t.Errorf("the regular file at the socket path is gone: %v", err)
 	}
 }
+
+// TestGunicornTwoSockets: gunicorn as a systemd-protocol worker takes a
+// TCP port and a Unix socket (LISTEN_FDS=2) and serves both.
+func TestGunicornTwoSockets(t *testing.T) {
+	gunicorn := need(t, "/usr/bin/gunicorn", "gunicorn")
+	api := proctest.FreeAddr(t)
+	sockPath := filepath.Join(t.TempDir(), "g.sock")
+	s := startReady(t, "-workers", "2", "-mode", "shared", "-worker-protocol", "systemd", "-grace", "10s",
+		"-listen", "api="+api, "-listen", "web=unix:"+sockPath, "--",
+		gunicorn, "--workers", "1", "--chdir", testdata(t, "."), "pid_app:app")
+	for _, ep := range []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)} {
+		pids := map[string]bool{}
+		c := ep.client(false)
+		proctest.Eventually(t, 10*time.Second, ep.name+" served by both workers", func() bool {
+			resp, err := c.Get(ep.base + "/")
+			if err != nil {
+				t.Fatalf("%s: %v", ep.name, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d", ep.name, resp.StatusCode)
+			}
+			pids[string(b)] = true
+			return len(pids) == 2
+		})
+	}
+}
