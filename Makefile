@@ -49,7 +49,10 @@ test: test-deps
 	# The end-to-end tests first: go test starts packages in the order
 	# given, two at a time, and the longest should not wait for a minute of
 	# others before it; they run beside it.
-	$(RACE) $(GO) test -race -count=1 -timeout 10m ./internal/e2e $$($(GO) list ./... | grep -v -e /internal/chaos -e /internal/e2e)
+	$(RACE) $(GO) test -race -count=1 -timeout 10m -skip '^TestAdminEventFlood$$' ./internal/e2e $$($(GO) list ./... | grep -v -e /internal/chaos -e /internal/e2e)
+	# ctl status within 100 ms under a flood is a latency bound: measured
+	# alone, not beside another package's processes on 2 cores.
+	$(RACE) $(GO) test -race -count=1 -timeout 2m -run '^TestAdminEventFlood$$' ./internal/e2e
 	# The fault suite on its own: run beside the end-to-end tests, two
 	# suites of real processes on 2 cores make each other's timings noisy.
 	$(RACE) $(GO) test -race -count=1 -timeout 5m ./internal/chaos

@@ -129,15 +129,16 @@ func deploy(t *testing.T, path, app string) {
 
 // TestCanaryReload puts several releases through one supervisor under
 // load, each with `ctl reload -canary 1 -bake 1.5s`: three bad ones (5xx
-// on 20% of requests, +50ms a request, a crash a second after start) are
-// rolled back within the bake and 2s, with every worker back on the
+// on 20% of requests, +50ms a request, a crash 10s after start, baked
+// for 11s so that the crash falls inside the bake) are rolled back within
+// the bake and 2s, with every worker back on the
 // release that was serving and only the canary's requests failed; a good
 // one goes through; then the binary on disk is replaced by a broken one,
 // the canary fails, the kept release goes on serving (a worker killed
 // then comes back in it, from its memfd) and a reload of nothing new is
 // refused.
 func TestCanaryReload(t *testing.T) {
-	rel := buildReleases(t, map[string]string{"a": "", "b": "errors=20", "c": "delay=50ms", "d": "crash=1s", "e": ""})
+	rel := buildReleases(t, map[string]string{"a": "", "b": "errors=20", "c": "delay=50ms", "d": "crash=10s", "e": ""})
 	app := filepath.Join(t.TempDir(), "worker")
 	deploy(t, rel["a"], app)
 	admin := proctest.FreeAddr(t)
@@ -149,15 +150,16 @@ func TestCanaryReload(t *testing.T) {
 	for _, bad := range []struct {
 		build, why string
 		strict     bool // no request fails but the canary's injected 500s
+		bake       time.Duration
 	}{
-		{"b", "error rate", true},
-		{"c", "p99 latency", true},
-		{"d", "crashed", false}, // a request in flight at the crash may fail
+		{"b", "error rate", true, canaryBake},
+		{"c", "p99 latency", true, canaryBake},
+		{"d", "crashed", false, 11 * time.Second}, // a request in flight at the crash may fail
 	} {
 		deploy(t, rel[bad.build], app)
 		before := s.events.Count()
 		load.take()
-		out, code := s.ctl("reload", "-canary", "1", "-bake", canaryBake.String())
+		out, code := s.ctl("reload", "-canary", "1", "-bake", bad.bake.String())
 		if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, bad.why) {
 			t.Fatalf("release %s: ctl reload exit %d: %s; want a rollback because of %s", bad.build, code, out, bad.why)
 		}
@@ -165,7 +167,7 @@ func TestCanaryReload(t *testing.T) {
 		start := s.waitEvent(time.Second, control.EventCanary, after)
 		bake := s.waitEvent(time.Second, control.EventCanary, func(e proctest.Event) bool { return after(e) && e.Str("step") == "bake" })
 		done := s.waitEvent(time.Second, control.EventRollback, func(e proctest.Event) bool { return after(e) && e.Str("step") == "done" })
-		if took := done.At.Sub(bake.At); took > canaryBake+2*time.Second {
+		if took := done.At.Sub(bake.At); took > bad.bake+2*time.Second {
 			t.Errorf("release %s: rolled back %s after the bake began, want within the bake and 2s", bad.build, took)
 		}
 		s.allOn("a", 3)

@@ -140,8 +140,9 @@ func TestClientAddress(t *testing.T) {
 			// Each worker takes every feature the supervisor offers: all
 			// of them in rr, all but hand-back in the other modes, where
 			// the worker has no channel of its own for connections to go
-			// back on (the kernel hands it its connections).
-			want := ipc.Supported
+			// back on (the kernel hands it its connections). Listener
+			// indexes are offered only when there are several listeners.
+			want := ipc.Supported &^ ipc.FeatureListeners
 			if mode != "rr" {
 				want &^= ipc.FeatureHandBack
 			}

@@ -209,7 +209,9 @@ func hashSources(root, goVersion string) (string, error) {
 			if path == root {
 				return nil
 			}
-			if strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules" || (name == "bin" && filepath.Dir(path) == root) {
+			// Go ignores directories named _* and .*; tests make some
+			// (cluster/primary's _readme*) while others build.
+			if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata" || name == "node_modules" || (name == "bin" && filepath.Dir(path) == root) {
 				return filepath.SkipDir
 			}
 			return nil
