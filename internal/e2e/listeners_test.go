@@ -101,9 +101,18 @@ func TestSeveralListeners(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			api := proctest.FreeAddr(t)
 			sockPath := filepath.Join(t.TempDir(), "app.sock")
-			s := startBin(t, v1, "-mode", mode, "-workers", "2", "-listen", "api="+api, "-listen", "web=unix:"+sockPath, "-listen-mode", "0660")
+			maddr := proctest.FreeAddr(t)
+			s := startBin(t, v1, "-mode", mode, "-workers", "2", "-listen", "api="+api, "-listen", "web=unix:"+sockPath, "-listen-mode", "0660", "-metrics", maddr)
 			eps := []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)}
 			checkListeners(t, mode, eps)
+			if mode == "rr" { // each listener's accepts, counted apart: 41 new connections each
+				for _, ep := range eps {
+					n := scrape(t, "http://"+maddr+"/metrics", "prefork_connections_accepted_total", `listener="`+ep.name+`"`)
+					if n < 41 || (n != 41 && ep.name != s.addr) {
+						t.Errorf("prefork_connections_accepted_total{listener=%q} = %v, want 41", ep.name, n)
+					}
+				}
+			}
 			if out, _ := s.uctl("status"); !strings.Contains(out, " listener=api="+api+" listener=web=unix:"+sockPath) {
 				t.Errorf("ctl status does not name the listeners:\n%s", out)
 			}

@@ -16,10 +16,12 @@ import (
 // AcceptLoop is one goroutine accepting on one listening socket and
 // handing every connection off.
 type AcceptLoop struct {
-	f       *os.File
-	index   int // the listener's, recorded with each connection's peer
-	closing atomic.Bool
-	done    chan struct{}
+	f     *os.File
+	index int // the listener's, recorded with each connection's peer
+	// accepted counts the connections it accepted (read by Accepted).
+	accepted atomic.Uint64
+	closing  atomic.Bool
+	done     chan struct{}
 }
 
 // Accept starts an accept loop on a duplicate of ln, the listener of
@@ -53,6 +55,15 @@ func (l *AcceptLoop) Stop() {
 		l.f.Close()
 	}
 	<-l.done
+}
+
+// Accepted is how many connections the loop accepted; 0 for nil. Any
+// goroutine.
+func (l *AcceptLoop) Accepted() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.accepted.Load()
 }
 
 // serve accepts until the loop is stopped, handing every connection off. It
@@ -99,6 +110,7 @@ func (h *Handoff) serve(l *AcceptLoop) error {
 				}
 			}
 			if n > 0 {
+				l.accepted.Add(uint64(n))
 				backoff = 5 * time.Millisecond
 				var t0 time.Time
 				if h.obs != nil {

@@ -27,6 +27,7 @@ type snapshotCollector struct {
 	spawns          *prometheus.Desc
 	exits           *prometheus.Desc
 	handoffs        *prometheus.Desc
+	accepted        *prometheus.Desc
 	handoffFailures *prometheus.Desc
 	reroutes        *prometheus.Desc
 	dropped         *prometheus.Desc
@@ -57,6 +58,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		spawns:          d("worker_spawns_total", "Worker processes started, by cause.", "cause"),
 		exits:           d("worker_exits_total", "Worker processes that exited, by cause.", "cause"),
 		handoffs:        d("handoffs_total", "Connections handed off to the worker in each slot.", "slot"),
+		accepted:        d("connections_accepted_total", "Connections the supervisor accepted on each listener (rr).", "listener"),
 		handoffFailures: d("handoff_failures_total", "Connection handoffs that failed because the worker was gone or its queue was full."),
 		reroutes:        d("handoff_reroutes_total", "Connections re-routed to another worker after a failed handoff, including ones read back from a dead worker's queue."),
 		dropped:         d("connections_dropped_total", "Connections closed unserved because the pending queue was full or they waited too long."),
@@ -81,7 +83,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 // Describe implements prometheus.Collector.
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.workers, c.spawns, c.exits, c.handoffs, c.handoffFailures,
+		c.workers, c.spawns, c.exits, c.handoffs, c.accepted, c.handoffFailures,
 		c.reroutes, c.dropped, c.handedBack, c.unplaced, c.rebalanceAsks, c.pending, c.reloads, c.verdicts, c.baking, c.openConns,
 		c.requests, c.rss, c.heartbeatAge, c.protocolErrors, c.freezes,
 		c.duration,
@@ -120,6 +122,9 @@ func (c *snapshotCollector) collectSupervisor(ch chan<- prometheus.Metric, s *Sn
 	ch <- constMetric(c.baking, prometheus.GaugeValue, baking)
 	for slot, n := range s.Handoffs {
 		ch <- constMetric(c.handoffs, prometheus.CounterValue, float64(n), strconv.Itoa(slot))
+	}
+	for name, n := range s.Accepted {
+		ch <- constMetric(c.accepted, prometheus.CounterValue, float64(n), name)
 	}
 	ch <- constMetric(c.handoffFailures, prometheus.CounterValue, float64(s.HandoffFailures))
 	ch <- constMetric(c.reroutes, prometheus.CounterValue, float64(s.Reroutes))

@@ -26,6 +26,7 @@ func busySnapshot() Snapshot {
 		Spawns:          map[control.Cause]uint64{"start": 2, "crash": 1},
 		Exits:           map[control.Cause]uint64{"crash": 1},
 		Handoffs:        map[int]uint64{0: 120, 1: 4},
+		Accepted:        map[string]uint64{"main": 100, "web": 24},
 		HandoffFailures: 2,
 		Reroutes:        1,
 		Dropped:         3,
@@ -76,6 +77,8 @@ func TestScrapeReportsSnapshot(t *testing.T) {
 		{"prefork_worker_exits_total", []string{"cause", "stop"}, 0},
 		{"prefork_handoffs_total", []string{"slot", "0"}, 120},
 		{"prefork_handoffs_total", []string{"slot", "1"}, 4},
+		{"prefork_connections_accepted_total", []string{"listener", "main"}, 100},
+		{"prefork_connections_accepted_total", []string{"listener", "web"}, 24},
 		{"prefork_handoff_failures_total", nil, 2},
 		{"prefork_handoff_reroutes_total", nil, 1},
 		{"prefork_connections_dropped_total", nil, 3},
@@ -95,15 +98,16 @@ func TestScrapeReportsSnapshot(t *testing.T) {
 		t.Error("heartbeat age reported for a worker that never sent one")
 	}
 	for name, want := range map[string]dto.MetricType{
-		"prefork_workers":                   dto.MetricType_GAUGE,
-		"prefork_worker_spawns_total":       dto.MetricType_COUNTER,
-		"prefork_handoffs_total":            dto.MetricType_COUNTER,
-		"prefork_worker_requests_total":     dto.MetricType_COUNTER,
-		"prefork_pending_connections":       dto.MetricType_GAUGE,
-		"prefork_handoff_duration_seconds":  dto.MetricType_HISTOGRAM,
-		"prefork_pending_wait_seconds":      dto.MetricType_HISTOGRAM,
-		"prefork_worker_open_connections":   dto.MetricType_GAUGE,
-		"prefork_connections_dropped_total": dto.MetricType_COUNTER,
+		"prefork_workers":                    dto.MetricType_GAUGE,
+		"prefork_worker_spawns_total":        dto.MetricType_COUNTER,
+		"prefork_handoffs_total":             dto.MetricType_COUNTER,
+		"prefork_connections_accepted_total": dto.MetricType_COUNTER,
+		"prefork_worker_requests_total":      dto.MetricType_COUNTER,
+		"prefork_pending_connections":        dto.MetricType_GAUGE,
+		"prefork_handoff_duration_seconds":   dto.MetricType_HISTOGRAM,
+		"prefork_pending_wait_seconds":       dto.MetricType_HISTOGRAM,
+		"prefork_worker_open_connections":    dto.MetricType_GAUGE,
+		"prefork_connections_dropped_total":  dto.MetricType_COUNTER,
 	} {
 		if have := mfs[name].GetType(); have != want {
 			t.Errorf("%s: type %v, want %v", name, have, want)

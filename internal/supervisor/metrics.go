@@ -35,6 +35,9 @@ func (s *Supervisor) snapshot() snapshot {
 			snap.Handoffs[p.slot.id] += p.t.Handed()
 		}
 	}
+	if a, ok := s.mode.(interface{ accepted() map[string]uint64 }); ok {
+		snap.Accepted = a.accepted()
+	}
 	st := s.mode.handoff().Stats()
 	snap.HandoffFailures, snap.Reroutes, snap.Dropped, snap.PendingDepth = st.Failures, st.Reroutes, st.Dropped, st.Pending
 	snap.HandedBack, snap.Unplaced, snap.RebalanceAsks = st.HandedBack, st.Unplaced, s.counts.rebalanceAsks

@@ -24,6 +24,7 @@ type rr struct {
 	log   *zap.Logger
 	h     *handoff.Handoff
 	loops []*handoff.AcceptLoop // one per listener while accepting
+	past  map[string]uint64     // accepted by the loops stopped (an upgrade that failed), by listener
 	// reach makes what a worker of sl gets at fd 4 and its transport.
 	reach func(m *rr, sl *slot) (handles, error)
 }
@@ -88,9 +89,26 @@ func (m *rr) startAccepting() error {
 	return nil
 }
 
+// accepted is how many connections each listener's loop accepted, by the
+// listener's name (the metrics' listener label).
+func (m *rr) accepted() map[string]uint64 {
+	n := make(map[string]uint64, len(m.lns))
+	for i, l := range m.lns {
+		n[l.name] = m.past[l.name]
+		if i < len(m.loops) {
+			n[l.name] += m.loops[i].Accepted()
+		}
+	}
+	return n
+}
+
 func (m *rr) stopLoops() {
-	for _, l := range m.loops {
+	for i, l := range m.loops {
 		l.Stop()
+		if m.past == nil {
+			m.past = map[string]uint64{}
+		}
+		m.past[m.lns[i].name] += l.Accepted()
 	}
 	m.loops = nil
 }
