@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -117,6 +119,15 @@ func TestSeveralListeners(t *testing.T) {
 
 			load := mixedLoadOn(t, eps)
 			load.waitOK(t, 100, 10*time.Second)
+			if mode == "rr" {
+				// A release whose restore leaves "web" out is refused by
+				// its rehearsal, naming it, and the old image serves on.
+				drops := buildDropping(t, "web")
+				if out, code := s.uctl("upgrade", drops); code == 0 || !strings.Contains(out, `would drop listener "web"`) {
+					t.Errorf("ctl upgrade to a binary that drops web: exit %d: %s", code, out)
+				}
+				load.waitOK(t, 100, 10*time.Second)
+			}
 			if out, code := s.uctl("reload"); code != 0 {
 				t.Fatalf("ctl reload: exit %d: %s", code, out)
 			}
@@ -210,4 +221,19 @@ func TestGunicornTwoSockets(t *testing.T) {
 			return len(pids) == 2
 		})
 	}
+}
+
+// buildDropping builds the supervisor (with its worker beside it) so that
+// its restore leaves the listener name out, as a release that lost it.
+func buildDropping(t *testing.T, name string) string {
+	t.Helper()
+	const pkg = "github.com/prefork/prefork/internal/supervisor"
+	path, err := proctest.Build("./cmd/supervisor", "-race", "-ldflags=-X "+pkg+".Version=v2-drops -X "+pkg+".dropListener="+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(workerBin, filepath.Join(filepath.Dir(path), "worker")); err != nil && !errors.Is(err, fs.ErrExist) {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -3,7 +3,9 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -254,12 +256,8 @@ func keepListeners(st *upgradeState, lns []listening) error {
 // restoreListeners takes the listeners an upgrade kept, in their order;
 // an older image's state has one, kept as mainListener.
 func restoreListeners(cfg Config, st *upgradeState, kept *keptFDs) ([]listening, error) {
-	saved := st.Listeners
-	if len(saved) == 0 {
-		saved = []listenerState{{Name: mainListener}}
-	}
 	var lns []listening
-	for _, ls := range saved {
+	for _, ls := range restoredListeners(st) {
 		sock, _, err := kept.socket(roleListener, ls.Name)
 		if err != nil {
 			closeListeners(lns, false)
@@ -275,4 +273,42 @@ func restoreListeners(cfg Config, st *upgradeState, kept *keptFDs) ([]listening,
 		lns = append(lns, listeningOn(name, sock, st.Activated))
 	}
 	return lns, nil
+}
+
+// restoredListeners are the listeners restoreListeners takes from st, in
+// order; an older image's state has one, kept as mainListener.
+func restoredListeners(st *upgradeState) []listenerState {
+	saved := st.Listeners
+	if len(saved) == 0 {
+		saved = []listenerState{{Name: mainListener}}
+	}
+	if dropListener != "" { // a test build: a restore that lost one
+		saved = slices.DeleteFunc(slices.Clone(saved), func(ls listenerState) bool { return ls.Name == dropListener })
+	}
+	return saved
+}
+
+// checkKeptListeners makes sure this image's restore takes every listener
+// the old image kept (in rr and shared): one it left out would be closed
+// with what no part takes, and its clients refused from then on. The
+// rehearsal runs it (through restoreCheck), so that such a binary is
+// refused before the execve, with the listener's name.
+func checkKeptListeners(st *upgradeState) error {
+	kept := keptOf(st)
+	left := slices.DeleteFunc(slices.Clone(kept.fds), func(f fdRole) bool { return f.Role != roleListener })
+	if len(left) == 0 {
+		return nil // all lost across the execve: restoreMode binds them again
+	}
+	kept.fds = left
+	for _, ls := range restoredListeners(st) {
+		if _, ok := kept.take(roleListener, ls.Name); !ok {
+			return fmt.Errorf("upgrade: no listener %q kept", ls.Name)
+		}
+	}
+	if len(kept.fds) > 0 {
+		f := kept.fds[0]
+		return fmt.Errorf("upgrade: this binary's restore would drop listener %q (descriptor %d): it takes %d of the %d kept",
+			f.Name, f.FD, len(left)-len(kept.fds), len(left))
+	}
+	return nil
 }

@@ -39,6 +39,12 @@ var failRestore = ""
 // dies during an upgrade. Only the tests set it.
 var loseWorker = ""
 
+// dropListener, set with -ldflags -X to a listener's name, makes this
+// build's restore leave that listener out, as a release that lost it
+// would: the tests prove that the rehearsal refuses such a binary. Only
+// restoredListeners reads it.
+var dropListener = ""
+
 // checkTimeout bounds how long the new binary's -check-upgrade may run.
 const checkTimeout = 5 * time.Second
 
