@@ -117,6 +117,8 @@ func TestSeveralListeners(t *testing.T) {
 				t.Errorf("a second server on the socket path: exit %d: %s", exitCode(err), out)
 			}
 
+			checkKillOnListeners(t, s, mode, eps, []int{port(t, s.addr), port(t, api)})
+
 			load := mixedLoadOn(t, eps)
 			load.waitOK(t, 100, 10*time.Second)
 			if mode == "rr" {

@@ -148,16 +148,8 @@ func checkKillUnderLoad(t *testing.T, s *sup) {
 	l.waitOK(t, 200, 5*time.Second)
 
 	victim := s.status().Workers[0]
-	pid, slot := victim.PID, victim.Slot
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	proctest.Eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
-	inside := clientPortsInside(pid, serverPort)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("slot") == slot && e.Int("pid") != pid })
+	var inside map[int]bool
+	s.killStopped(t, victim.PID, victim.Slot, func() { inside = clientPortsInside(victim.PID, serverPort) })
 	l.waitOK(t, 500, 10*time.Second)
 	l.finish()
 
@@ -172,6 +164,22 @@ func checkKillUnderLoad(t *testing.T, s *sup) {
 	if lost > 0 {
 		t.Fatalf("%d requests lost", lost)
 	}
+}
+
+// killStopped stops pid (slot's worker), calls inside to read what it
+// holds, kills it with SIGKILL and waits until slot's replacement is
+// ready.
+func (s *sup) killStopped(t *testing.T, pid, slot int, inside func()) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	proctest.Eventually(t, 2*time.Second, "victim stopped", func() bool { return stopped(pid) })
+	inside()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.waitEvent(10*time.Second, control.EventReady, func(e proctest.Event) bool { return e.Int("slot") == slot && e.Int("pid") != pid })
 }
 
 // TestLeastConn: while one worker holds long requests, least-conn sends new

@@ -81,6 +81,7 @@ type upgradeStatus struct {
 	Upgrades    int     `json:"upgrades"`
 	AcceptGapMS float64 `json:"accept_gap_ms"`
 	Workers     []struct {
+		Slot  int    `json:"slot"`
 		PID   int    `json:"pid"`
 		State string `json:"state"`
 	} `json:"workers"`

@@ -106,6 +106,9 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports)+st.portsLost > 0) {
 		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
 	}
+	if cfg.Mode != ipc.ModeReusePort {
+		return checkKeptListeners(st)
+	}
 	return nil
 }
 
