@@ -63,7 +63,6 @@ func ListenNamed(name, addr string) (net.Listener, error) {
 		}
 		w.demux = newDemux(base)
 		base.hold = w.demux.hold
-		go w.demux.run()
 	}
 	return w.demux.claim(index)
 }
@@ -101,7 +100,15 @@ type demux struct {
 
 	mu      sync.Mutex
 	claimed int // views claimed and not closed; the last Close closes base
+
+	// started: run began, at the first Accept of any named listener, so
+	// that the worker is ready (base's first Accept says so) once a
+	// server serves, as with Listen, not when ListenNamed returns.
+	started sync.Once
 }
+
+// start starts run, once.
+func (d *demux) start() { d.started.Do(func() { go d.run() }) }
 
 func newDemux(base *listener) *demux {
 	d := &demux{base: base, taken: make(chan struct{}, 1), done: make(chan struct{})}
@@ -226,7 +233,7 @@ type namedListener struct {
 }
 
 func (v *namedListener) Accept() (net.Conn, error) {
-	v.d.base.w.ready()
+	v.d.start()
 	if v.held.Swap(false) {
 		v.d.release() // the server tracks the last one: it called Accept again
 	}

@@ -19,7 +19,7 @@ func namedPair(t *testing.T) (*demux, *ipc.Channel) {
 	l.w.listeners = []ipc.ListenerInfo{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "b", Addr: "127.0.0.1:2"}}
 	d := newDemux(l)
 	l.hold = d.hold
-	go d.run()
+	d.start()
 	t.Cleanup(func() { l.Close(); <-d.done })
 	return d, sup
 }
