@@ -49,6 +49,19 @@
 //	defer cancel()
 //	cluster.Shutdown(ctx, srv)           // finish every accepted connection, then srv.Shutdown
 //
+// With several listeners (-listen given more than once) the listener
+// [Listen] returns yields the connections of all of them, and
+// [ListenerName] tells them apart. To run one server per listener, call
+// [ListenNamed] once for each of [ListenerNames] instead; closing one
+// leaves the others serving, and the drain waits for every server:
+//
+//	for _, name := range cluster.ListenerNames() {   // [""] with one listener
+//		ln, err := cluster.ListenNamed(name, ":3000") // the address is for standalone runs
+//		if err != nil { log.Fatal(err) }
+//		srv := &http.Server{Handler: cluster.CountRequests(handlerFor(name))}
+//		go cluster.Serve(srv, ln)                     // returns once drained; wait for every one
+//	}
+//
 // A server that is not net/http serves on the same listener and reports
 // each request with [RequestServed]; for fasthttp (and Fiber), package
 // github.com/prefork/prefork/fastcluster, its own module, does it all.
@@ -99,7 +112,8 @@
 //	worker.go     this process as a worker: its link to the supervisor, ID, Drain
 //	loop.go       run, the worker's owner loop: frames, drain, shedding under pressure
 //	listener.go   Listen and its listener: handed connections or an inherited socket
-//	listeners.go  several listeners: the other sockets (shared, reuseport), ListenerName
+//	listeners.go  several listeners: the other sockets (shared, reuseport), ListenerName, ListenerNames
+//	named.go      ListenNamed: one net.Listener per listener, a demux over Listen's
 //	accept.go     accepting on an inherited socket (shared, reuseport)
 //	tcpconn.go    a connection handed over by the supervisor (rr)
 //	handback.go   handing idle keep-alive connections back when draining (rr)

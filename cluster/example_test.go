@@ -41,3 +41,32 @@ func Example() {
 	// hello from worker 0 (standalone)
 	// <nil>
 }
+
+// A worker runs one server per listener of the supervisor. Run without a
+// supervisor, as here, there is one listener, named "", and ListenNamed
+// listens on the address given.
+func ExampleListenNamed() {
+	for _, name := range cluster.ListenerNames() {
+		ln, err := cluster.ListenNamed(name, "127.0.0.1:0")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "listener %q", name)
+		})}
+		go srv.Serve(ln)
+		defer srv.Close()
+
+		resp, err := http.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(string(body))
+	}
+	// Output:
+	// listener ""
+}

@@ -25,6 +25,18 @@ func Listen(addr string) (net.Listener, error) {
 	if w.ctl == nil {
 		return net.Listen("tcp", addr)
 	}
+	if !w.listened.CompareAndSwap(false, true) {
+		return nil, errListenTwice
+	}
+	return listenAll(w)
+}
+
+// errListenTwice: the worker's listening descriptors can be taken once.
+var errListenTwice = errors.New("cluster: Listen or ListenNamed already took this worker's listeners: call Listen once, or ListenNamed once per listener")
+
+// listenAll makes the listener that yields the connections of every one
+// of the supervisor's listeners, and registers it with run.
+func listenAll(w *worker) (*listener, error) {
 	l := newListener(w)
 	l.addr = fakeAddr(w.listenAddr)
 	f := os.NewFile(ipc.ListenFD, "prefork-listen")
@@ -79,6 +91,7 @@ type listener struct {
 	peers   []byte            // rr: their peer records (recSize each), if the frame had them
 	recSize int               // rr: ipc.PeerSize, or ipc.RecordSize with the listener's index
 	more    []*socketAcceptor // shared, reuseport: the other listeners' sockets (listeners.go)
+	hold    func()            // ListenNamed's demux: wait before parking until its servers took all (named.go)
 	at      time.Time         // rr: when they arrived
 
 	// extra holds connections sent over the control channel (reuseport:
@@ -139,6 +152,15 @@ func (l *listener) park() {
 	}
 }
 
+// parkTaken parks once the demux, if any, saw its servers take every
+// connection it routed.
+func (l *listener) parkTaken() {
+	if l.hold != nil {
+		l.hold()
+	}
+	l.park()
+}
+
 // wake interrupts an Accept blocked on the inherited socket, so that it
 // takes a connection queued on extra. A past deadline does it; the runtime
 // poller applies it to this process only.
@@ -185,12 +207,12 @@ func (l *listener) Accept() (net.Conn, error) {
 			}
 			// Nothing more will come: block until the application closes
 			// the listener, so http.Server.Serve sees its shutdown first.
-			l.park()
+			l.parkTaken()
 			<-l.closed
 			return nil, net.ErrClosed
 		}
 		if errors.Is(err, net.ErrClosed) { // next maps EOF to it
-			l.park()
+			l.parkTaken()
 			<-l.closed
 			return nil, net.ErrClosed
 		}

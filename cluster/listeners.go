@@ -119,3 +119,18 @@ func listenerOfAddr(w *worker, a net.Addr) string {
 	}
 	return ""
 }
+
+// ListenerNames are the names of the supervisor's listeners, in the order
+// -listen gave them, for [ListenNamed]: [""] when it has one, or when
+// this process runs standalone.
+func ListenerNames() []string {
+	w, err := get()
+	if err != nil || len(w.listeners) == 0 {
+		return []string{""}
+	}
+	names := make([]string, len(w.listeners))
+	for i, l := range w.listeners {
+		names[i] = l.Name
+	}
+	return names
+}

@@ -35,8 +35,8 @@ func Serve(srv *http.Server, ln net.Listener) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	if l, ok := ln.(*listener); ok && l.w.back != nil {
-		l.w.back.wire(srv) // idle connections go back when it drains
+	if w := handBackOf(ln); w != nil {
+		w.back.wire(srv) // idle connections go back when it drains
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -55,4 +55,20 @@ func Serve(srv *http.Server, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// handBackOf is the worker of ln if it is a listener of this package
+// (Listen's or ListenNamed's) and hands connections back.
+func handBackOf(ln net.Listener) *worker {
+	var w *worker
+	switch l := ln.(type) {
+	case *listener:
+		w = l.w
+	case *namedListener:
+		w = l.d.base.w
+	}
+	if w == nil || w.back == nil {
+		return nil
+	}
+	return w
 }

@@ -50,6 +50,9 @@ type worker struct {
 	// listeners are the supervisor's listeners when it has several
 	// (PREFORK_LISTENERS), in order; nil for one.
 	listeners []ipc.ListenerInfo
+	listened  atomic.Bool // Listen, or the first ListenNamed, took the listening descriptors
+	demux     *demux      // ListenNamed's, once listened; guarded by demuxMu
+	demuxMu   sync.Mutex
 
 	readyOnce sync.Once
 	drainCh   chan struct{} // closed by run when the application should stop

@@ -19,10 +19,11 @@ import (
 func main() {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	addr := fs.String("listen", ":3000", "`HOST:PORT` to listen on when run without a supervisor")
+	perListener := fs.Bool("per-listener", false, "run one server per supervisor listener (cluster.ListenNamed), each naming itself in /health")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if err := run(*addr); err != nil {
+	if err := run(*addr, *perListener); err != nil {
 		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
 		os.Exit(1)
 	}
@@ -34,7 +35,7 @@ func main() {
 // releases this way.
 var build, fault string
 
-func run(addr string) error {
+func run(addr string, perListener bool) error {
 	flt, err := demo.ParseFault(fault)
 	if err != nil {
 		return err
@@ -47,11 +48,7 @@ func run(addr string) error {
 	log = log.With(zap.Int("worker", cluster.ID()), zap.Int("pid", os.Getpid()))
 	defer log.Sync()
 
-	ln, err := cluster.Listen(addr)
-	if err != nil {
-		return err
-	}
-	router := demo.NewRouter(demo.Info{
+	info := demo.Info{
 		WorkerID:   cluster.ID(),
 		Mode:       cluster.Mode(),
 		Generation: cluster.Generation(),
@@ -61,9 +58,39 @@ func run(addr string) error {
 		Listener: func(r *http.Request) string {
 			return cluster.ListenerName(r.Context().Value(http.LocalAddrContextKey))
 		},
-	}, log)
-	cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
-	srv := demo.NewServer(cluster.CountRequests(flt.Wrap(router)), log)
-
-	return cluster.Serve(srv, ln)
+	}
+	if !perListener {
+		ln, err := cluster.Listen(addr)
+		if err != nil {
+			return err
+		}
+		router := demo.NewRouter(info, log)
+		cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
+		return cluster.Serve(demo.NewServer(cluster.CountRequests(flt.Wrap(router)), log), ln)
+	}
+	// One server per listener: each says in /health the name it was
+	// started for, not the connection's, so a connection routed to the
+	// wrong server shows.
+	names := cluster.ListenerNames()
+	served := make(chan error, len(names))
+	for i, name := range names {
+		ln, err := cluster.ListenNamed(name, addr)
+		if err != nil {
+			return err
+		}
+		info.Listener = func(*http.Request) string { return name }
+		router := demo.NewRouter(info, log.With(zap.String("listener", name)))
+		if i == 0 {
+			cluster.SetHealthCheck(func() error { return demo.CheckHealth(router) })
+		}
+		srv := demo.NewServer(cluster.CountRequests(flt.Wrap(router)), log)
+		go func() { served <- cluster.Serve(srv, ln) }()
+	}
+	var first error
+	for range names {
+		if err := <-served; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
