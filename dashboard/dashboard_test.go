@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -16,9 +17,16 @@ import (
 // within 2s without the page being reloaded.
 func TestDashboardFollowsKill(t *testing.T) {
 	const workers = 3
-	s := startSupervisor(t, workers)
+	sockPath := filepath.Join(t.TempDir(), "web.sock")
+	s := startSupervisor(t, workers, "-listen", "web=unix:"+sockPath)
 	b := newBrowser(t)
 	within(t, b, 20*time.Second, "open the dashboard", chromedp.Navigate(s.admin+"/"))
+	// Several listeners: the summary names each.
+	want := s.listen + "=" + s.listen + ", web=unix:" + sockPath
+	if got := within(t, b, 10*time.Second, "the listeners to show", chromedp.Poll[string](`(e => e && e.textContent.includes("web=") && e.textContent)(document.getElementById("listeners"))`,
+		chromedp.WithPollingInterval(50*time.Millisecond))); got != want {
+		t.Errorf("listeners shown %q, want %q", got, want)
+	}
 	rows := within(t, b, 10*time.Second, fmt.Sprintf("the table to show %d ready workers", workers),
 		chromedp.Poll[[]row](fmt.Sprintf(`(rows => rows.filter(r => r.State === "ready").length === %d && rows)(%s)`, workers, rowsJS),
 			chromedp.WithPollingInterval(50*time.Millisecond)))

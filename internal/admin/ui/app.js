@@ -176,7 +176,10 @@
   function render(st) {
     const workers = st.workers || [];
     $("#summary").replaceChildren(
-      document.createTextNode(`pid ${st.pid} · ${st.listen} · mode ${st.mode} · generation `),
+      document.createTextNode(`pid ${st.pid} · `),
+      // Several listeners: each by name (NAME=ADDRESS), as ctl status says.
+      Object.assign(document.createElement("span"), { id: "listeners", textContent: (st.listeners || [st.listen]).join(", ") }),
+      document.createTextNode(` · mode ${st.mode} · generation `),
       Object.assign(document.createElement("b"), { id: "generation", textContent: String(st.generation) }),
       document.createTextNode(` · up ${dur(st.uptime_s)} · `),
       Object.assign(document.createElement("b"), { id: "nworkers", textContent: String(workers.length) }),
