@@ -83,7 +83,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.budget, "budget", 17*time.Minute, "hard bound on the whole run")
 	flag.DurationVar(&o.soft, "soft-budget", 13*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
 	flag.Float64Var(&o.noiseLimit, "noise", 0.15, "repeat a measured run once if other processes used more than this many cores during it")
-	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,rr-sticky-cookie,rr-sticky-ip,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
+	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,rr-sticky-cookie,rr-sticky-ip,rr-2ports,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
 	flag.BoolVar(&o.noMicro, "no-micro", false, "skip the Go micro-benchmarks")
 	flag.BoolVar(&o.noLoad, "no-load", false, "skip the load table")
 	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table (-only also limits it to the servers named)")

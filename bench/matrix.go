@@ -147,17 +147,31 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 	m.rss[key].idle = append(m.rss[key].idle, statOf(s.sampleRSS()))
 
 	url := fmt.Sprintf("http://%s/health", addr(s.port))
+	args := func(d time.Duration, ld wrkLoad) []string {
+		return withScript(wrkArgs(url, pl, ld, o.conns, d), sp.script)
+	}
+	if s.port2 != 0 {
+		script, err := twoPortsScript(s.port, s.port2)
+		if err != nil {
+			fail(loads[0], err)
+			return
+		}
+		defer os.Remove(script)
+		args = func(d time.Duration, ld wrkLoad) []string {
+			return twoThreads(withScript(wrkArgs(url, pl, ld, o.conns, d), script))
+		}
+	}
 	var peak rssStat
 	for _, ld := range loads {
 		if ctx.Err() != nil {
 			return
 		}
-		argv := withScript(wrkArgs(url, pl, ld, o.conns, o.warmup), sp.script)
+		argv := args(o.warmup, ld)
 		if _, raw, err := runWrk(ctx, argv, o.warmup, nil); err != nil {
 			fail(ld, fmt.Errorf("warm-up: %w\n%s", err, raw))
 			continue
 		}
-		argv = withScript(wrkArgs(url, pl, ld, o.conns, o.dur), sp.script)
+		argv = args(o.dur, ld)
 		pids := s.workers()
 		if s.spec.procs > 1 {
 			pids = append(pids, s.pid())

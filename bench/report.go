@@ -311,6 +311,12 @@ func targets(m *matrix, lc *lifecycle, lat *openLoop, rep *report) {
 				check(fmt.Sprintf("rr -sticky %s %s / rr", key, ld.name), r, ok, "≥", 0.9, "")
 			}
 		}
+		// Two TCP listeners loaded at once: the supervisor's accept loops
+		// together keep rr's rate (not halved).
+		for _, ld := range loads {
+			r, ok = m.ratio("rr-2ports", "rr", "pinned", ld.name)
+			check(fmt.Sprintf("rr two listeners %s / rr", ld.name), r, ok, "≥", 0.9, "")
+		}
 		r, ok = m.ratio("shared", "go-single", "pinned", "close")
 		check("shared close / go-single", r, ok, "≥", 0.95, "")
 		r, ok = m.ratio("reuseport", "go-single", "pinned", "close")

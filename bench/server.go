@@ -25,6 +25,9 @@ type serverSpec struct {
 	command func(port int) []string
 	env     []string
 	script  string // a wrk Lua script for its loads; "" for none
+	// twoPorts: the server gets a second TCP listener (-listen b=...),
+	// and wrk's threads go half to each port (twoPortsScript).
+	twoPorts bool
 }
 
 // specs returns the servers compared, in the order each rep runs them.
@@ -100,6 +103,9 @@ func specs(root string, workers int) []serverSpec {
 		// cookie (512 cookies in turn, bench/sticky.lua), or its address
 		// (every wrk connection is 127.0.0.1's: one key, one slot).
 		sticky("cookie:sid", filepath.Join(root, "bench", "sticky.lua")), sticky("ip", ""),
+		// rr on two TCP listeners, loaded at once: one accept loop per
+		// listener in the supervisor, against the rr row's one.
+		twoPorts(prefork("rr")),
 		// The same handler in one binary that is its own primary
 		// (primary.ListenAndServe), in rr mode: against the rr row.
 		{
@@ -122,6 +128,13 @@ func specs(root string, workers int) []serverSpec {
 	}
 }
 
+// twoPorts makes sp the same server with a second TCP listener.
+func twoPorts(sp serverSpec) serverSpec {
+	sp.name += "-2ports"
+	sp.twoPorts = true
+	return sp
+}
+
 func addr(port int) string { return "127.0.0.1:" + itoa(port) }
 
 // freePort asks the kernel for a free port on 127.0.0.1 and releases it.
@@ -139,6 +152,7 @@ func freePort() (int, error) {
 type server struct {
 	spec    serverSpec
 	port    int
+	port2   int // the second listener's (spec.twoPorts); 0 none
 	pinned  bool
 	cmd     *exec.Cmd
 	started time.Time // just before fork
@@ -173,10 +187,17 @@ func launch(spec serverSpec, pinned bool) (*server, error) {
 		return nil, err
 	}
 	argv := spec.command(port)
+	var port2 int
+	if spec.twoPorts {
+		if port2, err = freePort(); err != nil {
+			return nil, err
+		}
+		argv = append(argv, "-listen", "b="+addr(port2))
+	}
 	if pinned {
 		argv = append([]string{"taskset", "-c", "0"}, argv...)
 	}
-	s := &server{spec: spec, port: port, pinned: pinned, log: newLogWatch(),
+	s := &server{spec: spec, port: port, port2: port2, pinned: pinned, log: newLogWatch(),
 		done: make(chan struct{}), known: map[int]procfs.Stat{}}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), spec.env...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -51,6 +52,38 @@ func withScript(argv []string, script string) []string {
 	}
 	n := len(argv) - 1
 	return append(append(argv[:n:n], "-s", script), argv[n])
+}
+
+// twoPortsScript writes a wrk script that sends its threads in turn to
+// 127.0.0.1:port and :port2, and returns its path (the caller removes it).
+func twoPortsScript(port, port2 int) (string, error) {
+	f, err := os.CreateTemp("", "prefork-bench-*.lua")
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, `local ports, n = {"%d", "%d"}, 0
+function setup(thread)
+  n = n + 1
+  thread.addr = wrk.lookup("127.0.0.1", ports[(n - 1) %% 2 + 1])[1]
+end
+`, port, port2)
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// twoThreads makes a pinned run's one wrk thread two, on the same CPU, so
+// that twoPortsScript loads both ports.
+func twoThreads(argv []string) []string {
+	for i, a := range argv {
+		if a == "-t1" {
+			argv[i] = "-t2"
+		}
+	}
+	return argv
 }
 
 // wrkArgs builds the command line for one run.
