@@ -59,7 +59,7 @@ func CheckUpgrade(cfg Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "supervisor: worker command: %v\n", unwrapExec(err))
 		return 1
 	}
-	fmt.Fprintf(os.Stdout, "%s version=%s format=%d\n", checkLine, Version, stateFormat)
+	fmt.Fprintf(os.Stdout, "%s version=%s format=%d%s\n", checkLine, Version, stateFormat, checkListenersField(cfg))
 	return 0
 }
 
@@ -114,6 +114,11 @@ func (u *upgrader) checkBinary(path string) (string, error) {
 		return "", fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out))
 	case format != stateFormat:
 		return "", fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
+	}
+	if u.s.mode != nil {
+		if err := checkedListeners(path, out, u.s.mode.listeners()); err != nil {
+			return "", err
+		}
 	}
 	return version, nil
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,4 +171,57 @@ func (u *upgrader) runAside(what, path string, args, env []string, started func(
 		return "", fmt.Errorf("upgrade: %s %s failed (%v): %s", what, path, err, printableLine(why))
 	}
 	return out.String(), nil
+}
+
+// checkListenersField is what -check-upgrade adds to checkLine: the names
+// of the listeners this binary would serve given the flags it was run
+// with, each query-escaped, in order: " listeners=a,b".
+func checkListenersField(cfg Config) string {
+	specs, err := cfg.Listeners()
+	if err != nil {
+		return ""
+	}
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = url.QueryEscape(s.Name)
+	}
+	return " listeners=" + strings.Join(names, ",")
+}
+
+// checkedListeners checks what path's -check-upgrade printed (out) names
+// every listener this supervisor serves (have): a release that, given the
+// same flags, would not serve one of them is refused, naming it. A
+// socket-activated supervisor's names come from systemd, not the flags:
+// the rehearsal checks those. A binary that does not report its
+// listeners predates several of them: refused when there are several.
+func checkedListeners(path, out string, have []listening) error {
+	if len(have) == 0 || have[0].activated {
+		return nil
+	}
+	var names []string
+	reported := false
+	for _, f := range strings.Fields(out) {
+		v, ok := strings.CutPrefix(f, "listeners=")
+		if !ok {
+			continue
+		}
+		reported = true
+		for _, n := range strings.Split(v, ",") {
+			if name, err := url.QueryUnescape(n); err == nil {
+				names = append(names, name)
+			}
+		}
+	}
+	switch {
+	case !reported && len(have) > 1:
+		return fmt.Errorf("upgrade: %s does not report its listeners (an older release?): it would drop listener %q", path, have[1].name)
+	case !reported:
+		return nil
+	}
+	for _, l := range have {
+		if !slices.Contains(names, l.name) {
+			return fmt.Errorf("upgrade: %s would drop listener %q: given this supervisor's flags it serves %s", path, l.name, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
