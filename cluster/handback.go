@@ -152,12 +152,16 @@ func (b *handBack) leaveAll() {
 // rebalances), and returns how many it asked: first those waiting for
 // their next request now, which leave at once, then those busy with one,
 // which leave once it is answered, at their next idle read. Pinned ones
-// (hijacked) stay.
+// (hijacked) stay, and so do silent ones (not a byte read yet): moved, a
+// connection that never sends would start its header timeout again on
+// every worker it reached, and an idle flood would never be closed.
 func (b *handBack) leaveSome(n int) int {
 	b.mu.Lock()
 	conns := make([]*handedConn, 0, len(b.conns))
 	for c := range b.conns {
-		conns = append(conns, c)
+		if c.state.Load() != connSilent {
+			conns = append(conns, c)
+		}
 	}
 	b.mu.Unlock()
 	k := 0
