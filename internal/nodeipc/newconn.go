@@ -88,6 +88,14 @@ var stickyLine = []byte(`{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"type":
 // the worker could not receive it or went away first. On error the
 // caller keeps fd.
 func (w *Worker) StickyConn(fd int) error {
+	return w.hand(conn{fd: fd, sticky: true}, func(int64) []byte { return stickyLine })
+}
+
+// hand registers c as pending under the next sequence number and sends
+// the line line(seq) with c's descriptor. If the send fails while c is
+// still pending, c is withdrawn and the error returned: the caller keeps
+// the descriptor.
+func (w *Worker) hand(c conn, line func(seq int64) []byte) error {
 	w.mu.Lock()
 	if w.ended {
 		w.mu.Unlock()
@@ -95,9 +103,9 @@ func (w *Worker) StickyConn(fd int) error {
 	}
 	seq := w.seq
 	w.seq++
-	w.pending[seq] = conn{fd: fd, sticky: true}
+	w.pending[seq] = c
 	w.mu.Unlock()
-	err := w.ch.sendLine(stickyLine, fd, seq, true)
+	err := w.ch.sendLine(line(seq), c.fd, seq, true)
 	if err == nil {
 		return nil
 	}
@@ -116,15 +124,6 @@ func (w *Worker) StickyConn(fd int) error {
 // answers: Accepted (fd closed) or Refused (fd given back). On error the
 // caller keeps fd.
 func (w *Worker) NewConn(key string, fd int) error {
-	w.mu.Lock()
-	if w.ended {
-		w.mu.Unlock()
-		return ErrClosed
-	}
-	seq := w.seq
-	w.seq++
-	w.pending[seq] = conn{key: key, fd: fd}
-	w.mu.Unlock()
 	w.nmu.Lock()
 	defer w.nmu.Unlock()
 	if key != w.key {
@@ -134,17 +133,7 @@ func (w *Worker) NewConn(key string, fd int) error {
 		}
 		w.key, w.keyJSON = key, k
 	}
-	err := w.ch.sendLine(newconnLine(w.keyJSON, seq), fd, seq, true)
-	if err == nil {
-		return nil
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, ok := w.pending[seq]; ok {
-		delete(w.pending, seq)
-		return err
-	}
-	return nil // the channel ended meanwhile, and end reported it Refused
+	return w.hand(conn{key: key, fd: fd}, func(seq int64) []byte { return newconnLine(w.keyJSON, seq) })
 }
 
 // Reclaim takes back the connections handed with NewConn that the worker
