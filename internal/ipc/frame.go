@@ -174,6 +174,15 @@ const (
 	Supported = FeaturePeers | FeaturePause | FeatureLatency | FeatureHandBack | FeatureClaim | FeatureOutcomes | FeatureListeners
 )
 
+// featureNames are the features' names, in the order String lists them.
+var featureNames = []struct {
+	f    Features
+	name string
+}{
+	{FeaturePeers, "peers"}, {FeaturePause, "pause"}, {FeatureLatency, "latency"}, {FeatureHandBack, "handback"},
+	{FeatureClaim, "claim"}, {FeatureOutcomes, "outcomes"}, {FeatureListeners, "listeners"},
+}
+
 // String names the features, "none" for none: an older worker shows as
 // "none" in the supervisor's log.
 func (f Features) String() string {
@@ -181,26 +190,10 @@ func (f Features) String() string {
 		return "none"
 	}
 	var names []string
-	if f&FeaturePeers != 0 {
-		names = append(names, "peers")
-	}
-	if f&FeaturePause != 0 {
-		names = append(names, "pause")
-	}
-	if f&FeatureLatency != 0 {
-		names = append(names, "latency")
-	}
-	if f&FeatureHandBack != 0 {
-		names = append(names, "handback")
-	}
-	if f&FeatureClaim != 0 {
-		names = append(names, "claim")
-	}
-	if f&FeatureOutcomes != 0 {
-		names = append(names, "outcomes")
-	}
-	if f&FeatureListeners != 0 {
-		names = append(names, "listeners")
+	for _, n := range featureNames {
+		if f&n.f != 0 {
+			names = append(names, n.name)
+		}
 	}
 	if rest := f &^ Supported; rest != 0 {
 		names = append(names, fmt.Sprintf("%#x", uint32(rest)))

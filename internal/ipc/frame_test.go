@@ -302,3 +302,18 @@ func TestHeartbeatOutcomes(t *testing.T) {
 		t.Fatalf("outcomes sent without latency: %d bytes", len(f.Payload))
 	}
 }
+
+// The names of the features, as the supervisor's log and ctl status show
+// them, in order, with unknown bits in hex.
+func TestFeaturesString(t *testing.T) {
+	for f, want := range map[Features]string{
+		0:                              "none",
+		Supported:                      "peers,pause,latency,handback,claim,outcomes,listeners",
+		FeaturePeers | FeatureOutcomes: "peers,outcomes",
+		FeatureClaim | 1<<30:           "claim,0x40000000",
+	} {
+		if have := f.String(); have != want {
+			t.Errorf("%#x: have %q, want %q", uint32(f), have, want)
+		}
+	}
+}
