@@ -233,7 +233,6 @@ func (cs kaClients) shares(d time.Duration, want int, lo, hi float64) (time.Dura
 // rebalancing (round-robin) gives each of the 4 workers 20-30% of the
 // requests within 2 seconds.
 func TestKeepAliveConnectionsMove(t *testing.T) {
-	quickExits(t)
 	s := startReady(t, "-workers", "2")
 	clients := startKeepAlive(t, s.addr, 64)
 	proctest.Eventually(t, 10*time.Second, "every client is answered", clients.answeredSince(make([]int64, len(clients)), 1))
@@ -276,7 +275,6 @@ func TestKeepAliveConnectionsMove(t *testing.T) {
 func TestRebalanceAfterScaleUp(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("rebalance=%v", on), func(t *testing.T) {
-			quickExits(t)
 			s := startReady(t, "-workers", "2", "-balance", "least-conn", fmt.Sprintf("-rebalance=%v", on))
 			clients := startKeepAlive(t, s.addr, 64)
 			proctest.Eventually(t, 10*time.Second, "every client is answered", clients.answeredSince(make([]int64, len(clients)), 1))
@@ -298,9 +296,3 @@ func TestRebalanceAfterScaleUp(t *testing.T) {
 		})
 	}
 }
-
-// quickExits makes the race-enabled processes the test starts (ctl, the
-// supervisor, its workers) exit at once: by default the race detector
-// sleeps a second at exit (GORACE atexit_sleep_ms), and each reload would
-// wait for it.
-func quickExits(t *testing.T) { t.Setenv("GORACE", "atexit_sleep_ms=0") }

@@ -82,7 +82,7 @@ func adopt(t testing.TB, cmd *exec.Cmd, addr, ctl string) *sup {
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
-	// Keeps the test's own GORACE options (quickExits), if any.
+	// Keeps the GORACE options TestMain set (atexit_sleep_ms=0).
 	cmd.Env = append(cmd.Env, strings.TrimSpace("GORACE=halt_on_error=1 "+os.Getenv("GORACE")))
 	s := &sup{Proc: proctest.Start(t, cmd), t: t, addr: addr, ctlPath: ctl}
 	s.events = proctest.Follow(ctl, s.Done())
