@@ -505,3 +505,55 @@ func TestHandBackGiveBack(t *testing.T) {
 		t.Fatalf("worker moved %d, failed %d; want %d, 0", moved, failed, clients)
 	}
 }
+
+// Rebalancing gives back only connections that have spoken: one that has
+// not sent a byte stays, to be closed by its header timeout, which a move
+// would start again on every worker it reached (an idle flood would never
+// end).
+func TestHandBackGiveBackKeepsSilent(t *testing.T) {
+	r := newHandBackRig(t)
+	silent := []net.Conn{r.dial(), r.dial()}
+	c := r.dial()
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, post("/1", "a")); err != nil {
+		t.Fatal(err)
+	}
+	if want, have := "old /1 a", answer(t, c, br); want != have {
+		t.Fatalf("want %q, have %q", want, have)
+	}
+	moved := map[string]bool{}
+	for try := 0; try < 3; try++ {
+		if err := r.ctl.Send(ipc.AppendUint32(nil, ipc.TypeGiveBack, 3), nil); err != nil {
+			t.Fatal(err)
+		}
+		for wait := time.After(300 * time.Millisecond); ; {
+			select {
+			case b := <-r.back:
+				moved[b.RemoteAddr().String()] = true
+				r.backs.c <- b
+				continue
+			case <-wait:
+			}
+			break
+		}
+	}
+	for _, s := range silent {
+		if moved[s.LocalAddr().String()] {
+			t.Errorf("silent connection %v given back", s.LocalAddr())
+		}
+	}
+	if !moved[c.LocalAddr().String()] || len(moved) != 1 {
+		t.Fatalf("given back %v, want only the one that was served (%v)", moved, c.LocalAddr())
+	}
+	if _, err := io.WriteString(c, post("/2", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if want, have := "new /2 b", answer(t, c, br); want != have {
+		t.Fatalf("want %q, have %q", want, have)
+	}
+	for _, s := range silent {
+		s.Close()
+	}
+	r.forward()
+	r.drain()
+}
