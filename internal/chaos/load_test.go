@@ -35,11 +35,13 @@ type load struct {
 	results []result
 }
 
-// loadSpec: clients of each kind, each sending every interval, for at most d.
+// loadSpec: clients of each kind, each sending every interval, for at most d;
+// each request given up after deadline (0: reqDeadline).
 type loadSpec struct {
 	fresh, keepAlive int
 	every            time.Duration
 	d                time.Duration
+	deadline         time.Duration
 }
 
 // mixed is the load of the kill and storm scenarios: 4+4 clients at 20ms,
@@ -51,9 +53,13 @@ func mixed(d time.Duration) loadSpec {
 func startLoad(addr string, spec loadSpec) *load {
 	l := &load{addr: addr, stop: make(chan struct{})}
 	max := int(spec.d/spec.every) + 1
+	deadline := reqDeadline
+	if spec.deadline > 0 {
+		deadline = spec.deadline
+	}
 	for i := 0; i < spec.fresh+spec.keepAlive; i++ {
 		tr := &http.Transport{DisableKeepAlives: i < spec.fresh, MaxIdleConnsPerHost: 1}
-		c := &http.Client{Timeout: reqDeadline, Transport: tr}
+		c := &http.Client{Timeout: deadline, Transport: tr}
 		l.wg.Add(1)
 		go l.loop(c, max, spec)
 	}
