@@ -2,11 +2,15 @@ package chaos
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
+	"github.com/prefork/prefork/internal/procfs"
 	"github.com/prefork/prefork/internal/proctest"
 )
 
@@ -96,6 +100,67 @@ func hangingRelease(t *testing.T, mode, rel string, idle *sup) {
 	figure(t, "upgrade-hanging-release", mode, "release", rel[strings.LastIndex(rel, "/")+1:], "refused_after", took,
 		"requests", sum.total, "failed", sum.failed, "status_calls", st.calls, "status_slowest", st.worst, "status_slow", st.slow)
 	s.stop()
+}
+
+// TestUpgradeStopDuringRehearsal: SIGTERM while a release hangs in its
+// rehearsal. The stop wins at once, not after the rehearsal's 5s bound:
+// the rehearsal is killed and reaped, the upgrade is answered that the
+// supervisor is stopping, and it exits 0 with nothing left behind.
+func TestUpgradeStopDuringRehearsal(t *testing.T) {
+	s := start(t, opts{mode: "rr", workers: 2})
+	marker := "300." + strconv.Itoa(os.Getpid()) // sleep's argument, to find it by
+	rel := writeRelease(t, "hangs-in-rehearsal",
+		`[ "$1" = -check-upgrade ] && exec `+supervisorBin+` "$@"`+"\n"+`exec sleep `+marker+"\n")
+	answered := make(chan control.Response, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := control.Call(ctx, s.ctlPath, control.Request{Cmd: control.CmdUpgrade, Path: rel})
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		answered <- resp
+	}()
+	hung := func() []int { return withArg(marker) }
+	if !proctest.Poll(5*time.Second, func() bool { return len(hung()) > 0 }) {
+		t.Fatal("the release's rehearsal did not start")
+	}
+	t0 := time.Now()
+	s.Signal(syscall.SIGTERM)
+	select {
+	case <-s.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("still running 15s after SIGTERM")
+	}
+	took := time.Since(t0)
+	if code := s.ExitCode(); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	if took >= 4*time.Second {
+		t.Errorf("stopped %v after SIGTERM: it waited for the rehearsal's bound", took)
+	}
+	if resp := <-answered; resp.OK || !strings.Contains(resp.Error, "stopping") {
+		t.Errorf("ctl upgrade: %+v, want refused: the supervisor is stopping", resp)
+	}
+	if left := hung(); len(left) > 0 {
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Errorf("the rehearsal %v outlived the supervisor", left)
+	}
+	figure(t, "upgrade-stop-during-rehearsal", "rr", "stopped_after", took)
+}
+
+// withArg returns the pids of the processes with arg on their command line.
+func withArg(arg string) []int {
+	var out []int
+	pids, _ := procfs.PIDs()
+	for _, pid := range pids {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(b), "\x00"+arg) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // watched is what watchBoth saw.

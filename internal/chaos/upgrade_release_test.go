@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prefork/prefork/internal/control"
-	"github.com/prefork/prefork/internal/procfs"
 	"github.com/prefork/prefork/internal/proctest"
 )
 
@@ -38,16 +37,7 @@ func TestUpgradeCheckOrphan(t *testing.T) {
 	if resp := s.upgrade(rel); !resp.OK {
 		t.Fatalf("ctl upgrade: %+v", resp)
 	}
-	orphans := func() []int {
-		var out []int
-		pids, _ := procfs.PIDs()
-		for _, pid := range pids {
-			if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(b), "\x00"+marker) {
-				out = append(out, pid)
-			}
-		}
-		return out
-	}
+	orphans := func() []int { return withArg(marker) }
 	only := func() bool {
 		st, _, err := s.status(2 * time.Second)
 		if err != nil {

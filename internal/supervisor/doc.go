@@ -71,7 +71,9 @@
 //	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back
 //	upgrade_repair.go  descriptors missing in the new image: rebind or replace
-//	upgrade_rehearsal.go  the new binary restores a copy as a child first
+//	upgrade_rehearsal.go  the new binary restores a copy as a child first,
+//	                beside the owner, which serves on until it ends
+//	upgrade_aside.go  the check and the rehearsal: bounded children
 //
 // A connection in rr mode: handoff.AcceptLoop (internal/handoff) accepts
 // it, the policy picks a routed worker, the worker's transport sends it
@@ -112,8 +114,10 @@
 // off the owner; onUpgrade has each part save itself into an upgradeState (the mode its sockets, mode.save; the
 // control socket, metrics and admin their listeners, recorded by role and
 // name in upgrade_fds.go; each slot its worker's channels and the
-// handoff's counts), writes it to a memfd and execs (execState,
-// upgrade_state.go). The new image's Start finds the state (restore,
+// handoff's counts) and starts the new binary's rehearsal on that copy
+// (startRehearsal, upgrade_rehearsal.go). The owner serves on; when the
+// rehearsal ends (evRehearsed) it saves the state afresh, writes it to a
+// memfd and execs (execNow, execState, upgrade_state.go). The new image's Start finds the state (restore,
 // upgrade_restore.go): restoreMode and the services take their listeners
 // back from keptFDs, adopt takes the workers back and routes them.
 //

@@ -241,6 +241,7 @@ type fakeMode struct {
 	retired []int
 	failAt  map[int]error // slot id → prepare fails
 	stopped bool
+	kept    []fdRole // what save records, as a mode's listeners
 }
 
 func newFakeMode() *fakeMode {
@@ -267,9 +268,12 @@ func (m *fakeMode) slot(sl *slot, c slotChange) {
 		m.retired = append(m.retired, sl.id)
 	}
 }
-func (m *fakeMode) settle(context.Context)             {}
-func (m *fakeMode) handoff() *handoff.Handoff          { return m.h }
-func (m *fakeMode) save(*upgradeState) (func(), error) { return func() {}, nil }
+func (m *fakeMode) settle(context.Context)    {}
+func (m *fakeMode) handoff() *handoff.Handoff { return m.h }
+func (m *fakeMode) save(st *upgradeState) (func(), error) {
+	st.FDs = append(st.FDs, m.kept...)
+	return func() {}, nil
+}
 
 // routed reports whether p is in the handoff's rotation.
 func (m *fakeMode) routed(p *process) bool { return m.h.Routed(p.t) }

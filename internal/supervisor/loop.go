@@ -160,6 +160,8 @@ func (s *Supervisor) handle(ev any) {
 		ev.fn(s)
 	case evUpgrade:
 		s.up.onUpgrade(ev)
+	case evRehearsed:
+		s.up.onRehearsed(ev)
 	case evVerdictDue:
 		s.reloader.verdictDue(ev.c)
 	}

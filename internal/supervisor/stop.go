@@ -54,6 +54,7 @@ func (s *Supervisor) beginStop(err error) {
 	}
 	s.reloader.reloadAfter, s.reloader.reloadQueued, s.scaler.scaleQueued = nil, false, 0
 	s.forks.endForks()
+	s.up.stopRehearsal()
 	s.mode.stopAccepting() // queued connections go to whoever is still ready
 	s.proto.stop()
 	for _, p := range s.live {
@@ -62,8 +63,10 @@ func (s *Supervisor) beginStop(err error) {
 }
 
 // stopped reports whether the supervisor has stopped and waited for every
-// worker.
-func (s *Supervisor) stopped() bool { return s.phase == phaseStopping && len(s.live) == 0 }
+// worker, and for an upgrade's rehearsal (killed when the stop began).
+func (s *Supervisor) stopped() bool {
+	return s.phase == phaseStopping && len(s.live) == 0 && s.up.rehearsal == nil
+}
 
 // finish runs once every worker has exited.
 func (s *Supervisor) finish() {

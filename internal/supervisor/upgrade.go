@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -70,13 +71,17 @@ func CheckUpgrade(cfg Config, stderr io.Writer) int {
 type upgrader struct {
 	s *Supervisor
 
-	exe       string                                    // this image's binary, resolved at start
-	exeFile   *os.File                                  // and opened, for a rollback to it whatever replaces its path
-	rehearse  func(st *upgradeState, path string) error // the new binary's rehearsal; nil: none (fake tests)
-	env       []string                                  // the environment it started with, systemd's variables included
-	upgrading atomic.Bool                               // a requestUpgrade runs: any goroutine
-	upgrades  int                                       // completed since the first start
-	acceptGap time.Duration                             // how long the last upgrade stopped accepting
+	exe     string   // this image's binary, resolved at start
+	exeFile *os.File // and opened, for a rollback to it whatever replaces its path
+	// rehearse starts the new binary's rehearsal on st and returns a
+	// function that stops it; done gets its end, from another goroutine,
+	// once it has been reaped. nil: none (fake tests).
+	rehearse  func(st *upgradeState, path string, done func(error)) (stop func(), err error)
+	rehearsal *rehearsal    // the one in progress, if any
+	env       []string      // the environment it started with, systemd's variables included
+	upgrading atomic.Bool   // a requestUpgrade runs: any goroutine
+	upgrades  int           // completed since the first start
+	acceptGap time.Duration // how long the last upgrade stopped accepting
 	// kept holds the listeners the upgrade that started this image kept,
 	// until the services take theirs; empty otherwise.
 	kept *keptFDs
@@ -95,7 +100,7 @@ func (u *upgrader) checkBinary(path string) (string, error) {
 	case fi.Mode().Perm()&0o111 == 0:
 		return "", fmt.Errorf("upgrade: %s is not executable", path)
 	}
-	out, err := u.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil, nil)
+	out, err := u.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil)
 	if err != nil {
 		return "", err
 	}
@@ -218,28 +223,59 @@ func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool
 	return r
 }
 
-// onUpgrade re-executes the supervisor from ev.path; it returns only if
-// that failed, with everything as it was.
+// onUpgrade begins the upgrade to ev.path, at rest only. It starts the
+// new binary's rehearsal and returns: the owner serves on, and the
+// rehearsal's end (onRehearsed) does the execve. Without a rehearsal (the
+// fake tests) it execs at once.
 func (u *upgrader) onUpgrade(ev evUpgrade) {
-	fail := func(err error) {
-		u.s.log.Error("upgrade failed; still serving", zap.String("version", Version), zap.Error(err))
-		respond(ev.answer, control.Response{Error: err.Error()})
+	if u.rehearsal != nil { // requestUpgrade lets one through at a time
+		u.failed(ev, errors.New("upgrade: another upgrade is in its rehearsal"))
+		return
 	}
 	if err := u.canUpgrade(); err != nil {
-		fail(err)
+		u.failed(ev, err)
 		return
 	}
 	u.s.log.Info("upgrading in place", zap.String("from", Version), zap.String("to", ev.version), zap.String("path", ev.path))
-	st, resume, err := u.saveState(ev.reply)
-	if err != nil {
-		fail(err)
+	if u.rehearse == nil {
+		u.execNow(ev, nil)
 		return
 	}
-	err = u.rehearseThenExec(st, ev.path)
+	if err := u.startRehearsal(ev); err != nil {
+		u.failed(ev, err)
+	}
+}
+
+// execNow saves the state as it is now and execs ev.path with it. When a
+// rehearsal came first, rehearsed are the listeners it took, which the
+// state must still hold. It returns only if the upgrade did not happen,
+// with everything as it was.
+func (u *upgrader) execNow(ev evUpgrade, rehearsed []string) {
+	st, resume, err := u.saveState(ev.reply)
+	if err != nil {
+		u.failed(ev, err)
+		return
+	}
+	if now := keptListeners(st); rehearsed != nil && !slices.Equal(now, rehearsed) {
+		resume()
+		u.failed(ev, fmt.Errorf("upgrade: the listeners changed during the rehearsal of %s (it took %s; now %s): ask again",
+			ev.path, strings.Join(rehearsed, ", "), strings.Join(now, ", ")))
+		return
+	}
+	if loseWorker != "" {
+		u.killReaped(u.s.slots[0].cur)
+	}
+	err = u.execState(st, ev.path, ev.path)
 	resume()
 	u.s.notify.Ready(u.s.statusLine())
-	fail(err)
+	u.failed(ev, err)
 	u.replaySignals(st.Signals) // taken from s.sigs for an image that did not start
+}
+
+// failed answers ev with why the upgrade did not happen.
+func (u *upgrader) failed(ev evUpgrade, err error) {
+	u.s.log.Error("upgrade failed; still serving", zap.String("version", Version), zap.Error(err))
+	respond(ev.answer, control.Response{Error: err.Error()})
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)

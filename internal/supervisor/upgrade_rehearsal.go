@@ -1,18 +1,13 @@
 package supervisor
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -35,53 +30,155 @@ const envRehearsal = "PREFORK_UPGRADE_REHEARSAL"
 // rehearsalLine is what a successful rehearsal prints.
 const rehearsalLine = "prefork-upgrade-rehearsal ok"
 
-// rehearseThenExec rehearses path on st, then execs it; it returns only
-// on failure.
-func (u *upgrader) rehearseThenExec(st *upgradeState, path string) error {
-	if u.rehearse != nil {
-		if err := u.rehearse(st, path); err != nil {
-			return err
-		}
-	}
-	if loseWorker != "" {
-		u.killReaped(u.s.slots[0].cur)
-	}
-	return u.execState(st, path, path)
+// The rehearsal runs beside the owner goroutine, as the check does: a
+// release that hangs in it must not stop the supervisor from accepting,
+// handing off, reading heartbeats and answering ctl for the 5 s bound.
+// The owner starts it (the fork must be the owner's: while the child
+// starts, the state's descriptors are inheritable, and no worker may be
+// forked then), serves on, and handles its end as an event, evRehearsed.
+//
+// Between the snapshot the rehearsal restores and the execve, the
+// supervisor keeps changing. So the execve never uses that snapshot: it
+// saves the state afresh (execNow), after checking again that the
+// supervisor is at rest (canUpgrade), and only if that state keeps the
+// very listeners the rehearsal took, by role and name (what a release can
+// get wrong by name; a worker's channels and the pending connections are
+// of the kinds the rehearsal checked, whichever worker holds them now).
+// What may happen meanwhile:
+//   - a worker dies: if its replacement is ready by the end, the state has
+//     it; if not, the upgrade is refused (no ready worker);
+//   - a reload or a scale begins: the upgrade is refused (not during one);
+//     a scale that ended changes reuseport's sockets: refused, listeners
+//     changed;
+//   - a second SIGUSR2 or ctl upgrade: refused at once, one at a time
+//     (requestUpgrade; SIGUSR2 logs that it coalesced);
+//   - SIGTERM or ctl stop: the stop wins. The rehearsal is killed with its
+//     process group and reaped, the upgrade answered that the supervisor
+//     is stopping, and the owner's loop ends only after that (stopped).
+//
+// Every refusal says why; the operator asks again.
+
+// rehearsal is an upgrade whose new binary is rehearsing.
+type rehearsal struct {
+	ev        evUpgrade
+	listeners []string // what it took: keptListeners of its snapshot
+	stop      func()   // kills it; its end still arrives
 }
 
-// rehearseChild runs path as a rehearsal on st (see above) and returns
-// why it failed, if it did. st's descriptors are inherited by the child
-// only: no other process is started meanwhile (the owner goroutine, which
-// starts workers, waits here).
-func (u *upgrader) rehearseChild(st *upgradeState, path string) error {
-	mem, err := writeState(st)
+// evRehearsed: rehearsal r ended, failed with err if not nil.
+type evRehearsed struct {
+	r   *rehearsal
+	err error
+}
+
+// startRehearsal starts ev.path's rehearsal on a snapshot of the state and
+// returns; onRehearsed carries on.
+func (u *upgrader) startRehearsal(ev evUpgrade) error {
+	st, resume, err := u.saveState(nil) // no reply: the rehearsal answers no one
 	if err != nil {
 		return err
 	}
-	defer mem.Close()
+	defer resume() // rr's accept loop runs again as soon as the child has started
+	st.dropPending()
+	r := &rehearsal{ev: ev, listeners: keptListeners(st)}
+	if r.stop, err = u.rehearse(st, ev.path, func(err error) { u.s.post(evRehearsed{r: r, err: err}) }); err != nil {
+		return err
+	}
+	u.rehearsal = r
+	u.s.log.Info("rehearsing the upgrade", zap.String("path", ev.path), zap.Duration("within", checkTimeout))
+	return nil
+}
+
+// onRehearsed execs the release that rehearsed, with the state as it is
+// now, if the supervisor is still at rest; else it answers why not.
+func (u *upgrader) onRehearsed(ev evRehearsed) {
+	if u.rehearsal != ev.r { // not the one in progress: cannot happen
+		return
+	}
+	u.rehearsal = nil
+	if ev.err != nil {
+		u.failed(ev.r.ev, ev.err)
+		return
+	}
+	if err := u.canUpgrade(); err != nil {
+		u.failed(ev.r.ev, fmt.Errorf("%w (it changed during the rehearsal)", err))
+		return
+	}
+	u.execNow(ev.r.ev, ev.r.listeners)
+}
+
+// stopRehearsal kills the rehearsal in progress, if any: a stop wins over
+// an upgrade. Its end still arrives, and answers the upgrade.
+func (u *upgrader) stopRehearsal() {
+	if u.rehearsal != nil {
+		u.s.log.Info("stopping the upgrade's rehearsal", zap.String("path", u.rehearsal.ev.path))
+		u.rehearsal.stop()
+	}
+}
+
+// keptListeners names the listeners st keeps, in order, by role, name and
+// slot: what the rehearsal took and the execve must keep.
+func keptListeners(st *upgradeState) []string {
+	var out []string
+	for _, f := range st.FDs {
+		if !listenerRoles[f.Role] {
+			continue
+		}
+		n := f.Role + " " + f.Name
+		if f.Slot != 0 {
+			n += " of slot " + strconv.Itoa(f.Slot)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// dropPending leaves rr's pending connections out of st, the rehearsal's
+// snapshot: a child that held one would keep its client from seeing it
+// closed until the child exits.
+func (st *upgradeState) dropPending() {
+	st.Pending = nil
+	st.FDs = slices.DeleteFunc(st.FDs, func(f fdRole) bool { return f.Role == rolePending })
+}
+
+// rehearseChild starts path as a rehearsal on st (see above), calls done
+// once it has ended and been reaped, with why it failed if it did, and
+// returns what stops it. st's descriptors are inheritable only while it
+// starts, on the owner goroutine, which starts the workers: no other
+// process inherits them.
+func (u *upgrader) rehearseChild(st *upgradeState, path string, done func(error)) (func(), error) {
+	mem, err := writeState(st)
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close() // the child has its own once started
 	memfd, err := fdOf(mem)
 	if err != nil {
-		return fmt.Errorf("upgrade: %w", err)
+		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	env := append(withoutVar(st.Env, envState), envState+"="+strconv.Itoa(memfd), envRehearsal+"=1")
 	// os/exec keeps every descriptor without close-on-exec open in the
 	// child, at the same number: the state's numbers hold there too.
 	if err := st.setCloexec(false); err != nil {
 		st.setCloexec(true)
-		return err
+		return nil, err
 	}
 	setCloexec(memfd, false)
-	out, err := u.runAside("rehearsal of", path, st.Args, env, func() {
+	a, err := u.startAside("rehearsal of", path, st.Args, env, func() {
 		st.setCloexec(true)
 		setCloexec(memfd, true)
 	})
-	switch {
-	case err != nil:
-		return err
-	case !strings.Contains(out, rehearsalLine):
-		return fmt.Errorf("upgrade: %s exited without restoring in its rehearsal: it printed %q", path, printableLine(out))
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	go func() {
+		out, err := a.wait()
+		if err == nil && !strings.Contains(out, rehearsalLine) {
+			err = fmt.Errorf("upgrade: %s exited without restoring in its rehearsal: it printed %q", path, printableLine(out))
+		}
+		done(err)
+	}()
+	return a.stop, nil
 }
 
 // rehearsing reports whether this process is an upgrade's rehearsal.
@@ -123,54 +220,6 @@ func rehearse(cfg Config, log *zap.Logger, st *upgradeState, err error) int {
 	}
 	fmt.Println(rehearsalLine)
 	return 0
-}
-
-// runAside runs path with args and env (nil: this process's) beside the
-// workers, as the check and the rehearsal do (what names it), within
-// checkTimeout, and returns what it printed; started, if not nil, is
-// called once it has started or failed to.
-func (u *upgrader) runAside(what, path string, args, env []string, started func()) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = env
-	var out, errOut cappedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	// Its output is a pipe that os/exec reads until every writer has
-	// closed it: a process it leaves behind (a wrapper's daemon), or one
-	// it started before the timeout killed it, would hold Wait for as
-	// long as it lives. Wait stops reading this long after it exited.
-	cmd.WaitDelay = time.Second
-	// In a group of its own, killed once it exits: what it leaves would
-	// live on as our child (a subreaper) in our group, never reaped.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err := u.s.owned.Start(cmd) // recorded as ours: the reaper must not take its status
-	if started != nil {
-		started()
-	}
-	if err != nil {
-		return "", fmt.Errorf("upgrade: %s %s: %w", what, path, unwrapExec(err))
-	}
-	err = cmd.Wait()
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group outlives its leader
-	u.s.owned.Forget(cmd.Process.Pid)
-	if errors.Is(err, exec.ErrWaitDelay) {
-		err = nil // it exited 0; what it left running printed nothing we read
-	}
-	switch {
-	case ctx.Err() != nil:
-		return "", fmt.Errorf("upgrade: %s %s: no answer within %s", what, path, checkTimeout)
-	case out.over || errOut.over:
-		return "", fmt.Errorf("upgrade: %s %s printed more than %d bytes", what, path, checkOutputMax)
-	case err != nil:
-		why := strings.TrimSpace(errOut.String())
-		if why == "" {
-			why = "no message"
-		}
-		return "", fmt.Errorf("upgrade: %s %s failed (%v): %s", what, path, err, printableLine(why))
-	}
-	return out.String(), nil
 }
 
 // checkListenersField is what -check-upgrade adds to checkLine: the names
