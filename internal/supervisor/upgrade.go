@@ -182,8 +182,8 @@ type evUpgrade struct {
 }
 
 // requestUpgrade checks path (the running binary if "") off the owner
-// goroutine, then has the owner re-execute itself. It returns when the
-// upgrade did not happen; on success this process is the new image and
+// goroutine, then has the owner rehearse it and re-execute itself, and
+// holds upgrading until then. It returns when the upgrade did not happen; on success this process is the new image and
 // the new image answers on the ctl connection in ctx, if fromCtl.
 func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool) control.Response {
 	if !upgradable.Load() {
