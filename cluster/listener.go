@@ -221,17 +221,34 @@ func (l *listener) Accept() (net.Conn, error) {
 }
 
 // adoptAll appends to dst the connections fds, received on the control
-// channel; peers are their records, if the frame had them. A connection
-// whose client already left is closed and skipped.
-func adoptAll(dst []*handedConn, fds []int, peers []byte, size int, local net.Addr) []*handedConn {
+// channel; peers are their records, if the frame had them, each with the
+// index of the listener the connection came from when there are several
+// (ipc.FeatureListeners), and local(index) is that listener's local
+// address, nil if unknown. A connection whose client already left is
+// closed and skipped.
+func adoptAll(dst []*handedConn, fds []int, peers []byte, size int, local func(index int) net.Addr) []*handedConn {
 	now := time.Now()
 	for _, fd := range fds {
-		if c, err := adoptConn(fd, popPeer(&peers, size), local); err == nil {
-			c.since = now
+		index := recordListener(peers, size)
+		if c, err := adoptConn(fd, popPeer(&peers, size), local(index)); err == nil {
+			c.since, c.index = now, index
 			dst = append(dst, c)
 		}
 	}
 	return dst
+}
+
+// localOf is the local address of every connection of the listener of
+// index (shared, reuseport), if its socket is bound to one address: nil
+// to ask the kernel.
+func (l *listener) localOf(index int) net.Addr {
+	if index == 0 {
+		return l.local
+	}
+	if index-1 < len(l.more) {
+		return l.more[index-1].local
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -145,7 +146,7 @@ func TestListenerWithoutPeers(t *testing.T) {
 func TestAdoptAllTakesPeers(t *testing.T) {
 	_, fd := acceptedFD(t)
 	p := peer4([4]byte{192, 0, 2, 9}, 80)
-	cs := adoptAll(nil, []int{fd}, p[:ipc.PeerSize], ipc.PeerSize, nil)
+	cs := adoptAll(nil, []int{fd}, p[:ipc.PeerSize], ipc.PeerSize, func(int) net.Addr { return nil })
 	if len(cs) != 1 {
 		t.Fatalf("want one connection, have %d", len(cs))
 	}
@@ -153,6 +154,37 @@ func TestAdoptAllTakesPeers(t *testing.T) {
 	defer c.Close()
 	if want, have := "192.0.2.9:80", c.RemoteAddr().String(); want != have {
 		t.Fatalf("RemoteAddr %s, want %s from the frame", have, want)
+	}
+}
+
+// With several listeners (reuseport: a vacant slot's backlog of the
+// second one) each record names the connection's listener, and it gets
+// that listener's local address.
+func TestAdoptAllNamesListener(t *testing.T) {
+	_, fd1 := acceptedFD(t)
+	_, fd2 := acceptedFD(t)
+	var recs []byte
+	for _, i := range []int{1, 0} {
+		p := peer4([4]byte{192, 0, 2, byte(9 + i)}, 80)
+		p.SetListener(i)
+		recs = append(recs, p[:ipc.RecordSize]...)
+	}
+	locals := []net.Addr{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1000}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 2000}}
+	cs := adoptAll(nil, []int{fd1, fd2}, recs, ipc.RecordSize, func(i int) net.Addr { return locals[i] })
+	if len(cs) != 2 {
+		t.Fatalf("want two connections, have %d", len(cs))
+	}
+	for i, want := range []int{1, 0} {
+		defer cs[i].Close()
+		if have := cs[i].index; have != want {
+			t.Errorf("connection %d: listener %d, want %d", i, have, want)
+		}
+		if have := cs[i].LocalAddr(); have != locals[want] {
+			t.Errorf("connection %d: local address %v, want listener %d's %v", i, have, want, locals[want])
+		}
+		if want, have := fmt.Sprintf("192.0.2.%d:80", 9+want), cs[i].RemoteAddr().String(); want != have {
+			t.Errorf("connection %d: RemoteAddr %s, want %s", i, have, want)
+		}
 	}
 }
 

@@ -146,12 +146,13 @@ func (w *worker) run() {
 				drain()
 			case c.f.Type == ipc.TypeConns:
 				// In reuseport mode the supervisor sends connections here
-				// that waited in the backlog of a slot whose worker died.
+				// that waited in the backlog of a slot whose worker died,
+				// each named by its listener's index.
 				if l == nil {
 					ipc.CloseAll(c.fds)
 					continue
 				}
-				queue = adoptAll(queue, c.fds, c.f.Peers(), c.f.RecordSize(), l.local)
+				queue = adoptAll(queue, c.fds, c.f.Peers(), c.f.RecordSize(), l.localOf)
 			case c.f.Type == ipc.TypeMessage:
 				select {
 				case w.msgs <- c.f.Payload:

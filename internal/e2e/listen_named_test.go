@@ -9,12 +9,12 @@ import (
 
 // TestListenNamed: Go workers that run one http.Server per listener
 // (cluster.ListenNamed; the demo worker's -per-listener), on two TCP
-// listeners in rr and shared mode. Each server names in /health the
+// listeners in rr, shared and reuseport mode. Each server names in /health the
 // listener it was started for, so a connection routed to the wrong server
 // shows; /pid is balanced on each; a reload under load on both fails
 // nothing (each worker's drain waits for both servers); ctl stop exits 0.
 func TestListenNamed(t *testing.T) {
-	for _, mode := range []string{"rr", "shared"} {
+	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			api := proctest.FreeAddr(t)
 			s := startReady(t, "-mode", mode, "-workers", "2", "-listen", "api="+api, "--", workerBin, "-per-listener")

@@ -91,13 +91,14 @@ func checkListeners(t *testing.T, mode string, eps []endpoint) {
 }
 
 // TestSeveralListeners: two TCP ports and a Unix socket, served by Go
-// workers in rr and shared mode: each balanced over both workers and
-// named in /health; a reload and an in-place upgrade under load on all
-// three fail nothing; the socket file goes with a clean stop, and is not
-// replaced while the supervisor serves it.
+// workers in rr, shared and reuseport mode (two SO_REUSEPORT groups and
+// the Unix socket shared): each balanced over both workers and named in
+// /health; a reload and an in-place upgrade under load on all three fail
+// nothing; the socket file goes with a clean stop, and is not replaced
+// while the supervisor serves it.
 func TestSeveralListeners(t *testing.T) {
 	v1, v2, _ := buildUpgradeBins(t)
-	for _, mode := range []string{"rr", "shared"} {
+	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			api := proctest.FreeAddr(t)
 			sockPath := filepath.Join(t.TempDir(), "app.sock")
@@ -130,7 +131,7 @@ func TestSeveralListeners(t *testing.T) {
 
 			load := mixedLoadOn(t, eps)
 			load.waitOK(t, 100, 10*time.Second)
-			if mode == "rr" {
+			if mode != "shared" {
 				// A release whose restore leaves "web" out is refused by
 				// its rehearsal, naming it, and the old image serves on.
 				drops := buildDropping(t, "web")
@@ -186,20 +187,23 @@ func TestListenersRefused(t *testing.T) {
 		{[]string{"-listen", free, "-listen", "fd:3"}, 1, `listener fd:3: descriptor 3 is not a listening socket`},
 		{[]string{"-listen", free, "-listen", "api=" + busy.Addr().String()}, 1, `listener "api" (` + busy.Addr().String() + `): listen tcp ` + busy.Addr().String() + `: bind: address already in use`},
 	} {
-		cmd := exec.Command(supervisorBin, append(tc.args, "-control", "none", "-workers", "1")...)
-		cmd.ExtraFiles = []*os.File{regular} // fd 3: a file, not a socket
-		out, err := cmd.CombinedOutput()
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if code := exitCode(err); code != tc.code || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
-			t.Errorf("%v: exit %d, output:\n%s\nwant exit %d and one line with %q", tc.args, code, out, tc.code, tc.want)
+		for _, mode := range []string{"rr", "reuseport"} { // reuseport binds a group for each TCP listener
+			args := append(tc.args, "-control", "none", "-workers", "2", "-mode", mode)
+			cmd := exec.Command(supervisorBin, args...)
+			cmd.ExtraFiles = []*os.File{regular} // fd 3: a file, not a socket
+			out, err := cmd.CombinedOutput()
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if code := exitCode(err); code != tc.code || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Errorf("%v: exit %d, output:\n%s\nwant exit %d and one line with %q", args, code, out, tc.code, tc.want)
+			}
+			// Nothing left bound: the first listener's port binds again.
+			ln, err := net.Listen("tcp", free)
+			if err != nil {
+				t.Errorf("%v: %s still bound: %v", args, free, err)
+				continue
+			}
+			ln.Close()
 		}
-		// Nothing left bound: the first listener's port binds again.
-		ln, err := net.Listen("tcp", free)
-		if err != nil {
-			t.Errorf("%v: %s still bound: %v", tc.args, free, err)
-			continue
-		}
-		ln.Close()
 	}
 	if _, err := os.Stat(notSock); err != nil {
 		t.Errorf("the regular file at the socket path is gone: %v", err)
@@ -207,29 +211,35 @@ func TestListenersRefused(t *testing.T) {
 }
 
 // TestGunicornTwoSockets: gunicorn as a systemd-protocol worker takes a
-// TCP port and a Unix socket (LISTEN_FDS=2) and serves both.
+// TCP port and a Unix socket (LISTEN_FDS=2) and serves both, in shared
+// and in reuseport mode (its slot's socket of the port's group).
 func TestGunicornTwoSockets(t *testing.T) {
 	gunicorn := need(t, "/usr/bin/gunicorn", "gunicorn")
-	api := proctest.FreeAddr(t)
-	sockPath := filepath.Join(t.TempDir(), "g.sock")
-	s := startReady(t, "-workers", "2", "-mode", "shared", "-worker-protocol", "systemd", "-grace", "10s",
-		"-listen", "api="+api, "-listen", "web=unix:"+sockPath, "--",
-		gunicorn, "--workers", "1", "--chdir", testdata(t, "."), "pid_app:app")
-	for _, ep := range []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)} {
-		pids := map[string]bool{}
-		c := ep.client(false)
-		proctest.Eventually(t, 10*time.Second, ep.name+" served by both workers", func() bool {
-			resp, err := c.Get(ep.base + "/")
-			if err != nil {
-				t.Fatalf("%s: %v", ep.name, err)
+	for _, mode := range []string{"shared", "reuseport"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel() // each mostly waits for its gunicorns
+			api := proctest.FreeAddr(t)
+			sockPath := filepath.Join(t.TempDir(), "g.sock")
+			s := startReady(t, "-workers", "2", "-mode", mode, "-worker-protocol", "systemd", "-grace", "10s",
+				"-listen", "api="+api, "-listen", "web=unix:"+sockPath, "--",
+				gunicorn, "--workers", "1", "--chdir", testdata(t, "."), "pid_app:app")
+			for _, ep := range []endpoint{tcpEndpoint(s.addr, s.addr), tcpEndpoint("api", api), unixEndpoint("web", sockPath)} {
+				pids := map[string]bool{}
+				c := ep.client(false)
+				proctest.Eventually(t, 10*time.Second, ep.name+" served by both workers", func() bool {
+					resp, err := c.Get(ep.base + "/")
+					if err != nil {
+						t.Fatalf("%s: %v", ep.name, err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						t.Fatalf("%s: status %d", ep.name, resp.StatusCode)
+					}
+					pids[string(b)] = true
+					return len(pids) == 2
+				})
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("%s: status %d", ep.name, resp.StatusCode)
-			}
-			pids[string(b)] = true
-			return len(pids) == 2
 		})
 	}
 }

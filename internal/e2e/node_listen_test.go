@@ -65,14 +65,15 @@ func TestNodeStrictListen(t *testing.T) {
 // servers, one on a TCP port and one on a Unix socket path, both of them
 // -listen addresses: each server gets its own listener (rr: a key per
 // listener, its connections handed with it; shared: a handle per
-// listener), both answer, and both spread over the workers.
+// listener; reuseport: its slot's socket of the TCP port's group, and the
+// Unix socket shared), both answer, and both spread over the workers.
 func TestNodeTwoServers(t *testing.T) {
 	node := need(t, "node", "nodejs (Node.js 20 or later)")
 	app, err := filepath.Abs(filepath.Join("testdata", "two_servers.js"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{"rr", "shared"} {
+	for _, mode := range []string{"rr", "shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
 			addr := proctest.FreeAddr(t)
 			dir := t.TempDir()

@@ -17,8 +17,8 @@
 //     worker slot (reuseport mode); [Steer] keeps new connections off some
 //     of them and [Unlisten] takes a drained one out of the group;
 //
-//   - [Inherited] and [Activated] take sockets passed by systemd socket
-//     activation (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES);
+//   - [Activated] takes the sockets passed by systemd socket activation
+//     (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES);
 //
 //   - [Dup] makes the close-on-exec duplicate that exec.Cmd.ExtraFiles takes.
 //

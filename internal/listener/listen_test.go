@@ -86,11 +86,11 @@ func TestDupKeepsOriginalNonBlocking(t *testing.T) {
 	}
 }
 
-// TestInherited runs the test binary as a helper with LISTEN_FDS set, the way
-// systemd starts a socket-activated service.
-func TestInherited(t *testing.T) {
-	if os.Getenv("PREFORK_TEST_INHERITED") == "1" {
-		lns, err := Inherited()
+// TestActivated runs the test binary as a helper with LISTEN_FDS set, the
+// way systemd starts a socket-activated service.
+func TestActivated(t *testing.T) {
+	if os.Getenv("PREFORK_TEST_ACTIVATED") == "1" {
+		specs, socks, err := Activated()
 		if err != nil {
 			os.Stdout.WriteString("error: " + err.Error())
 			os.Exit(1)
@@ -99,7 +99,7 @@ func TestInherited(t *testing.T) {
 			os.Stdout.WriteString("LISTEN_FDS still set")
 			os.Exit(1)
 		}
-		os.Stdout.WriteString(lns[0].Addr().String())
+		os.Stdout.WriteString(specs[0].Name + " " + socks[0].Addr().String())
 		os.Exit(0)
 	}
 	ln, err := Listen("127.0.0.1:0")
@@ -114,22 +114,22 @@ func TestInherited(t *testing.T) {
 	defer f.Close()
 	// A shell sets LISTEN_PID to its own pid and execs the test binary, so
 	// the pid matches, as with systemd.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run '^TestInherited$'`, os.Args[0])
-	cmd.Env = append(os.Environ(), "PREFORK_TEST_INHERITED=1", "LISTEN_FDS=1")
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run '^TestActivated$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), "PREFORK_TEST_ACTIVATED=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=web")
 	cmd.ExtraFiles = []*os.File{f}
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("helper: %v: %s", err, out)
 	}
-	if want, have := ln.Addr().String(), string(out); want != have {
+	if want, have := "web "+ln.Addr().String(), string(out); want != have {
 		t.Fatalf("want %s, have %s", want, have)
 	}
 }
 
-func TestInheritedWrongPID(t *testing.T) {
+func TestActivatedWrongPID(t *testing.T) {
 	t.Setenv("LISTEN_FDS", "1")
 	t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()+1))
-	if _, err := Inherited(); !errors.Is(err, ErrNotActivated) {
+	if _, _, err := Activated(); !errors.Is(err, ErrNotActivated) {
 		t.Fatalf("want ErrNotActivated, have %v", err)
 	}
 }

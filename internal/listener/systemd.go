@@ -3,13 +3,10 @@ package listener
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // listenFDsStart is the first descriptor systemd passes (SD_LISTEN_FDS_START).
@@ -18,50 +15,11 @@ const listenFDsStart = 3
 // ErrNotActivated says the process was not socket-activated.
 var ErrNotActivated = errors.New("listener: no LISTEN_FDS for this process")
 
-// Inherited returns the TCP listeners passed by systemd socket activation:
-// LISTEN_FDS descriptors from 3, valid when LISTEN_PID is this process. It
-// unsets LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES so that workers do not see
-// them, and marks the descriptors close-on-exec.
-func Inherited() ([]*net.TCPListener, error) {
-	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
-	if fds == "" {
-		return nil, ErrNotActivated
-	}
-	defer func() {
-		os.Unsetenv("LISTEN_PID")
-		os.Unsetenv("LISTEN_FDS")
-		os.Unsetenv("LISTEN_FDNAMES")
-	}()
-	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
-		return nil, ErrNotActivated
-	}
-	n, err := strconv.Atoi(fds)
-	if err != nil || n < 1 || n > 1024 {
-		return nil, fmt.Errorf("listener: LISTEN_FDS=%q is not a count", fds)
-	}
-	var lns []*net.TCPListener
-	for fd := listenFDsStart; fd < listenFDsStart+n; fd++ {
-		unix.CloseOnExec(fd)
-		f := os.NewFile(uintptr(fd), "LISTEN_FD_"+strconv.Itoa(fd))
-		ln, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("listener: inherited fd %d: %w", fd, err)
-		}
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			ln.Close()
-			return nil, fmt.Errorf("listener: inherited fd %d is not a TCP listener", fd)
-		}
-		lns = append(lns, tl)
-	}
-	return lns, nil
-}
-
 // Activated returns every socket systemd socket activation passed (TCP or
 // Unix), detached, with its spec: named by its LISTEN_FDNAMES entry, or
-// fd:N when it has none (or systemd's "unknown"). Like Inherited it
-// unsets the variables.
+// fd:N when it has none (or systemd's "unknown"). It unsets LISTEN_PID,
+// LISTEN_FDS and LISTEN_FDNAMES so that workers do not see them; the
+// descriptors are made close-on-exec.
 func Activated() ([]Spec, []*Socket, error) {
 	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
 	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")

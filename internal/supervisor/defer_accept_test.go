@@ -12,8 +12,8 @@ import (
 )
 
 // -defer-accept reaches every TCP socket the supervisor binds: rr and
-// shared's one, reuseport's first ones and a slot's added later; without
-// it none has TCP_DEFER_ACCEPT.
+// shared's one per listener, every socket of each of reuseport's groups
+// and a slot's added later; without it none has TCP_DEFER_ACCEPT.
 func TestDeferAcceptSockets(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		cfg := testConfig()
@@ -27,24 +27,29 @@ func TestDeferAcceptSockets(t *testing.T) {
 			checkDeferAccept(t, "rr and shared "+l.name, l.sock, on)
 		}
 		closeListeners(lns, true)
-		cfg.Listen = cfg.Listen[:1]
 
-		cfg.Mode = ipc.ModeReusePort
+		cfg.Mode = ipc.ModeReusePort // a group for each listener
 		m, err := newReusePort(cfg, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}
-		added, err := m.socket(3)
-		if err != nil {
-			m.stopAccepting()
-			t.Fatal(err)
+		var added []*portSocket
+		for _, g := range m.groups {
+			ps, err := m.socket(g, 3)
+			if err != nil {
+				m.stopAccepting()
+				t.Fatal(err)
+			}
+			added = append(added, ps)
 		}
 		m.mu.Lock()
-		for id, ps := range m.socks {
-			checkDeferAccept(t, "reuseport slot "+strconv.Itoa(id), ps.ln, on)
-		}
+		m.each(func(ps *portSocket) {
+			checkDeferAccept(t, "reuseport "+m.lns[ps.g.index].name+" slot "+strconv.Itoa(ps.id), ps.ln, on)
+		})
 		m.mu.Unlock()
-		checkDeferAccept(t, "reuseport added slot", added.ln, on)
+		for _, ps := range added {
+			checkDeferAccept(t, "reuseport added slot of "+m.lns[ps.g.index].name, ps.ln, on)
+		}
 		m.stopAccepting()
 	}
 }

@@ -62,6 +62,9 @@
 //	                bound or taken from systemd in order), and
 //	mode_rr.go, mode_shared.go, mode_reuseport.go, one type each; the
 //	                connections themselves go through internal/handoff
+//	mode_reuseport_retire.go  reuseport: a scaled-away slot's sockets
+//	                leave their groups (steered away, emptied, closed)
+//	mode_reuseport_upgrade.go  reuseport: its sockets kept and restored
 //	listeners_env.go  what a worker learns of several listeners:
 //	                PREFORK_LISTENERS, LISTEN_FDS and LISTEN_FDNAMES
 //	sticky.go       rr: -sticky and -proxy-protocol, given to the handoff

@@ -240,17 +240,27 @@ func framesTarget(sl *slot, ch *ipc.Channel, remote *os.File, lent bool, log *za
 // listeners themselves in order.
 func keepListeners(st *upgradeState, lns []listening) error {
 	for i, l := range lns {
-		fd, err := st.keepListener(l.sock, roleListener, l.name, 0)
+		fd, err := keepListening(st, l)
 		if err != nil {
 			return err
 		}
 		if i == 0 {
 			st.Listener = fd
 		}
-		st.Listeners = append(st.Listeners, listenerState{Name: l.name, Path: l.sock.Path()})
-		st.Activated = l.activated
 	}
 	return nil
+}
+
+// keepListening records l's socket in st by l's name, and l itself after
+// the listeners recorded before, and returns the socket's descriptor.
+func keepListening(st *upgradeState, l listening) (int, error) {
+	fd, err := st.keepListener(l.sock, roleListener, l.name, 0)
+	if err != nil {
+		return -1, err
+	}
+	st.Listeners = append(st.Listeners, listenerState{Name: l.name, Path: l.sock.Path()})
+	st.Activated = l.activated
+	return fd, nil
 }
 
 // restoreListeners takes the listeners an upgrade kept, in their order;
@@ -258,21 +268,35 @@ func keepListeners(st *upgradeState, lns []listening) error {
 func restoreListeners(cfg Config, st *upgradeState, kept *keptFDs) ([]listening, error) {
 	var lns []listening
 	for _, ls := range restoredListeners(st) {
-		sock, _, err := kept.socket(roleListener, ls.Name)
+		l, err := restoreListening(st, kept, ls, restoredName(cfg, st, ls))
 		if err != nil {
 			closeListeners(lns, false)
 			return nil, err
 		}
-		if ls.Path != "" {
-			sock.Own(ls.Path) // the file this image removes on a clean stop
-		}
-		name := ls.Name
-		if specs, err := cfg.Listeners(); err == nil && len(st.Listeners) == 0 {
-			name = specs[0].Name
-		}
-		lns = append(lns, listeningOn(name, sock, st.Activated))
+		lns = append(lns, l)
 	}
 	return lns, nil
+}
+
+// restoreListening takes the socket kept for ls, as the listener name.
+func restoreListening(st *upgradeState, kept *keptFDs, ls listenerState, name string) (listening, error) {
+	sock, _, err := kept.socket(roleListener, ls.Name)
+	if err != nil {
+		return listening{}, err
+	}
+	if ls.Path != "" {
+		sock.Own(ls.Path) // the file this image removes on a clean stop
+	}
+	return listeningOn(name, sock, st.Activated), nil
+}
+
+// restoredName is the name of the listener kept as ls: its own, or, in an
+// older image's state (one listener, mainListener), the first of cfg's.
+func restoredName(cfg Config, st *upgradeState, ls listenerState) string {
+	if specs, err := cfg.Listeners(); err == nil && len(st.Listeners) == 0 {
+		return specs[0].Name
+	}
+	return ls.Name
 }
 
 // restoredListeners are the listeners restoreListeners takes from st, in
@@ -289,19 +313,24 @@ func restoredListeners(st *upgradeState) []listenerState {
 }
 
 // checkKeptListeners makes sure this image's restore takes every listener
-// the old image kept (in rr and shared): one it left out would be closed
-// with what no part takes, and its clients refused from then on. The
-// rehearsal runs it (through restoreCheck), so that such a binary is
-// refused before the execve, with the listener's name.
+// the old image kept (a socket, or a reuseport group's sockets): one it
+// left out would be closed with what no part takes, and its clients
+// refused from then on. The rehearsal runs it (through restoreCheck), so
+// that such a binary is refused before the execve, with the listener's
+// name.
 func checkKeptListeners(st *upgradeState) error {
 	kept := keptOf(st)
-	left := slices.DeleteFunc(slices.Clone(kept.fds), func(f fdRole) bool { return f.Role != roleListener })
+	left := slices.DeleteFunc(slices.Clone(kept.fds), func(f fdRole) bool { return f.Role != roleListener && f.Role != rolePort })
 	if len(left) == 0 {
 		return nil // all lost across the execve: restoreMode binds them again
 	}
 	kept.fds = left
 	for _, ls := range restoredListeners(st) {
-		if _, ok := kept.take(roleListener, ls.Name); !ok {
+		grouped := false
+		for _, ok := kept.take(rolePort, ls.Name); ok; _, ok = kept.take(rolePort, ls.Name) {
+			grouped = true
+		}
+		if _, ok := kept.take(roleListener, ls.Name); !ok && !grouped {
 			return fmt.Errorf("upgrade: no listener %q kept", ls.Name)
 		}
 	}

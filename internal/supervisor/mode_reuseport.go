@@ -1,8 +1,7 @@
 package supervisor
 
 import (
-	"context"
-	"fmt"
+	"errors"
 	"os"
 	"slices"
 	"sync"
@@ -15,22 +14,34 @@ import (
 	"github.com/prefork/prefork/internal/listener"
 )
 
-// reusePort is -mode reuseport: one SO_REUSEPORT socket per slot, and the
-// kernel spreads connections over the sockets. The supervisor keeps each
-// slot's socket across respawns, so its backlog survives a worker's death;
-// while a slot has no worker (it crashed or hung) the supervisor accepts on
-// that socket itself and hands the backlog to the other workers over their
-// control channels, keeping a duplicate of each worker's end so that those,
-// too, survive its death.
+// reusePort is -mode reuseport: each TCP listener is an SO_REUSEPORT
+// group with one socket per slot, and the kernel spreads that listener's
+// connections over its sockets. A worker gets its slot's socket of every
+// group. The supervisor keeps each slot's sockets across respawns, so
+// their backlogs survive a worker's death; while a slot has no worker (it
+// crashed or hung) the supervisor accepts on its sockets itself and hands
+// the backlog to the other workers over their control channels, each
+// connection with its listener's index, keeping a duplicate of each
+// worker's end so that those, too, survive its death.
 //
-// A slot scaled away gives its socket up: a BPF program attached to the
+// A listener that cannot be a group is served as in shared mode: every
+// worker accepts on its one socket. That is a Unix listener (a socket file
+// is one socket: SO_REUSEPORT groups are TCP's) and a socket prefork
+// inherited (fd:N, or systemd's): another process bound it, and the
+// supervisor cannot add sockets to its port without SO_REUSEPORT set on
+// it by that process, nor close the inherited one when its slot goes.
+//
+// A slot scaled away gives its sockets up: a BPF program attached to each
 // group (listener.Steer) sends new connections only to the other slots'
-// sockets, the supervisor accepts what was already queued on it until
-// nothing has arrived for retireQuiet, then takes it out of the group and
-// closes it (see handoff.Retiring).
+// sockets, the supervisor accepts what was already queued on them until
+// nothing has arrived for retireQuiet, then takes each out of its group
+// and closes it (see handoff.Retiring).
 type reusePort struct {
-	listen string
-	name   string // the listener's
+	// lns are the listeners in the workers' order; a group's has no
+	// socket (listeners fills in its first).
+	lns []listening
+	// groups[i] is lns[i]'s group; nil for a listener served as shared.
+	groups []*portGroup
 	// deferAccept: set TCP_DEFER_ACCEPT on the sockets it binds
 	// (-defer-accept); inherited ones keep what they have.
 	deferAccept bool
@@ -40,19 +51,28 @@ type reusePort struct {
 	// adoptVacant: workers can be handed connections (see vacant).
 	adoptVacant bool
 
-	// mu guards what follows: the owner goroutine and the emptying of
-	// retired sockets, which finish on their own goroutines, change it.
+	// mu guards the groups' sockets and closed: the owner goroutine and
+	// the emptying of retired sockets, which finish on their own
+	// goroutines, change them.
 	mu       sync.Mutex
-	socks    map[int]*portSocket // by slot id: every slot's, and the retired ones still emptied
-	group    []*portSocket       // the kernel's order of the group's sockets (see listener.Steer)
 	closed   bool
 	retiring sync.WaitGroup
 }
 
-// portSocket is one slot's socket, and the supervisor's accept loop on it
-// while the slot has no ready worker, or its emptying once the slot is gone.
+// portGroup is one TCP listener's SO_REUSEPORT group.
+type portGroup struct {
+	index int                 // the listener's, in the workers' order
+	addr  string              // HOST:PORT it is bound to: a new slot's socket joins there
+	socks map[int]*portSocket // by slot id: every slot's, and the retired ones still emptied
+	order []*portSocket       // the kernel's order of the group's sockets (see listener.Steer)
+}
+
+// portSocket is one slot's socket of a group, and the supervisor's accept
+// loop on it while the slot has no ready worker, or its emptying once the
+// slot is gone.
 type portSocket struct {
 	id     int
+	g      *portGroup
 	ln     *listener.Socket
 	orphan *handoff.AcceptLoop
 	// retired: scaled away; no connection is steered to it. emptying is
@@ -69,94 +89,154 @@ type portSocket struct {
 // initial RTO). 1.5s covers one such loss.
 const retireQuiet = 1500 * time.Millisecond
 
+// newReusePort binds cfg's listeners: a group of cfg.Workers sockets for
+// each TCP listener, slots 1..N, and one socket for each of the others.
+// Under socket activation every socket is systemd's, served as shared. On
+// error nothing is left bound.
 func newReusePort(cfg Config, log *zap.Logger) (*reusePort, error) {
-	if lns, err := listener.Inherited(); err == nil {
-		for _, l := range lns {
-			l.Close()
-		}
-		return nil, usagef("socket activation (LISTEN_FDS) cannot be used with -mode reuseport: it needs one socket per worker, bound by the supervisor; use -mode rr or shared")
-	}
-	specs, err := cfg.Listeners()
+	m, err := reusePortMode(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	specs, socks, err := listener.Activated()
 	switch {
-	case len(specs) > 1:
-		return nil, usagef("-mode reuseport serves one TCP listener in this version, not %d; use -mode rr or shared for several", len(specs))
-	case specs[0].Network != listener.TCP:
-		// SO_REUSEPORT groups are for TCP: a Unix socket file has one
-		// socket, which rr or shared serve as well.
-		return nil, usagef("-mode reuseport needs a TCP listener, and %s is not one: SO_REUSEPORT groups TCP sockets; use -mode rr or shared", specs[0].Address())
-	}
-	lns, err := listener.ListenReusePort(specs[0].Addr, cfg.Workers)
-	if err != nil {
-		return nil, err
-	}
-	socks, err := listener.DetachAll(lns)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.DeferAccept {
-		for _, s := range socks {
-			if err := s.DeferAccept(); err != nil {
-				for _, s := range socks {
-					s.Close()
-				}
-				return nil, err
-			}
+	case err == nil:
+		for i, s := range specs {
+			m.share(listeningOn(s.Name, socks[i], true))
 		}
+		return m, nil
+	case !errors.Is(err, listener.ErrNotActivated):
+		return nil, err
 	}
-	ids := make([]int, len(socks))
+	if specs, err = cfg.Listeners(); err != nil {
+		return nil, err
+	}
+	fo, err := cfg.SocketFile()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int, cfg.Workers)
 	for i := range ids {
 		ids[i] = i + 1
 	}
-	return reusePortOver(cfg, log, socks, ids)
-}
-
-// reusePortOver makes the mode over socks, slot ids[i]'s socket at i, in
-// the order listen() was called on them: the group's.
-func reusePortOver(cfg Config, log *zap.Logger, socks []*listener.Socket, ids []int) (*reusePort, error) {
-	h, err := handoff.New("round-robin", log, cfg.QueueMax, cfg.QueueTimeout)
-	if err != nil {
-		return nil, err
-	}
-	m := &reusePort{log: log, h: h, quiet: retireQuiet, socks: map[int]*portSocket{},
-		adoptVacant: newProtocol(cfg).receives(), deferAccept: cfg.DeferAccept}
-	for i, ln := range socks {
-		ps := &portSocket{id: ids[i], ln: ln}
-		m.socks[ps.id] = ps
-		m.group = append(m.group, ps)
-	}
-	m.listen = socks[0].Addr().String()
-	m.name = m.listen
-	if specs, err := cfg.Listeners(); err == nil {
-		m.name = specs[0].Name
+	for _, s := range specs {
+		if err := m.bind(cfg, s, fo, ids); err != nil {
+			m.close(true)
+			return nil, err
+		}
 	}
 	return m, nil
 }
 
-// restoreReusePort takes the sockets an upgrade kept, in the group's order
-// (see upgrade.go).
-func restoreReusePort(cfg Config, log *zap.Logger, kept *keptFDs) (*reusePort, error) {
-	var socks []*listener.Socket
-	var ids []int
-	for kept.has(rolePort) {
-		sock, id, err := kept.socket(rolePort, mainListener)
-		if err != nil {
-			for _, s := range socks {
-				s.Close()
-			}
-			return nil, err
-		}
-		socks, ids = append(socks, sock), append(ids, id)
+// reusePortMode is the mode without listeners yet.
+func reusePortMode(cfg Config, log *zap.Logger) (*reusePort, error) {
+	h, err := handoff.New("round-robin", log, cfg.QueueMax, cfg.QueueTimeout)
+	if err != nil {
+		return nil, err
 	}
-	return reusePortOver(cfg, log, socks, ids)
+	return &reusePort{log: log, h: h, quiet: retireQuiet, adoptVacant: newProtocol(cfg).receives(),
+		deferAccept: cfg.DeferAccept}, nil
 }
 
+// bind adds the listener s: a group with a socket for each slot of ids if
+// it is a TCP address, else its one socket, shared.
+func (m *reusePort) bind(cfg Config, s listener.Spec, fo listener.FileOptions, ids []int) error {
+	if s.Network != listener.TCP {
+		sock, err := listener.Bind(s, fo)
+		if err != nil {
+			return err
+		}
+		if err := deferAccept(cfg, []*listener.Socket{sock}); err != nil {
+			return err
+		}
+		m.share(listeningOn(s.Name, sock, false))
+		return nil
+	}
+	lns, err := listener.ListenReusePort(s.Addr, len(ids))
+	if err != nil {
+		return &listener.BindError{Spec: s, Err: errors.Unwrap(err)} // drop "listener: "
+	}
+	socks, err := listener.DetachAll(lns)
+	if err != nil {
+		return &listener.BindError{Spec: s, Err: err}
+	}
+	if m.deferAccept {
+		for _, sock := range socks {
+			if err := sock.DeferAccept(); err != nil {
+				closeSockets(socks)
+				return &listener.BindError{Spec: s, Err: err}
+			}
+		}
+	}
+	m.addGroup(s.Name, socks, ids)
+	return nil
+}
+
+// addGroup adds the listener name served by the group socks, slot ids[i]'s
+// socket at i, in the order listen() was called on them: the group's.
+func (m *reusePort) addGroup(name string, socks []*listener.Socket, ids []int) {
+	g := &portGroup{index: len(m.lns), addr: socks[0].Addr().String(), socks: map[int]*portSocket{}}
+	for i, ln := range socks {
+		ps := &portSocket{id: ids[i], g: g, ln: ln}
+		g.socks[ps.id] = ps
+		g.order = append(g.order, ps)
+	}
+	l := listeningOn(name, socks[0], false)
+	l.sock = nil // the group's first socket changes as retired ones close
+	m.lns = append(m.lns, l)
+	m.groups = append(m.groups, g)
+}
+
+// share adds l, a listener every worker accepts on, as in shared mode.
+func (m *reusePort) share(l listening) {
+	why := "a Unix socket is one socket: SO_REUSEPORT groups are TCP's"
+	if l.sock.Addr().Network() == "tcp" {
+		why = "an inherited socket cannot be grouped: another process bound it"
+	}
+	m.log.Info("serving the listener as in shared mode", zap.String("listener", l.name), zap.String("addr", l.addr),
+		zap.String("why", why))
+	m.lns = append(m.lns, l)
+	m.groups = append(m.groups, nil)
+}
+
+// close closes every socket, removing the socket files the mode made if
+// remove (a clean stop, or a failed start). The caller has stopped what
+// accepts on them.
+func (m *reusePort) close(remove bool) {
+	m.mu.Lock()
+	for _, g := range m.groups {
+		if g != nil {
+			for _, ps := range g.socks {
+				ps.ln.Close()
+			}
+		}
+	}
+	m.mu.Unlock()
+	closeListeners(m.sharedListeners(), remove)
+}
+
+// sharedListeners are the listeners that are no group.
+func (m *reusePort) sharedListeners() []listening {
+	var out []listening
+	for i, l := range m.lns {
+		if m.groups[i] == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// listeners are lns, each group's with its first socket.
 func (m *reusePort) listeners() []listening {
-	m.mu.Lock() // the group changes as retired sockets close
+	out := slices.Clone(m.lns)
+	m.mu.Lock() // a group's order changes as retired sockets close
 	defer m.mu.Unlock()
-	return []listening{{name: m.name, addr: m.listen, sock: m.group[0].ln}}
+	for i, g := range m.groups {
+		if g != nil && len(g.order) > 0 {
+			out[i].sock = g.order[0].ln
+		}
+	}
+	return out
 }
 
 func (m *reusePort) startAccepting() error     { return nil }
@@ -167,58 +247,73 @@ func (m *reusePort) handoff() *handoff.Handoff { return m.h }
 func (m *reusePort) stopAccepting() {
 	m.mu.Lock()
 	m.closed = true
-	for _, ps := range m.socks {
+	m.each(func(ps *portSocket) {
 		ps.adopt(nil, false)
 		ps.emptying.Cancel(handoff.RetireStop)
-	}
+	})
 	m.mu.Unlock()
 	m.retiring.Wait()
-	m.mu.Lock()
-	for _, ps := range m.socks {
-		ps.ln.Close()
-	}
-	m.mu.Unlock()
+	m.close(true)
 	m.h.Flush()
 }
 
-// prepare gives the worker its slot's socket, binding one for a slot that
-// never had one, and makes the worker's control channel, if it has one, its
-// handoff target.
-func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (handles, error) {
-	ps, err := m.socket(sl.id)
-	if err != nil {
-		return handles{}, err
+// each calls f on every group's every socket. Called with m.mu held.
+func (m *reusePort) each(f func(ps *portSocket)) {
+	for _, g := range m.groups {
+		if g != nil {
+			for _, ps := range g.socks {
+				f(ps)
+			}
+		}
 	}
-	f, err := listener.Dup(ps.ln)
+}
+
+// prepare gives the worker a socket for each listener, in order: its
+// slot's of each group, binding one for a slot that never had one, and the
+// shared ones; and it makes the worker's control channel, if it has one,
+// its handoff target.
+func (m *reusePort) prepare(sl *slot, ctl *ipc.Channel, ctlRemote *os.File) (handles, error) {
+	lns := slices.Clone(m.lns)
+	for i, g := range m.groups {
+		if g == nil {
+			continue
+		}
+		ps, err := m.socket(g, sl.id)
+		if err != nil {
+			return handles{}, err
+		}
+		lns[i].sock = ps.ln
+	}
+	files, err := dupAll(lns)
 	if err != nil {
 		return handles{}, err
 	}
 	if ctl == nil {
-		return handles{files: []*os.File{f}}, nil // nothing can be handed to it
+		return handles{files: files}, nil // nothing can be handed to it
 	}
 	t, err := framesTarget(sl, ctl, ctlRemote, true, m.log)
 	if err != nil {
-		f.Close()
+		closeFiles(files)
 		return handles{}, err
 	}
-	return handles{files: []*os.File{f}, t: t}, nil
+	return handles{files: files, t: t}, nil
 }
 
-// socket returns slot id's socket: its own, or a retired one still
-// being emptied, which takes new connections again; or a new one bound into the
-// group for a slot added by a scale-up.
-func (m *reusePort) socket(id int) (*portSocket, error) {
+// socket returns slot id's socket of g: its own, or a retired one still
+// being emptied, which takes new connections again; or a new one bound into
+// the group for a slot added by a scale-up.
+func (m *reusePort) socket(g *portGroup, id int) (*portSocket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ps, ok := m.socks[id]; ok {
+	if ps, ok := g.socks[id]; ok {
 		if ps.retired {
 			ps.emptying.Cancel(handoff.RetireRevive)
 			ps.emptying, ps.retired = nil, false
-			m.steer()
+			m.steer(g)
 		}
 		return ps, nil
 	}
-	ln, err := listener.ListenOne(m.listen)
+	ln, err := listener.ListenOne(g.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -232,48 +327,32 @@ func (m *reusePort) socket(id int) (*portSocket, error) {
 			return nil, err
 		}
 	}
-	ps := &portSocket{id: id, ln: sock}
-	m.socks[id] = ps
-	m.group = append(m.group, ps) // listen() appends it to the group
-	m.steer()
+	ps := &portSocket{id: id, g: g, ln: sock}
+	g.socks[id] = ps
+	g.order = append(g.order, ps) // listen() appends it to the group
+	m.steer(g)
 	return ps, nil
 }
 
-// steer points the group's BPF program at every socket but the retired
-// ones, by their index in the group. It reports whether the kernel took
-// it; if not, the previous program (if any) stays and retired sockets must
-// stay open.
-func (m *reusePort) steer() bool {
-	var to []int
-	for i, ps := range m.group {
-		if !ps.retired {
-			to = append(to, i)
-		}
-	}
-	if err := listener.Steer(m.group[0].ln, to); err != nil {
-		m.log.Warn("cannot steer connections away from retired sockets; they stay open", zap.Error(err))
-		return false
-	}
-	return true
-}
-
-// slot: a filled slot's worker takes its own socket's connections again;
+// slot: a filled slot's worker takes its own sockets' connections again;
 // a vacant one's are taken by the supervisor for the other workers; a
-// retired one's socket is given up.
+// retired one's sockets are given up.
 func (m *reusePort) slot(sl *slot, c slotChange) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ps := m.socks[sl.id]
-	if ps == nil {
-		return
-	}
-	switch c {
-	case slotFilled:
-		ps.adopt(nil, false)
-	case slotVacant:
-		m.vacant(ps)
-	case slotRetired:
-		m.retire(ps)
+	for _, g := range m.groups {
+		if g == nil || g.socks[sl.id] == nil {
+			continue
+		}
+		ps := g.socks[sl.id]
+		switch c {
+		case slotFilled:
+			ps.adopt(nil, false)
+		case slotVacant:
+			m.vacant(ps)
+		case slotRetired:
+			m.retire(ps)
+		}
 	}
 }
 
@@ -289,86 +368,6 @@ func (m *reusePort) vacant(ps *portSocket) {
 	}
 }
 
-// retire gives a scaled-away slot's socket up: no new connection is
-// steered to it, and the supervisor hands what is queued on it to the
-// remaining workers before closing it. Closing it at once would reset what
-// is queued (and, unless net.ipv4.tcp_migrate_req is set, the handshakes
-// in progress), and the kernel would keep hashing new connections to it
-// until then. If the kernel refuses the program, the socket stays open
-// with the supervisor accepting on it, as for a vacant slot. Called with
-// m.mu held.
-func (m *reusePort) retire(ps *portSocket) {
-	if ps.retired || m.closed {
-		return
-	}
-	ps.adopt(nil, false)
-	ps.retired = true
-	if !m.steer() {
-		ps.retired = false
-		ps.adopt(m, true)
-		return
-	}
-	m.startRetiring(ps)
-}
-
-// startRetiring starts emptying a retired socket. Out of descriptors (it
-// needs one), it tries again after the quiet period: the socket gets no new
-// connections meanwhile, and what is queued on it waits in its backlog.
-// Called with m.mu held.
-func (m *reusePort) startRetiring(ps *portSocket) {
-	r, err := m.h.Retire(ps.ln, 0)
-	if err != nil {
-		m.log.Error("cannot empty a retired socket yet; retrying", zap.Int("slot", ps.id), zap.Duration("in", m.quiet), zap.Error(err))
-		time.AfterFunc(m.quiet, func() {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			if ps.retired && ps.emptying == nil && !m.closed && m.socks[ps.id] == ps {
-				m.startRetiring(ps)
-			}
-		})
-		return
-	}
-	ps.emptying = r
-	m.retiring.Add(1)
-	go func() {
-		defer m.retiring.Done()
-		if r.Run(m.quiet) {
-			m.closeRetired(ps, r)
-		}
-		r.Close()
-	}()
-}
-
-// closeRetired takes an emptied socket out of the group and closes it,
-// unless a scale-up took it back or the supervisor stopped meanwhile. It
-// accepts what arrived since the last look first: after retireQuiet
-// without arrivals, only a handshake whose SYN-ACK was lost twice can
-// still complete on it.
-func (m *reusePort) closeRetired(ps *portSocket, r *handoff.Retiring) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if ps.emptying != r || m.closed {
-		return
-	}
-	r.Sweep()
-	if err := listener.Unlisten(ps.ln); err != nil {
-		m.log.Error("cannot close a retired socket; it stays open", zap.Int("slot", ps.id), zap.Error(err))
-		ps.emptying, ps.retired = nil, false // it is still in the group: steer to it again
-		m.steer()
-		ps.adopt(m, true)
-		return
-	}
-	// The kernel moved the group's last socket into ps's place.
-	i := slices.Index(m.group, ps)
-	last := len(m.group) - 1
-	m.group[i] = m.group[last]
-	m.group = m.group[:last]
-	delete(m.socks, ps.id)
-	ps.emptying = nil
-	ps.ln.Close()
-	m.steer()
-}
-
 // adopt starts (on) or stops the supervisor's accept loop on the socket.
 func (ps *portSocket) adopt(m *reusePort, on bool) {
 	switch {
@@ -376,7 +375,7 @@ func (ps *portSocket) adopt(m *reusePort, on bool) {
 		ps.orphan.Stop()
 		ps.orphan = nil
 	case ps.orphan == nil:
-		loop, err := m.h.Accept(ps.ln, 0)
+		loop, err := m.h.Accept(ps.ln, ps.g.index)
 		if err != nil {
 			m.log.Error("cannot adopt the backlog of a slot", zap.Stringer("addr", ps.ln.Addr()), zap.Error(err))
 			return
@@ -385,63 +384,9 @@ func (ps *portSocket) adopt(m *reusePort, on bool) {
 	}
 }
 
-// save keeps each slot's socket in st, in the group's order. Only at
-// rest: the state has no place for connections the handoff holds (those
-// of a vacant slot's socket), nor for a socket being retired.
-func (m *reusePort) save(st *upgradeState) (func(), error) {
-	none := func() {}
-	if n := m.h.Pending(); n > 0 {
-		return none, fmt.Errorf("not while %d connections wait for a worker", n)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, ps := range m.socks {
-		if ps.retired || ps.emptying != nil || ps.orphan != nil { // see settling
-			return none, fmt.Errorf("not while slot %d's socket is retiring or vacant", ps.id)
-		}
-	}
-	for _, ps := range m.group {
-		fd, err := st.keepListener(ps.ln, rolePort, mainListener, ps.id)
-		if err != nil {
-			return none, err
-		}
-		st.Ports = append(st.Ports, fd)
-		st.PortSlots = append(st.PortSlots, ps.id)
-	}
-	return none, nil
-}
-
-// settling reports whether a socket is being retired, or a slot's socket
-// is vacant: save refuses then.
-func (m *reusePort) settling() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, ps := range m.socks {
-		if ps.retired || ps.emptying != nil || ps.orphan != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// settleWait bounds how long an upgrade waits for the mode's sockets to
-// come to rest: a socket retired by a scale-down is emptied for
-// retireQuiet after its last arrival.
-const settleWait = 10 * time.Second
-
-// settle waits, up to settleWait or ctx, until m holds no socket being
-// retired: `ctl scale` answers once the removed workers have exited, while
-// their reuseport sockets are still emptied, and an upgrade right after
-// it would be refused.
-func (m *reusePort) settle(ctx context.Context) {
-	deadline := time.Now().Add(settleWait)
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for m.settling() && time.Now().Before(deadline) {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+// closeSockets closes every socket of socks.
+func closeSockets(socks []*listener.Socket) {
+	for _, s := range socks {
+		s.Close()
 	}
 }

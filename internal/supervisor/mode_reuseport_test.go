@@ -29,19 +29,20 @@ func TestReusePortGroupOrder(t *testing.T) {
 	}
 	defer m.stopAccepting()
 	m.quiet = 20 * time.Millisecond
+	g := m.groups[0]
 	for id := 3; id <= 5; id++ {
-		if _, err := m.socket(id); err != nil {
+		if _, err := m.socket(g, id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	groupLen := func() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.group) }
+	groupLen := func() int { m.mu.Lock(); defer m.mu.Unlock(); return len(g.order) }
 
 	m.slot(&slot{id: 3}, slotRetired) // kernel group: 1 2 3 4 5 → 1 2 5 4
 	waitUntil(t, "slot 3's socket closed", func() bool { return groupLen() == 4 })
 	m.slot(&slot{id: 4}, slotRetired) // steered to indices 0 1 2; 4 closes later
-	// Under m.mu: slot 4's emptying deletes from m.socks when it closes.
+	// Under m.mu: slot 4's emptying deletes from g.socks when it closes.
 	m.mu.Lock()
-	live := []*portSocket{m.socks[1], m.socks[2], m.socks[5]}
+	live := []*portSocket{g.socks[1], g.socks[2], g.socks[5]}
 	m.mu.Unlock()
 
 	var conns []net.Conn

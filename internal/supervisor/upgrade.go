@@ -375,7 +375,7 @@ func (u *upgrader) canUpgrade() error {
 // upgrade that did not happen.
 func (u *upgrader) saveState(reply *os.File) (*upgradeState, func(), error) {
 	st := &upgradeState{
-		Format: stateFormat, From: Version, Previous: u.exe, Args: os.Args[1:], Env: u.env,
+		Format: stateFormat, From: Version, Previous: u.exe, Args: os.Args[1:], Env: u.env, Mode: u.s.cfg.Mode,
 		Upgrades: u.upgrades, Begun: u.s.begun, Gen: u.s.gen,
 		Counts: countsState{Spawns: u.s.counts.spawns, Exits: u.s.counts.exits, Reloads: u.s.counts.reloads,
 			Protocol: u.s.counts.protocol, Freezes: u.s.counts.freezes},

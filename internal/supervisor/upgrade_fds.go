@@ -121,19 +121,25 @@ func (k *keptFDs) socket(role, name string) (*listener.Socket, int, error) {
 	if !ok {
 		return nil, 0, fmt.Errorf("upgrade: no %s %q kept", role, name)
 	}
-	file := file(f.FD, role+"-"+strconv.Itoa(f.FD))
+	sock, err := keptSocket(f)
+	return sock, f.Slot, err
+}
+
+// keptSocket is f's listening socket as a listener.Socket; f's descriptor
+// is closed.
+func keptSocket(f fdRole) (*listener.Socket, error) {
+	file := file(f.FD, f.Role+"-"+strconv.Itoa(f.FD))
 	nl, err := net.FileListener(file) // a duplicate: file is closed
 	file.Close()
 	if err != nil {
-		return nil, 0, fmt.Errorf("upgrade: kept %s %d: %w", role, f.FD, err)
+		return nil, fmt.Errorf("upgrade: kept %s %d: %w", f.Role, f.FD, err)
 	}
 	ln, ok := nl.(listener.Listener)
 	if !ok {
 		nl.Close()
-		return nil, 0, fmt.Errorf("upgrade: kept %s %d is not a stream listener", role, f.FD)
+		return nil, fmt.Errorf("upgrade: kept %s %d is not a stream listener", f.Role, f.FD)
 	}
-	sock, err := listener.Detach(ln)
-	return sock, f.Slot, err
+	return listener.Detach(ln)
 }
 
 // has reports whether a descriptor is kept under role.

@@ -157,8 +157,8 @@ func (u *upgrader) giveUp(sl *slot, w workerState) {
 // again those that are missing.
 func restoreMode(cfg Config, log *zap.Logger, st *upgradeState, kept *keptFDs) (mode, error) {
 	switch {
-	case cfg.Mode == ipc.ModeReusePort && kept.has(rolePort):
-		return restoreReusePort(cfg, log, kept)
+	case cfg.Mode == ipc.ModeReusePort && (kept.has(rolePort) || kept.has(roleListener)):
+		return restoreReusePort(cfg, log, st, kept)
 	case cfg.Mode == ipc.ModeReusePort:
 		log.Warn("no reuseport socket survived the upgrade; binding the group again")
 		return newReusePort(cfg, log)

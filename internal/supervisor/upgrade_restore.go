@@ -103,13 +103,12 @@ func restoreCheck(cfg Config, st *upgradeState) error {
 			return fmt.Errorf("upgrade: %s descriptor %d did not survive execve: %w", f.Role, f.FD, err)
 		}
 	}
-	if (cfg.Mode == ipc.ModeReusePort) != (len(st.Ports)+st.portsLost > 0) {
+	// An older image's state has no Mode: its reuseport state has Ports.
+	reusePort := st.Mode == ipc.ModeReusePort || len(st.Ports)+st.portsLost > 0
+	if (cfg.Mode == ipc.ModeReusePort) != reusePort {
 		return fmt.Errorf("upgrade: the state is not for -mode %s", cfg.Mode)
 	}
-	if cfg.Mode != ipc.ModeReusePort {
-		return checkKeptListeners(st)
-	}
-	return nil
+	return checkKeptListeners(st)
 }
 
 // rollback re-executes the previous binary with st and the reason the

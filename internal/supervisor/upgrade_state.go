@@ -60,13 +60,18 @@ type upgradeState struct {
 	Counts    countsState `json:"counts"`
 	Slots     []slotState `json:"slots"`
 
-	Listener  int  `json:"listener"` // rr and shared: the listening socket; -1 none
+	// Mode is the -mode of the image that wrote it; older images wrote
+	// none. A reuseport state need not have Ports: its listeners may all
+	// be Unix sockets, served as shared.
+	Mode string `json:"mode,omitempty"`
+
+	Listener  int  `json:"listener"` // rr and shared: the first listener's socket; -1 none
 	Activated bool `json:"activated"`
 	// Listeners are the listeners in the workers' order, each kept under
 	// roleListener by its name; an older image's state has none (its one
 	// listener is mainListener).
 	Listeners []listenerState `json:"listeners,omitempty"`
-	Ports     []int           `json:"ports"` // reuseport: each slot's socket, in the group's order
+	Ports     []int           `json:"ports"` // reuseport: each slot's socket of each group, listener by listener, in the group's order
 	PortSlots []int           `json:"port_slots"`
 	Pending   []pendingState  `json:"pending"`          // rr: connections queued for a ready worker
 	Claims    []sticky.Claim  `json:"claims,omitempty"` // rr -sticky: the keys workers claimed, least recently used first
