@@ -128,6 +128,12 @@ func TestSeveralListeners(t *testing.T) {
 			}
 
 			checkKillOnListeners(t, s, mode, eps, []int{port(t, s.addr), port(t, api)})
+			if mode == "reuseport" { // every listener shows, with what a vacant slot's sockets had queued
+				for _, ep := range eps {
+					n := scrape(t, "http://"+maddr+"/metrics", "prefork_connections_accepted_total", `listener="`+ep.name+`"`)
+					t.Logf("prefork_connections_accepted_total{listener=%q} = %v after the kill", ep.name, n)
+				}
+			}
 
 			load := mixedLoadOn(t, eps)
 			load.waitOK(t, 100, 10*time.Second)

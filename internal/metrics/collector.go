@@ -58,7 +58,7 @@ func newSnapshotCollector(source func(ctx context.Context) (Snapshot, error)) *s
 		spawns:          d("worker_spawns_total", "Worker processes started, by cause.", "cause"),
 		exits:           d("worker_exits_total", "Worker processes that exited, by cause.", "cause"),
 		handoffs:        d("handoffs_total", "Connections handed off to the worker in each slot.", "slot"),
-		accepted:        d("connections_accepted_total", "Connections the supervisor accepted on each listener (rr).", "listener"),
+		accepted:        d("connections_accepted_total", "Connections the supervisor accepted on each listener (rr; reuseport: a vacant slot's backlog).", "listener"),
 		handoffFailures: d("handoff_failures_total", "Connection handoffs that failed because the worker was gone or its queue was full."),
 		reroutes:        d("handoff_reroutes_total", "Connections re-routed to another worker after a failed handoff, including ones read back from a dead worker's queue."),
 		dropped:         d("connections_dropped_total", "Connections closed unserved because the pending queue was full or they waited too long."),

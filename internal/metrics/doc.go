@@ -31,7 +31,7 @@
 //	prefork_worker_spawns_total{cause}         counter  workers started, by cause: start, crash, hang, recycle, reload, scale
 //	prefork_worker_exits_total{cause}          counter  workers exited, by cause: crash, hang, recycle, reload, scale, stop
 //	prefork_handoffs_total{slot}               counter  connections handed to the worker in a slot (rr mode, and backlog adoption in reuseport mode)
-//	prefork_connections_accepted_total{listener} counter  connections the supervisor accepted on each listener, by name (rr mode)
+//	prefork_connections_accepted_total{listener} counter  connections the supervisor accepted on each listener, by name (rr; reuseport: those queued on a vacant slot's sockets)
 //	prefork_handoff_failures_total             counter  handoffs that failed: worker gone or its queue full
 //	prefork_handoff_reroutes_total             counter  connections re-routed to another worker after a failure, including ones read back from a dead worker's queue
 //	prefork_connections_dropped_total          counter  connections closed unserved: pending queue full or waited too long

@@ -16,7 +16,7 @@ type Snapshot struct {
 	Spawns          map[control.Cause]uint64 // cumulative, by cause (control.SpawnCauses)
 	Exits           map[control.Cause]uint64 // cumulative, by cause (control.ExitCauses)
 	Handoffs        map[int]uint64           // per slot: connections handed off (rr, and reuseport backlog adoption)
-	Accepted        map[string]uint64        // rr: connections the supervisor accepted, by listener name; nil in the other modes
+	Accepted        map[string]uint64        // rr, reuseport: connections the supervisor accepted, by listener name; nil in shared mode
 	HandoffFailures uint64                   // sends that failed (worker gone or its queue full)
 	Reroutes        uint64                   // connections re-routed to another worker after a failure, incl. ones read back from a dead worker's queue
 	Dropped         uint64                   // connections closed unserved (queue full or too old)

@@ -57,6 +57,9 @@ type reusePort struct {
 	mu       sync.Mutex
 	closed   bool
 	retiring sync.WaitGroup
+	// past counts what the accept loops stopped since accepted, by
+	// listener name (see accepted).
+	past map[string]uint64
 }
 
 // portGroup is one TCP listener's SO_REUSEPORT group.
@@ -248,7 +251,7 @@ func (m *reusePort) stopAccepting() {
 	m.mu.Lock()
 	m.closed = true
 	m.each(func(ps *portSocket) {
-		ps.adopt(nil, false)
+		m.adopt(ps, false)
 		ps.emptying.Cancel(handoff.RetireStop)
 	})
 	m.mu.Unlock()
@@ -347,7 +350,7 @@ func (m *reusePort) slot(sl *slot, c slotChange) {
 		ps := g.socks[sl.id]
 		switch c {
 		case slotFilled:
-			ps.adopt(nil, false)
+			m.adopt(ps, false)
 		case slotVacant:
 			m.vacant(ps)
 		case slotRetired:
@@ -364,24 +367,44 @@ func (m *reusePort) slot(sl *slot, c slotChange) {
 // held.
 func (m *reusePort) vacant(ps *portSocket) {
 	if !ps.retired && !m.closed && m.adoptVacant {
-		ps.adopt(m, true)
+		m.adopt(ps, true)
 	}
 }
 
 // adopt starts (on) or stops the supervisor's accept loop on the socket.
-func (ps *portSocket) adopt(m *reusePort, on bool) {
+// Called with m.mu held.
+func (m *reusePort) adopt(ps *portSocket, on bool) {
 	switch {
-	case !on:
+	case !on && ps.orphan != nil:
 		ps.orphan.Stop()
+		if m.past == nil {
+			m.past = map[string]uint64{}
+		}
+		m.past[m.lns[ps.g.index].name] += ps.orphan.Accepted()
 		ps.orphan = nil
-	case ps.orphan == nil:
+	case on && ps.orphan == nil:
 		loop, err := m.h.Accept(ps.ln, ps.g.index)
 		if err != nil {
-			m.log.Error("cannot adopt the backlog of a slot", zap.Stringer("addr", ps.ln.Addr()), zap.Error(err))
+			m.log.Error("cannot adopt the backlog of a slot", m.socketFields(ps, zap.Error(err))...)
 			return
 		}
 		ps.orphan = loop
 	}
+}
+
+// accepted is how many connections the supervisor accepted on each
+// listener's sockets while their slot was vacant, and handed to the other
+// workers: none on a listener served as shared, where it never accepts.
+// The metrics show it (prefork_connections_accepted_total).
+func (m *reusePort) accepted() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := make(map[string]uint64, len(m.lns))
+	for _, l := range m.lns {
+		n[l.name] = m.past[l.name]
+	}
+	m.each(func(ps *portSocket) { n[m.lns[ps.g.index].name] += ps.orphan.Accepted() })
+	return n
 }
 
 // closeSockets closes every socket of socks.

@@ -1,11 +1,13 @@
 package supervisor
 
 import (
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -14,13 +16,13 @@ import (
 	"github.com/prefork/prefork/internal/settings"
 )
 
-// reusePortListeners is a reuseport mode of two slots over two TCP
+// reusePortListeners is a reuseport mode of n slots over two TCP
 // listeners and a Unix one, in that order.
-func reusePortListeners(t *testing.T) (*reusePort, Config) {
+func reusePortListeners(t *testing.T, n int) (*reusePort, Config) {
 	t.Helper()
 	cfg := testConfig()
 	path := filepath.Join(t.TempDir(), "app.sock")
-	cfg.Listen, cfg.Workers, cfg.Mode = settings.Listeners{"127.0.0.1:0", "api=127.0.0.1:0", "web=unix:" + path}, 2, ipc.ModeReusePort
+	cfg.Listen, cfg.Workers, cfg.Mode = settings.Listeners{"127.0.0.1:0", "api=127.0.0.1:0", "web=unix:" + path}, n, ipc.ModeReusePort
 	m, err := newReusePort(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +34,7 @@ func reusePortListeners(t *testing.T) (*reusePort, Config) {
 // Unix one is shared, and a worker gets a socket of each in listener
 // order: its slot's of a group, the one of the shared listener.
 func TestReusePortSeveralListeners(t *testing.T) {
-	m, _ := reusePortListeners(t)
+	m, _ := reusePortListeners(t, 2)
 	path := strings.TrimPrefix(m.lns[2].addr, "unix:")
 	defer func() {
 		m.stopAccepting()
@@ -90,7 +92,7 @@ func TestReusePortSeveralListeners(t *testing.T) {
 // listeners, groups in the same order, and removes the file on a clean
 // stop.
 func TestReusePortSaveRestoreListeners(t *testing.T) {
-	m, cfg := reusePortListeners(t)
+	m, cfg := reusePortListeners(t, 2)
 	st := &upgradeState{Mode: ipc.ModeReusePort, Listener: -1}
 	if _, err := m.save(st); err != nil {
 		t.Fatal(err)
@@ -151,7 +153,7 @@ func TestReusePortSaveRestoreListeners(t *testing.T) {
 // A binary whose restore leaves a listener out, a group or a shared one,
 // is refused by the check the rehearsal runs, naming it.
 func TestReusePortKeptListenersChecked(t *testing.T) {
-	m, _ := reusePortListeners(t)
+	m, _ := reusePortListeners(t, 2)
 	defer m.stopAccepting()
 	st := &upgradeState{Mode: ipc.ModeReusePort, Listener: -1}
 	if _, err := m.save(st); err != nil {
@@ -168,5 +170,33 @@ func TestReusePortKeptListenersChecked(t *testing.T) {
 		if err := checkKeptListeners(&lost); err == nil || !strings.Contains(err.Error(), `would drop listener "`+drop+`"`) {
 			t.Errorf("restore without %s: %v", drop, err)
 		}
+	}
+}
+
+// What the supervisor accepts on a vacant slot's sockets is counted by
+// listener, across its accept loops' stops; a shared listener, where it
+// never accepts, shows 0.
+func TestReusePortAcceptedByListener(t *testing.T) {
+	m, _ := reusePortListeners(t, 1) // slot 1's sockets get every connection
+	defer m.stopAccepting()
+	defer m.h.CloseQueue() // nothing is routed: what is accepted waits
+	lns := m.listeners()
+	dial := func(addr string, pending int) {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		waitUntil(t, "the connection accepted", func() bool { return m.h.Pending() == pending })
+	}
+	m.slot(&slot{id: 1}, slotVacant)
+	dial(lns[1].addr, 1)
+	dial(lns[1].addr, 2)
+	m.slot(&slot{id: 1}, slotFilled) // the loops stop: their counts stay
+	m.slot(&slot{id: 1}, slotVacant)
+	dial(lns[0].addr, 3)
+	want := map[string]uint64{lns[0].name: 1, "api": 2, "web": 0}
+	if have := m.accepted(); !maps.Equal(want, have) {
+		t.Errorf("accepted %v, want %v", have, want)
 	}
 }

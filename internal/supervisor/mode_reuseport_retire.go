@@ -41,11 +41,11 @@ func (m *reusePort) retire(ps *portSocket) {
 	if ps.retired || m.closed {
 		return
 	}
-	ps.adopt(nil, false)
+	m.adopt(ps, false)
 	ps.retired = true
 	if !m.steer(ps.g) {
 		ps.retired = false
-		ps.adopt(m, true)
+		m.adopt(ps, true)
 		return
 	}
 	m.startRetiring(ps)
@@ -96,7 +96,7 @@ func (m *reusePort) closeRetired(ps *portSocket, r *handoff.Retiring) {
 		m.log.Error("cannot close a retired socket; it stays open", m.socketFields(ps, zap.Error(err))...)
 		ps.emptying, ps.retired = nil, false // it is still in the group: steer to it again
 		m.steer(g)
-		ps.adopt(m, true)
+		m.adopt(ps, true)
 		return
 	}
 	// The kernel moved the group's last socket into ps's place.
