@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,7 +23,10 @@ import (
 // inode), which must have been inside the killed worker.
 
 // killLoad sends requests on new connections to every endpoint and keeps
-// each failure with the key of its client socket.
+// each failure with the key of its client socket. Each asks /health, which
+// must name the endpoint's listener: a connection the supervisor hands on
+// (rr; reuseport: a vacant slot's backlog) keeps the listener it came
+// from.
 type killLoad struct {
 	clients
 	mu       sync.Mutex
@@ -65,7 +69,7 @@ func (l *killLoad) one(ep endpoint) bool {
 		return c, err
 	}
 	defer tr.CloseIdleConnections()
-	if err := fetch(&http.Client{Transport: tr, Timeout: 5 * time.Second}, ep.base+"/pid"); err != nil {
+	if err := fetchListener(&http.Client{Transport: tr, Timeout: 5 * time.Second}, ep); err != nil {
 		mu.Lock()
 		k := key
 		mu.Unlock()
@@ -75,6 +79,26 @@ func (l *killLoad) one(ep endpoint) bool {
 		return false
 	}
 	return true
+}
+
+// fetchListener gets ep's /health and checks that it names ep's listener.
+func fetchListener(c *http.Client, ep endpoint) error {
+	resp, err := c.Get(ep.base + "/health")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var h struct{ Listener string }
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return err
+	}
+	switch {
+	case resp.StatusCode != 200:
+		return fmt.Errorf("status %d", resp.StatusCode)
+	case h.Listener != ep.name:
+		return fmt.Errorf("answered as listener %q", h.Listener)
+	}
+	return nil
 }
 
 // socketKey names the client side of c as killedKeys does.
