@@ -25,8 +25,11 @@ import (
 // of one format, and a rollback re-executes the previous binary with the
 // state it wrote. A change an older binary cannot read takes a new format.
 //
-// Format 1 is what the previous release (b74e5cd) writes; fdRole.Name was
-// added since, optional.
+// Format 1 is what the previous release (b74e5cd) writes; fdRole.Name,
+// Listeners and Mode were added since, optional. A reuseport state lists
+// every group's sockets in Ports, listener by listener: b74e5cd restores
+// the one group of one listener; an upgrade to it with several listeners
+// is refused (see checkedListeners).
 const stateFormat = 1
 
 // envState names the memfd that holds the state, in the new image's
