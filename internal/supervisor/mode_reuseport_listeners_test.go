@@ -200,3 +200,31 @@ func TestReusePortAcceptedByListener(t *testing.T) {
 		t.Errorf("accepted %v, want %v", have, want)
 	}
 }
+
+// A reuseport state as the image before several listeners wrote it (its
+// one group kept as mainListener, no Listeners nor Mode) restores as the
+// group of this image's first listener, under its name.
+func TestReusePortRestoreOneGroupState(t *testing.T) {
+	ln1, fd1 := dupListener(t)
+	_, fd2 := dupListener(t)
+	st := &upgradeState{Format: 1, Listener: -1, Ports: []int{fd1, fd2}, PortSlots: []int{1, 2}, Slots: []slotState{{ID: 1}, {ID: 2}},
+		FDs: []fdRole{{FD: fd1, Role: rolePort, Slot: 1, Name: mainListener}, {FD: fd2, Role: rolePort, Slot: 2, Name: mainListener}}}
+	cfg := testConfig()
+	cfg.Mode, cfg.Listen = ipc.ModeReusePort, settings.Listeners{"web=" + ln1.Addr().String()}
+	if err := restoreCheck(cfg, st); err != nil {
+		t.Fatal(err)
+	}
+	kept := keptOf(st)
+	m, err := restoreReusePort(cfg, zap.NewNop(), st, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.stopAccepting()
+	lns := m.listeners()
+	if len(lns) != 1 || lns[0].name != "web" || lns[0].addr != ln1.Addr().String() || len(kept.fds) != 0 {
+		t.Fatalf("restored %+v, left %+v", lns, kept.fds)
+	}
+	if g := m.groups[0]; g == nil || len(g.order) != 2 || g.order[0].id != 1 || g.order[1].id != 2 {
+		t.Errorf("group %+v, want slots 1 and 2 in order", g)
+	}
+}
