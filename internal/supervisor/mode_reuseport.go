@@ -344,10 +344,13 @@ func (m *reusePort) slot(sl *slot, c slotChange) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, g := range m.groups {
-		if g == nil || g.socks[sl.id] == nil {
+		if g == nil {
+			continue // shared: the workers' own
+		}
+		ps, ok := g.socks[sl.id]
+		if !ok {
 			continue
 		}
-		ps := g.socks[sl.id]
 		switch c {
 		case slotFilled:
 			m.adopt(ps, false)
