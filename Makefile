@@ -5,8 +5,12 @@ WORKERS ?=
 
 .PHONY: build run run-node run-socketio run-fasthttp test test-deps chaos bench bench-tools bench-latency bench-keepalive clean
 
+# The supervisor as it ships (scripts/build-supervisor, which the tests use
+# too): linked under a C main when a C compiler is there, so that no signal
+# sent during an in-place upgrade is fatal or lost; a Go executable, with a
+# note, otherwise.
 build:
-	$(GO) build -o $(BIN)/supervisor ./cmd/supervisor
+	GO=$(GO) scripts/build-supervisor $(BIN)/supervisor
 	$(GO) build -o $(BIN)/worker ./cmd/worker
 	$(GO) build -o $(BIN)/singlebinary ./bench/singlebinary
 	$(GO) build -o $(BIN)/sdsocket ./bench/sdsocket

@@ -25,6 +25,17 @@ import (
 // that make test includes.
 var long = os.Getenv("PREFORK_CHAOS") == "long"
 
+// build is the supervisor build under test: "plain" (PREFORK_CHAOS_BUILD)
+// for the Go executable, which has a signal window in every upgrade
+// (internal/execsignal); "shipped" for what scripts/build-supervisor
+// makes, the archive build when a C compiler is there.
+var build = func() string {
+	if os.Getenv("PREFORK_CHAOS_BUILD") == "plain" {
+		return "plain"
+	}
+	return "shipped"
+}()
+
 // pick returns the short or the long value of a count.
 func pick[T any](short, full T) T {
 	if long {
@@ -58,8 +69,13 @@ func TestMain(m *testing.M) {
 	}
 	// Built without -race: the figures (RSS, latency) are the product's,
 	// not the race detector's; the e2e suite runs the binaries under -race.
-	supervisorBin = proctest.MustBuild("./cmd/supervisor")
-	proctest.MustBuild("./cmd/worker") // beside it, its default command
+	if build == "plain" {
+		supervisorBin = proctest.MustBuild("./cmd/supervisor", proctest.Plain)
+		proctest.MustBuild("./cmd/worker", proctest.Plain) // beside it, its default command
+	} else {
+		supervisorBin = proctest.MustBuild("./cmd/supervisor")
+		proctest.MustBuild("./cmd/worker") // beside it, its default command
+	}
 	var err error
 	if hostileScript, err = filepath.Abs("testdata/hostile_worker.py"); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -3,6 +3,7 @@ package execsignal
 import (
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -41,18 +42,55 @@ var heldAt, execAt, caughtAt time.Time
 
 func init() {
 	v, ok := os.LookupEnv(Env)
-	if !ok {
+	if ok {
+		os.Unsetenv(Env)
+		heldAt, execAt = parseWindow(v)
+	}
+	// In the archive build, the C main's constructor blocked Signals
+	// before Go's runtime started, and every thread the runtime starts
+	// keeps them blocked: nothing was lost or fatal so far, in the image
+	// an upgrade started as in any other.
+	if archive && blockedHere(sigNums[:]) {
+		catchArchive()
 		return
 	}
-	os.Unsetenv(Env)
-	held, exec := v, ""
+	if ok {
+		catchPlain()
+	}
+}
+
+// parseWindow reads Env's value: when Hold ran and when execve did.
+func parseWindow(v string) (held, exec time.Time) {
+	h, e := v, ""
 	for i := range len(v) {
 		if v[i] == ',' {
-			held, exec = v[:i], v[i+1:]
+			h, e = v[:i], v[i+1:]
 			break
 		}
 	}
-	heldAt, execAt = parseNanos(held), parseNanos(exec)
+	return parseNanos(h), parseNanos(e)
+}
+
+// catchArchive catches Signals in the archive build, where they are still
+// blocked on every thread: the recorder first, so that the one os/signal
+// unblocks before it installs Go's handler is recorded, then os/signal,
+// then what the recorder caught.
+func catchArchive() {
+	early = make(chan os.Signal, 32)
+	for _, sig := range takenBeforeRuntime() {
+		early <- sig
+	}
+	if err := record(sigNums[:]); err != nil {
+		panic(err) // sigaction fails only for a bad signal number
+	}
+	signal.Notify(early, Signals...)
+	replay(early)
+	caughtAt = time.Now()
+	holdsAtStart = true
+}
+
+// catchPlain catches Signals in a Go executable that Hold preceded.
+func catchPlain() {
 	// During init the main goroutine runs on the main thread, the one that
 	// called execve, and its mask is still the one Hold set.
 	early = make(chan os.Signal, 32)
@@ -80,8 +118,44 @@ func init() {
 	// one forks the workers: they must not start with these blocked.
 	// Every other thread keeps SIGUSR2, SIGTTIN and SIGTTOU blocked, which
 	// is harmless: os/signal's own thread has them unblocked.
+	Unblock()
+}
+
+// holdsAtStart: this process caught Signals without a window (the archive
+// build, run as the supervisor).
+var holdsAtStart bool
+
+// HoldsAtStart reports whether this binary keeps Signals blocked from
+// before its Go runtime starts until os/signal handles them (the archive
+// build, run as the supervisor): an image of it started by execve after
+// Hold loses none of them and dies of none, so Hold need not ignore any.
+func HoldsAtStart() bool { return holdsAtStart }
+
+// Unblock unblocks Signals on the calling thread, which must be locked to
+// it: the thread that forks the workers, whose mask they inherit.
+func Unblock() {
 	set := sigset(sigNums[:])
 	sigprocmask(sigUnblock, &set, nil)
+}
+
+// blockedHere reports whether every one of sigs is blocked on the calling
+// thread.
+func blockedHere(sigs []syscall.Signal) bool {
+	var mask uint64
+	if sigprocmask(sigBlock, nil, &mask) != nil {
+		return false
+	}
+	set := sigset(sigs)
+	return mask&set == set
+}
+
+// send sends sig on ch unless ch is full: standard signals do not queue
+// in the kernel either.
+func send(ch chan os.Signal, sig os.Signal) {
+	select {
+	case ch <- sig:
+	default:
+	}
 }
 
 // Window is when the old image held the signals (Hold) and when this
@@ -136,35 +210,73 @@ func parseNanos(v string) time.Time {
 
 // Early returns the channel that has caught Signals since this image's
 // init, the ones pending at that moment first; ok is false unless Hold
-// preceded the execve that started the image.
+// preceded the execve that started the image or this is the archive build
+// run as the supervisor (HoldsAtStart).
 func Early() (sigs chan os.Signal, ok bool) { return early, early != nil }
 
-// Hold blocks Signals on the calling thread, for an execve that follows,
-// and ignores the ones Go's runtime will unblock in the new image before
-// any Go code runs (SIGTERM, SIGINT, SIGHUP), which would otherwise kill
-// it; release undoes both if execve failed. The caller must be locked to
-// its thread.
+// Hold blocks Signals on the calling thread, for an execve that follows;
+// release undoes what it did if execve failed. The caller must be locked
+// to its thread.
 //
-// The others are not ignored here: one that arrives while execve waits
-// for this process's other threads to exit is then kept pending, while an
-// ignored one is dropped as it is sent (signal(7)).
-func Hold() (release func(), err error) {
+// With ignoreFatal, for a new image that may be a Go executable (not
+// HoldsAtStart), it also ignores the ones Go's runtime unblocks there
+// before any Go code runs (SIGTERM, SIGINT, SIGHUP), which would
+// otherwise kill it. The others are not ignored: one that arrives while
+// execve waits for this process's other threads to exit is then kept
+// pending, while an ignored one is dropped as it is sent (signal(7)).
+//
+// In the archive build, every other thread has Signals blocked too but
+// os/signal's, which Hold makes block them (signal.Stop on Early's
+// channel): from then on the kernel keeps each one pending, across the
+// execve, until the new image handles it. The ones Go had received by
+// then are on Early's channel.
+func Hold(ignoreFatal bool) (release func(), err error) {
 	holding = time.Now()
 	set := sigset(sigNums[:])
 	var oldMask uint64
 	if err := sigprocmask(sigBlock, &set, &oldMask); err != nil {
 		return nil, &Error{Op: "block", Err: err}
 	}
+	stopped := archive && holdsAtStart
+	if stopped {
+		// Returns once os/signal's thread blocks them, with every signal
+		// Go received before on the channel.
+		signal.Stop(early)
+		replay(early)
+		held.Store(true)
+	}
+	resume := func() {
+		if stopped {
+			held.Store(false)
+			signal.Notify(early, Signals...)
+			replay(early) // the recorder is the disposition again in between
+		}
+		sigprocmask(sigSetmask, &oldMask, nil)
+	}
+	if !ignoreFatal {
+		return resume, nil
+	}
+	if stopped {
+		// Setting SIG_IGN discards a pending signal, blocked or not: taken
+		// first, for the state the new image replays.
+		for _, sig := range takePending(fatalEarly[:]) {
+			send(early, sig)
+		}
+	}
 	restore, err := ignore(fatalEarly[:])
 	if err != nil {
-		sigprocmask(sigSetmask, &oldMask, nil)
+		resume()
 		return nil, err
 	}
 	return func() {
 		restore()
-		sigprocmask(sigSetmask, &oldMask, nil)
+		resume()
 	}, nil
 }
+
+// held is true while Hold has stopped os/signal's delivery (archive
+// build): Flush then has nothing to wait for.
+var held atomic.Bool
 
 // ignore sets sigs to SIG_IGN; restore sets back what they were.
 func ignore(sigs []syscall.Signal) (restore func(), err error) {
@@ -198,6 +310,9 @@ var stopEarly = [...]syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU}
 // behind the signal handler by milliseconds on a busy machine): after
 // Hold, a last look at those channels then misses nothing received before.
 func Flush() {
+	if held.Load() {
+		return // Hold stopped it, and waited (archive build)
+	}
 	// signal.Stop waits until signal delivery is idle; with another
 	// channel still registered, no signal is disabled.
 	c := make(chan os.Signal, 1)

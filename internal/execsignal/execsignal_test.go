@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // thread (as one sent while it execs is), and execs the new image.
 func oldImage() int {
 	runtime.LockOSThread()
-	if _, err := Hold(); err != nil {
+	if _, err := Hold(true); err != nil {
 		fmt.Println(err)
 		return 1
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,9 @@ type buildOnce struct {
 // binary is named after the package's directory and sits in a directory of
 // its own with the other packages built with the same flags, so the
 // supervisor finds its default worker beside it when both are built alike.
+// The supervisor (./cmd/supervisor) is built by scripts/build-supervisor,
+// as make build builds it: the archive build when a C compiler is there
+// (flags go to its go build; Plain makes a Go executable instead).
 // A pkg with a go.mod of its own (a nested module, as examples/fasthttp)
 // is built in its directory. Two packages whose directories have the same
 // name would share a file: build them with different flags.
@@ -109,11 +113,16 @@ func build(pkg string, flags []string) (string, error) {
 	// Another test binary may build the same file at the same time: each
 	// links to a name of its own and renames it into place, which is atomic.
 	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", tmp, target)...)
+	plain := slices.Contains(flags, Plain)
+	goFlags := slices.DeleteFunc(slices.Clone(flags), func(f string) bool { return f == Plain })
+	cmd := exec.Command("go", append(append([]string{"build"}, goFlags...), "-o", tmp, target)...)
+	if filepath.Clean(pkg) == supervisorPkg {
+		cmd = supervisorBuild(tmp, plain, goFlags)
+	}
 	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("proctest: go build %s %s: %w\n%s", strings.Join(flags, " "), pkg, err, out)
+		return "", fmt.Errorf("proctest: build %s %s: %w\n%s", strings.Join(flags, " "), pkg, err, out)
 	}
 	// A binary built while the sources changed must not be cached under
 	// the hash of what they were before: reverting the change (to see a
@@ -127,6 +136,26 @@ func build(pkg string, flags []string) (string, error) {
 		return "", fmt.Errorf("proctest: %w", err)
 	}
 	return path, nil
+}
+
+// supervisorPkg is the supervisor command, which Build builds as make
+// build does (scripts/build-supervisor), so that the tests run what ships.
+const supervisorPkg = "cmd/supervisor"
+
+// Plain, among Build's flags, builds ./cmd/supervisor as a Go executable,
+// as scripts/build-supervisor does without a C compiler, rather than the
+// archive build it makes otherwise. Other packages are built as without
+// it, into the directory of the builds with these flags (the worker
+// beside the plain supervisor).
+const Plain = "-plain"
+
+// supervisorBuild is the command that builds the supervisor into out.
+func supervisorBuild(out string, plain bool, flags []string) *exec.Cmd {
+	args := []string{out}
+	if plain {
+		args = []string{Plain, out}
+	}
+	return exec.Command(filepath.Join(builds.root, "scripts", "build-supervisor"), append(args, flags...)...)
 }
 
 // prepare finds the module and the go version, makes the cache directory

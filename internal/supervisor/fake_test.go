@@ -149,7 +149,7 @@ func (s *fakeSys) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return p, nil
 }
 
-func (s *fakeSys) Exec(path string, argv []string, env func() ([]string, error)) error {
+func (s *fakeSys) Exec(path string, argv []string, _ bool, env func() ([]string, error)) error {
 	if s.exec != nil {
 		e, err := env()
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -35,9 +37,10 @@ type spawnReq struct {
 }
 
 type execReq struct {
-	path string
-	argv []string
-	env  func() ([]string, error)
+	path  string
+	argv  []string
+	holds bool // path holds the signals from its start: see execsignal.Hold
+	env   func() ([]string, error)
 }
 
 // newSpawner starts the spawning thread. Every pid it starts is recorded in
@@ -76,6 +79,11 @@ func (s *spawner) serve(quit <-chan struct{}) {
 // serveUntil serves requests until quit is closed: the restored image's
 // main goroutine serves in turns (see Start and Engine.Wait).
 func (s *spawner) serveUntil(quit <-chan struct{}) {
+	// Children inherit the mask of the thread that forks them: in the
+	// archive build every thread starts with the supervisor's signals
+	// blocked (see internal/execsignal), and so does, after an upgrade,
+	// the thread that called execve, this one.
+	execsignal.Unblock()
 	for {
 		select {
 		case r := <-s.reqs:
@@ -96,17 +104,19 @@ func (s *spawner) serveUntil(quit <-chan struct{}) {
 // becomes the new image's main thread. Called from any other thread, it
 // would kill every worker. It returns only on failure.
 //
-// The supervisor's signals are held first (execsignal.Hold): blocked here
-// and ignored, so that one arriving while the new image starts is neither
-// fatal (SIGHUP, SIGTERM and SIGUSR2 end a process that has no handler)
-// nor, for most, lost: it stays pending for the new image.
+// The supervisor's signals are held first (execsignal.Hold): blocked, and
+// ignored unless the new image holds them itself, so that one arriving
+// while the new image starts is neither fatal (SIGHUP, SIGTERM and SIGUSR2
+// end a process that has no handler) nor, for most, lost: it stays
+// pending for the new image.
 func execve(r *execReq) error {
-	release, err := execsignal.Hold()
+	release, err := execsignal.Hold(!r.holds)
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	env, err := r.env()
 	if err == nil {
+		sendAtExec()
 		err = unix.Exec(r.path, r.argv, append(env, execsignal.HeldEnv()))
 		err = fmt.Errorf("upgrade: exec %s: %w", r.path, err)
 	}
@@ -114,11 +124,24 @@ func execve(r *execReq) error {
 	return err
 }
 
+// sendAtExec sends this process the signals signalsAtExec lists, from
+// the first image only (a test build's).
+func sendAtExec() {
+	if signalsAtExec == "" || !execsignal.Exec().IsZero() {
+		return
+	}
+	for _, f := range strings.Split(signalsAtExec, ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			unix.Kill(unix.Getpid(), syscall.Signal(n))
+		}
+	}
+}
+
 // exec replaces the process image by path from the spawner's thread (see
 // execve); it returns only on failure.
-func (s *spawner) exec(path string, argv []string, env func() ([]string, error)) error {
+func (s *spawner) exec(path string, argv []string, holds bool, env func() ([]string, error)) error {
 	done := make(chan error, 1)
-	s.reqs <- spawnReq{exec: &execReq{path: path, argv: argv, env: env}, done: done}
+	s.reqs <- spawnReq{exec: &execReq{path: path, argv: argv, holds: holds, env: env}, done: done}
 	return <-done
 }
 

@@ -37,8 +37,9 @@ type system interface {
 	// Exec replaces the process image by path, from the thread that
 	// starts the workers, with the environment env returns: env runs on
 	// that thread once the supervisor's signals are held there
-	// (execsignal.Hold). It returns only on failure.
-	Exec(path string, argv []string, env func() ([]string, error)) error
+	// (execsignal.Hold; holds: path holds them itself from its start).
+	// It returns only on failure.
+	Exec(path string, argv []string, holds bool, env func() ([]string, error)) error
 }
 
 // proc is a started worker process.
@@ -142,8 +143,8 @@ func (osSystem) Adopt(pid int, exited func(exitStatus)) (proc, error) {
 	return osProc{p}, nil
 }
 
-func (s osSystem) Exec(path string, argv []string, env func() ([]string, error)) error {
-	return s.spawner.exec(path, argv, env)
+func (s osSystem) Exec(path string, argv []string, holds bool, env func() ([]string, error)) error {
+	return s.spawner.exec(path, argv, holds, env)
 }
 
 func (osSystem) CPUTicks(pid int) (uint64, bool) {

@@ -46,6 +46,13 @@ var loseWorker = ""
 // restoredListeners reads it.
 var dropListener = ""
 
+// signalsAtExec, set with -ldflags -X to signal numbers ("1,12,21"),
+// makes this build send itself those signals on the thread that execs,
+// once the signals are held and just before its first execve: they
+// arrive in the middle of the upgrade, and must be handled by the new
+// image as at any other time. Only the tests set it.
+var signalsAtExec = ""
+
 // checkTimeout bounds how long the new binary's -check-upgrade may run.
 const checkTimeout = 5 * time.Second
 
@@ -60,7 +67,7 @@ func CheckUpgrade(cfg Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "supervisor: worker command: %v\n", unwrapExec(err))
 		return 1
 	}
-	fmt.Fprintf(os.Stdout, "%s version=%s format=%d%s\n", checkLine, Version, stateFormat, checkListenersField(cfg))
+	fmt.Fprintf(os.Stdout, "%s version=%s format=%d%s%s\n", checkLine, Version, stateFormat, checkListenersField(cfg), checkSignalsField())
 	return 0
 }
 
@@ -88,27 +95,30 @@ type upgrader struct {
 }
 
 // checkBinary runs path -check-upgrade with this supervisor's flags and
-// returns the version it reports. The binary must exit 0 within
-// checkTimeout and read this supervisor's state format.
-func (u *upgrader) checkBinary(path string) (string, error) {
+// returns the version it reports, and whether it holds the supervisor's
+// signals from its start (checkSignalsField). The binary must exit 0
+// within checkTimeout and read this supervisor's state format.
+func (u *upgrader) checkBinary(path string) (version string, holds bool, err error) {
 	fi, err := os.Stat(path)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("upgrade: %w", err)
+		return "", false, fmt.Errorf("upgrade: %w", err)
 	case !fi.Mode().IsRegular():
-		return "", fmt.Errorf("upgrade: %s is not a regular file", path)
+		return "", false, fmt.Errorf("upgrade: %s is not a regular file", path)
 	case fi.Mode().Perm()&0o111 == 0:
-		return "", fmt.Errorf("upgrade: %s is not executable", path)
+		return "", false, fmt.Errorf("upgrade: %s is not executable", path)
 	}
 	out, err := u.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	var version string
 	format := -1
 	for _, f := range strings.Fields(out) {
 		if v, ok := strings.CutPrefix(f, "version="); ok {
 			version = v
+		}
+		if f == signalsHeld {
+			holds = true
 		}
 		if v, ok := strings.CutPrefix(f, "format="); ok {
 			format, _ = strconv.Atoi(v)
@@ -116,16 +126,16 @@ func (u *upgrader) checkBinary(path string) (string, error) {
 	}
 	switch {
 	case !strings.HasPrefix(out, checkLine):
-		return "", fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out))
+		return "", false, fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out))
 	case format != stateFormat:
-		return "", fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
+		return "", false, fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
 	}
 	if u.s.mode != nil {
 		if err := checkedListeners(path, out, u.s.mode.listeners()); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
-	return version, nil
+	return version, holds, nil
 }
 
 // checkOutputMax bounds what -check-upgrade may print on each of its
@@ -177,6 +187,7 @@ func AllowUpgrade() { upgradable.Store(true) }
 type evUpgrade struct {
 	path    string
 	version string
+	holds   bool // the new binary holds the signals from its start (checkSignalsField)
 	reply   *os.File
 	answer  chan control.Response
 }
@@ -201,7 +212,7 @@ func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool
 	if path == "" {
 		path = u.exe
 	}
-	version, err := u.checkBinary(path)
+	version, holds, err := u.checkBinary(path)
 	if err != nil {
 		u.s.log.Error("upgrade refused", zap.String("path", path), zap.Error(err))
 		return control.Response{Error: err.Error()}
@@ -215,7 +226,7 @@ func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool
 		defer reply.Close() // not reached if execve succeeds: the new image answers on it
 	}
 	r, err := ask(context.Background(), u.s, func(answer chan control.Response) any {
-		return evUpgrade{path: path, version: version, reply: reply, answer: answer}
+		return evUpgrade{path: path, version: version, holds: holds, reply: reply, answer: answer}
 	})
 	if err != nil {
 		return control.Response{Error: "upgrade: " + err.Error()}
@@ -265,7 +276,7 @@ func (u *upgrader) execNow(ev evUpgrade, rehearsed []string) {
 	if loseWorker != "" {
 		u.killReaped(u.s.slots[0].cur)
 	}
-	err = u.execState(st, ev.path, ev.path)
+	err = u.execState(st, ev.path, ev.path, ev.holds)
 	resume()
 	u.s.notify.Ready(u.s.statusLine())
 	u.failed(ev, err)
@@ -279,9 +290,11 @@ func (u *upgrader) failed(ev evUpgrade, err error) {
 }
 
 // execState writes st to a memfd, keeps st's descriptors (and only those)
-// across execve, and execs path as argv0 with the supervisor's arguments.
-// It returns only on failure, with every descriptor close-on-exec again.
-func (u *upgrader) execState(st *upgradeState, path, argv0 string) error {
+// across execve, and execs path as argv0 with the supervisor's arguments;
+// holds says that path holds the supervisor's signals from its start
+// (see execsignal.Hold). It returns only on failure, with every
+// descriptor close-on-exec again.
+func (u *upgrader) execState(st *upgradeState, path, argv0 string, holds bool) error {
 	// Go opens every descriptor close-on-exec; clear it on exactly the
 	// ones listed in the state, and set it again if execve fails.
 	if err := st.setCloexec(false); err != nil {
@@ -296,7 +309,7 @@ func (u *upgrader) execState(st *upgradeState, path, argv0 string) error {
 			mem.Close()
 		}
 	}()
-	return u.s.sys.Exec(path, append([]string{argv0}, st.Args...), func() ([]string, error) {
+	return u.s.sys.Exec(path, append([]string{argv0}, st.Args...), holds, func() ([]string, error) {
 		// On the thread that execs, with the supervisor's signals held
 		// (execsignal.Hold): what reaches Go from here on is lost with
 		// this image, so what it queued is taken last.

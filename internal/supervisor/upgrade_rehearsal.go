@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/prefork/prefork/internal/execsignal"
 )
 
 // An execve cannot be undone: a release that passes -check-upgrade and
@@ -235,6 +237,20 @@ func checkListenersField(cfg Config) string {
 		names[i] = url.QueryEscape(s.Name)
 	}
 	return " listeners=" + strings.Join(names, ",")
+}
+
+// signalsHeld is the field -check-upgrade adds to checkLine when this
+// binary holds the supervisor's signals from before its runtime starts
+// (execsignal.HoldsAtStart: the archive build): an upgrade to it then
+// leaves them pending, blocked, rather than ignore the ones a Go
+// executable's runtime would die of.
+const signalsHeld = "signals=held"
+
+func checkSignalsField() string {
+	if execsignal.HoldsAtStart() {
+		return " " + signalsHeld
+	}
+	return ""
 }
 
 // checkedListeners checks what path's -check-upgrade printed (out) names

@@ -19,29 +19,37 @@ import (
 )
 
 func init() {
+	// The archive build catches the signals from its start, in every
+	// image (see execsignal); run handles what they queue.
+	if ch, ok := execsignal.Early(); ok {
+		earlySigs = ch
+	}
 	// The image an upgrade started: the thread that called execve, now
 	// this process's main thread, forked the workers, and their Pdeathsig
-	// fires when it exits. Go keeps the main goroutine on the main thread
-	// only if it is locked there during init; Start then makes it the
-	// spawner, which forks every later worker and makes the next execve.
+	// fires when it exits. Start makes main's goroutine the spawner, which
+	// forks every later worker and makes the next execve. Go keeps the
+	// main goroutine on the main thread only if it is locked there during
+	// init. In the archive build init runs on a thread of the runtime's,
+	// and main's goroutine is the C main's call, which Go keeps on the
+	// main thread for as long as it runs.
 	if _, ok := os.LookupEnv(envState); ok {
-		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			runtime.LockOSThread()
+		}
 		// Until signal.Notify, SIGHUP, SIGINT and SIGTERM end a Go
 		// program, and this image's workers with it (Pdeathsig). An image
 		// that execsignal.Hold preceded catches them from its first
 		// package's init on (see execsignal); one started by an older
-		// supervisor from here. run handles what they queue.
-		if ch, ok := execsignal.Early(); ok {
-			earlySigs = ch
-			return
+		// supervisor from here.
+		if earlySigs == nil {
+			earlySigs = make(chan os.Signal, 16)
+			signal.Notify(earlySigs, supervisorSignals...)
 		}
-		earlySigs = make(chan os.Signal, 16)
-		signal.Notify(earlySigs, supervisorSignals...)
 	}
 }
 
-// earlySigs gets the supervisor's signals in the image an upgrade started,
-// from its init on; nil in any other process.
+// earlySigs gets the supervisor's signals from init on in the image an
+// upgrade started and in the archive build; nil in any other process.
 var earlySigs chan os.Signal
 
 // supervisorSignals are the signals the owner goroutine handles (onSignal).
@@ -120,7 +128,9 @@ func rollback(st *upgradeState, why error, sp *spawner) error {
 	s.up.s = s
 	// The previous binary's own file, kept open across the upgrade: its
 	// path may hold the new release by now.
-	err := s.up.execState(st, fdPath(st.Binary), st.Previous)
+	// Whether the previous binary holds the signals from its start is
+	// not known here: held as for any Go executable.
+	err := s.up.execState(st, fdPath(st.Binary), st.Previous, false)
 	return fmt.Errorf("%w; rollback to %s failed: %v", why, st.Previous, err)
 }
 

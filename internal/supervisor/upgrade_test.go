@@ -296,7 +296,7 @@ func checkWithin(t *testing.T, path string, d time.Duration) (string, error) {
 	s := &Supervisor{log: zap.NewNop()}
 	s.up.s = s
 	go func() {
-		v, err := s.up.checkBinary(path)
+		v, _, err := s.up.checkBinary(path)
 		done <- result{v, err}
 	}()
 	select {
