@@ -81,13 +81,13 @@ func sweepTerm(t *testing.T, mode string) {
 			stopped := proctest.Poll(10*time.Second, func() bool { return !s.Running() })
 			switch {
 			case !stopped:
-				tl.add("lost", off, sn, "still running 10s later; log:\n"+grepLines(s.Out.String(), "upgrad"))
+				tl.add(s, "lost", off, sn, "still running 10s later; log:\n"+grepLines(s.Out.String(), "upgrad"))
 			case s.ExitCode() == 0:
-				tl.add("handled", off, sn, "")
+				tl.add(s, "handled", off, sn, "")
 			case killedBy(s, syscall.SIGTERM):
-				tl.add("fatal", off, sn, "killed by SIGTERM; log:\n"+grepLines(s.Out.String(), "upgrad"))
+				tl.add(s, "fatal", off, sn, "killed by SIGTERM; log:\n"+grepLines(s.Out.String(), "upgrad"))
 			default:
-				tl.add("wrong", off, sn, fmt.Sprintf("%s; log:\n%s", s.Cmd.ProcessState, grepLines(s.Out.String(), "upgrad")))
+				tl.add(s, "wrong", off, sn, fmt.Sprintf("%s; log:\n%s", s.Cmd.ProcessState, grepLines(s.Out.String(), "upgrad")))
 			}
 			s.Kill()
 		}
@@ -113,14 +113,14 @@ func sweepHup(t *testing.T, mode string) {
 			// Settled: the upgrade has ended and no reload runs or starts.
 			proctest.Poll(10*time.Second, func() bool { return !s.Running() || s.upgradesSettled(asked) && settledNow(s, 1) })
 			if !s.Running() {
-				tl.add("fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
+				tl.add(s, "fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
 				judge(t, "SIGHUP", mode, tl)
 				return
 			}
 			if proctest.Poll(3*time.Second, reloaded) {
-				tl.add("handled", off, sn, "")
+				tl.add(s, "handled", off, sn, "")
 			} else {
-				tl.add("lost", off, sn, fmt.Sprintf("generation %d, want %d", st.Generation, gen+1))
+				tl.add(s, "lost", off, sn, fmt.Sprintf("generation %d, want %d", st.Generation, gen+1))
 			}
 		}
 	}
@@ -174,13 +174,13 @@ func sweepUsr2(t *testing.T, mode string) {
 		})
 		switch {
 		case !s.Running():
-			tl.add("fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
+			tl.add(s, "fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
 			judge(t, "SIGUSR2", mode, tl)
 			return
 		case ok && after >= before+1 && after <= before+2:
-			tl.add("handled", off, sn, "")
+			tl.add(s, "handled", off, sn, "")
 		default:
-			tl.add("lost", off, sn, fmt.Sprintf("upgrades %d → %d, %d of 2 requests seen", before, after,
+			tl.add(s, "lost", off, sn, fmt.Sprintf("upgrades %d → %d, %d of 2 requests seen", before, after,
 				s.count(`"msg":"upgrade requested"`)-asked))
 		}
 	}
@@ -196,16 +196,16 @@ func sweepTtin(t *testing.T, mode string) {
 		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled(0) && settledNow(s, 2) })
 		switch {
 		case !s.Running():
-			tl.add("fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
+			tl.add(s, "fatal", off, sn, fmt.Sprintf("the supervisor died (%s)", s.Cmd.ProcessState))
 		case ok:
-			tl.add("handled", off, sn, "")
+			tl.add(s, "handled", off, sn, "")
 			s.stop()
 		case settledNow(s, 1):
-			tl.add("lost", off, sn, "one worker")
+			tl.add(s, "lost", off, sn, "one worker")
 			s.stop()
 		default:
 			_, why := s.settled(2)
-			tl.add("wrong", off, sn, "not 2 workers: "+why)
+			tl.add(s, "wrong", off, sn, "not 2 workers: "+why)
 		}
 		s.Kill()
 	}
