@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,4 +132,18 @@ func blockedInEveryThread(pid int) (uint64, error) {
 		}
 	}
 	return all, nil
+}
+
+// TestShippedBuildHoldsSignals: the supervisor the tests run, built as
+// make build builds it, is the archive build, which holds its signals
+// from its start; a Go executable (no C compiler, or cgo disabled) has a
+// window in every upgrade in which a signal is lost or fatal.
+func TestShippedBuildHoldsSignals(t *testing.T) {
+	out, err := exec.Command(supervisorBin, "-check-upgrade", "-listen", "127.0.0.1:0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("-check-upgrade: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), " signals=held") {
+		t.Fatalf("-check-upgrade printed %q: not the archive build (is there a C compiler? see scripts/build-supervisor)", out)
+	}
 }
