@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prefork/prefork/internal/procfs"
 	"github.com/prefork/prefork/internal/proctest"
 )
 
@@ -146,4 +147,35 @@ func TestShippedBuildHoldsSignals(t *testing.T) {
 	if !strings.Contains(string(out), " signals=held") {
 		t.Fatalf("-check-upgrade printed %q: not the archive build (is there a C compiler? see scripts/build-supervisor)", out)
 	}
+}
+
+// TestUpgradeKillTakesWorkers: after two upgrades, a supervisor killed
+// with SIGKILL takes every worker with it, the ones it kept across both
+// and the one it forked since: each keeps the Pdeathsig it was started
+// with. (That the thread it is tied to, the main thread, the C main's in
+// the archive build, does not exit while the supervisor runs, the other
+// upgrade tests check: a kept worker would die at the next upgrade.)
+func TestUpgradeKillTakesWorkers(t *testing.T) {
+	s := startBin(t, supervisorBin, "-workers", "2")
+	for n := 1; n <= 2; n++ {
+		s.Signal(syscall.SIGUSR2)
+		proctest.Eventually(t, 20*time.Second, "the upgrade done", func() bool {
+			return strings.Count(s.Out.String(), `"msg":"upgraded in place"`) == n
+		})
+	}
+	s.Signal(syscall.SIGTTIN)
+	var pids []int
+	proctest.Eventually(t, 20*time.Second, "three workers", func() bool {
+		pids = s.Children()
+		return len(pids) == 3
+	})
+	s.Cmd.Process.Signal(syscall.SIGKILL) // the supervisor only: Proc.Kill kills the children too
+	proctest.Eventually(t, 10*time.Second, "every worker gone", func() bool {
+		for _, pid := range pids {
+			if procfs.Alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
 }
