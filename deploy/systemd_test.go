@@ -115,10 +115,11 @@ func TestServiceUnit(t *testing.T) {
 		}
 	}
 
-	// Socket activation hands over a listener in rr and shared mode only;
-	// in reuseport mode the supervisor binds one socket per worker itself.
+	// The socket unit's listener is one socket: reuseport mode cannot
+	// split it into a group of per-worker sockets and serves it as in
+	// shared mode, so a unit asking for reuseport would not get it.
 	if mode, ok := s.cfg.get("mode"); ok && mode != "rr" && mode != "shared" {
-		t.Errorf("%s %s cannot use the socket unit's listener", s.cfg.where("mode"), mode)
+		t.Errorf("%s %s cannot group the socket unit's listener (it is served as in shared mode): say shared", s.cfg.where("mode"), mode)
 	}
 
 	s.want(t, "Service", "KillMode", "mixed")
