@@ -166,7 +166,7 @@ func runGen(ctx context.Context, bin, url string, rate int, keepalive, pinned bo
 	argv := []string{bin, "-url", url, "-rate", itoa(rate),
 		"-warmup", warmup.String(), "-duration", dur.String(), fmt.Sprintf("-keepalive=%v", keepalive)}
 	if pinned {
-		argv = append([]string{"taskset", "-c", "1"}, argv...)
+		argv = append([]string{"taskset", "-c", clientCore}, argv...)
 	}
 	var stdout, stderr strings.Builder
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

@@ -229,7 +229,9 @@ func run() int {
 			"(connect/read/write/timeout) + non-2xx/3xx, summed over all reps; ratio = req/s / go-single's;\n" +
 			"primary = CPU of the supervisor (Node's primary) during the run, in % of a core;\n" +
 			"cpu/req = CPU the server's processes spent per request (median): unlike req/s, about the same\n" +
-			"whatever other processes take\n\n")
+			"whatever other processes take; wrk/req = wrk's own CPU per request (median);\n" +
+			"idle = pinned: share of CPU 0 (the server's) left idle (median). With idle well above 0 and\n" +
+			"wrk's CPU 1 busy, the client limits req/s, which then follows wrk/req more than the server\n\n")
 		m.loadTable(servers, placements, o.reps, rep)
 		m.rssTable(servers, placements, rep)
 	}

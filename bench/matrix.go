@@ -184,6 +184,12 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 			res.noise, res.steal = noise(before, after, res.cpu)
 			res.busiest = busiest(before, after, pids)
 			res.serverCPU = perRequest(before, after, pids[:len(pids)-1], res.requests)
+			if res.requests > 0 {
+				res.clientCPU = res.cpu / time.Duration(res.requests)
+			}
+			if pl.pinned {
+				res.serverIdle = idleShare(before, after, "cpu"+serverCore)
+			}
 			if s.spec.procs > 1 {
 				secs := after.at.Sub(before.at).Seconds()
 				res.primaryCPU = float64(after.procs[s.pid()].ticks-before.procs[s.pid()].ticks) / clockTicks / secs

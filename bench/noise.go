@@ -29,6 +29,7 @@ type cpuSnap struct {
 	steal uint64
 	ours  uint64 // utime + stime of the watched pids
 	procs map[int]procTime
+	idle  map[string]uint64 // idle + iowait ticks by CPU ("cpu0", ...)
 }
 
 // procTime is one process's CPU time, to name who made the noise.
@@ -39,17 +40,8 @@ type procTime struct {
 
 func snapCPU(pids []int) cpuSnap {
 	s := cpuSnap{at: time.Now()}
-	if b, err := os.ReadFile("/proc/stat"); err == nil {
-		line, _, _ := strings.Cut(string(b), "\n")
-		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-		if len(f) > 8 && f[0] == "cpu" {
-			for _, i := range []int{1, 2, 3} { // not irq, softirq: see above
-				n, _ := strconv.ParseUint(f[i], 10, 64)
-				s.busy += n
-			}
-			s.steal, _ = strconv.ParseUint(f[8], 10, 64)
-		}
-	}
+	b, _ := os.ReadFile("/proc/stat")
+	s.busy, s.steal, s.idle = parseStat(string(b))
 	for _, pid := range pids {
 		s.ours += procTicks(pid)
 	}
@@ -60,6 +52,26 @@ func snapCPU(pids []int) cpuSnap {
 		s.procs[pid] = procTime{st.Comm, st.CPUTicks()}
 	}
 	return s
+}
+
+// parseStat reads /proc/stat: user+nice+system and steal of all CPUs (the
+// "cpu" line), and idle+iowait of each ("cpu0", "cpu1", ...), in ticks.
+func parseStat(stat string) (busy, steal uint64, idle map[string]uint64) {
+	idle = map[string]uint64{}
+	for _, line := range strings.Split(stat, "\n") {
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		if len(f) <= 8 || !strings.HasPrefix(f[0], "cpu") {
+			continue
+		}
+		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
+		if f[0] != "cpu" {
+			idle[f[0]] = n(4) + n(5)
+			continue
+		}
+		busy = n(1) + n(2) + n(3) // not irq, softirq: see above
+		steal = n(8)
+	}
+	return busy, steal, idle
 }
 
 // busiest names the processes outside pids that used the most CPU between
@@ -113,4 +125,16 @@ func noise(a, b cpuSnap, extra time.Duration) (other, steal float64) {
 	other = max(busy-ours, 0) / clockTicks / secs
 	steal = float64(b.steal-a.steal) / clockTicks / secs
 	return other, steal
+}
+
+// idleShare is the share of cpu's time (cpu0, ...) left idle between a and
+// b: in a pinned run, what the server's core had to spare. A server that
+// leaves its core idle while wrk keeps its own busy is not what limits
+// req/s there: the client is.
+func idleShare(a, b cpuSnap, cpu string) float64 {
+	secs := b.at.Sub(a.at).Seconds()
+	if secs <= 0 {
+		return 0
+	}
+	return float64(b.idle[cpu]-a.idle[cpu]) / clockTicks / secs
 }

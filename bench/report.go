@@ -60,6 +60,8 @@ func median[T int | int64 | float64 | time.Duration](xs []T) T {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
 func ms(d time.Duration) string {
 	if d == 0 {
 		return "-"
@@ -80,8 +82,8 @@ func mib(kb int) string {
 func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep *report) {
 	var b strings.Builder
 	nw := nameWidth(servers)
-	fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8s  %4s  %6s  %8s  %8s  %6s  %5s  %7s  %7s  %5s\n",
-		nw, "server", "placement", "load", "req/s", "reps", "spread", "p50", "p99", "errors", "ratio", "primary", "cpu/req", "noise")
+	fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8s  %4s  %6s  %8s  %8s  %6s  %5s  %7s  %7s  %7s  %5s  %5s\n",
+		nw, "server", "placement", "load", "req/s", "reps", "spread", "p50", "p99", "errors", "ratio", "primary", "cpu/req", "wrk/req", "idle", "noise")
 	for _, pl := range pls {
 		for _, ld := range loads {
 			base := median(rpsOf(m.quiet(cellKey{"go-single", pl.name, ld.name})))
@@ -97,7 +99,8 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 				spread := (slices.Max(rps) - slices.Min(rps)) / med * 100
 				var p50, p99 []time.Duration
 				var prim []float64
-				var cpu []time.Duration
+				var cpu, wrk []time.Duration
+				var idle []float64
 				var errs int64
 				var noise float64
 				for _, r := range m.runs[k] {
@@ -108,6 +111,8 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 					p99 = append(p99, r.p99)
 					prim = append(prim, r.primaryCPU)
 					cpu = append(cpu, r.serverCPU)
+					wrk = append(wrk, r.clientCPU)
+					idle = append(idle, r.serverIdle)
 					noise = max(noise, r.noise)
 				}
 				ratio := "-"
@@ -118,10 +123,14 @@ func (m *matrix) loadTable(servers []serverSpec, pls []placement, reps int, rep 
 				if sp.procs > 1 {
 					primary = fmt.Sprintf("%.0f%%", median(prim)*100)
 				}
-				fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8.0f  %4s  %5.1f%%  %8s  %8s  %6d  %5s  %7s  %5.1fµs  %4.0f%%\n",
+				idleCol := "-"
+				if pl.pinned {
+					idleCol = fmt.Sprintf("%.0f%%", median(idle)*100)
+				}
+				fmt.Fprintf(&b, "%-*s  %-9s  %-9s  %8.0f  %4s  %5.1f%%  %8s  %8s  %6d  %5s  %7s  %5.1fµs  %5.1fµs  %5s  %4.0f%%\n",
 					nw, sp.name, pl.name, ld.name, med, fmt.Sprintf("%d/%d", len(rs), reps), spread,
 					ms(median(p50)), ms(median(p99)), errs, ratio, primary,
-					float64(median(cpu))/float64(time.Microsecond), noise*100)
+					micros(median(cpu)), micros(median(wrk)), idleCol, noise*100)
 			}
 			b.WriteString("\n")
 		}

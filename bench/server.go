@@ -195,7 +195,7 @@ func launch(spec serverSpec, pinned bool) (*server, error) {
 		argv = append(argv, "-listen", "b="+addr(port2))
 	}
 	if pinned {
-		argv = append([]string{"taskset", "-c", "0"}, argv...)
+		argv = append([]string{"taskset", "-c", serverCore}, argv...)
 	}
 	s := &server{spec: spec, port: port, port2: port2, pinned: pinned, log: newLogWatch(),
 		done: make(chan struct{}), known: map[int]procfs.Stat{}}

@@ -28,6 +28,10 @@ type placement struct {
 
 var placements = []placement{{"pinned", true}, {"unpinned", false}}
 
+// The CPUs of a pinned run: the server's (and every process it forks) and
+// the load generator's.
+const serverCore, clientCore = "0", "1"
+
 // wrkResult is what the harness keeps of a wrk report.
 type wrkResult struct {
 	rps      float64
@@ -41,6 +45,8 @@ type wrkResult struct {
 	busiest      string        // who the other processes were
 	primaryCPU   float64       // CPU of the supervisor / Node primary, in cores (0 for one process)
 	serverCPU    time.Duration // CPU the server's processes (workers and primary) spent per request
+	clientCPU    time.Duration // wrk's own CPU per request
+	serverIdle   float64       // pinned: share of the server's CPU left idle (idleShare)
 }
 
 func (r wrkResult) errors() int64 { return r.sockErrs + r.non2xx }
@@ -91,7 +97,7 @@ func wrkArgs(url string, pl placement, ld wrkLoad, conns int, d time.Duration) [
 	threads := "2"
 	var argv []string
 	if pl.pinned {
-		argv = []string{"taskset", "-c", "1"}
+		argv = []string{"taskset", "-c", clientCore}
 		threads = "1"
 	}
 	argv = append(argv, "wrk", "-t"+threads, "-c"+itoa(conns), "-d"+itoa(int(d/time.Second))+"s",
