@@ -17,6 +17,12 @@ import (
 // httpGet sends one GET over a fresh connection (Connection: close, so in
 // rr mode every call is a new handoff) and returns status and body.
 func httpGet(ctx context.Context, port int, path string, timeout time.Duration) (int, []byte, error) {
+	return httpGetAfter(ctx, port, path, timeout, "")
+}
+
+// httpGetAfter is httpGet on a connection that first sends preface: the
+// PROXY header a server behind a load balancer requires.
+func httpGetAfter(ctx context.Context, port int, path string, timeout time.Duration, preface string) (int, []byte, error) {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr(port))
 	if err != nil {
@@ -24,7 +30,7 @@ func httpGet(ctx context.Context, port int, path string, timeout time.Duration) 
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr(port)); err != nil {
+	if _, err := fmt.Fprintf(conn, "%sGET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", preface, path, addr(port)); err != nil {
 		return 0, nil, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -83,7 +83,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.budget, "budget", 17*time.Minute, "hard bound on the whole run")
 	flag.DurationVar(&o.soft, "soft-budget", 13*time.Minute+10*time.Second, "noisy runs are repeated only while the whole run can still end within this")
 	flag.Float64Var(&o.noiseLimit, "noise", 0.15, "repeat a measured run once if other processes used more than this many cores during it")
-	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,rr-sticky-cookie,rr-sticky-ip,rr-2ports,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
+	flag.StringVar(&o.only, "only", "", "comma-separated servers to load (default all: go-single,rr,rr-sticky-cookie,rr-proxy,rr-sticky-ip,rr-2ports,shared,reuseport,singlebinary,node-rr,node-none,prefork-node-rr,prefork-node-shared,prefork-node-reuseport,fasthttp-prefork,fasthttp-rr,fasthttp-shared,fasthttp-reuseport), with settings as in -lat-servers")
 	flag.BoolVar(&o.noMicro, "no-micro", false, "skip the Go micro-benchmarks")
 	flag.BoolVar(&o.noLoad, "no-load", false, "skip the load table")
 	flag.BoolVar(&o.noLifecycle, "no-lifecycle", false, "skip the lifecycle table (-only also limits it to the servers named)")
@@ -155,6 +155,12 @@ func run() int {
 		if latServers, err = latencyServers(all, o.root, o.latServers); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
+		}
+		for _, sp := range latServers {
+			if sp.proxy {
+				fmt.Fprintf(os.Stderr, "bench: -lat-servers: %s wants a PROXY header on every connection, which only the load table sends\n", sp.name)
+				return 2
+			}
 		}
 		latCost = latencyCost(o.latReps, len(latServers), o.latWarmup, o.latDur)
 		fmt.Fprintf(os.Stderr, "bench: open-loop latency: %d servers × %d loads × %d rates × %d reps; about %v\n",

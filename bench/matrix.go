@@ -148,7 +148,11 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 
 	url := fmt.Sprintf("http://%s/health", addr(s.port))
 	args := func(d time.Duration, ld wrkLoad) []string {
-		return withScript(wrkArgs(url, pl, ld, o.conns, d), sp.script)
+		argv := withScript(wrkArgs(url, pl, ld, o.conns, d), sp.script)
+		if sp.proxy {
+			argv = proxyArgs(argv, ld, o.conns, wrkThreads(pl))
+		}
+		return argv
 	}
 	if s.port2 != 0 {
 		script, err := twoPortsScript(s.port, s.port2)
@@ -178,9 +182,22 @@ func (m *matrix) round(ctx context.Context, o matrixOptions, r int, pl placement
 		}
 		pids = append(pids, os.Getpid())
 		measure := func() (wrkResult, error) {
+			var proxyBefore proxyCounts
+			if sp.proxy {
+				var err error
+				if proxyBefore, err = readProxyCounts(ctx, s.port); err != nil {
+					return wrkResult{}, err
+				}
+			}
 			before := snapCPU(pids)
 			res, raw, err := runWrk(ctx, argv, o.dur, func() { peak = peak.max(statOf(s.sampleRSS())) })
 			after := snapCPU(pids)
+			if sp.proxy && err == nil {
+				var proxyAfter proxyCounts
+				if proxyAfter, err = readProxyCounts(ctx, s.port); err == nil {
+					err = checkProxy(proxyBefore, proxyAfter, res, ld, o.conns)
+				}
+			}
 			res.noise, res.steal = noise(before, after, res.cpu)
 			res.busiest = busiest(before, after, pids)
 			res.serverCPU = perRequest(before, after, pids[:len(pids)-1], res.requests)

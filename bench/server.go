@@ -8,8 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +28,10 @@ type serverSpec struct {
 	// twoPorts: the server gets a second TCP listener (-listen b=...),
 	// and wrk's threads go half to each port (twoPortsScript).
 	twoPorts bool
+	// proxy: every connection must start with a PROXY header, as behind
+	// a load balancer (-proxy-protocol); script is bench/proxy.lua, and
+	// each run is checked against the supervisor's counters (proxy.go).
+	proxy bool
 }
 
 // specs returns the servers compared, in the order each rep runs them.
@@ -47,16 +51,22 @@ func specs(root string, workers int) []serverSpec {
 			},
 		}
 	}
-	sticky := func(key, script string) serverSpec {
+	// rr with more flags: the sticky and PROXY rows.
+	rrWith := func(name, script string, flags ...string) serverSpec {
 		sp := prefork("rr")
-		sp.name = "rr-sticky-" + strings.SplitN(key, ":", 2)[0]
-		sp.script = script
+		sp.name, sp.script = name, script
 		sp.command = func(port int) []string {
-			return []string{sup, "-listen", addr(port), "-workers", n, "-mode", "rr", "-sticky", key,
-				"-grace", "2s", "-log-format", "json"}
+			return append([]string{sup, "-listen", addr(port), "-workers", n, "-mode", "rr",
+				"-grace", "2s", "-log-format", "json"}, flags...)
 		}
 		return sp
 	}
+	behindLB := func(sp serverSpec) serverSpec {
+		sp.proxy = true
+		return sp
+	}
+	proxyFlags := []string{"-proxy-protocol", "-proxy-from", "127.0.0.1/32"}
+	proxyLua := filepath.Join(root, "bench", "proxy.lua")
 	node := func(policy string) serverSpec {
 		return serverSpec{
 			name: "node-" + policy, procs: workers, logged: true,
@@ -99,10 +109,16 @@ func specs(root string, workers int) []serverSpec {
 			command: func(port int) []string { return []string{worker, "-listen", addr(port)} },
 		},
 		prefork("rr"), prefork("shared"), prefork("reuseport"),
-		// rr with -sticky: each connection's first bytes peeked for a
-		// cookie (512 cookies in turn, bench/sticky.lua), or its address
-		// (every wrk connection is 127.0.0.1's: one key, one slot).
-		sticky("cookie:sid", filepath.Join(root, "bench", "sticky.lua")), sticky("ip", ""),
+		// rr with -sticky cookie: each connection's first bytes peeked
+		// for a cookie (512 cookies in turn, bench/sticky.lua).
+		rrWith("rr-sticky-cookie", filepath.Join(root, "bench", "sticky.lua"), "-sticky", "cookie:sid"),
+		// rr behind a load balancer that speaks PROXY protocol: every
+		// connection starts with a header naming one of 512 clients
+		// (bench/proxy.lua), without and with -sticky ip. Every wrk
+		// connection comes from 127.0.0.1, so without the header -sticky
+		// ip would have one key and send every connection to one worker.
+		behindLB(rrWith("rr-proxy", proxyLua, proxyFlags...)),
+		behindLB(rrWith("rr-sticky-ip", proxyLua, slices.Concat(proxyFlags, []string{"-sticky", "ip"})...)),
 		// rr on two TCP listeners, loaded at once: one accept loop per
 		// listener in the supervisor, against the rr row's one.
 		twoPorts(prefork("rr")),
@@ -246,8 +262,12 @@ func (s *server) ready(ctx context.Context, timeout time.Duration) error {
 			return fmt.Errorf("bench: %s not ready: %w", s.spec.name, err)
 		}
 	}
+	preface := ""
+	if s.spec.proxy {
+		preface = "PROXY TCP4 10.0.0.1 127.0.0.1 30000 " + itoa(s.port) + "\r\n"
+	}
 	for {
-		code, _, err := httpGet(ctx, s.port, "/health", time.Second)
+		code, _, err := httpGetAfter(ctx, s.port, "/health", time.Second, preface)
 		if err == nil && code == 200 {
 			s.track()
 			return nil

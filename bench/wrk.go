@@ -92,15 +92,22 @@ func twoThreads(argv []string) []string {
 	return argv
 }
 
+// wrkThreads is wrk's -t in a placement: one thread on its own CPU when
+// pinned, else one per CPU.
+func wrkThreads(pl placement) int {
+	if pl.pinned {
+		return 1
+	}
+	return 2
+}
+
 // wrkArgs builds the command line for one run.
 func wrkArgs(url string, pl placement, ld wrkLoad, conns int, d time.Duration) []string {
-	threads := "2"
 	var argv []string
 	if pl.pinned {
 		argv = []string{"taskset", "-c", clientCore}
-		threads = "1"
 	}
-	argv = append(argv, "wrk", "-t"+threads, "-c"+itoa(conns), "-d"+itoa(int(d/time.Second))+"s",
+	argv = append(argv, "wrk", "-t"+itoa(wrkThreads(pl)), "-c"+itoa(conns), "-d"+itoa(int(d/time.Second))+"s",
 		"--timeout", "2s", "--latency")
 	if ld.close {
 		argv = append(argv, "-H", "Connection: close")
