@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -15,9 +16,12 @@ import (
 // releases broken in every way an operator can install one.
 
 // sweepOffsets are the delays after SIGUSR2 at which the second signal is
-// sent: every millisecond from 0 to 20 in the long run, a few spread over
-// the check, the execve and the new image's start otherwise.
-func sweepOffsets() []time.Duration {
+// sent: every millisecond from 0 to 20 in the long run, and every 2 on to
+// 40; two in the short one. Both add three aimed at the signal window of
+// upgrades in mode (aimedOffsets): the start, the middle and the
+// end of the time from Hold to the new image's catching the signals, where
+// a Go executable loses or dies of them.
+func sweepOffsets(t *testing.T, mode string) []time.Duration {
 	var ms []int
 	if long {
 		for i := 0; i <= 20; i++ {
@@ -29,13 +33,46 @@ func sweepOffsets() []time.Duration {
 			ms = append(ms, i)
 		}
 	} else {
-		ms = []int{2, 5, 7, 9, 12}
+		ms = []int{2, 9}
 	}
 	var out []time.Duration
 	for _, m := range ms {
 		out = append(out, time.Duration(m)*time.Millisecond)
 	}
-	return out
+	return append(out, aimedOffsets(t, mode)...)
+}
+
+// aimed caches aimedOffsets by mode.
+var aimed = map[string][]time.Duration{}
+
+// aimedOffsets upgrades a supervisor in mode three times and returns the
+// offsets after SIGUSR2 of the start, the middle and the end of the
+// median signal window (the first upgrade, with cold caches, is slower
+// than the sweeps' ones).
+func aimedOffsets(t *testing.T, mode string) []time.Duration {
+	if offs, ok := aimed[mode]; ok {
+		return offs
+	}
+	s := start(t, opts{mode: mode, workers: 1})
+	var ds, ws []time.Duration
+	for n := 1; n <= 3; n++ {
+		sent := time.Now()
+		s.Signal(syscall.SIGUSR2)
+		var got []window
+		if !proctest.Poll(15*time.Second, func() bool { got = s.windows(); return len(got) == n && settledNow(s, 1) }) {
+			t.Fatalf("upgrade %d logged no signal window:\n%s", n, grepLines(s.Out.String(), "upgrad"))
+		}
+		ds, ws = append(ds, got[n-1].held.Sub(sent)), append(ws, got[n-1].length())
+	}
+	s.stop()
+	slices.Sort(ds)
+	slices.Sort(ws)
+	d, w := ds[1], ws[1]
+	offs := []time.Duration{max(d, 0), max(d+w/2, 0), max(d+w, 0)}
+	t.Logf("%s: signal window %s–%s after SIGUSR2 (median of 3): aiming at %v", mode,
+		d.Round(10*time.Microsecond), (d + w).Round(10*time.Microsecond), offs)
+	aimed[mode] = offs
+	return offs
 }
 
 // upgradeOutcomes are the log lines that end an upgrade request, one each.
@@ -74,7 +111,7 @@ func TestUpgradeSignals(t *testing.T) {
 
 func sweepTerm(t *testing.T, mode string) {
 	var tl sweepTally
-	for _, off := range sweepOffsets() {
+	for _, off := range sweepOffsets(t, mode) {
 		for range trials() {
 			s := start(t, opts{mode: mode, workers: 1})
 			sn := s.usr2ThenTimed(syscall.SIGTERM, off)
@@ -98,7 +135,7 @@ func sweepTerm(t *testing.T, mode string) {
 func sweepHup(t *testing.T, mode string) {
 	s := start(t, opts{mode: mode, workers: 1})
 	var tl sweepTally
-	for _, off := range sweepOffsets() {
+	for _, off := range sweepOffsets(t, mode) {
 		for range trials() {
 			st, _, err := s.status(5 * time.Second)
 			if err != nil {
@@ -145,7 +182,7 @@ func killedBy(s *sup, sig syscall.Signal) bool {
 func sweepUsr2(t *testing.T, mode string) {
 	s := start(t, opts{mode: mode, workers: 1})
 	var tl sweepTally
-	for _, off := range sweepOffsets() {
+	for _, off := range sweepOffsets(t, mode) {
 		st, _, err := s.status(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +227,7 @@ func sweepUsr2(t *testing.T, mode string) {
 
 func sweepTtin(t *testing.T, mode string) {
 	var tl sweepTally
-	for _, off := range sweepOffsets() {
+	for _, off := range sweepOffsets(t, mode) {
 		s := start(t, opts{mode: mode, workers: 1})
 		sn := s.usr2ThenTimed(syscall.SIGTTIN, off)
 		ok := proctest.Poll(15*time.Second, func() bool { return s.Running() && s.upgradesSettled(0) && settledNow(s, 2) })

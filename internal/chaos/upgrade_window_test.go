@@ -52,6 +52,8 @@ func (s *sup) usr2ThenTimed(sig syscall.Signal, offset time.Duration) sending {
 // count the signals sent in one, to show that they test it.
 type window struct{ held, caught time.Time }
 
+func (w window) length() time.Duration { return w.caught.Sub(w.held) }
+
 // windows returns the windows of the upgrades s logged, in order.
 func (s *sup) windows() []window {
 	var out []window
