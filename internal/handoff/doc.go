@@ -75,7 +75,7 @@
 //	transport_node.go     Node's IPC: newconn, answered
 //	save.go               a target's counts across an upgrade
 //	sticky.go             the sticky policy: slots, pick by key, Claim, RetireSlot
-//	sticky_hold.go        keyed connections held for a slot or a claim; StickyStats
+//	sticky_hold.go        keyed connections held for a slot (restarting, full) or a claim; StickyStats
 //	peek.go               the peeker: PROXY headers and keys off the accept loop
 //
 // Linux only.

@@ -157,10 +157,12 @@ func (h *Handoff) Stats() Stats {
 // it is too large to build on every call.
 type batch struct {
 	groups [maxBatch]struct {
-		t   *Target // nil: no worker available
-		fds [maxBatch]int
-		at  [maxBatch]uint8 // where each is in the burst, for its peer
-		n   int
+		t     *Target // nil: no worker available
+		fds   [maxBatch]int
+		at    [maxBatch]uint8  // where each is in the burst, for its peer
+		keys  [maxBatch]string // the sticky key that chose t, if any
+		keyed bool             // some key did
+		n     int
 	}
 	frame [ipc.MaxConnsFrame]byte
 	peek  [sticky.MaxPeek]byte // a sticky policy's peeks
@@ -180,9 +182,10 @@ func (h *Handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 	var t *Target
 	ng := 0
 	for k, fd := range fds {
+		key := ""
 		if h.st != nil {
 			var kept bool
-			if t, kept = h.st.first(h, fd, peers, k, b); kept {
+			if t, key, kept = h.st.first(h, fd, peers, k, b); kept {
 				continue // peeking, held, or closed
 			}
 		} else if k == 0 || !h.oneCPU {
@@ -199,12 +202,18 @@ func (h *Handoff) dispatch(fds []int, peers []ipc.Peer, b *batch) {
 		g := &b.groups[i]
 		g.fds[g.n] = fd
 		g.at[g.n] = uint8(k)
+		g.keys[g.n] = key
+		g.keyed = g.keyed || key != ""
 		g.n++
 	}
 	for i := range ng {
 		g := &b.groups[i]
-		h.deliver(g.t, conns{fds: g.fds[:g.n], at: g.at[:g.n], peers: peers, frame: &b.frame})
-		g.t = nil // do not keep an exited worker's target alive
+		c := conns{fds: g.fds[:g.n], at: g.at[:g.n], peers: peers, frame: &b.frame}
+		if g.keyed {
+			c.keys = g.keys[:g.n]
+		}
+		h.deliver(g.t, c)
+		g.t, g.keyed = nil, false // do not keep an exited worker's target alive
 	}
 }
 
@@ -223,11 +232,20 @@ func (h *Handoff) deliver(t *Target, c conns) {
 			} else if c.peers != nil {
 				c.peers = c.peers[n:]
 			}
+			if c.keys != nil {
+				c.keys = c.keys[n:]
+			}
 		}
 		if len(c.fds) == 0 {
 			return
 		}
 		h.failed(t, err)
+		if c.keys != nil && errors.Is(err, ErrFull) {
+			// Keyed to t's slot: wait for it, as for a restarting one.
+			if c = h.st.holdFull(h, t, c); len(c.fds) == 0 {
+				return
+			}
+		}
 		h.retried.Add(uint64(len(c.fds)))
 		t, _ = h.policy.Pick()
 	}

@@ -123,9 +123,16 @@ func (s *stickiness) unrouted(t *Target) {
 // keeps fd, held for its slot's worker or awaiting a claim (nil, true);
 // or it makes no choice (nil, false) and the balance picks.
 func (s *stickiness) pick(h *Handoff, key string, fd int, peer ipc.Peer, await bool) (*Target, bool) {
+	t, kept, _ := s.pickHit(h, key, fd, peer, await)
+	return t, kept
+}
+
+// pickHit is pick that also says whether t is key's own slot's worker
+// (a hit), not a fallback.
+func (s *stickiness) pickHit(h *Handoff, key string, fd int, peer ipc.Peer, await bool) (*Target, bool, bool) {
 	if key == "" {
 		s.fallbacks.Add(1)
-		return nil, false
+		return nil, false, false
 	}
 	slot, claimed := 0, false
 	if s.cfg.Table != nil {
@@ -144,30 +151,30 @@ func (s *stickiness) pick(h *Handoff, key string, fd int, peer ipc.Peer, await b
 		if s.cfg.Key.ClaimedOnly {
 			if await && s.cfg.Key.AwaitClaim > 0 {
 				s.await(h, &held{fd: fd, peer: peer, key: key, since: time.Now()})
-				return nil, true
+				return nil, true, false
 			}
 			s.fallbacks.Add(1)
-			return nil, false
+			return nil, false, false
 		}
 		id, ok := sticky.Pick(key, s.ids)
 		if !ok {
 			s.fallbacks.Add(1)
-			return nil, false
+			return nil, false, false
 		}
 		sl = s.slots[id]
 	}
 	if t := sl.ready(); t != nil {
 		s.hits.Add(1)
 		sl.keyed++
-		return t, true
+		return t, true, true
 	}
 	if s.cfg.Hold > 0 {
 		s.hold(h, sl, &held{fd: fd, peer: peer, key: key, since: time.Now()})
-		return nil, true
+		return nil, true, false
 	}
 	s.fallbacks.Add(1)
 	t := s.nextLocked(key)
-	return t, t != nil
+	return t, t != nil, false
 }
 
 // nextLocked is the ready target of the live slot that scores highest for
@@ -248,7 +255,7 @@ func (h *Handoff) RetireSlot(slot int) {
 // held, or by the balance; await: it may wait for a claim. frame is the
 // caller's scratch for the frame, nil for a new one.
 func (h *Handoff) place(fd int, peer ipc.Peer, key string, await bool, frame *[ipc.MaxConnsFrame]byte) {
-	t, kept := h.st.pick(h, key, fd, peer, await)
+	t, kept, hit := h.st.pickHit(h, key, fd, peer, await)
 	if kept && t == nil {
 		return
 	}
@@ -258,15 +265,20 @@ func (h *Handoff) place(fd int, peer ipc.Peer, key string, await bool, frame *[i
 	if frame == nil {
 		frame = new([ipc.MaxConnsFrame]byte)
 	}
-	h.deliver(t, conns{fds: []int{fd}, peers: []ipc.Peer{peer}, frame: frame})
+	c := conns{fds: []int{fd}, peers: []ipc.Peer{peer}, frame: frame}
+	if hit {
+		c.keys = []string{key}
+	}
+	h.deliver(t, c)
 }
 
 // first is dispatch's step for a connection just accepted: it checks its
 // source and reads what it can now without waiting (its PROXY header, its
 // key). What must wait goes to the peeker, off the accept loop. It
-// returns the target picked, or kept: the policy took the connection
-// (waiting, held, or closed). peers[k] becomes the real client's address.
-func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch) (t *Target, kept bool) {
+// returns the target picked, with the key if it is that key's slot's
+// worker, or kept: the policy took the connection (waiting, held, or
+// closed). peers[k] becomes the real client's address.
+func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch) (t *Target, hitKey string, kept bool) {
 	var peer ipc.Peer
 	if peers != nil {
 		peer = peers[k]
@@ -274,7 +286,7 @@ func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch
 	proxy := s.cfg.Proxy && !b.again
 	if proxy && !s.trusted(peer) {
 		s.reject(fd)
-		return nil, true
+		return nil, "", true
 	}
 	key, out := s.step(fd, &peer, &proxy, b.peek[:])
 	if peers != nil {
@@ -283,23 +295,26 @@ func (s *stickiness) first(h *Handoff, fd int, peers []ipc.Peer, k int, b *batch
 	switch out {
 	case rejected:
 		s.reject(fd)
-		return nil, true
+		return nil, "", true
 	case pending:
 		if s.pk.add(fd, peer, proxy) {
-			return nil, true
+			return nil, "", true
 		}
 		if proxy { // no room to wait for its header
 			s.reject(fd)
-			return nil, true
+			return nil, "", true
 		}
 		s.timeouts.Add(1) // no room to wait for its key
 		key = ""
 	}
-	t, kept = s.pick(h, key, fd, peer, true)
+	t, kept, hit := s.pickHit(h, key, fd, peer, true)
 	if t == nil && !kept {
 		t, _ = h.policy.Pick()
 	}
-	return t, t == nil && kept
+	if !hit {
+		key = ""
+	}
+	return t, key, t == nil && kept
 }
 
 // Claims are the keys workers claimed, for an in-place upgrade to keep;

@@ -19,6 +19,33 @@ func (s *stickiness) hold(h *Handoff, sl *stickySlot, c *held) {
 	}
 }
 
+// holdFull keeps c's keyed connections, which t could not take because it
+// is full, for t's slot, as for a worker that restarts: they go to it
+// when it has room (release), or after cfg.Hold to the next slot by hash.
+// It returns the rest, which the balance places. Without -sticky-hold, or
+// once t's slot is gone, it keeps none.
+func (s *stickiness) holdFull(h *Handoff, t *Target, c conns) conns {
+	rest := conns{records: c.records, frame: c.frame, back: c.back}
+	now := time.Now()
+	s.mu.Lock()
+	sl := s.slots[t.slot]
+	for i, fd := range c.fds {
+		if key := c.keys[i]; key != "" && sl != nil && s.cfg.Hold > 0 {
+			// Counted again when released: it was counted when picked.
+			s.hits.Add(^uint64(0))
+			sl.keyed--
+			s.hold(h, sl, &held{fd: fd, peer: c.peer(i), key: key, since: now})
+			continue
+		}
+		rest.fds = append(rest.fds, fd)
+		if c.peers != nil {
+			rest.peers = append(rest.peers, c.peer(i))
+		}
+	}
+	s.mu.Unlock()
+	return rest
+}
+
 // expire sends sl's connections that waited cfg.Hold to the next slot by
 // hash, and rearms for the rest.
 func (s *stickiness) expire(h *Handoff, sl *stickySlot) {
@@ -104,7 +131,7 @@ func (s *stickiness) release(h *Handoff) {
 		for _, c := range b.hs {
 			s.nheld.Add(-1)
 			s.hits.Add(1)
-			h.deliver(b.t, conns{fds: []int{c.fd}, peers: []ipc.Peer{c.peer}, frame: new([ipc.MaxConnsFrame]byte)})
+			h.deliver(b.t, conns{fds: []int{c.fd}, peers: []ipc.Peer{c.peer}, frame: new([ipc.MaxConnsFrame]byte), keys: []string{c.key}})
 		}
 	}
 }

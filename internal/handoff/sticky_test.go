@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -261,5 +262,64 @@ func TestStickyForgetsClaimsOnNewWorker(t *testing.T) {
 		if have := kept(2); have != c.newGen {
 			t.Errorf("%s: after a worker of a new generation, claim kept %v, want %v", c.forget, have, c.newGen)
 		}
+	}
+}
+
+// A keyed connection whose worker is full (maxUntaken not taken) waits for
+// that worker, as for a restarting one (-sticky-hold), instead of going to
+// another slot; it gets there once the worker takes what it has.
+func TestStickyFullWorkerHolds(t *testing.T) {
+	h, _ := New("round-robin", zap.NewNop(), 4096, time.Minute)
+	key, err := sticky.ParseKey("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Stick(StickyConfig{Key: key, Hold: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	a, wa := testTarget(t, 1)
+	b, wb := testTarget(t, 2)
+	h.Route(a)
+	h.Route(b)
+	// A client whose key hashes to a's slot.
+	var peer ipc.Peer
+	for i := 1; peer == (ipc.Peer{}); i++ {
+		p := proxyproto.Peer(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 40000))
+		if k, _ := key.Find(nil, p); k != "" {
+			if id, _ := sticky.Pick(k, []int{1, 2}); id == 1 {
+				peer = p
+			}
+		}
+	}
+	const n = 3 * maxUntaken
+	scratch := new(batch)
+	for range n / maxBatch {
+		fds := pipeFDs(t, maxBatch)
+		peers := make([]ipc.Peer, len(fds))
+		for i := range peers {
+			peers[i] = peer
+		}
+		h.dispatch(fds, peers, scratch)
+	}
+	if nb := received(t, wb); nb != 0 {
+		t.Fatalf("%d of slot 1's keyed connections went to slot 2 while its worker was full", nb)
+	}
+	if held := h.StickyStats().Held; held != n-maxUntaken {
+		t.Fatalf("held %d, want the %d the full worker had no room for", held, n-maxUntaken)
+	}
+	got := 0
+	for deadline := time.Now().Add(10 * time.Second); got < n && time.Now().Before(deadline); {
+		if m := received(t, wa); m > 0 {
+			got += m
+			continue
+		}
+		time.Sleep(time.Millisecond) // polling the worker's channel, bounded by the deadline
+	}
+	st := h.StickyStats()
+	if got != n || st.Held != 0 || st.HoldExpired != 0 || st.Hits != n {
+		t.Fatalf("slot 1 got %d of %d; held %d, expired %d, hits %d", got, n, st.Held, st.HoldExpired, st.Hits)
+	}
+	if nb := received(t, wb); nb != 0 {
+		t.Fatalf("%d went to slot 2", nb)
 	}
 }

@@ -65,6 +65,10 @@ type conns struct {
 	records int
 	frame   *[ipc.MaxConnsFrame]byte // scratch for the frame, if one is built
 	back    bool                     // workers handed them back (handback.go)
+	// keys are the sticky keys that chose this worker for each fd ("":
+	// none), nil if none did: those wait for the worker when it is full
+	// (sticky_hold.go) instead of going to another.
+	keys []string
 }
 
 // peer is the address of c.fds[i].
