@@ -91,6 +91,7 @@ type listener struct {
 	peers   []byte            // rr: their peer records (recSize each), if the frame had them
 	recSize int               // rr: ipc.PeerSize, or ipc.RecordSize with the listener's index
 	more    []*socketAcceptor // shared, reuseport: the other listeners' sockets (listeners.go)
+	fed     chan struct{}     // closed when every feed of more has ended; nil without more
 	hold    func()            // ListenNamed's demux: wait before parking until its servers took all (named.go)
 	at      time.Time         // rr: when they arrived
 
@@ -200,10 +201,8 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		if l.stopped() {
-			select {
-			case c := <-l.extra:
+			if c := l.lastFed(); c != nil {
 				return l.took(c), nil
-			default:
 			}
 			// Nothing more will come: block until the application closes
 			// the listener, so http.Server.Serve sees its shutdown first.

@@ -205,6 +205,11 @@ func TestDrainSkipsUnusableConnection(t *testing.T) {
 	}
 	unix.Close(fd)
 	l.stopTaking()
+	acceptedFrom(t, l, acceptAsync(l), client, "Accept parked with a usable connection still queued")
+}
+
+// acceptAsync calls l.Accept once, sending what it returns (nil on error).
+func acceptAsync(l *listener) <-chan net.Conn {
 	got := make(chan net.Conn, 1)
 	go func() {
 		c, err := l.Accept()
@@ -213,10 +218,18 @@ func TestDrainSkipsUnusableConnection(t *testing.T) {
 		}
 		got <- c
 	}()
+	return got
+}
+
+// acceptedFrom waits for got, from acceptAsync, to yield client's
+// connection, and fails with parked if Accept has not returned within 5
+// seconds.
+func acceptedFrom(t *testing.T, l *listener, got <-chan net.Conn, client net.Conn, parked string) {
+	t.Helper()
 	select {
 	case c := <-got:
 		if c == nil {
-			t.Fatal("Accept failed instead of returning the second connection")
+			t.Fatal("Accept failed instead of returning the connection")
 		}
 		defer c.Close()
 		if want, have := client.LocalAddr().String(), c.RemoteAddr().String(); want != have {
@@ -225,7 +238,7 @@ func TestDrainSkipsUnusableConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		l.Close() // unblocks the parked Accept
 		<-got
-		t.Fatal("Accept parked with a usable connection still queued")
+		t.Fatal(parked)
 	}
 }
 

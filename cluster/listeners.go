@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/prefork/prefork/internal/ipc"
 )
@@ -33,10 +34,32 @@ func (l *listener) acceptMore() error {
 		a.index = i
 		l.more = append(l.more, a)
 	}
-	for _, a := range l.more {
-		go l.feed(a)
-	}
+	l.startFeeds()
 	return nil
+}
+
+// feedAccepted is called by feed after each accept; tests hold a
+// connection there.
+var feedAccepted = func() {}
+
+// startFeeds starts a feed on each of more.
+func (l *listener) startFeeds() {
+	if len(l.more) == 0 {
+		return
+	}
+	var feeding sync.WaitGroup
+	feeding.Add(len(l.more))
+	l.fed = make(chan struct{})
+	for _, a := range l.more {
+		go func() {
+			defer feeding.Done()
+			l.feed(a)
+		}()
+	}
+	go func() {
+		feeding.Wait()
+		close(l.fed)
+	}()
 }
 
 // feed accepts on a until it is closed (a drain or Close), passing each
@@ -50,6 +73,7 @@ func (l *listener) feed(a *socketAcceptor) {
 			}
 			return
 		}
+		feedAccepted()
 		select {
 		case l.extra <- c:
 			l.wake()
@@ -57,6 +81,27 @@ func (l *listener) feed(a *socketAcceptor) {
 			c.Close()
 			return
 		}
+	}
+}
+
+// lastFed returns, once a drain closed the sockets, a connection a feed
+// still passes on, waiting for every feed to end: one may have accepted a
+// connection just before its socket closed and not passed it yet, and
+// parking without it would leave it unserved until the worker exits, which
+// resets it. It returns nil when nothing more will come.
+func (l *listener) lastFed() *handedConn {
+	if l.fed != nil {
+		select {
+		case c := <-l.extra:
+			return c
+		case <-l.fed:
+		}
+	}
+	select {
+	case c := <-l.extra:
+		return c
+	default:
+		return nil
 	}
 }
 
