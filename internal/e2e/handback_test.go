@@ -185,7 +185,7 @@ const shareWindow = time.Second
 // shares polls, until d has passed, the share of the clients' requests
 // each worker answered over the last shareWindow, and returns the time
 // from now at which every one of want workers first answered between lo
-// and hi of them (-1 if never), and the shares of the last window.
+// and hi of them (negative if never), and the shares of the last window.
 func (cs kaClients) shares(d time.Duration, want int, lo, hi float64) (time.Duration, map[int]float64) {
 	type sample struct {
 		at time.Time
@@ -247,9 +247,13 @@ func TestKeepAliveConnectionsMove(t *testing.T) {
 		t.Fatalf("ctl scale 4: %d %s", code, out)
 	}
 	at, shares := clients.shares(2*time.Second, 4, 0.20, 0.30)
-	t.Logf("after scale 4: each of 4 workers answered 20-30%% after %v: %v", at, shares)
-	if at < 0 {
-		t.Errorf("rebalancing: the 4 workers did not each answer 20-30%% of requests within 2s; last %v: %v", shareWindow, shares)
+	if at >= 0 {
+		t.Logf("after scale 4: each of 4 workers answered 20-30%% after %v: %v", at, shares)
+	} else {
+		// Connections per worker tell an uneven spread of connections
+		// from even connections answered at uneven rates.
+		out, _ := s.ctl("status")
+		t.Errorf("rebalancing: the 4 workers did not each answer 20-30%% of requests within 2s; last %v: %v; then:\n%s", shareWindow, shares, out)
 	}
 	if out, code := s.ctl("scale", "2"); code != 0 {
 		t.Fatalf("ctl scale 2: %d %s", code, out)

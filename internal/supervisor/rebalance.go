@@ -51,53 +51,44 @@ func (s *Supervisor) rebalance(now time.Time) {
 		return
 	}
 	var ready []*process
-	var total int64
+	var coming int64 // held by draining workers, all coming back
 	for _, p := range s.live {
 		if p.state == control.StateStarting {
 			return
 		}
-		if p.state != control.StateReady || p.uses&ipc.FeatureHandBack == 0 || p.ctl == nil || !h.Routed(p.t) {
+		if p.uses&ipc.FeatureHandBack == 0 || p.t == nil {
+			continue
+		}
+		if p.state == control.StateDraining {
+			coming += max(0, s.openConns(p))
+			continue
+		}
+		if p.state != control.StateReady || p.ctl == nil || !h.Routed(p.t) {
 			continue
 		}
 		ready = append(ready, p)
-		total += s.openConns(p)
 	}
-	if len(ready) < 2 {
-		return
-	}
-	// Each worker's share: total/n, and one more for the busiest
-	// total%n, so that no connection moves for a remainder. A round runs
-	// only while two workers are more than one apart.
 	slices.SortFunc(ready, func(a, b *process) int { return cmp.Compare(s.openConns(b), s.openConns(a)) })
-	even, rem := total/int64(len(ready)), total%int64(len(ready))
-	if s.openConns(ready[0])-s.openConns(ready[len(ready)-1]) <= 1 {
+	members := make([]rebalanceMember, len(ready))
+	for i, p := range ready {
+		members[i] = rebalanceMember{open: s.openConns(p), askable: now.Sub(p.askedAt) >= rebalanceAgain}
+	}
+	plan := planRebalance(members, coming)
+	if len(plan.asks) == 0 && coming == 0 {
 		return
 	}
 	want := map[*handoff.Target]int{}
-	budget := int64(rebalanceBatch)
-	type ask struct {
-		p *process
-		n int64
-	}
-	var asks []ask
-	for i, p := range ready {
-		share := even
-		if int64(i) < rem {
-			share++
-		}
-		if open := s.openConns(p); open < share {
-			want[p.t] = int(share - open)
-		} else if open > share && now.Sub(p.askedAt) >= rebalanceAgain {
-			asks = append(asks, ask{p, open - share})
-		}
-	}
-	if len(asks) == 0 {
-		return
+	for i, n := range plan.want {
+		want[ready[i].t] = int(n)
 	}
 	h.Want(want) // before the first connection comes back
+	if len(plan.asks) == 0 {
+		return // the draining workers' connections fill the shares
+	}
 	s.rebalancedAt = now
-	for _, a := range asks {
-		p, open := a.p, s.openConns(a.p)
+	budget := int64(rebalanceBatch)
+	for _, a := range plan.asks {
+		p, open := ready[a.i], members[a.i].open
 		n := min(a.n, budget)
 		if n <= 0 {
 			break
@@ -111,4 +102,59 @@ func (s *Supervisor) rebalance(now time.Time) {
 		s.log.Debug("rebalancing: asked a worker for idle connections", zap.Int("slot", p.slot.id),
 			zap.Int64("connections", n), zap.Int64("open", open), zap.Int64("share", open-a.n))
 	}
+}
+
+// rebalanceMember is a ready worker in a round: its open connections, and
+// whether it may be asked (not asked within rebalanceAgain).
+type rebalanceMember struct {
+	open    int64
+	askable bool
+}
+
+// rebalancePlan is what a round does, by index into its members: how
+// many connections handed back each is to get, and whom to ask for how
+// many, in order.
+type rebalancePlan struct {
+	want map[int]int64
+	asks []rebalanceAsk
+}
+
+type rebalanceAsk struct{ i, n int64 }
+
+// planRebalance decides a round for members, sorted busiest first, when
+// coming connections are on their way back from draining workers (a
+// reload's, or one still draining when a scale-up begins). Those count in
+// the total: they go to the members under their share, so asking a
+// member for connections that the drain is about to bring would only move
+// them twice, and mark it asked for the round that counts. Each member's
+// share is total/n, and one more for the busiest total%n, so that no
+// connection moves for a remainder; without coming connections a round
+// runs only while two members are more than one apart.
+func planRebalance(members []rebalanceMember, coming int64) rebalancePlan {
+	var plan rebalancePlan
+	if len(members) < 2 && (len(members) == 0 || coming == 0) {
+		return plan
+	}
+	total := coming
+	for _, m := range members {
+		total += m.open
+	}
+	if coming == 0 && members[0].open-members[len(members)-1].open <= 1 {
+		return plan
+	}
+	n := int64(len(members))
+	even, rem := total/n, total%n
+	plan.want = map[int]int64{}
+	for i, m := range members {
+		share := even
+		if int64(i) < rem {
+			share++
+		}
+		if m.open < share {
+			plan.want[i] = share - m.open
+		} else if m.open > share && m.askable {
+			plan.asks = append(plan.asks, rebalanceAsk{int64(i), m.open - share})
+		}
+	}
+	return plan
 }
