@@ -29,7 +29,9 @@ import (
 // least, and a worker asked is not asked again within rebalanceAgain: the
 // connections busy when asked leave after their answer.
 // While a worker is starting (a scale-up, a respawn, a reload) no round
-// is taken: its share would be counted too soon. A round asks for at most
+// is taken: its share would be counted too soon. The connections of a
+// worker draining with hand-back count in the total: they are on their way
+// back, and fill the shares without anyone being asked (planRebalance). A round asks for at most
 // rebalanceBatch connections in all, and rounds are a tick apart at
 // least: at most a few hundred moves a second.
 const (
