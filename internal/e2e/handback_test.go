@@ -226,6 +226,21 @@ func (cs kaClients) shares(d time.Duration, want int, lo, hi float64) (time.Dura
 	return -1, last
 }
 
+// rebalanced checks, after a scale to 4 workers, that each of them answers
+// 20-30% of the clients' requests within 2 seconds (issue 21).
+func (cs kaClients) rebalanced(t *testing.T, s *sup) {
+	t.Helper()
+	at, shares := cs.shares(2*time.Second, 4, 0.20, 0.30)
+	if at >= 0 {
+		t.Logf("after scale 4: each of 4 workers answered 20-30%% after %v: %v", at, shares)
+		return
+	}
+	// Connections per worker tell an uneven spread of connections from
+	// even connections answered at uneven rates.
+	out, _ := s.ctl("status")
+	t.Errorf("rebalancing: the 4 workers did not each answer 20-30%% of requests within 2s; last %v: %v; then:\n%s", shareWindow, shares, out)
+}
+
 // Keep-alive clients sending POSTs, which no client retries, through 20
 // reloads and a scale 2 -> 4 -> 2: every request is answered and no client
 // opens another connection, because the draining workers hand their idle
@@ -246,15 +261,7 @@ func TestKeepAliveConnectionsMove(t *testing.T) {
 	if out, code := s.ctl("scale", "4"); code != 0 {
 		t.Fatalf("ctl scale 4: %d %s", code, out)
 	}
-	at, shares := clients.shares(2*time.Second, 4, 0.20, 0.30)
-	if at >= 0 {
-		t.Logf("after scale 4: each of 4 workers answered 20-30%% after %v: %v", at, shares)
-	} else {
-		// Connections per worker tell an uneven spread of connections
-		// from even connections answered at uneven rates.
-		out, _ := s.ctl("status")
-		t.Errorf("rebalancing: the 4 workers did not each answer 20-30%% of requests within 2s; last %v: %v; then:\n%s", shareWindow, shares, out)
-	}
+	clients.rebalanced(t, s)
 	if out, code := s.ctl("scale", "2"); code != 0 {
 		t.Fatalf("ctl scale 2: %d %s", code, out)
 	}
@@ -286,11 +293,7 @@ func TestRebalanceAfterScaleUp(t *testing.T) {
 				t.Fatalf("ctl scale 4: %d %s", code, out)
 			}
 			if on {
-				at, shares := clients.shares(2*time.Second, 4, 0.20, 0.30)
-				t.Logf("each of 4 workers answered 20-30%% after %v: %v", at, shares)
-				if at < 0 {
-					t.Errorf("the 4 workers did not each answer 20-30%% of requests within 2s; last %v: %v", shareWindow, shares)
-				}
+				clients.rebalanced(t, s)
 			} else if at, shares := clients.shares(2*time.Second, 3, 0, 1); at >= 0 {
 				t.Errorf("a new worker answered without rebalancing: %v", shares)
 			} else if len(shares) != 2 {
