@@ -236,12 +236,13 @@ func (p *fakeProc) env(key string) string {
 // real, over targets that hold no descriptor (Node's transport, never
 // listening), so that routing is the handoff's own.
 type fakeMode struct {
-	h       *handoff.Handoff
-	vacated []int
-	retired []int
-	failAt  map[int]error // slot id → prepare fails
-	stopped bool
-	kept    []fdRole // what save records, as a mode's listeners
+	h        *handoff.Handoff
+	vacated  []int
+	retired  []int
+	onRetire func(sl *slot) // called as each slot is retired
+	failAt   map[int]error  // slot id → prepare fails
+	stopped  bool
+	kept     []fdRole // what save records, as a mode's listeners
 }
 
 func newFakeMode() *fakeMode {
@@ -266,6 +267,9 @@ func (m *fakeMode) slot(sl *slot, c slotChange) {
 		m.vacated = append(m.vacated, sl.id)
 	case slotRetired:
 		m.retired = append(m.retired, sl.id)
+		if m.onRetire != nil {
+			m.onRetire(sl)
+		}
 	}
 }
 func (m *fakeMode) settle(context.Context)    {}

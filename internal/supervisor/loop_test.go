@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -316,6 +317,35 @@ func TestScale(t *testing.T) {
 		h.exit(third, 0)
 		if r := h.answer(down); !r.OK || len(h.s.slots) != 2 || len(h.mode.retired) != 1 {
 			t.Fatalf("reply %+v slots %d retired %v", r, len(h.s.slots), h.mode.retired)
+		}
+	})
+	// reuseport hands a retired slot's backlog on as soon as it is
+	// retired: by then no leaving worker may be in the rotation.
+	t.Run("down by two unroutes both before retiring", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(true)
+		up := h.control(control.Request{Cmd: control.CmdScale, N: 4})
+		h.ready(h.cur(3))
+		h.ready(h.cur(4))
+		if !h.answer(up).OK {
+			t.Fatal("scale up failed")
+		}
+		leaving := []*process{h.cur(3), h.cur(4)}
+		h.mode.onRetire = func(sl *slot) {
+			for _, p := range leaving {
+				if h.mode.routed(p) {
+					t.Errorf("slot %d retired while slot %d's leaving worker is still routed", sl.id, p.slot.id)
+				}
+			}
+		}
+		down := h.control(control.Request{Cmd: control.CmdScale, N: 2})
+		if want, have := []int{4, 3}, h.mode.retired; !slices.Equal(want, have) {
+			t.Fatalf("retired %v, want %v", have, want)
+		}
+		h.exit(leaving[0], 0)
+		h.exit(leaving[1], 0)
+		if r := h.answer(down); !r.OK || len(h.s.slots) != 2 {
+			t.Fatalf("reply %+v slots %d", r, len(h.s.slots))
 		}
 	})
 	t.Run("down while a reload runs", func(t *testing.T) {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,11 +93,15 @@ func (sc *scaler) scale(n int, reply chan control.Response) {
 }
 
 // removeSlots removes the slots above n: their workers drain, and op (if
-// any) waits for them to exit.
+// any) waits for them to exit. Every leaving worker leaves the rotation
+// before the mode retires any slot: reuseport hands a retired slot's
+// backlog on at once, and it must reach only the workers that stay, not one
+// told to drain a moment later, which would take it while it drains.
 func (sc *scaler) removeSlots(n int, op *scaling) {
-	for len(sc.s.slots) > n {
-		sl := sc.s.slots[len(sc.s.slots)-1]
-		sc.s.slots = sc.s.slots[:len(sc.s.slots)-1]
+	gone := slices.Clone(sc.s.slots[min(n, len(sc.s.slots)):])
+	sc.s.slots = sc.s.slots[:len(sc.s.slots)-len(gone)]
+	slices.Reverse(gone) // the highest slot first
+	for _, sl := range gone {
 		sl.removed = true
 		for _, p := range sc.s.live {
 			if p.slot == sl {
@@ -107,6 +112,8 @@ func (sc *scaler) removeSlots(n int, op *scaling) {
 			}
 		}
 		sl.cur = nil
+	}
+	for _, sl := range gone {
 		sc.s.mode.slot(sl, slotRetired)
 	}
 }
