@@ -80,20 +80,7 @@ func hangingRelease(t *testing.T, mode, rel string, idle *sup) {
 		t.Errorf("ctl status during the upgrade: %d of %d calls over %v while an idle supervisor answered within %v; slowest %v",
 			st.slow, st.calls, statusBound, machineStall, st.worst)
 	}
-	served := l.okCount()
-	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= served+50 }) {
-		t.Errorf("not serving after the refused upgrade")
-	}
-	sum := summarize(l.finish())
-	after := s.workers()
-	if !s.Running() || len(after) != len(before) {
-		t.Errorf("after: running %v, workers %v, before %v", s.Running(), keys(after), keys(before))
-	}
-	for pid := range before {
-		if _, ok := after[pid]; !ok {
-			t.Errorf("worker %d is gone", pid)
-		}
-	}
+	sum := stillServing(t, s, l, before)
 	if sum.failed > 0 {
 		t.Errorf("%d of %d requests failed (1s deadline): %v; %s", sum.failed, sum.total, sum.errs, sum.failWindow())
 	}

@@ -118,9 +118,21 @@ func brokenReleases(t *testing.T, mode string) {
 	if resp := s.upgrade(filepath.Join(t.TempDir(), "missing")); resp.OK || !strings.Contains(resp.Error, "no such file") {
 		t.Errorf("ctl upgrade of a missing file: %+v", resp)
 	}
+	sum := stillServing(t, s, l, before)
+	if sum.failed > 0 {
+		t.Errorf("%d of %d requests failed: %v", sum.failed, sum.total, sum.errs)
+	}
+	figure(t, "upgrade-broken-release", mode, "releases", len(releases)+1, "requests", sum.total, "failed", sum.failed)
+	s.stop()
+}
+
+// stillServing checks that s, whose upgrade was refused, goes on serving
+// l with the workers it had before, and returns l's summary.
+func stillServing(t *testing.T, s *sup, l *load, before map[int]float64) summary {
+	t.Helper()
 	served := l.okCount()
 	if !proctest.Poll(5*time.Second, func() bool { return l.okCount() >= served+50 }) {
-		t.Errorf("not serving after the refused upgrades")
+		t.Errorf("not serving after the refused upgrade")
 	}
 	sum := summarize(l.finish())
 	after := s.workers()
@@ -132,9 +144,5 @@ func brokenReleases(t *testing.T, mode string) {
 			t.Errorf("worker %d is gone", pid)
 		}
 	}
-	if sum.failed > 0 {
-		t.Errorf("%d of %d requests failed: %v", sum.failed, sum.total, sum.errs)
-	}
-	figure(t, "upgrade-broken-release", mode, "releases", len(releases)+1, "requests", sum.total, "failed", sum.failed)
-	s.stop()
+	return sum
 }
