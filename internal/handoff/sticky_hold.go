@@ -43,6 +43,15 @@ func (s *stickiness) holdFull(h *Handoff, t *Target, c conns) conns {
 		}
 	}
 	s.mu.Unlock()
+	// The worker may have taken what it had, and the flush that follows
+	// found nothing held yet, between the failed send and the hold above:
+	// then no later flush comes for these until cfg.Hold. Look once more.
+	t.mu.Lock()
+	room := t.room(1) > 0
+	t.mu.Unlock()
+	if room {
+		s.release(h)
+	}
 	return rest
 }
 
