@@ -182,7 +182,16 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		s.scaler.scaleBy(-1)
 	case syscall.SIGUSR2:
 		s.log.Info("upgrade requested", zap.Stringer("signal", sig), zap.String("path", s.up.exe))
-		go s.up.requestUpgrade(context.Background(), "", false) // the check runs off the owner goroutine
+		// Begun here, on the owner: an upgrade in progress can execve
+		// before a goroutine started now runs, and this request would
+		// end with the old image, neither made nor coalesced.
+		if !upgradable.Load() {
+			go s.up.requestUpgrade(context.Background(), "", false) // says why, off the owner
+			return
+		}
+		if s.up.begin() {
+			go s.up.upgradeBegun(context.Background(), "", false) // the check runs off the owner goroutine
+		}
 	}
 }
 

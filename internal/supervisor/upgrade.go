@@ -204,10 +204,25 @@ func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool
 	}
 	// One at a time: a second check would fork while the first upgrade
 	// has cleared close-on-exec on what it keeps, and hold all of it.
-	if !u.upgrading.CompareAndSwap(false, true) {
-		u.s.log.Info("upgrade coalesced with the one in progress")
+	if !u.begin() {
 		return control.Response{Error: "upgrade: another upgrade is in progress"}
 	}
+	return u.upgradeBegun(ctx, path, fromCtl)
+}
+
+// begin takes the one upgrade in progress, or logs that the request is
+// coalesced with it.
+func (u *upgrader) begin() bool {
+	if !u.upgrading.CompareAndSwap(false, true) {
+		u.s.log.Info("upgrade coalesced with the one in progress")
+		return false
+	}
+	return true
+}
+
+// upgradeBegun is requestUpgrade once begin took the upgrade: it gives it
+// back when the upgrade did not happen.
+func (u *upgrader) upgradeBegun(ctx context.Context, path string, fromCtl bool) control.Response {
 	defer u.upgrading.Store(false)
 	if path == "" {
 		path = u.exe
