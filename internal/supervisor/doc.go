@@ -68,8 +68,10 @@
 //	listeners_env.go  what a worker learns of several listeners:
 //	                PREFORK_LISTENERS, LISTEN_FDS and LISTEN_FDNAMES
 //	sticky.go       rr: -sticky and -proxy-protocol, given to the handoff
-//	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, check the new
-//	                binary, save the state (upgrade_state.go: to a memfd),
+//	upgrade.go      the upgrader: ctl upgrade and SIGUSR2, one at a time,
+//	                save the state (upgrade_state.go: to a memfd),
+//	upgrade_check.go  -check-upgrade: the new binary's side, and reading
+//	                what it printed (version, format, listeners, signals)
 //	upgrade_state.go  execve from the spawner thread;
 //	upgrade_fds.go  the one registry of the listeners an upgrade keeps;
 //	upgrade_restore.go  the new image: restore, re-adopt, roll back

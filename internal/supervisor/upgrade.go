@@ -1,13 +1,10 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,24 +50,6 @@ var dropListener = ""
 // image as at any other time. Only the tests set it.
 var signalsAtExec = ""
 
-// checkTimeout bounds how long the new binary's -check-upgrade may run.
-const checkTimeout = 5 * time.Second
-
-// checkLine is what -check-upgrade prints on success.
-const checkLine = "prefork-upgrade-check"
-
-// CheckUpgrade is the new binary's side of the check (-check-upgrade): the
-// flags parsed (settings.Parse did that), the worker command can be found, and
-// it prints its version and the state format it reads.
-func CheckUpgrade(cfg Config, stderr io.Writer) int {
-	if _, err := exec.LookPath(cfg.Command[0]); err != nil {
-		fmt.Fprintf(stderr, "supervisor: worker command: %v\n", unwrapExec(err))
-		return 1
-	}
-	fmt.Fprintf(os.Stdout, "%s version=%s format=%d%s%s\n", checkLine, Version, stateFormat, checkListenersField(cfg), checkSignalsField())
-	return 0
-}
-
 // upgrader is the supervisor's in-place upgrade: checking the new binary,
 // saving the state, the execve, and in the new image the restore. It is
 // the field up of a Supervisor and, like the rest of it, belongs to the
@@ -92,82 +71,6 @@ type upgrader struct {
 	// kept holds the listeners the upgrade that started this image kept,
 	// until the services take theirs; empty otherwise.
 	kept *keptFDs
-}
-
-// checkBinary runs path -check-upgrade with this supervisor's flags and
-// returns the version it reports, and whether it holds the supervisor's
-// signals from its start (checkSignalsField). The binary must exit 0
-// within checkTimeout and read this supervisor's state format.
-func (u *upgrader) checkBinary(path string) (version string, holds bool, err error) {
-	fi, err := os.Stat(path)
-	switch {
-	case err != nil:
-		return "", false, fmt.Errorf("upgrade: %w", err)
-	case !fi.Mode().IsRegular():
-		return "", false, fmt.Errorf("upgrade: %s is not a regular file", path)
-	case fi.Mode().Perm()&0o111 == 0:
-		return "", false, fmt.Errorf("upgrade: %s is not executable", path)
-	}
-	out, err := u.runAside("check", path, append([]string{"-check-upgrade"}, os.Args[1:]...), nil)
-	if err != nil {
-		return "", false, err
-	}
-	format := -1
-	for _, f := range strings.Fields(out) {
-		if v, ok := strings.CutPrefix(f, "version="); ok {
-			version = v
-		}
-		if f == signalsHeld {
-			holds = true
-		}
-		if v, ok := strings.CutPrefix(f, "format="); ok {
-			format, _ = strconv.Atoi(v)
-		}
-	}
-	switch {
-	case !strings.HasPrefix(out, checkLine):
-		return "", false, fmt.Errorf("upgrade: %s is not a prefork supervisor: its -check-upgrade printed %q", path, printableLine(out))
-	case format != stateFormat:
-		return "", false, fmt.Errorf("upgrade: %s reads state format %d, this supervisor writes %d", path, format, stateFormat)
-	}
-	if u.s.mode != nil {
-		if err := checkedListeners(path, out, u.s.mode.listeners()); err != nil {
-			return "", false, err
-		}
-	}
-	return version, holds, nil
-}
-
-// checkOutputMax bounds what -check-upgrade may print on each of its
-// outputs: one line is expected.
-const checkOutputMax = 64 << 10
-
-// cappedBuffer keeps up to checkOutputMax bytes. Past that its Write
-// fails, so that os/exec stops reading and the writer gets EPIPE.
-// Not an embedded bytes.Buffer: io.Copy would use its ReadFrom, which
-// reads without bound.
-type cappedBuffer struct {
-	b    bytes.Buffer
-	over bool
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if b.b.Len()+len(p) > checkOutputMax {
-		b.over = true
-		return 0, errors.New("upgrade: check output too long")
-	}
-	return b.b.Write(p)
-}
-
-func (b *cappedBuffer) String() string { return b.b.String() }
-
-// printableLine cuts s to one short line for an error message.
-func printableLine(s string) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
 }
 
 // upgradable says the process is the supervisor command (AllowUpgrade).

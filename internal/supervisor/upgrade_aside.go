@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,3 +101,26 @@ func (a *aside) wait() (string, error) {
 	}
 	return a.out.String(), nil
 }
+
+// checkOutputMax bounds what -check-upgrade may print on each of its
+// outputs: one line is expected.
+const checkOutputMax = 64 << 10
+
+// cappedBuffer keeps up to checkOutputMax bytes. Past that its Write
+// fails, so that os/exec stops reading and the writer gets EPIPE.
+// Not an embedded bytes.Buffer: io.Copy would use its ReadFrom, which
+// reads without bound.
+type cappedBuffer struct {
+	b    bytes.Buffer
+	over bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.b.Len()+len(p) > checkOutputMax {
+		b.over = true
+		return 0, errors.New("upgrade: check output too long")
+	}
+	return b.b.Write(p)
+}
+
+func (b *cappedBuffer) String() string { return b.b.String() }
