@@ -185,11 +185,7 @@ func (s *Supervisor) onSignal(sig os.Signal) {
 		// Begun here, on the owner: an upgrade in progress can execve
 		// before a goroutine started now runs, and this request would
 		// end with the old image, neither made nor coalesced.
-		if !upgradable.Load() {
-			go s.up.requestUpgrade(context.Background(), "", false) // says why, off the owner
-			return
-		}
-		if s.up.begin() {
+		if _, ok := s.up.begin(); ok {
 			go s.up.upgradeBegun(context.Background(), "", false) // the check runs off the owner goroutine
 		}
 	}

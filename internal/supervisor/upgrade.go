@@ -100,27 +100,28 @@ type evUpgrade struct {
 // holds upgrading until then. It returns when the upgrade did not happen; on success this process is the new image and
 // the new image answers on the ctl connection in ctx, if fromCtl.
 func (u *upgrader) requestUpgrade(ctx context.Context, path string, fromCtl bool) control.Response {
-	if !upgradable.Load() {
-		err := errors.New("upgrade: only the supervisor command upgrades in place; a program that is its own primary takes a new binary with a reload")
-		u.s.log.Error("upgrade refused", zap.Error(err))
-		return control.Response{Error: err.Error()}
-	}
-	// One at a time: a second check would fork while the first upgrade
-	// has cleared close-on-exec on what it keeps, and hold all of it.
-	if !u.begin() {
-		return control.Response{Error: "upgrade: another upgrade is in progress"}
+	if r, ok := u.begin(); !ok {
+		return r
 	}
 	return u.upgradeBegun(ctx, path, fromCtl)
 }
 
-// begin takes the one upgrade in progress, or logs that the request is
-// coalesced with it.
-func (u *upgrader) begin() bool {
+// begin takes the one upgrade in progress; refused says why not, logged:
+// this process does not upgrade in place, or the request is coalesced
+// with the upgrade in progress.
+func (u *upgrader) begin() (refused control.Response, ok bool) {
+	if !upgradable.Load() {
+		err := errors.New("upgrade: only the supervisor command upgrades in place; a program that is its own primary takes a new binary with a reload")
+		u.s.log.Error("upgrade refused", zap.Error(err))
+		return control.Response{Error: err.Error()}, false
+	}
+	// One at a time: a second check would fork while the first upgrade
+	// has cleared close-on-exec on what it keeps, and hold all of it.
 	if !u.upgrading.CompareAndSwap(false, true) {
 		u.s.log.Info("upgrade coalesced with the one in progress")
-		return false
+		return control.Response{Error: "upgrade: another upgrade is in progress"}, false
 	}
-	return true
+	return control.Response{}, true
 }
 
 // upgradeBegun is requestUpgrade once begin took the upgrade: it gives it

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
 	"github.com/prefork/prefork/internal/control"
@@ -556,5 +558,27 @@ func TestTargetCountsAcrossUpgrade(t *testing.T) {
 	defer tg.Close()
 	if st := tg.State(); tg.Handed() != 10 || st.Returned != 3 || tg.Load() != 7 {
 		t.Fatalf("restored handed %d, returned %d, load %d; want 10, 3 and 7", tg.Handed(), st.Returned, tg.Load())
+	}
+}
+
+// TestUsr2DuringUpgradeDecidedOnOwner: a SIGUSR2 that reaches the owner
+// while an upgrade is in progress is coalesced by the owner itself, before
+// onSignal returns: the owner may execve next, and a goroutine started
+// for the request would end with the old image, neither made nor
+// coalesced. With one P, a goroutine cannot have run by then.
+func TestUsr2DuringUpgradeDecidedOnOwner(t *testing.T) {
+	upgradable.Store(true)
+	t.Cleanup(func() { upgradable.Store(false) })
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	h := newHarness(t, nil)
+	core, logs := zapobserver.New(zap.InfoLevel)
+	h.s.log = zap.New(core)
+	h.s.up.upgrading.Store(true) // checked or rehearsed, about to execve
+	h.s.onSignal(syscall.SIGUSR2)
+	if n := logs.FilterMessage("upgrade coalesced with the one in progress").Len(); n != 1 {
+		t.Fatalf("when onSignal returned, %d requests were coalesced, want 1: %v", n, logs.All())
+	}
+	if !h.s.up.upgrading.Load() {
+		t.Fatal("the upgrade in progress lost its flag")
 	}
 }
