@@ -323,3 +323,31 @@ func TestStickyFullWorkerHolds(t *testing.T) {
 		t.Fatalf("%d went to slot 2", nb)
 	}
 }
+
+// A keyed connection held because its worker was full goes to it at once
+// if the worker has room by the time it is held: the worker took what it
+// had between the failed send and the hold, and the flush that followed
+// found nothing held, so no later one would come before -sticky-hold.
+func TestStickyHeldWhenRoomReturns(t *testing.T) {
+	h, _ := New("round-robin", zap.NewNop(), 4096, time.Minute)
+	key, err := sticky.ParseKey("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Stick(StickyConfig{Key: key, Hold: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	a, wa := testTarget(t, 1)
+	h.Route(a)
+	peer := ipc.Peer{}
+	rest := h.st.holdFull(h, a, conns{fds: pipeFDs(t, 1), peers: []ipc.Peer{peer}, keys: []string{"k"}, frame: new([ipc.MaxConnsFrame]byte)})
+	if len(rest.fds) != 0 {
+		t.Fatalf("%d keyed connections left to the balance", len(rest.fds))
+	}
+	if st := h.StickyStats(); st.Held != 0 {
+		t.Fatalf("held %d with room in its worker, want 0", st.Held)
+	}
+	if n := received(t, wa); n != 1 {
+		t.Fatalf("the worker received %d, want 1", n)
+	}
+}
